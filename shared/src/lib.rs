@@ -1,1 +1,16 @@
+//! Relay's shared library: domain, validation, auth, services, storage adapters, config, errors.
 
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod services;
+pub mod storage;
+pub mod telemetry;
+pub mod validation;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};

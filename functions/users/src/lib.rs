@@ -1,1 +1,84 @@
-pub fn x(){}
+//! The users function: accounts, sessions and the health check.
+
+use std::convert::Infallible;
+
+use lambda_http::{Body, Request, Response};
+use shared::{http, App, Error, Result};
+use tracing::instrument;
+
+/// The API Gateway route keys this function serves.
+pub const ROUTES: &[&str] = &[
+    "POST /v1/users",
+    "POST /v1/sessions",
+    "POST /v1/sessions/refresh",
+    "DELETE /v1/sessions/current",
+    "GET /v1/users",
+    "DELETE /v1/users/me",
+    "GET /healthz",
+];
+
+#[instrument(skip_all, fields(route = %http::route_key(&req)))]
+pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
+    Ok(match http::route_key(&req).as_str() {
+        "POST /v1/users" => register(app, &req).await,
+        "POST /v1/sessions" => login(app, &req).await,
+        "POST /v1/sessions/refresh" => refresh(app, &req).await,
+        "DELETE /v1/sessions/current" => logout(app, &req).await,
+        "GET /v1/users" => lookup(app, &req).await,
+        "DELETE /v1/users/me" => delete_me(app, &req).await,
+        "GET /healthz" => health(app).await,
+        _ => http::error(&Error::RouteNotFound),
+    })
+}
+
+fn no_content(result: Result<()>) -> Response<Body> {
+    match result {
+        Ok(()) => Response::builder().status(204).body(Body::Empty).expect("static response"),
+        Err(e) => http::error(&e),
+    }
+}
+
+/// POST /v1/users
+async fn register(app: &App, req: &Request) -> Response<Body> {
+    let run = async { app.accounts.register(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    http::respond(run.await)
+}
+
+/// POST /v1/sessions
+async fn login(app: &App, req: &Request) -> Response<Body> {
+    let run = async { app.accounts.login(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    http::respond(run.await)
+}
+
+/// POST /v1/sessions/refresh
+async fn refresh(app: &App, req: &Request) -> Response<Body> {
+    let run = async { app.accounts.refresh(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    http::respond(run.await)
+}
+
+/// DELETE /v1/sessions/current
+async fn logout(app: &App, req: &Request) -> Response<Body> {
+    let run = async { app.accounts.logout(&app.auth.authenticate(http::bearer(req)).await?).await };
+    no_content(run.await)
+}
+
+/// GET /v1/users?username=NAME
+async fn lookup(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.auth.authenticate(http::bearer(req)).await?;
+        let name = http::query_param(req, "username").ok_or_else(|| Error::invalid("username query parameter is required"))?;
+        app.accounts.lookup(&name).await
+    };
+    http::respond(run.await)
+}
+
+/// DELETE /v1/users/me
+async fn delete_me(app: &App, req: &Request) -> Response<Body> {
+    let run = async { app.accounts.delete(&app.auth.authenticate(http::bearer(req)).await?).await };
+    no_content(run.await)
+}
+
+/// GET /healthz
+async fn health(app: &App) -> Response<Body> {
+    http::respond(app.health().await.map(|()| serde_json::json!({"status": "ok"})))
+}

@@ -1,0 +1,216 @@
+//! The gateway's HTTP server: the HTTP API, the WebSocket API at `/ws`, and the Management API
+//! at `/@connections/{id}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use aws_lambda_events::encodings::Body as EventBody;
+use axum::body::{to_bytes, Body};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use shared::Error;
+use tokio::sync::mpsc;
+
+use crate::events::{self, HttpParts};
+use crate::functions::Functions;
+use crate::routes;
+use crate::sockets::{Outgoing, Sockets};
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub functions: Arc<dyn Functions>,
+    pub sockets: Sockets,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/ws", get(websocket))
+        .route("/@connections/{id}", any(management))
+        .fallback(http_api)
+        .with_state(gateway)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error_response(e: &Error) -> Response {
+    (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), [("content-type", "application/json")], e.to_json().to_string())
+        .into_response()
+}
+
+fn from_v2(resp: ApiGatewayV2httpResponse) -> Response {
+    let status = StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = match resp.body {
+        Some(EventBody::Text(t)) => Body::from(t),
+        Some(EventBody::Binary(b)) => Body::from(b),
+        _ => Body::empty(),
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = resp.headers;
+    out
+}
+
+/// Any route of the HTTP API: match it, build the payload v2 event, call the function.
+async fn http_api(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(route) = routes::matching(parts.method.as_str(), parts.uri.path()) else {
+        return error_response(&Error::RouteNotFound);
+    };
+    let declared = parts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > gw.max_body_bytes) {
+        return error_response(&Error::PayloadTooLarge);
+    }
+    let Ok(body) = to_bytes(body, gw.max_body_bytes).await else {
+        return error_response(&Error::PayloadTooLarge);
+    };
+    let event = events::http_event(
+        &route,
+        HttpParts {
+            method: parts.method.clone(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: parts.headers.clone(),
+            source_ip: peer.ip().to_string(),
+            body: body.to_vec(),
+        },
+    );
+    from_v2(gw.functions.http(route.function, event).await)
+}
+
+fn new_connection_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `GET /ws?token=…`: `$connect` decides before the upgrade; a refusal fails the handshake.
+async fn websocket(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+    let query = req.uri().query().map(str::to_string);
+    let (mut parts, _) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let id = new_connection_id();
+    let ip = peer.ip().to_string();
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Registered before `$connect` so a message pushed in the meantime is not lost.
+    gw.sockets.insert(&id, tx.clone(), ip.clone());
+    let resp = gw.functions.websocket(events::websocket_event("$connect", &id, &ip, query.as_deref(), None)).await;
+    if resp.status_code != 200 {
+        gw.sockets.remove(&id);
+        let status = StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::UNAUTHORIZED);
+        let body = match resp.body {
+            Some(EventBody::Text(t)) => t,
+            _ => String::new(),
+        };
+        return (status, [("content-type", "application/json")], body).into_response();
+    }
+    upgrade.on_upgrade(move |socket| connection(gw, id, ip, socket, tx, rx))
+}
+
+async fn connection(
+    gw: Gateway,
+    id: String,
+    ip: String,
+    socket: WebSocket,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            if out.close {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+            let ok = sink.send(Message::Text(out.frame.into())).await.is_ok();
+            if let Some(ack) = out.ack {
+                let _ = ack.send(ok);
+            }
+            if !ok {
+                break;
+            }
+        }
+        // Frames still queued are answered as not written, so their senders keep them.
+        rx.close();
+        while let Some(out) = rx.recv().await {
+            if let Some(ack) = out.ack {
+                let _ = ack.send(false);
+            }
+        }
+    });
+    // Frames of one connection are handled in order, one at a time.
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let resp = gw.functions.websocket(events::websocket_event("$default", &id, &ip, None, Some(text))).await;
+        if let Some(EventBody::Text(reply)) = resp.body {
+            if tx.send(Outgoing { frame: reply, ack: None, close: false }).is_err() {
+                break;
+            }
+        }
+    }
+    gw.sockets.remove(&id);
+    drop(tx);
+    writer.abort();
+    let _ = gw.functions.websocket(events::websocket_event("$disconnect", &id, &ip, None, None)).await;
+}
+
+fn gone() -> Response {
+    (StatusCode::GONE, [("x-amzn-errortype", "GoneException"), ("content-type", "application/json")], r#"{"message":"Gone"}"#)
+        .into_response()
+}
+
+/// API Gateway's Management API: `POST` writes a frame, `GET` describes, `DELETE` closes.
+async fn management(State(gw): State<Gateway>, Path(id): Path<String>, req: Request<Body>) -> Response {
+    let method = req.method().clone();
+    match method.as_str() {
+        "POST" => {
+            let Ok(body) = to_bytes(req.into_body(), 128 * 1024).await else {
+                return (StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Payload too large"}"#).into_response();
+            };
+            match gw.sockets.send(&id, String::from_utf8_lossy(&body).into_owned()).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(_) => gone(),
+            }
+        }
+        "GET" => match gw.sockets.info(&id) {
+            Some((at, ip)) => axum::Json(serde_json::json!({
+                "ConnectedAt": at as f64 / 1000.0,
+                "LastActiveAt": at as f64 / 1000.0,
+                "Identity": {"SourceIp": ip},
+            }))
+            .into_response(),
+            None => gone(),
+        },
+        "DELETE" => {
+            if gw.sockets.close(&id) {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                gone()
+            }
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}

@@ -1,0 +1,71 @@
+//! Composition root: builds clients once (cold start) and wires adapters into services.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crypto::password::PasswordHashing;
+use crate::crypto::tokens::TokenIssuer;
+use crate::error::Result;
+use crate::services::{accounts::Accounts, auth::Authenticator, directory::KeyDirectory, relay::Relay};
+use crate::storage::dynamodb::{self, Dynamo, Tables};
+use crate::storage::redis::{self as redis_store, RedisStore};
+use crate::storage::{Health, Pusher};
+
+pub struct App {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub accounts: Accounts,
+    pub keys: KeyDirectory,
+    pub dynamo: Dynamo,
+    pub redis: RedisStore,
+}
+
+impl App {
+    pub async fn from_config(config: Config) -> Result<Arc<Self>> {
+        let (client, conn) = futures::join!(dynamodb::client_from_env(), redis_store::connect(&config.redis_url));
+        let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
+        let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox);
+        Self::assemble(config, dynamo, redis)
+    }
+
+    pub fn assemble(config: Config, dynamo: Dynamo, redis: RedisStore) -> Result<Arc<Self>> {
+        let tokens = TokenIssuer::new(&config.jwt);
+        let redis_arc = Arc::new(redis.clone());
+        let dynamo_arc = Arc::new(dynamo.clone());
+        let auth = Authenticator::new(tokens.clone(), redis_arc.clone());
+        let accounts = Accounts {
+            users: dynamo_arc.clone(),
+            sessions: dynamo_arc.clone(),
+            revocations: redis_arc.clone(),
+            inbox: redis_arc.clone(),
+            limiter: redis_arc.clone(),
+            hashing: PasswordHashing::new(config.argon2)?,
+            tokens,
+            limits: config.rate_limits,
+        };
+        let keys = KeyDirectory { keys: dynamo_arc, limiter: redis_arc, limits: config.rate_limits };
+        Ok(Arc::new(Self { config, auth, accounts, keys, dynamo, redis }))
+    }
+
+    /// The relay service, pushing through `pusher`.
+    pub fn relay(&self, pusher: Arc<dyn Pusher>) -> Relay {
+        let redis = Arc::new(self.redis.clone());
+        Relay {
+            auth: self.auth.clone(),
+            inbox: redis.clone(),
+            registry: redis.clone(),
+            users: Arc::new(self.dynamo.clone()),
+            limiter: redis,
+            pusher,
+            limits: self.config.rate_limits,
+            inbox_limits: self.config.inbox,
+            senders: Default::default(),
+        }
+    }
+
+    /// `GET /healthz`: both stores answer.
+    pub async fn health(&self) -> Result<()> {
+        let (d, r) = futures::join!(self.dynamo.ping(), self.redis.ping());
+        d.and(r)
+    }
+}

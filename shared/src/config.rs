@@ -1,0 +1,255 @@
+//! Typed configuration read once at cold start from the environment.
+
+use std::time::Duration;
+
+/// A token bucket: `capacity` tokens, refilled at `capacity / period` per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub capacity: u32,
+    pub period: Duration,
+}
+
+impl Bucket {
+    pub const fn new(capacity: u32, period_secs: u64) -> Self {
+        Self { capacity, period: Duration::from_secs(period_secs) }
+    }
+
+    /// Tokens regained per millisecond.
+    pub fn refill_per_ms(&self) -> f64 {
+        self.capacity as f64 / (self.period.as_millis().max(1) as f64)
+    }
+
+    fn parse(var: &str, raw: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::Invalid { var: var.to_string(), expected: "COUNT/SECONDS, e.g. 5/900" };
+        let (count, secs) = raw.split_once('/').ok_or_else(bad)?;
+        let capacity: u32 = count.trim().parse().map_err(|_| bad())?;
+        let secs: f64 = secs.trim().parse().map_err(|_| bad())?;
+        if capacity == 0 || secs <= 0.0 {
+            return Err(bad());
+        }
+        Ok(Self { capacity, period: Duration::from_secs_f64(secs) })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Failed logins per client IP.
+    pub login_failures: Bucket,
+    /// Requests to the unauthenticated auth endpoints per client IP.
+    pub auth: Bucket,
+    /// Bundle fetches per requester.
+    pub bundle: Bucket,
+    /// Bundle fetches per requester → target pair.
+    pub bundle_pair: Bucket,
+    /// Messages per sender.
+    pub messages: Bucket,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            login_failures: Bucket::new(5, 900),
+            auth: Bucket::new(5, 1),
+            bundle: Bucket::new(120, 60),
+            bundle_pair: Bucket::new(10, 60),
+            messages: Bucket::new(200, 1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub secret: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("secret", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    pub max_messages: u32,
+    pub ttl: Duration,
+    /// Largest decoded message body.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redis_url: String,
+    /// Prepended to every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    /// DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`.
+    pub table_prefix: String,
+    pub jwt: JwtConfig,
+    pub argon2: Argon2Params,
+    pub inbox: InboxLimits,
+    pub rate_limits: RateLimits,
+    /// Largest accepted HTTP request body.
+    pub max_request_bytes: usize,
+    /// API Gateway Management API endpoint for pushing to WebSocket connections.
+    pub ws_management_endpoint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(String),
+    #[error("environment variable {var} is invalid: expected {expected}")]
+    Invalid { var: String, expected: &'static str },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from any source of variables; `from_env` passes the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&get);
+        let secret = env.required("JWT_SECRET")?;
+        if secret.len() < 32 {
+            return Err(ConfigError::Invalid { var: "JWT_SECRET".into(), expected: "at least 32 bytes" });
+        }
+        let defaults = RateLimits::default();
+        Ok(Self {
+            redis_url: env.required("REDIS_URL")?,
+            redis_prefix: env.string("RELAY_REDIS_PREFIX", ""),
+            table_prefix: env.string("RELAY_TABLE_PREFIX", "relay"),
+            jwt: JwtConfig {
+                secret: secret.into_bytes(),
+                issuer: env.string("JWT_ISSUER", "relay"),
+                audience: env.string("JWT_AUDIENCE", "relay-clients"),
+                access_ttl: Duration::from_secs(env.number("ACCESS_TOKEN_TTL_SECS", 900)?),
+                refresh_ttl: Duration::from_secs(env.number("REFRESH_TOKEN_TTL_SECS", 30 * 86_400)?),
+                leeway: Duration::from_secs(env.number("JWT_LEEWAY_SECS", 60)?),
+            },
+            argon2: Argon2Params {
+                m_kib: env.number("ARGON2_M_KIB", 19_456)?,
+                t: env.number("ARGON2_T", 2)?,
+                p: env.number("ARGON2_P", 1)?,
+            },
+            inbox: InboxLimits {
+                max_messages: env.number("INBOX_MAX", 1000)?,
+                ttl: Duration::from_secs(env.number("INBOX_TTL_SECS", 30 * 86_400)?),
+                max_body_bytes: env.number("MESSAGE_MAX_BYTES", 64 * 1024)?,
+            },
+            rate_limits: RateLimits {
+                login_failures: env.bucket("RATE_LIMIT_LOGIN_FAILURES", defaults.login_failures)?,
+                auth: env.bucket("RATE_LIMIT_AUTH", defaults.auth)?,
+                bundle: env.bucket("RATE_LIMIT_BUNDLE", defaults.bundle)?,
+                bundle_pair: env.bucket("RATE_LIMIT_BUNDLE_PAIR", defaults.bundle_pair)?,
+                messages: env.bucket("RATE_LIMIT_MESSAGES", defaults.messages)?,
+            },
+            max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", 512 * 1024)?,
+            ws_management_endpoint: get("WS_MANAGEMENT_ENDPOINT").filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &str) -> Result<String, ConfigError> {
+        self.get(var).ok_or_else(|| ConfigError::Missing(var.to_string()))
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_string())
+    }
+
+    fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid { var: var.to_string(), expected: "a non-negative whole number" }),
+        }
+    }
+
+    fn bucket(&self, var: &str, default: Bucket) -> Result<Bucket, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => Bucket::parse(var, &raw),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn missing_variable_is_named() {
+        let err = Config::from_lookup(lookup(&[("JWT_SECRET", SECRET)])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("REDIS_URL".into()));
+        assert!(err.to_string().contains("REDIS_URL"));
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let err = Config::from_lookup(lookup(&[("JWT_SECRET", "short"), ("REDIS_URL", "redis://x")])).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"));
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_lookup(lookup(&[("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")])).unwrap();
+        assert_eq!(c.inbox.max_messages, 1000);
+        assert_eq!(c.inbox.ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.jwt.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.argon2, Argon2Params { m_kib: 19_456, t: 2, p: 1 });
+        assert_eq!(c.rate_limits.login_failures, Bucket::new(5, 900));
+        assert!(!format!("{c:?}").contains(SECRET), "Debug output leaks the secret");
+    }
+
+    #[test]
+    fn buckets_and_numbers_are_validated() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        let mut bad = base.to_vec();
+        bad.push(("RATE_LIMIT_AUTH", "five"));
+        let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_AUTH"));
+        let mut bad = base.to_vec();
+        bad.push(("INBOX_MAX", "-3"));
+        assert!(Config::from_lookup(lookup(&bad)).unwrap_err().to_string().contains("INBOX_MAX"));
+        let mut ok = base.to_vec();
+        ok.push(("RATE_LIMIT_MESSAGES", "50/0.5"));
+        let c = Config::from_lookup(lookup(&ok)).unwrap();
+        assert_eq!(c.rate_limits.messages.capacity, 50);
+        assert!((c.rate_limits.messages.refill_per_ms() - 0.1).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,206 @@
+//! Access tokens (HS256 JWTs) and opaque refresh tokens.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::JwtConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub exp: u64,
+    pub iat: u64,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// The caller an access token proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    /// Unix seconds at which the token stops being accepted (leeway included).
+    pub valid_until: u64,
+}
+
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    config: JwtConfig,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl TokenIssuer {
+    pub fn new(config: &JwtConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = config.leeway.as_secs();
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        Self {
+            encoding: EncodingKey::from_secret(&config.secret),
+            decoding: DecodingKey::from_secret(&config.secret),
+            validation,
+            config: config.clone(),
+        }
+    }
+
+    pub fn access_ttl_secs(&self) -> u64 {
+        self.config.access_ttl.as_secs()
+    }
+
+    pub fn leeway_secs(&self) -> u64 {
+        self.config.leeway.as_secs()
+    }
+
+    pub fn refresh_ttl_secs(&self) -> u64 {
+        self.config.refresh_ttl.as_secs()
+    }
+
+    pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String> {
+        let iat = now_secs();
+        let claims = Claims {
+            sub: user_id,
+            sid: session_id,
+            iat,
+            exp: iat + self.access_ttl_secs(),
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("jwt encode: {e}")))
+    }
+
+    /// Signature, algorithm, issuer, audience and expiry (with leeway). Revocation is checked by
+    /// the caller.
+    pub fn verify_access(&self, token: &str) -> Result<Principal> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|_| Error::Unauthorized)?;
+        Ok(Principal {
+            user_id: data.claims.sub,
+            session_id: data.claims.sid,
+            valid_until: data.claims.exp + self.config.leeway.as_secs(),
+        })
+    }
+}
+
+/// An opaque refresh token: who, which session, and a 256-bit secret of which only a hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    secret: [u8; 32],
+}
+
+impl RefreshToken {
+    pub fn generate(user_id: Uuid, session_id: Uuid) -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Self { user_id, session_id, secret }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut raw = Vec::with_capacity(64);
+        raw.extend_from_slice(self.user_id.as_bytes());
+        raw.extend_from_slice(self.session_id.as_bytes());
+        raw.extend_from_slice(&self.secret);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn decode(token: &str) -> Result<Self> {
+        let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Error::Unauthorized)?;
+        if raw.len() != 64 {
+            return Err(Error::Unauthorized);
+        }
+        let uuid = |b: &[u8]| Uuid::from_slice(b).map_err(|_| Error::Unauthorized);
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&raw[32..]);
+        Ok(Self { user_id: uuid(&raw[..16])?, session_id: uuid(&raw[16..32])?, secret })
+    }
+
+    /// What the store keeps: SHA-256 of the secret, hex.
+    pub fn hash(&self) -> String {
+        Sha256::digest(self.secret).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(secret: &str) -> JwtConfig {
+        JwtConfig {
+            secret: secret.as_bytes().to_vec(),
+            issuer: "relay".into(),
+            audience: "relay-clients".into(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn access_tokens_round_trip_and_reject_forgeries() {
+        let issuer = TokenIssuer::new(&config("a-secret-of-at-least-32-bytes-long!"));
+        let (u, s) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = issuer.issue_access(u, s).unwrap();
+        let p = issuer.verify_access(&t).unwrap();
+        assert_eq!((p.user_id, p.session_id), (u, s));
+        let other = TokenIssuer::new(&config("another-secret-of-at-least-32-bytes"));
+        assert!(other.verify_access(&t).is_err());
+        assert!(issuer.verify_access("garbage").is_err());
+        // alg:none with the same claims
+        let claims = t.split('.').nth(1).unwrap();
+        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#), claims);
+        assert!(issuer.verify_access(&none).is_err());
+    }
+
+    #[test]
+    fn expiry_honours_the_leeway() {
+        let issuer = TokenIssuer::new(&config("a-secret-of-at-least-32-bytes-long!"));
+        let mk = |exp: u64| {
+            let c = Claims {
+                sub: Uuid::new_v4(),
+                sid: Uuid::new_v4(),
+                iat: exp - 10,
+                exp,
+                iss: "relay".into(),
+                aud: "relay-clients".into(),
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(b"a-secret-of-at-least-32-bytes-long!"))
+                .unwrap()
+        };
+        assert!(issuer.verify_access(&mk(now_secs() - 30)).is_ok(), "within leeway");
+        assert!(issuer.verify_access(&mk(now_secs() - 120)).is_err(), "past leeway");
+    }
+
+    #[test]
+    fn refresh_tokens_round_trip_and_hash() {
+        let t = RefreshToken::generate(Uuid::new_v4(), Uuid::new_v4());
+        let back = RefreshToken::decode(&t.encode()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.hash(), t.hash());
+        assert_eq!(t.hash().len(), 64);
+        assert_ne!(RefreshToken::generate(t.user_id, t.session_id).hash(), t.hash());
+        assert!(RefreshToken::decode("short").is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The one error type of the domain, and its one mapping to status codes and public messages.
+
+/// Everything a request can fail with. Messages shown to clients come from [`Error::public_message`],
+/// never from the `Debug` of an internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("malformed JSON body")]
+    MalformedJson,
+    #[error("a signature does not verify against the identity key")]
+    InvalidSignature,
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("missing, invalid, expired or revoked token")]
+    Unauthorized,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("no one-time prekey left")]
+    PrekeysExhausted,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("unknown recipient")]
+    UnknownRecipient,
+    #[error("message body too large")]
+    MessageTooLarge,
+    #[error("invalid frame: {0}")]
+    InvalidFrame(String),
+    /// A backing store did not answer; the detail is logged, not returned.
+    #[error("backing store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidRequest(msg.into())
+    }
+
+    pub fn unavailable(what: &str, err: impl std::fmt::Display) -> Self {
+        Self::Unavailable(format!("{what}: {err}"))
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::MalformedJson
+            | Self::InvalidSignature
+            | Self::InvalidFrame(_)
+            | Self::MessageTooLarge => 400,
+            Self::InvalidCredentials | Self::Unauthorized => 401,
+            Self::UserNotFound | Self::RouteNotFound | Self::UnknownRecipient => 404,
+            Self::UsernameTaken => 409,
+            Self::PrekeysExhausted => 412,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited { .. } => 429,
+            Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidSignature => "invalid_signature",
+            Self::UsernameTaken => "username_taken",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized => "unauthorized",
+            Self::UserNotFound => "user_not_found",
+            Self::RouteNotFound => "not_found",
+            Self::PrekeysExhausted => "prekeys_exhausted",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UnknownRecipient => "unknown_recipient",
+            Self::MessageTooLarge => "too_large",
+            Self::InvalidFrame(_) => "invalid_frame",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Human text safe to show a client: validation details, never internals.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::InvalidRequest(m) => m.clone(),
+            Self::InvalidFrame(m) => m.clone(),
+            Self::Unavailable(_) => "a backing store is unavailable; nothing was changed, try again".into(),
+            Self::Internal(_) => "internal error".into(),
+            Self::RateLimited { retry_after_secs } => format!("too many requests; retry after {retry_after_secs} s"),
+            Self::MessageTooLarge => "message body over the size limit".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The `{"error":{"code","message"}}` body of SPEC.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}})
+    }
+
+    /// Logs server-side faults at the right level; client errors are not worth a warning.
+    pub fn log(&self) {
+        match self {
+            Self::Unavailable(detail) => tracing::warn!(code = self.code(), detail = %detail, "backing store error"),
+            Self::Internal(detail) => tracing::error!(code = self.code(), detail = %detail, "internal error"),
+            _ => tracing::debug!(code = self.code(), "request refused"),
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Self::unavailable("redis", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_client() {
+        let e = Error::unavailable("dynamodb", "connection refused to 10.0.0.1:8000 secret=abc");
+        assert_eq!(e.status(), 503);
+        let body = e.to_json().to_string();
+        assert!(!body.contains("10.0.0.1") && !body.contains("secret"));
+        assert!(body.contains("\"code\":\"unavailable\""));
+        let e = Error::Internal("panic at foo.rs".into());
+        assert!(!e.to_json().to_string().contains("foo.rs"));
+    }
+
+    #[test]
+    fn codes_match_the_spec() {
+        assert_eq!((Error::UsernameTaken.status(), Error::UsernameTaken.code()), (409, "username_taken"));
+        assert_eq!(Error::PrekeysExhausted.status(), 412);
+        assert_eq!(Error::RateLimited { retry_after_secs: 3 }.status(), 429);
+        assert_eq!(Error::MessageTooLarge.code(), "too_large");
+        assert_eq!(Error::InvalidSignature.code(), "invalid_signature");
+    }
+}

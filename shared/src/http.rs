@@ -1,0 +1,93 @@
+//! Translation between lambda_http requests/responses and the domain, in one place.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::Text(body))
+        .expect("static response parts are valid")
+}
+
+pub fn error(e: &Error) -> Response<Body> {
+    e.log();
+    let mut resp = json(e.status(), &e.to_json());
+    if let Error::RateLimited { retry_after_secs } = e {
+        resp.headers_mut().insert("retry-after", (*retry_after_secs).into());
+    }
+    resp
+}
+
+/// Maps a service result to 200 with its JSON, or to the error response.
+pub fn respond<T: Serialize>(result: Result<T>) -> Response<Body> {
+    match result {
+        Ok(v) => json(200, &v),
+        Err(e) => error(&e),
+    }
+}
+
+/// Parses a JSON body, refusing oversize bodies before parsing. Messages from the parser are
+/// reduced to what is safe to echo (they can quote the offending value otherwise).
+pub fn body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T> {
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => b"",
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => b"",
+    };
+    if bytes.len() > max_bytes {
+        return Err(Error::PayloadTooLarge);
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => {
+                let msg = e.to_string();
+                if msg.starts_with("missing field") {
+                    Error::invalid(msg.split(" at line").next().unwrap_or("missing field").to_string())
+                } else {
+                    Error::invalid("a field has the wrong type or value")
+                }
+            }
+            _ => Error::MalformedJson,
+        }
+    })
+}
+
+pub fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub fn source_ip(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// API Gateway's route key (`"GET /v1/keys/count"`), or method and path when there is none.
+pub fn route_key(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) if ctx.route_key.as_deref().is_some_and(|k| k != "$default") => {
+            ctx.route_key.clone().unwrap_or_default()
+        }
+        _ => format!("{} {}", req.method(), req.raw_http_path()),
+    }
+}
+
+pub fn path_param(req: &Request, name: &str) -> Option<String> {
+    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+}
+
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+}

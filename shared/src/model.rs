@@ -1,0 +1,315 @@
+//! Wire shapes of SPEC (snake_case JSON) and the validated domain values behind them.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::crypto::xeddsa;
+use crate::error::{Error, Result};
+use crate::validation as v;
+
+pub type UserId = Uuid;
+
+// ---- wire: requests ----
+
+#[derive(Debug, Deserialize)]
+pub struct SignedPreKeyIn {
+    pub key_id: u64,
+    pub public_key: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PreKeyIn {
+    pub key_id: u64,
+    pub public_key: String,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub password: String,
+    pub registration_id: u64,
+    pub identity_key: String,
+    pub signed_prekey: SignedPreKeyIn,
+    pub one_time_prekeys: Vec<PreKeyIn>,
+    #[serde(default)]
+    pub kyber_last_resort_prekey: Option<SignedPreKeyIn>,
+    #[serde(default)]
+    pub kyber_one_time_prekeys: Vec<SignedPreKeyIn>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct KeysUploadRequest {
+    #[serde(default)]
+    pub signed_prekey: Option<SignedPreKeyIn>,
+    #[serde(default)]
+    pub kyber_last_resort_prekey: Option<SignedPreKeyIn>,
+    #[serde(default)]
+    pub one_time_prekeys: Option<Vec<PreKeyIn>>,
+    #[serde(default)]
+    pub kyber_one_time_prekeys: Option<Vec<SignedPreKeyIn>>,
+}
+
+// ---- wire: responses ----
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserOut {
+    pub user_id: UserId,
+    pub username: String,
+}
+
+#[derive(Serialize)]
+pub struct TokensOut {
+    pub user_id: UserId,
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
+pub struct KeyCounts {
+    pub one_time_prekeys: u64,
+    pub kyber_one_time_prekeys: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+pub struct SignedPreKeyOut {
+    pub key_id: u32,
+    pub public_key: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+pub struct PreKeyOut {
+    pub key_id: u32,
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+pub struct BundleOut {
+    pub user_id: UserId,
+    pub registration_id: u32,
+    pub identity_key: String,
+    pub signed_prekey: SignedPreKeyOut,
+    pub one_time_prekey: PreKeyOut,
+    pub kyber_prekey: Option<SignedPreKeyOut>,
+}
+
+// ---- domain ----
+
+/// A public key with the identity key's XEdDSA signature over its serialized form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedKey {
+    pub key_id: u32,
+    pub public_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeKey {
+    pub key_id: u32,
+    pub public_key: Vec<u8>,
+}
+
+impl From<&SignedKey> for SignedPreKeyOut {
+    fn from(k: &SignedKey) -> Self {
+        Self { key_id: k.key_id, public_key: v::encode(&k.public_key), signature: v::encode(&k.signature) }
+    }
+}
+
+impl From<&OneTimeKey> for PreKeyOut {
+    fn from(k: &OneTimeKey) -> Self {
+        Self { key_id: k.key_id, public_key: v::encode(&k.public_key) }
+    }
+}
+
+/// What never changes per user (identity) and what is replaced, not consumed (signed, last resort).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub registration_id: u32,
+    pub identity_key: Vec<u8>,
+    pub signed_prekey: SignedKey,
+    pub kyber_last_resort: Option<SignedKey>,
+}
+
+/// A validated, signature-checked batch of keys to store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyUpload {
+    pub signed_prekey: Option<SignedKey>,
+    pub kyber_last_resort: Option<SignedKey>,
+    pub one_time: Vec<OneTimeKey>,
+    pub kyber_one_time: Vec<SignedKey>,
+}
+
+/// A new account with its first keys, validated.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub user_id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub profile: Profile,
+    pub one_time: Vec<OneTimeKey>,
+    pub kyber_one_time: Vec<SignedKey>,
+}
+
+/// Stored form of a user record needed to log in.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// A consumed bundle: profile plus the one-time keys taken for this fetch.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub user_id: UserId,
+    pub profile: Profile,
+    pub one_time: OneTimeKey,
+    pub kyber_one_time: Option<SignedKey>,
+}
+
+impl From<&Bundle> for BundleOut {
+    fn from(b: &Bundle) -> Self {
+        let kyber = b.kyber_one_time.as_ref().or(b.profile.kyber_last_resort.as_ref());
+        Self {
+            user_id: b.user_id,
+            registration_id: b.profile.registration_id,
+            identity_key: v::encode(&b.profile.identity_key),
+            signed_prekey: (&b.profile.signed_prekey).into(),
+            one_time_prekey: (&b.one_time).into(),
+            kyber_prekey: kyber.map(Into::into),
+        }
+    }
+}
+
+// ---- validation of wire into domain ----
+
+impl SignedPreKeyIn {
+    /// Checks shape and the identity key's signature.
+    pub fn validate(&self, field: &str, kyber: bool) -> Result<SignedKey> {
+        let key_id = v::key_id(&format!("{field}.key_id"), self.key_id)?;
+        let pk_field = format!("{field}.public_key");
+        let public_key =
+            if kyber { v::kyber_public_key(&pk_field, &self.public_key)? } else { v::ec_public_key(&pk_field, &self.public_key)? };
+        let signature = v::signature(&format!("{field}.signature"), &self.signature)?;
+        Ok(SignedKey { key_id, public_key, signature })
+    }
+}
+
+impl PreKeyIn {
+    pub fn validate(&self, field: &str) -> Result<OneTimeKey> {
+        Ok(OneTimeKey {
+            key_id: v::key_id(&format!("{field}.key_id"), self.key_id)?,
+            public_key: v::ec_public_key(&format!("{field}.public_key"), &self.public_key)?,
+        })
+    }
+}
+
+/// Checks every signature only after every shape check, so a malformed request is reported as such.
+fn verify_all<'a>(identity_key: &[u8], keys: impl IntoIterator<Item = &'a SignedKey>) -> Result<()> {
+    for k in keys {
+        if !xeddsa::verify(identity_key, &k.public_key, &k.signature) {
+            return Err(Error::InvalidSignature);
+        }
+    }
+    Ok(())
+}
+
+/// Later entries with the same key id replace earlier ones ("same key_id overwrites").
+fn dedup_by_id<T>(items: Vec<T>, id: impl Fn(&T) -> u32) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<T> = items.into_iter().rev().filter(|k| seen.insert(id(k))).collect();
+    out.reverse();
+    out
+}
+
+/// Shape checks of the one-time batches (signatures are checked by the caller afterwards).
+fn one_time_batches(otk: &[PreKeyIn], kotk: &[SignedPreKeyIn], min: usize) -> Result<(Vec<OneTimeKey>, Vec<SignedKey>)> {
+    v::batch_len("one_time_prekeys", otk.len(), min)?;
+    v::batch_len("kyber_one_time_prekeys", kotk.len(), 0)?;
+    let one_time = otk.iter().enumerate().map(|(i, k)| k.validate(&format!("one_time_prekeys[{i}]"))).collect::<Result<_>>()?;
+    let kyber = kotk
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.validate(&format!("kyber_one_time_prekeys[{i}]"), true))
+        .collect::<Result<_>>()?;
+    Ok((one_time, kyber))
+}
+
+fn signed(k: Option<&SignedPreKeyIn>, field: &str, kyber: bool) -> Result<Option<SignedKey>> {
+    k.map(|k| k.validate(field, kyber)).transpose()
+}
+
+impl KeyUpload {
+    fn verified(self, identity_key: &[u8]) -> Result<Self> {
+        verify_all(
+            identity_key,
+            self.signed_prekey.iter().chain(self.kyber_last_resort.iter()).chain(self.kyber_one_time.iter()),
+        )?;
+        Ok(KeyUpload {
+            one_time: dedup_by_id(self.one_time, |k| k.key_id),
+            kyber_one_time: dedup_by_id(self.kyber_one_time, |k| k.key_id),
+            ..self
+        })
+    }
+}
+
+impl KeysUploadRequest {
+    pub fn validate(&self, identity_key: &[u8]) -> Result<KeyUpload> {
+        let (one_time, kyber_one_time) = one_time_batches(
+            self.one_time_prekeys.as_deref().unwrap_or_default(),
+            self.kyber_one_time_prekeys.as_deref().unwrap_or_default(),
+            0,
+        )?;
+        let upload = KeyUpload {
+            signed_prekey: signed(self.signed_prekey.as_ref(), "signed_prekey", false)?,
+            kyber_last_resort: signed(self.kyber_last_resort_prekey.as_ref(), "kyber_last_resort_prekey", true)?,
+            one_time,
+            kyber_one_time,
+        };
+        if upload == KeyUpload::default() {
+            return Err(Error::invalid("nothing to upload: give at least one key"));
+        }
+        upload.verified(identity_key)
+    }
+}
+
+impl RegisterRequest {
+    /// Validates everything but the password hash, which the caller computes afterwards.
+    /// The returned upload's signed and last-resort keys are moved into the profile.
+    pub fn validate(&self) -> Result<(String, Profile, Vec<OneTimeKey>, Vec<SignedKey>)> {
+        let username = v::username(&self.username)?;
+        v::password(&self.password)?;
+        let registration_id = v::registration_id(self.registration_id)?;
+        let identity_key = v::ec_public_key("identity_key", &self.identity_key)?;
+        let (one_time, kyber_one_time) =
+            one_time_batches(&self.one_time_prekeys, &self.kyber_one_time_prekeys, 1)?;
+        let upload = KeyUpload {
+            signed_prekey: signed(Some(&self.signed_prekey), "signed_prekey", false)?,
+            kyber_last_resort: signed(self.kyber_last_resort_prekey.as_ref(), "kyber_last_resort_prekey", true)?,
+            one_time,
+            kyber_one_time,
+        }
+        .verified(&identity_key)?;
+        let profile = Profile {
+            registration_id,
+            identity_key,
+            signed_prekey: upload.signed_prekey.expect("validated above"),
+            kyber_last_resort: upload.kyber_last_resort,
+        };
+        Ok((username, profile, upload.one_time, upload.kyber_one_time))
+    }
+}

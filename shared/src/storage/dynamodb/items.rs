@@ -1,0 +1,152 @@
+//! Item ⇄ domain conversion for the DynamoDB adapters.
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use uuid::Uuid;
+
+use super::Item;
+use crate::error::{Error, Result};
+use crate::model::{OneTimeKey, Profile, SignedKey};
+
+pub const PROFILE_SK: &str = "profile";
+pub const EC_PREFIX: &str = "ec#";
+pub const KYBER_PREFIX: &str = "ky#";
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn b(v: &[u8]) -> AttributeValue {
+    AttributeValue::B(Blob::new(v.to_vec()))
+}
+
+pub fn user_pk(user_id: Uuid) -> String {
+    format!("user#{user_id}")
+}
+
+pub fn name_pk(username: &str) -> String {
+    format!("name#{username}")
+}
+
+/// Zero-padded so sort order is numeric order.
+pub fn ec_sk(key_id: u32) -> String {
+    format!("{EC_PREFIX}{key_id:010}")
+}
+
+pub fn kyber_sk(key_id: u32) -> String {
+    format!("{KYBER_PREFIX}{key_id:010}")
+}
+
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    Item::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Internal(format!("stored item lacks or mangles {what}"))
+}
+
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
+}
+
+pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
+}
+
+pub fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8]> {
+    item.get(name).and_then(|v| v.as_b().ok()).map(|b| b.as_ref()).ok_or_else(|| corrupt(name))
+}
+
+pub fn get_uuid(item: &Item, name: &str) -> Result<Uuid> {
+    Uuid::parse_str(get_s(item, name)?).map_err(|_| corrupt(name))
+}
+
+pub fn one_time_item(user_id: Uuid, k: &OneTimeKey) -> Item {
+    let mut item = key(user_id.to_string(), ec_sk(k.key_id));
+    item.insert("key_id".into(), n(k.key_id));
+    item.insert("public_key".into(), b(&k.public_key));
+    item
+}
+
+pub fn kyber_item(user_id: Uuid, k: &SignedKey) -> Item {
+    let mut item = key(user_id.to_string(), kyber_sk(k.key_id));
+    item.insert("key_id".into(), n(k.key_id));
+    item.insert("public_key".into(), b(&k.public_key));
+    item.insert("signature".into(), b(&k.signature));
+    item
+}
+
+pub fn one_time_from(item: &Item) -> Result<OneTimeKey> {
+    Ok(OneTimeKey { key_id: get_n(item, "key_id")?, public_key: get_b(item, "public_key")?.to_vec() })
+}
+
+pub fn kyber_from(item: &Item) -> Result<SignedKey> {
+    Ok(SignedKey {
+        key_id: get_n(item, "key_id")?,
+        public_key: get_b(item, "public_key")?.to_vec(),
+        signature: get_b(item, "signature")?.to_vec(),
+    })
+}
+
+/// Attribute names of a signed key inside the profile item: `<p>_id`, `<p>_key`, `<p>_sig`.
+pub fn signed_attrs(prefix: &str, k: &SignedKey) -> [(String, AttributeValue); 3] {
+    [
+        (format!("{prefix}_id"), n(k.key_id)),
+        (format!("{prefix}_key"), b(&k.public_key)),
+        (format!("{prefix}_sig"), b(&k.signature)),
+    ]
+}
+
+fn signed_from(item: &Item, prefix: &str) -> Result<Option<SignedKey>> {
+    if !item.contains_key(&format!("{prefix}_key")) {
+        return Ok(None);
+    }
+    Ok(Some(SignedKey {
+        key_id: get_n(item, &format!("{prefix}_id"))?,
+        public_key: get_b(item, &format!("{prefix}_key"))?.to_vec(),
+        signature: get_b(item, &format!("{prefix}_sig"))?.to_vec(),
+    }))
+}
+
+pub const SIGNED: &str = "spk";
+pub const KYBER_LAST_RESORT: &str = "kyl";
+
+pub fn profile_item(user_id: Uuid, p: &Profile) -> Item {
+    let mut item = key(user_id.to_string(), PROFILE_SK);
+    item.insert("registration_id".into(), n(p.registration_id));
+    item.insert("identity_key".into(), b(&p.identity_key));
+    item.extend(signed_attrs(SIGNED, &p.signed_prekey));
+    if let Some(k) = &p.kyber_last_resort {
+        item.extend(signed_attrs(KYBER_LAST_RESORT, k));
+    }
+    item
+}
+
+pub fn profile_from(item: &Item) -> Result<Profile> {
+    Ok(Profile {
+        registration_id: get_n(item, "registration_id")?,
+        identity_key: get_b(item, "identity_key")?.to_vec(),
+        signed_prekey: signed_from(item, SIGNED)?.ok_or_else(|| corrupt("signed prekey"))?,
+        kyber_last_resort: signed_from(item, KYBER_LAST_RESORT)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_round_trips_and_sort_keys_sort_numerically() {
+        let k = |id| SignedKey { key_id: id, public_key: vec![5; 33], signature: vec![1; 64] };
+        let p = Profile { registration_id: 7, identity_key: vec![5; 33], signed_prekey: k(1), kyber_last_resort: Some(k(2)) };
+        let id = Uuid::new_v4();
+        assert_eq!(profile_from(&profile_item(id, &p)).unwrap(), p);
+        let p2 = Profile { kyber_last_resort: None, ..p };
+        assert_eq!(profile_from(&profile_item(id, &p2)).unwrap(), p2);
+        assert!(ec_sk(9) < ec_sk(10) && ec_sk(10) < ec_sk(2_000_000_000));
+    }
+}

@@ -1,0 +1,162 @@
+//! DynamoDB adapters: users, keys and sessions, one struct over one client.
+
+mod items;
+mod keys;
+mod sessions;
+pub mod tables;
+mod users;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use futures::future::try_join_all;
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Table names of one deployment.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub users: String,
+    pub keys: String,
+    pub sessions: String,
+}
+
+impl Tables {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self { users: format!("{prefix}-users"), keys: format!("{prefix}-keys"), sessions: format!("{prefix}-sessions") }
+    }
+}
+
+#[derive(Clone)]
+pub struct Dynamo {
+    client: Client,
+    tables: Tables,
+}
+
+/// Builds the SDK client from the standard AWS settings (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`,
+/// credentials chain); the region defaults to us-east-1 for local servers.
+pub async fn client_from_env() -> Client {
+    let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .build();
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
+    Client::new(&shared)
+}
+
+impl Dynamo {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Writes in chunks of 25 (the BatchWriteItem limit), concurrently, retrying unprocessed items.
+    async fn batch_write(&self, table: &str, requests: Vec<WriteRequest>) -> Result<()> {
+        let chunks = requests.chunks(25).map(|c| self.batch_chunk(table, c.to_vec()));
+        try_join_all(chunks).await?;
+        Ok(())
+    }
+
+    async fn batch_chunk(&self, table: &str, mut pending: Vec<WriteRequest>) -> Result<()> {
+        for attempt in 0..8u32 {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| sdk_error("batch write", e))?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+        }
+        Err(Error::Unavailable("dynamodb: batch write left unprocessed items".into()))
+    }
+
+    async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()> {
+        let reqs = items
+            .into_iter()
+            .map(|item| WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().expect("item set")).build())
+            .collect();
+        self.batch_write(table, reqs).await
+    }
+
+    async fn batch_delete(&self, table: &str, keys: Vec<Item>) -> Result<()> {
+        let reqs = keys
+            .into_iter()
+            .map(|key| WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(key)).build().expect("key set")).build())
+            .collect();
+        self.batch_write(table, reqs).await
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`, keys only.
+    async fn query_keys(&self, table: &str, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(table)
+                .consistent_read(true)
+                .projection_expression("pk, sk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .set_exclusive_start_key(start.take());
+            q = match prefix {
+                Some(p) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", AttributeValue::S(p.to_string())),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let page = q.send().await.map_err(|e| sdk_error("query", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Maps an SDK failure to `Unavailable` with a detail for the log (never for the client).
+pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(what: &str, e: SdkError<E, R>) -> Error {
+    let detail = match &e {
+        SdkError::ServiceError(s) => format!("{}: {}", s.err().code().unwrap_or("service error"), s.err().message().unwrap_or("")),
+        SdkError::TimeoutError(_) => "timeout".to_string(),
+        SdkError::DispatchFailure(_) => "dispatch failure (endpoint unreachable)".to_string(),
+        other => format!("{other}"),
+    };
+    Error::unavailable(&format!("dynamodb {what}"), detail)
+}
+
+/// True when the service error is a failed condition.
+pub(crate) fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+#[async_trait::async_trait]
+impl crate::storage::Health for Dynamo {
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .get_item()
+            .table_name(&self.tables.users)
+            .key("pk", AttributeValue::S("health#".into()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("health", e))?;
+        Ok(())
+    }
+}

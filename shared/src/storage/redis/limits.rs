@@ -1,0 +1,41 @@
+//! `RateLimiter` (token buckets, one atomic script) and `Revocations` on Redis.
+
+use async_trait::async_trait;
+use redis::{AsyncCommands, Script};
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+use super::RedisStore;
+use crate::config::Bucket;
+use crate::error::Result;
+use crate::storage::{RateDecision, RateLimiter, Revocations};
+
+static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+
+#[async_trait]
+impl RateLimiter for RedisStore {
+    async fn take(&self, key: &str, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
+            .key(self.bucket_key(key))
+            .arg(bucket.capacity)
+            .arg(bucket.refill_per_ms())
+            .arg(cost)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(if allowed == 1 { RateDecision::Allowed } else { RateDecision::Limited { retry_after_ms: retry_after_ms.max(1) as u64 } })
+    }
+}
+
+#[async_trait]
+impl Revocations for RedisStore {
+    async fn revoke(&self, session_id: Uuid, until_unix_secs: u64) -> Result<()> {
+        let now = crate::crypto::tokens::now_secs();
+        let ttl = until_unix_secs.saturating_sub(now).max(1);
+        let _: () = self.connection().set_ex(self.revoked_key(session_id), 1, ttl).await?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, session_id: Uuid) -> Result<bool> {
+        Ok(self.connection().exists(self.revoked_key(session_id)).await?)
+    }
+}

@@ -1,0 +1,83 @@
+// Shared helpers for the relay scenarios.
+import assert from 'node:assert/strict';
+import { before, after } from 'node:test';
+import { RelayUser, waitForRelay, isPaddedB64, unb64 } from './client.mjs';
+
+/**
+ * Registers the per-file hooks: wait for the relay before the first test,
+ * close every socket after the last. Returns `newUser(role, opts)`, which
+ * registers + logs in a fresh user with a unique username.
+ */
+export function relaySuite() {
+  const users = [];
+  before(async () => {
+    await waitForRelay();
+  });
+  after(async () => {
+    await Promise.all(users.map((u) => u.dispose().catch(() => {})));
+  });
+  return async function newUser(role, opts = {}) {
+    const u = await RelayUser.create(role, opts);
+    users.push(u);
+    return u;
+  };
+}
+
+/** Asserts an HTTP error response: status, SPEC error shape and code. */
+export function assertApiError(res, status, code) {
+  assert.equal(res.status, status, `expected ${status}${code ? ` ${code}` : ''}, got ${res.status}: ${res.text.slice(0, 300)}`);
+  assert.ok(res.json && typeof res.json.error === 'object', `error body has the SPEC shape: ${res.text.slice(0, 300)}`);
+  if (code) assert.equal(res.json.error.code, code, `error code: ${res.text.slice(0, 300)}`);
+  assert.equal(typeof res.json.error.message, 'string');
+}
+
+/** Asserts a 2xx response and returns its JSON. */
+export function assertOk(res, what = 'request') {
+  assert.ok(res.status >= 200 && res.status < 300, `${what}: expected 2xx, got ${res.status}: ${res.text.slice(0, 300)}`);
+  return res.json;
+}
+
+/** Asserts an envelope's shape; `from` (RelayUser) and `body` (sent base64) when given. */
+export function assertEnvelope(env, { from, body, sentAfter } = {}) {
+  assert.equal(typeof env.id, 'string', 'envelope id');
+  assert.ok(env.id.length > 0);
+  assert.equal(typeof env.from, 'string', 'envelope from');
+  assert.equal(typeof env.sent_at, 'number', 'envelope sent_at (unix ms)');
+  assert.ok(env.sent_at > 1.6e12 && env.sent_at < Date.now() + 120_000, `sent_at ${env.sent_at} looks like unix ms`);
+  if (sentAfter !== undefined) assert.ok(env.sent_at >= sentAfter - 60_000, 'sent_at not before the send (60 s skew)');
+  assert.ok(isPaddedB64(env.body), 'envelope body is padded standard base64');
+  if (from) assert.equal(env.from, from.userId, 'from is the sender id taken from the token');
+  if (body !== undefined) {
+    assert.ok(Buffer.from(unb64(env.body)).equals(Buffer.from(unb64(body))), 'body relayed byte-for-byte');
+    assert.equal(env.body, body, 'body string relayed unchanged');
+  }
+}
+
+/** Asserts a bundle's shape against SPEC and the owner's own keys. */
+export function assertBundleOf(bundle, owner) {
+  assert.equal(bundle.user_id, owner.userId);
+  assert.equal(bundle.registration_id, owner.registrationId);
+  assert.equal(bundle.identity_key, owner.identityKeyB64());
+  assert.ok(bundle.signed_prekey && Number.isInteger(bundle.signed_prekey.key_id));
+  const spk = owner.signedPreKeyStore.records.get(bundle.signed_prekey.key_id);
+  assert.ok(spk, `signed_prekey.key_id ${bundle.signed_prekey.key_id} is one of the owner's`);
+  assert.equal(bundle.signed_prekey.public_key, Buffer.from(spk.publicKey().serialize()).toString('base64'));
+  assert.equal(bundle.signed_prekey.signature, Buffer.from(spk.signature()).toString('base64'));
+  if (bundle.one_time_prekey) {
+    const r = owner.preKeyStore.records.get(bundle.one_time_prekey.key_id);
+    assert.ok(r, `one_time_prekey.key_id ${bundle.one_time_prekey.key_id} is one of the owner's unused keys`);
+    assert.equal(bundle.one_time_prekey.public_key, Buffer.from(r.publicKey().serialize()).toString('base64'));
+  }
+  if (bundle.kyber_prekey) {
+    const r = owner.kyberPreKeyStore.records.get(bundle.kyber_prekey.key_id);
+    assert.ok(r, `kyber_prekey.key_id ${bundle.kyber_prekey.key_id} is one of the owner's`);
+    assert.equal(bundle.kyber_prekey.public_key, Buffer.from(r.publicKey().serialize()).toString('base64'));
+    assert.equal(bundle.kyber_prekey.signature, Buffer.from(r.signature()).toString('base64'));
+  }
+}
+
+/** GET /v1/keys/count reduced to the two SPEC fields. */
+export async function counts(user) {
+  const c = await user.keyCount();
+  return { one_time_prekeys: c.one_time_prekeys, kyber_one_time_prekeys: c.kyber_one_time_prekeys };
+}
