@@ -1,1 +1,8 @@
+//! Test harness shared by every suite: real servers, a stack per test, a client that plays an app.
 
+pub mod client;
+pub mod servers;
+pub mod stack;
+
+pub use client::{Identity, User, Ws};
+pub use stack::Stack;

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Check infra/template.yaml against what the Rust functions expect of it.
+
+The functions dispatch on requestContext.routeKey, so the HTTP API route keys must be exactly
+the SPEC's; the WebSocket API must route on $request.body.action to the connection function
+with a route response on $default; every function must be a cargo-lambda build of its own
+binary on provided.al2023/arm64 and see the environment the code reads. cfn-lint checks the
+template's syntax and types, not these facts. Exit status 0 when all hold, 1 otherwise.
+
+Usage: check_contract.py [--template PATH]     (needs cfn-lint's YAML loader, see infra/lint)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+HTTP_ROUTES = {
+    "UsersFunction": {
+        "POST /v1/users",
+        "POST /v1/sessions",
+        "POST /v1/sessions/refresh",
+        "DELETE /v1/sessions/current",
+        "GET /v1/users",
+        "DELETE /v1/users/me",
+        "GET /healthz",
+    },
+    "KeysFunction": {
+        "PUT /v1/keys",
+        "GET /v1/keys/count",
+        "GET /v1/users/{user_id}/bundle",
+    },
+}
+BINARIES = {"UsersFunction": "users", "KeysFunction": "keys", "ConnectionFunction": "connection"}
+WS_ROUTES = {"$connect", "$disconnect", "$default"}
+GLOBAL_ENV = {"REDIS_URL", "RELAY_TABLE_PREFIX", "JWT_SECRET", "RUST_LOG", "RELAY_LOG_FORMAT"}
+
+
+def plain(value):
+    return json.loads(json.dumps(value))
+
+
+def check(template: dict) -> list[str]:
+    errors: list[str] = []
+    resources = plain(template.get("Resources") or {})
+    globals_fn = plain((template.get("Globals") or {}).get("Function") or {})
+
+    def fn_prop(props: dict, key: str):
+        return props.get(key, globals_fn.get(key))
+
+    # Functions: build, runtime, architecture, handler.
+    for logical_id, binary in BINARIES.items():
+        res = resources.get(logical_id)
+        if not res or res.get("Type") != "AWS::Serverless::Function":
+            errors.append(f"{logical_id}: missing or not an AWS::Serverless::Function")
+            continue
+        meta, props = res.get("Metadata") or {}, res.get("Properties") or {}
+        if meta.get("BuildMethod") != "rust-cargolambda":
+            errors.append(f"{logical_id}: Metadata.BuildMethod must be rust-cargolambda")
+        if (meta.get("BuildProperties") or {}).get("Binary") != binary:
+            errors.append(f"{logical_id}: Metadata.BuildProperties.Binary must be {binary!r}")
+        if props.get("CodeUri") != f"../functions/{binary}":
+            errors.append(f"{logical_id}: CodeUri must be ../functions/{binary}")
+        for key, want in (("Runtime", "provided.al2023"), ("Handler", "bootstrap"), ("Architectures", ["arm64"])):
+            if fn_prop(props, key) != want:
+                errors.append(f"{logical_id}: {key} must be {want!r}, found {fn_prop(props, key)!r}")
+
+    # Environment the code reads.
+    env = ((globals_fn.get("Environment") or {}).get("Variables")) or {}
+    for name in sorted(GLOBAL_ENV - set(env)):
+        errors.append(f"Globals.Function.Environment.Variables lacks {name}")
+    jwt = env.get("JWT_SECRET")
+    if not (isinstance(jwt, dict) and "{{resolve:secretsmanager:" in json.dumps(jwt)) and not (
+        isinstance(jwt, str) and jwt.startswith("{{resolve:")
+    ):
+        errors.append("JWT_SECRET must be a Secrets Manager dynamic reference, never a literal")
+    conn_env = (((resources.get("ConnectionFunction") or {}).get("Properties") or {}).get("Environment") or {}).get(
+        "Variables"
+    ) or {}
+    if "WS_MANAGEMENT_ENDPOINT" not in conn_env:
+        errors.append("ConnectionFunction lacks WS_MANAGEMENT_ENDPOINT")
+
+    # HTTP API routes: exactly the SPEC's, each on the right function, all on one HttpApi.
+    seen: dict[str, str] = {}
+    for logical_id, res in resources.items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event_id, event in ((res.get("Properties") or {}).get("Events") or {}).items():
+            if event.get("Type") != "HttpApi":
+                continue
+            p = event.get("Properties") or {}
+            key = f"{str(p.get('Method', '')).upper()} {p.get('Path')}"
+            if key in seen:
+                errors.append(f"route {key} defined twice ({seen[key]}, {logical_id})")
+            seen[key] = logical_id
+            if p.get("ApiId") != {"Ref": "HttpApi"}:
+                errors.append(f"{logical_id}.{event_id}: ApiId must be !Ref HttpApi")
+            if p.get("PayloadFormatVersion", "2.0") != "2.0":
+                errors.append(f"{logical_id}.{event_id}: payload format must be 2.0")
+    for fn, keys in HTTP_ROUTES.items():
+        for key in sorted(keys):
+            if seen.get(key) != fn:
+                errors.append(f"route {key} must go to {fn}, found {seen.get(key)}")
+    for key in sorted(set(seen) - set().union(*HTTP_ROUTES.values())):
+        errors.append(f"route {key} ({seen[key]}) is not in the SPEC")
+
+    # WebSocket API.
+    apis = [r for r in resources.values() if r.get("Type") == "AWS::ApiGatewayV2::Api"]
+    ws = [a for a in apis if (a.get("Properties") or {}).get("ProtocolType") == "WEBSOCKET"]
+    if len(ws) != 1 or ws[0]["Properties"].get("RouteSelectionExpression") != "$request.body.action":
+        errors.append("need one WebSocket API with RouteSelectionExpression $request.body.action")
+    routes = {
+        (r.get("Properties") or {}).get("RouteKey"): lid
+        for lid, r in resources.items()
+        if r.get("Type") == "AWS::ApiGatewayV2::Route"
+    }
+    if set(routes) != WS_ROUTES:
+        errors.append(f"WebSocket routes must be {sorted(WS_ROUTES)}, found {sorted(routes)}")
+    default_id = routes.get("$default")
+    if default_id:
+        if resources[default_id]["Properties"].get("RouteResponseSelectionExpression") != "$default":
+            errors.append("$default route needs RouteResponseSelectionExpression $default")
+        if not any(
+            r.get("Type") == "AWS::ApiGatewayV2::RouteResponse"
+            and (r.get("Properties") or {}).get("RouteId") == {"Ref": default_id}
+            and r["Properties"].get("RouteResponseKey") == "$default"
+            for r in resources.values()
+        ):
+            errors.append("$default route needs an AWS::ApiGatewayV2::RouteResponse with key $default")
+    integrations = [r for r in resources.values() if r.get("Type") == "AWS::ApiGatewayV2::Integration"]
+    if not integrations or any(
+        "ConnectionFunction.Arn" not in json.dumps(i["Properties"].get("IntegrationUri"))
+        or i["Properties"].get("IntegrationType") != "AWS_PROXY"
+        for i in integrations
+    ):
+        errors.append("WebSocket integrations must be AWS_PROXY to ConnectionFunction")
+    return errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--template", type=Path, default=HERE / "template.yaml")
+    args = parser.parse_args(argv)
+    from cfnlint.decode import cfn_yaml
+
+    errors = check(cfn_yaml.load(str(args.template)))
+    if errors:
+        print(f"check_contract: {args.template} does not match what the functions expect:", file=sys.stderr)
+        for e in errors:
+            print(f"  - {e}", file=sys.stderr)
+        return 1
+    n = sum(len(v) for v in HTTP_ROUTES.values())
+    print(f"check_contract: {n} HTTP routes, {len(WS_ROUTES)} WebSocket routes, {len(BINARIES)} functions as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

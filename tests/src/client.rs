@@ -1,0 +1,237 @@
+//! A test client that plays a Signal app: makes keys, signs them (XEdDSA), registers, logs in,
+//! and talks to the relay over HTTP and WebSocket.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use shared::crypto::xeddsa::KeyPair;
+use shared::validation::encode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::stack::Stack;
+
+pub fn unique_username(tag: &str) -> String {
+    let n: u32 = rand::thread_rng().gen();
+    format!("{tag}_{n:08x}")
+}
+
+pub fn ec_key() -> Vec<u8> {
+    KeyPair::generate(&mut rand::thread_rng()).public_key()
+}
+
+pub fn kyber_key() -> Vec<u8> {
+    let mut k = vec![0u8; shared::validation::KYBER_KEY_LEN];
+    rand::thread_rng().fill(&mut k[..]);
+    k[0] = shared::validation::KYBER_KEY_PREFIX;
+    k
+}
+
+/// The identity of a test user and the keys it publishes.
+pub struct Identity {
+    pub pair: KeyPair,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Identity {
+    pub fn new() -> Self {
+        Self { pair: KeyPair::generate(&mut rand::thread_rng()) }
+    }
+
+    pub fn public(&self) -> String {
+        encode(&self.pair.public_key())
+    }
+
+    pub fn signed(&self, key_id: u32, public_key: &[u8]) -> Value {
+        let sig = self.pair.sign(public_key, &mut rand::thread_rng());
+        json!({"key_id": key_id, "public_key": encode(public_key), "signature": encode(&sig)})
+    }
+
+    pub fn one_time(&self, ids: std::ops::Range<u32>) -> Vec<Value> {
+        ids.map(|id| json!({"key_id": id, "public_key": encode(&ec_key())})).collect()
+    }
+
+    pub fn kyber_one_time(&self, ids: std::ops::Range<u32>) -> Vec<Value> {
+        ids.map(|id| self.signed(id, &kyber_key())).collect()
+    }
+
+    /// A complete registration body with `n` EC and `k` Kyber one-time prekeys.
+    pub fn registration(&self, username: &str, password: &str, n: u32, k: u32) -> Value {
+        json!({
+            "username": username,
+            "password": password,
+            "registration_id": 1234,
+            "identity_key": self.public(),
+            "signed_prekey": self.signed(1, &ec_key()),
+            "one_time_prekeys": self.one_time(1..n + 1),
+            "kyber_last_resort_prekey": self.signed(9000, &kyber_key()),
+            "kyber_one_time_prekeys": self.kyber_one_time(100..100 + k),
+        })
+    }
+}
+
+pub struct User {
+    pub username: String,
+    pub password: String,
+    pub user_id: String,
+    pub access: String,
+    pub refresh: String,
+    pub identity: Identity,
+}
+
+pub async fn post(stack: &Stack, path: &str, body: &Value) -> (u16, Value) {
+    let r = stack.http.post(stack.url(path)).json(body).send().await.expect("request");
+    status_json(r).await
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn get_auth(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
+    status_json(stack.http.get(stack.url(path)).bearer_auth(token).send().await.expect("request")).await
+}
+
+pub async fn put_auth(stack: &Stack, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    status_json(stack.http.put(stack.url(path)).bearer_auth(token).json(body).send().await.expect("request")).await
+}
+
+pub async fn delete_auth(stack: &Stack, path: &str, token: &str) -> u16 {
+    stack.http.delete(stack.url(path)).bearer_auth(token).send().await.expect("request").status().as_u16()
+}
+
+/// Asserts SPEC's error shape and returns the code.
+pub fn error_code(body: &Value) -> &str {
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(body["error"]["message"].is_string(), "error without message: {body}");
+    code
+}
+
+impl User {
+    /// Registers with `n` one-time prekeys and `k` Kyber one-time prekeys, then logs in.
+    pub async fn create(stack: &Stack, n: u32, k: u32) -> Self {
+        let identity = Identity::new();
+        let username = unique_username("u");
+        let password = "correct horse battery".to_string();
+        let (status, body) = post(stack, "/v1/users", &identity.registration(&username, &password, n, k)).await;
+        assert_eq!(status, 200, "register: {body}");
+        let user_id = body["user_id"].as_str().expect("user_id").to_string();
+        let (status, tokens) = post(stack, "/v1/sessions", &json!({"username": username, "password": password})).await;
+        assert_eq!(status, 200, "login: {tokens}");
+        Self {
+            username,
+            password,
+            user_id,
+            access: tokens["access_token"].as_str().expect("access").to_string(),
+            refresh: tokens["refresh_token"].as_str().expect("refresh").to_string(),
+            identity,
+        }
+    }
+
+    pub async fn bundle_of(&self, stack: &Stack, user_id: &str) -> (u16, Value) {
+        get_auth(stack, &format!("/v1/users/{user_id}/bundle"), &self.access).await
+    }
+
+    pub async fn counts(&self, stack: &Stack) -> (u64, u64) {
+        let (s, b) = get_auth(stack, "/v1/keys/count", &self.access).await;
+        assert_eq!(s, 200, "count: {b}");
+        (b["one_time_prekeys"].as_u64().unwrap(), b["kyber_one_time_prekeys"].as_u64().unwrap())
+    }
+
+    pub async fn connect(&self, stack: &Stack) -> Ws {
+        Ws::connect(&stack.ws_url(&self.access)).await.expect("websocket handshake")
+    }
+}
+
+type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Ws {
+    pub stream: Stream,
+}
+
+impl Ws {
+    /// Connects; on a refused handshake returns the HTTP status.
+    pub async fn connect(url: &str) -> Result<Self, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((stream, _)) => Ok(Self { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream.send(Message::Text(frame.to_string().into())).await.expect("ws send");
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.stream.send(Message::Text(text.to_string().into())).await.expect("ws send");
+    }
+
+    /// The next JSON frame, or None after `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).expect("json frame")),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(10)).await.expect("a frame within 10 s")
+    }
+
+    /// Receives until a frame of `kind` arrives; message envelopes seen on the way are collected.
+    pub async fn until(&mut self, kind: &str, seen: &mut Vec<Value>) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["type"] == "messages" {
+                seen.extend(f["messages"].as_array().expect("messages").iter().cloned());
+            }
+            if f["type"] == kind {
+                return f;
+            }
+        }
+    }
+
+    pub async fn send_message(&mut self, to: &str, id: &str, body: &[u8]) -> Value {
+        self.send(json!({"action": "send", "to": to, "id": id, "body": encode(body)})).await;
+        let mut pushed = Vec::new();
+        let reply = self.until_reply(&mut pushed).await;
+        assert!(pushed.is_empty(), "unexpected messages to the sender");
+        reply
+    }
+
+    /// The next reply that is not a pushed `messages` frame.
+    pub async fn until_reply(&mut self, pushed: &mut Vec<Value>) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["type"] == "messages" {
+                pushed.extend(f["messages"].as_array().expect("messages").iter().cloned());
+            } else {
+                return f;
+            }
+        }
+    }
+
+    /// `fetch` and everything it yields, up to `drained`.
+    pub async fn fetch_all(&mut self) -> Vec<Value> {
+        self.send(json!({"action": "fetch"})).await;
+        let mut seen = Vec::new();
+        self.until("drained", &mut seen).await;
+        seen
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}

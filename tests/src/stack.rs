@@ -1,0 +1,115 @@
+//! A relay stack per test: its own tables and Redis key prefix on the shared servers, and its own
+//! gateway on a free port, torn down when dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rand::Rng;
+use shared::Config;
+use tokio::sync::oneshot;
+
+use crate::servers::servers;
+
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub http: reqwest::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+fn rand_name() -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("t{n:x}")
+}
+
+/// Environment a test stack runs with: generous rate limits and cheap hashing unless a test
+/// sets them.
+pub fn test_env() -> HashMap<String, String> {
+    let s = servers();
+    let prefix = rand_name();
+    HashMap::from(
+        [
+            ("JWT_SECRET", rand_name() + &rand_name() + &rand_name()),
+            ("REDIS_URL", s.redis_url.clone()),
+            ("RELAY_REDIS_PREFIX", format!("{prefix}:")),
+            ("RELAY_TABLE_PREFIX", prefix),
+            ("ARGON2_M_KIB", "4096".into()),
+            ("ARGON2_T", "1".into()),
+            ("RATE_LIMIT_LOGIN_FAILURES", "100000/1".into()),
+            ("RATE_LIMIT_AUTH", "100000/1".into()),
+            ("RATE_LIMIT_BUNDLE", "100000/1".into()),
+            ("RATE_LIMIT_BUNDLE_PAIR", "100000/1".into()),
+            ("RATE_LIMIT_MESSAGES", "100000/1".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+}
+
+fn set_aws_env() {
+    let s = servers();
+    // The SDK reads these; every stack of the process uses the same DynamoDB server.
+    std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_REGION", "us-east-1");
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::with_env(&[]).await
+    }
+
+    /// A stack with some variables of `test_env` replaced.
+    pub async fn with_env(overrides: &[(&str, &str)]) -> Self {
+        let mut env = test_env();
+        for (k, v) in overrides {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+        set_aws_env();
+        let dynamodb = shared::storage::dynamodb::client_from_env().await;
+        shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix).await.expect("create tables");
+        let gateway = local_gateway::in_process(config.clone()).await.expect("gateway");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(local_gateway::serve(listener, gateway, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, config, http: reqwest::Client::new(), dynamodb, stop: Some(stop) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={}", self.addr, token)
+    }
+
+    /// A Redis connection to the stack's server, for checks of what is stored.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.config.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+
+    pub fn inbox_key(&self, user_id: &str) -> String {
+        format!("{}{{{user_id}}}:inbox", self.config.redis_prefix)
+    }
+
+    pub fn table(&self, name: &str) -> String {
+        format!("{}-{name}", self.config.table_prefix)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
