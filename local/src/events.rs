@@ -28,13 +28,21 @@ pub fn http_event(route: &Route, parts: HttpParts<'_>) -> ApiGatewayV2httpReques
     ctx.route_key = Some(route.key.to_string());
     ctx.stage = Some("$default".into());
     ctx.request_id = Some(uuid::Uuid::new_v4().to_string());
-    ctx.domain_name = parts.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string);
+    ctx.domain_name = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     ctx.time_epoch = now_millis() as i64;
     ctx.http.method = parts.method;
     ctx.http.path = Some(parts.path.to_string());
     ctx.http.protocol = Some("HTTP/1.1".into());
     ctx.http.source_ip = Some(parts.source_ip);
-    ctx.http.user_agent = parts.headers.get("user-agent").and_then(|h| h.to_str().ok()).map(str::to_string);
+    ctx.http.user_agent = parts
+        .headers
+        .get("user-agent")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     ev.headers = parts.headers;
     if !parts.body.is_empty() {
         match String::from_utf8(parts.body) {

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
+    ApiGatewayWebsocketProxyRequest,
+};
 use aws_lambda_events::encodings::Body;
 use lambda_http::request::LambdaRequest;
 use shared::services::relay::Relay;
@@ -14,7 +17,11 @@ use crate::routes::Function;
 
 #[async_trait]
 pub trait Functions: Send + Sync {
-    async fn http(&self, function: Function, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse;
+    async fn http(
+        &self,
+        function: Function,
+        event: ApiGatewayV2httpRequest,
+    ) -> ApiGatewayV2httpResponse;
     async fn websocket(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse;
 }
 
@@ -40,7 +47,11 @@ fn to_v2_response(resp: http::Response<lambda_http::Body>) -> ApiGatewayV2httpRe
 
 #[async_trait]
 impl Functions for InProcess {
-    async fn http(&self, function: Function, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    async fn http(
+        &self,
+        function: Function,
+        event: ApiGatewayV2httpRequest,
+    ) -> ApiGatewayV2httpResponse {
         let req: lambda_http::Request = LambdaRequest::ApiGatewayV2(event).into();
         let resp = match function {
             Function::Users => users::handler(&self.app, req).await,

@@ -23,5 +23,9 @@ pub async fn in_process(config: Config) -> shared::Result<Gateway> {
 pub fn in_process_with(app: Arc<App>, max_body_bytes: usize) -> Gateway {
     let sockets = sockets::Sockets::default();
     let relay = app.relay(Arc::new(sockets.clone()));
-    Gateway { functions: Arc::new(functions::InProcess { app, relay }), sockets, max_body_bytes }
+    Gateway {
+        functions: Arc::new(functions::InProcess { app, relay }),
+        sockets,
+        max_body_bytes,
+    }
 }

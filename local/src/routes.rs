@@ -26,7 +26,10 @@ pub struct Route {
 
 /// Every route key of both functions, from the functions themselves.
 fn table() -> impl Iterator<Item = (&'static str, Function)> {
-    users::ROUTES.iter().map(|k| (*k, Function::Users)).chain(keys::ROUTES.iter().map(|k| (*k, Function::Keys)))
+    users::ROUTES
+        .iter()
+        .map(|k| (*k, Function::Users))
+        .chain(keys::ROUTES.iter().map(|k| (*k, Function::Keys)))
 }
 
 pub fn matching(method: &str, path: &str) -> Option<Route> {
@@ -51,7 +54,11 @@ pub fn matching(method: &str, path: &str) -> Option<Route> {
                 None => return None,
             }
         }
-        Some(Route { key, function, params })
+        Some(Route {
+            key,
+            function,
+            params,
+        })
     })
 }
 
@@ -62,9 +69,18 @@ mod tests {
     #[test]
     fn routes_match_like_api_gateway() {
         let r = matching("GET", "/v1/users/abc/bundle").unwrap();
-        assert_eq!((r.key, r.function, r.params["user_id"].as_str()), ("GET /v1/users/{user_id}/bundle", Function::Keys, "abc"));
-        assert_eq!(matching("GET", "/v1/users").unwrap().function, Function::Users);
-        assert_eq!(matching("DELETE", "/v1/users/me").unwrap().key, "DELETE /v1/users/me");
+        assert_eq!(
+            (r.key, r.function, r.params["user_id"].as_str()),
+            ("GET /v1/users/{user_id}/bundle", Function::Keys, "abc")
+        );
+        assert_eq!(
+            matching("GET", "/v1/users").unwrap().function,
+            Function::Users
+        );
+        assert_eq!(
+            matching("DELETE", "/v1/users/me").unwrap().key,
+            "DELETE /v1/users/me"
+        );
         assert!(matching("POST", "/v1/keys").is_none());
         assert!(matching("GET", "/v1/users//bundle").is_none());
         assert!(matching("GET", "/nope").is_none());

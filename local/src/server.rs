@@ -44,13 +44,20 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 fn error_response(e: &Error) -> Response {
-    (StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), [("content-type", "application/json")], e.to_json().to_string())
+    (
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json")],
+        e.to_json().to_string(),
+    )
         .into_response()
 }
 
@@ -68,12 +75,20 @@ fn from_v2(resp: ApiGatewayV2httpResponse) -> Response {
 }
 
 /// Any route of the HTTP API: match it, build the payload v2 event, call the function.
-async fn http_api(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+async fn http_api(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let Some(route) = routes::matching(parts.method.as_str(), parts.uri.path()) else {
         return error_response(&Error::RouteNotFound);
     };
-    let declared = parts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > gw.max_body_bytes) {
         return error_response(&Error::PayloadTooLarge);
     }
@@ -100,7 +115,11 @@ fn new_connection_id() -> String {
 }
 
 /// `GET /ws?token=…`: `$connect` decides before the upgrade; a refusal fails the handshake.
-async fn websocket(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+async fn websocket(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
     let query = req.uri().query().map(str::to_string);
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -112,10 +131,20 @@ async fn websocket(State(gw): State<Gateway>, ConnectInfo(peer): ConnectInfo<Soc
     let (tx, rx) = mpsc::unbounded_channel();
     // Registered before `$connect` so a message pushed in the meantime is not lost.
     gw.sockets.insert(&id, tx.clone(), ip.clone());
-    let resp = gw.functions.websocket(events::websocket_event("$connect", &id, &ip, query.as_deref(), None)).await;
+    let resp = gw
+        .functions
+        .websocket(events::websocket_event(
+            "$connect",
+            &id,
+            &ip,
+            query.as_deref(),
+            None,
+        ))
+        .await;
     if resp.status_code != 200 {
         gw.sockets.remove(&id);
-        let status = StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::UNAUTHORIZED);
+        let status =
+            StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::UNAUTHORIZED);
         let body = match resp.body {
             Some(EventBody::Text(t)) => t,
             _ => String::new(),
@@ -164,9 +193,25 @@ async fn connection(
             Message::Close(_) => break,
             _ => continue,
         };
-        let resp = gw.functions.websocket(events::websocket_event("$default", &id, &ip, None, Some(text))).await;
+        let resp = gw
+            .functions
+            .websocket(events::websocket_event(
+                "$default",
+                &id,
+                &ip,
+                None,
+                Some(text),
+            ))
+            .await;
         if let Some(EventBody::Text(reply)) = resp.body {
-            if tx.send(Outgoing { frame: reply, ack: None, close: false }).is_err() {
+            if tx
+                .send(Outgoing {
+                    frame: reply,
+                    ack: None,
+                    close: false,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -174,23 +219,45 @@ async fn connection(
     gw.sockets.remove(&id);
     drop(tx);
     writer.abort();
-    let _ = gw.functions.websocket(events::websocket_event("$disconnect", &id, &ip, None, None)).await;
+    let _ = gw
+        .functions
+        .websocket(events::websocket_event("$disconnect", &id, &ip, None, None))
+        .await;
 }
 
 fn gone() -> Response {
-    (StatusCode::GONE, [("x-amzn-errortype", "GoneException"), ("content-type", "application/json")], r#"{"message":"Gone"}"#)
+    (
+        StatusCode::GONE,
+        [
+            ("x-amzn-errortype", "GoneException"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"message":"Gone"}"#,
+    )
         .into_response()
 }
 
 /// API Gateway's Management API: `POST` writes a frame, `GET` describes, `DELETE` closes.
-async fn management(State(gw): State<Gateway>, Path(id): Path<String>, req: Request<Body>) -> Response {
+async fn management(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
     let method = req.method().clone();
     match method.as_str() {
         "POST" => {
             let Ok(body) = to_bytes(req.into_body(), 128 * 1024).await else {
-                return (StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Payload too large"}"#).into_response();
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    r#"{"message":"Payload too large"}"#,
+                )
+                    .into_response();
             };
-            match gw.sockets.send(&id, String::from_utf8_lossy(&body).into_owned()).await {
+            match gw
+                .sockets
+                .send(&id, String::from_utf8_lossy(&body).into_owned())
+                .await
+            {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(_) => gone(),
             }

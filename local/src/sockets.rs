@@ -34,8 +34,15 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Sockets {
     pub fn insert(&self, id: &str, tx: mpsc::UnboundedSender<Outgoing>, source_ip: String) {
-        let conn = Connection { tx, connected_at_ms: shared::crypto::tokens::now_millis(), source_ip };
-        self.inner.write().expect("sockets lock").insert(id.to_string(), conn);
+        let conn = Connection {
+            tx,
+            connected_at_ms: shared::crypto::tokens::now_millis(),
+            source_ip,
+        };
+        self.inner
+            .write()
+            .expect("sockets lock")
+            .insert(id.to_string(), conn);
     }
 
     pub fn remove(&self, id: &str) {
@@ -51,19 +58,32 @@ impl Sockets {
     }
 
     fn sender(&self, id: &str) -> Option<mpsc::UnboundedSender<Outgoing>> {
-        self.inner.read().expect("sockets lock").get(id).map(|c| c.tx.clone())
+        self.inner
+            .read()
+            .expect("sockets lock")
+            .get(id)
+            .map(|c| c.tx.clone())
     }
 
     /// `(connected_at_ms, source_ip)` of a live connection.
     pub fn info(&self, id: &str) -> Option<(u64, String)> {
-        self.inner.read().expect("sockets lock").get(id).map(|c| (c.connected_at_ms, c.source_ip.clone()))
+        self.inner
+            .read()
+            .expect("sockets lock")
+            .get(id)
+            .map(|c| (c.connected_at_ms, c.source_ip.clone()))
     }
 
     /// Writes a frame and waits until the socket has taken it.
     pub async fn send(&self, id: &str, frame: String) -> Result<(), PushError> {
         let tx = self.sender(id).ok_or(PushError::Gone)?;
         let (ack, written) = oneshot::channel();
-        tx.send(Outgoing { frame, ack: Some(ack), close: false }).map_err(|_| PushError::Gone)?;
+        tx.send(Outgoing {
+            frame,
+            ack: Some(ack),
+            close: false,
+        })
+        .map_err(|_| PushError::Gone)?;
         match tokio::time::timeout(PUSH_TIMEOUT, written).await {
             Ok(Ok(true)) => Ok(()),
             Ok(_) => Err(PushError::Gone),
@@ -74,7 +94,13 @@ impl Sockets {
     /// Asks the connection to close; false if there is none.
     pub fn close(&self, id: &str) -> bool {
         match self.sender(id) {
-            Some(tx) => tx.send(Outgoing { frame: String::new(), ack: None, close: true }).is_ok(),
+            Some(tx) => tx
+                .send(Outgoing {
+                    frame: String::new(),
+                    ack: None,
+                    close: true,
+                })
+                .is_ok(),
             None => false,
         }
     }

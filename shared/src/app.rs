@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
-use crate::services::{accounts::Accounts, auth::Authenticator, directory::KeyDirectory, relay::Relay};
+use crate::services::{
+    accounts::Accounts, auth::Authenticator, directory::KeyDirectory, relay::Relay,
+};
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
 use crate::storage::{Health, Pusher};
@@ -22,7 +24,10 @@ pub struct App {
 
 impl App {
     pub async fn from_config(config: Config) -> Result<Arc<Self>> {
-        let (client, conn) = futures::join!(dynamodb::client_from_env(), redis_store::connect(&config.redis_url));
+        let (client, conn) = futures::join!(
+            dynamodb::client_from_env(),
+            redis_store::connect(&config.redis_url)
+        );
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
         let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox);
         Self::assemble(config, dynamo, redis)
@@ -43,8 +48,19 @@ impl App {
             tokens,
             limits: config.rate_limits,
         };
-        let keys = KeyDirectory { keys: dynamo_arc, limiter: redis_arc, limits: config.rate_limits };
-        Ok(Arc::new(Self { config, auth, accounts, keys, dynamo, redis }))
+        let keys = KeyDirectory {
+            keys: dynamo_arc,
+            limiter: redis_arc,
+            limits: config.rate_limits,
+        };
+        Ok(Arc::new(Self {
+            config,
+            auth,
+            accounts,
+            keys,
+            dynamo,
+            redis,
+        }))
     }
 
     /// The relay service, pushing through `pusher`.

@@ -11,7 +11,10 @@ pub struct Bucket {
 
 impl Bucket {
     pub const fn new(capacity: u32, period_secs: u64) -> Self {
-        Self { capacity, period: Duration::from_secs(period_secs) }
+        Self {
+            capacity,
+            period: Duration::from_secs(period_secs),
+        }
     }
 
     /// Tokens regained per millisecond.
@@ -20,14 +23,20 @@ impl Bucket {
     }
 
     fn parse(var: &str, raw: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError::Invalid { var: var.to_string(), expected: "COUNT/SECONDS, e.g. 5/900" };
+        let bad = || ConfigError::Invalid {
+            var: var.to_string(),
+            expected: "COUNT/SECONDS, e.g. 5/900",
+        };
         let (count, secs) = raw.split_once('/').ok_or_else(bad)?;
         let capacity: u32 = count.trim().parse().map_err(|_| bad())?;
         let secs: f64 = secs.trim().parse().map_err(|_| bad())?;
         if capacity == 0 || secs <= 0.0 {
             return Err(bad());
         }
-        Ok(Self { capacity, period: Duration::from_secs_f64(secs) })
+        Ok(Self {
+            capacity,
+            period: Duration::from_secs_f64(secs),
+        })
     }
 }
 
@@ -129,7 +138,10 @@ impl Config {
         let env = Env(&get);
         let secret = env.required("JWT_SECRET")?;
         if secret.len() < 32 {
-            return Err(ConfigError::Invalid { var: "JWT_SECRET".into(), expected: "at least 32 bytes" });
+            return Err(ConfigError::Invalid {
+                var: "JWT_SECRET".into(),
+                expected: "at least 32 bytes",
+            });
         }
         let defaults = RateLimits::default();
         Ok(Self {
@@ -141,7 +153,9 @@ impl Config {
                 issuer: env.string("JWT_ISSUER", "relay"),
                 audience: env.string("JWT_AUDIENCE", "relay-clients"),
                 access_ttl: Duration::from_secs(env.number("ACCESS_TOKEN_TTL_SECS", 900)?),
-                refresh_ttl: Duration::from_secs(env.number("REFRESH_TOKEN_TTL_SECS", 30 * 86_400)?),
+                refresh_ttl: Duration::from_secs(
+                    env.number("REFRESH_TOKEN_TTL_SECS", 30 * 86_400)?,
+                ),
                 leeway: Duration::from_secs(env.number("JWT_LEEWAY_SECS", 60)?),
             },
             argon2: Argon2Params {
@@ -175,7 +189,8 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     }
 
     fn required(&self, var: &str) -> Result<String, ConfigError> {
-        self.get(var).ok_or_else(|| ConfigError::Missing(var.to_string()))
+        self.get(var)
+            .ok_or_else(|| ConfigError::Missing(var.to_string()))
     }
 
     fn string(&self, var: &str, default: &str) -> String {
@@ -185,10 +200,10 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError> {
         match self.get(var) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| ConfigError::Invalid { var: var.to_string(), expected: "a non-negative whole number" }),
+            Some(raw) => raw.trim().parse().map_err(|_| ConfigError::Invalid {
+                var: var.to_string(),
+                expected: "a non-negative whole number",
+            }),
         }
     }
 
@@ -206,7 +221,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -221,19 +239,37 @@ mod tests {
 
     #[test]
     fn short_secret_is_refused() {
-        let err = Config::from_lookup(lookup(&[("JWT_SECRET", "short"), ("REDIS_URL", "redis://x")])).unwrap_err();
+        let err = Config::from_lookup(lookup(&[
+            ("JWT_SECRET", "short"),
+            ("REDIS_URL", "redis://x"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("JWT_SECRET"));
     }
 
     #[test]
     fn defaults_follow_the_spec() {
-        let c = Config::from_lookup(lookup(&[("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")])).unwrap();
+        let c = Config::from_lookup(lookup(&[
+            ("JWT_SECRET", SECRET),
+            ("REDIS_URL", "redis://x"),
+        ]))
+        .unwrap();
         assert_eq!(c.inbox.max_messages, 1000);
         assert_eq!(c.inbox.ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(c.jwt.access_ttl, Duration::from_secs(900));
-        assert_eq!(c.argon2, Argon2Params { m_kib: 19_456, t: 2, p: 1 });
+        assert_eq!(
+            c.argon2,
+            Argon2Params {
+                m_kib: 19_456,
+                t: 2,
+                p: 1
+            }
+        );
         assert_eq!(c.rate_limits.login_failures, Bucket::new(5, 900));
-        assert!(!format!("{c:?}").contains(SECRET), "Debug output leaks the secret");
+        assert!(
+            !format!("{c:?}").contains(SECRET),
+            "Debug output leaks the secret"
+        );
     }
 
     #[test]
@@ -245,7 +281,10 @@ mod tests {
         assert!(err.to_string().contains("RATE_LIMIT_AUTH"));
         let mut bad = base.to_vec();
         bad.push(("INBOX_MAX", "-3"));
-        assert!(Config::from_lookup(lookup(&bad)).unwrap_err().to_string().contains("INBOX_MAX"));
+        assert!(Config::from_lookup(lookup(&bad))
+            .unwrap_err()
+            .to_string()
+            .contains("INBOX_MAX"));
         let mut ok = base.to_vec();
         ok.push(("RATE_LIMIT_MESSAGES", "50/0.5"));
         let c = Config::from_lookup(lookup(&ok)).unwrap();

@@ -94,9 +94,13 @@ impl Error {
         match self {
             Self::InvalidRequest(m) => m.clone(),
             Self::InvalidFrame(m) => m.clone(),
-            Self::Unavailable(_) => "a backing store is unavailable; nothing was changed, try again".into(),
+            Self::Unavailable(_) => {
+                "a backing store is unavailable; nothing was changed, try again".into()
+            }
             Self::Internal(_) => "internal error".into(),
-            Self::RateLimited { retry_after_secs } => format!("too many requests; retry after {retry_after_secs} s"),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests; retry after {retry_after_secs} s")
+            }
             Self::MessageTooLarge => "message body over the size limit".into(),
             other => other.to_string(),
         }
@@ -110,8 +114,12 @@ impl Error {
     /// Logs server-side faults at the right level; client errors are not worth a warning.
     pub fn log(&self) {
         match self {
-            Self::Unavailable(detail) => tracing::warn!(code = self.code(), detail = %detail, "backing store error"),
-            Self::Internal(detail) => tracing::error!(code = self.code(), detail = %detail, "internal error"),
+            Self::Unavailable(detail) => {
+                tracing::warn!(code = self.code(), detail = %detail, "backing store error")
+            }
+            Self::Internal(detail) => {
+                tracing::error!(code = self.code(), detail = %detail, "internal error")
+            }
             _ => tracing::debug!(code = self.code(), "request refused"),
         }
     }
@@ -140,9 +148,18 @@ mod tests {
 
     #[test]
     fn codes_match_the_spec() {
-        assert_eq!((Error::UsernameTaken.status(), Error::UsernameTaken.code()), (409, "username_taken"));
+        assert_eq!(
+            (Error::UsernameTaken.status(), Error::UsernameTaken.code()),
+            (409, "username_taken")
+        );
         assert_eq!(Error::PrekeysExhausted.status(), 412);
-        assert_eq!(Error::RateLimited { retry_after_secs: 3 }.status(), 429);
+        assert_eq!(
+            Error::RateLimited {
+                retry_after_secs: 3
+            }
+            .status(),
+            429
+        );
         assert_eq!(Error::MessageTooLarge.code(), "too_large");
         assert_eq!(Error::InvalidSignature.code(), "invalid_signature");
     }

@@ -20,7 +20,8 @@ pub fn error(e: &Error) -> Response<Body> {
     e.log();
     let mut resp = json(e.status(), &e.to_json());
     if let Error::RateLimited { retry_after_secs } = e {
-        resp.headers_mut().insert("retry-after", (*retry_after_secs).into());
+        resp.headers_mut()
+            .insert("retry-after", (*retry_after_secs).into());
     }
     resp
 }
@@ -51,7 +52,12 @@ pub fn body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T> {
             Category::Data => {
                 let msg = e.to_string();
                 if msg.starts_with("missing field") {
-                    Error::invalid(msg.split(" at line").next().unwrap_or("missing field").to_string())
+                    Error::invalid(
+                        msg.split(" at line")
+                            .next()
+                            .unwrap_or("missing field")
+                            .to_string(),
+                    )
                 } else {
                     Error::invalid("a field has the wrong type or value")
                 }
@@ -77,7 +83,9 @@ pub fn source_ip(req: &Request) -> String {
 /// API Gateway's route key (`"GET /v1/keys/count"`), or method and path when there is none.
 pub fn route_key(req: &Request) -> String {
     match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) if ctx.route_key.as_deref().is_some_and(|k| k != "$default") => {
+        Some(RequestContext::ApiGatewayV2(ctx))
+            if ctx.route_key.as_deref().is_some_and(|k| k != "$default") =>
+        {
             ctx.route_key.clone().unwrap_or_default()
         }
         _ => format!("{} {}", req.method(), req.raw_http_path()),
@@ -85,9 +93,13 @@ pub fn route_key(req: &Request) -> String {
 }
 
 pub fn path_param(req: &Request, name: &str) -> Option<String> {
-    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_string)
 }
 
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
-    req.query_string_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+    req.query_string_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_string)
 }

@@ -125,13 +125,20 @@ pub struct OneTimeKey {
 
 impl From<&SignedKey> for SignedPreKeyOut {
     fn from(k: &SignedKey) -> Self {
-        Self { key_id: k.key_id, public_key: v::encode(&k.public_key), signature: v::encode(&k.signature) }
+        Self {
+            key_id: k.key_id,
+            public_key: v::encode(&k.public_key),
+            signature: v::encode(&k.signature),
+        }
     }
 }
 
 impl From<&OneTimeKey> for PreKeyOut {
     fn from(k: &OneTimeKey) -> Self {
-        Self { key_id: k.key_id, public_key: v::encode(&k.public_key) }
+        Self {
+            key_id: k.key_id,
+            public_key: v::encode(&k.public_key),
+        }
     }
 }
 
@@ -183,7 +190,10 @@ pub struct Bundle {
 
 impl From<&Bundle> for BundleOut {
     fn from(b: &Bundle) -> Self {
-        let kyber = b.kyber_one_time.as_ref().or(b.profile.kyber_last_resort.as_ref());
+        let kyber = b
+            .kyber_one_time
+            .as_ref()
+            .or(b.profile.kyber_last_resort.as_ref());
         Self {
             user_id: b.user_id,
             registration_id: b.profile.registration_id,
@@ -202,10 +212,17 @@ impl SignedPreKeyIn {
     pub fn validate(&self, field: &str, kyber: bool) -> Result<SignedKey> {
         let key_id = v::key_id(&format!("{field}.key_id"), self.key_id)?;
         let pk_field = format!("{field}.public_key");
-        let public_key =
-            if kyber { v::kyber_public_key(&pk_field, &self.public_key)? } else { v::ec_public_key(&pk_field, &self.public_key)? };
+        let public_key = if kyber {
+            v::kyber_public_key(&pk_field, &self.public_key)?
+        } else {
+            v::ec_public_key(&pk_field, &self.public_key)?
+        };
         let signature = v::signature(&format!("{field}.signature"), &self.signature)?;
-        Ok(SignedKey { key_id, public_key, signature })
+        Ok(SignedKey {
+            key_id,
+            public_key,
+            signature,
+        })
     }
 }
 
@@ -219,7 +236,10 @@ impl PreKeyIn {
 }
 
 /// Checks every signature only after every shape check, so a malformed request is reported as such.
-fn verify_all<'a>(identity_key: &[u8], keys: impl IntoIterator<Item = &'a SignedKey>) -> Result<()> {
+fn verify_all<'a>(
+    identity_key: &[u8],
+    keys: impl IntoIterator<Item = &'a SignedKey>,
+) -> Result<()> {
     for k in keys {
         if !xeddsa::verify(identity_key, &k.public_key, &k.signature) {
             return Err(Error::InvalidSignature);
@@ -231,16 +251,28 @@ fn verify_all<'a>(identity_key: &[u8], keys: impl IntoIterator<Item = &'a Signed
 /// Later entries with the same key id replace earlier ones ("same key_id overwrites").
 fn dedup_by_id<T>(items: Vec<T>, id: impl Fn(&T) -> u32) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<T> = items.into_iter().rev().filter(|k| seen.insert(id(k))).collect();
+    let mut out: Vec<T> = items
+        .into_iter()
+        .rev()
+        .filter(|k| seen.insert(id(k)))
+        .collect();
     out.reverse();
     out
 }
 
 /// Shape checks of the one-time batches (signatures are checked by the caller afterwards).
-fn one_time_batches(otk: &[PreKeyIn], kotk: &[SignedPreKeyIn], min: usize) -> Result<(Vec<OneTimeKey>, Vec<SignedKey>)> {
+fn one_time_batches(
+    otk: &[PreKeyIn],
+    kotk: &[SignedPreKeyIn],
+    min: usize,
+) -> Result<(Vec<OneTimeKey>, Vec<SignedKey>)> {
     v::batch_len("one_time_prekeys", otk.len(), min)?;
     v::batch_len("kyber_one_time_prekeys", kotk.len(), 0)?;
-    let one_time = otk.iter().enumerate().map(|(i, k)| k.validate(&format!("one_time_prekeys[{i}]"))).collect::<Result<_>>()?;
+    let one_time = otk
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.validate(&format!("one_time_prekeys[{i}]")))
+        .collect::<Result<_>>()?;
     let kyber = kotk
         .iter()
         .enumerate()
@@ -257,7 +289,10 @@ impl KeyUpload {
     fn verified(self, identity_key: &[u8]) -> Result<Self> {
         verify_all(
             identity_key,
-            self.signed_prekey.iter().chain(self.kyber_last_resort.iter()).chain(self.kyber_one_time.iter()),
+            self.signed_prekey
+                .iter()
+                .chain(self.kyber_last_resort.iter())
+                .chain(self.kyber_one_time.iter()),
         )?;
         Ok(KeyUpload {
             one_time: dedup_by_id(self.one_time, |k| k.key_id),
@@ -276,7 +311,11 @@ impl KeysUploadRequest {
         )?;
         let upload = KeyUpload {
             signed_prekey: signed(self.signed_prekey.as_ref(), "signed_prekey", false)?,
-            kyber_last_resort: signed(self.kyber_last_resort_prekey.as_ref(), "kyber_last_resort_prekey", true)?,
+            kyber_last_resort: signed(
+                self.kyber_last_resort_prekey.as_ref(),
+                "kyber_last_resort_prekey",
+                true,
+            )?,
             one_time,
             kyber_one_time,
         };
@@ -299,7 +338,11 @@ impl RegisterRequest {
             one_time_batches(&self.one_time_prekeys, &self.kyber_one_time_prekeys, 1)?;
         let upload = KeyUpload {
             signed_prekey: signed(Some(&self.signed_prekey), "signed_prekey", false)?,
-            kyber_last_resort: signed(self.kyber_last_resort_prekey.as_ref(), "kyber_last_resort_prekey", true)?,
+            kyber_last_resort: signed(
+                self.kyber_last_resort_prekey.as_ref(),
+                "kyber_last_resort_prekey",
+                true,
+            )?,
             one_time,
             kyber_one_time,
         }

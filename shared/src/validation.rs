@@ -33,7 +33,13 @@ pub fn ec_public_key(field: &str, value: &str) -> Result<Vec<u8>> {
 }
 
 pub fn kyber_public_key(field: &str, value: &str) -> Result<Vec<u8>> {
-    key(field, value, KYBER_KEY_LEN, KYBER_KEY_PREFIX, "a Kyber public key")
+    key(
+        field,
+        value,
+        KYBER_KEY_LEN,
+        KYBER_KEY_PREFIX,
+        "a Kyber public key",
+    )
 }
 
 fn key(field: &str, value: &str, len: usize, prefix: u8, what: &str) -> Result<Vec<u8>> {
@@ -49,28 +55,36 @@ fn key(field: &str, value: &str, len: usize, prefix: u8, what: &str) -> Result<V
 pub fn signature(field: &str, value: &str) -> Result<Vec<u8>> {
     let bytes = base64(field, value)?;
     if bytes.len() != SIGNATURE_LEN {
-        return Err(Error::invalid(format!("{field} must be {SIGNATURE_LEN} bytes")));
+        return Err(Error::invalid(format!(
+            "{field} must be {SIGNATURE_LEN} bytes"
+        )));
     }
     Ok(bytes)
 }
 
 pub fn key_id(field: &str, value: u64) -> Result<u32> {
     if value > MAX_KEY_ID {
-        return Err(Error::invalid(format!("{field} must be between 0 and {MAX_KEY_ID}")));
+        return Err(Error::invalid(format!(
+            "{field} must be between 0 and {MAX_KEY_ID}"
+        )));
     }
     Ok(value as u32)
 }
 
 pub fn registration_id(value: u64) -> Result<u32> {
     if value == 0 || value > MAX_REGISTRATION_ID {
-        return Err(Error::invalid(format!("registration_id must be between 1 and {MAX_REGISTRATION_ID}")));
+        return Err(Error::invalid(format!(
+            "registration_id must be between 1 and {MAX_REGISTRATION_ID}"
+        )));
     }
     Ok(value as u32)
 }
 
 pub fn batch_len(field: &str, len: usize, min: usize) -> Result<()> {
     if len < min || len > MAX_BATCH {
-        return Err(Error::invalid(format!("{field} must hold {min} to {MAX_BATCH} keys")));
+        return Err(Error::invalid(format!(
+            "{field} must hold {min} to {MAX_BATCH} keys"
+        )));
     }
     Ok(())
 }
@@ -78,9 +92,13 @@ pub fn batch_len(field: &str, len: usize, min: usize) -> Result<()> {
 /// Usernames are case-insensitive: the lower-case form is the one stored.
 pub fn username(value: &str) -> Result<String> {
     let name = value.to_ascii_lowercase();
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if !(3..=32).contains(&name.len()) || !ok_chars {
-        return Err(Error::invalid("username must be 3 to 32 characters of a-z 0-9 _ . -"));
+        return Err(Error::invalid(
+            "username must be 3 to 32 characters of a-z 0-9 _ . -",
+        ));
     }
     Ok(name)
 }

@@ -41,7 +41,9 @@ impl Default for Identity {
 
 impl Identity {
     pub fn new() -> Self {
-        Self { pair: KeyPair::generate(&mut rand::thread_rng()) }
+        Self {
+            pair: KeyPair::generate(&mut rand::thread_rng()),
+        }
     }
 
     pub fn public(&self) -> String {
@@ -54,7 +56,8 @@ impl Identity {
     }
 
     pub fn one_time(&self, ids: std::ops::Range<u32>) -> Vec<Value> {
-        ids.map(|id| json!({"key_id": id, "public_key": encode(&ec_key())})).collect()
+        ids.map(|id| json!({"key_id": id, "public_key": encode(&ec_key())}))
+            .collect()
     }
 
     pub fn kyber_one_time(&self, ids: std::ops::Range<u32>) -> Vec<Value> {
@@ -86,7 +89,13 @@ pub struct User {
 }
 
 pub async fn post(stack: &Stack, path: &str, body: &Value) -> (u16, Value) {
-    let r = stack.http.post(stack.url(path)).json(body).send().await.expect("request");
+    let r = stack
+        .http
+        .post(stack.url(path))
+        .json(body)
+        .send()
+        .await
+        .expect("request");
     status_json(r).await
 }
 
@@ -97,21 +106,53 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
 }
 
 pub async fn get_auth(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
-    status_json(stack.http.get(stack.url(path)).bearer_auth(token).send().await.expect("request")).await
+    status_json(
+        stack
+            .http
+            .get(stack.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
 }
 
 pub async fn put_auth(stack: &Stack, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    status_json(stack.http.put(stack.url(path)).bearer_auth(token).json(body).send().await.expect("request")).await
+    status_json(
+        stack
+            .http
+            .put(stack.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
 }
 
 pub async fn delete_auth(stack: &Stack, path: &str, token: &str) -> u16 {
-    stack.http.delete(stack.url(path)).bearer_auth(token).send().await.expect("request").status().as_u16()
+    stack
+        .http
+        .delete(stack.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
 }
 
 /// Asserts SPEC's error shape and returns the code.
 pub fn error_code(body: &Value) -> &str {
-    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"));
-    assert!(body["error"]["message"].is_string(), "error without message: {body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(
+        body["error"]["message"].is_string(),
+        "error without message: {body}"
+    );
     code
 }
 
@@ -121,17 +162,30 @@ impl User {
         let identity = Identity::new();
         let username = unique_username("u");
         let password = "correct horse battery".to_string();
-        let (status, body) = post(stack, "/v1/users", &identity.registration(&username, &password, n, k)).await;
+        let (status, body) = post(
+            stack,
+            "/v1/users",
+            &identity.registration(&username, &password, n, k),
+        )
+        .await;
         assert_eq!(status, 200, "register: {body}");
         let user_id = body["user_id"].as_str().expect("user_id").to_string();
-        let (status, tokens) = post(stack, "/v1/sessions", &json!({"username": username, "password": password})).await;
+        let (status, tokens) = post(
+            stack,
+            "/v1/sessions",
+            &json!({"username": username, "password": password}),
+        )
+        .await;
         assert_eq!(status, 200, "login: {tokens}");
         Self {
             username,
             password,
             user_id,
             access: tokens["access_token"].as_str().expect("access").to_string(),
-            refresh: tokens["refresh_token"].as_str().expect("refresh").to_string(),
+            refresh: tokens["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_string(),
             identity,
         }
     }
@@ -143,15 +197,21 @@ impl User {
     pub async fn counts(&self, stack: &Stack) -> (u64, u64) {
         let (s, b) = get_auth(stack, "/v1/keys/count", &self.access).await;
         assert_eq!(s, 200, "count: {b}");
-        (b["one_time_prekeys"].as_u64().unwrap(), b["kyber_one_time_prekeys"].as_u64().unwrap())
+        (
+            b["one_time_prekeys"].as_u64().unwrap(),
+            b["kyber_one_time_prekeys"].as_u64().unwrap(),
+        )
     }
 
     pub async fn connect(&self, stack: &Stack) -> Ws {
-        Ws::connect(&stack.ws_url(&self.access)).await.expect("websocket handshake")
+        Ws::connect(&stack.ws_url(&self.access))
+            .await
+            .expect("websocket handshake")
     }
 }
 
-type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Ws {
     pub stream: Stream,
@@ -168,18 +228,26 @@ impl Ws {
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.stream.send(Message::Text(frame.to_string().into())).await.expect("ws send");
+        self.stream
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.stream.send(Message::Text(text.to_string().into())).await.expect("ws send");
+        self.stream
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     /// The next JSON frame, or None after `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
         loop {
             match tokio::time::timeout(wait, self.stream.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).expect("json frame")),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(&t).expect("json frame"))
+                }
                 Ok(Some(Ok(_))) => continue,
                 _ => return None,
             }
@@ -187,7 +255,9 @@ impl Ws {
     }
 
     pub async fn recv(&mut self) -> Value {
-        self.recv_within(Duration::from_secs(10)).await.expect("a frame within 10 s")
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("a frame within 10 s")
     }
 
     /// Receives until a frame of `kind` arrives; message envelopes seen on the way are collected.
@@ -204,7 +274,8 @@ impl Ws {
     }
 
     pub async fn send_message(&mut self, to: &str, id: &str, body: &[u8]) -> Value {
-        self.send(json!({"action": "send", "to": to, "id": id, "body": encode(body)})).await;
+        self.send(json!({"action": "send", "to": to, "id": id, "body": encode(body)}))
+            .await;
         let mut pushed = Vec::new();
         let reply = self.until_reply(&mut pushed).await;
         assert!(pushed.is_empty(), "unexpected messages to the sender");

@@ -16,17 +16,27 @@ pub struct Servers {
 static SERVERS: OnceLock<Servers> = OnceLock::new();
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn wait_for(port: u16, what: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -39,7 +49,10 @@ fn spawn(cmd: &mut Command) -> Child {
             Ok(())
         });
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
 }
 
 pub fn start_redis() -> (u16, Child) {
@@ -68,8 +81,14 @@ fn moto_binary() -> PathBuf {
 /// `RELAY_TEST_DYNAMODB_URL` name existing ones instead.
 pub fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
-        if let (Ok(r), Ok(d)) = (std::env::var("RELAY_TEST_REDIS_URL"), std::env::var("RELAY_TEST_DYNAMODB_URL")) {
-            return Servers { redis_url: r, dynamodb_url: d };
+        if let (Ok(r), Ok(d)) = (
+            std::env::var("RELAY_TEST_REDIS_URL"),
+            std::env::var("RELAY_TEST_DYNAMODB_URL"),
+        ) {
+            return Servers {
+                redis_url: r,
+                dynamodb_url: d,
+            };
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -77,8 +96,17 @@ pub fn servers() -> &'static Servers {
             .spawn(move || {
                 let (redis_port, _redis) = start_redis();
                 let moto_port = free_port();
-                let _moto = spawn(Command::new(moto_binary()).args(["-H", "127.0.0.1", "-p", &moto_port.to_string()]));
-                wait_for(moto_port, "moto_server (run ./local/test, or set MOTO_SERVER)", 60);
+                let _moto = spawn(Command::new(moto_binary()).args([
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &moto_port.to_string(),
+                ]));
+                wait_for(
+                    moto_port,
+                    "moto_server (run ./local/test, or set MOTO_SERVER)",
+                    60,
+                );
                 tx.send(Servers {
                     redis_url: format!("redis://127.0.0.1:{redis_port}"),
                     dynamodb_url: format!("http://127.0.0.1:{moto_port}"),

@@ -69,15 +69,27 @@ impl Stack {
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         set_aws_env();
         let dynamodb = shared::storage::dynamodb::client_from_env().await;
-        shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix).await.expect("create tables");
-        let gateway = local_gateway::in_process(config.clone()).await.expect("gateway");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix)
+            .await
+            .expect("create tables");
+        let gateway = local_gateway::in_process(config.clone())
+            .await
+            .expect("gateway");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(local_gateway::serve(listener, gateway, async move {
             let _ = stopped.await;
         }));
-        Self { addr, config, http: reqwest::Client::new(), dynamodb, stop: Some(stop) }
+        Self {
+            addr,
+            config,
+            http: reqwest::Client::new(),
+            dynamodb,
+            stop: Some(stop),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

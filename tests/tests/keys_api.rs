@@ -26,8 +26,15 @@ async fn bundle_has_identity_signed_and_one_time_prekey_which_is_then_gone() {
     assert_eq!(bob.counts(&stack).await, (1, 0));
     let (status, b2) = alice.bundle_of(&stack, &bob.user_id).await;
     assert_eq!(status, 200);
-    assert_ne!(b2["one_time_prekey"]["key_id"].as_u64().unwrap(), first, "a consumed key came back");
-    assert_eq!(b2["kyber_prekey"]["key_id"], 9000, "last-resort Kyber key once one-time ones are gone");
+    assert_ne!(
+        b2["one_time_prekey"]["key_id"].as_u64().unwrap(),
+        first,
+        "a consumed key came back"
+    );
+    assert_eq!(
+        b2["kyber_prekey"]["key_id"], 9000,
+        "last-resort Kyber key once one-time ones are gone"
+    );
     let (status, b3) = alice.bundle_of(&stack, &bob.user_id).await;
     assert_eq!(status, 412, "{b3}");
     assert_eq!(error_code(&b3), "prekeys_exhausted");
@@ -38,18 +45,29 @@ async fn bundle_has_identity_signed_and_one_time_prekey_which_is_then_gone() {
 async fn unknown_user_is_404_and_registration_without_keys_is_400() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 1, 0).await;
-    let (status, b) = alice.bundle_of(&stack, &uuid::Uuid::new_v4().to_string()).await;
+    let (status, b) = alice
+        .bundle_of(&stack, &uuid::Uuid::new_v4().to_string())
+        .await;
     assert_eq!((status, error_code(&b)), (404, "user_not_found"));
     let (status, b) = alice.bundle_of(&stack, "not-a-uuid").await;
     assert_eq!((status, error_code(&b)), (404, "user_not_found"));
     let id = Identity::new();
-    for missing in ["identity_key", "signed_prekey", "one_time_prekeys", "username", "password"] {
+    for missing in [
+        "identity_key",
+        "signed_prekey",
+        "one_time_prekeys",
+        "username",
+        "password",
+    ] {
         let mut body = id.registration(&unique_username("m"), "password123", 3, 0);
         body.as_object_mut().unwrap().remove(missing);
         let (status, b) = post(&stack, "/v1/users", &body).await;
         assert_eq!(status, 400, "without {missing}: {b}");
         assert_eq!(error_code(&b), "invalid_request");
-        assert!(b["error"]["message"].as_str().unwrap().contains(missing), "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(missing),
+            "{b}"
+        );
     }
     let mut body = id.registration(&unique_username("m"), "password123", 3, 0);
     body["one_time_prekeys"] = json!([]);
@@ -61,11 +79,27 @@ async fn forty_concurrent_fetches_of_twenty_five_keys() {
     let stack = Stack::start().await;
     let bob = User::create(&stack, 25, 0).await;
     let alice = User::create(&stack, 1, 0).await;
-    let results = futures::future::join_all((0..40).map(|_| alice.bundle_of(&stack, &bob.user_id))).await;
-    let ok: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
-    let exhausted = results.iter().filter(|(s, b)| *s == 412 && error_code(b) == "prekeys_exhausted").count();
-    let ids: HashSet<u64> = ok.iter().map(|b| b["one_time_prekey"]["key_id"].as_u64().unwrap()).collect();
-    assert_eq!(ok.len(), 25, "statuses: {:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    let results =
+        futures::future::join_all((0..40).map(|_| alice.bundle_of(&stack, &bob.user_id))).await;
+    let ok: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let exhausted = results
+        .iter()
+        .filter(|(s, b)| *s == 412 && error_code(b) == "prekeys_exhausted")
+        .count();
+    let ids: HashSet<u64> = ok
+        .iter()
+        .map(|b| b["one_time_prekey"]["key_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ok.len(),
+        25,
+        "statuses: {:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
     assert_eq!(ids.len(), 25, "a one-time prekey was handed out twice");
     assert_eq!(exhausted, 15);
     assert_eq!(bob.counts(&stack).await, (0, 0));
@@ -75,25 +109,66 @@ async fn forty_concurrent_fetches_of_twenty_five_keys() {
 async fn ten_concurrent_registrations_of_one_username() {
     let stack = Stack::start().await;
     let name = unique_username("race");
-    let bodies: Vec<Value> = (0..10).map(|_| Identity::new().registration(&name, "password123", 5, 2)).collect();
-    let results = futures::future::join_all(bodies.iter().map(|b| post(&stack, "/v1/users", b))).await;
-    let won: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
-    let taken = results.iter().filter(|(s, b)| *s == 409 && error_code(b) == "username_taken").count();
+    let bodies: Vec<Value> = (0..10)
+        .map(|_| Identity::new().registration(&name, "password123", 5, 2))
+        .collect();
+    let results =
+        futures::future::join_all(bodies.iter().map(|b| post(&stack, "/v1/users", b))).await;
+    let won: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let taken = results
+        .iter()
+        .filter(|(s, b)| *s == 409 && error_code(b) == "username_taken")
+        .count();
     assert_eq!((won.len(), taken), (1, 9), "{results:?}");
     // Only the winner's keys exist: the losers left nothing behind.
-    let scan = stack.dynamodb.scan().table_name(stack.table("keys")).send().await.unwrap();
-    let owners: HashSet<String> =
-        scan.items().iter().map(|i| i["pk"].as_s().unwrap().to_string()).collect();
-    assert_eq!(owners, HashSet::from([won[0]["user_id"].as_str().unwrap().to_string()]));
+    let scan = stack
+        .dynamodb
+        .scan()
+        .table_name(stack.table("keys"))
+        .send()
+        .await
+        .unwrap();
+    let owners: HashSet<String> = scan
+        .items()
+        .iter()
+        .map(|i| i["pk"].as_s().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        owners,
+        HashSet::from([won[0]["user_id"].as_str().unwrap().to_string()])
+    );
     assert_eq!(scan.count(), 1 + 5 + 2);
     // Case-insensitive: the upper-case form is the same name.
-    let (status, _) = post(&stack, "/v1/users", &Identity::new().registration(&name.to_uppercase(), "password123", 1, 0)).await;
+    let (status, _) = post(
+        &stack,
+        "/v1/users",
+        &Identity::new().registration(&name.to_uppercase(), "password123", 1, 0),
+    )
+    .await;
     assert_eq!(status, 409);
 }
 
 async fn stored_items(stack: &Stack) -> (usize, usize) {
-    let users = stack.dynamodb.scan().table_name(stack.table("users")).send().await.unwrap().count();
-    let keys = stack.dynamodb.scan().table_name(stack.table("keys")).send().await.unwrap().count();
+    let users = stack
+        .dynamodb
+        .scan()
+        .table_name(stack.table("users"))
+        .send()
+        .await
+        .unwrap()
+        .count();
+    let keys = stack
+        .dynamodb
+        .scan()
+        .table_name(stack.table("keys"))
+        .send()
+        .await
+        .unwrap()
+        .count();
     (users as usize, keys as usize)
 }
 
@@ -104,7 +179,8 @@ async fn bad_registrations_are_refused_and_store_nothing() {
     let good = || id.registration(&unique_username("bad"), "password123", 3, 1);
     let mut cases: Vec<(&str, Value, &str)> = Vec::new();
     let mut v = good();
-    let mut sig = shared::validation::base64("s", v["signed_prekey"]["signature"].as_str().unwrap()).unwrap();
+    let mut sig =
+        shared::validation::base64("s", v["signed_prekey"]["signature"].as_str().unwrap()).unwrap();
     sig[10] ^= 1;
     v["signed_prekey"]["signature"] = json!(encode(&sig));
     cases.push(("bad signature", v, "invalid_signature"));
@@ -139,13 +215,24 @@ async fn bad_registrations_are_refused_and_store_nothing() {
         let (status, b) = post(&stack, "/v1/users", &body).await;
         assert_eq!((status, error_code(&b)), (400, code), "{what}: {b}");
     }
-    let r = stack.http.post(stack.url("/v1/users")).header("content-type", "application/json").body("{\"username\": ").send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.url("/v1/users"))
+        .header("content-type", "application/json")
+        .body("{\"username\": ")
+        .send()
+        .await
+        .unwrap();
     let (status, b) = client::status_json(r).await;
     assert_eq!((status, error_code(&b)), (400, "malformed_json"));
     let huge = json!({"username": "x".repeat(600 * 1024)});
     let (status, b) = post(&stack, "/v1/users", &huge).await;
     assert_eq!((status, error_code(&b)), (413, "payload_too_large"));
-    assert_eq!(stored_items(&stack).await, (0, 0), "a refused registration left items behind");
+    assert_eq!(
+        stored_items(&stack).await,
+        (0, 0),
+        "a refused registration left items behind"
+    );
 }
 
 #[tokio::test]
@@ -161,13 +248,25 @@ async fn uploads_append_replace_and_validate() {
     let (status, b) = put_auth(&stack, "/v1/keys", &bob.access, &up).await;
     assert_eq!(status, 200, "{b}");
     // key id 2 was uploaded again: it overwrites rather than duplicates.
-    assert_eq!(b, json!({"one_time_prekeys": 11, "kyber_one_time_prekeys": 3}));
+    assert_eq!(
+        b,
+        json!({"one_time_prekeys": 11, "kyber_one_time_prekeys": 3})
+    );
     let (_, bundle) = alice.bundle_of(&stack, &bob.user_id).await;
-    assert_eq!(bundle["signed_prekey"]["key_id"], 2, "signed prekey replaced");
+    assert_eq!(
+        bundle["signed_prekey"]["key_id"], 2,
+        "signed prekey replaced"
+    );
     assert!(bundle["kyber_prekey"]["key_id"].as_u64().unwrap() >= 500);
 
     let mut bad = json!({"one_time_prekeys": bob.identity.one_time(50..60), "kyber_one_time_prekeys": bob.identity.kyber_one_time(600..602)});
-    let mut sig = shared::validation::base64("s", bad["kyber_one_time_prekeys"][1]["signature"].as_str().unwrap()).unwrap();
+    let mut sig = shared::validation::base64(
+        "s",
+        bad["kyber_one_time_prekeys"][1]["signature"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     sig[63] ^= 0x80;
     bad["kyber_one_time_prekeys"][1]["signature"] = json!(encode(&sig));
     let (status, b) = put_auth(&stack, "/v1/keys", &bob.access, &bad).await;
@@ -177,7 +276,11 @@ async fn uploads_append_replace_and_validate() {
     assert_eq!((status, error_code(&b)), (400, "invalid_request"));
     let (status, b) = put_auth(&stack, "/v1/keys", &bob.access, &json!({})).await;
     assert_eq!((status, error_code(&b)), (400, "invalid_request"));
-    assert_eq!(bob.counts(&stack).await, (10, 2), "a refused upload stored something");
+    assert_eq!(
+        bob.counts(&stack).await,
+        (10, 2),
+        "a refused upload stored something"
+    );
     let (status, _) = get_auth(&stack, "/v1/keys/count", "garbage").await;
     assert_eq!(status, 401);
 }

@@ -17,10 +17,20 @@ fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
 /// `$connect` (token in the query), `$disconnect`, and `$default` (client frames). The returned
 /// body of `$default` is the reply frame, sent back by API Gateway's route response.
 #[instrument(skip_all, fields(route = ev.request_context.route_key.as_deref().unwrap_or("")))]
-pub async fn handler(relay: &Relay, ev: ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, Infallible> {
-    let connection_id = ev.request_context.connection_id.as_deref().unwrap_or_default();
+pub async fn handler(
+    relay: &Relay,
+    ev: ApiGatewayWebsocketProxyRequest,
+) -> Result<ApiGatewayProxyResponse, Infallible> {
+    let connection_id = ev
+        .request_context
+        .connection_id
+        .as_deref()
+        .unwrap_or_default();
     Ok(match ev.request_context.route_key.as_deref() {
-        Some("$connect") => match relay.connect(connection_id, ev.query_string_parameters.first("token")).await {
+        Some("$connect") => match relay
+            .connect(connection_id, ev.query_string_parameters.first("token"))
+            .await
+        {
             Ok(_) => reply(200, None),
             Err(e) => {
                 e.log();
@@ -33,6 +43,13 @@ pub async fn handler(relay: &Relay, ev: ApiGatewayWebsocketProxyRequest) -> Resu
             }
             reply(200, None)
         }
-        _ => reply(200, Some(relay.handle(connection_id, ev.body.as_deref().unwrap_or_default()).await)),
+        _ => reply(
+            200,
+            Some(
+                relay
+                    .handle(connection_id, ev.body.as_deref().unwrap_or_default())
+                    .await,
+            ),
+        ),
     })
 }

@@ -6,5 +6,8 @@ async fn main() -> Result<(), Error> {
     let config = shared::Config::from_env()?;
     let pusher = shared::storage::apigateway::ManagementApiPusher::from_config(&config).await?;
     let relay = shared::App::from_config(config).await?.relay(pusher);
-    run(service_fn(|ev: LambdaEvent<_>| connection::handler(&relay, ev.payload))).await
+    run(service_fn(|ev: LambdaEvent<_>| {
+        connection::handler(&relay, ev.payload)
+    }))
+    .await
 }

@@ -7,7 +7,11 @@ use shared::{http, validation, App, Error};
 use tracing::instrument;
 
 /// The API Gateway route keys this function serves.
-pub const ROUTES: &[&str] = &["PUT /v1/keys", "GET /v1/keys/count", "GET /v1/users/{user_id}/bundle"];
+pub const ROUTES: &[&str] = &[
+    "PUT /v1/keys",
+    "GET /v1/keys/count",
+    "GET /v1/users/{user_id}/bundle",
+];
 
 #[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
@@ -23,14 +27,20 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
 async fn upload(app: &App, req: &Request) -> Response<Body> {
     let run = async {
         let who = app.auth.authenticate(http::bearer(req)).await?;
-        app.keys.upload(&who, http::body(req, app.config.max_request_bytes)?).await
+        app.keys
+            .upload(&who, http::body(req, app.config.max_request_bytes)?)
+            .await
     };
     http::respond(run.await)
 }
 
 /// GET /v1/keys/count
 async fn count(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.keys.count(&app.auth.authenticate(http::bearer(req)).await?).await };
+    let run = async {
+        app.keys
+            .count(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
     http::respond(run.await)
 }
 

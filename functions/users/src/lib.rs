@@ -33,32 +33,60 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
 
 fn no_content(result: Result<()>) -> Response<Body> {
     match result {
-        Ok(()) => Response::builder().status(204).body(Body::Empty).expect("static response"),
+        Ok(()) => Response::builder()
+            .status(204)
+            .body(Body::Empty)
+            .expect("static response"),
         Err(e) => http::error(&e),
     }
 }
 
 /// POST /v1/users
 async fn register(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.accounts.register(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    let run = async {
+        app.accounts
+            .register(
+                http::body(req, app.config.max_request_bytes)?,
+                &http::source_ip(req),
+            )
+            .await
+    };
     http::respond(run.await)
 }
 
 /// POST /v1/sessions
 async fn login(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.accounts.login(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    let run = async {
+        app.accounts
+            .login(
+                http::body(req, app.config.max_request_bytes)?,
+                &http::source_ip(req),
+            )
+            .await
+    };
     http::respond(run.await)
 }
 
 /// POST /v1/sessions/refresh
 async fn refresh(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.accounts.refresh(http::body(req, app.config.max_request_bytes)?, &http::source_ip(req)).await };
+    let run = async {
+        app.accounts
+            .refresh(
+                http::body(req, app.config.max_request_bytes)?,
+                &http::source_ip(req),
+            )
+            .await
+    };
     http::respond(run.await)
 }
 
 /// DELETE /v1/sessions/current
 async fn logout(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.accounts.logout(&app.auth.authenticate(http::bearer(req)).await?).await };
+    let run = async {
+        app.accounts
+            .logout(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
     no_content(run.await)
 }
 
@@ -66,7 +94,8 @@ async fn logout(app: &App, req: &Request) -> Response<Body> {
 async fn lookup(app: &App, req: &Request) -> Response<Body> {
     let run = async {
         app.auth.authenticate(http::bearer(req)).await?;
-        let name = http::query_param(req, "username").ok_or_else(|| Error::invalid("username query parameter is required"))?;
+        let name = http::query_param(req, "username")
+            .ok_or_else(|| Error::invalid("username query parameter is required"))?;
         app.accounts.lookup(&name).await
     };
     http::respond(run.await)
@@ -74,11 +103,19 @@ async fn lookup(app: &App, req: &Request) -> Response<Body> {
 
 /// DELETE /v1/users/me
 async fn delete_me(app: &App, req: &Request) -> Response<Body> {
-    let run = async { app.accounts.delete(&app.auth.authenticate(http::bearer(req)).await?).await };
+    let run = async {
+        app.accounts
+            .delete(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
     no_content(run.await)
 }
 
 /// GET /healthz
 async fn health(app: &App) -> Response<Body> {
-    http::respond(app.health().await.map(|()| serde_json::json!({"status": "ok"})))
+    http::respond(
+        app.health()
+            .await
+            .map(|()| serde_json::json!({"status": "ok"})),
+    )
 }

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::config::Argon2Params;
@@ -20,7 +22,10 @@ impl PasswordHashing {
     pub fn new(p: Argon2Params) -> Result<Self> {
         let params = Params::new(p.m_kib, p.t, p.p, None)
             .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
-        Ok(Self { argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)), dummy: Default::default() })
+        Ok(Self {
+            argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+            dummy: Default::default(),
+        })
     }
 
     /// PHC string (`$argon2id$v=19$m=…`).
@@ -48,7 +53,8 @@ impl PasswordHashing {
         let argon = self.argon.clone();
         let password = password.to_owned();
         let ok = blocking(move || {
-            let parsed = PasswordHash::new(&stored).map_err(|e| Error::Internal(format!("stored hash: {e}")))?;
+            let parsed = PasswordHash::new(&stored)
+                .map_err(|e| Error::Internal(format!("stored hash: {e}")))?;
             Ok(argon.verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await?;
@@ -61,7 +67,11 @@ impl PasswordHashing {
         }
         let random: String = {
             use rand::Rng;
-            rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(32).map(char::from).collect()
+            rand::thread_rng()
+                .sample_iter(rand::distributions::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect()
         };
         let h = self.hash(&random).await?;
         Ok(self.dummy.get_or_init(|| h).clone())
@@ -69,7 +79,9 @@ impl PasswordHashing {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("hashing task: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
 }
 
 #[cfg(test)]
@@ -77,14 +89,22 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHashing {
-        PasswordHashing::new(Argon2Params { m_kib: 1024, t: 1, p: 1 }).unwrap()
+        PasswordHashing::new(Argon2Params {
+            m_kib: 1024,
+            t: 1,
+            p: 1,
+        })
+        .unwrap()
     }
 
     #[tokio::test]
     async fn hashes_are_argon2id_phc_and_verify() {
         let h = cheap();
         let stored = h.hash("correct horse").await.unwrap();
-        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{stored}");
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+            "{stored}"
+        );
         assert!(!stored.contains("correct horse"));
         assert!(h.verify("correct horse", Some(&stored)).await.unwrap());
         assert!(!h.verify("wrong horse", Some(&stored)).await.unwrap());

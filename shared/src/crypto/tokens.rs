@@ -41,11 +41,17 @@ pub struct TokenIssuer {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl TokenIssuer {
@@ -93,7 +99,8 @@ impl TokenIssuer {
     /// Signature, algorithm, issuer, audience and expiry (with leeway). Revocation is checked by
     /// the caller.
     pub fn verify_access(&self, token: &str) -> Result<Principal> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|_| Error::Unauthorized)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| Error::Unauthorized)?;
         Ok(Principal {
             user_id: data.claims.sub,
             session_id: data.claims.sid,
@@ -114,7 +121,11 @@ impl RefreshToken {
     pub fn generate(user_id: Uuid, session_id: Uuid) -> Self {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        Self { user_id, session_id, secret }
+        Self {
+            user_id,
+            session_id,
+            secret,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -126,19 +137,28 @@ impl RefreshToken {
     }
 
     pub fn decode(token: &str) -> Result<Self> {
-        let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Error::Unauthorized)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .map_err(|_| Error::Unauthorized)?;
         if raw.len() != 64 {
             return Err(Error::Unauthorized);
         }
         let uuid = |b: &[u8]| Uuid::from_slice(b).map_err(|_| Error::Unauthorized);
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&raw[32..]);
-        Ok(Self { user_id: uuid(&raw[..16])?, session_id: uuid(&raw[16..32])?, secret })
+        Ok(Self {
+            user_id: uuid(&raw[..16])?,
+            session_id: uuid(&raw[16..32])?,
+            secret,
+        })
     }
 
     /// What the store keeps: SHA-256 of the secret, hex.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.secret).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(self.secret)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -170,7 +190,11 @@ mod tests {
         assert!(issuer.verify_access("garbage").is_err());
         // alg:none with the same claims
         let claims = t.split('.').nth(1).unwrap();
-        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#), claims);
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            claims
+        );
         assert!(issuer.verify_access(&none).is_err());
     }
 
@@ -186,11 +210,21 @@ mod tests {
                 iss: "relay".into(),
                 aud: "relay-clients".into(),
             };
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(b"a-secret-of-at-least-32-bytes-long!"))
-                .unwrap()
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(b"a-secret-of-at-least-32-bytes-long!"),
+            )
+            .unwrap()
         };
-        assert!(issuer.verify_access(&mk(now_secs() - 30)).is_ok(), "within leeway");
-        assert!(issuer.verify_access(&mk(now_secs() - 120)).is_err(), "past leeway");
+        assert!(
+            issuer.verify_access(&mk(now_secs() - 30)).is_ok(),
+            "within leeway"
+        );
+        assert!(
+            issuer.verify_access(&mk(now_secs() - 120)).is_err(),
+            "past leeway"
+        );
     }
 
     #[test]
@@ -200,7 +234,10 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(back.hash(), t.hash());
         assert_eq!(t.hash().len(), 64);
-        assert_ne!(RefreshToken::generate(t.user_id, t.session_id).hash(), t.hash());
+        assert_ne!(
+            RefreshToken::generate(t.user_id, t.session_id).hash(),
+            t.hash()
+        );
         assert!(RefreshToken::decode("short").is_err());
     }
 }

@@ -12,7 +12,10 @@ use crate::validation::{EC_KEY_LEN, EC_KEY_PREFIX, SIGNATURE_LEN};
 
 /// Verifies `signature` by the serialized identity key (0x05 ‖ u) over `message`.
 pub fn verify(identity_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    if identity_key.len() != EC_KEY_LEN || identity_key[0] != EC_KEY_PREFIX || signature.len() != SIGNATURE_LEN {
+    if identity_key.len() != EC_KEY_LEN
+        || identity_key[0] != EC_KEY_PREFIX
+        || signature.len() != SIGNATURE_LEN
+    {
         return false;
     }
     let mut u = [0u8; 32];
@@ -37,7 +40,12 @@ pub fn verify(identity_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     let Some(a) = cap_a.decompress() else {
         return false;
     };
-    let h = Scalar::from_hash(Sha512::new().chain_update(cap_r).chain_update(cap_a.as_bytes()).chain_update(message));
+    let h = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(cap_r)
+            .chain_update(cap_a.as_bytes())
+            .chain_update(message),
+    );
     let r_check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &-a, &s).compress();
     bool::from(r_check.as_bytes().ct_eq(&cap_r))
 }
@@ -76,11 +84,18 @@ impl KeyPair {
         let mut prefix = [0xFFu8; 32];
         prefix[0] = 0xFE;
         let r = Scalar::from_hash(
-            Sha512::new().chain_update(prefix).chain_update(self.secret).chain_update(message).chain_update(noise),
+            Sha512::new()
+                .chain_update(prefix)
+                .chain_update(self.secret)
+                .chain_update(message)
+                .chain_update(noise),
         );
         let cap_r: CompressedEdwardsY = (&r * ED25519_BASEPOINT_TABLE).compress();
         let h = Scalar::from_hash(
-            Sha512::new().chain_update(cap_r.as_bytes()).chain_update(ed_public.as_bytes()).chain_update(message),
+            Sha512::new()
+                .chain_update(cap_r.as_bytes())
+                .chain_update(ed_public.as_bytes())
+                .chain_update(message),
         );
         let s = h * a + r;
         let mut sig = Vec::with_capacity(SIGNATURE_LEN);
@@ -107,7 +122,10 @@ mod tests {
             for bit in [0usize, 100, 255, 256 + 7, 511] {
                 let mut bad = sig.clone();
                 bad[bit / 8] ^= 1 << (bit % 8);
-                assert!(!verify(&kp.public_key(), &msg, &bad), "bit {bit} flipped still verifies");
+                assert!(
+                    !verify(&kp.public_key(), &msg, &bad),
+                    "bit {bit} flipped still verifies"
+                );
             }
             let mut other = msg.clone();
             other[5] ^= 1;

@@ -10,7 +10,9 @@ use crate::config::RateLimits;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::{now_secs, Principal, RefreshToken, TokenIssuer};
 use crate::error::{Error, Result};
-use crate::model::{LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut};
+use crate::model::{
+    LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut,
+};
 use crate::storage::{Inbox, RateLimiter, Revocations, SessionRecord, SessionStore, UserStore};
 use crate::validation;
 
@@ -28,7 +30,13 @@ pub struct Accounts {
 
 impl Accounts {
     async fn limit_auth(&self, ip: &str) -> Result<()> {
-        limit(self.limiter.as_ref(), &format!("auth:{ip}"), self.limits.auth, 1).await
+        limit(
+            self.limiter.as_ref(),
+            &format!("auth:{ip}"),
+            self.limits.auth,
+            1,
+        )
+        .await
     }
 
     /// `POST /v1/users`
@@ -36,29 +44,57 @@ impl Accounts {
         self.limit_auth(ip).await?;
         let (username, profile, one_time, kyber_one_time) = req.validate()?;
         let password_hash = self.hashing.hash(&req.password).await?;
-        let account = NewAccount { user_id: Uuid::new_v4(), username, password_hash, profile, one_time, kyber_one_time };
+        let account = NewAccount {
+            user_id: Uuid::new_v4(),
+            username,
+            password_hash,
+            profile,
+            one_time,
+            kyber_one_time,
+        };
         self.users.create(&account).await?;
         // The marker only speeds up sends; a missing one is repaired from the user store.
         if let Err(e) = self.inbox.open(account.user_id).await {
             e.log();
         }
         tracing::info!(user_id = %account.user_id, "registered");
-        Ok(UserOut { user_id: account.user_id, username: account.username })
+        Ok(UserOut {
+            user_id: account.user_id,
+            username: account.username,
+        })
     }
 
     /// `POST /v1/sessions`
     pub async fn login(&self, req: LoginRequest, ip: &str) -> Result<TokensOut> {
         self.limit_auth(ip).await?;
         let failures_key = format!("login-fail:{ip}");
-        limit(self.limiter.as_ref(), &failures_key, self.limits.login_failures, 0).await?;
+        limit(
+            self.limiter.as_ref(),
+            &failures_key,
+            self.limits.login_failures,
+            0,
+        )
+        .await?;
         let creds = match validation::username(&req.username) {
             Ok(name) => self.users.credentials(&name).await?,
             Err(_) => None,
         };
-        let ok = self.hashing.verify(&req.password, creds.as_ref().map(|c| c.password_hash.as_str())).await?;
+        let ok = self
+            .hashing
+            .verify(
+                &req.password,
+                creds.as_ref().map(|c| c.password_hash.as_str()),
+            )
+            .await?;
         let Some(creds) = creds.filter(|_| ok) else {
             // Counting the failure may itself hit the limit; the answer is still "invalid".
-            let _ = limit(self.limiter.as_ref(), &failures_key, self.limits.login_failures, 1).await;
+            let _ = limit(
+                self.limiter.as_ref(),
+                &failures_key,
+                self.limits.login_failures,
+                1,
+            )
+            .await;
             return Err(Error::InvalidCredentials);
         };
         self.start_session(creds.user_id).await
@@ -67,13 +103,21 @@ impl Accounts {
     async fn start_session(&self, user_id: UserId) -> Result<TokensOut> {
         let session_id = Uuid::new_v4();
         let refresh = RefreshToken::generate(user_id, session_id);
-        let record = SessionRecord { refresh_hash: refresh.hash(), expires_at: now_secs() + self.tokens.refresh_ttl_secs() };
+        let record = SessionRecord {
+            refresh_hash: refresh.hash(),
+            expires_at: now_secs() + self.tokens.refresh_ttl_secs(),
+        };
         self.sessions.create(user_id, session_id, &record).await?;
         tracing::info!(%user_id, %session_id, "session started");
         self.tokens_out(user_id, session_id, &refresh)
     }
 
-    fn tokens_out(&self, user_id: UserId, session_id: Uuid, refresh: &RefreshToken) -> Result<TokensOut> {
+    fn tokens_out(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        refresh: &RefreshToken,
+    ) -> Result<TokensOut> {
         Ok(TokensOut {
             user_id,
             access_token: self.tokens.issue_access(user_id, session_id)?,
@@ -88,16 +132,31 @@ impl Accounts {
         self.limit_auth(ip).await?;
         let presented = RefreshToken::decode(&req.refresh_token)?;
         let (user_id, session_id) = (presented.user_id, presented.session_id);
-        let record = self.sessions.get(user_id, session_id).await?.ok_or(Error::Unauthorized)?;
+        let record = self
+            .sessions
+            .get(user_id, session_id)
+            .await?
+            .ok_or(Error::Unauthorized)?;
         let presented_hash = presented.hash();
-        if !bool::from(presented_hash.as_bytes().ct_eq(record.refresh_hash.as_bytes())) {
+        if !bool::from(
+            presented_hash
+                .as_bytes()
+                .ct_eq(record.refresh_hash.as_bytes()),
+        ) {
             tracing::warn!(%user_id, %session_id, "rotated refresh token reused: session revoked");
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         }
         let next = RefreshToken::generate(user_id, session_id);
-        let record = SessionRecord { refresh_hash: next.hash(), expires_at: now_secs() + self.tokens.refresh_ttl_secs() };
-        if !self.sessions.rotate(user_id, session_id, &presented_hash, &record).await? {
+        let record = SessionRecord {
+            refresh_hash: next.hash(),
+            expires_at: now_secs() + self.tokens.refresh_ttl_secs(),
+        };
+        if !self
+            .sessions
+            .rotate(user_id, session_id, &presented_hash, &record)
+            .await?
+        {
             // Someone rotated this token a moment ago: the same token was used twice.
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
@@ -126,7 +185,10 @@ impl Accounts {
     /// `GET /v1/users?username=`
     pub async fn lookup(&self, username: &str) -> Result<UserOut> {
         let name = validation::username(username).map_err(|_| Error::UserNotFound)?;
-        self.users.find_by_name(&name).await?.ok_or(Error::UserNotFound)
+        self.users
+            .find_by_name(&name)
+            .await?
+            .ok_or(Error::UserNotFound)
     }
 
     /// `DELETE /v1/users/me`: user, keys, sessions and inbox.

@@ -14,7 +14,10 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(tokens: TokenIssuer, revocations: Arc<dyn Revocations>) -> Self {
-        Self { tokens, revocations }
+        Self {
+            tokens,
+            revocations,
+        }
     }
 
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal> {

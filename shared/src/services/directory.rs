@@ -19,7 +19,11 @@ pub struct KeyDirectory {
 impl KeyDirectory {
     /// `PUT /v1/keys`
     pub async fn upload(&self, who: &Principal, req: KeysUploadRequest) -> Result<KeyCounts> {
-        let profile = self.keys.profile(who.user_id).await?.ok_or(Error::UserNotFound)?;
+        let profile = self
+            .keys
+            .profile(who.user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
         let upload = req.validate(&profile.identity_key)?;
         self.keys.store(who.user_id, &upload).await?;
         tracing::info!(user_id = %who.user_id, one_time = upload.one_time.len(), kyber = upload.kyber_one_time.len(), "keys stored");
@@ -34,7 +38,10 @@ impl KeyDirectory {
     /// `GET /v1/users/{user_id}/bundle`
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
         let requester = who.user_id;
-        let (per_requester, per_pair) = (format!("bundle:{requester}"), format!("bundle:{requester}:{target}"));
+        let (per_requester, per_pair) = (
+            format!("bundle:{requester}"),
+            format!("bundle:{requester}:{target}"),
+        );
         let (a, b) = futures::join!(
             limit(self.limiter.as_ref(), &per_requester, self.limits.bundle, 1),
             limit(self.limiter.as_ref(), &per_pair, self.limits.bundle_pair, 1),

@@ -13,11 +13,14 @@ use crate::config::{InboxLimits, RateLimits};
 use crate::crypto::tokens::now_millis;
 use crate::error::{Error, Result};
 use crate::model::UserId;
-use crate::storage::{ConnectionRegistry, Delivery, Inbox, PushError, Pusher, RateLimiter, StoredEnvelope, UserStore};
+use crate::storage::{
+    ConnectionRegistry, Delivery, Inbox, PushError, Pusher, RateLimiter, StoredEnvelope, UserStore,
+};
 use crate::validation;
 
-/// SPEC: each `messages` frame is at most 128 KiB.
-pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+/// SPEC: each `messages` frame is at most 128 KiB; API Gateway's limit is "128 KB", so the
+/// smaller reading of both.
+pub const MAX_FRAME_BYTES: usize = 128_000;
 const FRAME_HEAD: &str = r#"{"type":"messages","messages":["#;
 const FRAME_TAIL: &str = "]}";
 /// Bounds the in-process connection → user cache of a warm function.
@@ -64,7 +67,10 @@ pub fn pack_frames(envelopes: &[StoredEnvelope]) -> Vec<(String, usize)> {
         let json = e.json();
         if count > 0 && frame.len() + 1 + json.len() + FRAME_TAIL.len() > MAX_FRAME_BYTES {
             frame.push_str(FRAME_TAIL);
-            frames.push((std::mem::replace(&mut frame, String::from(FRAME_HEAD)), count));
+            frames.push((
+                std::mem::replace(&mut frame, String::from(FRAME_HEAD)),
+                count,
+            ));
             count = 0;
         }
         if count > 0 {
@@ -84,7 +90,9 @@ impl Relay {
     /// `$connect`: the token must be valid and not revoked.
     pub async fn connect(&self, connection_id: &str, token: Option<&str>) -> Result<UserId> {
         let who = self.auth.authenticate(token).await?;
-        self.registry.register(connection_id, who.user_id, now_millis()).await?;
+        self.registry
+            .register(connection_id, who.user_id, now_millis())
+            .await?;
         self.remember(connection_id, who.user_id);
         tracing::info!(user_id = %who.user_id, connection_id, "connected");
         Ok(who.user_id)
@@ -92,7 +100,10 @@ impl Relay {
 
     /// `$disconnect`
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
-        self.senders.lock().expect("cache lock").remove(connection_id);
+        self.senders
+            .lock()
+            .expect("cache lock")
+            .remove(connection_id);
         let user = self.registry.unregister(connection_id).await?;
         tracing::info!(user_id = ?user, connection_id, "disconnected");
         Ok(())
@@ -110,7 +121,11 @@ impl Relay {
         if let Some(u) = self.senders.lock().expect("cache lock").get(connection_id) {
             return Ok(*u);
         }
-        let user = self.registry.user_of(connection_id).await?.ok_or(Error::Unauthorized)?;
+        let user = self
+            .registry
+            .user_of(connection_id)
+            .await?
+            .ok_or(Error::Unauthorized)?;
         self.remember(connection_id, user);
         Ok(user)
     }
@@ -119,7 +134,12 @@ impl Relay {
     pub async fn handle(&self, connection_id: &str, text: &str) -> String {
         let frame: Frame = match serde_json::from_str(text) {
             Ok(f) => f,
-            Err(_) => return error_frame(None, &Error::InvalidFrame("frames are JSON objects with an action".into())),
+            Err(_) => {
+                return error_frame(
+                    None,
+                    &Error::InvalidFrame("frames are JSON objects with an action".into()),
+                )
+            }
         };
         let id = frame.id.as_ref();
         let result = match frame.action.as_str() {
@@ -127,7 +147,10 @@ impl Relay {
             "fetch" => self.fetch(connection_id).await,
             "list" => self.list(connection_id).await,
             "ping" => Ok(json!({"type": "pong"}).to_string()),
-            other => Err(Error::InvalidFrame(format!("unknown action {:?}", other.chars().take(32).collect::<String>()))),
+            other => Err(Error::InvalidFrame(format!(
+                "unknown action {:?}",
+                other.chars().take(32).collect::<String>()
+            ))),
         };
         result.unwrap_or_else(|e| {
             e.log();
@@ -137,14 +160,27 @@ impl Relay {
 
     async fn send(&self, connection_id: &str, frame: &Frame) -> Result<String> {
         let from = self.sender(connection_id).await?;
-        let to = frame.to.as_deref().ok_or_else(|| Error::InvalidFrame("send needs `to`".into()))?;
-        let body = frame.body.as_deref().ok_or_else(|| Error::InvalidFrame("send needs `body`".into()))?;
+        let to = frame
+            .to
+            .as_deref()
+            .ok_or_else(|| Error::InvalidFrame("send needs `to`".into()))?;
+        let body = frame
+            .body
+            .as_deref()
+            .ok_or_else(|| Error::InvalidFrame("send needs `body`".into()))?;
         let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
-        let bytes = validation::base64("body", body).map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
+        let bytes = validation::base64("body", body)
+            .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
         if bytes.len() > self.inbox_limits.max_body_bytes {
             return Err(Error::MessageTooLarge);
         }
-        limit(self.limiter.as_ref(), &format!("msg:{from}"), self.limits.messages, 1).await?;
+        limit(
+            self.limiter.as_ref(),
+            &format!("msg:{from}"),
+            self.limits.messages,
+            1,
+        )
+        .await?;
         let online_only = frame.online_only.unwrap_or(false);
         let now = now_millis();
         let envelope_id = Uuid::new_v4();
@@ -162,9 +198,14 @@ impl Relay {
             Delivery::UnknownInbox => return Err(Error::UnknownRecipient),
             Delivery::Dropped => "dropped",
             Delivery::Queued => "queued",
-            Delivery::Online { connections, envelopes } => {
-                let unsent = self.push_to_user(to, &connections, envelopes, !online_only).await;
-                match (unsent.iter().any(|e| *e == envelope), online_only) {
+            Delivery::Online {
+                connections,
+                envelopes,
+            } => {
+                let unsent = self
+                    .push_to_user(to, &connections, envelopes, !online_only)
+                    .await;
+                match (unsent.contains(&envelope), online_only) {
                     (false, _) => "delivered",
                     (true, true) => "dropped",
                     (true, false) => "queued",
@@ -177,9 +218,18 @@ impl Relay {
 
     /// Pushes to the recipient's connections, newest first, dropping any found gone. What could
     /// not be pushed is put back in the inbox (when `requeue`) and returned.
-    async fn push_to_user(&self, user: UserId, connections: &[String], envelopes: Vec<StoredEnvelope>, requeue: bool) -> Vec<StoredEnvelope> {
+    async fn push_to_user(
+        &self,
+        user: UserId,
+        connections: &[String],
+        envelopes: Vec<StoredEnvelope>,
+        requeue: bool,
+    ) -> Vec<StoredEnvelope> {
         let now = now_millis();
-        let mut pending: Vec<StoredEnvelope> = envelopes.into_iter().filter(|e| !e.is_expired(now)).collect();
+        let mut pending: Vec<StoredEnvelope> = envelopes
+            .into_iter()
+            .filter(|e| !e.is_expired(now))
+            .collect();
         for conn in connections {
             if pending.is_empty() {
                 break;
@@ -206,7 +256,11 @@ impl Relay {
 
     /// Pushes envelopes in frames; on failure returns how many were written and whether the
     /// connection is gone.
-    async fn push_envelopes(&self, connection_id: &str, envelopes: &[StoredEnvelope]) -> std::result::Result<(), (usize, bool)> {
+    async fn push_envelopes(
+        &self,
+        connection_id: &str,
+        envelopes: &[StoredEnvelope],
+    ) -> std::result::Result<(), (usize, bool)> {
         let mut sent = 0;
         for (frame, count) in pack_frames(envelopes) {
             match self.pusher.push(connection_id, &frame).await {
@@ -224,18 +278,24 @@ impl Relay {
     async fn fetch(&self, connection_id: &str) -> Result<String> {
         let user = self.sender(connection_id).await?;
         loop {
-            let batch = self.inbox.pop(user, crate::storage::redis::POP_BATCH).await?;
+            let batch = self
+                .inbox
+                .pop(user, crate::storage::redis::POP_BATCH)
+                .await?;
             if batch.is_empty() {
                 break;
             }
             let now = now_millis();
-            let live: Vec<StoredEnvelope> = batch.into_iter().filter(|e| !e.is_expired(now)).collect();
+            let live: Vec<StoredEnvelope> =
+                batch.into_iter().filter(|e| !e.is_expired(now)).collect();
             if let Err((sent, gone)) = self.push_envelopes(connection_id, &live).await {
                 self.inbox.requeue(user, &live[sent..]).await?;
                 if gone {
                     self.registry.remove(user, connection_id).await?;
                 }
-                return Err(Error::Unavailable("connection could not be written; messages kept".into()));
+                return Err(Error::Unavailable(
+                    "connection could not be written; messages kept".into(),
+                ));
             }
         }
         Ok(json!({"type": "drained"}).to_string())
@@ -253,7 +313,14 @@ mod tests {
     use super::*;
 
     fn env(n: usize, size: usize) -> Vec<StoredEnvelope> {
-        (0..n).map(|i| StoredEnvelope::new(1, &format!(r#"{{"id":"{i}","body":"{}"}}"#, "x".repeat(size)))).collect()
+        (0..n)
+            .map(|i| {
+                StoredEnvelope::new(
+                    1,
+                    &format!(r#"{{"id":"{i}","body":"{}"}}"#, "x".repeat(size)),
+                )
+            })
+            .collect()
     }
 
     #[test]

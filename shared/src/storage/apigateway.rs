@@ -17,21 +17,43 @@ impl ManagementApiPusher {
     /// Needs `WS_MANAGEMENT_ENDPOINT` (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`,
     /// or the local gateway's address).
     pub async fn from_config(config: &Config) -> Result<Arc<dyn Pusher>, ConfigError> {
-        let endpoint = config.ws_management_endpoint.clone().ok_or_else(|| ConfigError::Missing("WS_MANAGEMENT_ENDPOINT".into()))?;
-        let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
-        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(&shared).endpoint_url(endpoint).build();
-        Ok(Arc::new(Self { client: Client::from_conf(conf) }))
+        let endpoint = config
+            .ws_management_endpoint
+            .clone()
+            .ok_or_else(|| ConfigError::Missing("WS_MANAGEMENT_ENDPOINT".into()))?;
+        let region =
+            aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
+        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
+            .endpoint_url(endpoint)
+            .build();
+        Ok(Arc::new(Self {
+            client: Client::from_conf(conf),
+        }))
     }
 }
 
 #[async_trait]
 impl Pusher for ManagementApiPusher {
     async fn push(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
-        match self.client.post_to_connection().connection_id(connection_id).data(Blob::new(frame.as_bytes())).send().await {
+        match self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(frame.as_bytes()))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => Err(PushError::Gone),
-            Err(e) => Err(PushError::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => {
+                Err(PushError::Gone)
+            }
+            Err(e) => Err(PushError::Failed(
+                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string(),
+            )),
         }
     }
 }

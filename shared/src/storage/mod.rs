@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use crate::config::Bucket;
 use crate::error::Result;
-use crate::model::{Bundle, Credentials, KeyCounts, KeyUpload, NewAccount, Profile, UserId, UserOut};
+use crate::model::{
+    Bundle, Credentials, KeyCounts, KeyUpload, NewAccount, Profile, UserId, UserOut,
+};
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -41,10 +43,17 @@ pub struct SessionRecord {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn create(&self, user_id: UserId, session_id: Uuid, record: &SessionRecord) -> Result<()>;
+    async fn create(&self, user_id: UserId, session_id: Uuid, record: &SessionRecord)
+        -> Result<()>;
     async fn get(&self, user_id: UserId, session_id: Uuid) -> Result<Option<SessionRecord>>;
     /// Replaces the refresh hash only if it still is `old_hash`; false when it was not.
-    async fn rotate(&self, user_id: UserId, session_id: Uuid, old_hash: &str, next: &SessionRecord) -> Result<bool>;
+    async fn rotate(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        old_hash: &str,
+        next: &SessionRecord,
+    ) -> Result<bool>;
     async fn delete(&self, user_id: UserId, session_id: Uuid) -> Result<()>;
     /// Deletes every session of the user and returns their ids.
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>>;
@@ -80,7 +89,10 @@ impl StoredEnvelope {
     }
 
     pub fn expires_at_ms(&self) -> u64 {
-        self.0.split_once('|').and_then(|(e, _)| e.parse().ok()).unwrap_or(0)
+        self.0
+            .split_once('|')
+            .and_then(|(e, _)| e.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn json(&self) -> &str {
@@ -100,7 +112,10 @@ pub enum Delivery {
     Queued,
     /// The recipient is connected: these envelopes (the new one included) were taken from the
     /// inbox for the caller to push, to one of `connections`, newest connection first.
-    Online { connections: Vec<String>, envelopes: Vec<StoredEnvelope> },
+    Online {
+        connections: Vec<String>,
+        envelopes: Vec<StoredEnvelope>,
+    },
     /// `online_only` and the recipient is not connected: nothing stored.
     Dropped,
 }
@@ -114,7 +129,13 @@ pub trait Inbox: Send + Sync {
     async fn close(&self, user_id: UserId) -> Result<()>;
     /// Stores (unless `online_only`) and, when the recipient is connected, takes the waiting
     /// envelopes for immediate push, in one atomic step.
-    async fn deliver(&self, to: UserId, envelope: &StoredEnvelope, online_only: bool, now_ms: u64) -> Result<Delivery>;
+    async fn deliver(
+        &self,
+        to: UserId,
+        envelope: &StoredEnvelope,
+        online_only: bool,
+        now_ms: u64,
+    ) -> Result<Delivery>;
     /// Takes up to `max` envelopes from the head (oldest first).
     async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>>;
     /// Puts envelopes back at the head, in their original order.

@@ -50,15 +50,24 @@ fn corrupt(what: &str) -> Error {
 }
 
 pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(name))
 }
 
 pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt(name))
 }
 
 pub fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8]> {
-    item.get(name).and_then(|v| v.as_b().ok()).map(|b| b.as_ref()).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref())
+        .ok_or_else(|| corrupt(name))
 }
 
 pub fn get_uuid(item: &Item, name: &str) -> Result<Uuid> {
@@ -81,7 +90,10 @@ pub fn kyber_item(user_id: Uuid, k: &SignedKey) -> Item {
 }
 
 pub fn one_time_from(item: &Item) -> Result<OneTimeKey> {
-    Ok(OneTimeKey { key_id: get_n(item, "key_id")?, public_key: get_b(item, "public_key")?.to_vec() })
+    Ok(OneTimeKey {
+        key_id: get_n(item, "key_id")?,
+        public_key: get_b(item, "public_key")?.to_vec(),
+    })
 }
 
 pub fn kyber_from(item: &Item) -> Result<SignedKey> {
@@ -141,11 +153,23 @@ mod tests {
 
     #[test]
     fn profile_round_trips_and_sort_keys_sort_numerically() {
-        let k = |id| SignedKey { key_id: id, public_key: vec![5; 33], signature: vec![1; 64] };
-        let p = Profile { registration_id: 7, identity_key: vec![5; 33], signed_prekey: k(1), kyber_last_resort: Some(k(2)) };
+        let k = |id| SignedKey {
+            key_id: id,
+            public_key: vec![5; 33],
+            signature: vec![1; 64],
+        };
+        let p = Profile {
+            registration_id: 7,
+            identity_key: vec![5; 33],
+            signed_prekey: k(1),
+            kyber_last_resort: Some(k(2)),
+        };
         let id = Uuid::new_v4();
         assert_eq!(profile_from(&profile_item(id, &p)).unwrap(), p);
-        let p2 = Profile { kyber_last_resort: None, ..p };
+        let p2 = Profile {
+            kyber_last_resort: None,
+            ..p
+        };
         assert_eq!(profile_from(&profile_item(id, &p2)).unwrap(), p2);
         assert!(ec_sk(9) < ec_sk(10) && ec_sk(10) < ec_sk(2_000_000_000));
     }

@@ -30,8 +30,12 @@ impl Dynamo {
             .send()
             .await
             .map_err(|e| sdk_error("query candidates", e))?;
-        let mut sks: Vec<String> =
-            out.items.unwrap_or_default().iter().filter_map(|i| get_s(i, "sk").ok().map(str::to_string)).collect();
+        let mut sks: Vec<String> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| get_s(i, "sk").ok().map(str::to_string))
+            .collect();
         sks.shuffle(&mut rand::thread_rng());
         Ok(sks)
     }
@@ -55,7 +59,12 @@ impl Dynamo {
     }
 
     /// Takes one key of the kind, trying candidates until one is won; `None` when none is left.
-    async fn claim(&self, user_id: UserId, prefix: &str, first: Vec<String>) -> Result<Option<Item>> {
+    async fn claim(
+        &self,
+        user_id: UserId,
+        prefix: &str,
+        first: Vec<String>,
+    ) -> Result<Option<Item>> {
         let mut candidates = first;
         for _ in 0..MAX_ROUNDS {
             if candidates.is_empty() {
@@ -68,7 +77,9 @@ impl Dynamo {
             }
             candidates = self.candidates(user_id, prefix).await?;
         }
-        Err(Error::Unavailable("dynamodb: one-time key contention did not settle".into()))
+        Err(Error::Unavailable(
+            "dynamodb: one-time key contention did not settle".into(),
+        ))
     }
 
     async fn put_back(&self, item: Item) -> Result<()> {
@@ -133,13 +144,23 @@ impl KeyStore for Dynamo {
             .signed_prekey
             .iter()
             .flat_map(|k| items::signed_attrs(items::SIGNED, k))
-            .chain(upload.kyber_last_resort.iter().flat_map(|k| items::signed_attrs(items::KYBER_LAST_RESORT, k)))
+            .chain(
+                upload
+                    .kyber_last_resort
+                    .iter()
+                    .flat_map(|k| items::signed_attrs(items::KYBER_LAST_RESORT, k)),
+            )
             .collect();
         let profile_update = async {
             if replaced.is_empty() {
                 return Ok(());
             }
-            let set = replaced.iter().enumerate().map(|(i, (name, _))| format!("{name} = :v{i}")).collect::<Vec<_>>().join(", ");
+            let set = replaced
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| format!("{name} = :v{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut u = self
                 .client
                 .update_item()
@@ -150,33 +171,55 @@ impl KeyStore for Dynamo {
             for (i, (_, v)) in replaced.iter().enumerate() {
                 u = u.expression_attribute_values(format!(":v{i}"), v.clone());
             }
-            u.send().await.map_err(|e| if is_condition_failed(&e) { Error::UserNotFound } else { sdk_error("update profile", e) })?;
+            u.send().await.map_err(|e| {
+                if is_condition_failed(&e) {
+                    Error::UserNotFound
+                } else {
+                    sdk_error("update profile", e)
+                }
+            })?;
             Ok(())
         };
         let one_time: Vec<Item> = upload
             .one_time
             .iter()
             .map(|k| items::one_time_item(user_id, k))
-            .chain(upload.kyber_one_time.iter().map(|k| items::kyber_item(user_id, k)))
+            .chain(
+                upload
+                    .kyber_one_time
+                    .iter()
+                    .map(|k| items::kyber_item(user_id, k)),
+            )
             .collect();
         let (a, b) = futures::join!(profile_update, self.batch_put(&self.tables.keys, one_time));
         a.and(b)
     }
 
     async fn counts(&self, user_id: UserId) -> Result<KeyCounts> {
-        let (ec, ky) = futures::try_join!(self.count(user_id, EC_PREFIX), self.count(user_id, KYBER_PREFIX))?;
-        Ok(KeyCounts { one_time_prekeys: ec, kyber_one_time_prekeys: ky })
+        let (ec, ky) = futures::try_join!(
+            self.count(user_id, EC_PREFIX),
+            self.count(user_id, KYBER_PREFIX)
+        )?;
+        Ok(KeyCounts {
+            one_time_prekeys: ec,
+            kyber_one_time_prekeys: ky,
+        })
     }
 
     async fn take_bundle(&self, user_id: UserId) -> Result<Bundle> {
-        let (profile, ec, ky) =
-            futures::try_join!(self.profile(user_id), self.candidates(user_id, EC_PREFIX), self.candidates(user_id, KYBER_PREFIX))?;
+        let (profile, ec, ky) = futures::try_join!(
+            self.profile(user_id),
+            self.candidates(user_id, EC_PREFIX),
+            self.candidates(user_id, KYBER_PREFIX)
+        )?;
         let profile = profile.ok_or(Error::UserNotFound)?;
         if ec.is_empty() {
             return Err(Error::PrekeysExhausted);
         }
-        let (ec_item, ky_item) =
-            futures::try_join!(self.claim(user_id, EC_PREFIX, ec), self.claim(user_id, KYBER_PREFIX, ky))?;
+        let (ec_item, ky_item) = futures::try_join!(
+            self.claim(user_id, EC_PREFIX, ec),
+            self.claim(user_id, KYBER_PREFIX, ky)
+        )?;
         let Some(ec_item) = ec_item else {
             // The last EC key went to someone else meanwhile: the Kyber key we took is returned.
             if let Some(k) = ky_item {

@@ -26,7 +26,11 @@ pub struct Tables {
 
 impl Tables {
     pub fn with_prefix(prefix: &str) -> Self {
-        Self { users: format!("{prefix}-users"), keys: format!("{prefix}-keys"), sessions: format!("{prefix}-sessions") }
+        Self {
+            users: format!("{prefix}-users"),
+            keys: format!("{prefix}-keys"),
+            sessions: format!("{prefix}-sessions"),
+        }
     }
 }
 
@@ -39,12 +43,17 @@ pub struct Dynamo {
 /// Builds the SDK client from the standard AWS settings (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`,
 /// credentials chain); the region defaults to us-east-1 for local servers.
 pub async fn client_from_env() -> Client {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+    let region =
+        aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(3))
         .operation_attempt_timeout(std::time::Duration::from_secs(5))
         .build();
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(timeouts)
+        .load()
+        .await;
     Client::new(&shared)
 }
 
@@ -63,7 +72,9 @@ impl Dynamo {
 
     /// Writes in chunks of 25 (the BatchWriteItem limit), concurrently, retrying unprocessed items.
     async fn batch_write(&self, table: &str, requests: Vec<WriteRequest>) -> Result<()> {
-        let chunks = requests.chunks(25).map(|c| self.batch_chunk(table, c.to_vec()));
+        let chunks = requests
+            .chunks(25)
+            .map(|c| self.batch_chunk(table, c.to_vec()));
         try_join_all(chunks).await?;
         Ok(())
     }
@@ -77,19 +88,33 @@ impl Dynamo {
                 .send()
                 .await
                 .map_err(|e| sdk_error("batch write", e))?;
-            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(table))
+                .unwrap_or_default();
             if pending.is_empty() {
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
         }
-        Err(Error::Unavailable("dynamodb: batch write left unprocessed items".into()))
+        Err(Error::Unavailable(
+            "dynamodb: batch write left unprocessed items".into(),
+        ))
     }
 
     async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()> {
         let reqs = items
             .into_iter()
-            .map(|item| WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().expect("item set")).build())
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("item set"),
+                    )
+                    .build()
+            })
             .collect();
         self.batch_write(table, reqs).await
     }
@@ -97,7 +122,16 @@ impl Dynamo {
     async fn batch_delete(&self, table: &str, keys: Vec<Item>) -> Result<()> {
         let reqs = keys
             .into_iter()
-            .map(|key| WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(key)).build().expect("key set")).build())
+            .map(|key| {
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .expect("key set"),
+                    )
+                    .build()
+            })
             .collect();
         self.batch_write(table, reqs).await
     }
@@ -132,9 +166,16 @@ impl Dynamo {
 }
 
 /// Maps an SDK failure to `Unavailable` with a detail for the log (never for the client).
-pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(what: &str, e: SdkError<E, R>) -> Error {
+pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    what: &str,
+    e: SdkError<E, R>,
+) -> Error {
     let detail = match &e {
-        SdkError::ServiceError(s) => format!("{}: {}", s.err().code().unwrap_or("service error"), s.err().message().unwrap_or("")),
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("service error"),
+            s.err().message().unwrap_or("")
+        ),
         SdkError::TimeoutError(_) => "timeout".to_string(),
         SdkError::DispatchFailure(_) => "dispatch failure (endpoint unreachable)".to_string(),
         other => format!("{other}"),

@@ -12,7 +12,12 @@ use crate::storage::{SessionRecord, SessionStore};
 
 #[async_trait]
 impl SessionStore for Dynamo {
-    async fn create(&self, user_id: UserId, session_id: Uuid, record: &SessionRecord) -> Result<()> {
+    async fn create(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        record: &SessionRecord,
+    ) -> Result<()> {
         let mut item = key(user_id.to_string(), session_id.to_string());
         item.insert("refresh_hash".into(), s(&record.refresh_hash));
         item.insert("expires_at".into(), n(record.expires_at));
@@ -36,13 +41,24 @@ impl SessionStore for Dynamo {
             .send()
             .await
             .map_err(|e| sdk_error("get session", e))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let record = SessionRecord { refresh_hash: get_s(&item, "refresh_hash")?.to_string(), expires_at: get_n(&item, "expires_at")? };
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let record = SessionRecord {
+            refresh_hash: get_s(&item, "refresh_hash")?.to_string(),
+            expires_at: get_n(&item, "expires_at")?,
+        };
         // TTL deletion is lazy: an expired item may still be there.
         Ok((record.expires_at > now_secs()).then_some(record))
     }
 
-    async fn rotate(&self, user_id: UserId, session_id: Uuid, old_hash: &str, next: &SessionRecord) -> Result<bool> {
+    async fn rotate(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        old_hash: &str,
+        next: &SessionRecord,
+    ) -> Result<bool> {
         let res = self
             .client
             .update_item()
@@ -74,8 +90,13 @@ impl SessionStore for Dynamo {
     }
 
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>> {
-        let keys = self.query_keys(&self.tables.sessions, &user_id.to_string(), None).await?;
-        let ids = keys.iter().filter_map(|k| get_s(k, "sk").ok().and_then(|s| Uuid::parse_str(s).ok())).collect();
+        let keys = self
+            .query_keys(&self.tables.sessions, &user_id.to_string(), None)
+            .await?;
+        let ids = keys
+            .iter()
+            .filter_map(|k| get_s(k, "sk").ok().and_then(|s| Uuid::parse_str(s).ok()))
+            .collect();
         self.batch_delete(&self.tables.sessions, keys).await?;
         Ok(ids)
     }

@@ -2,7 +2,8 @@
 //! (a check in `infra/lint` proves the two agree).
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use serde::Deserialize;
@@ -49,7 +50,10 @@ fn table_name(prefix: &str, def: &TableDef) -> String {
 pub async fn create_tables(client: &Client, prefix: &str) -> Result<()> {
     for def in definitions() {
         let name = table_name(prefix, &def);
-        let mut req = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+        let mut req = client
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest);
         for k in &def.key_schema {
             req = req.key_schema(
                 KeySchemaElement::builder()
@@ -70,7 +74,12 @@ pub async fn create_tables(client: &Client, prefix: &str) -> Result<()> {
         }
         match req.send().await {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => continue,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                continue
+            }
             Err(e) => return Err(sdk_error("create table", e)),
         }
         if let Some(attr) = &def.ttl_attribute {

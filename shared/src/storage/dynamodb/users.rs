@@ -16,11 +16,21 @@ fn put(table: &str, item: Item, must_be_new: bool) -> TransactWriteItem {
     if must_be_new {
         p = p.condition_expression("attribute_not_exists(pk)");
     }
-    TransactWriteItem::builder().put(p.build().expect("table and item set")).build()
+    TransactWriteItem::builder()
+        .put(p.build().expect("table and item set"))
+        .build()
 }
 
 fn delete(table: &str, key: Item) -> TransactWriteItem {
-    TransactWriteItem::builder().delete(Delete::builder().table_name(table).set_key(Some(key)).build().expect("key set")).build()
+    TransactWriteItem::builder()
+        .delete(
+            Delete::builder()
+                .table_name(table)
+                .set_key(Some(key))
+                .build()
+                .expect("key set"),
+        )
+        .build()
 }
 
 fn pk_only(pk: String) -> Item {
@@ -34,12 +44,19 @@ impl Dynamo {
             .one_time
             .iter()
             .map(|k| items::one_time_item(id, k))
-            .chain(account.kyber_one_time.iter().map(|k| items::kyber_item(id, k)))
+            .chain(
+                account
+                    .kyber_one_time
+                    .iter()
+                    .map(|k| items::kyber_item(id, k)),
+            )
             .collect()
     }
 
     async fn remove_keys(&self, user_id: UserId) -> Result<()> {
-        let keys = self.query_keys(&self.tables.keys, &user_id.to_string(), None).await?;
+        let keys = self
+            .query_keys(&self.tables.keys, &user_id.to_string(), None)
+            .await?;
         self.batch_delete(&self.tables.keys, keys).await
     }
 }
@@ -49,12 +66,16 @@ impl UserStore for Dynamo {
     async fn create(&self, account: &NewAccount) -> Result<()> {
         // One-time keys first, under the fresh user id nobody can see yet; the transaction below
         // is the commit point. Too many keys for one transaction, so on failure they are removed.
-        self.batch_put(&self.tables.keys, Self::one_time_keys(account)).await?;
+        self.batch_put(&self.tables.keys, Self::one_time_keys(account))
+            .await?;
         let user_item = Item::from([
             ("pk".to_string(), s(user_pk(account.user_id))),
             ("user_id".to_string(), s(account.user_id.to_string())),
             ("username".to_string(), s(&account.username)),
-            ("created_at".to_string(), n(crate::crypto::tokens::now_secs())),
+            (
+                "created_at".to_string(),
+                n(crate::crypto::tokens::now_secs()),
+            ),
         ]);
         let name_item = Item::from([
             ("pk".to_string(), s(name_pk(&account.username))),
@@ -67,7 +88,11 @@ impl UserStore for Dynamo {
             .transact_write_items()
             .transact_items(put(&self.tables.users, name_item, true))
             .transact_items(put(&self.tables.users, user_item, true))
-            .transact_items(put(&self.tables.keys, items::profile_item(account.user_id, &account.profile), false))
+            .transact_items(put(
+                &self.tables.keys,
+                items::profile_item(account.user_id, &account.profile),
+                false,
+            ))
             .send()
             .await;
         let Err(e) = result else { return Ok(()) };
@@ -80,13 +105,22 @@ impl UserStore for Dynamo {
             &self.tables.keys,
             Self::one_time_keys(account)
                 .into_iter()
-                .map(|i| key(get_s(&i, "pk").unwrap_or_default(), get_s(&i, "sk").unwrap_or_default()))
+                .map(|i| {
+                    key(
+                        get_s(&i, "pk").unwrap_or_default(),
+                        get_s(&i, "sk").unwrap_or_default(),
+                    )
+                })
                 .collect(),
         );
         if let Err(ce) = cleanup.await {
             tracing::warn!(error = %ce, "could not remove one-time keys of a failed registration");
         }
-        Err(if taken { Error::UsernameTaken } else { sdk_error("register", e) })
+        Err(if taken {
+            Error::UsernameTaken
+        } else {
+            sdk_error("register", e)
+        })
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
@@ -121,7 +155,12 @@ impl UserStore for Dynamo {
             .await
             .map_err(|e| sdk_error("find user", e))?;
         out.item
-            .map(|i| Ok(UserOut { user_id: get_uuid(&i, "user_id")?, username: get_s(&i, "username")?.to_string() }))
+            .map(|i| {
+                Ok(UserOut {
+                    user_id: get_uuid(&i, "user_id")?,
+                    username: get_s(&i, "username")?.to_string(),
+                })
+            })
             .transpose()
     }
 
@@ -156,7 +195,10 @@ impl UserStore for Dynamo {
                 .transact_write_items()
                 .transact_items(delete(&self.tables.users, pk_only(name_pk(username))))
                 .transact_items(delete(&self.tables.users, pk_only(user_pk(user_id))))
-                .transact_items(delete(&self.tables.keys, key(user_id.to_string(), PROFILE_SK)))
+                .transact_items(delete(
+                    &self.tables.keys,
+                    key(user_id.to_string(), PROFILE_SK),
+                ))
                 .send()
                 .await
                 .map_err(|e| sdk_error("delete user", e))?;

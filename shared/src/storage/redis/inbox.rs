@@ -26,11 +26,20 @@ impl Inbox for RedisStore {
     }
 
     async fn close(&self, user_id: UserId) -> Result<()> {
-        let _: () = self.connection().del(&[self.marker_key(user_id), self.inbox_key(user_id)]).await?;
+        let _: () = self
+            .connection()
+            .del(&[self.marker_key(user_id), self.inbox_key(user_id)])
+            .await?;
         Ok(())
     }
 
-    async fn deliver(&self, to: UserId, envelope: &StoredEnvelope, online_only: bool, now_ms: u64) -> Result<Delivery> {
+    async fn deliver(
+        &self,
+        to: UserId,
+        envelope: &StoredEnvelope,
+        online_only: bool,
+        now_ms: u64,
+    ) -> Result<Delivery> {
         let (code, connections, envelopes): (i64, Vec<String>, Vec<String>) = DELIVER
             .key(self.marker_key(to))
             .key(self.inbox_key(to))
@@ -47,14 +56,26 @@ impl Inbox for RedisStore {
             -1 => Delivery::UnknownInbox,
             0 => Delivery::Dropped,
             1 => Delivery::Queued,
-            _ => Delivery::Online { connections, envelopes: envelopes.into_iter().map(StoredEnvelope).collect() },
+            _ => Delivery::Online {
+                connections,
+                envelopes: envelopes.into_iter().map(StoredEnvelope).collect(),
+            },
         })
     }
 
     async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>> {
-        let popped: Option<Vec<String>> =
-            self.connection().lpop(self.inbox_key(user_id), std::num::NonZeroUsize::new(max.max(1))).await?;
-        Ok(popped.unwrap_or_default().into_iter().map(StoredEnvelope).collect())
+        let popped: Option<Vec<String>> = self
+            .connection()
+            .lpop(
+                self.inbox_key(user_id),
+                std::num::NonZeroUsize::new(max.max(1)),
+            )
+            .await?;
+        Ok(popped
+            .unwrap_or_default()
+            .into_iter()
+            .map(StoredEnvelope)
+            .collect())
     }
 
     async fn requeue(&self, user_id: UserId, envelopes: &[StoredEnvelope]) -> Result<()> {
@@ -79,7 +100,11 @@ impl Inbox for RedisStore {
     }
 
     async fn pending(&self, user_id: UserId, now_ms: u64) -> Result<u64> {
-        Ok(PENDING.key(self.inbox_key(user_id)).arg(now_ms).invoke_async(&mut self.connection()).await?)
+        Ok(PENDING
+            .key(self.inbox_key(user_id))
+            .arg(now_ms)
+            .invoke_async(&mut self.connection())
+            .await?)
     }
 }
 
@@ -92,7 +117,11 @@ impl ConnectionRegistry for RedisStore {
             .ignore()
             .pexpire(&conns, CONNECTION_TTL_MS as i64)
             .ignore()
-            .pset_ex(self.conn_key(connection_id), user_id.to_string(), CONNECTION_TTL_MS)
+            .pset_ex(
+                self.conn_key(connection_id),
+                user_id.to_string(),
+                CONNECTION_TTL_MS,
+            )
             .ignore()
             .query_async(&mut self.connection())
             .await?;

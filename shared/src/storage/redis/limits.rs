@@ -10,7 +10,8 @@ use crate::config::Bucket;
 use crate::error::Result;
 use crate::storage::{RateDecision, RateLimiter, Revocations};
 
-static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+static TOKEN_BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
 
 #[async_trait]
 impl RateLimiter for RedisStore {
@@ -22,7 +23,13 @@ impl RateLimiter for RedisStore {
             .arg(cost)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(if allowed == 1 { RateDecision::Allowed } else { RateDecision::Limited { retry_after_ms: retry_after_ms.max(1) as u64 } })
+        Ok(if allowed == 1 {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after_ms: retry_after_ms.max(1) as u64,
+            }
+        })
     }
 }
 
@@ -31,11 +38,17 @@ impl Revocations for RedisStore {
     async fn revoke(&self, session_id: Uuid, until_unix_secs: u64) -> Result<()> {
         let now = crate::crypto::tokens::now_secs();
         let ttl = until_unix_secs.saturating_sub(now).max(1);
-        let _: () = self.connection().set_ex(self.revoked_key(session_id), 1, ttl).await?;
+        let _: () = self
+            .connection()
+            .set_ex(self.revoked_key(session_id), 1, ttl)
+            .await?;
         Ok(())
     }
 
     async fn is_revoked(&self, session_id: Uuid) -> Result<bool> {
-        Ok(self.connection().exists(self.revoked_key(session_id)).await?)
+        Ok(self
+            .connection()
+            .exists(self.revoked_key(session_id))
+            .await?)
     }
 }

@@ -26,12 +26,19 @@ pub async fn connect(url: &str) -> Result<ConnectionManager> {
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_response_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(2);
-    ConnectionManager::new_with_config(client, config).await.map_err(|e| Error::unavailable("redis connect", e))
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| Error::unavailable("redis connect", e))
 }
 
 impl RedisStore {
     pub fn new(conn: ConnectionManager, prefix: &str, inbox: &crate::config::InboxLimits) -> Self {
-        Self { conn, prefix: prefix.to_string(), inbox_max: inbox.max_messages, inbox_ttl_secs: inbox.ttl.as_secs() }
+        Self {
+            conn,
+            prefix: prefix.to_string(),
+            inbox_max: inbox.max_messages,
+            inbox_ttl_secs: inbox.ttl.as_secs(),
+        }
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -66,7 +73,9 @@ impl RedisStore {
 #[async_trait::async_trait]
 impl crate::storage::Health for RedisStore {
     async fn ping(&self) -> Result<()> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }
