@@ -79,6 +79,7 @@ fn moto_binary() -> PathBuf {
 
 /// The servers every stack of this process uses; `RELAY_TEST_REDIS_URL` and
 /// `RELAY_TEST_DYNAMODB_URL` name existing ones instead.
+#[allow(clippy::zombie_processes)] // they are killed with the process, never reaped
 pub fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
         if let (Ok(r), Ok(d)) = (
