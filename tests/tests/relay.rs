@@ -1,0 +1,388 @@
+//! The message relay over real WebSockets against the local gateway and a real redis-server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use relay_tests::client::{delete_auth, error_code};
+use relay_tests::{Stack, User, Ws};
+use serde_json::{json, Value};
+use shared::validation::{base64, encode};
+
+fn body_of(envelope: &Value) -> Vec<u8> {
+    base64("body", envelope["body"].as_str().expect("body")).expect("base64 body")
+}
+
+#[tokio::test]
+async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 3, 0).await;
+    assert_eq!(alice.bundle_of(&stack, &bob.user_id).await.0, 200);
+    let payload: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+    let mut a = alice.connect(&stack).await;
+    let reply = a.send_message(&bob.user_id, "m-1", &payload).await;
+    assert_eq!(
+        reply,
+        json!({"type": "sent", "id": "m-1", "delivery": "queued"})
+    );
+    let mut redis = stack.redis().await;
+    assert!(redis
+        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+        .await
+        .unwrap());
+
+    let mut b = bob.connect(&stack).await;
+    b.send(json!({"action": "list"})).await;
+    assert_eq!(b.recv().await, json!({"type": "inbox", "pending": 1}));
+    let got = b.fetch_all().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(body_of(&got[0]), payload, "body altered in transit");
+    assert_eq!(got[0]["from"], alice.user_id.as_str());
+    assert!(got[0]["sent_at"].as_u64().unwrap() > 1_700_000_000_000);
+    assert!(uuid::Uuid::parse_str(got[0]["id"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        got[0].as_object().unwrap().len(),
+        4,
+        "envelope has exactly id, from, sent_at, body: {}",
+        got[0]
+    );
+    assert!(b.fetch_all().await.is_empty(), "delivered twice");
+    assert!(
+        !redis
+            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+            .await
+            .unwrap(),
+        "inbox key left in Redis"
+    );
+    b.send(json!({"action": "ping"})).await;
+    assert_eq!(b.recv().await, json!({"type": "pong"}));
+}
+
+#[tokio::test]
+async fn connected_recipient_gets_the_message_at_once() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut b = bob.connect(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    let reply = a.send_message(&bob.user_id, "x", b"hello bob").await;
+    assert_eq!(reply["delivery"], "delivered");
+    let frame = b.recv().await;
+    assert_eq!(frame["type"], "messages");
+    assert_eq!(body_of(&frame["messages"][0]), b"hello bob");
+    assert_eq!(frame["messages"][0]["from"], alice.user_id.as_str());
+    let mut redis = stack.redis().await;
+    assert!(!redis
+        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn inbox_keeps_the_newest_thousand_in_send_order() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    for i in 0..1005u32 {
+        let r = a
+            .send_message(&bob.user_id, &i.to_string(), &i.to_be_bytes())
+            .await;
+        assert_eq!(r["delivery"], "queued");
+    }
+    let mut b = bob.connect(&stack).await;
+    let got = b.fetch_all().await;
+    let seq: Vec<u32> = got
+        .iter()
+        .map(|e| u32::from_be_bytes(body_of(e).try_into().unwrap()))
+        .collect();
+    assert_eq!(seq, (5..1005).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
+    let stack = Stack::with_env(&[("INBOX_TTL_SECS", "2")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    a.send_message(&bob.user_id, "old", b"old").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // This send renews the key's TTL, so only the envelope's own expiry can keep "old" out.
+    a.send_message(&bob.user_id, "new", b"new").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut b = bob.connect(&stack).await;
+    b.send(json!({"action": "list"})).await;
+    assert_eq!(b.recv().await["pending"], 1);
+    let got = b.fetch_all().await;
+    assert_eq!(
+        got.iter().map(body_of).collect::<Vec<_>>(),
+        vec![b"new".to_vec()]
+    );
+    // Carol never connects: her inbox key carries the native TTL and vanishes with it.
+    let carol = User::create(&stack, 1, 0).await;
+    a.send_message(&carol.user_id, "later", b"later").await;
+    let mut redis = stack.redis().await;
+    let ttl: i64 = redis.ttl(stack.inbox_key(&carol.user_id)).await.unwrap();
+    assert!((1..=2).contains(&ttl), "native TTL {ttl}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !redis
+            .exists::<_, bool>(stack.inbox_key(&carol.user_id))
+            .await
+            .unwrap(),
+        "key did not expire"
+    );
+    assert!(b.fetch_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn messages_for_a_vanished_connection_are_kept_for_the_next_fetch() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    // A connection API Gateway dropped without a $disconnect: registered, but gone.
+    let conns = format!("{}{{{}}}:conns", stack.config.redis_prefix, bob.user_id);
+    let mut redis = stack.redis().await;
+    let far = shared::crypto::tokens::now_millis() + 3_600_000;
+    let _: () = redis.zadd(&conns, "ghost-connection", far).await.unwrap();
+    let mut a = alice.connect(&stack).await;
+    for i in 0..3u8 {
+        let r = a.send_message(&bob.user_id, &format!("g{i}"), &[i]).await;
+        assert_eq!(
+            r["delivery"], "queued",
+            "push to a gone connection must requeue: {r}"
+        );
+    }
+    let left: Vec<String> = redis.zrange(&conns, 0, -1).await.unwrap();
+    assert!(
+        !left.contains(&"ghost-connection".to_string()),
+        "gone connection not unregistered"
+    );
+    let mut b = bob.connect(&stack).await;
+    let got = b.fetch_all().await;
+    assert_eq!(
+        got.iter().map(body_of).collect::<Vec<_>>(),
+        vec![vec![0], vec![1], vec![2]]
+    );
+    assert!(b.fetch_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn handshake_refuses_missing_invalid_expired_and_revoked_tokens() {
+    let stack = Stack::with_env(&[("ACCESS_TOKEN_TTL_SECS", "1"), ("JWT_LEEWAY_SECS", "0")]).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let base = format!("ws://{}/ws", stack.addr);
+    assert_eq!(Ws::connect(&base).await.err(), Some(401), "missing");
+    assert_eq!(
+        Ws::connect(&format!("{base}?token=")).await.err(),
+        Some(401),
+        "empty"
+    );
+    assert_eq!(
+        Ws::connect(&format!("{base}?token=abc.def.ghi"))
+            .await
+            .err(),
+        Some(401),
+        "invalid"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        Ws::connect(&stack.ws_url(&bob.access)).await.err(),
+        Some(401),
+        "expired"
+    );
+    let stack = Stack::start().await;
+    let carol = User::create(&stack, 1, 0).await;
+    assert!(Ws::connect(&stack.ws_url(&carol.access)).await.is_ok());
+    assert_eq!(
+        delete_auth(&stack, "/v1/sessions/current", &carol.access).await,
+        204
+    );
+    assert_eq!(
+        Ws::connect(&stack.ws_url(&carol.access)).await.err(),
+        Some(401),
+        "revoked"
+    );
+}
+
+#[tokio::test]
+async fn the_sender_is_the_token_user_whatever_the_frame_says() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mallory_claims = uuid::Uuid::new_v4().to_string();
+    let mut a = alice.connect(&stack).await;
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "f", "from": mallory_claims, "body": encode(b"hi")})).await;
+    assert_eq!(a.recv().await["delivery"], "queued");
+    let mut b = bob.connect(&stack).await;
+    let got = b.fetch_all().await;
+    assert_eq!(got[0]["from"], alice.user_id.as_str());
+}
+
+#[tokio::test]
+async fn online_only_is_delivered_live_or_dropped_never_stored() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    let typing = |id: &str| json!({"action": "send", "to": bob.user_id, "id": id, "body": encode(b"typing"), "online_only": true});
+    a.send(typing("t1")).await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "sent", "id": "t1", "delivery": "dropped"})
+    );
+    let mut redis = stack.redis().await;
+    assert!(
+        !redis
+            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+            .await
+            .unwrap(),
+        "online_only stored"
+    );
+    let mut b = bob.connect(&stack).await;
+    a.send(typing("t2")).await;
+    assert_eq!(a.recv().await["delivery"], "delivered");
+    assert_eq!(body_of(&b.recv().await["messages"][0]), b"typing");
+    assert!(
+        !redis
+            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+            .await
+            .unwrap(),
+        "online_only stored"
+    );
+    assert!(b.fetch_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn five_hundred_messages_from_ten_senders_arrive_exactly_once() {
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut senders = Vec::new();
+    for _ in 0..10 {
+        senders.push(User::create(&stack, 1, 0).await);
+    }
+    let bob_id = bob.user_id.clone();
+    let tasks: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(s, user)| {
+            let url = stack.ws_url(&user.access);
+            let to = bob_id.clone();
+            tokio::spawn(async move {
+                let mut ws = Ws::connect(&url).await.unwrap();
+                for m in 0..50u32 {
+                    let tag = format!("{s}:{m}");
+                    let r = ws.send_message(&to, &tag, tag.as_bytes()).await;
+                    assert!(
+                        r["delivery"] == "queued" || r["delivery"] == "delivered",
+                        "{r}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut b = bob.connect(&stack).await;
+    let mut seen: Vec<Value> = b.fetch_all().await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Anything sent after the fetch arrived live; drain what is left and any frame in flight.
+    seen.extend(b.fetch_all().await);
+    while let Some(f) = b.recv_within(Duration::from_millis(300)).await {
+        seen.extend(f["messages"].as_array().cloned().unwrap_or_default());
+    }
+    let tags: Vec<String> = seen
+        .iter()
+        .map(|e| String::from_utf8(body_of(e)).unwrap())
+        .collect();
+    let unique: HashSet<&String> = tags.iter().collect();
+    assert_eq!(unique.len(), 500, "missing messages");
+    assert_eq!(tags.len(), 500, "duplicates delivered");
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_MESSAGES", "3/60")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    a.send_raw("not json").await;
+    assert_eq!(
+        error_code(&json!({"error": a.recv().await})),
+        "invalid_frame"
+    );
+    a.send(json!({"action": "dance"})).await;
+    assert_eq!(a.recv().await["code"], "invalid_frame");
+    a.send(json!({"action": "send", "to": uuid::Uuid::new_v4(), "id": "u", "body": encode(b"x")}))
+        .await;
+    let e = a.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["id"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("u"), Some("unknown_recipient"))
+    );
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "big", "body": encode(&vec![7u8; 64 * 1024 + 1])})).await;
+    assert_eq!(a.recv().await["code"], "too_large");
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "b64", "body": "%%%"}))
+        .await;
+    assert_eq!(a.recv().await["code"], "invalid_frame");
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "max", "body": encode(&vec![7u8; 64 * 1024])})).await;
+    assert_eq!(
+        a.recv().await["delivery"],
+        "queued",
+        "a 64 KiB body is allowed"
+    );
+    for _ in 0..2 {
+        a.send_message(&bob.user_id, "ok", b"ok").await;
+    }
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "rl", "body": encode(b"x")}))
+        .await;
+    assert_eq!(a.recv().await["code"], "rate_limited");
+    a.send(json!({"action": "ping"})).await;
+    assert_eq!(a.recv().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn deleting_the_account_erases_the_inbox() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    a.send_message(&bob.user_id, "1", b"1").await;
+    let mut redis = stack.redis().await;
+    assert!(redis
+        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+        .await
+        .unwrap());
+    assert_eq!(delete_auth(&stack, "/v1/users/me", &bob.access).await, 204);
+    assert!(!redis
+        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
+        .await
+        .unwrap());
+    a.send(json!({"action": "send", "to": bob.user_id, "id": "2", "body": encode(b"2")}))
+        .await;
+    assert_eq!(a.recv().await["code"], "unknown_recipient");
+}
+
+#[tokio::test]
+async fn the_management_api_pusher_reaches_live_connections_and_reports_gone_ones() {
+    use shared::storage::{apigateway::ManagementApiPusher, PushError};
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut b = bob.connect(&stack).await;
+    let mut config = stack.config.clone();
+    config.ws_management_endpoint = Some(stack.url(""));
+    let pusher = ManagementApiPusher::from_config(&config).await.unwrap();
+    // The connection id is the one the registry holds for Bob.
+    let conns = format!("{}{{{}}}:conns", stack.config.redis_prefix, bob.user_id);
+    let ids: Vec<String> = stack.redis().await.zrange(&conns, 0, -1).await.unwrap();
+    assert_eq!(ids.len(), 1);
+    pusher.push(&ids[0], r#"{"type":"pong"}"#).await.unwrap();
+    assert_eq!(b.recv().await, json!({"type": "pong"}));
+    assert_eq!(
+        pusher.push("no-such-connection", "{}").await,
+        Err(PushError::Gone)
+    );
+}
