@@ -52,12 +52,13 @@ wait_port() { # host port seconds
 }
 
 PIDS=()
+# A negative pid stands for a whole process group (a server that starts children of its own).
 stop_all() {
   for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && kill -- "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && wait "${pid#-}" 2>/dev/null || true
   done
 }
 

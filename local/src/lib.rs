@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod functions;
+pub mod lambda;
 pub mod routes;
 pub mod server;
 pub mod sockets;
@@ -26,6 +27,15 @@ pub fn in_process_with(app: Arc<App>, max_body_bytes: usize) -> Gateway {
     Gateway {
         functions: Arc::new(functions::InProcess { app, relay }),
         sockets,
+        max_body_bytes,
+    }
+}
+
+/// A gateway sending every event to functions behind a Lambda invoke API at `endpoint`.
+pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
+    Gateway {
+        functions: Arc::new(lambda::LambdaEndpoint::new(endpoint)),
+        sockets: sockets::Sockets::default(),
         max_body_bytes,
     }
 }
