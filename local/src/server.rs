@@ -185,8 +185,23 @@ async fn connection(
             }
         }
     });
+    // API Gateway ends every connection after two hours; so does this gateway.
+    let lifetime = tokio::time::sleep(std::time::Duration::from_millis(
+        shared::storage::redis::CONNECTION_TTL_MS,
+    ));
+    tokio::pin!(lifetime);
     // Frames of one connection are handled in order, one at a time.
-    while let Some(Ok(msg)) = stream.next().await {
+    loop {
+        let msg = tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(msg)) => msg,
+                _ => break,
+            },
+            _ = &mut lifetime => {
+                let _ = tx.send(Outgoing { frame: String::new(), ack: None, close: true });
+                break;
+            }
+        };
         let text = match msg {
             Message::Text(t) => t.to_string(),
             Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),

@@ -144,6 +144,13 @@ impl Config {
             });
         }
         let defaults = RateLimits::default();
+        let inbox_max: u32 = env.number("INBOX_MAX", 1000)?;
+        if inbox_max == 0 {
+            return Err(ConfigError::Invalid {
+                var: "INBOX_MAX".into(),
+                expected: "at least 1",
+            });
+        }
         Ok(Self {
             redis_url: env.required("REDIS_URL")?,
             redis_prefix: env.string("RELAY_REDIS_PREFIX", ""),
@@ -164,7 +171,7 @@ impl Config {
                 p: env.number("ARGON2_P", 1)?,
             },
             inbox: InboxLimits {
-                max_messages: env.number("INBOX_MAX", 1000)?,
+                max_messages: inbox_max,
                 ttl: Duration::from_secs(env.number("INBOX_TTL_SECS", 30 * 86_400)?),
                 max_body_bytes: env.number("MESSAGE_MAX_BYTES", 64 * 1024)?,
             },

@@ -386,3 +386,30 @@ async fn the_management_api_pusher_reaches_live_connections_and_reports_gone_one
         Err(PushError::Gone)
     );
 }
+
+#[tokio::test]
+async fn a_send_behind_a_long_backlog_reports_queued_and_nothing_is_lost() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    for i in 0..150u32 {
+        a.send_message(&bob.user_id, "q", &i.to_be_bytes()).await;
+    }
+    let mut b = bob.connect(&stack).await;
+    // Bob is connected but has not fetched: this send drains the oldest 100 to him, and the new
+    // message, behind them, waits for his fetch.
+    let reply = a
+        .send_message(&bob.user_id, "new", &150u32.to_be_bytes())
+        .await;
+    assert_eq!(reply["delivery"], "queued", "{reply}");
+    let mut seen = Vec::new();
+    let first = b.recv().await;
+    seen.extend(first["messages"].as_array().unwrap().iter().cloned());
+    seen.extend(b.fetch_all().await);
+    let seq: Vec<u32> = seen
+        .iter()
+        .map(|e| u32::from_be_bytes(body_of(e).try_into().unwrap()))
+        .collect();
+    assert_eq!(seq, (0..151).collect::<Vec<_>>());
+}

@@ -202,13 +202,15 @@ impl Relay {
                 connections,
                 envelopes,
             } => {
+                // With a long backlog the new envelope may not be among those taken: it waits.
+                let taken = envelopes.contains(&envelope);
                 let unsent = self
                     .push_to_user(to, &connections, envelopes, !online_only)
                     .await;
-                match (unsent.contains(&envelope), online_only) {
-                    (false, _) => "delivered",
-                    (true, true) => "dropped",
-                    (true, false) => "queued",
+                match (taken && !unsent.contains(&envelope), online_only) {
+                    (true, _) => "delivered",
+                    (false, true) => "dropped",
+                    (false, false) => "queued",
                 }
             }
         };
