@@ -1,6 +1,8 @@
 //! Field rules of SPEC's encoding section: base64, key lengths and prefixes, ids, names.
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::alphabet;
+use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
 use crate::error::{Error, Result};
@@ -15,11 +17,16 @@ pub const MAX_BATCH: usize = 100;
 /// Signal registration ids are 14-bit.
 pub const MAX_REGISTRATION_ID: u64 = 0x3FFF;
 
+/// Standard alphabet; correct padding or none at all.
+const INPUT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// Decodes standard base64, padding optional.
 pub fn base64(field: &str, value: &str) -> Result<Vec<u8>> {
-    let trimmed = value.trim_end_matches('=');
-    STANDARD_NO_PAD
-        .decode(trimmed)
+    INPUT
+        .decode(value)
         .map_err(|_| Error::invalid(format!("{field} is not valid base64")))
 }
 
@@ -126,6 +133,7 @@ mod tests {
         assert_eq!(encode(&[1, 2]), "AQI=");
         assert!(base64("f", "!!").is_err());
         assert!(base64("f", "AQI*").is_err());
+        assert!(base64("f", "AQI==").is_err(), "wrong padding");
     }
 
     #[test]

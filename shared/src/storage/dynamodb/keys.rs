@@ -216,10 +216,22 @@ impl KeyStore for Dynamo {
         if ec.is_empty() {
             return Err(Error::PrekeysExhausted);
         }
-        let (ec_item, ky_item) = futures::try_join!(
+        let (ec_claim, ky_claim) = futures::join!(
             self.claim(user_id, EC_PREFIX, ec),
             self.claim(user_id, KYBER_PREFIX, ky)
-        )?;
+        );
+        // Whatever one claim took goes back when the other failed: nothing is consumed for a
+        // fetch that returns an error.
+        let (ec_item, ky_item) = match (ec_claim, ky_claim) {
+            (Ok(ec), Ok(ky)) => (ec, ky),
+            (Ok(taken), Err(e)) | (Err(e), Ok(taken)) => {
+                if let Some(item) = taken {
+                    self.put_back(item).await?;
+                }
+                return Err(e);
+            }
+            (Err(e), Err(_)) => return Err(e),
+        };
         let Some(ec_item) = ec_item else {
             // The last EC key went to someone else meanwhile: the Kyber key we took is returned.
             if let Some(k) = ky_item {
