@@ -109,6 +109,9 @@ async fn http_api(
     from_v2(gw.functions.http(route.function, event).await)
 }
 
+/// API Gateway's limit for one WebSocket message.
+const MAX_INBOUND_MESSAGE: usize = 128 * 1024;
+
 fn new_connection_id() -> String {
     let bytes: [u8; 12] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -151,7 +154,14 @@ async fn websocket(
         };
         return (status, [("content-type", "application/json")], body).into_response();
     }
-    upgrade.on_upgrade(move |socket| connection(gw, id, ip, socket, tx, rx))
+    upgrade
+        // Small buffers keep idle connections cheap (the 128 KiB default read buffer would
+        // dominate); messages are bounded as API Gateway bounds them (128 KB).
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(MAX_INBOUND_MESSAGE)
+        .max_frame_size(MAX_INBOUND_MESSAGE)
+        .on_upgrade(move |socket| connection(gw, id, ip, socket, tx, rx))
 }
 
 async fn connection(
