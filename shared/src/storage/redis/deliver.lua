@@ -10,6 +10,9 @@ if ARGV[5] == '1' then
   if #conns == 0 then return {0, {}, {}} end
   return {2, conns, {ARGV[1]}}
 end
+-- Connected and nothing waiting: storing and taking it back would cancel out, so hand it over
+-- directly (the caller puts it in the inbox if the push fails).
+if #conns > 0 and redis.call('LLEN', KEYS[2]) == 0 then return {2, conns, {ARGV[1]}} end
 local len = redis.call('RPUSH', KEYS[2], ARGV[1])
 local max = tonumber(ARGV[2])
 if len > max then redis.call('LTRIM', KEYS[2], -max, -1) end
