@@ -174,18 +174,38 @@ async fn connection(
 ) {
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            if out.close {
-                let _ = sink.send(Message::Close(None)).await;
-                break;
+        // Frames that are already waiting go out in one flush; each is acknowledged once the
+        // flush has handed it to the socket.
+        let mut acks: Vec<tokio::sync::oneshot::Sender<bool>> = Vec::new();
+        'socket: while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut ok = true;
+            while let Some(out) = next.take() {
+                if out.close {
+                    let flushed = sink.flush().await.is_ok();
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(flushed);
+                    }
+                    let _ = sink.send(Message::Close(None)).await;
+                    break 'socket;
+                }
+                ok = sink.feed(Message::Text(out.frame.into())).await.is_ok();
+                acks.extend(out.ack);
+                if !ok || acks.len() >= 64 {
+                    break;
+                }
+                next = rx.try_recv().ok();
             }
-            let ok = sink.send(Message::Text(out.frame.into())).await.is_ok();
-            if let Some(ack) = out.ack {
+            ok = ok && sink.flush().await.is_ok();
+            for ack in acks.drain(..) {
                 let _ = ack.send(ok);
             }
             if !ok {
                 break;
             }
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(false);
         }
         // Frames still queued are answered as not written, so their senders keep them.
         rx.close();
