@@ -46,7 +46,7 @@ pub fn test_env() -> HashMap<String, String> {
     )
 }
 
-fn set_aws_env() {
+pub fn set_aws_env() {
     let s = servers();
     // The SDK reads these; every stack of the process uses the same DynamoDB server.
     std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
@@ -89,6 +89,20 @@ impl Stack {
             http: reqwest::Client::new(),
             dynamodb,
             stop: Some(stop),
+        }
+    }
+
+    /// A stack whose gateway runs elsewhere (e.g. a `local-gateway` process started with
+    /// `config`'s variables); nothing is stopped when it is dropped.
+    pub async fn attach(addr: SocketAddr, config: Config) -> Self {
+        set_aws_env();
+        let dynamodb = shared::storage::dynamodb::client_from_env().await;
+        Self {
+            addr,
+            config,
+            http: reqwest::Client::new(),
+            dynamodb,
+            stop: None,
         }
     }
 

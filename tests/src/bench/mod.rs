@@ -1,0 +1,438 @@
+//! The relay benchmark: starts its own stack (redis-server, moto_server, `local-gateway`
+//! processes), runs five bounded scenarios and their floors, and reports.
+
+pub mod coldstart;
+pub mod floors;
+pub mod report;
+pub mod scenarios;
+pub mod util;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use relay_tests::Stack;
+
+use util::{command, log, Server};
+
+pub const USAGE: &str = "\
+usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
+                   [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
+
+Runs the relay benchmark against its own local stack and writes benchmarks.json,
+benchmarks.svg and benchmarks.md to --out (default: docs/, or a temporary directory
+with --quick). --bin-dir holds the local-gateway, users, keys and connection binaries
+(default: target/release; --gateway-dir: local-gateway's, when built otherwise).
+./local/bench builds them and runs this.";
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub quick: bool,
+    pub out: PathBuf,
+    pub bin_dir: PathBuf,
+    /// Where `local-gateway` is, when built with another profile than the functions.
+    pub gateway_dir: Option<PathBuf>,
+    pub profile: String,
+    pub pairs: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub pipeline: usize,
+    pub offline_messages: u64,
+    pub bundle_users: usize,
+    pub fetches: usize,
+    pub fetch_concurrency: usize,
+    pub connections: usize,
+    pub connection_users: usize,
+    pub handshake_concurrency: usize,
+    pub cold_repeats: usize,
+    pub command: String,
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let quick = args.iter().any(|a| a == "--quick");
+        let root = relay_tests::servers::workspace_root();
+        let mut o = if quick {
+            Self {
+                quick,
+                out: std::env::temp_dir().join(format!("relay-bench-quick-{}", std::process::id())),
+                bin_dir: root.join("target/release"),
+                gateway_dir: None,
+                profile: "release".into(),
+                pairs: 10,
+                duration: Duration::from_secs(1),
+                warmup: Duration::from_millis(300),
+                pipeline: 4,
+                offline_messages: 200,
+                bundle_users: 10,
+                fetches: 60,
+                fetch_concurrency: 16,
+                connections: 500,
+                connection_users: 5,
+                handshake_concurrency: 64,
+                cold_repeats: 1,
+                command: String::new(),
+            }
+        } else {
+            Self {
+                quick,
+                out: root.join("docs"),
+                bin_dir: root.join("target/release"),
+                gateway_dir: None,
+                profile: "release".into(),
+                pairs: 100,
+                duration: Duration::from_secs(10),
+                warmup: Duration::from_secs(2),
+                pipeline: 4,
+                offline_messages: 1000,
+                bundle_users: 50,
+                fetches: 2000,
+                fetch_concurrency: 16,
+                connections: 10_000,
+                connection_users: 20,
+                handshake_concurrency: 64,
+                cold_repeats: 5,
+                command: String::new(),
+            }
+        };
+        let mut shown = vec!["./local/bench".to_string()];
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| -> Result<String, String> {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
+            };
+            let num = |v: String, name: &str| -> Result<u64, String> {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name} takes a positive whole number"))
+            };
+            match a.as_str() {
+                "--quick" => shown.push(a.clone()),
+                "--out" => o.out = PathBuf::from(value(a)?),
+                "--bin-dir" => o.bin_dir = PathBuf::from(value(a)?),
+                "--gateway-dir" => o.gateway_dir = Some(PathBuf::from(value(a)?)),
+                "--profile" => o.profile = value(a)?,
+                "--pairs" => {
+                    o.pairs = num(value(a)?, a)?.min(1000) as usize;
+                    shown.push(format!("--pairs {}", o.pairs));
+                }
+                "--duration" => {
+                    o.duration = Duration::from_secs(num(value(a)?, a)?.min(600));
+                    shown.push(format!("--duration {}", o.duration.as_secs()));
+                }
+                "--pipeline" => {
+                    o.pipeline = num(value(a)?, a)?.min(256) as usize;
+                    shown.push(format!("--pipeline {}", o.pipeline));
+                }
+                "--connections" => {
+                    o.connections = num(value(a)?, a)?.min(60_000) as usize;
+                    shown.push(format!("--connections {}", o.connections));
+                }
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+            }
+        }
+        o.command = shown.join(" ");
+        Ok(o)
+    }
+}
+
+/// A `local-gateway` process on a free port with the run's environment.
+async fn start_gateway(
+    bin_dir: &Path,
+    env: &HashMap<String, String>,
+    create_tables: bool,
+    log_file: &Path,
+) -> Server {
+    let port = util::free_port();
+    let mut cmd = command(bin_dir.join("local-gateway"), Some(log_file));
+    cmd.envs(env)
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"));
+    if create_tables {
+        cmd.arg("--create-tables");
+    }
+    Server::spawn(cmd, port, "local-gateway", 60).await
+}
+
+/// The bare echo server: this binary in `--serve-echo` mode, a process of its own.
+async fn start_echo(log_file: &Path) -> Server {
+    let port = util::free_port();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = command(exe, Some(log_file));
+    cmd.arg("--serve-echo").arg(format!("127.0.0.1:{port}"));
+    Server::spawn(cmd, port, "echo server", 20).await
+}
+
+pub async fn run(o: Opts) -> Result<(), String> {
+    let started = Instant::now();
+    let nofile = util::raise_nofile();
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("cannot create {:?}: {e}", o.out))?;
+    let logs = std::env::temp_dir().join(format!("relay-bench-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let gateway_dir = o.gateway_dir.clone().unwrap_or_else(|| o.bin_dir.clone());
+    for path in [
+        gateway_dir.join("local-gateway"),
+        o.bin_dir.join("users"),
+        o.bin_dir.join("keys"),
+        o.bin_dir.join("connection"),
+    ] {
+        if !path.is_file() {
+            return Err(format!(
+                "{path:?} is missing: build it (./local/bench does) or pass --bin-dir"
+            ));
+        }
+    }
+    log(format!(
+        "mode {}, functions {:?}, gateway {:?}, logs {:?}, open-file limit {nofile}",
+        if o.quick { "quick" } else { "full" },
+        o.bin_dir,
+        gateway_dir,
+        logs
+    ));
+
+    log("starting redis-server and moto_server");
+    tokio::task::spawn_blocking(|| {
+        relay_tests::servers::servers();
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let env = util::relay_env();
+    let config = shared::Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| e.to_string())?;
+    let gw = start_gateway(&gateway_dir, &env, true, &logs.join("gateway.log")).await;
+    let stack = Stack::attach(([127, 0, 0, 1], gw.port).into(), config.clone()).await;
+    let mut redis = shared::storage::redis::connect(&config.redis_url)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    log("floor: Redis round trips");
+    let redis_floor = floors::redis_floor(&mut redis, o.quick).await;
+
+    log("floor: WebSocket echo server");
+    let echo = start_echo(&logs.join("echo.log")).await;
+    let echo_url = format!("ws://127.0.0.1:{}/ws?token=x", echo.port);
+    let echo_floor =
+        scenarios::echo_load(&echo_url, o.pairs, o.warmup, o.duration, o.pipeline).await;
+    echo.stop().await;
+
+    log(format!(
+        "1 · online relay: {} pairs for {:?} (+{:?} warm-up), pipeline {}",
+        o.pairs, o.duration, o.warmup, o.pipeline
+    ));
+    let online = scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline).await;
+    if let Some(e) = &online.first_error {
+        log(format!("online: {} errors, first: {e}", online.errors));
+    }
+
+    log(format!(
+        "2 · offline relay: {} messages",
+        o.offline_messages
+    ));
+    let offline = scenarios::offline(&stack, o.offline_messages, 16).await;
+
+    let (serial_n, floor_n) = if o.quick { (10, 32) } else { (100, 300) };
+    let keys = ((o.fetches + 2 * serial_n + floor_n + 2 * o.fetch_concurrency + 2) as f64
+        / o.bundle_users as f64)
+        .ceil() as u32
+        + 10;
+    log(format!(
+        "3 · bundle fetch: registering {} users with {keys} one-time prekeys of each kind",
+        o.bundle_users
+    ));
+    let users = scenarios::create_users(&stack, o.bundle_users, keys).await;
+    let ids: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    let keys_table = stack.table("keys");
+    let getitem = floors::getitem_floor(
+        &stack.dynamodb,
+        &keys_table,
+        &ids[0],
+        if o.quick { 50 } else { 300 },
+    )
+    .await;
+    // moto's Query reads the whole table, so its cost follows the table's size, which the
+    // fetches shrink: the floors and the fetches take turns, in rounds, to see the same table.
+    let rounds = if o.quick { 2 } else { 10 };
+    log(format!(
+        "3 · bundle fetch: {} fetches at concurrency {} (and {serial_n} at 1), beside the storage \
+         floor, in {rounds} rounds",
+        o.fetches, o.fetch_concurrency
+    ));
+    let mut bundle = scenarios::Bundle::new(users.len(), keys, o.fetch_concurrency);
+    let mut bundle_serial = scenarios::Bundle::new(users.len(), keys, 1);
+    let mut warm = scenarios::Bundle::new(users.len(), keys, o.fetch_concurrency);
+    let mut offset = 0;
+    scenarios::bundle_round(&stack, &users, offset, 2 * o.fetch_concurrency, &mut warm).await;
+    offset += 2 * o.fetch_concurrency;
+    let (mut floor_times, mut floor_serial_times, mut floor_secs) = (Vec::new(), Vec::new(), 0.0);
+    for r in 0..rounds {
+        let part = |total: usize| total / rounds + usize::from(r < total % rounds);
+        let (t, secs) = floors::bundle_floor(
+            &stack.dynamodb,
+            &redis,
+            &keys_table,
+            &ids,
+            part(floor_n),
+            o.fetch_concurrency,
+        )
+        .await;
+        floor_times.extend(t);
+        floor_secs += secs;
+        let n = part(o.fetches);
+        scenarios::bundle_round(&stack, &users, offset, n, &mut bundle).await;
+        offset += n;
+        let (t, _) = floors::bundle_floor(
+            &stack.dynamodb,
+            &redis,
+            &keys_table,
+            &ids,
+            part(serial_n),
+            1,
+        )
+        .await;
+        floor_serial_times.extend(t);
+        let n = part(serial_n);
+        scenarios::bundle_round(&stack, &users, offset, n, &mut bundle_serial).await;
+        offset += n;
+    }
+    bundle.finish();
+    bundle_serial.finish();
+    let storage_serial = util::Lat::from_durations(&floor_serial_times);
+    let bundle_floor_rate = floor_times.len() as f64 / floor_secs.max(1e-9);
+    let bundle_floor = util::Lat::from_durations(&floor_times);
+    if let Some(e) = &bundle.first_error {
+        log(format!("bundle: {} errors, first: {e}", bundle.errors));
+    }
+
+    log(format!(
+        "5 · cold start: {} run(s) per function",
+        o.cold_repeats
+    ));
+    let mut fenv = env.clone();
+    fenv.insert(
+        "WS_MANAGEMENT_ENDPOINT".into(),
+        format!("http://127.0.0.1:{}", gw.port),
+    );
+    let mut cold = Vec::new();
+    for (name, event) in [
+        ("users", coldstart::users_event()),
+        ("keys", coldstart::keys_event()),
+        ("connection", coldstart::connection_event()),
+    ] {
+        let cs = coldstart::measure(
+            name,
+            &o.bin_dir.join(name),
+            &[],
+            &event,
+            &fenv,
+            o.cold_repeats,
+            &logs,
+        )
+        .await;
+        if let Some(e) = &cs.error {
+            log(format!("cold start of {name} failed: {e}"));
+        }
+        cold.push(cs);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let cold_floor = coldstart::measure(
+        "empty",
+        &exe,
+        &["--lambda-floor"],
+        &coldstart::users_event(),
+        &fenv,
+        o.cold_repeats,
+        &logs,
+    )
+    .await;
+
+    let conn_users = scenarios::create_users(&stack, o.connection_users, 1).await;
+    gw.stop().await;
+    let n = o.connections.min(nofile.saturating_sub(1000) as usize);
+    if n < o.connections {
+        log(format!(
+            "open-file limit {nofile}: {n} connections instead of {}",
+            o.connections
+        ));
+    }
+    log(format!("4 · connections: {n} idle WebSockets"));
+    let gw2 = start_gateway(
+        &gateway_dir,
+        &env,
+        false,
+        &logs.join("gateway-connections.log"),
+    )
+    .await;
+    let urls: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "ws://127.0.0.1:{}/ws?token={}",
+                gw2.port,
+                conn_users[i % conn_users.len()].access
+            )
+        })
+        .collect();
+    let settle = Duration::from_millis(if o.quick { 200 } else { 1000 });
+    let conns = scenarios::connections(urls, gw2.pid, o.handshake_concurrency, settle).await;
+    gw2.stop().await;
+    let echo2 = start_echo(&logs.join("echo-connections.log")).await;
+    let urls = vec![format!("ws://127.0.0.1:{}/ws?token=x", echo2.port); n];
+    let conns_floor =
+        scenarios::connections(urls, echo2.pid, o.handshake_concurrency, settle).await;
+    echo2.stop().await;
+
+    let gateway_size = std::fs::metadata(gateway_dir.join("local-gateway"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut results = report::Results {
+        mode: if o.quick { "quick" } else { "full" }.into(),
+        profile: o.profile.clone(),
+        command: o.command.clone(),
+        machine: util::Machine::describe(),
+        total_s: started.elapsed().as_secs_f64(),
+        floors: report::Floors {
+            redis: redis_floor,
+            dynamodb_getitem: getitem,
+            ws_echo: echo_floor,
+            bundle_storage_serial: storage_serial,
+            bundle_storage: bundle_floor,
+            bundle_storage_per_s: bundle_floor_rate,
+            ws_echo_connections: conns_floor,
+            cold_start: cold_floor,
+        },
+        online,
+        offline,
+        bundle,
+        bundle_serial,
+        connections: conns,
+        cold_start: cold,
+        local_gateway_binary_bytes: gateway_size,
+        targets: Vec::new(),
+    };
+    results.targets = report::targets(&results, if o.quick { n } else { 10_000 });
+    report::print(&results);
+
+    let json = o.out.join("benchmarks.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&results).map_err(|e| e.to_string())? + "\n",
+    )
+    .map_err(|e| format!("{json:?}: {e}"))?;
+    let svg = o.out.join("benchmarks.svg");
+    report::plot(&results, &svg)?;
+    let md = o.out.join("benchmarks.md");
+    let existing = std::fs::read_to_string(&md).ok();
+    std::fs::write(
+        &md,
+        report::markdown(&results, existing.as_deref(), "benchmarks.svg"),
+    )
+    .map_err(|e| format!("{md:?}: {e}"))?;
+    log(format!(
+        "wrote {json:?}, {svg:?}, {md:?} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let _ = std::fs::remove_dir_all(&logs);
+    Ok(())
+}

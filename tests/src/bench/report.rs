@@ -1,0 +1,639 @@
+//! The results: a printed table, JSON, an SVG latency plot and `docs/benchmarks.md`.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::coldstart::ColdStart;
+use super::floors::RedisFloor;
+use super::scenarios::{Bundle, Connections, EchoFloor, Offline, Online};
+use super::util::{Lat, Machine};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub mode: String,
+    pub profile: String,
+    pub command: String,
+    pub machine: Machine,
+    pub total_s: f64,
+    pub floors: Floors,
+    pub online: Online,
+    pub offline: Offline,
+    pub bundle: Bundle,
+    /// The same fetches one at a time, beside the storage path one at a time.
+    pub bundle_serial: Bundle,
+    pub connections: Connections,
+    pub cold_start: Vec<ColdStart>,
+    pub local_gateway_binary_bytes: u64,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Floors {
+    pub redis: RedisFloor,
+    pub dynamodb_getitem: Lat,
+    pub ws_echo: EchoFloor,
+    /// The bundle fetch's storage round trips issued directly, one at a time.
+    pub bundle_storage_serial: Lat,
+    /// The same at the scenario's concurrency.
+    pub bundle_storage: Lat,
+    pub bundle_storage_per_s: f64,
+    pub ws_echo_connections: Connections,
+    pub cold_start: ColdStart,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+pub struct Row {
+    pub scenario: String,
+    pub metric: String,
+    pub value: String,
+    pub floor: String,
+    pub ratio: String,
+}
+
+fn row(scenario: &str, metric: &str, value: String, floor: String, ratio: String) -> Row {
+    Row {
+        scenario: scenario.into(),
+        metric: metric.into(),
+        value,
+        floor,
+        ratio,
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 1.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{:.0} µs", v * 1e3)
+    }
+}
+
+fn rate(v: f64, unit: &str) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}k {unit}", v / 1e3)
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+fn delta(v: f64) -> String {
+    let sign = if v < 0.0 { "−" } else { "+" };
+    format!("{sign}{}", ms(v.abs()))
+}
+
+/// A time against its floor: how many times the floor it takes.
+fn times(value: f64, floor: f64) -> String {
+    if floor > 0.0 && value > 0.0 {
+        format!("{:.1}× floor", value / floor)
+    } else {
+        "–".into()
+    }
+}
+
+/// A rate against its floor: what share of the floor's rate it reaches.
+fn share(value: f64, floor: f64) -> String {
+    if floor > 0.0 {
+        format!("{:.0}% of floor", 100.0 * value / floor)
+    } else {
+        "–".into()
+    }
+}
+
+pub fn rows(r: &Results) -> Vec<Row> {
+    let f = &r.floors;
+    let o = &r.online;
+    let e = &f.ws_echo;
+    let on = format!("1 · online ({} pairs, pipeline {})", o.pairs, o.pipeline);
+    let mut rows = vec![
+        row(
+            &on,
+            "messages/s",
+            rate(o.msgs_per_s, "msg/s"),
+            format!("echo {}", rate(e.frames_per_s, "frames/s")),
+            share(o.msgs_per_s, e.frames_per_s),
+        ),
+        row(
+            &on,
+            "send→receive p50",
+            ms(o.latency.p50_ms),
+            format!("echo RTT {}", ms(e.latency.p50_ms)),
+            times(o.latency.p50_ms, e.latency.p50_ms),
+        ),
+        row(
+            &on,
+            "p95",
+            ms(o.latency.p95_ms),
+            ms(e.latency.p95_ms),
+            times(o.latency.p95_ms, e.latency.p95_ms),
+        ),
+        row(
+            &on,
+            "p99",
+            ms(o.latency.p99_ms),
+            ms(e.latency.p99_ms),
+            times(o.latency.p99_ms, e.latency.p99_ms),
+        ),
+        row(
+            &on,
+            "max",
+            ms(o.latency.max_ms),
+            ms(e.latency.max_ms),
+            times(o.latency.max_ms, e.latency.max_ms),
+        ),
+    ];
+    let off = &r.offline;
+    let offn = format!("2 · offline ({} msgs)", off.messages);
+    let pair_rate = if f.redis.rpush_lpop.p50_ms > 0.0 {
+        1e3 / f.redis.rpush_lpop.p50_ms
+    } else {
+        0.0
+    };
+    let drain_floor_ms = f.redis.drain_1000_ms * off.messages as f64 / 1000.0;
+    rows.extend([
+        row(
+            &offn,
+            "enqueue msg/s (1 sender)",
+            rate(off.enqueue_msgs_per_s, "msg/s"),
+            format!("RPUSH+LPOP {}", rate(pair_rate, "pairs/s")),
+            share(off.enqueue_msgs_per_s, pair_rate),
+        ),
+        row(
+            &offn,
+            "drain time",
+            ms(off.drain_ms),
+            format!("LPOP×100 {}", ms(drain_floor_ms)),
+            times(off.drain_ms, drain_floor_ms),
+        ),
+        row(
+            &offn,
+            "drain msg/s",
+            rate(off.drain_msgs_per_s, "msg/s"),
+            rate(
+                off.messages as f64 / (drain_floor_ms / 1e3).max(1e-9),
+                "msg/s",
+            ),
+            share(
+                off.drain_msgs_per_s,
+                off.messages as f64 / (drain_floor_ms / 1e3).max(1e-9),
+            ),
+        ),
+    ]);
+    let b = &r.bundle;
+    let bn = format!("3 · bundle ({} fetches, c={})", b.fetches, b.concurrency);
+    let bf = &f.bundle_storage;
+    rows.extend([
+        row(
+            &bn,
+            "fetches/s",
+            rate(b.fetches_per_s, "fetch/s"),
+            format!("storage {}", rate(f.bundle_storage_per_s, "/s")),
+            share(b.fetches_per_s, f.bundle_storage_per_s),
+        ),
+        row(
+            &bn,
+            "p50",
+            ms(b.latency.p50_ms),
+            format!("storage {}", ms(bf.p50_ms)),
+            format!(
+                "{} ({})",
+                times(b.latency.p50_ms, bf.p50_ms),
+                delta(b.latency.p50_ms - bf.p50_ms)
+            ),
+        ),
+        row(
+            &bn,
+            "p95",
+            ms(b.latency.p95_ms),
+            ms(bf.p95_ms),
+            times(b.latency.p95_ms, bf.p95_ms),
+        ),
+        row(
+            &bn,
+            "p99",
+            ms(b.latency.p99_ms),
+            ms(bf.p99_ms),
+            times(b.latency.p99_ms, bf.p99_ms),
+        ),
+    ]);
+    let bs = &r.bundle_serial;
+    let sf = &f.bundle_storage_serial;
+    rows.push(row(
+        &bn,
+        "p50 at c=1",
+        ms(bs.latency.p50_ms),
+        format!("storage {}", ms(sf.p50_ms)),
+        format!(
+            "{} ({})",
+            times(bs.latency.p50_ms, sf.p50_ms),
+            delta(bs.latency.p50_ms - sf.p50_ms)
+        ),
+    ));
+    let c = &r.connections;
+    let cf = &f.ws_echo_connections;
+    let cn = format!("4 · connections ({} idle)", c.opened);
+    rows.extend([
+        row(
+            &cn,
+            "handshake p50",
+            ms(c.handshake.p50_ms),
+            format!("echo {}", ms(cf.handshake.p50_ms)),
+            times(c.handshake.p50_ms, cf.handshake.p50_ms),
+        ),
+        row(
+            &cn,
+            "handshake p95",
+            ms(c.handshake.p95_ms),
+            ms(cf.handshake.p95_ms),
+            times(c.handshake.p95_ms, cf.handshake.p95_ms),
+        ),
+        row(
+            &cn,
+            "handshakes/s",
+            rate(c.handshakes_per_s, "/s"),
+            rate(cf.handshakes_per_s, "/s"),
+            share(c.handshakes_per_s, cf.handshakes_per_s),
+        ),
+        row(
+            &cn,
+            "RSS per connection",
+            format!("{:.1} KiB", c.rss_per_conn_kib),
+            format!("echo {:.1} KiB", cf.rss_per_conn_kib),
+            times(c.rss_per_conn_kib, cf.rss_per_conn_kib),
+        ),
+    ]);
+    let cold = &f.cold_start;
+    for cs in &r.cold_start {
+        let name = format!("5 · cold start: {}", cs.function);
+        rows.push(row(
+            &name,
+            "exec → response (median / min)",
+            format!("{} / {}", ms(cs.median_ms), ms(cs.min_ms)),
+            format!("empty fn {}", ms(cold.median_ms)),
+            times(cs.median_ms, cold.median_ms),
+        ));
+        rows.push(row(
+            &name,
+            "binary size",
+            format!("{:.2} MiB", cs.size_mib),
+            format!("{:.2} MiB", cold.size_mib),
+            "–".into(),
+        ));
+    }
+    let fl = "floors";
+    rows.extend([
+        row(
+            fl,
+            "Redis PING p50 / p99",
+            format!("{} / {}", ms(f.redis.ping.p50_ms), ms(f.redis.ping.p99_ms)),
+            String::new(),
+            String::new(),
+        ),
+        row(
+            fl,
+            "Redis pipelined PING",
+            rate(f.redis.pipelined_ping_ops_per_s, "ops/s"),
+            String::new(),
+            String::new(),
+        ),
+        row(
+            fl,
+            "Redis RPUSH+LPOP p50",
+            ms(f.redis.rpush_lpop.p50_ms),
+            String::new(),
+            String::new(),
+        ),
+        row(
+            fl,
+            "DynamoDB-API GetItem p50 / p99",
+            format!(
+                "{} / {}",
+                ms(f.dynamodb_getitem.p50_ms),
+                ms(f.dynamodb_getitem.p99_ms)
+            ),
+            String::new(),
+            String::new(),
+        ),
+    ]);
+    rows
+}
+
+pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
+    let mut t = Vec::new();
+    let o = &r.online;
+    t.push(Target {
+        name: "online relay".into(),
+        goal: "≥ 20,000 msg/s with p99 ≤ 20 ms".into(),
+        measured: format!("{:.0} msg/s, p99 {}", o.msgs_per_s, ms(o.latency.p99_ms)),
+        met: o.msgs_per_s >= 20_000.0 && o.latency.p99_ms <= 20.0 && o.latency.n > 0,
+    });
+    for (b, floor, label) in [
+        (&r.bundle, &r.floors.bundle_storage, "scenario"),
+        (
+            &r.bundle_serial,
+            &r.floors.bundle_storage_serial,
+            "one at a time",
+        ),
+    ] {
+        let d = b.latency.p50_ms - floor.p50_ms;
+        t.push(Target {
+            name: format!("bundle fetch, c={}", b.concurrency),
+            goal: format!("p50 within 1 ms of its storage floor ({label})"),
+            measured: format!(
+                "p50 {} vs floor {} ({})",
+                ms(b.latency.p50_ms),
+                ms(floor.p50_ms),
+                delta(d)
+            ),
+            met: d <= 1.0 && b.ok > 0 && b.errors == 0,
+        });
+    }
+    let c = &r.connections;
+    t.push(Target {
+        name: "idle connections".into(),
+        goal: format!("{full_connections} connections at ≤ 16 KiB RSS each"),
+        measured: format!("{} open, {:.1} KiB each", c.opened, c.rss_per_conn_kib),
+        met: c.opened >= full_connections && c.rss_per_conn_kib <= 16.0,
+    });
+    for cs in &r.cold_start {
+        t.push(Target {
+            name: format!("cold start: {}", cs.function),
+            goal: "≤ 30 ms exec → first response".into(),
+            measured: match &cs.error {
+                Some(e) => format!("failed: {}", e.chars().take(80).collect::<String>()),
+                None => format!("median {} (min {})", ms(cs.median_ms), ms(cs.min_ms)),
+            },
+            met: cs.error.is_none() && !cs.runs_ms.is_empty() && cs.median_ms <= 30.0,
+        });
+    }
+    for cs in &r.cold_start {
+        t.push(Target {
+            name: format!("binary: {}", cs.function),
+            goal: "≤ 8 MiB".into(),
+            measured: format!("{:.2} MiB", cs.size_mib),
+            met: cs.size_bytes > 0 && cs.size_bytes <= 8 * 1024 * 1024,
+        });
+    }
+    t
+}
+
+pub fn print(r: &Results) {
+    let rows = rows(r);
+    let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
+    let (w0, w1, w2, w3) = (
+        w(&|x| x.scenario.chars().count(), 8),
+        w(&|x| x.metric.chars().count(), 6),
+        w(&|x| x.value.chars().count(), 5),
+        w(&|x| x.floor.chars().count(), 5),
+    );
+    println!();
+    println!(
+        "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  ratio",
+        "scenario", "metric", "value", "floor"
+    );
+    let mut last = String::new();
+    for x in &rows {
+        let s = if x.scenario == last { "" } else { &x.scenario };
+        println!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {}",
+            s, x.metric, x.value, x.floor, x.ratio
+        );
+        last = x.scenario.clone();
+    }
+    println!();
+    println!("targets:");
+    for t in &r.targets {
+        println!(
+            "  [{}] {:<24} {:<40} {}",
+            if t.met { "met   " } else { "missed" },
+            t.name,
+            t.goal,
+            t.measured
+        );
+    }
+    println!();
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+pub fn markdown_table(r: &Results) -> String {
+    let mut out =
+        String::from("| scenario | metric | value | floor | ratio |\n|---|---|---:|---:|---|\n");
+    let mut last = String::new();
+    for x in rows(r) {
+        let s = if x.scenario == last {
+            String::new()
+        } else {
+            format!("**{}**", md_escape(&x.scenario))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            s,
+            md_escape(&x.metric),
+            md_escape(&x.value),
+            md_escape(&x.floor),
+            md_escape(&x.ratio)
+        ));
+        last = x.scenario;
+    }
+    out
+}
+
+pub fn markdown_targets(r: &Results) -> String {
+    let mut out = String::from("| target | goal | measured | |\n|---|---|---|---|\n");
+    for t in &r.targets {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            md_escape(&t.name),
+            md_escape(&t.goal),
+            md_escape(&t.measured),
+            if t.met { "met" } else { "**missed**" }
+        ));
+    }
+    out
+}
+
+const TEMPLATE: &str = include_str!("benchmarks.md.in");
+const NOTES_START: &str = "<!-- notes:start -->";
+const NOTES_END: &str = "<!-- notes:end -->";
+
+/// Renders the page; the notes between the markers of an existing page are kept.
+pub fn markdown(r: &Results, existing: Option<&str>, plot_file: &str) -> String {
+    let m = &r.machine;
+    let notes = existing
+        .and_then(|old| {
+            let a = old.find(NOTES_START)? + NOTES_START.len();
+            let b = old[a..].find(NOTES_END)? + a;
+            Some(old[a..b].trim().to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "_No notes yet._".into());
+    TEMPLATE
+        .replace("{{command}}", &r.command)
+        .replace("{{date}}", &m.date_utc)
+        .replace(
+            "{{machine}}",
+            &format!(
+                "{} CPUs ({}), {} GiB memory, Linux {}",
+                m.cpus, m.cpu_model, m.memory_gib, m.kernel
+            ),
+        )
+        .replace("{{profile}}", &r.profile)
+        .replace("{{total}}", &format!("{:.0}", r.total_s))
+        .replace("{{table}}", markdown_table(r).trim_end())
+        .replace("{{targets}}", markdown_targets(r).trim_end())
+        .replace("{{plot}}", plot_file)
+        .replace("{{pairs}}", &r.online.pairs.to_string())
+        .replace("{{pipeline}}", &r.online.pipeline.to_string())
+        .replace("{{duration}}", &format!("{:.0}", r.online.duration_s))
+        .replace("{{notes}}", &notes)
+}
+
+/// Latency percentiles of each measurement beside its floor, log scale.
+pub fn plot(r: &Results, path: &Path) -> Result<(), String> {
+    let f = &r.floors;
+    let series: Vec<(String, Lat, usize, bool)> = vec![
+        (
+            "online relay: send → receive".into(),
+            r.online.latency,
+            0,
+            false,
+        ),
+        (
+            "floor: WebSocket echo round trip".into(),
+            f.ws_echo.latency,
+            0,
+            true,
+        ),
+        ("bundle fetch".into(), r.bundle.latency, 1, false),
+        (
+            "floor: bundle storage path".into(),
+            f.bundle_storage,
+            1,
+            true,
+        ),
+        (
+            "WebSocket handshake".into(),
+            r.connections.handshake,
+            2,
+            false,
+        ),
+        (
+            "floor: echo server handshake".into(),
+            f.ws_echo_connections.handshake,
+            2,
+            true,
+        ),
+        ("floor: Redis PING".into(), f.redis.ping, 3, true),
+        (
+            "floor: DynamoDB-API GetItem".into(),
+            f.dynamodb_getitem,
+            4,
+            true,
+        ),
+    ];
+    let values: Vec<f64> = series
+        .iter()
+        .filter(|s| s.1.n > 0)
+        .flat_map(|s| [s.1.p50_ms, s.1.p95_ms, s.1.p99_ms, s.1.max_ms])
+        .filter(|v| *v > 0.0)
+        .collect();
+    let lo = values
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(0.001)
+        / 1.5;
+    let hi = values.iter().copied().fold(0.0, f64::max).max(lo * 10.0) * 1.5;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let labels = ["p50", "p95", "p99", "max"];
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Relay latency vs floors, same run ({}, {})",
+                r.mode, r.machine.date_utc
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0u32..4u32).into_segmented(), (lo..hi).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms, log scale)")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).unwrap_or(&"").to_string(),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|v| {
+            if *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        })
+        .draw()
+        .map_err(|e| err(&e))?;
+    let colors = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0x7f, 0x7f, 0x7f),
+        RGBColor(0x94, 0x67, 0xbd),
+    ];
+    for (name, lat, group, floor) in series {
+        if lat.n == 0 {
+            continue;
+        }
+        let color = colors[group % colors.len()];
+        let style = if floor {
+            color.mix(0.6).stroke_width(1)
+        } else {
+            color.stroke_width(3)
+        };
+        let points: Vec<(SegmentValue<u32>, f64)> =
+            [lat.p50_ms, lat.p95_ms, lat.p99_ms, lat.max_ms]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (SegmentValue::CenterOf(i as u32), v.max(lo)))
+                .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, if floor { 3 } else { 4 }, color.filled())),
+            )
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! Scenarios 1–4, against a `local-gateway` process: online relay, offline relay and drain,
+//! bundle fetch, idle connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use relay_tests::client::{post, put_auth, unique_username};
+use relay_tests::{Identity, Stack, User};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::util::{log, rss_kib, Lat};
+use super::ws::{self, Counters};
+
+/// Registers and logs in `n` users, each with `keys` EC and `keys` Kyber one-time prekeys
+/// (more than 100 are uploaded by further `PUT /v1/keys`, 100 at a time).
+pub async fn create_users(stack: &Stack, n: usize, keys: u32) -> Vec<User> {
+    futures::stream::iter(0..n)
+        .map(|_| async move {
+            let first = keys.clamp(1, 100);
+            let u = create_user(stack, first, if keys > 1 { first } else { 0 }).await;
+            let mut have = first;
+            while have < keys {
+                let more = (keys - have).min(100);
+                let (status, body) = put_auth(
+                    stack,
+                    "/v1/keys",
+                    &u.access,
+                    &json!({
+                        "one_time_prekeys": u.identity.one_time(1000 + have..1000 + have + more),
+                        "kyber_one_time_prekeys":
+                            u.identity.kyber_one_time(5000 + have..5000 + have + more),
+                    }),
+                )
+                .await;
+                assert_eq!(status, 200, "key upload: {body}");
+                have += more;
+            }
+            u
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await
+}
+
+/// `User::create`, retried: moto answers concurrent transactions with an occasional conflict,
+/// which the relay reports as 503 (nothing written).
+async fn create_user(stack: &Stack, n: u32, k: u32) -> User {
+    let identity = Identity::new();
+    let username = unique_username("b");
+    let password = "correct horse battery".to_string();
+    let registration = identity.registration(&username, &password, n, k);
+    let mut attempt = 0;
+    let user_id = loop {
+        attempt += 1;
+        let (status, body) = post(stack, "/v1/users", &registration).await;
+        match status {
+            200 => break body["user_id"].as_str().expect("user_id").to_string(),
+            503 if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+            _ => panic!("register: {status} {body}"),
+        }
+    };
+    let login = json!({"username": username, "password": password});
+    let mut attempt = 0;
+    let tokens = loop {
+        attempt += 1;
+        let (status, body) = post(stack, "/v1/sessions", &login).await;
+        match status {
+            200 => break body,
+            503 if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+            _ => panic!("login: {status} {body}"),
+        }
+    };
+    let token = |k: &str| tokens[k].as_str().expect("token").to_string();
+    User {
+        username,
+        password,
+        user_id,
+        access: token("access_token"),
+        refresh: token("refresh_token"),
+        identity,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Online {
+    pub pairs: usize,
+    pub pipeline: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub queued: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub received: u64,
+    pub msgs_per_s: f64,
+    pub latency: Lat,
+}
+
+/// Scenario 1: `pairs` connected sender → recipient pairs for `warmup + duration`; rate and
+/// latency are taken over `duration`.
+pub async fn online(
+    stack: &Stack,
+    pairs: usize,
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+) -> Online {
+    let users = create_users(stack, 2 * pairs, 1).await;
+    let (senders, recipients) = users.split_at(pairs);
+    let base = Instant::now();
+    let c = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut receivers = Vec::new();
+    for r in recipients {
+        let ws = ws::connect(&stack.ws_url(&r.access)).await;
+        receivers.push(tokio::spawn(ws::run_receiver(
+            ws,
+            base,
+            stop_rx.clone(),
+            c.clone(),
+        )));
+    }
+    let mut sockets = Vec::new();
+    for s in senders {
+        sockets.push(ws::connect(&stack.ws_url(&s.access)).await);
+    }
+    log(format!("online: {} pairs connected, sending", pairs));
+    let start = Instant::now();
+    let end = start + warmup + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .zip(recipients)
+        .map(|(sock, r)| {
+            tokio::spawn(ws::run_sender(
+                sock,
+                r.user_id.clone(),
+                base,
+                u64::MAX,
+                end,
+                window,
+                c.clone(),
+            ))
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let settle = Instant::now() + Duration::from_secs(10);
+    while c.get(&c.received) < c.get(&c.delivered) && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut samples = Vec::new();
+    for r in receivers {
+        if let Ok(v) = r.await {
+            samples.extend(v);
+        }
+    }
+    let from = (start + warmup).duration_since(base).as_nanos() as u64;
+    let to = end.duration_since(base).as_nanos() as u64;
+    let (rate, lat) = ws::window_stats(&samples, from, to);
+    let first_error = c.first_error.lock().expect("lock").clone();
+    Online {
+        pairs,
+        pipeline: window,
+        duration_s: duration.as_secs_f64(),
+        warmup_s: warmup.as_secs_f64(),
+        sent: c.get(&c.sent),
+        delivered: c.get(&c.delivered),
+        queued: c.get(&c.queued),
+        dropped: c.get(&c.dropped),
+        errors: c.get(&c.errors),
+        first_error,
+        received: c.get(&c.received),
+        msgs_per_s: rate,
+        latency: Lat::from_ns(lat),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EchoFloor {
+    pub connections: usize,
+    pub pipeline: usize,
+    pub duration_s: f64,
+    pub frames_per_s: f64,
+    pub latency: Lat,
+}
+
+/// The floor of scenario 1: the same frames, connections and pipelining against a bare echo
+/// server; latency is the round trip.
+pub async fn echo_load(
+    url: &str,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+) -> EchoFloor {
+    let base = Instant::now();
+    let c = Arc::new(Counters::default());
+    let mut sockets = Vec::new();
+    for _ in 0..connections {
+        sockets.push(ws::connect(url).await);
+    }
+    let start = Instant::now();
+    let end = start + warmup + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|s| tokio::spawn(ws::run_echo(s, base, end, window, c.clone())))
+        .collect();
+    let mut samples = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            samples.extend(v);
+        }
+    }
+    let from = (start + warmup).duration_since(base).as_nanos() as u64;
+    let to = end.duration_since(base).as_nanos() as u64;
+    let (rate, lat) = ws::window_stats(&samples, from, to);
+    EchoFloor {
+        connections,
+        pipeline: window,
+        duration_s: duration.as_secs_f64(),
+        frames_per_s: rate,
+        latency: Lat::from_ns(lat),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Offline {
+    pub messages: u64,
+    pub queued: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub enqueue_s: f64,
+    pub enqueue_msgs_per_s: f64,
+    pub connect_ms: f64,
+    pub drain_ms: f64,
+    pub drained: usize,
+    pub frames: usize,
+    pub drain_msgs_per_s: f64,
+}
+
+/// Scenario 2: `messages` to a user who is not connected, then the user connects and fetches
+/// until `drained`.
+pub async fn offline(stack: &Stack, messages: u64, window: usize) -> Offline {
+    let users = create_users(stack, 2, 1).await;
+    let (sender, recipient) = (&users[0], &users[1]);
+    let c = Arc::new(Counters::default());
+    let sock = ws::connect(&stack.ws_url(&sender.access)).await;
+    let base = Instant::now();
+    let t = Instant::now();
+    ws::run_sender(
+        sock,
+        recipient.user_id.clone(),
+        base,
+        messages,
+        Instant::now() + Duration::from_secs(60),
+        window,
+        c.clone(),
+    )
+    .await;
+    let enqueue = t.elapsed();
+    let t = Instant::now();
+    let mut sock = ws::connect(&stack.ws_url(&recipient.access)).await;
+    let connect = t.elapsed();
+    let t = Instant::now();
+    let (drained, frames) = match ws::drain(&mut sock, Duration::from_secs(60)).await {
+        Ok(r) => r,
+        Err(e) => {
+            log(format!("offline drain failed: {e}"));
+            (0, 0)
+        }
+    };
+    let drain = t.elapsed();
+    let _ = sock.close(None).await;
+    let queued = c.get(&c.queued);
+    let first_error = c.first_error.lock().expect("lock").clone();
+    Offline {
+        messages,
+        queued,
+        errors: c.get(&c.errors),
+        first_error,
+        enqueue_s: enqueue.as_secs_f64(),
+        enqueue_msgs_per_s: queued as f64 / enqueue.as_secs_f64(),
+        connect_ms: connect.as_secs_f64() * 1e3,
+        drain_ms: drain.as_secs_f64() * 1e3,
+        drained,
+        frames,
+        drain_msgs_per_s: drained as f64 / drain.as_secs_f64(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Bundle {
+    pub users: usize,
+    pub keys_per_user: u32,
+    pub fetches: usize,
+    pub concurrency: usize,
+    pub ok: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// Time spent fetching (the rounds added up, without what ran between them).
+    pub secs: f64,
+    pub fetches_per_s: f64,
+    pub latency: Lat,
+    #[serde(skip)]
+    pub times: Vec<Duration>,
+}
+
+impl Bundle {
+    pub fn new(users: usize, keys_per_user: u32, concurrency: usize) -> Self {
+        Self {
+            users,
+            keys_per_user,
+            concurrency,
+            ..Default::default()
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.ok = self.times.len();
+        self.fetches_per_s = self.ok as f64 / self.secs.max(1e-9);
+        self.latency = Lat::from_durations(&self.times);
+    }
+}
+
+/// Scenario 3, one round: `n` bundle fetches at `acc.concurrency` over `users` (fetch k: user k
+/// fetches user k+1's bundle, k counted from `offset`), added to `acc`.
+pub async fn bundle_round(
+    stack: &Stack,
+    users: &[User],
+    offset: usize,
+    n: usize,
+    acc: &mut Bundle,
+) {
+    let fetch = |k: usize| async move {
+        let k = k + offset;
+        let requester = &users[k % users.len()];
+        let target = &users[(k + 1) % users.len()];
+        let t = Instant::now();
+        let r = stack
+            .http
+            .get(stack.url(&format!("/v1/users/{}/bundle", target.user_id)))
+            .bearer_auth(&requester.access)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        let outcome = match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.bytes().await.unwrap_or_default();
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {}", String::from_utf8_lossy(&body)))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        (t.elapsed(), outcome)
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let start = Instant::now();
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|k| async move {
+            if Instant::now() > deadline {
+                None
+            } else {
+                Some(fetch(k).await)
+            }
+        })
+        .buffer_unordered(acc.concurrency)
+        .collect()
+        .await;
+    acc.secs += start.elapsed().as_secs_f64();
+    acc.fetches += n;
+    for r in results.into_iter().flatten() {
+        match r {
+            (took, Ok(())) => acc.times.push(took),
+            (_, Err(e)) => {
+                acc.errors += 1;
+                acc.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Connections {
+    pub target: usize,
+    pub opened: usize,
+    pub failed: usize,
+    pub concurrency: usize,
+    pub secs: f64,
+    pub handshakes_per_s: f64,
+    pub handshake: Lat,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub rss_per_conn_kib: f64,
+}
+
+/// Scenario 4 (and its floor): opens one connection per URL and holds them idle; the server's
+/// resident memory is read before and after.
+pub async fn connections(
+    urls: Vec<String>,
+    server_pid: u32,
+    concurrency: usize,
+    settle: Duration,
+) -> Connections {
+    let target = urls.len();
+    // Warm the server's lazily built parts (runtime workers, client pools) first.
+    let warm: Vec<String> = urls.iter().take(concurrency).cloned().collect();
+    let (socks, _, _, _) =
+        ws::open_many(warm, concurrency, Instant::now() + Duration::from_secs(30)).await;
+    drop(socks);
+    tokio::time::sleep(settle).await;
+    let rss_before_kib = rss_kib(server_pid);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (socks, times, failed, wall) = ws::open_many(urls, concurrency, deadline).await;
+    tokio::time::sleep(settle * 2).await;
+    let rss_after_kib = rss_kib(server_pid);
+    let opened = socks.len();
+    drop(socks);
+    tokio::time::sleep(settle).await;
+    Connections {
+        target,
+        opened,
+        failed,
+        concurrency,
+        secs: wall.as_secs_f64(),
+        handshakes_per_s: opened as f64 / wall.as_secs_f64(),
+        handshake: Lat::from_ns(times),
+        rss_before_kib,
+        rss_after_kib,
+        rss_per_conn_kib: rss_after_kib.saturating_sub(rss_before_kib) as f64
+            / opened.max(1) as f64,
+    }
+}

@@ -1,0 +1,254 @@
+//! Shared pieces of the benchmark: latency statistics, child processes that die with the bench,
+//! resident memory, file limits, the machine's description.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+/// Latency percentiles (nearest rank), in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Lat {
+    pub n: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Lat {
+    pub fn from_ns(mut v: Vec<u64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_unstable();
+        let n = v.len();
+        let at = |q: f64| {
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            v[rank - 1] as f64 / 1e6
+        };
+        Self {
+            n,
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: v[n - 1] as f64 / 1e6,
+            mean_ms: v.iter().map(|&x| x as f64).sum::<f64>() / n as f64 / 1e6,
+        }
+    }
+
+    pub fn from_durations(v: &[Duration]) -> Self {
+        Self::from_ns(v.iter().map(|d| d.as_nanos() as u64).collect())
+    }
+}
+
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+pub fn log(msg: impl std::fmt::Display) {
+    let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[bench {t:6.1}s] {msg}");
+}
+
+/// A command whose process is killed when the bench drops it, and also when the bench dies
+/// (PR_SET_PDEATHSIG: the spawning tokio worker thread lives as long as the runtime).
+pub fn command(program: impl AsRef<std::ffi::OsStr>, log_file: Option<&Path>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.kill_on_drop(true).stdin(Stdio::null());
+    match log_file.and_then(|p| std::fs::File::create(p).ok()) {
+        Some(f) => {
+            let f2 = f.try_clone().expect("log file");
+            cmd.stdout(f).stderr(f2);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// A started server process and the port it answers on.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl Server {
+    /// Spawns and waits (at most `secs`) until the port accepts connections.
+    pub async fn spawn(mut cmd: Command, port: u16, what: &str, secs: u64) -> Self {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let pid = child.id().expect("pid");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not listen on {port} within {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, pid, port }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the soft limit in force.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+pub fn free_port() -> u16 {
+    relay_tests::servers::free_port()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub date_utc: String,
+}
+
+impl Machine {
+    pub fn describe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0);
+        Self {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_model,
+            memory_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            date_utc: utc_now(),
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` without a date library (civil-from-days).
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// The variables every relay process of the run gets: the harness's test environment (its own
+/// table and key prefix, cheap password hashing) with rate limits out of the way.
+pub fn relay_env() -> HashMap<String, String> {
+    let mut env = relay_tests::stack::test_env();
+    for var in [
+        "RATE_LIMIT_LOGIN_FAILURES",
+        "RATE_LIMIT_AUTH",
+        "RATE_LIMIT_BUNDLE",
+        "RATE_LIMIT_BUNDLE_PAIR",
+        "RATE_LIMIT_MESSAGES",
+    ] {
+        env.insert(var.into(), "1000000/1".into());
+    }
+    let servers = relay_tests::servers::servers();
+    env.insert(
+        "AWS_ENDPOINT_URL_DYNAMODB".into(),
+        servers.dynamodb_url.clone(),
+    );
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

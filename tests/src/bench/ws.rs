@@ -1,0 +1,304 @@
+//! WebSocket load: pipelined senders, receivers that time each message, the echo client of the
+//! floor, and opening many connections. Frames are scanned, not parsed into JSON trees, so the
+//! client spends little of the machine's two cores.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Decoded size of every benchmark message body.
+pub const BODY_BYTES: usize = 64;
+
+pub async fn connect(url: &str) -> WsStream {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(e)) => panic!("websocket handshake failed: {e}"),
+        Err(_) => panic!("websocket handshake timed out"),
+    }
+}
+
+pub fn ns_since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// A `send` frame whose body carries the send time (ns since `base`) and a sequence number.
+pub fn send_frame(to: &str, seq: u64, base: Instant) -> String {
+    let mut body = [0u8; BODY_BYTES];
+    body[..8].copy_from_slice(&ns_since(base).to_le_bytes());
+    body[8..16].copy_from_slice(&seq.to_le_bytes());
+    format!(
+        r#"{{"action":"send","to":"{to}","id":"{seq}","body":"{}"}}"#,
+        STANDARD.encode(body)
+    )
+}
+
+/// Send times carried by the bodies in a frame (a `messages` frame, or an echoed `send`).
+pub fn send_times(text: &str) -> impl Iterator<Item = u64> + '_ {
+    const KEY: &str = r#""body":""#;
+    text.match_indices(KEY).filter_map(move |(at, _)| {
+        let rest = &text[at + KEY.len()..];
+        let b64 = &rest[..rest.find('"')?];
+        let bytes = STANDARD.decode(b64).ok()?;
+        Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+    })
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub queued: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+    pub received: AtomicU64,
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn error(&self, text: &str) {
+        self.errors.fetch_add(1, Relaxed);
+        let mut first = self.first_error.lock().expect("lock");
+        if first.is_none() {
+            *first = Some(text.chars().take(300).collect());
+        }
+    }
+
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}
+
+/// Sends to `to` until `max` messages or `end`, keeping at most `window` sends unanswered, then
+/// waits (bounded) for the outstanding `sent` replies.
+pub async fn run_sender(
+    ws: WsStream,
+    to: String,
+    base: Instant,
+    max: u64,
+    end: Instant,
+    window: usize,
+    c: Arc<Counters>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let sem = Arc::new(Semaphore::new(window));
+    let (rc, rsem) = (c.clone(), sem.clone());
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(t) = msg else { continue };
+            let t = t.as_str();
+            if t.contains(r#""type":"sent""#) {
+                let counter = if t.contains(r#""delivery":"delivered""#) {
+                    &rc.delivered
+                } else if t.contains(r#""delivery":"queued""#) {
+                    &rc.queued
+                } else {
+                    &rc.dropped
+                };
+                counter.fetch_add(1, Relaxed);
+                rsem.add_permits(1);
+            } else if t.contains(r#""type":"error""#) {
+                rc.error(t);
+                rsem.add_permits(1);
+            }
+        }
+    });
+    let end_at = tokio::time::Instant::from_std(end);
+    let mut seq = 0;
+    while seq < max && Instant::now() < end {
+        match tokio::time::timeout_at(end_at, sem.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(),
+            _ => break,
+        }
+        let frame = send_frame(&to, seq, base);
+        if sink.send(Message::Text(frame.into())).await.is_err() {
+            c.error("socket closed while sending");
+            break;
+        }
+        c.sent.fetch_add(1, Relaxed);
+        seq += 1;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(15), sem.acquire_many(window as u32)).await;
+    reader.abort();
+    let _ = sink.close().await;
+}
+
+/// Times every message pushed to this connection until `stop`; returns (receive ns, latency ns).
+pub async fn run_receiver(
+    mut ws: WsStream,
+    base: Instant,
+    mut stop: watch::Receiver<bool>,
+    c: Arc<Counters>,
+) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let now = ns_since(base);
+                    for sent in send_times(t.as_str()) {
+                        out.push((now, now.saturating_sub(sent)));
+                        c.received.fetch_add(1, Relaxed);
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    out
+}
+
+/// The floor's client: the same frames, pipelined the same way, echoed back by a bare server.
+pub async fn run_echo(
+    ws: WsStream,
+    base: Instant,
+    end: Instant,
+    window: usize,
+    c: Arc<Counters>,
+) -> Vec<(u64, u64)> {
+    let (mut sink, mut stream) = ws.split();
+    let sem = Arc::new(Semaphore::new(window));
+    let (rc, rsem) = (c.clone(), sem.clone());
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(t) = msg else { continue };
+            let now = ns_since(base);
+            for sent in send_times(t.as_str()) {
+                out.push((now, now.saturating_sub(sent)));
+                rc.received.fetch_add(1, Relaxed);
+                rsem.add_permits(1);
+            }
+        }
+        out
+    });
+    let to = uuid::Uuid::new_v4().to_string();
+    let end_at = tokio::time::Instant::from_std(end);
+    let mut seq = 0;
+    while Instant::now() < end {
+        match tokio::time::timeout_at(end_at, sem.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(),
+            _ => break,
+        }
+        if sink
+            .send(Message::Text(send_frame(&to, seq, base).into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        c.sent.fetch_add(1, Relaxed);
+        seq += 1;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(15), sem.acquire_many(window as u32)).await;
+    let _ = sink.close().await;
+    match tokio::time::timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(v)) => v,
+        _ => Vec::new(),
+    }
+}
+
+/// Throughput in the measured window and latencies of messages sent in it.
+pub fn window_stats(samples: &[(u64, u64)], from_ns: u64, to_ns: u64) -> (f64, Vec<u64>) {
+    let received = samples
+        .iter()
+        .filter(|(at, _)| *at >= from_ns && *at < to_ns)
+        .count();
+    let lat = samples
+        .iter()
+        .filter(|(at, lat)| at.saturating_sub(*lat) >= from_ns && at.saturating_sub(*lat) < to_ns)
+        .map(|(_, lat)| *lat)
+        .collect();
+    let secs = (to_ns.saturating_sub(from_ns)) as f64 / 1e9;
+    (received as f64 / secs.max(1e-9), lat)
+}
+
+/// Sends `fetch` and reads up to `drained`; returns (envelopes, frames).
+pub async fn drain(ws: &mut WsStream, limit: Duration) -> Result<(usize, usize), String> {
+    ws.send(Message::Text(r#"{"action":"fetch"}"#.into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let (mut envelopes, mut frames) = (0, 0);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let t = t.as_str();
+                if t.contains(r#""type":"drained""#) {
+                    return Ok((envelopes, frames));
+                }
+                if t.contains(r#""type":"error""#) {
+                    return Err(t.chars().take(300).collect());
+                }
+                frames += 1;
+                envelopes += t.matches(r#""body":""#).count();
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => return Err("socket closed before drained".into()),
+            Err(_) => return Err(format!("no drained within {limit:?}")),
+        }
+    }
+}
+
+/// Opens a connection per URL, `concurrency` at a time, stopping at `deadline`; returns the open
+/// streams, each handshake's duration (ns), the failures and the wall time.
+pub async fn open_many(
+    urls: Vec<String>,
+    concurrency: usize,
+    deadline: Instant,
+) -> (Vec<WsStream>, Vec<u64>, usize, Duration) {
+    let start = Instant::now();
+    let results: Vec<_> = futures::stream::iter(urls)
+        .map(|url| async move {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let t = Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await;
+            Some((t.elapsed(), r))
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let wall = start.elapsed();
+    let (mut open, mut times, mut failed) = (Vec::new(), Vec::new(), 0);
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Some((took, Ok(Ok((s, _))))) => {
+                open.push(s);
+                times.push(took.as_nanos() as u64);
+            }
+            Some((_, Ok(Err(e)))) => {
+                failed += 1;
+                first_err.get_or_insert(e.to_string());
+            }
+            _ => failed += 1,
+        }
+    }
+    if let Some(e) = first_err {
+        super::util::log(format!("{failed} handshakes failed, first: {e}"));
+    }
+    (open, times, failed, wall)
+}

@@ -1,0 +1,29 @@
+//! `relay-bench`: the relay's benchmark (run it with `./local/bench`). See `tests/src/bench/`.
+//!
+//! Two internal modes start helper processes of the run: `--serve-echo ADDR` (the bare
+//! WebSocket echo server of the floors) and `--lambda-floor` (a do-nothing Lambda function).
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-echo") {
+        let addr = args.get(i + 1).map(String::as_str).unwrap_or("127.0.0.1:0");
+        bench::floors::serve_echo(addr).await;
+        return;
+    }
+    if args.iter().any(|a| a == "--lambda-floor") {
+        bench::floors::lambda_floor().await;
+        return;
+    }
+    let result = match bench::Opts::parse(&args) {
+        Ok(opts) => bench::run(opts).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        eprintln!("relay-bench: {e}");
+        std::process::exit(2);
+    }
+}
