@@ -31,7 +31,9 @@ ensure_cargo() {
 
 # A venv with moto's DynamoDB-API server, pinned.
 ensure_moto() {
-  if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/pip" show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION\$"; then
+  local installed=""
+  [ -x "$VENV/bin/pip" ] && installed="$("$VENV/bin/pip" show moto 2>/dev/null || true)"
+  if [ ! -x "$VENV/bin/moto_server" ] || ! grep -q "^Version: $MOTO_VERSION\$" <<<"$installed"; then
     log "installing moto[server]==$MOTO_VERSION into .local/venv"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"

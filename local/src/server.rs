@@ -44,6 +44,12 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small frames must leave at once: with Nagle on, the last frame of a burst waits for the
+    // peer's delayed ACK (≈ 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         router(gateway).into_make_service_with_connect_info::<SocketAddr>(),

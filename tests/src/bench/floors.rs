@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::util::Lat;
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct RedisFloor {
     /// One PING at a time.
     pub ping: Lat,
@@ -196,20 +196,22 @@ pub async fn bundle_storage_path(
     a
 }
 
-/// `n` storage paths over `users`, `concurrency` at a time; returns each one's time and the
+/// `n` storage paths over `users` (path i takes a key of user offset+i), `concurrency` at a
+/// time; returns each one's time and the
 /// wall time.
 pub async fn bundle_floor(
     db: &aws_sdk_dynamodb::Client,
     redis: &ConnectionManager,
     table: &str,
     users: &[String],
+    offset: usize,
     n: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, f64) {
     let start = Instant::now();
     let times: Vec<Duration> = futures::stream::iter(0..n)
         .map(|i| {
-            let user = &users[(i * 7 + 3) % users.len()];
+            let user = &users[(offset + i) % users.len()];
             async move {
                 let t = Instant::now();
                 bundle_storage_path(db, redis, table, user).await;

@@ -19,12 +19,14 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
+       relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
 benchmarks.svg and benchmarks.md to --out (default: docs/, or a temporary directory
 with --quick). --bin-dir holds the local-gateway, users, keys and connection binaries
 (default: target/release; --gateway-dir: local-gateway's, when built otherwise).
-./local/bench builds them and runs this.";
+./local/bench builds them and runs this. --render redraws DIR's benchmarks.svg and
+benchmarks.md from its benchmarks.json (notes in the page are kept).";
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -267,6 +269,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
     scenarios::bundle_round(&stack, &users, offset, 2 * o.fetch_concurrency, &mut warm).await;
     offset += 2 * o.fetch_concurrency;
     let (mut floor_times, mut floor_serial_times, mut floor_secs) = (Vec::new(), Vec::new(), 0.0);
+    let mut floor_offset = 0;
     for r in 0..rounds {
         let part = |total: usize| total / rounds + usize::from(r < total % rounds);
         let (t, secs) = floors::bundle_floor(
@@ -274,10 +277,12 @@ pub async fn run(o: Opts) -> Result<(), String> {
             &redis,
             &keys_table,
             &ids,
+            floor_offset,
             part(floor_n),
             o.fetch_concurrency,
         )
         .await;
+        floor_offset += part(floor_n);
         floor_times.extend(t);
         floor_secs += secs;
         let n = part(o.fetches);
@@ -288,10 +293,12 @@ pub async fn run(o: Opts) -> Result<(), String> {
             &redis,
             &keys_table,
             &ids,
+            floor_offset,
             part(serial_n),
             1,
         )
         .await;
+        floor_offset += part(serial_n);
         floor_serial_times.extend(t);
         let n = part(serial_n);
         scenarios::bundle_round(&stack, &users, offset, n, &mut bundle_serial).await;
@@ -420,17 +427,10 @@ pub async fn run(o: Opts) -> Result<(), String> {
         serde_json::to_string_pretty(&results).map_err(|e| e.to_string())? + "\n",
     )
     .map_err(|e| format!("{json:?}: {e}"))?;
-    let svg = o.out.join("benchmarks.svg");
-    report::plot(&results, &svg)?;
-    let md = o.out.join("benchmarks.md");
-    let existing = std::fs::read_to_string(&md).ok();
-    std::fs::write(
-        &md,
-        report::markdown(&results, existing.as_deref(), "benchmarks.svg"),
-    )
-    .map_err(|e| format!("{md:?}: {e}"))?;
+    report::write_plot_and_page(&results, &o.out)?;
     log(format!(
-        "wrote {json:?}, {svg:?}, {md:?} in {:.0} s",
+        "wrote benchmarks.json, .svg and .md to {:?} in {:.0} s",
+        o.out,
         started.elapsed().as_secs_f64()
     ));
     let _ = std::fs::remove_dir_all(&logs);

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::coldstart::ColdStart;
 use super::floors::RedisFloor;
 use super::scenarios::{Bundle, Connections, EchoFloor, Offline, Online};
 use super::util::{Lat, Machine};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     pub mode: String,
     pub profile: String,
@@ -29,7 +29,7 @@ pub struct Results {
     pub targets: Vec<Target>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Floors {
     pub redis: RedisFloor,
     pub dynamodb_getitem: Lat,
@@ -43,7 +43,7 @@ pub struct Floors {
     pub cold_start: ColdStart,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
     pub goal: String,
@@ -286,7 +286,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             &name,
             "binary size",
             format!("{:.2} MiB", cs.size_mib),
-            format!("{:.2} MiB", cold.size_mib),
+            "–".into(),
             "–".into(),
         ));
     }
@@ -556,7 +556,8 @@ pub fn plot(r: &Results, path: &Path) -> Result<(), String> {
         .fold(f64::INFINITY, f64::min)
         .max(0.001)
         / 1.5;
-    let hi = values.iter().copied().fold(0.0, f64::max).max(lo * 10.0) * 1.5;
+    // Headroom above the highest line for the legend.
+    let hi = values.iter().copied().fold(0.0, f64::max).max(lo * 10.0) * 400.0;
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -572,7 +573,7 @@ pub fn plot(r: &Results, path: &Path) -> Result<(), String> {
         .margin(16)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d((0u32..4u32).into_segmented(), (lo..hi).log_scale())
+        .build_cartesian_2d((0u32..3u32).into_segmented(), (lo..hi).log_scale())
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -636,4 +637,23 @@ pub fn plot(r: &Results, path: &Path) -> Result<(), String> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// Writes the SVG and the page for `r` into `dir`, keeping the page's notes.
+pub fn write_plot_and_page(r: &Results, dir: &Path) -> Result<(), String> {
+    let svg = dir.join("benchmarks.svg");
+    plot(r, &svg)?;
+    let md = dir.join("benchmarks.md");
+    let existing = std::fs::read_to_string(&md).ok();
+    std::fs::write(&md, markdown(r, existing.as_deref(), "benchmarks.svg"))
+        .map_err(|e| format!("{md:?}: {e}"))
+}
+
+/// `relay-bench --render DIR`: the SVG and the page again from `DIR/benchmarks.json` (after a
+/// change of the template or of the notes), without measuring.
+pub fn render(dir: &Path) -> Result<(), String> {
+    let json = dir.join("benchmarks.json");
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("{json:?}: {e}"))?;
+    let r: Results = serde_json::from_str(&text).map_err(|e| format!("{json:?}: {e}"))?;
+    write_plot_and_page(&r, dir)
 }

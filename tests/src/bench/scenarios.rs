@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use relay_tests::client::{post, put_auth, unique_username};
 use relay_tests::{Identity, Stack, User};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -84,7 +84,7 @@ async fn create_user(stack: &Stack, n: u32, k: u32) -> User {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Online {
     pub pairs: usize,
     pub pipeline: usize,
@@ -182,7 +182,7 @@ pub async fn online(
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct EchoFloor {
     pub connections: usize,
     pub pipeline: usize,
@@ -230,7 +230,7 @@ pub async fn echo_load(
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Offline {
     pub messages: u64,
     pub queued: u64,
@@ -295,7 +295,7 @@ pub async fn offline(stack: &Stack, messages: u64, window: usize) -> Offline {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Bundle {
     pub users: usize,
     pub keys_per_user: u32,
@@ -390,7 +390,7 @@ pub async fn bundle_round(
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Connections {
     pub target: usize,
     pub opened: usize,

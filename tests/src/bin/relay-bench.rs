@@ -1,7 +1,8 @@
 //! `relay-bench`: the relay's benchmark (run it with `./local/bench`). See `tests/src/bench/`.
 //!
-//! Two internal modes start helper processes of the run: `--serve-echo ADDR` (the bare
-//! WebSocket echo server of the floors) and `--lambda-floor` (a do-nothing Lambda function).
+//! `--render DIR` redraws DIR's benchmarks.svg and benchmarks.md from its benchmarks.json. Two
+//! internal modes are helper processes of a run: `--serve-echo ADDR` (the bare WebSocket echo
+//! server of the floors) and `--lambda-floor` (a do-nothing Lambda function).
 
 #[path = "../bench/mod.rs"]
 mod bench;
@@ -12,6 +13,14 @@ async fn main() {
     if let Some(i) = args.iter().position(|a| a == "--serve-echo") {
         let addr = args.get(i + 1).map(String::as_str).unwrap_or("127.0.0.1:0");
         bench::floors::serve_echo(addr).await;
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--render") {
+        let dir = args.get(i + 1).map(String::as_str).unwrap_or("docs");
+        if let Err(e) = bench::report::render(std::path::Path::new(dir)) {
+            eprintln!("relay-bench: {e}");
+            std::process::exit(2);
+        }
         return;
     }
     if args.iter().any(|a| a == "--lambda-floor") {
