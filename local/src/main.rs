@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let max_body = std::env::var("RELAY_MAX_REQUEST_BYTES")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(512 * 1024);
+                .unwrap_or(shared::config::DEFAULT_MAX_REQUEST_BYTES);
             local_gateway::lambda_mode(&endpoint?, max_body)
         }
         None => local_gateway::in_process(shared::Config::from_env()?).await?,

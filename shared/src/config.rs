@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 /// A token bucket: `capacity` tokens, refilled at `capacity / period` per second.
+/// Largest HTTP request body by default: a full key upload (100 Kyber keys) fits.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
     pub capacity: u32,
@@ -182,7 +185,7 @@ impl Config {
                 bundle_pair: env.bucket("RATE_LIMIT_BUNDLE_PAIR", defaults.bundle_pair)?,
                 messages: env.bucket("RATE_LIMIT_MESSAGES", defaults.messages)?,
             },
-            max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", 512 * 1024)?,
+            max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)?,
             ws_management_endpoint: get("WS_MANAGEMENT_ENDPOINT").filter(|s| !s.is_empty()),
         })
     }

@@ -127,6 +127,21 @@ impl Stack {
         format!("{}{{{user_id}}}:inbox", self.config.redis_prefix)
     }
 
+    /// Every item of one of the stack's tables (`users`, `keys`, `sessions`), read directly.
+    pub async fn items(
+        &self,
+        name: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let out = self
+            .dynamodb
+            .scan()
+            .table_name(self.table(name))
+            .send()
+            .await
+            .expect("scan");
+        out.items.unwrap_or_default()
+    }
+
     pub fn table(&self, name: &str) -> String {
         format!("{}-{name}", self.config.table_prefix)
     }

@@ -315,29 +315,15 @@ async fn deleting_the_account_erases_it() {
     )
     .await;
     assert_eq!(s, 401);
-    let keys = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("keys"))
-        .send()
-        .await
-        .unwrap();
+    let keys = stack.items("keys").await;
     assert!(
-        keys.items()
-            .iter()
+        keys.iter()
             .all(|i| i["pk"].as_s().unwrap() != &alice.user_id),
         "keys left behind"
     );
-    let sessions = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("sessions"))
-        .send()
-        .await
-        .unwrap();
+    let sessions = stack.items("sessions").await;
     assert!(
         sessions
-            .items()
             .iter()
             .all(|i| i["pk"].as_s().unwrap() != &alice.user_id),
         "sessions left behind"

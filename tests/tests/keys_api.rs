@@ -125,15 +125,8 @@ async fn ten_concurrent_registrations_of_one_username() {
         .count();
     assert_eq!((won.len(), taken), (1, 9), "{results:?}");
     // Only the winner's keys exist: the losers left nothing behind.
-    let scan = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("keys"))
-        .send()
-        .await
-        .unwrap();
+    let scan = stack.items("keys").await;
     let owners: HashSet<String> = scan
-        .items()
         .iter()
         .map(|i| i["pk"].as_s().unwrap().to_string())
         .collect();
@@ -141,7 +134,7 @@ async fn ten_concurrent_registrations_of_one_username() {
         owners,
         HashSet::from([won[0]["user_id"].as_str().unwrap().to_string()])
     );
-    assert_eq!(scan.count(), 1 + 5 + 2);
+    assert_eq!(scan.len(), 1 + 5 + 2);
     // Case-insensitive: the upper-case form is the same name.
     let (status, _) = post(
         &stack,
@@ -153,23 +146,9 @@ async fn ten_concurrent_registrations_of_one_username() {
 }
 
 async fn stored_items(stack: &Stack) -> (usize, usize) {
-    let users = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("users"))
-        .send()
-        .await
-        .unwrap()
-        .count();
-    let keys = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("keys"))
-        .send()
-        .await
-        .unwrap()
-        .count();
-    (users as usize, keys as usize)
+    let users = stack.items("users").await.len();
+    let keys = stack.items("keys").await.len();
+    (users, keys)
 }
 
 #[tokio::test]

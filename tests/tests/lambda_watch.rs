@@ -107,8 +107,10 @@ async fn full_cycle_under_cargo_lambda_watch() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let gateway =
-        local_gateway::lambda_mode(&format!("http://127.0.0.1:{invoke_port}"), 512 * 1024);
+    let gateway = local_gateway::lambda_mode(
+        &format!("http://127.0.0.1:{invoke_port}"),
+        shared::config::DEFAULT_MAX_REQUEST_BYTES,
+    );
     tokio::spawn(local_gateway::serve(
         listener,
         gateway,

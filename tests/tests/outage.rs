@@ -10,14 +10,7 @@ async fn redis_going_down_gives_503_and_writes_nothing() {
     let url = format!("redis://127.0.0.1:{port}");
     let stack = Stack::with_env(&[("REDIS_URL", url.as_str())]).await;
     let alice = User::create(&stack, 1, 0).await;
-    let before = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("users"))
-        .send()
-        .await
-        .unwrap()
-        .count();
+    let before = stack.items("users").await.len();
     redis.kill().unwrap();
     redis.wait().unwrap();
 
@@ -42,14 +35,7 @@ async fn redis_going_down_gives_503_and_writes_nothing() {
         status, 503,
         "an unverifiable revocation must not let the token through"
     );
-    let after = stack
-        .dynamodb
-        .scan()
-        .table_name(stack.table("users"))
-        .send()
-        .await
-        .unwrap()
-        .count();
+    let after = stack.items("users").await.len();
     assert_eq!(
         before, after,
         "a registration was half-written while Redis was down"
