@@ -3,6 +3,9 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.local"
+# What ./local/up keeps across restarts (Redis' append-only file, the DynamoDB database file, the
+# development JWT secret); only ./local/up --reset deletes it.
+DATA="${RELAY_DATA_DIR:-$STATE}"
 VENV="$STATE/venv"
 MOTO_VERSION="5.2.5"
 mkdir -p "$STATE"
@@ -64,10 +67,14 @@ stop_all() {
   done
 }
 
-start_redis() { # port dir
+start_redis() { # port dir [persist]
   mkdir -p "$2"
-  redis-server --port "$1" --bind 127.0.0.1 --dir "$2" --save "" --appendonly no \
-    --logfile "$2/redis.log" --daemonize no >/dev/null &
+  local keep=(--appendonly no)
+  # Append-only file, fsynced every second: a restart keeps everything; a crash of the machine
+  # loses at most about the last second of writes (a killed process loses nothing written).
+  [ "${3:-}" = persist ] && keep=(--appendonly yes --appendfsync everysec --appenddirname appendonlydir)
+  redis-server --port "$1" --bind 127.0.0.1 --dir "$2" --save "" "${keep[@]}" \
+    --logfile "$2/redis.log" --daemonize no >/dev/null 9>&- &
   PIDS+=($!)
   wait_port 127.0.0.1 "$1" 20
 }
@@ -88,7 +95,52 @@ local_aws_env() {
 
 # A development JWT secret, generated once and kept under .local/ (never committed).
 dev_secret() {
-  local f="$STATE/jwt_secret"
-  [ -s "$f" ] || { python3 -c 'import secrets; print(secrets.token_urlsafe(48))' >"$f"; chmod 600 "$f"; }
+  local f="$DATA/jwt_secret"
+  mkdir -p "$DATA"
+  [ -s "$f" ] || { random_secret >"$f"; chmod 600 "$f"; }
   cat "$f"
+}
+
+# 48 random bytes, URL-safe base64 (64 characters).
+random_secret() {
+  head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_'
+}
+
+# A local Redis Cluster: PRIMARIES (default 3) primaries with one replica each, on free ports,
+# created with `redis-cli --cluster create`, data and logs under DIR (wiped: a fresh cluster every
+# time). Sets REDIS_CLUSTER_SEEDS to the comma-separated seed URLs, to run the relay with
+# REDIS_URL="$REDIS_CLUSTER_SEEDS" REDIS_CLUSTER=true. The nodes join PIDS (stop_all stops them).
+# REDIS_CLUSTER_NODE_TIMEOUT (ms, default 5000) is how long a silent primary waits for failover.
+start_redis_cluster() { # dir [primaries]
+  local dir="$1" primaries="${2:-3}" ports=() port bus i
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  for ((i = 0; i < primaries * 2; i++)); do
+    port="$(free_port)" bus="$(free_port)" # the bus port named: port + 10000 may be taken
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
+      --cluster-enabled yes --cluster-port "$bus" --cluster-config-file nodes.conf \
+      --cluster-node-timeout "${REDIS_CLUSTER_NODE_TIMEOUT:-5000}" \
+      --cluster-require-full-coverage no --save "" --appendonly no \
+      --logfile "$dir/$port/redis.log" --daemonize no >/dev/null 9>&- &
+    PIDS+=($!)
+    ports+=("$port")
+  done
+  for port in "${ports[@]}"; do wait_port 127.0.0.1 "$port" 20 || return 1; done
+  # shellcheck disable=SC2046 # one argument per node
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") \
+    --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
+    || { log "redis-cli --cluster create failed; see $dir/create.log"; return 1; }
+  local deadline=$((SECONDS + 30)) info
+  for port in "${ports[@]}"; do
+    until info="$(redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null)" \
+      && grep -q '^cluster_state:ok' <<<"$info" && grep -q '^cluster_slots_ok:16384' <<<"$info" \
+      && grep -q "^cluster_known_nodes:${#ports[@]}" <<<"$info"; do
+      [ $SECONDS -lt $deadline ] || { log "the Redis Cluster on ${ports[*]} is not ready"; return 1; }
+      sleep 0.2
+    done
+  done
+  REDIS_CLUSTER_SEEDS="$(printf 'redis://127.0.0.1:%s,' "${ports[@]}")"
+  REDIS_CLUSTER_SEEDS="${REDIS_CLUSTER_SEEDS%,}"
+  log "Redis Cluster: $primaries primaries + $primaries replicas on ports ${ports[*]}"
 }

@@ -1,6 +1,8 @@
 //! The local gateway: plays API Gateway's part (HTTP API v2, WebSocket API, Management API) in
 //! front of the very handler functions the Lambda binaries run.
 
+pub mod cli;
+pub mod dynamodb_engine;
 pub mod events;
 pub mod functions;
 pub mod lambda;
@@ -37,5 +39,47 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
         functions: Arc::new(lambda::LambdaEndpoint::new(endpoint)),
         sockets: sockets::Sockets::default(),
         max_body_bytes,
+    }
+}
+
+/// The gateway process after its options are read: tables, listener, then serve until Ctrl-C or
+/// SIGTERM. `engine` is the embedded DynamoDB engine's address, for the log.
+pub async fn run(
+    options: cli::Options,
+    engine: Option<std::net::SocketAddr>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(addr) = engine {
+        tracing::info!(%addr, "dynoxide (embedded DynamoDB API) serving");
+    }
+    if options.create_tables {
+        let prefix = std::env::var("RELAY_TABLE_PREFIX").unwrap_or_else(|_| "relay".into());
+        let client = shared::storage::dynamodb::client_from_env().await;
+        shared::storage::dynamodb::tables::create_tables(&client, &prefix).await?;
+    }
+    let listen = std::env::var("RELAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let gateway = match &options.lambda_endpoint {
+        Some(endpoint) => {
+            let max_body = std::env::var("RELAY_MAX_REQUEST_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(shared::config::DEFAULT_MAX_REQUEST_BYTES);
+            lambda_mode(endpoint, max_body)
+        }
+        None => in_process(Config::from_env()?).await?,
+    };
+    tracing::info!(listen = %listener.local_addr()?, "relay gateway serving");
+    serve(listener, gateway, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -1,45 +1,31 @@
-//! `local-gateway [--create-tables] [--lambda-endpoint URL]`: serves the relay on `RELAY_LISTEN`
-//! (default 127.0.0.1:8080). With `--lambda-endpoint`, events go to functions behind that Lambda
-//! invoke API (e.g. `cargo lambda watch`) instead of the handlers in this process.
+//! `local-gateway`: serves the relay on `RELAY_LISTEN` (default 127.0.0.1:8080); `--help` lists
+//! the options. The embedded DynamoDB engine starts before the runtime, so its address is in the
+//! environment before any thread reads it.
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+use local_gateway::{cli::Options, dynamodb_engine::EmbeddedDynamo};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     shared::telemetry::init();
-    let args: Vec<String> = std::env::args().collect();
-    let lambda = args.iter().position(|a| a == "--lambda-endpoint").map(|i| {
-        args.get(i + 1)
-            .cloned()
-            .ok_or("--lambda-endpoint needs a URL")
-    });
-    if args.iter().any(|a| a == "--create-tables") {
-        let prefix = std::env::var("RELAY_TABLE_PREFIX").unwrap_or_else(|_| "relay".into());
-        let client = shared::storage::dynamodb::client_from_env().await;
-        shared::storage::dynamodb::tables::create_tables(&client, &prefix).await?;
-    }
-    let listen = std::env::var("RELAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let gateway = match lambda {
-        Some(endpoint) => {
-            let max_body = std::env::var("RELAY_MAX_REQUEST_BYTES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(shared::config::DEFAULT_MAX_REQUEST_BYTES);
-            local_gateway::lambda_mode(&endpoint?, max_body)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = Options::parse(&args)?;
+    let engine = match &options.dynamodb {
+        Some(storage) => {
+            let listen = options
+                .dynamodb_listen
+                .unwrap_or(([127, 0, 0, 1], 0).into());
+            let engine = EmbeddedDynamo::start(storage.clone(), listen)?;
+            // Single-threaded still: nothing else reads the environment yet.
+            std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", engine.endpoint());
+            Some(engine)
         }
-        None => local_gateway::in_process(shared::Config::from_env()?).await?,
+        None => None,
     };
-    tracing::info!(listen = %listener.local_addr()?, "relay gateway serving");
-    local_gateway::serve(listener, gateway, shutdown()).await?;
-    Ok(())
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(local_gateway::run(
+        options,
+        engine.as_ref().map(|e| e.addr()),
+    ));
+    drop(runtime);
+    drop(engine); // after the gateway: the database closes last
+    result
 }

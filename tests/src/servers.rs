@@ -1,5 +1,7 @@
-//! One redis-server and one moto_server per test process, on free ports, killed when the
-//! process exits (they are children of a thread that lives as long as the process).
+//! One redis-server and one Dynoxide engine per test process, on free ports: redis-server is a
+//! child killed when the process exits (a child of a thread that lives as long as the process),
+//! Dynoxide runs embedded in the test process exactly as `local-gateway --dynamodb-memory` runs
+//! it. moto_server, the second DynamoDB engine, starts only for the suites that ask for it.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -41,7 +43,23 @@ fn wait_for(port: u16, what: &str, secs: u64) {
     }
 }
 
-/// Children die with their parent thread; the thread below never ends before the process.
+/// Runs `f` on a thread that then lives as long as the process: children it spawns die with
+/// their parent *thread* (PR_SET_PDEATHSIG), so they must not be spawned from a test's thread.
+fn on_lasting_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-servers".into())
+        .spawn(move || {
+            tx.send(f()).expect("send");
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("thread");
+    rx.recv().expect("server started")
+}
+
+/// Children die with their parent thread (see `on_lasting_thread`).
 fn spawn(cmd: &mut Command) -> Child {
     unsafe {
         cmd.pre_exec(|| {
@@ -77,47 +95,61 @@ fn moto_binary() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".local/venv/bin/moto_server"))
 }
 
+/// The DynamoDB engine the stacks use: Dynoxide, in memory, on its own threads.
+fn start_dynoxide() -> String {
+    let engine = local_gateway::dynamodb_engine::EmbeddedDynamo::start(
+        local_gateway::dynamodb_engine::Storage::Memory,
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .expect("dynoxide");
+    let url = engine.endpoint();
+    // It serves for as long as the process lives.
+    std::mem::forget(engine);
+    url
+}
+
 /// The servers every stack of this process uses; `RELAY_TEST_REDIS_URL` and
 /// `RELAY_TEST_DYNAMODB_URL` name existing ones instead.
-#[allow(clippy::zombie_processes)] // they are killed with the process, never reaped
+#[allow(clippy::zombie_processes)] // killed with the process, never reaped
 pub fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
-        if let (Ok(r), Ok(d)) = (
-            std::env::var("RELAY_TEST_REDIS_URL"),
-            std::env::var("RELAY_TEST_DYNAMODB_URL"),
-        ) {
-            return Servers {
-                redis_url: r,
-                dynamodb_url: d,
-            };
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("test-servers".into())
-            .spawn(move || {
-                let (redis_port, _redis) = start_redis();
-                let moto_port = free_port();
-                let _moto = spawn(Command::new(moto_binary()).args([
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &moto_port.to_string(),
-                ]));
-                wait_for(
-                    moto_port,
-                    "moto_server (run ./local/test, or set MOTO_SERVER)",
-                    60,
-                );
-                tx.send(Servers {
-                    redis_url: format!("redis://127.0.0.1:{redis_port}"),
-                    dynamodb_url: format!("http://127.0.0.1:{moto_port}"),
-                })
-                .expect("send");
-                loop {
-                    std::thread::park();
-                }
+        let redis_url = std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| {
+            on_lasting_thread(|| {
+                let (port, child) = start_redis();
+                std::mem::forget(child);
+                format!("redis://127.0.0.1:{port}")
             })
-            .expect("thread");
-        rx.recv().expect("servers started")
+        });
+        let dynamodb_url =
+            std::env::var("RELAY_TEST_DYNAMODB_URL").unwrap_or_else(|_| start_dynoxide());
+        Servers {
+            redis_url,
+            dynamodb_url,
+        }
+    })
+}
+
+static MOTO: OnceLock<String> = OnceLock::new();
+
+/// A moto_server of this process (the second engine, for the DynamoDB adapter suite); its URL.
+#[allow(clippy::zombie_processes)] // killed with the process, never reaped
+pub fn moto() -> &'static str {
+    MOTO.get_or_init(|| {
+        on_lasting_thread(|| {
+            let port = free_port();
+            let child = spawn(Command::new(moto_binary()).args([
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ]));
+            std::mem::forget(child);
+            wait_for(
+                port,
+                "moto_server (run ./local/test, or set MOTO_SERVER)",
+                60,
+            );
+            format!("http://127.0.0.1:{port}")
+        })
     })
 }

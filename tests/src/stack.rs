@@ -50,6 +50,11 @@ pub fn set_aws_env() {
     let s = servers();
     // The SDK reads these; every stack of the process uses the same DynamoDB server.
     std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
+    set_aws_credentials();
+}
+
+/// Dummy credentials and region: local engines accept any.
+pub fn set_aws_credentials() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     std::env::set_var("AWS_REGION", "us-east-1");
@@ -93,10 +98,11 @@ impl Stack {
     }
 
     /// A stack whose gateway runs elsewhere (e.g. a `local-gateway` process started with
-    /// `config`'s variables); nothing is stopped when it is dropped.
-    pub async fn attach(addr: SocketAddr, config: Config) -> Self {
-        set_aws_env();
-        let dynamodb = shared::storage::dynamodb::client_from_env().await;
+    /// `config`'s variables) on the DynamoDB engine at `dynamodb_url`; nothing is stopped when
+    /// it is dropped.
+    pub async fn attach(addr: SocketAddr, config: Config, dynamodb_url: &str) -> Self {
+        set_aws_credentials();
+        let dynamodb = shared::storage::dynamodb::client_for_endpoint(dynamodb_url).await;
         Self {
             addr,
             config,

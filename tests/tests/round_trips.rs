@@ -110,7 +110,7 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
         gateway,
         std::future::pending(),
     ));
-    let counted = Stack::attach(addr, config).await;
+    let counted = Stack::attach(addr, config, &servers().dynamodb_url).await;
 
     let bob = User::create(&stack, 20, 20).await;
     let alice = User::create(&stack, 1, 0).await;

@@ -1,6 +1,7 @@
-//! The relay benchmark: starts its own stack (redis-server, moto_server, `local-gateway`
-//! processes), runs five bounded scenarios and their floors, and reports.
+//! The relay benchmark: starts its own stack (redis-server, `local-gateway` processes with
+//! Dynoxide embedded), runs five bounded scenarios and their floors, and reports.
 
+pub mod bundle;
 pub mod coldstart;
 pub mod floors;
 pub mod report;
@@ -19,13 +20,15 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
+                   [--dynamodb-url URL]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
 benchmarks.svg and benchmarks.md to --out (default: docs/, or a temporary directory
 with --quick). --bin-dir holds the local-gateway, users, keys and connection binaries
 (default: target/release; --gateway-dir: local-gateway's, when built otherwise).
-./local/bench builds them and runs this. --render redraws DIR's benchmarks.svg and
+./local/bench builds them and runs this. The gateway embeds Dynoxide on a file, as
+./local/up runs it; --dynamodb-url uses another DynamoDB-API server instead. --render redraws DIR's benchmarks.svg and
 benchmarks.md from its benchmarks.json (notes in the page are kept).";
 
 #[derive(Debug, Clone)]
@@ -43,12 +46,13 @@ pub struct Opts {
     pub offline_messages: u64,
     pub bundle_users: usize,
     pub fetches: usize,
-    pub fetch_concurrency: usize,
     pub connections: usize,
     pub connection_users: usize,
     pub handshake_concurrency: usize,
     pub cold_repeats: usize,
     pub command: String,
+    /// Another DynamoDB engine than the embedded Dynoxide (e.g. a Dynoxide or moto process).
+    pub dynamodb_url: Option<String>,
 }
 
 impl Opts {
@@ -69,12 +73,12 @@ impl Opts {
                 offline_messages: 200,
                 bundle_users: 10,
                 fetches: 60,
-                fetch_concurrency: 16,
                 connections: 500,
                 connection_users: 5,
                 handshake_concurrency: 64,
                 cold_repeats: 1,
                 command: String::new(),
+                dynamodb_url: None,
             }
         } else {
             Self {
@@ -90,12 +94,12 @@ impl Opts {
                 offline_messages: 1000,
                 bundle_users: 50,
                 fetches: 2000,
-                fetch_concurrency: 16,
                 connections: 10_000,
                 connection_users: 20,
                 handshake_concurrency: 64,
                 cold_repeats: 5,
                 command: String::new(),
+                dynamodb_url: None,
             }
         };
         let mut shown = vec!["./local/bench".to_string()];
@@ -134,6 +138,11 @@ impl Opts {
                     o.connections = num(value(a)?, a)?.min(60_000) as usize;
                     shown.push(format!("--connections {}", o.connections));
                 }
+                "--dynamodb-url" => {
+                    let url = value(a)?;
+                    shown.push(format!("--dynamodb-url {url}"));
+                    o.dynamodb_url = Some(url);
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
             }
@@ -143,17 +152,20 @@ impl Opts {
     }
 }
 
-/// A `local-gateway` process on a free port with the run's environment.
+/// A `local-gateway` process on a free port with the run's environment; `engine` are the
+/// arguments of its embedded DynamoDB engine (none when the run uses another engine).
 async fn start_gateway(
     bin_dir: &Path,
     env: &HashMap<String, String>,
+    engine: &[String],
     create_tables: bool,
     log_file: &Path,
 ) -> Server {
     let port = util::free_port();
     let mut cmd = command(bin_dir.join("local-gateway"), Some(log_file));
     cmd.envs(env)
-        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"));
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .args(engine);
     if create_tables {
         cmd.arg("--create-tables");
     }
@@ -196,16 +208,44 @@ pub async fn run(o: Opts) -> Result<(), String> {
         logs
     ));
 
-    log("starting redis-server and moto_server");
-    tokio::task::spawn_blocking(|| {
-        relay_tests::servers::servers();
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    // The gateway runs Dynoxide on a file, as ./local/up does, unless --dynamodb-url names
+    // another engine; the harness then only starts redis-server.
+    let engine: Vec<String> = match &o.dynamodb_url {
+        Some(url) => {
+            std::env::set_var("RELAY_TEST_DYNAMODB_URL", url);
+            Vec::new()
+        }
+        None => {
+            let listen = format!("127.0.0.1:{}", util::free_port());
+            std::env::set_var("RELAY_TEST_DYNAMODB_URL", format!("http://{listen}"));
+            let file = logs.join("dynamodb.sqlite");
+            vec![
+                "--dynamodb-file".into(),
+                file.to_string_lossy().into_owned(),
+                "--dynamodb-listen".into(),
+                listen,
+            ]
+        }
+    };
+    log(format!(
+        "starting redis-server; DynamoDB engine: {}",
+        o.dynamodb_url
+            .as_deref()
+            .unwrap_or("Dynoxide embedded in the gateway")
+    ));
+    let dynamodb_url =
+        tokio::task::spawn_blocking(|| relay_tests::servers::servers().dynamodb_url.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     let env = util::relay_env();
     let config = shared::Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| e.to_string())?;
-    let gw = start_gateway(&gateway_dir, &env, true, &logs.join("gateway.log")).await;
-    let stack = Stack::attach(([127, 0, 0, 1], gw.port).into(), config.clone()).await;
+    let gw = start_gateway(&gateway_dir, &env, &engine, true, &logs.join("gateway.log")).await;
+    let stack = Stack::attach(
+        ([127, 0, 0, 1], gw.port).into(),
+        config.clone(),
+        &dynamodb_url,
+    )
+    .await;
     let mut redis = shared::storage::redis::connect(&config.redis_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -235,83 +275,37 @@ pub async fn run(o: Opts) -> Result<(), String> {
     ));
     let offline = scenarios::offline(&stack, o.offline_messages, 16).await;
 
-    let (serial_n, floor_n) = if o.quick { (10, 32) } else { (100, 300) };
-    let keys = ((o.fetches + 2 * serial_n + floor_n + 2 * o.fetch_concurrency + 2) as f64
-        / o.bundle_users as f64)
-        .ceil() as u32
-        + 10;
+    // (concurrency, fetches, storage paths of the floor)
+    let plan: Vec<(usize, usize, usize)> = if o.quick {
+        vec![(1, 20, 20), (8, 60, 40), (16, 60, 40)]
+    } else {
+        vec![(1, 300, 300), (8, o.fetches, 1000), (16, o.fetches, 1000)]
+    };
+    let needed: usize = plan.iter().map(|(_, n, f)| n + f).sum::<usize>() + 16;
+    let keys = (needed as f64 / o.bundle_users as f64).ceil() as u32 + 10;
     log(format!(
         "3 · bundle fetch: registering {} users with {keys} one-time prekeys of each kind",
         o.bundle_users
     ));
     let users = scenarios::create_users(&stack, o.bundle_users, keys).await;
     let ids: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
-    let keys_table = stack.table("keys");
     let getitem = floors::getitem_floor(
         &stack.dynamodb,
-        &keys_table,
+        &stack.table("keys"),
         &ids[0],
         if o.quick { 50 } else { 300 },
     )
     .await;
-    // moto's Query reads the whole table, so its cost follows the table's size, which the
-    // fetches shrink: the floors and the fetches take turns, in rounds, to see the same table.
-    let rounds = if o.quick { 2 } else { 10 };
+    let bundle = bundle::levels(&stack, &redis, &users, keys, gw.pid, &plan).await;
+    let (small, large, scale_n) = if o.quick {
+        (1_000, 10_000, 20)
+    } else {
+        (1_000, 100_000, 200)
+    };
     log(format!(
-        "3 · bundle fetch: {} fetches at concurrency {} (and {serial_n} at 1), beside the storage \
-         floor, in {rounds} rounds",
-        o.fetches, o.fetch_concurrency
+        "3 · bundle scale: {scale_n} fetches each from targets with {small} and {large} keys"
     ));
-    let mut bundle = scenarios::Bundle::new(users.len(), keys, o.fetch_concurrency);
-    let mut bundle_serial = scenarios::Bundle::new(users.len(), keys, 1);
-    let mut warm = scenarios::Bundle::new(users.len(), keys, o.fetch_concurrency);
-    let mut offset = 0;
-    scenarios::bundle_round(&stack, &users, offset, 2 * o.fetch_concurrency, &mut warm).await;
-    offset += 2 * o.fetch_concurrency;
-    let (mut floor_times, mut floor_serial_times, mut floor_secs) = (Vec::new(), Vec::new(), 0.0);
-    let mut floor_offset = 0;
-    for r in 0..rounds {
-        let part = |total: usize| total / rounds + usize::from(r < total % rounds);
-        let (t, secs) = floors::bundle_floor(
-            &stack.dynamodb,
-            &redis,
-            &keys_table,
-            &ids,
-            floor_offset,
-            part(floor_n),
-            o.fetch_concurrency,
-        )
-        .await;
-        floor_offset += part(floor_n);
-        floor_times.extend(t);
-        floor_secs += secs;
-        let n = part(o.fetches);
-        scenarios::bundle_round(&stack, &users, offset, n, &mut bundle).await;
-        offset += n;
-        let (t, _) = floors::bundle_floor(
-            &stack.dynamodb,
-            &redis,
-            &keys_table,
-            &ids,
-            floor_offset,
-            part(serial_n),
-            1,
-        )
-        .await;
-        floor_offset += part(serial_n);
-        floor_serial_times.extend(t);
-        let n = part(serial_n);
-        scenarios::bundle_round(&stack, &users, offset, n, &mut bundle_serial).await;
-        offset += n;
-    }
-    bundle.finish();
-    bundle_serial.finish();
-    let storage_serial = util::Lat::from_durations(&floor_serial_times);
-    let bundle_floor_rate = floor_times.len() as f64 / floor_secs.max(1e-9);
-    let bundle_floor = util::Lat::from_durations(&floor_times);
-    if let Some(e) = &bundle.first_error {
-        log(format!("bundle: {} errors, first: {e}", bundle.errors));
-    }
+    let bundle_scale = bundle::scale(&stack, small, large, scale_n).await;
 
     log(format!(
         "5 · cold start: {} run(s) per function",
@@ -368,6 +362,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
     let gw2 = start_gateway(
         &gateway_dir,
         &env,
+        &engine,
         false,
         &logs.join("gateway-connections.log"),
     )
@@ -403,16 +398,17 @@ pub async fn run(o: Opts) -> Result<(), String> {
             redis: redis_floor,
             dynamodb_getitem: getitem,
             ws_echo: echo_floor,
-            bundle_storage_serial: storage_serial,
-            bundle_storage: bundle_floor,
-            bundle_storage_per_s: bundle_floor_rate,
             ws_echo_connections: conns_floor,
             cold_start: cold_floor,
         },
         online,
         offline,
         bundle,
-        bundle_serial,
+        bundle_scale,
+        dynamodb_engine: o
+            .dynamodb_url
+            .clone()
+            .unwrap_or_else(|| "Dynoxide embedded in the gateway (SQLite file)".into()),
         connections: conns,
         cold_start: cold,
         local_gateway_binary_bytes: gateway_size,

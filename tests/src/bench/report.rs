@@ -5,9 +5,10 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::bundle::{BundleLevel, BundleScale};
 use super::coldstart::ColdStart;
 use super::floors::RedisFloor;
-use super::scenarios::{Bundle, Connections, EchoFloor, Offline, Online};
+use super::scenarios::{Connections, EchoFloor, Offline, Online};
 use super::util::{Lat, Machine};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,9 +21,11 @@ pub struct Results {
     pub floors: Floors,
     pub online: Online,
     pub offline: Offline,
-    pub bundle: Bundle,
-    /// The same fetches one at a time, beside the storage path one at a time.
-    pub bundle_serial: Bundle,
+    /// Bundle fetches at each concurrency, each beside its storage floor.
+    pub bundle: Vec<BundleLevel>,
+    pub bundle_scale: BundleScale,
+    /// What served the DynamoDB API in this run.
+    pub dynamodb_engine: String,
     pub connections: Connections,
     pub cold_start: Vec<ColdStart>,
     pub local_gateway_binary_bytes: u64,
@@ -34,11 +37,6 @@ pub struct Floors {
     pub redis: RedisFloor,
     pub dynamodb_getitem: Lat,
     pub ws_echo: EchoFloor,
-    /// The bundle fetch's storage round trips issued directly, one at a time.
-    pub bundle_storage_serial: Lat,
-    /// The same at the scenario's concurrency.
-    pub bundle_storage: Lat,
-    pub bundle_storage_per_s: f64,
     pub ws_echo_connections: Connections,
     pub cold_start: ColdStart,
 }
@@ -189,55 +187,66 @@ pub fn rows(r: &Results) -> Vec<Row> {
             ),
         ),
     ]);
-    let b = &r.bundle;
-    let bn = format!("3 · bundle ({} fetches, c={})", b.fetches, b.concurrency);
-    let bf = &f.bundle_storage;
-    rows.extend([
-        row(
-            &bn,
-            "fetches/s",
-            rate(b.fetches_per_s, "fetch/s"),
-            format!("storage {}", rate(f.bundle_storage_per_s, "/s")),
-            share(b.fetches_per_s, f.bundle_storage_per_s),
-        ),
-        row(
-            &bn,
-            "p50",
-            ms(b.latency.p50_ms),
-            format!("storage {}", ms(bf.p50_ms)),
-            format!(
-                "{} ({})",
-                times(b.latency.p50_ms, bf.p50_ms),
-                delta(b.latency.p50_ms - bf.p50_ms)
+    for level in &r.bundle {
+        let b = &level.scenario;
+        let bf = &level.floor;
+        let bn = format!(
+            "3 · bundle ({} fetches, c={})",
+            b.fetches, level.concurrency
+        );
+        rows.extend([
+            row(
+                &bn,
+                "fetches/s",
+                rate(b.fetches_per_s, "fetch/s"),
+                format!("storage {}", rate(level.floor_per_s, "/s")),
+                share(b.fetches_per_s, level.floor_per_s),
             ),
-        ),
-        row(
-            &bn,
-            "p95",
-            ms(b.latency.p95_ms),
-            ms(bf.p95_ms),
-            times(b.latency.p95_ms, bf.p95_ms),
-        ),
-        row(
-            &bn,
-            "p99",
-            ms(b.latency.p99_ms),
-            ms(bf.p99_ms),
-            times(b.latency.p99_ms, bf.p99_ms),
-        ),
-    ]);
-    let bs = &r.bundle_serial;
-    let sf = &f.bundle_storage_serial;
+            row(
+                &bn,
+                "p50",
+                ms(b.latency.p50_ms),
+                format!("storage {}", ms(bf.p50_ms)),
+                format!(
+                    "{} ({})",
+                    times(b.latency.p50_ms, bf.p50_ms),
+                    delta(b.latency.p50_ms - bf.p50_ms)
+                ),
+            ),
+            row(
+                &bn,
+                "p95",
+                ms(b.latency.p95_ms),
+                ms(bf.p95_ms),
+                times(b.latency.p95_ms, bf.p95_ms),
+            ),
+            row(
+                &bn,
+                "p99",
+                ms(b.latency.p99_ms),
+                ms(bf.p99_ms),
+                times(b.latency.p99_ms, bf.p99_ms),
+            ),
+            row(
+                &bn,
+                "CPU per fetch: gateway / engine",
+                format!(
+                    "{:.0} µs / {:.0} µs",
+                    level.cpu.gateway_us, level.cpu.engine_us
+                ),
+                String::new(),
+                String::new(),
+            ),
+        ]);
+    }
+    let sc = &r.bundle_scale;
+    let sn = format!("3 · bundle scale ({} fetches each, c=1)", sc.fetches);
     rows.push(row(
-        &bn,
-        "p50 at c=1",
-        ms(bs.latency.p50_ms),
-        format!("storage {}", ms(sf.p50_ms)),
-        format!(
-            "{} ({})",
-            times(bs.latency.p50_ms, sf.p50_ms),
-            delta(bs.latency.p50_ms - sf.p50_ms)
-        ),
+        &sn,
+        &format!("p50 at {} keys", sc.large_keys),
+        ms(sc.large.p50_ms),
+        format!("at {} keys {}", sc.small_keys, ms(sc.small.p50_ms)),
+        format!("{:.2}× ", sc.large.p50_ms / sc.small.p50_ms.max(1e-9)),
     ));
     let c = &r.connections;
     let cf = &f.ws_echo_connections;
@@ -337,27 +346,59 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
         measured: format!("{:.0} msg/s, p99 {}", o.msgs_per_s, ms(o.latency.p99_ms)),
         met: o.msgs_per_s >= 20_000.0 && o.latency.p99_ms <= 20.0 && o.latency.n > 0,
     });
-    for (b, floor, label) in [
-        (&r.bundle, &r.floors.bundle_storage, "scenario"),
-        (
-            &r.bundle_serial,
-            &r.floors.bundle_storage_serial,
-            "one at a time",
-        ),
-    ] {
-        let d = b.latency.p50_ms - floor.p50_ms;
+    if let Some(l) = r.bundle.iter().find(|l| l.concurrency == 8) {
+        let b = &l.scenario;
         t.push(Target {
-            name: format!("bundle fetch, c={}", b.concurrency),
-            goal: format!("p50 within 1 ms of its storage floor ({label})"),
-            measured: format!(
-                "p50 {} vs floor {} ({})",
-                ms(b.latency.p50_ms),
-                ms(floor.p50_ms),
-                delta(d)
-            ),
-            met: d <= 1.0 && b.ok > 0 && b.errors == 0,
+            name: "bundle fetch, c=8".into(),
+            goal: "p95 ≤ 20 ms (SC-003: 200 ms)".into(),
+            measured: format!("p95 {}, {} errors", ms(b.latency.p95_ms), b.errors),
+            met: b.latency.p95_ms <= 20.0 && b.ok > 0 && b.errors == 0,
         });
     }
+    if let Some(best) = r.bundle.iter().max_by(|a, b| {
+        a.scenario
+            .fetches_per_s
+            .total_cmp(&b.scenario.fetches_per_s)
+    }) {
+        t.push(Target {
+            name: "bundle throughput".into(),
+            goal: "≥ 700 fetches/s".into(),
+            measured: format!(
+                "{:.0} fetches/s at c={}",
+                best.scenario.fetches_per_s, best.concurrency
+            ),
+            met: best.scenario.fetches_per_s >= 700.0,
+        });
+    }
+    if let Some(l) = r.bundle.iter().find(|l| l.concurrency == 1) {
+        let d = l.scenario.latency.p50_ms - l.floor.p50_ms;
+        t.push(Target {
+            name: "bundle fetch, c=1".into(),
+            goal: "p50 within 1 ms of its storage floor".into(),
+            measured: format!(
+                "p50 {} vs floor {} ({})",
+                ms(l.scenario.latency.p50_ms),
+                ms(l.floor.p50_ms),
+                delta(d)
+            ),
+            met: d <= 1.0 && l.scenario.ok > 0 && l.scenario.errors == 0,
+        });
+    }
+    let sc = &r.bundle_scale;
+    let ratio = sc.large.p50_ms / sc.small.p50_ms.max(1e-9);
+    t.push(Target {
+        name: "bundle scale".into(),
+        goal: format!(
+            "p50 at {} keys ≤ 1.5× p50 at {}",
+            sc.large_keys, sc.small_keys
+        ),
+        measured: format!(
+            "{} vs {} ({ratio:.2}×)",
+            ms(sc.large.p50_ms),
+            ms(sc.small.p50_ms)
+        ),
+        met: ratio <= 1.5 && sc.errors == 0 && sc.large.n > 0,
+    });
     let c = &r.connections;
     t.push(Target {
         name: "idle connections".into(),
@@ -491,6 +532,7 @@ pub fn markdown(r: &Results, existing: Option<&str>, plot_file: &str) -> String 
             ),
         )
         .replace("{{profile}}", &r.profile)
+        .replace("{{engine}}", &r.dynamodb_engine)
         .replace("{{total}}", &format!("{:.0}", r.total_s))
         .replace("{{table}}", markdown_table(r).trim_end())
         .replace("{{targets}}", markdown_targets(r).trim_end())
@@ -517,10 +559,18 @@ pub fn plot(r: &Results, path: &Path) -> Result<(), String> {
             0,
             true,
         ),
-        ("bundle fetch".into(), r.bundle.latency, 1, false),
+        (
+            "bundle fetch (highest concurrency)".into(),
+            r.bundle
+                .last()
+                .map(|l| l.scenario.latency)
+                .unwrap_or_default(),
+            1,
+            false,
+        ),
         (
             "floor: bundle storage path".into(),
-            f.bundle_storage,
+            r.bundle.last().map(|l| l.floor).unwrap_or_default(),
             1,
             true,
         ),

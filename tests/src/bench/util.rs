@@ -252,3 +252,39 @@ pub fn relay_env() -> HashMap<String, String> {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// CPU seconds (user + system) a process has used so far, split by thread name: threads named
+/// `engine` (the embedded DynamoDB engine's) and all the others.
+pub fn cpu_secs_by_thread(pid: u32, engine: &str) -> (f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let (mut other, mut engine_secs) = (0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0.0, 0.0);
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // After the comm: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let secs = (ticks(11) + ticks(12)) / tick;
+        if comm == engine {
+            engine_secs += secs;
+        } else {
+            other += secs;
+        }
+    }
+    (other, engine_secs)
+}

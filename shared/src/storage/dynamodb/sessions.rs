@@ -65,10 +65,12 @@ impl SessionStore for Dynamo {
             .table_name(&self.tables.sessions)
             .set_key(Some(key(user_id.to_string(), session_id.to_string())))
             .update_expression("SET refresh_hash = :new, expires_at = :exp")
-            .condition_expression("refresh_hash = :old")
+            // An expired item may outlive its TTL: it must not come back to life.
+            .condition_expression("refresh_hash = :old AND expires_at > :now")
             .expression_attribute_values(":new", s(&next.refresh_hash))
             .expression_attribute_values(":exp", n(next.expires_at))
             .expression_attribute_values(":old", s(old_hash))
+            .expression_attribute_values(":now", n(now_secs()))
             .send()
             .await;
         match res {

@@ -1,0 +1,376 @@
+//! The DynamoDB adapters (users, keys, sessions) against two independent engines: Dynoxide, the
+//! one the relay runs on locally, and moto_server, written by other people. Each case runs on
+//! both (`dynoxide::…` and `moto::…`); concurrency claims use real concurrent requests.
+//!
+//! moto_server is not linearizable: two concurrent `TransactWriteItems` with
+//! `attribute_not_exists` on the same item both succeed there, and so do two concurrent
+//! conditional updates from the same value (seen while writing this suite). DynamoDB and Dynoxide
+//! guarantee both. On moto the contending requests therefore go one after another: the
+//! conditions themselves are still checked there, the races only on the engines that promise them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::future::join_all;
+use shared::crypto::tokens::now_secs;
+use shared::model::{KeyUpload, NewAccount, OneTimeKey, Profile, SignedKey};
+use shared::storage::dynamodb::{tables, Dynamo, Tables};
+use shared::storage::{KeyStore, SessionRecord, SessionStore, UserStore};
+use shared::Error;
+use uuid::Uuid;
+
+/// The adapters on fresh tables of one engine.
+struct Engine {
+    db: Arc<Dynamo>,
+    /// Whether concurrent conditional writes are atomic there (see the module's note).
+    linearizable: bool,
+}
+
+async fn engine(url: &str, linearizable: bool) -> Engine {
+    relay_tests::stack::set_aws_credentials();
+    let client = shared::storage::dynamodb::client_for_endpoint(url).await;
+    let prefix = format!("a{:x}", rand::random::<u64>());
+    tables::create_tables(&client, &prefix)
+        .await
+        .expect("create tables");
+    Engine {
+        db: Arc::new(Dynamo::new(client, Tables::with_prefix(&prefix))),
+        linearizable,
+    }
+}
+
+impl Engine {
+    /// Runs the calls all at once, or one after another where the engine is not linearizable.
+    async fn contend<T, F: std::future::Future<Output = T>>(&self, calls: Vec<F>) -> Vec<T> {
+        if self.linearizable {
+            join_all(calls).await
+        } else {
+            let mut out = Vec::new();
+            for c in calls {
+                out.push(c.await);
+            }
+            out
+        }
+    }
+}
+
+fn signed(key_id: u32) -> SignedKey {
+    SignedKey {
+        key_id,
+        public_key: vec![5; 33],
+        signature: vec![7; 64],
+    }
+}
+
+fn account(username: &str, one_time: u32, kyber: u32) -> NewAccount {
+    NewAccount {
+        user_id: Uuid::new_v4(),
+        username: username.to_string(),
+        password_hash: "$argon2id$v=19$m=4096,t=1,p=1$c2FsdA$aGFzaA".into(),
+        profile: Profile {
+            registration_id: 42,
+            identity_key: vec![5; 33],
+            signed_prekey: signed(1),
+            kyber_last_resort: Some(signed(2)),
+        },
+        one_time: (1..=one_time)
+            .map(|key_id| OneTimeKey {
+                key_id,
+                public_key: vec![5; 33],
+            })
+            .collect(),
+        kyber_one_time: (100..100 + kyber).map(signed).collect(),
+    }
+}
+
+fn name() -> String {
+    format!("user_{:x}", rand::random::<u64>())
+}
+
+/// Eight concurrent registrations of one name: one wins, the others get `UsernameTaken` and leave
+/// nothing behind (no profile, no one-time keys).
+async fn registration_claims_a_name_once(e: Engine) {
+    let db = e.db.clone();
+    let name = name();
+    let accounts: Vec<NewAccount> = (0..8).map(|_| account(&name, 5, 2)).collect();
+    let results = e
+        .contend(
+            accounts
+                .iter()
+                .map(|a| {
+                    let db = db.clone();
+                    async move { UserStore::create(db.as_ref(), a).await }
+                })
+                .collect(),
+        )
+        .await;
+    let winners: Vec<&NewAccount> = accounts
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (a, r) in accounts.iter().zip(&results) {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::UsernameTaken), "{e:?}");
+            assert!(db.profile(a.user_id).await.unwrap().is_none());
+            let c = db.counts(a.user_id).await.unwrap();
+            assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 0));
+            assert!(!db.exists(a.user_id).await.unwrap());
+        }
+    }
+    let w = winners[0];
+    let creds = db.credentials(&name).await.unwrap().expect("credentials");
+    assert_eq!(creds.user_id, w.user_id);
+    assert_eq!(creds.password_hash, w.password_hash);
+    assert_eq!(
+        db.profile(w.user_id).await.unwrap(),
+        Some(w.profile.clone())
+    );
+    let c = db.counts(w.user_id).await.unwrap();
+    assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (5, 2));
+}
+
+fn fetches(
+    db: &Arc<Dynamo>,
+    user: Uuid,
+    n: usize,
+) -> Vec<impl std::future::Future<Output = shared::Result<shared::model::Bundle>>> {
+    (0..n)
+        .map(|_| {
+            let db = db.clone();
+            async move { db.take_bundle(user).await }
+        })
+        .collect()
+}
+
+/// 16 concurrent fetches of 10 one-time keys of each kind: 10 bundles with 10 distinct EC keys,
+/// 6 exhausted. No Kyber key goes out twice, and none is lost: each was handed out or is still
+/// stored (a fetch may fall back to the last-resort key while a losing fetch still holds one it
+/// is about to put back).
+async fn one_time_keys_are_taken_once(e: Engine) {
+    let db = e.db.clone();
+    let a = account(&name(), 10, 10);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    let results = e.contend(fetches(&db, a.user_id, 16)).await;
+    let mut ec = HashSet::new();
+    let mut kyber = HashSet::new();
+    let mut exhausted = 0;
+    for r in results {
+        match r {
+            Ok(b) => {
+                assert!(ec.insert(b.one_time.key_id), "EC key handed out twice");
+                if let Some(k) = b.kyber_one_time {
+                    assert!(kyber.insert(k.key_id), "Kyber key handed out twice");
+                }
+            }
+            Err(Error::PrekeysExhausted) => exhausted += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((ec.len(), exhausted), (10, 6));
+    if !e.linearizable {
+        assert_eq!(kyber.len(), 10, "one after another, every fetch gets one");
+    }
+    let c = db.counts(a.user_id).await.unwrap();
+    assert_eq!(c.one_time_prekeys, 0);
+    assert_eq!(c.kyber_one_time_prekeys, 10 - kyber.len() as u64);
+}
+
+/// One EC key, five Kyber keys, eight concurrent fetches: one bundle; a fetch that lost the EC
+/// key puts back the Kyber key it took, so exactly one Kyber key is consumed.
+async fn a_failed_fetch_puts_its_kyber_key_back(e: Engine) {
+    let db = e.db.clone();
+    let a = account(&name(), 1, 5);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    let results = e.contend(fetches(&db, a.user_id, 8)).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(Error::PrekeysExhausted))));
+    let c = db.counts(a.user_id).await.unwrap();
+    assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 4));
+}
+
+/// Uploads append one-time keys, replace the signed and last-resort keys; counts follow.
+async fn uploads_and_counts(e: Engine) {
+    let db = e.db;
+    let a = account(&name(), 3, 0);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    let upload = KeyUpload {
+        signed_prekey: Some(signed(9)),
+        kyber_last_resort: Some(signed(10)),
+        one_time: (50..90)
+            .map(|key_id| OneTimeKey {
+                key_id,
+                public_key: vec![5; 33],
+            })
+            .collect(),
+        kyber_one_time: (200..207).map(signed).collect(),
+    };
+    db.store(a.user_id, &upload).await.unwrap();
+    let c = db.counts(a.user_id).await.unwrap();
+    assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (43, 7));
+    let p = db.profile(a.user_id).await.unwrap().unwrap();
+    assert_eq!(p.signed_prekey, signed(9));
+    assert_eq!(p.kyber_last_resort, Some(signed(10)));
+    let err = db.store(Uuid::new_v4(), &upload).await.unwrap_err();
+    assert!(matches!(err, Error::UserNotFound), "{err:?}");
+}
+
+/// An expired session is not returned, though no TTL sweep removed it (the item is still there),
+/// and its refresh hash cannot be rotated; the TTL attribute is the one the table declares.
+async fn expired_sessions_are_filtered_when_read(e: Engine) {
+    let db = e.db;
+    let user = Uuid::new_v4();
+    let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = now_secs();
+    let record = |hash: &str, expires_at| SessionRecord {
+        refresh_hash: hash.into(),
+        expires_at,
+    };
+    SessionStore::create(db.as_ref(), user, live, &record("h1", now + 3600))
+        .await
+        .unwrap();
+    SessionStore::create(db.as_ref(), user, expired, &record("h2", now - 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        SessionStore::get(db.as_ref(), user, live).await.unwrap(),
+        Some(record("h1", now + 3600))
+    );
+    assert_eq!(
+        SessionStore::get(db.as_ref(), user, expired).await.unwrap(),
+        None
+    );
+    assert!(
+        !db.rotate(user, expired, "h2", &record("h3", now + 3600))
+            .await
+            .unwrap(),
+        "an expired session rotated"
+    );
+    let raw = db
+        .client()
+        .get_item()
+        .table_name(&db.tables().sessions)
+        .key("pk", AttributeValue::S(user.to_string()))
+        .key("sk", AttributeValue::S(expired.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = raw.item.expect("the expired item is still stored");
+    assert_eq!(
+        item.get("expires_at").and_then(|v| v.as_n().ok()),
+        Some(&(now - 10).to_string())
+    );
+    let ttl = db
+        .client()
+        .describe_time_to_live()
+        .table_name(&db.tables().sessions)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description
+            .and_then(|d| d.attribute_name)
+            .as_deref(),
+        Some("expires_at")
+    );
+}
+
+/// Rotation is conditional on the current hash; deleting all returns every session id.
+async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
+    let db = e.db.clone();
+    let user = Uuid::new_v4();
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let exp = now_secs() + 3600;
+    for id in &ids {
+        let r = SessionRecord {
+            refresh_hash: "old".into(),
+            expires_at: exp,
+        };
+        SessionStore::create(db.as_ref(), user, *id, &r)
+            .await
+            .unwrap();
+    }
+    let next = SessionRecord {
+        refresh_hash: "new".into(),
+        expires_at: exp + 1,
+    };
+    assert!(!db.rotate(user, ids[0], "wrong", &next).await.unwrap());
+    // Two concurrent rotations from the same hash: exactly one wins.
+    let won = e
+        .contend(vec![
+            db.rotate(user, ids[0], "old", &next),
+            db.rotate(user, ids[0], "old", &next),
+        ])
+        .await;
+    assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+    assert_eq!(
+        SessionStore::get(db.as_ref(), user, ids[0]).await.unwrap(),
+        Some(next)
+    );
+    let mut deleted = db.delete_all(user).await.unwrap();
+    deleted.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for id in ids {
+        assert_eq!(
+            SessionStore::get(db.as_ref(), user, id).await.unwrap(),
+            None
+        );
+    }
+}
+
+/// Deleting a user removes the name, the profile and every key.
+async fn deleting_a_user_removes_everything(e: Engine) {
+    let db = e.db;
+    let name = name();
+    let a = account(&name, 30, 4);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    UserStore::delete(db.as_ref(), a.user_id).await.unwrap();
+    assert!(db.credentials(&name).await.unwrap().is_none());
+    assert!(!db.exists(a.user_id).await.unwrap());
+    assert!(db.profile(a.user_id).await.unwrap().is_none());
+    let c = db.counts(a.user_id).await.unwrap();
+    assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 0));
+    // The name is free again.
+    UserStore::create(db.as_ref(), &account(&name, 1, 0))
+        .await
+        .unwrap();
+}
+
+macro_rules! on_engine {
+    ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
+        mod $engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::engine($url, $linearizable).await).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! on_both_engines {
+    ($($case:ident),* $(,)?) => {
+        on_engine!(dynoxide, &relay_tests::servers::servers().dynamodb_url, true, $($case),*);
+        on_engine!(moto, relay_tests::servers::moto(), false, $($case),*);
+    };
+}
+
+on_both_engines!(
+    registration_claims_a_name_once,
+    one_time_keys_are_taken_once,
+    a_failed_fetch_puts_its_kyber_key_back,
+    uploads_and_counts,
+    expired_sessions_are_filtered_when_read,
+    sessions_rotate_conditionally_and_delete_all,
+    deleting_a_user_removes_everything,
+);
