@@ -37,7 +37,7 @@ HTTP_ROUTES = {
 }
 BINARIES = {"UsersFunction": "users", "KeysFunction": "keys", "ConnectionFunction": "connection"}
 WS_ROUTES = {"$connect", "$disconnect", "$default"}
-GLOBAL_ENV = {"REDIS_URL", "RELAY_TABLE_PREFIX", "JWT_SECRET", "RUST_LOG", "RELAY_LOG_FORMAT"}
+GLOBAL_ENV = {"REDIS_URL", "REDIS_CLUSTER", "RELAY_TABLE_PREFIX", "JWT_SECRET", "RUST_LOG", "RELAY_LOG_FORMAT"}
 
 
 def plain(value):
@@ -73,6 +73,10 @@ def check(template: dict) -> list[str]:
     env = ((globals_fn.get("Environment") or {}).get("Variables")) or {}
     for name in sorted(GLOBAL_ENV - set(env)):
         errors.append(f"Globals.Function.Environment.Variables lacks {name}")
+    # ElastiCache Serverless is only offered in cluster mode: the functions must route by slot.
+    cluster = env.get("REDIS_CLUSTER")
+    if not (isinstance(cluster, dict) and (cluster.get("Fn::If") or [None, None])[:2] == ["UseServerlessRedis", "true"]):
+        errors.append('REDIS_CLUSTER must be "true" when UseServerlessRedis (ElastiCache Serverless is a cluster)')
     jwt = env.get("JWT_SECRET")
     if not (isinstance(jwt, dict) and "{{resolve:secretsmanager:" in json.dumps(jwt)) and not (
         isinstance(jwt, str) and jwt.startswith("{{resolve:")

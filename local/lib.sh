@@ -32,7 +32,7 @@ ensure_cargo() {
   command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; exit 1; }
 }
 
-# A venv with moto's DynamoDB-API server, pinned.
+# A venv with moto's DynamoDB-API server, pinned: the second engine of the DynamoDB adapter suite.
 ensure_moto() {
   local installed=""
   [ -x "$VENV/bin/pip" ] && installed="$("$VENV/bin/pip" show moto 2>/dev/null || true)"
@@ -79,14 +79,7 @@ start_redis() { # port dir [persist]
   wait_port 127.0.0.1 "$1" 20
 }
 
-start_moto() { # port dir
-  mkdir -p "$2"
-  "$MOTO_SERVER" -H 127.0.0.1 -p "$1" >"$2/moto.log" 2>&1 &
-  PIDS+=($!)
-  wait_port 127.0.0.1 "$1" 60
-}
-
-# Dummy credentials: moto accepts any; real AWS credentials are never needed locally.
+# Dummy credentials: the local engines accept any; real AWS credentials are never needed locally.
 local_aws_env() {
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
   export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"

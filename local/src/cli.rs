@@ -79,7 +79,7 @@ mod tests {
         .expect("parse");
         assert!(o.create_tables);
         assert!(
-            matches!(o.dynamodb, Some(Storage::File(p)) if p == PathBuf::from("/tmp/x.sqlite"))
+            matches!(o.dynamodb, Some(Storage::File(p)) if p == std::path::Path::new("/tmp/x.sqlite"))
         );
         assert_eq!(o.dynamodb_listen, Some("127.0.0.1:15000".parse().unwrap()));
     }

@@ -42,15 +42,9 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
     }
 }
 
-/// The gateway process after its options are read: tables, listener, then serve until Ctrl-C or
-/// SIGTERM. `engine` is the embedded DynamoDB engine's address, for the log.
-pub async fn run(
-    options: cli::Options,
-    engine: Option<std::net::SocketAddr>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(addr) = engine {
-        tracing::info!(%addr, "dynoxide (embedded DynamoDB API) serving");
-    }
+/// The gateway process after its options are read (and its embedded engine started): tables,
+/// listener, then serve until Ctrl-C or SIGTERM.
+pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>> {
     if options.create_tables {
         let prefix = std::env::var("RELAY_TABLE_PREFIX").unwrap_or_else(|_| "relay".into());
         let client = shared::storage::dynamodb::client_from_env().await;

@@ -4,8 +4,18 @@
 
 use local_gateway::{cli::Options, dynamodb_engine::EmbeddedDynamo};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     shared::telemetry::init();
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("local-gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = Options::parse(&args)?;
     let engine = match &options.dynamodb {
@@ -13,7 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let listen = options
                 .dynamodb_listen
                 .unwrap_or(([127, 0, 0, 1], 0).into());
+            let started = std::time::Instant::now();
             let engine = EmbeddedDynamo::start(storage.clone(), listen)?;
+            tracing::info!(
+                addr = %engine.addr(),
+                start_us = started.elapsed().as_micros() as u64,
+                "dynoxide (embedded DynamoDB API) serving"
+            );
             // Single-threaded still: nothing else reads the environment yet.
             std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", engine.endpoint());
             Some(engine)
@@ -21,10 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(local_gateway::run(
-        options,
-        engine.as_ref().map(|e| e.addr()),
-    ));
+    let result = runtime.block_on(local_gateway::run(options));
     drop(runtime);
     drop(engine); // after the gateway: the database closes last
     result

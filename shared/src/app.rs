@@ -26,10 +26,11 @@ impl App {
     pub async fn from_config(config: Config) -> Result<Arc<Self>> {
         let (client, conn) = futures::join!(
             dynamodb::client_from_env(),
-            redis_store::connect(&config.redis_url)
+            redis_store::connect_from(&config)
         );
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
-        let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox);
+        let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox)
+            .with_wait(config.redis_wait);
         Self::assemble(config, dynamo, redis)
     }
 

@@ -106,9 +106,23 @@ pub struct InboxLimits {
     pub max_body_bytes: usize,
 }
 
+/// `WAIT numreplicas timeout` after envelopes are stored: the reply `queued` then means the
+/// envelope reached `replicas` replicas, unless `timeout` passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisWait {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// One URL, or for a cluster one or more comma-separated seed URLs (`redis://` or `rediss://`).
     pub redis_url: String,
+    /// Redis Cluster (`REDIS_CLUSTER=true`, or several seed URLs): keys are routed by hash slot and
+    /// the slot map follows failovers and resharding.
+    pub redis_cluster: bool,
+    /// `REDIS_WAIT=REPLICAS/MILLIS`: wait for replicas after storing envelopes (unset: don't).
+    pub redis_wait: Option<RedisWait>,
     /// Prepended to every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
     /// DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`.
@@ -154,8 +168,12 @@ impl Config {
                 expected: "at least 1",
             });
         }
+        let redis_url = env.required("REDIS_URL")?;
+        let redis_cluster = redis_mode(&redis_url, env.flag("REDIS_CLUSTER")?)?;
         Ok(Self {
-            redis_url: env.required("REDIS_URL")?,
+            redis_url,
+            redis_cluster,
+            redis_wait: env.redis_wait("REDIS_WAIT")?,
             redis_prefix: env.string("RELAY_REDIS_PREFIX", ""),
             table_prefix: env.string("RELAY_TABLE_PREFIX", "relay"),
             jwt: JwtConfig {
@@ -191,6 +209,52 @@ impl Config {
     }
 }
 
+/// The seed URLs of `REDIS_URL` (one for a single node; one or more for a cluster).
+pub fn redis_seeds(redis_url: &str) -> Vec<&str> {
+    redis_url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Checks `REDIS_URL` and decides the mode: a cluster when asked for or when several seeds are
+/// given; every seed must parse, and a cluster's seeds are all `redis://` or all `rediss://`.
+fn redis_mode(redis_url: &str, cluster: Option<bool>) -> Result<bool, ConfigError> {
+    let seeds = redis_seeds(redis_url);
+    let invalid = |expected| ConfigError::Invalid {
+        var: "REDIS_URL".into(),
+        expected,
+    };
+    if seeds.is_empty() {
+        return Err(invalid("a redis:// or rediss:// URL"));
+    }
+    for seed in &seeds {
+        redis::IntoConnectionInfo::into_connection_info(*seed)
+            .map_err(|_| invalid("a redis:// or rediss:// URL"))?;
+    }
+    let cluster = match cluster {
+        Some(false) if seeds.len() > 1 => {
+            return Err(invalid(
+                "one URL when REDIS_CLUSTER is false (several are cluster seeds)",
+            ))
+        }
+        Some(c) => c,
+        None => seeds.len() > 1,
+    };
+    if cluster {
+        let tls = seeds[0].starts_with("rediss://");
+        let same_scheme =
+            |s: &&str| (tls && s.starts_with("rediss://")) || (!tls && s.starts_with("redis://"));
+        if !seeds.iter().all(same_scheme) {
+            return Err(invalid(
+                "cluster seeds that are all redis:// or all rediss:// URLs",
+            ));
+        }
+    }
+    Ok(cluster)
+}
+
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
 
 impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
@@ -215,6 +279,46 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 expected: "a non-negative whole number",
             }),
         }
+    }
+
+    fn flag(&self, var: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                "true" | "1" | "yes" => Ok(Some(true)),
+                "false" | "0" | "no" => Ok(Some(false)),
+                _ => Err(ConfigError::Invalid {
+                    var: var.to_string(),
+                    expected: "true or false",
+                }),
+            },
+        }
+    }
+
+    fn redis_wait(&self, var: &str) -> Result<Option<RedisWait>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(None);
+        };
+        let bad = || ConfigError::Invalid {
+            var: var.to_string(),
+            expected: "REPLICAS/MILLISECONDS, e.g. 1/50 (0 to disable)",
+        };
+        if raw.trim() == "0" {
+            return Ok(None);
+        }
+        let (replicas, millis) = raw.split_once('/').ok_or_else(bad)?;
+        let replicas: u32 = replicas.trim().parse().map_err(|_| bad())?;
+        let millis: u64 = millis.trim().parse().map_err(|_| bad())?;
+        if replicas == 0 {
+            return Ok(None);
+        }
+        if millis == 0 {
+            return Err(bad());
+        }
+        Ok(Some(RedisWait {
+            replicas,
+            timeout: Duration::from_millis(millis),
+        }))
     }
 
     fn bucket(&self, var: &str, default: Bucket) -> Result<Bucket, ConfigError> {
@@ -300,5 +404,68 @@ mod tests {
         let c = Config::from_lookup(lookup(&ok)).unwrap();
         assert_eq!(c.rate_limits.messages.capacity, 50);
         assert!((c.rate_limits.messages.refill_per_ms() - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn redis_mode_and_wait() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("JWT_SECRET", SECRET)];
+            all.extend_from_slice(pairs);
+            Config::from_lookup(lookup(&all))
+        };
+        let c = with(&[("REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+        assert!(!c.redis_cluster);
+        assert_eq!(c.redis_wait, None);
+        let c = with(&[
+            ("REDIS_URL", "rediss://cache.example:6379"),
+            ("REDIS_CLUSTER", "true"),
+        ])
+        .unwrap();
+        assert!(c.redis_cluster);
+        let c = with(&[(
+            "REDIS_URL",
+            "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+        )])
+        .unwrap();
+        assert!(c.redis_cluster, "several seeds mean a cluster");
+        assert_eq!(
+            redis_seeds(&c.redis_url),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        let c = with(&[("REDIS_URL", "redis://x"), ("REDIS_WAIT", "1/50")]).unwrap();
+        assert_eq!(
+            c.redis_wait,
+            Some(RedisWait {
+                replicas: 1,
+                timeout: Duration::from_millis(50)
+            })
+        );
+        for (pairs, var) in [
+            (
+                vec![("REDIS_URL", "redis://x"), ("REDIS_CLUSTER", "maybe")],
+                "REDIS_CLUSTER",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://a,redis://b"),
+                    ("REDIS_CLUSTER", "false"),
+                ],
+                "REDIS_URL",
+            ),
+            (vec![("REDIS_URL", "redis://a,rediss://b")], "REDIS_URL"),
+            (vec![("REDIS_URL", "http://a")], "REDIS_URL"),
+            (vec![("REDIS_URL", " , ")], "REDIS_URL"),
+            (
+                vec![("REDIS_URL", "redis://x"), ("REDIS_WAIT", "1")],
+                "REDIS_WAIT",
+            ),
+            (
+                vec![("REDIS_URL", "redis://x"), ("REDIS_WAIT", "1/0")],
+                "REDIS_WAIT",
+            ),
+        ] {
+            let err = with(&pairs).unwrap_err();
+            assert!(err.to_string().contains(var), "{pairs:?}: {err}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod servers;
 pub mod stack;
 

@@ -108,12 +108,17 @@ fn start_dynoxide() -> String {
     url
 }
 
-/// The servers every stack of this process uses; `RELAY_TEST_REDIS_URL` and
-/// `RELAY_TEST_DYNAMODB_URL` name existing ones instead.
+/// The servers every stack of this process uses; `RELAY_TEST_REDIS_URL` (one URL, or a Redis
+/// Cluster's comma-separated seeds) and `RELAY_TEST_DYNAMODB_URL` name existing ones instead, and
+/// `RELAY_TEST_REDIS=cluster` starts a local three-primary cluster for the process.
 #[allow(clippy::zombie_processes)] // killed with the process, never reaped
 pub fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
+        let cluster = std::env::var("RELAY_TEST_REDIS").is_ok_and(|v| v == "cluster");
         let redis_url = std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| {
+            if cluster {
+                return crate::cluster::shared_seeds();
+            }
             on_lasting_thread(|| {
                 let (port, child) = start_redis();
                 std::mem::forget(child);

@@ -120,11 +120,9 @@ impl Stack {
         format!("ws://{}/ws?token={}", self.addr, token)
     }
 
-    /// A Redis connection to the stack's server, for checks of what is stored.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.config.redis_url.as_str())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
+    /// A Redis connection to the stack's server (or cluster), for checks of what is stored.
+    pub async fn redis(&self) -> shared::storage::redis::RedisConnection {
+        shared::storage::redis::connect_from(&self.config)
             .await
             .expect("redis")
     }

@@ -2,7 +2,7 @@
 //! and Redis calls issued directly), the CPU time per fetch of the gateway and of the embedded
 //! engine, and the scale case (a target with many stored one-time keys against one with few).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::aio::ConnectionManager;
 use relay_tests::{Stack, User};
@@ -150,21 +150,9 @@ pub async fn scale(stack: &Stack, small: u32, large: u32, fetches: usize) -> Bun
     let (mut a, mut b, mut errors) = (Vec::new(), Vec::new(), 0);
     for i in 0..fetches * 2 {
         let target = if i % 2 == 0 { few } else { many };
-        let t = Instant::now();
-        let r = stack
-            .http
-            .get(stack.url(&format!("/v1/users/{}/bundle", target.user_id)))
-            .bearer_auth(&requester.access)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await;
-        let took = t.elapsed();
-        match r {
-            Ok(resp) if resp.status() == 200 => {
-                let _ = resp.bytes().await;
-                if i % 2 == 0 { &mut a } else { &mut b }.push(took);
-            }
-            _ => errors += 1,
+        match super::scenarios::fetch_bundle(stack, requester, target).await {
+            (took, Ok(())) => if i % 2 == 0 { &mut a } else { &mut b }.push(took),
+            (_, Err(_)) => errors += 1,
         }
     }
     BundleScale {

@@ -269,6 +269,41 @@ pub async fn run(o: Opts) -> Result<(), String> {
         log(format!("online: {} errors, first: {e}", online.errors));
     }
 
+    log("1b · online relay on a local Redis Cluster (3 primaries, 3 replicas)");
+    let cluster = tokio::task::spawn_blocking(|| relay_tests::cluster::Cluster::start(3, 1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut cluster_env = env.clone();
+    cluster_env.insert("REDIS_URL".into(), cluster.seeds());
+    cluster_env.insert("REDIS_CLUSTER".into(), "true".into());
+    let cluster_config =
+        shared::Config::from_lookup(|k| cluster_env.get(k).cloned()).map_err(|e| e.to_string())?;
+    // Its own engine in memory: the first gateway holds the database file.
+    let gw_cluster = start_gateway(
+        &gateway_dir,
+        &cluster_env,
+        &["--dynamodb-memory".to_string()],
+        true,
+        &logs.join("gateway-cluster.log"),
+    )
+    .await;
+    let cluster_stack = Stack::attach(
+        ([127, 0, 0, 1], gw_cluster.port).into(),
+        cluster_config,
+        &dynamodb_url,
+    )
+    .await;
+    let online_cluster =
+        scenarios::online(&cluster_stack, o.pairs, o.warmup, o.duration, o.pipeline).await;
+    if let Some(e) = &online_cluster.first_error {
+        log(format!(
+            "online on the cluster: {} errors, first: {e}",
+            online_cluster.errors
+        ));
+    }
+    gw_cluster.stop().await;
+    drop(cluster);
+
     log(format!(
         "2 · offline relay: {} messages",
         o.offline_messages
@@ -402,6 +437,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
             cold_start: cold_floor,
         },
         online,
+        online_cluster,
         offline,
         bundle,
         bundle_scale,

@@ -20,6 +20,8 @@ pub struct Results {
     pub total_s: f64,
     pub floors: Floors,
     pub online: Online,
+    /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
+    pub online_cluster: Online,
     pub offline: Offline,
     /// Bundle fetches at each concurrency, each beside its storage floor.
     pub bundle: Vec<BundleLevel>,
@@ -150,6 +152,30 @@ pub fn rows(r: &Results) -> Vec<Row> {
             times(o.latency.max_ms, e.latency.max_ms),
         ),
     ];
+    let oc = &r.online_cluster;
+    let ocn = format!(
+        "1b · online on a Redis Cluster ({} pairs, pipeline {})",
+        oc.pairs, oc.pipeline
+    );
+    rows.extend([
+        row(
+            &ocn,
+            "messages/s",
+            rate(oc.msgs_per_s, "msg/s"),
+            format!("single node {}", rate(o.msgs_per_s, "msg/s")),
+            format!(
+                "{:.0}% of single node",
+                100.0 * oc.msgs_per_s / o.msgs_per_s.max(1e-9)
+            ),
+        ),
+        row(
+            &ocn,
+            "send→receive p50 / p99",
+            format!("{} / {}", ms(oc.latency.p50_ms), ms(oc.latency.p99_ms)),
+            format!("{} / {}", ms(o.latency.p50_ms), ms(o.latency.p99_ms)),
+            times(oc.latency.p99_ms, o.latency.p99_ms),
+        ),
+    ]);
     let off = &r.offline;
     let offn = format!("2 · offline ({} msgs)", off.messages);
     let pair_rate = if f.redis.rpush_lpop.p50_ms > 0.0 {
@@ -405,6 +431,18 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
         goal: format!("{full_connections} connections at ≤ 16 KiB RSS each"),
         measured: format!("{} open, {:.1} KiB each", c.opened, c.rss_per_conn_kib),
         met: c.opened >= full_connections && c.rss_per_conn_kib <= 16.0,
+    });
+    let oc = &r.online_cluster;
+    t.push(Target {
+        name: "online relay on a cluster".into(),
+        goal: "≥ 80 % of the single node's messages/s".into(),
+        measured: format!(
+            "{:.0} msg/s ({:.0} %), {} errors",
+            oc.msgs_per_s,
+            100.0 * oc.msgs_per_s / o.msgs_per_s.max(1e-9),
+            oc.errors
+        ),
+        met: oc.msgs_per_s >= 0.8 * o.msgs_per_s && oc.latency.n > 0,
     });
     for cs in &r.cold_start {
         t.push(Target {

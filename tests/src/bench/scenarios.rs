@@ -45,7 +45,7 @@ pub async fn create_users(stack: &Stack, n: usize, keys: u32) -> Vec<User> {
         .await
 }
 
-/// `User::create`, retried: moto answers concurrent transactions with an occasional conflict,
+/// `User::create`, retried: a DynamoDB engine may answer concurrent transactions with a conflict,
 /// which the relay reports as 503 (nothing written).
 async fn create_user(stack: &Stack, n: u32, k: u32) -> User {
     let identity = Identity::new();
@@ -329,6 +329,35 @@ impl Bundle {
     }
 }
 
+/// One bundle fetch of `target`'s by `requester`: its time, and the error if it was not a 200.
+pub async fn fetch_bundle(
+    stack: &Stack,
+    requester: &User,
+    target: &User,
+) -> (Duration, Result<(), String>) {
+    let t = Instant::now();
+    let r = stack
+        .http
+        .get(stack.url(&format!("/v1/users/{}/bundle", target.user_id)))
+        .bearer_auth(&requester.access)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    let outcome = match r {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.unwrap_or_default();
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{status} {}", String::from_utf8_lossy(&body)))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    (t.elapsed(), outcome)
+}
+
 /// Scenario 3, one round: `n` bundle fetches at `acc.concurrency` over `users` (fetch k: user k
 /// fetches user k+1's bundle, k counted from `offset`), added to `acc`.
 pub async fn bundle_round(
@@ -340,29 +369,12 @@ pub async fn bundle_round(
 ) {
     let fetch = |k: usize| async move {
         let k = k + offset;
-        let requester = &users[k % users.len()];
-        let target = &users[(k + 1) % users.len()];
-        let t = Instant::now();
-        let r = stack
-            .http
-            .get(stack.url(&format!("/v1/users/{}/bundle", target.user_id)))
-            .bearer_auth(&requester.access)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await;
-        let outcome = match r {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = resp.bytes().await.unwrap_or_default();
-                if status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("{status} {}", String::from_utf8_lossy(&body)))
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        (t.elapsed(), outcome)
+        fetch_bundle(
+            stack,
+            &users[k % users.len()],
+            &users[(k + 1) % users.len()],
+        )
+        .await
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     let start = Instant::now();

@@ -1,17 +1,17 @@
 //! `Inbox` and `ConnectionRegistry` on Redis lists and sorted sets.
 
 use async_trait::async_trait;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
-use super::RedisStore;
+use super::{Lua, RedisStore};
 use crate::error::Result;
 use crate::model::UserId;
 use crate::storage::{ConnectionRegistry, Delivery, Inbox, StoredEnvelope};
 
-static DELIVER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deliver.lua")));
-static PENDING: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("pending.lua")));
+static DELIVER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("deliver.lua")));
+static PENDING: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("pending.lua")));
 
 /// API Gateway closes WebSocket connections after two hours; registrations expire with them.
 pub const CONNECTION_TTL_MS: u64 = 2 * 3600 * 1000;
@@ -40,22 +40,23 @@ impl Inbox for RedisStore {
         online_only: bool,
         now_ms: u64,
     ) -> Result<Delivery> {
-        let (code, connections, envelopes): (i64, Vec<String>, Vec<String>) = DELIVER
-            .key(self.marker_key(to))
-            .key(self.inbox_key(to))
-            .key(self.conns_key(to))
-            .arg(&envelope.0)
+        let inbox = self.inbox_key(to);
+        let mut call = DELIVER.call(&[&self.marker_key(to), &inbox, &self.conns_key(to)]);
+        call.arg(&envelope.0)
             .arg(self.inbox_max)
             .arg(self.inbox_ttl_secs)
             .arg(now_ms)
             .arg(if online_only { 1 } else { 0 })
-            .arg(POP_BATCH)
-            .invoke_async(&mut self.connection())
-            .await?;
+            .arg(POP_BATCH);
+        let (code, connections, envelopes): (i64, Vec<String>, Vec<String>) =
+            self.run(&DELIVER, &call).await?;
         Ok(match code {
             -1 => Delivery::UnknownInbox,
             0 => Delivery::Dropped,
-            1 => Delivery::Queued,
+            1 => {
+                self.wait_for_replicas().await;
+                Delivery::Queued
+            }
             _ => Delivery::Online {
                 connections,
                 envelopes: envelopes.into_iter().map(StoredEnvelope).collect(),
@@ -96,35 +97,43 @@ impl Inbox for RedisStore {
             .ignore()
             .query_async(&mut self.connection())
             .await?;
+        self.wait_for_replicas().await;
         Ok(())
     }
 
     async fn pending(&self, user_id: UserId, now_ms: u64) -> Result<u64> {
-        Ok(PENDING
-            .key(self.inbox_key(user_id))
-            .arg(now_ms)
-            .invoke_async(&mut self.connection())
-            .await?)
+        let mut call = PENDING.call(&[&self.inbox_key(user_id)]);
+        call.arg(now_ms);
+        self.run(&PENDING, &call).await
     }
 }
 
+/// The user's connection set (`{user}` slot) and the connection → user key (`{connection}` slot)
+/// live in two hash slots, so each change is two single-slot requests sent together. Neither
+/// order leaves a stale entry behind for long: a set member whose key is gone expires by its
+/// score (the deliver script drops it), and the key expires with the connection.
 #[async_trait]
 impl ConnectionRegistry for RedisStore {
     async fn register(&self, connection_id: &str, user_id: UserId, now_ms: u64) -> Result<()> {
         let conns = self.conns_key(user_id);
-        let _: () = redis::pipe()
+        let mut by_user = redis::pipe();
+        by_user
+            .atomic()
             .zadd(&conns, connection_id, now_ms + CONNECTION_TTL_MS)
             .ignore()
             .pexpire(&conns, CONNECTION_TTL_MS as i64)
-            .ignore()
-            .pset_ex(
+            .ignore();
+        let (mut a, mut b) = (self.connection(), self.connection());
+        let (set, key): (redis::RedisResult<()>, redis::RedisResult<()>) = futures::join!(
+            by_user.query_async(&mut a),
+            b.pset_ex(
                 self.conn_key(connection_id),
                 user_id.to_string(),
                 CONNECTION_TTL_MS,
             )
-            .ignore()
-            .query_async(&mut self.connection())
-            .await?;
+        );
+        set?;
+        key?;
         Ok(())
     }
 
@@ -142,13 +151,13 @@ impl ConnectionRegistry for RedisStore {
     }
 
     async fn remove(&self, user_id: UserId, connection_id: &str) -> Result<()> {
-        let _: () = redis::pipe()
-            .zrem(self.conns_key(user_id), connection_id)
-            .ignore()
-            .del(self.conn_key(connection_id))
-            .ignore()
-            .query_async(&mut self.connection())
-            .await?;
+        let (mut a, mut b) = (self.connection(), self.connection());
+        let (set, key): (redis::RedisResult<()>, redis::RedisResult<()>) = futures::join!(
+            a.zrem(self.conns_key(user_id), connection_id),
+            b.del(self.conn_key(connection_id))
+        );
+        set?;
+        key?;
         Ok(())
     }
 }

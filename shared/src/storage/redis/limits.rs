@@ -1,28 +1,25 @@
 //! `RateLimiter` (token buckets, one atomic script) and `Revocations` on Redis.
 
 use async_trait::async_trait;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
-use super::RedisStore;
+use super::{Lua, RedisStore};
 use crate::config::Bucket;
 use crate::error::Result;
 use crate::storage::{RateDecision, RateLimiter, Revocations};
 
-static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+static TOKEN_BUCKET: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_bucket.lua")));
 
 #[async_trait]
 impl RateLimiter for RedisStore {
     async fn take(&self, key: &str, bucket: Bucket, cost: u32) -> Result<RateDecision> {
-        let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
-            .key(self.bucket_key(key))
-            .arg(bucket.capacity)
+        let mut call = TOKEN_BUCKET.call(&[&self.bucket_key(key)]);
+        call.arg(bucket.capacity)
             .arg(bucket.refill_per_ms())
-            .arg(cost)
-            .invoke_async(&mut self.connection())
-            .await?;
+            .arg(cost);
+        let (allowed, retry_after_ms): (i64, i64) = self.run(&TOKEN_BUCKET, &call).await?;
         Ok(if allowed == 1 {
             RateDecision::Allowed
         } else {
