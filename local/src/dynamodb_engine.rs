@@ -48,8 +48,12 @@ impl EmbeddedDynamo {
                 let name = path
                     .to_str()
                     .ok_or_else(|| format!("{}: path is not UTF-8", path.display()))?;
-                let open_error =
-                    |e| format!("{}: cannot open as a Dynoxide database: {e}", path.display());
+                let open_error = |e| {
+                    format!(
+                        "{}: cannot open as a Dynoxide database: {e}",
+                        path.display()
+                    )
+                };
                 let db = dynoxide::Database::new(name).map_err(open_error)?;
                 // WAL with `synchronous = NORMAL` (what this call sets): a commit is written, not
                 // fsynced, so a killed process loses nothing and a crash of the machine can lose
