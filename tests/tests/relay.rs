@@ -387,6 +387,35 @@ async fn the_management_api_pusher_reaches_live_connections_and_reports_gone_one
     );
 }
 
+/// A Management API that accepts connections and never answers must not hold the function: the
+/// push fails within the AWS clients' operation timeout.
+#[tokio::test]
+async fn a_push_to_a_management_api_that_never_answers_fails_within_the_timeout() {
+    use shared::storage::{
+        apigateway::ManagementApiPusher, aws::OPERATION_TIMEOUT, PushError, Pusher,
+    };
+    relay_tests::stack::set_aws_credentials();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket); // read nothing, answer nothing
+        }
+    });
+    let pusher = ManagementApiPusher::new(&format!("http://{addr}")).await;
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        OPERATION_TIMEOUT + std::time::Duration::from_secs(5),
+        pusher.push("any-connection", "{}"),
+    )
+    .await
+    .expect("the push hung past the operation timeout");
+    assert!(matches!(result, Err(PushError::Failed(_))), "{result:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    held.abort();
+}
+
 #[tokio::test]
 async fn a_send_behind_a_long_backlog_reports_queued_and_nothing_is_lost() {
     let stack = Stack::start().await;

@@ -21,18 +21,15 @@ impl ManagementApiPusher {
             .ws_management_endpoint
             .clone()
             .ok_or_else(|| ConfigError::Missing("WS_MANAGEMENT_ENDPOINT".into()))?;
-        let region =
-            aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(region)
-            .load()
-            .await;
-        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
-            .endpoint_url(endpoint)
-            .build();
-        Ok(Arc::new(Self {
-            client: Client::from_conf(conf),
-        }))
+        Ok(Arc::new(Self::new(&endpoint).await))
+    }
+
+    /// A pusher to the Management API at `endpoint`, with the timeouts of every AWS client: a
+    /// push to an endpoint that does not answer fails within `aws::OPERATION_TIMEOUT`.
+    pub async fn new(endpoint: &str) -> Self {
+        Self {
+            client: Client::new(&super::aws::sdk_config(Some(endpoint)).await),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The narrow traits the domain depends on, and their adapters.
 
 pub mod apigateway;
+pub mod aws;
 pub mod dynamodb;
 pub mod redis;
 

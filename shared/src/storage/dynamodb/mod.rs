@@ -41,7 +41,7 @@ pub struct Dynamo {
 }
 
 /// Builds the SDK client from the standard AWS settings (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`,
-/// credentials chain); the region defaults to us-east-1 for local servers.
+/// credentials chain) and the shared timeouts (`storage::aws`).
 pub async fn client_from_env() -> Client {
     client_with(None).await
 }
@@ -52,20 +52,7 @@ pub async fn client_for_endpoint(endpoint: &str) -> Client {
 }
 
 async fn client_with(endpoint: Option<&str>) -> Client {
-    let region =
-        aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .operation_attempt_timeout(std::time::Duration::from_secs(5))
-        .build();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(region)
-        .timeout_config(timeouts);
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    let shared = loader.load().await;
-    Client::new(&shared)
+    Client::new(&crate::storage::aws::sdk_config(endpoint).await)
 }
 
 impl Dynamo {
