@@ -2,41 +2,47 @@
 """Check infra/template.yaml against what the Rust functions expect of it.
 
 The functions dispatch on requestContext.routeKey, so the HTTP API route keys must be exactly
-the SPEC's; the WebSocket API must route on $request.body.action to the connection function
+those of the route table in the Rust code (shared::routes, printed by `relay-routes`); the WebSocket API must route on $request.body.action to the connection function
 with a route response on $default; every function must be a cargo-lambda build of its own
 binary on provided.al2023/arm64 and see the environment the code reads. cfn-lint checks the
 template's syntax and types, not these facts. Exit status 0 when all hold, 1 otherwise.
 
-Usage: check_contract.py [--template PATH]     (needs cfn-lint's YAML loader, see infra/lint)
+Usage: check_contract.py [--template PATH] [--routes JSON]   (needs cfn-lint's YAML loader, see infra/lint)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-HTTP_ROUTES = {
-    "UsersFunction": {
-        "POST /v1/users",
-        "POST /v1/sessions",
-        "POST /v1/sessions/refresh",
-        "DELETE /v1/sessions/current",
-        "GET /v1/users",
-        "DELETE /v1/users/me",
-        "GET /healthz",
-    },
-    "KeysFunction": {
-        "PUT /v1/keys",
-        "GET /v1/keys/count",
-        "GET /v1/users/{user_id}/bundle",
-    },
-}
-BINARIES = {"UsersFunction": "users", "KeysFunction": "keys", "ConnectionFunction": "connection"}
-WS_ROUTES = {"$connect", "$disconnect", "$default"}
+ROOT = HERE.parent
+
+
+def logical_id_of(function: str) -> str:
+    """The template's logical id of a function: users -> UsersFunction."""
+    return f"{function.capitalize()}Function"
+
+
+def load_routes(path: Path | None) -> dict:
+    """The route table of the Rust code (`shared::routes`), as `relay-routes` prints it; from a
+    file when one is given (the self-test in infra/lint feeds a changed one)."""
+    if path is not None:
+        return json.loads(path.read_text())
+    out = subprocess.run(
+        ["cargo", "run", "--quiet", "-p", "local-gateway", "--bin", "relay-routes"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
 GLOBAL_ENV = {"REDIS_URL", "REDIS_CLUSTER", "RELAY_TABLE_PREFIX", "JWT_SECRET", "RUST_LOG", "RELAY_LOG_FORMAT"}
 
 
@@ -44,8 +50,15 @@ def plain(value):
     return json.loads(json.dumps(value))
 
 
-def check(template: dict) -> list[str]:
+def check(template: dict, table: dict) -> list[str]:
     errors: list[str] = []
+    HTTP_ROUTES: dict[str, set[str]] = {}
+    for r in table["http"]:
+        HTTP_ROUTES.setdefault(logical_id_of(r["function"]), set()).add(r["route_key"])
+    BINARIES = {logical_id_of(f): f for f in table["functions"]}
+    WS_ROUTES = set(table["websocket"]["routes"])
+    if logical_id_of(table["websocket"]["function"]) != "ConnectionFunction":
+        errors.append("the WebSocket routes must be the connection function's")
     resources = plain(template.get("Resources") or {})
     globals_fn = plain((template.get("Globals") or {}).get("Function") or {})
 
@@ -88,7 +101,7 @@ def check(template: dict) -> list[str]:
     if "WS_MANAGEMENT_ENDPOINT" not in conn_env:
         errors.append("ConnectionFunction lacks WS_MANAGEMENT_ENDPOINT")
 
-    # HTTP API routes: exactly the SPEC's, each on the right function, all on one HttpApi.
+    # HTTP API routes: exactly the route table's, each on the right function, all on one HttpApi.
     seen: dict[str, str] = {}
     for logical_id, res in resources.items():
         if res.get("Type") != "AWS::Serverless::Function":
@@ -110,7 +123,7 @@ def check(template: dict) -> list[str]:
             if seen.get(key) != fn:
                 errors.append(f"route {key} must go to {fn}, found {seen.get(key)}")
     for key in sorted(set(seen) - set().union(*HTTP_ROUTES.values())):
-        errors.append(f"route {key} ({seen[key]}) is not in the SPEC")
+        errors.append(f"route {key} ({seen[key]}) is not in the route table (shared::routes)")
 
     # WebSocket API.
     apis = [r for r in resources.values() if r.get("Type") == "AWS::ApiGatewayV2::Api"]
@@ -148,17 +161,21 @@ def check(template: dict) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--template", type=Path, default=HERE / "template.yaml")
+    parser.add_argument("--routes", type=Path, default=None, help="route table JSON (default: relay-routes)")
     args = parser.parse_args(argv)
     from cfnlint.decode import cfn_yaml
 
-    errors = check(cfn_yaml.load(str(args.template)))
+    table = load_routes(args.routes)
+    errors = check(cfn_yaml.load(str(args.template)), table)
     if errors:
         print(f"check_contract: {args.template} does not match what the functions expect:", file=sys.stderr)
         for e in errors:
             print(f"  - {e}", file=sys.stderr)
         return 1
-    n = sum(len(v) for v in HTTP_ROUTES.values())
-    print(f"check_contract: {n} HTTP routes, {len(WS_ROUTES)} WebSocket routes, {len(BINARIES)} functions as expected")
+    print(
+        f"check_contract: {len(table['http'])} HTTP routes, {len(table['websocket']['routes'])} WebSocket routes, "
+        f"{len(table['functions'])} functions as the route table says"
+    )
     return 0
 
 

@@ -2,21 +2,8 @@
 
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    Users,
-    Keys,
-}
-
-impl Function {
-    /// The name the function is deployed (and run under cargo lambda watch) as.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Keys => "keys",
-        }
-    }
-}
+pub use shared::routes::Function;
+use shared::routes::HttpRoute;
 
 pub struct Route {
     pub key: &'static str,
@@ -24,12 +11,9 @@ pub struct Route {
     pub params: HashMap<String, String>,
 }
 
-/// Every route key of both functions, from the functions themselves.
+/// Every HTTP route key with its function, from the one route table.
 fn table() -> impl Iterator<Item = (&'static str, Function)> {
-    users::ROUTES
-        .iter()
-        .map(|k| (*k, Function::Users))
-        .chain(keys::ROUTES.iter().map(|k| (*k, Function::Keys)))
+    HttpRoute::ALL.into_iter().map(|r| (r.key(), r.function()))
 }
 
 pub fn matching(method: &str, path: &str) -> Option<Route> {

@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod routes;
 pub mod services;
 pub mod storage;
 pub mod telemetry;

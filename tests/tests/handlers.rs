@@ -67,6 +67,41 @@ async fn call(app: &shared::App, function: &str, req: lambda_http::Request) -> (
     (status, body)
 }
 
+/// Every route of the route table is served by the function it names, and by no other.
+#[tokio::test]
+async fn each_route_of_the_table_is_served_by_its_function_only() {
+    use shared::routes::{Function, HttpRoute};
+    let app = test_app().await;
+    for route in HttpRoute::ALL {
+        let (_, pattern) = route.key().split_once(' ').unwrap();
+        let path = pattern.replace("{user_id}", &uuid::Uuid::new_v4().to_string());
+        let params = match route {
+            HttpRoute::Bundle => json!({"user_id": path.split('/').nth(3).unwrap()}),
+            _ => Value::Null,
+        };
+        let event = || http_event(route.key(), &path, "", None, json!({}), params.clone());
+        let (own, other) = match route.function() {
+            Function::Users => ("users", "keys"),
+            Function::Keys => ("keys", "users"),
+            Function::Connection => unreachable!("no HTTP route is the connection function's"),
+        };
+        let (status, body) = call(&app, own, event()).await;
+        assert_ne!(
+            body["error"]["code"],
+            "route_not_found",
+            "{} not served by {own}: {status} {body}",
+            route.key()
+        );
+        let (status, body) = call(&app, other, event()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{} also served by {other}",
+            route.key()
+        );
+    }
+}
+
 #[tokio::test]
 async fn http_functions_answer_api_gateway_v2_events() {
     let app = test_app().await;

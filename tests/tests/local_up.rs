@@ -85,6 +85,17 @@ struct Up {
     log: PathBuf,
 }
 
+/// A test that fails half-way must not leave a stack running: SIGKILL to the whole group.
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: a signal to the process group we created.
+            unsafe { libc::kill(-self.group(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Up {
     /// Starts the stack and waits until `/healthz` answers 200.
     async fn start(data: &Path, ports: &Ports) -> Self {
@@ -123,18 +134,21 @@ impl Up {
 
     /// SIGTERM to the script (as a supervisor would): it stops what it started.
     fn terminate(mut self) {
-        let pid = self.child.id() as i32;
         // SAFETY: a signal to our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(self.group(), libc::SIGTERM) };
         self.wait_exit();
     }
 
     /// SIGKILL to every process of the stack at once: nothing gets to clean up.
     fn kill_all(mut self) {
-        let pgid = self.child.id() as i32;
         // SAFETY: a signal to the process group we created.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        unsafe { libc::kill(-self.group(), libc::SIGKILL) };
         self.wait_exit();
+    }
+
+    /// The process group: the script, redis-server and the gateway.
+    fn group(&self) -> i32 {
+        self.child.id() as i32
     }
 
     fn wait_exit(&mut self) {
@@ -144,8 +158,7 @@ impl Up {
             std::thread::sleep(Duration::from_millis(50));
         }
         // The group's other processes (redis-server, the gateway) are gone too.
-        let pgid = self.child.id() as i32;
-        while unsafe { libc::kill(-pgid, 0) } == 0 {
+        while unsafe { libc::kill(-self.group(), 0) } == 0 {
             assert!(
                 Instant::now() < deadline,
                 "processes of ./local/up still run"

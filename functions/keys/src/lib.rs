@@ -3,23 +3,27 @@
 use std::convert::Infallible;
 
 use lambda_http::{Body, Request, Response};
+use shared::routes::HttpRoute;
 use shared::{http, validation, App, Error};
 use tracing::instrument;
 
-/// The API Gateway route keys this function serves.
-pub const ROUTES: &[&str] = &[
-    "PUT /v1/keys",
-    "GET /v1/keys/count",
-    "GET /v1/users/{user_id}/bundle",
-];
-
+/// Dispatches on the route table (`shared::routes`); a route of another function is not found.
 #[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    Ok(match http::route_key(&req).as_str() {
-        "PUT /v1/keys" => upload(app, &req).await,
-        "GET /v1/keys/count" => count(app, &req).await,
-        "GET /v1/users/{user_id}/bundle" => bundle(app, &req).await,
-        _ => http::error(&Error::RouteNotFound),
+    Ok(match HttpRoute::from_key(&http::route_key(&req)) {
+        Some(HttpRoute::UploadKeys) => upload(app, &req).await,
+        Some(HttpRoute::CountKeys) => count(app, &req).await,
+        Some(HttpRoute::Bundle) => bundle(app, &req).await,
+        Some(
+            HttpRoute::Register
+            | HttpRoute::Login
+            | HttpRoute::Refresh
+            | HttpRoute::Logout
+            | HttpRoute::LookUp
+            | HttpRoute::DeleteMe
+            | HttpRoute::Health,
+        )
+        | None => http::error(&Error::RouteNotFound),
     })
 }
 

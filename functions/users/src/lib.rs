@@ -3,31 +3,24 @@
 use std::convert::Infallible;
 
 use lambda_http::{Body, Request, Response};
+use shared::routes::HttpRoute;
 use shared::{http, App, Error, Result};
 use tracing::instrument;
 
-/// The API Gateway route keys this function serves.
-pub const ROUTES: &[&str] = &[
-    "POST /v1/users",
-    "POST /v1/sessions",
-    "POST /v1/sessions/refresh",
-    "DELETE /v1/sessions/current",
-    "GET /v1/users",
-    "DELETE /v1/users/me",
-    "GET /healthz",
-];
-
+/// Dispatches on the route table (`shared::routes`); a route of another function is not found.
 #[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    Ok(match http::route_key(&req).as_str() {
-        "POST /v1/users" => register(app, &req).await,
-        "POST /v1/sessions" => login(app, &req).await,
-        "POST /v1/sessions/refresh" => refresh(app, &req).await,
-        "DELETE /v1/sessions/current" => logout(app, &req).await,
-        "GET /v1/users" => lookup(app, &req).await,
-        "DELETE /v1/users/me" => delete_me(app, &req).await,
-        "GET /healthz" => health(app).await,
-        _ => http::error(&Error::RouteNotFound),
+    Ok(match HttpRoute::from_key(&http::route_key(&req)) {
+        Some(HttpRoute::Register) => register(app, &req).await,
+        Some(HttpRoute::Login) => login(app, &req).await,
+        Some(HttpRoute::Refresh) => refresh(app, &req).await,
+        Some(HttpRoute::Logout) => logout(app, &req).await,
+        Some(HttpRoute::LookUp) => lookup(app, &req).await,
+        Some(HttpRoute::DeleteMe) => delete_me(app, &req).await,
+        Some(HttpRoute::Health) => health(app).await,
+        Some(HttpRoute::UploadKeys | HttpRoute::CountKeys | HttpRoute::Bundle) | None => {
+            http::error(&Error::RouteNotFound)
+        }
     })
 }
 

@@ -1,0 +1,136 @@
+//! Every route of the API in one table: the HTTP API's route keys with the function that serves
+//! each, and the WebSocket API's routes. The functions dispatch on it, the local gateway matches
+//! requests with it, and `infra/check_contract.py` compares the AWS template with it (through
+//! `relay-routes`, which prints it), so a route cannot exist in one place and not another.
+
+/// A deployed function (its binary and Lambda name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    Users,
+    Keys,
+    Connection,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [Self::Users, Self::Keys, Self::Connection];
+
+    /// The name the function is built and deployed (and run under cargo lambda watch) as.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Keys => "keys",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+/// One HTTP API route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpRoute {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    LookUp,
+    DeleteMe,
+    Health,
+    UploadKeys,
+    CountKeys,
+    Bundle,
+}
+
+impl HttpRoute {
+    pub const ALL: [HttpRoute; 10] = [
+        Self::Register,
+        Self::Login,
+        Self::Refresh,
+        Self::Logout,
+        Self::LookUp,
+        Self::DeleteMe,
+        Self::Health,
+        Self::UploadKeys,
+        Self::CountKeys,
+        Self::Bundle,
+    ];
+
+    /// The API Gateway route key (`METHOD /path/{param}`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Register => "POST /v1/users",
+            Self::Login => "POST /v1/sessions",
+            Self::Refresh => "POST /v1/sessions/refresh",
+            Self::Logout => "DELETE /v1/sessions/current",
+            Self::LookUp => "GET /v1/users",
+            Self::DeleteMe => "DELETE /v1/users/me",
+            Self::Health => "GET /healthz",
+            Self::UploadKeys => "PUT /v1/keys",
+            Self::CountKeys => "GET /v1/keys/count",
+            Self::Bundle => "GET /v1/users/{user_id}/bundle",
+        }
+    }
+
+    pub fn function(self) -> Function {
+        match self {
+            Self::Register
+            | Self::Login
+            | Self::Refresh
+            | Self::Logout
+            | Self::LookUp
+            | Self::DeleteMe
+            | Self::Health => Function::Users,
+            Self::UploadKeys | Self::CountKeys | Self::Bundle => Function::Keys,
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.key() == key)
+    }
+}
+
+/// The WebSocket API's routes (selected on `$request.body.action`), all served by
+/// `Function::Connection`.
+pub const WEBSOCKET_ROUTES: [&str; 3] = ["$connect", "$disconnect", "$default"];
+
+/// The table as JSON, for tools outside Rust (`relay-routes`).
+pub fn table_json() -> serde_json::Value {
+    serde_json::json!({
+        "http": HttpRoute::ALL
+            .iter()
+            .map(|r| serde_json::json!({"route_key": r.key(), "function": r.function().name()}))
+            .collect::<Vec<_>>(),
+        "websocket": {
+            "function": Function::Connection.name(),
+            "routes": WEBSOCKET_ROUTES,
+        },
+        "functions": Function::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn route_keys_are_unique_and_read_back() {
+        let keys: HashSet<&str> = HttpRoute::ALL.iter().map(|r| r.key()).collect();
+        assert_eq!(keys.len(), HttpRoute::ALL.len());
+        for r in HttpRoute::ALL {
+            assert_eq!(HttpRoute::from_key(r.key()), Some(r));
+            let (method, path) = r.key().split_once(' ').expect("METHOD /path");
+            assert!(
+                ["GET", "POST", "PUT", "DELETE"].contains(&method),
+                "{method}"
+            );
+            assert!(path.starts_with('/'), "{path}");
+        }
+        assert_eq!(HttpRoute::from_key("GET /nope"), None);
+    }
+
+    #[test]
+    fn only_the_http_functions_serve_http_routes() {
+        assert!(HttpRoute::ALL
+            .iter()
+            .all(|r| r.function() != Function::Connection));
+    }
+}
