@@ -23,27 +23,37 @@ fn rand_name() -> String {
     format!("t{n:x}")
 }
 
-/// Environment a test stack runs with: generous rate limits and cheap hashing unless a test
-/// sets them.
+/// Environment a test stack runs with: rate limits off and cheap hashing unless a test sets
+/// them.
 pub fn test_env() -> HashMap<String, String> {
     let s = servers();
     let prefix = rand_name();
-    HashMap::from(
-        [
-            ("JWT_SECRET", rand_name() + &rand_name() + &rand_name()),
-            ("REDIS_URL", s.redis_url.clone()),
-            ("RELAY_REDIS_PREFIX", format!("{prefix}:")),
-            ("RELAY_TABLE_PREFIX", prefix),
-            ("ARGON2_M_KIB", "4096".into()),
-            ("ARGON2_T", "1".into()),
-            ("RATE_LIMIT_LOGIN_FAILURES", "100000/1".into()),
-            ("RATE_LIMIT_AUTH", "100000/1".into()),
-            ("RATE_LIMIT_BUNDLE", "100000/1".into()),
-            ("RATE_LIMIT_BUNDLE_PAIR", "100000/1".into()),
-            ("RATE_LIMIT_MESSAGES", "100000/1".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
+    [
+        ("JWT_SECRET", rand_name() + &rand_name() + &rand_name()),
+        ("REDIS_URL", s.redis_url.clone()),
+        ("RELAY_REDIS_PREFIX", format!("{prefix}:")),
+        ("RELAY_TABLE_PREFIX", prefix),
+        ("ARGON2_M_KIB", "4096".into()),
+        ("ARGON2_T", "1".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into_iter()
+    .chain(limits_off())
+    .collect()
+}
+
+/// `tests/limits-off.env`: the rate limits out of the way (the one copy; local/test sources it).
+const LIMITS_OFF: &str = include_str!("../limits-off.env");
+
+/// The variables of `tests/limits-off.env`.
+pub fn limits_off() -> Vec<(String, String)> {
+    LIMITS_OFF
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn set_aws_env() {
@@ -127,8 +137,14 @@ impl Stack {
             .expect("redis")
     }
 
+    /// The Redis key layout of the stack (the adapters' own, not a copy).
+    pub fn redis_keys(&self) -> shared::storage::redis::RedisKeys {
+        shared::storage::redis::RedisKeys::new(&self.config.redis_prefix)
+    }
+
     pub fn inbox_key(&self, user_id: &str) -> String {
-        format!("{}{{{user_id}}}:inbox", self.config.redis_prefix)
+        self.redis_keys()
+            .inbox(uuid::Uuid::parse_str(user_id).expect("a user id"))
     }
 
     /// Every item of one of the stack's tables (`users`, `keys`, `sessions`), read directly.
@@ -146,8 +162,15 @@ impl Stack {
         out.items.unwrap_or_default()
     }
 
+    /// The stack's table of that role (`users`, `keys`, `sessions`), named as the adapters name it.
     pub fn table(&self, name: &str) -> String {
-        format!("{}-{name}", self.config.table_prefix)
+        let t = shared::storage::dynamodb::Tables::with_prefix(&self.config.table_prefix);
+        match name {
+            "users" => t.users,
+            "keys" => t.keys,
+            "sessions" => t.sessions,
+            other => panic!("no table {other:?}"),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use relay_tests::client::Identity;
-use relay_tests::servers::{free_port, servers, workspace_root};
+use relay_tests::servers::{free_port, workspace_root};
 use relay_tests::Ws;
 use serde_json::json;
 use shared::validation::{base64, encode};
@@ -42,12 +42,10 @@ fn cargo_lambda_dir() -> PathBuf {
 
 #[tokio::test]
 async fn full_cycle_under_cargo_lambda_watch() {
-    let s = servers();
-    let prefix = format!("lw{:x}", rand::random::<u32>());
-    std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    // The harness's stack environment (prefixes, secret, cheap hashing, limits off), as a file.
+    let mut env = relay_tests::stack::test_env();
+    let prefix = env["RELAY_TABLE_PREFIX"].clone();
+    relay_tests::stack::set_aws_env();
     let dynamodb = shared::storage::dynamodb::client_from_env().await;
     shared::storage::dynamodb::tables::create_tables(&dynamodb, &prefix)
         .await
@@ -57,19 +55,20 @@ async fn full_cycle_under_cargo_lambda_watch() {
     let gateway_addr = listener.local_addr().unwrap();
     let invoke_port = free_port();
     let env_file = std::env::temp_dir().join(format!("{prefix}.env"));
-    let secret: String = (0..48)
-        .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
-        .collect();
-    std::fs::write(
-        &env_file,
-        format!(
-            "REDIS_URL={}\nAWS_ENDPOINT_URL_DYNAMODB={}\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\nAWS_REGION=us-east-1\n\
-             JWT_SECRET={secret}\nRELAY_TABLE_PREFIX={prefix}\nRELAY_REDIS_PREFIX={prefix}:\nWS_MANAGEMENT_ENDPOINT=http://{gateway_addr}\n\
-             ARGON2_M_KIB=4096\nARGON2_T=1\nRATE_LIMIT_AUTH=1000/1\n",
-            s.redis_url, s.dynamodb_url
-        ),
-    )
-    .unwrap();
+    for var in [
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    ] {
+        env.insert(var.into(), std::env::var(var).unwrap());
+    }
+    env.insert(
+        "WS_MANAGEMENT_ENDPOINT".into(),
+        format!("http://{gateway_addr}"),
+    );
+    let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&env_file, lines).unwrap();
     let path = format!(
         "{}:{}",
         cargo_lambda_dir().display(),

@@ -142,7 +142,9 @@ async fn messages_for_a_vanished_connection_are_kept_for_the_next_fetch() {
     let alice = User::create(&stack, 1, 0).await;
     let bob = User::create(&stack, 1, 0).await;
     // A connection API Gateway dropped without a $disconnect: registered, but gone.
-    let conns = format!("{}{{{}}}:conns", stack.config.redis_prefix, bob.user_id);
+    let conns = stack
+        .redis_keys()
+        .conns(uuid::Uuid::parse_str(&bob.user_id).unwrap());
     let mut redis = stack.redis().await;
     let far = shared::crypto::tokens::now_millis() + 3_600_000;
     let _: () = redis.zadd(&conns, "ghost-connection", far).await.unwrap();
@@ -376,7 +378,9 @@ async fn the_management_api_pusher_reaches_live_connections_and_reports_gone_one
     config.ws_management_endpoint = Some(stack.url(""));
     let pusher = ManagementApiPusher::from_config(&config).await.unwrap();
     // The connection id is the one the registry holds for Bob.
-    let conns = format!("{}{{{}}}:conns", stack.config.redis_prefix, bob.user_id);
+    let conns = stack
+        .redis_keys()
+        .conns(uuid::Uuid::parse_str(&bob.user_id).unwrap());
     let ids: Vec<String> = stack.redis().await.zrange(&conns, 0, -1).await.unwrap();
     assert_eq!(ids.len(), 1);
     pusher.push(&ids[0], r#"{"type":"pong"}"#).await.unwrap();

@@ -225,15 +225,6 @@ pub fn utc_now() -> String {
 /// table and key prefix, cheap password hashing) with rate limits out of the way.
 pub fn relay_env() -> HashMap<String, String> {
     let mut env = relay_tests::stack::test_env();
-    for var in [
-        "RATE_LIMIT_LOGIN_FAILURES",
-        "RATE_LIMIT_AUTH",
-        "RATE_LIMIT_BUNDLE",
-        "RATE_LIMIT_BUNDLE_PAIR",
-        "RATE_LIMIT_MESSAGES",
-    ] {
-        env.insert(var.into(), "1000000/1".into());
-    }
     let servers = relay_tests::servers::servers();
     env.insert(
         "AWS_ENDPOINT_URL_DYNAMODB".into(),

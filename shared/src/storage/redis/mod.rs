@@ -19,6 +19,8 @@
 
 mod inbox;
 pub use inbox::{CONNECTION_TTL_MS, POP_BATCH};
+mod keys;
+pub use keys::RedisKeys;
 mod limits;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -133,7 +135,7 @@ pub async fn connect_from(config: &Config) -> Result<RedisConnection> {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
-    prefix: String,
+    keys: RedisKeys,
     inbox_max: u32,
     inbox_ttl_secs: u64,
     wait: Option<std::sync::Arc<ReplicaWait>>,
@@ -147,7 +149,7 @@ impl RedisStore {
     ) -> Self {
         Self {
             conn: conn.into(),
-            prefix: prefix.to_string(),
+            keys: RedisKeys::new(prefix),
             inbox_max: inbox.max_messages,
             inbox_ttl_secs: inbox.ttl.as_secs(),
             wait: None,
@@ -174,28 +176,33 @@ impl RedisStore {
         matches!(self.conn, RedisConnection::Cluster(_))
     }
 
+    /// The key layout this store uses.
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
     pub fn inbox_key(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:inbox", self.prefix)
+        self.keys.inbox(user_id)
     }
 
     fn marker_key(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:user", self.prefix)
+        self.keys.marker(user_id)
     }
 
     fn conns_key(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:conns", self.prefix)
+        self.keys.conns(user_id)
     }
 
     fn conn_key(&self, connection_id: &str) -> String {
-        format!("{}conn:{{{connection_id}}}", self.prefix)
+        self.keys.conn(connection_id)
     }
 
     fn revoked_key(&self, session_id: Uuid) -> String {
-        format!("{}revoked:{session_id}", self.prefix)
+        self.keys.revoked(session_id)
     }
 
     fn bucket_key(&self, name: &str) -> String {
-        format!("{}rl:{name}", self.prefix)
+        self.keys.bucket(name)
     }
 
     /// Runs a script call made by [`Lua::call`], sending the source instead on NOSCRIPT (a node
