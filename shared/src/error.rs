@@ -106,7 +106,7 @@ impl Error {
         }
     }
 
-    /// The `{"error":{"code","message"}}` body of SPEC.
+    /// The `{"error":{"code","message"}}` body of the API (docs/api.md).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}})
     }

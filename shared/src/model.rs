@@ -1,4 +1,4 @@
-//! Wire shapes of SPEC (snake_case JSON) and the validated domain values behind them.
+//! Wire shapes of the API (docs/api.md, snake_case JSON) and the validated domain values behind them.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -1,4 +1,4 @@
-//! Field rules of SPEC's encoding section: base64, key lengths and prefixes, ids, names.
+//! Field rules of the API's encoding section (docs/api.md): base64, key lengths and prefixes, ids, names.
 
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
@@ -30,7 +30,7 @@ pub fn base64(field: &str, value: &str) -> Result<Vec<u8>> {
         .map_err(|_| Error::invalid(format!("{field} is not valid base64")))
 }
 
-/// Encodes standard base64 with padding, as SPEC's output rule says.
+/// Encodes standard base64 with padding, as the API's output rule says.
 pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

@@ -144,7 +144,7 @@ pub async fn delete_auth(stack: &Stack, path: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-/// Asserts SPEC's error shape and returns the code.
+/// Asserts the API's error shape and returns the code.
 pub fn error_code(body: &Value) -> &str {
     let code = body["error"]["code"]
         .as_str()

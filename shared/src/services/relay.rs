@@ -18,7 +18,7 @@ use crate::storage::{
 };
 use crate::validation;
 
-/// SPEC: each `messages` frame is at most 128 KiB; API Gateway's limit is "128 KB", so the
+/// The API: each `messages` frame is at most 128 KiB; API Gateway's limit is "128 KB", so the
 /// smaller reading of both.
 pub const MAX_FRAME_BYTES: usize = 128_000;
 const FRAME_HEAD: &str = r#"{"type":"messages","messages":["#;

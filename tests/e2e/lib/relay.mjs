@@ -1,5 +1,5 @@
 // The relay half of the e2e client: HTTP (global fetch) and WebSocket (ws)
-// exactly as SPEC.md describes. Nothing here knows about Signal.
+// exactly as docs/api.md describes. Nothing here knows about Signal.
 import WebSocket from 'ws';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
@@ -62,7 +62,7 @@ export async function call(method, path, opts) {
   return res.json;
 }
 
-/** Asserts-free helper: the SPEC error code of a response, or undefined. */
+/** Asserts-free helper: the API error code of a response, or undefined. */
 export function errorCode(res) {
   return res?.json?.error?.code;
 }

@@ -261,7 +261,7 @@ export class SignalParty {
     return out;
   }
 
-  // ------------------------------------------------------ JSON (SPEC shapes)
+  // ------------------------------------------------------ JSON (the API's shapes)
 
   static preKeyJson(rec) {
     return { key_id: rec.id(), public_key: b64(rec.publicKey().serialize()) };

@@ -23,10 +23,10 @@ export function relaySuite() {
   };
 }
 
-/** Asserts an HTTP error response: status, SPEC error shape and code. */
+/** Asserts an HTTP error response: status, the API's error shape and code. */
 export function assertApiError(res, status, code) {
   assert.equal(res.status, status, `expected ${status}${code ? ` ${code}` : ''}, got ${res.status}: ${res.text.slice(0, 300)}`);
-  assert.ok(res.json && typeof res.json.error === 'object', `error body has the SPEC shape: ${res.text.slice(0, 300)}`);
+  assert.ok(res.json && typeof res.json.error === 'object', `error body has the API's error shape: ${res.text.slice(0, 300)}`);
   if (code) assert.equal(res.json.error.code, code, `error code: ${res.text.slice(0, 300)}`);
   assert.equal(typeof res.json.error.message, 'string');
 }
@@ -53,7 +53,7 @@ export function assertEnvelope(env, { from, body, sentAfter } = {}) {
   }
 }
 
-/** Asserts a bundle's shape against SPEC and the owner's own keys. */
+/** Asserts a bundle's shape against the API and the owner's own keys. */
 export function assertBundleOf(bundle, owner) {
   assert.equal(bundle.user_id, owner.userId);
   assert.equal(bundle.registration_id, owner.registrationId);
@@ -76,7 +76,7 @@ export function assertBundleOf(bundle, owner) {
   }
 }
 
-/** GET /v1/keys/count reduced to the two SPEC fields. */
+/** GET /v1/keys/count reduced to its two fields. */
 export async function counts(user) {
   const c = await user.keyCount();
   return { one_time_prekeys: c.one_time_prekeys, kyber_one_time_prekeys: c.kyber_one_time_prekeys };

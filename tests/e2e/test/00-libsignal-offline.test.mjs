@@ -12,7 +12,7 @@ function party(opts) {
   return p;
 }
 
-test('offline: key and signature formats match SPEC', () => {
+test('offline: key and signature formats match the API', () => {
   const p = party({ oneTimePreKeys: 3, kyberOneTimePreKeys: 2 });
   const body = p.registrationKeys();
   const idk = unb64(body.identity_key);

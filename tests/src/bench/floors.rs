@@ -96,7 +96,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-/// The keys table's item names (shared's `items` module is private; SPEC data model).
+/// The keys table's item names (shared's `items` module is private).
 const PROFILE_SK: &str = "profile";
 const EC_PREFIX: &str = "ec#";
 const KYBER_PREFIX: &str = "ky#";
