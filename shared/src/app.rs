@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
@@ -15,6 +16,7 @@ use crate::storage::{Health, Pusher};
 
 pub struct App {
     pub config: Config,
+    pub clock: SharedClock,
     pub auth: Authenticator,
     pub accounts: Accounts,
     pub keys: KeyDirectory,
@@ -24,6 +26,11 @@ pub struct App {
 
 impl App {
     pub async fn from_config(config: Config) -> Result<Arc<Self>> {
+        Self::from_config_with_clock(config, crate::clock::system()).await
+    }
+
+    /// The same on another clock (tests advance a `ManualClock` instead of sleeping).
+    pub async fn from_config_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>> {
         let (client, conn) = futures::join!(
             dynamodb::client_from_env(),
             redis_store::connect_from(&config)
@@ -31,11 +38,16 @@ impl App {
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
         let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox)
             .with_wait(config.redis_wait);
-        Self::assemble(config, dynamo, redis)
+        Self::assemble(config, dynamo, redis, clock)
     }
 
-    pub fn assemble(config: Config, dynamo: Dynamo, redis: RedisStore) -> Result<Arc<Self>> {
-        let tokens = TokenIssuer::new(&config.jwt);
+    pub fn assemble(
+        config: Config,
+        dynamo: Dynamo,
+        redis: RedisStore,
+        clock: SharedClock,
+    ) -> Result<Arc<Self>> {
+        let tokens = TokenIssuer::new(&config.jwt, clock.clone());
         let redis_arc = Arc::new(redis.clone());
         let dynamo_arc = Arc::new(dynamo.clone());
         let auth = Authenticator::new(tokens.clone(), redis_arc.clone());
@@ -56,6 +68,7 @@ impl App {
         };
         Ok(Arc::new(Self {
             config,
+            clock,
             auth,
             accounts,
             keys,
@@ -77,6 +90,7 @@ impl App {
             limits: self.config.rate_limits,
             inbox_limits: self.config.inbox,
             senders: Default::default(),
+            clock: self.clock.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Relay's shared library: domain, validation, auth, services, storage adapters, config, errors.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rand::Rng;
+use shared::clock::ManualClock;
 use shared::Config;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::servers::servers;
@@ -15,6 +17,8 @@ pub struct Stack {
     pub config: Config,
     pub http: reqwest::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The in-process gateway's clock (none for a gateway elsewhere).
+    clock: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -87,9 +91,11 @@ impl Stack {
         shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix)
             .await
             .expect("create tables");
-        let gateway = local_gateway::in_process(config.clone())
+        let clock = ManualClock::new();
+        let app = shared::App::from_config_with_clock(config.clone(), clock.clone())
             .await
-            .expect("gateway");
+            .expect("app");
+        let gateway = local_gateway::in_process_with(app, config.max_request_bytes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -103,8 +109,17 @@ impl Stack {
             config,
             http: reqwest::Client::new(),
             dynamodb,
+            clock: Some(clock),
             stop: Some(stop),
         }
+    }
+
+    /// Moves the gateway's clock forward: tokens, sessions and envelopes age without a wait.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock
+            .as_ref()
+            .expect("only an in-process stack's clock can be advanced")
+            .advance(by);
     }
 
     /// A stack whose gateway runs elsewhere (e.g. a `local-gateway` process started with
@@ -118,6 +133,7 @@ impl Stack {
             config,
             http: reqwest::Client::new(),
             dynamodb,
+            clock: None,
             stop: None,
         }
     }

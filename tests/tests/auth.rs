@@ -68,7 +68,7 @@ async fn expired_tokens_are_401() {
     let stack = Stack::with_env(&[("ACCESS_TOKEN_TTL_SECS", "1"), ("JWT_LEEWAY_SECS", "0")]).await;
     let alice = User::create(&stack, 1, 0).await;
     assert_eq!(count_status(&stack, &alice.access).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    stack.advance(Duration::from_millis(2100));
     assert_eq!(
         count_status(&stack, &alice.access).await,
         (401, "unauthorized".into())

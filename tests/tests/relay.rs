@@ -107,10 +107,10 @@ async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
     let bob = User::create(&stack, 1, 0).await;
     let mut a = alice.connect(&stack).await;
     a.send_message(&bob.user_id, "old", b"old").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stack.advance(Duration::from_millis(1200));
     // This send renews the key's TTL, so only the envelope's own expiry can keep "old" out.
     a.send_message(&bob.user_id, "new", b"new").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stack.advance(Duration::from_millis(1000));
     let mut b = bob.connect(&stack).await;
     b.send(json!({"action": "list"})).await;
     assert_eq!(b.recv().await["pending"], 1);
@@ -188,7 +188,7 @@ async fn handshake_refuses_missing_invalid_expired_and_revoked_tokens() {
         Some(401),
         "invalid"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    stack.advance(Duration::from_millis(2100));
     assert_eq!(
         Ws::connect(&stack.ws_url(&bob.access)).await.err(),
         Some(401),

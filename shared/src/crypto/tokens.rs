@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::SharedClock;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -38,6 +40,7 @@ pub struct TokenIssuer {
     decoding: DecodingKey,
     validation: Validation,
     config: JwtConfig,
+    clock: SharedClock,
 }
 
 pub fn now_secs() -> u64 {
@@ -55,8 +58,10 @@ pub fn now_millis() -> u64 {
 }
 
 impl TokenIssuer {
-    pub fn new(config: &JwtConfig) -> Self {
+    pub fn new(config: &JwtConfig, clock: SharedClock) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked below against `clock`, not by the library against the system time.
+        validation.validate_exp = false;
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = config.leeway.as_secs();
         validation.set_issuer(&[&config.issuer]);
@@ -67,7 +72,13 @@ impl TokenIssuer {
             decoding: DecodingKey::from_secret(&config.secret),
             validation,
             config: config.clone(),
+            clock,
         }
+    }
+
+    /// Unix seconds by the issuer's clock.
+    pub fn now_secs(&self) -> u64 {
+        self.clock.now_secs()
     }
 
     pub fn access_ttl_secs(&self) -> u64 {
@@ -83,7 +94,7 @@ impl TokenIssuer {
     }
 
     pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String> {
-        let iat = now_secs();
+        let iat = self.now_secs();
         let claims = Claims {
             sub: user_id,
             sid: session_id,
@@ -101,10 +112,14 @@ impl TokenIssuer {
     pub fn verify_access(&self, token: &str) -> Result<Principal> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| Error::Unauthorized)?;
+        let valid_until = data.claims.exp.saturating_add(self.config.leeway.as_secs());
+        if valid_until < self.now_secs() {
+            return Err(Error::Unauthorized);
+        }
         Ok(Principal {
             user_id: data.claims.sub,
             session_id: data.claims.sid,
-            valid_until: data.claims.exp + self.config.leeway.as_secs(),
+            valid_until,
         })
     }
 }
@@ -180,12 +195,18 @@ mod tests {
 
     #[test]
     fn access_tokens_round_trip_and_reject_forgeries() {
-        let issuer = TokenIssuer::new(&config("a-secret-of-at-least-32-bytes-long!"));
+        let issuer = TokenIssuer::new(
+            &config("a-secret-of-at-least-32-bytes-long!"),
+            crate::clock::system(),
+        );
         let (u, s) = (Uuid::new_v4(), Uuid::new_v4());
         let t = issuer.issue_access(u, s).unwrap();
         let p = issuer.verify_access(&t).unwrap();
         assert_eq!((p.user_id, p.session_id), (u, s));
-        let other = TokenIssuer::new(&config("another-secret-of-at-least-32-bytes"));
+        let other = TokenIssuer::new(
+            &config("another-secret-of-at-least-32-bytes"),
+            crate::clock::system(),
+        );
         assert!(other.verify_access(&t).is_err());
         assert!(issuer.verify_access("garbage").is_err());
         // alg:none with the same claims
@@ -200,7 +221,10 @@ mod tests {
 
     #[test]
     fn expiry_honours_the_leeway() {
-        let issuer = TokenIssuer::new(&config("a-secret-of-at-least-32-bytes-long!"));
+        let issuer = TokenIssuer::new(
+            &config("a-secret-of-at-least-32-bytes-long!"),
+            crate::clock::system(),
+        );
         let mk = |exp: u64| {
             let c = Claims {
                 sub: Uuid::new_v4(),

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::limit;
 use crate::config::RateLimits;
 use crate::crypto::password::PasswordHashing;
-use crate::crypto::tokens::{now_secs, Principal, RefreshToken, TokenIssuer};
+use crate::crypto::tokens::{Principal, RefreshToken, TokenIssuer};
 use crate::error::{Error, Result};
 use crate::model::{
     LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut,
@@ -105,7 +105,7 @@ impl Accounts {
         let refresh = RefreshToken::generate(user_id, session_id);
         let record = SessionRecord {
             refresh_hash: refresh.hash(),
-            expires_at: now_secs() + self.tokens.refresh_ttl_secs(),
+            expires_at: self.tokens.now_secs() + self.tokens.refresh_ttl_secs(),
         };
         self.sessions.create(user_id, session_id, &record).await?;
         tracing::info!(%user_id, %session_id, "session started");
@@ -150,7 +150,7 @@ impl Accounts {
         let next = RefreshToken::generate(user_id, session_id);
         let record = SessionRecord {
             refresh_hash: next.hash(),
-            expires_at: now_secs() + self.tokens.refresh_ttl_secs(),
+            expires_at: self.tokens.now_secs() + self.tokens.refresh_ttl_secs(),
         };
         if !self
             .sessions
@@ -171,7 +171,8 @@ impl Accounts {
 
     /// Access tokens of the session stop working for as long as any could still be accepted.
     async fn revoke_access(&self, session_id: Uuid) -> Result<()> {
-        let until = now_secs() + self.tokens.access_ttl_secs() + self.tokens.leeway_secs();
+        let until =
+            self.tokens.now_secs() + self.tokens.access_ttl_secs() + self.tokens.leeway_secs();
         self.revocations.revoke(session_id, until).await
     }
 

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::auth::Authenticator;
 use super::limit;
 use crate::config::{InboxLimits, RateLimits};
-use crate::crypto::tokens::now_millis;
 use crate::error::{Error, Result};
 use crate::model::UserId;
 use crate::storage::{
@@ -51,6 +50,7 @@ pub struct Relay {
     pub(crate) inbox_limits: InboxLimits,
     /// A connection's user never changes, so a warm function remembers it.
     pub(crate) senders: Arc<Mutex<HashMap<String, UserId>>>,
+    pub(crate) clock: crate::clock::SharedClock,
 }
 
 fn error_frame(id: Option<&serde_json::Value>, e: &Error) -> String {
@@ -91,7 +91,7 @@ impl Relay {
     pub async fn connect(&self, connection_id: &str, token: Option<&str>) -> Result<UserId> {
         let who = self.auth.authenticate(token).await?;
         self.registry
-            .register(connection_id, who.user_id, now_millis())
+            .register(connection_id, who.user_id, self.clock.now_ms())
             .await?;
         self.remember(connection_id, who.user_id);
         tracing::info!(user_id = %who.user_id, connection_id, "connected");
@@ -182,7 +182,7 @@ impl Relay {
         )
         .await?;
         let online_only = frame.online_only.unwrap_or(false);
-        let now = now_millis();
+        let now = self.clock.now_ms();
         let envelope_id = Uuid::new_v4();
         let json = json!({"id": envelope_id, "from": from, "sent_at": now, "body": validation::encode(&bytes)}).to_string();
         let envelope = StoredEnvelope::new(now + self.inbox_limits.ttl.as_millis() as u64, &json);
@@ -227,7 +227,7 @@ impl Relay {
         envelopes: Vec<StoredEnvelope>,
         requeue: bool,
     ) -> Vec<StoredEnvelope> {
-        let now = now_millis();
+        let now = self.clock.now_ms();
         let mut pending: Vec<StoredEnvelope> = envelopes
             .into_iter()
             .filter(|e| !e.is_expired(now))
@@ -287,7 +287,7 @@ impl Relay {
             if batch.is_empty() {
                 break;
             }
-            let now = now_millis();
+            let now = self.clock.now_ms();
             let live: Vec<StoredEnvelope> =
                 batch.into_iter().filter(|e| !e.is_expired(now)).collect();
             if let Err((sent, gone)) = self.push_envelopes(connection_id, &live).await {
@@ -305,7 +305,7 @@ impl Relay {
 
     async fn list(&self, connection_id: &str) -> Result<String> {
         let user = self.sender(connection_id).await?;
-        let pending = self.inbox.pending(user, now_millis()).await?;
+        let pending = self.inbox.pending(user, self.clock.now_ms()).await?;
         Ok(json!({"type": "inbox", "pending": pending}).to_string())
     }
 }
