@@ -5,7 +5,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::limit;
+use super::{limit, Limit};
 use crate::config::RateLimits;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::{Principal, RefreshToken, TokenIssuer};
@@ -30,13 +30,7 @@ pub struct Accounts {
 
 impl Accounts {
     async fn limit_auth(&self, ip: &str) -> Result<()> {
-        limit(
-            self.limiter.as_ref(),
-            &format!("auth:{ip}"),
-            self.limits.auth,
-            1,
-        )
-        .await
+        limit(self.limiter.as_ref(), &self.limits, Limit::Auth { ip }, 1).await
     }
 
     /// `POST /v1/users`
@@ -67,14 +61,8 @@ impl Accounts {
     /// `POST /v1/sessions`
     pub async fn login(&self, req: LoginRequest, ip: &str) -> Result<TokensOut> {
         self.limit_auth(ip).await?;
-        let failures_key = format!("login-fail:{ip}");
-        limit(
-            self.limiter.as_ref(),
-            &failures_key,
-            self.limits.login_failures,
-            0,
-        )
-        .await?;
+        let failures = Limit::LoginFailures { ip };
+        limit(self.limiter.as_ref(), &self.limits, failures, 0).await?;
         let creds = match validation::username(&req.username) {
             Ok(name) => self.users.credentials(&name).await?,
             Err(_) => None,
@@ -88,13 +76,7 @@ impl Accounts {
             .await?;
         let Some(creds) = creds.filter(|_| ok) else {
             // Counting the failure may itself hit the limit; the answer is still "invalid".
-            let _ = limit(
-                self.limiter.as_ref(),
-                &failures_key,
-                self.limits.login_failures,
-                1,
-            )
-            .await;
+            let _ = limit(self.limiter.as_ref(), &self.limits, failures, 1).await;
             return Err(Error::InvalidCredentials);
         };
         self.start_session(creds.user_id).await

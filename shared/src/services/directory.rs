@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::limit;
+use super::{limit, Limit};
 use crate::config::RateLimits;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
@@ -38,13 +38,19 @@ impl KeyDirectory {
     /// `GET /v1/users/{user_id}/bundle`
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
         let requester = who.user_id;
-        let (per_requester, per_pair) = (
-            format!("bundle:{requester}"),
-            format!("bundle:{requester}:{target}"),
-        );
         let (a, b) = futures::join!(
-            limit(self.limiter.as_ref(), &per_requester, self.limits.bundle, 1),
-            limit(self.limiter.as_ref(), &per_pair, self.limits.bundle_pair, 1),
+            limit(
+                self.limiter.as_ref(),
+                &self.limits,
+                Limit::Bundle { requester },
+                1
+            ),
+            limit(
+                self.limiter.as_ref(),
+                &self.limits,
+                Limit::BundlePair { requester, target },
+                1
+            ),
         );
         a.and(b)?;
         let bundle = self.keys.take_bundle(target).await?;

@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Authenticator;
-use super::limit;
+use super::{limit, Limit};
 use crate::config::{InboxLimits, RateLimits};
 use crate::error::{Error, Result};
 use crate::model::UserId;
@@ -176,8 +176,8 @@ impl Relay {
         }
         limit(
             self.limiter.as_ref(),
-            &format!("msg:{from}"),
-            self.limits.messages,
+            &self.limits,
+            Limit::Messages { sender: from },
             1,
         )
         .await?;
