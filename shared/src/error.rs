@@ -125,12 +125,6 @@ impl Error {
     }
 }
 
-impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        Self::unavailable("redis", e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,11 @@ pub const POP_BATCH: usize = 100;
 #[async_trait]
 impl Inbox for RedisStore {
     async fn open(&self, user_id: UserId) -> Result<()> {
-        let _: () = self.connection().set(self.marker_key(user_id), 1).await?;
+        let _: () = self
+            .connection()
+            .set(self.marker_key(user_id), 1)
+            .await
+            .map_err(super::unavailable)?;
         Ok(())
     }
 
@@ -29,7 +33,8 @@ impl Inbox for RedisStore {
         let _: () = self
             .connection()
             .del(&[self.marker_key(user_id), self.inbox_key(user_id)])
-            .await?;
+            .await
+            .map_err(super::unavailable)?;
         Ok(())
     }
 
@@ -71,7 +76,8 @@ impl Inbox for RedisStore {
                 self.inbox_key(user_id),
                 std::num::NonZeroUsize::new(max.max(1)),
             )
-            .await?;
+            .await
+            .map_err(super::unavailable)?;
         Ok(popped
             .unwrap_or_default()
             .into_iter()
@@ -96,7 +102,8 @@ impl Inbox for RedisStore {
             .expire(&key, self.inbox_ttl_secs as i64)
             .ignore()
             .query_async(&mut self.connection())
-            .await?;
+            .await
+            .map_err(super::unavailable)?;
         self.wait_for_replicas().await;
         Ok(())
     }
@@ -132,8 +139,8 @@ impl ConnectionRegistry for RedisStore {
                 CONNECTION_TTL_MS,
             )
         );
-        set?;
-        key?;
+        set.map_err(super::unavailable)?;
+        key.map_err(super::unavailable)?;
         Ok(())
     }
 
@@ -146,7 +153,11 @@ impl ConnectionRegistry for RedisStore {
     }
 
     async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
-        let raw: Option<String> = self.connection().get(self.conn_key(connection_id)).await?;
+        let raw: Option<String> = self
+            .connection()
+            .get(self.conn_key(connection_id))
+            .await
+            .map_err(super::unavailable)?;
         Ok(raw.and_then(|s| Uuid::parse_str(&s).ok()))
     }
 
@@ -156,8 +167,8 @@ impl ConnectionRegistry for RedisStore {
             a.zrem(self.conns_key(user_id), connection_id),
             b.del(self.conn_key(connection_id))
         );
-        set?;
-        key?;
+        set.map_err(super::unavailable)?;
+        key.map_err(super::unavailable)?;
         Ok(())
     }
 }

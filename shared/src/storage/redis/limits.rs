@@ -38,7 +38,8 @@ impl Revocations for RedisStore {
         let _: () = self
             .connection()
             .set_ex(self.revoked_key(session_id), 1, ttl)
-            .await?;
+            .await
+            .map_err(super::unavailable)?;
         Ok(())
     }
 
@@ -46,6 +47,7 @@ impl Revocations for RedisStore {
         Ok(self
             .connection()
             .exists(self.revoked_key(session_id))
-            .await?)
+            .await
+            .map_err(super::unavailable)?)
     }
 }

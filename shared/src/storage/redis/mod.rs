@@ -132,6 +132,12 @@ pub async fn connect_from(config: &Config) -> Result<RedisConnection> {
     }
 }
 
+/// A Redis failure as the domain sees it: the store is unavailable (the detail is logged, never
+/// shown to a client). The only place a Redis error becomes a domain error.
+pub(crate) fn unavailable(e: redis::RedisError) -> Error {
+    Error::unavailable("redis", e)
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
@@ -220,9 +226,9 @@ impl RedisStore {
                         eval.arg(bytes);
                     }
                 }
-                Ok(eval.query_async(&mut conn).await?)
+                Ok(eval.query_async(&mut conn).await.map_err(unavailable)?)
             }
-            other => Ok(other?),
+            other => Ok(other.map_err(unavailable)?),
         }
     }
 
@@ -343,7 +349,8 @@ impl crate::storage::Health for RedisStore {
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.connection())
-            .await?;
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
