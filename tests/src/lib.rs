@@ -3,6 +3,7 @@
 pub mod app;
 pub mod client;
 pub mod cluster;
+pub mod outage;
 pub mod servers;
 pub mod stack;
 
