@@ -79,25 +79,29 @@ pub trait RateLimiter: Send + Sync {
     async fn take(&self, key: &str, bucket: Bucket, cost: u32) -> Result<RateDecision>;
 }
 
-/// An envelope as stored: its expiry and its client-facing JSON, kept together so delivery never
-/// re-serializes.
+/// An envelope as the inbox keeps it: its expiry and its client-facing JSON, kept together so
+/// delivery never re-serializes. (How an adapter stores it is the adapter's: Redis in
+/// `storage::redis::envelope`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEnvelope(pub String);
+pub struct StoredEnvelope {
+    expires_at_ms: u64,
+    json: String,
+}
 
 impl StoredEnvelope {
     pub fn new(expires_at_ms: u64, json: &str) -> Self {
-        Self(format!("{expires_at_ms}|{json}"))
+        Self {
+            expires_at_ms,
+            json: json.to_string(),
+        }
     }
 
     pub fn expires_at_ms(&self) -> u64 {
-        self.0
-            .split_once('|')
-            .and_then(|(e, _)| e.parse().ok())
-            .unwrap_or(0)
+        self.expires_at_ms
     }
 
     pub fn json(&self) -> &str {
-        self.0.split_once('|').map(|(_, j)| j).unwrap_or("")
+        &self.json
     }
 
     pub fn is_expired(&self, now_ms: u64) -> bool {

@@ -1,7 +1,7 @@
 -- Store-then-drain in one atomic step, so a message is never left waiting while its recipient
 -- is connected and has fetched.
 -- KEYS: 1 inbox marker, 2 inbox list, 3 connection set (one hash slot: {user})
--- ARGV: 1 envelope, 2 max envelopes, 3 ttl seconds, 4 now ms, 5 online_only (0/1), 6 pop batch
+-- ARGV: 1 envelope (`<expires_at_ms>|<json>`, storage/redis/envelope.rs), 2 max envelopes, 3 ttl seconds, 4 now ms, 5 online_only (0/1), 6 pop batch
 -- Returns {code, connections, envelopes}: code -1 unknown inbox, 0 dropped, 1 queued, 2 online.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, {}, {}} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])

@@ -5,7 +5,7 @@ use redis::AsyncCommands;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
-use super::{Lua, RedisStore};
+use super::{envelope, Lua, RedisStore};
 use crate::error::Result;
 use crate::model::UserId;
 use crate::storage::{ConnectionRegistry, Delivery, Inbox, StoredEnvelope};
@@ -47,7 +47,7 @@ impl Inbox for RedisStore {
     ) -> Result<Delivery> {
         let inbox = self.inbox_key(to);
         let mut call = DELIVER.call(&[&self.marker_key(to), &inbox, &self.conns_key(to)]);
-        call.arg(&envelope.0)
+        call.arg(envelope::encode(envelope))
             .arg(self.inbox_max)
             .arg(self.inbox_ttl_secs)
             .arg(now_ms)
@@ -64,7 +64,7 @@ impl Inbox for RedisStore {
             }
             _ => Delivery::Online {
                 connections,
-                envelopes: envelopes.into_iter().map(StoredEnvelope).collect(),
+                envelopes: envelopes.iter().map(|e| envelope::decode(e)).collect(),
             },
         })
     }
@@ -80,8 +80,8 @@ impl Inbox for RedisStore {
             .map_err(super::unavailable)?;
         Ok(popped
             .unwrap_or_default()
-            .into_iter()
-            .map(StoredEnvelope)
+            .iter()
+            .map(|e| envelope::decode(e))
             .collect())
     }
 
@@ -91,7 +91,7 @@ impl Inbox for RedisStore {
         }
         let key = self.inbox_key(user_id);
         // LPUSH a b c leaves c b a at the head, so push newest first to keep the original order.
-        let reversed: Vec<&str> = envelopes.iter().rev().map(|e| e.0.as_str()).collect();
+        let reversed: Vec<String> = envelopes.iter().rev().map(envelope::encode).collect();
         let max = self.inbox_max as isize;
         let _: () = redis::pipe()
             .atomic()

@@ -19,6 +19,7 @@
 
 mod inbox;
 pub use inbox::{CONNECTION_TTL_MS, POP_BATCH};
+mod envelope;
 mod keys;
 pub use keys::RedisKeys;
 mod limits;

@@ -1,4 +1,5 @@
--- Drops expired envelopes from the head (the oldest) and counts what is left.
+-- Drops expired envelopes from the head (the oldest) and counts what is left. An entry is
+-- `<expires_at_ms>|<json>` (storage/redis/envelope.rs writes it).
 -- KEYS: 1 inbox list. ARGV: 1 now ms.
 local now = tonumber(ARGV[1])
 while true do
