@@ -188,23 +188,6 @@ pub struct Bundle {
     pub kyber_one_time: Option<SignedKey>,
 }
 
-impl From<&Bundle> for BundleOut {
-    fn from(b: &Bundle) -> Self {
-        let kyber = b
-            .kyber_one_time
-            .as_ref()
-            .or(b.profile.kyber_last_resort.as_ref());
-        Self {
-            user_id: b.user_id,
-            registration_id: b.profile.registration_id,
-            identity_key: v::encode(&b.profile.identity_key),
-            signed_prekey: (&b.profile.signed_prekey).into(),
-            one_time_prekey: (&b.one_time).into(),
-            kyber_prekey: kyber.map(Into::into),
-        }
-    }
-}
-
 // ---- validation of wire into domain ----
 
 impl SignedPreKeyIn {

@@ -6,7 +6,7 @@ use super::{limit, Limit};
 use crate::config::RateLimits;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::model::{BundleOut, KeyCounts, KeysUploadRequest, UserId};
+use crate::model::{Bundle, BundleOut, KeyCounts, KeysUploadRequest, UserId};
 use crate::storage::{KeyStore, RateLimiter};
 
 #[derive(Clone)]
@@ -55,6 +55,63 @@ impl KeyDirectory {
         a.and(b)?;
         let bundle = self.keys.take_bundle(target).await?;
         tracing::info!(%requester, %target, one_time_key = bundle.one_time.key_id, "bundle handed out");
-        Ok((&bundle).into())
+        Ok(compose(&bundle))
+    }
+}
+
+/// What a bundle hands out: the profile, the one-time EC prekey taken, and one Kyber prekey —
+/// the one-time Kyber prekey taken when one was left, else the last-resort one (PQXDH accepts
+/// either; the last-resort key is reused until replaced).
+fn compose(b: &Bundle) -> BundleOut {
+    let kyber = b
+        .kyber_one_time
+        .as_ref()
+        .or(b.profile.kyber_last_resort.as_ref());
+    BundleOut {
+        user_id: b.user_id,
+        registration_id: b.profile.registration_id,
+        identity_key: crate::validation::encode(&b.profile.identity_key),
+        signed_prekey: (&b.profile.signed_prekey).into(),
+        one_time_prekey: (&b.one_time).into(),
+        kyber_prekey: kyber.map(Into::into),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{OneTimeKey, Profile, SignedKey};
+
+    fn signed(key_id: u32) -> SignedKey {
+        SignedKey {
+            key_id,
+            public_key: vec![5; 33],
+            signature: vec![7; 64],
+        }
+    }
+
+    #[test]
+    fn a_bundle_carries_the_one_time_kyber_key_else_the_last_resort_one() {
+        let mut b = Bundle {
+            user_id: uuid::Uuid::new_v4(),
+            profile: Profile {
+                registration_id: 7,
+                identity_key: vec![5; 33],
+                signed_prekey: signed(1),
+                kyber_last_resort: Some(signed(2)),
+            },
+            one_time: OneTimeKey {
+                key_id: 3,
+                public_key: vec![5; 33],
+            },
+            kyber_one_time: Some(signed(4)),
+        };
+        let out = compose(&b);
+        assert_eq!(out.kyber_prekey.as_ref().map(|k| k.key_id), Some(4));
+        assert_eq!((out.one_time_prekey.key_id, out.registration_id), (3, 7));
+        b.kyber_one_time = None;
+        assert_eq!(compose(&b).kyber_prekey.map(|k| k.key_id), Some(2));
+        b.profile.kyber_last_resort = None;
+        assert!(compose(&b).kyber_prekey.is_none());
     }
 }
