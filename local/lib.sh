@@ -8,6 +8,8 @@ STATE="$ROOT/.local"
 DATA="${RELAY_DATA_DIR:-$STATE}"
 VENV="$STATE/venv"
 MOTO_VERSION="5.2.5"
+FUZZ_VENV="$STATE/venv-fuzz"
+SCHEMATHESIS_VERSION="4.32.5"
 mkdir -p "$STATE"
 
 log() { printf '[relay] %s\n' "$*" >&2; }
@@ -32,16 +34,28 @@ ensure_cargo() {
   command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; exit 1; }
 }
 
-# A venv with moto's DynamoDB-API server, pinned: the second engine of the DynamoDB adapter suite.
-ensure_moto() {
-  local installed=""
-  [ -x "$VENV/bin/pip" ] && installed="$("$VENV/bin/pip" show moto 2>/dev/null || true)"
-  if [ ! -x "$VENV/bin/moto_server" ] || ! grep -q "^Version: $MOTO_VERSION\$" <<<"$installed"; then
-    log "installing moto[server]==$MOTO_VERSION into .local/venv"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+# Installs a pinned PyPI package into a venv of its own unless that version is there already.
+pip_tool() { # venv requirement package version executable
+  local venv="$1" requirement="$2" package="$3" version="$4" exe="$5" installed=""
+  [ -x "$venv/bin/pip" ] && installed="$("$venv/bin/pip" show "$package" 2>/dev/null || true)"
+  if [ ! -x "$venv/bin/$exe" ] || ! grep -q "^Version: $version\$" <<<"$installed"; then
+    log "installing $requirement into ${venv#"$ROOT"/}"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$requirement"
   fi
+}
+
+# moto's DynamoDB-API server: the second engine of the DynamoDB adapter suite.
+ensure_moto() {
+  pip_tool "$VENV" "moto[server]==$MOTO_VERSION" moto "$MOTO_VERSION" moto_server
   export MOTO_SERVER="$VENV/bin/moto_server"
+}
+
+# schemathesis, the OpenAPI-driven fuzzer of tests/tests/contract_fuzz.rs (a venv of its own,
+# so that its dependencies and moto's are kept apart).
+ensure_schemathesis() {
+  pip_tool "$FUZZ_VENV" "schemathesis==$SCHEMATHESIS_VERSION" schemathesis "$SCHEMATHESIS_VERSION" schemathesis
+  export RELAY_SCHEMATHESIS="$FUZZ_VENV/bin/schemathesis"
 }
 
 free_port() {

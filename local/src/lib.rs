@@ -8,6 +8,7 @@ pub mod functions;
 pub mod lambda;
 pub mod routes;
 pub mod server;
+pub mod socket_writer;
 pub mod sockets;
 
 use std::sync::Arc;

@@ -14,13 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use base64::Engine;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use shared::Error;
 use tokio::sync::mpsc;
 
 use crate::events::{self, HttpParts};
 use crate::functions::Functions;
 use crate::routes;
+use crate::socket_writer::SocketWriter;
 use crate::sockets::{Outgoing, Sockets};
 
 #[derive(Clone)]
@@ -170,57 +171,19 @@ async fn websocket(
         .on_upgrade(move |socket| connection(gw, id, ip, socket, tx, rx))
 }
 
+/// One upgraded connection. Its writer ([`SocketWriter`]) runs as a task of its own, fed by
+/// `rx`; this task reads frames in order, answers each through `$default` (the reply queued on
+/// `tx`), and ends the connection with `$disconnect`.
 async fn connection(
     gw: Gateway,
     id: String,
     ip: String,
     socket: WebSocket,
     tx: mpsc::UnboundedSender<Outgoing>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
-        // Frames that are already waiting go out in one flush; each is acknowledged once the
-        // flush has handed it to the socket.
-        let mut acks: Vec<tokio::sync::oneshot::Sender<bool>> = Vec::new();
-        'socket: while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            let mut ok = true;
-            while let Some(out) = next.take() {
-                if out.close {
-                    let flushed = sink.flush().await.is_ok();
-                    for ack in acks.drain(..) {
-                        let _ = ack.send(flushed);
-                    }
-                    let _ = sink.send(Message::Close(None)).await;
-                    break 'socket;
-                }
-                ok = sink.feed(Message::Text(out.frame.into())).await.is_ok();
-                acks.extend(out.ack);
-                if !ok || acks.len() >= 64 {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            ok = ok && sink.flush().await.is_ok();
-            for ack in acks.drain(..) {
-                let _ = ack.send(ok);
-            }
-            if !ok {
-                break;
-            }
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.send(false);
-        }
-        // Frames still queued are answered as not written, so their senders keep them.
-        rx.close();
-        while let Some(out) = rx.recv().await {
-            if let Some(ack) = out.ack {
-                let _ = ack.send(false);
-            }
-        }
-    });
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(SocketWriter::new(sink, rx).run());
     // API Gateway ends every connection after two hours; so does this gateway.
     let lifetime = tokio::time::sleep(std::time::Duration::from_millis(
         shared::storage::redis::CONNECTION_TTL_MS,

@@ -47,6 +47,9 @@ impl App {
         redis: RedisStore,
         clock: SharedClock,
     ) -> Result<Arc<Self>> {
+        // The adapters read the App's clock too: sessions expire, and revocations last, by it.
+        let dynamo = dynamo.with_clock(clock.clone());
+        let redis = redis.with_clock(clock.clone());
         let tokens = TokenIssuer::new(&config.jwt, clock.clone());
         let redis_arc = Arc::new(redis.clone());
         let dynamo_arc = Arc::new(dynamo.clone());

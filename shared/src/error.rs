@@ -41,6 +41,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The body of every HTTP error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code (docs/api.md §4.2).
+    pub code: String,
+    /// Human-readable; never internal details.
+    pub message: String,
+}
+
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidRequest(msg.into())
@@ -108,7 +122,13 @@ impl Error {
 
     /// The `{"error":{"code","message"}}` body of the API (docs/api.md).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}})
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.public_message(),
+            },
+        })
+        .expect("error bodies serialize")
     }
 
     /// Logs server-side faults at the right level; client errors are not worth a warning.

@@ -3,8 +3,10 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod crypto;
 pub mod error;
+pub mod frames;
 pub mod http;
 pub mod model;
 pub mod routes;

@@ -1,6 +1,7 @@
 //! Wire shapes of the API (docs/api.md, snake_case JSON) and the validated domain values behind them.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::crypto::xeddsa;
@@ -11,20 +12,24 @@ pub type UserId = Uuid;
 
 // ---- wire: requests ----
 
-#[derive(Debug, Deserialize)]
+/// A public key signed (XEdDSA) by the identity key over its serialized form.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SignedPreKeyIn {
     pub key_id: u64,
     pub public_key: String,
     pub signature: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// An EC one-time prekey (unsigned).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PreKeyIn {
     pub key_id: u64,
     pub public_key: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users`. Keys are standard base64: EC keys 33 bytes (0x05…), Kyber keys 1569
+/// bytes (0x08…), signatures 64 bytes.
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     pub username: String,
     pub password: String,
@@ -38,18 +43,21 @@ pub struct RegisterRequest {
     pub kyber_one_time_prekeys: Vec<SignedPreKeyIn>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sessions`.
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sessions/refresh`: the current refresh token, which stops working.
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// `PUT /v1/keys`: at least one key; one-time keys with an existing key id replace it.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct KeysUploadRequest {
     #[serde(default)]
     pub signed_prekey: Option<SignedPreKeyIn>,
@@ -63,43 +71,57 @@ pub struct KeysUploadRequest {
 
 // ---- wire: responses ----
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// `GET /healthz`: every backing store answered.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct HealthOut {
+    /// Always `ok` (an unhealthy relay answers 503 with an error body).
+    pub status: String,
+}
+
+/// A user: its id and its (lowercase) username.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct UserOut {
-    pub user_id: UserId,
+    pub user_id: Uuid,
     pub username: String,
 }
 
-#[derive(Serialize)]
+/// A session's tokens: a JWT access token and an opaque refresh token.
+#[derive(Serialize, ToSchema)]
 pub struct TokensOut {
-    pub user_id: UserId,
+    pub user_id: Uuid,
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
+/// One-time prekeys left for the calling user.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy, ToSchema)]
 pub struct KeyCounts {
     pub one_time_prekeys: u64,
     pub kyber_one_time_prekeys: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+/// A signed public key (base64) with its key id.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
 pub struct SignedPreKeyOut {
     pub key_id: u32,
     pub public_key: String,
     pub signature: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+/// A one-time public key (base64) with its key id.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
 pub struct PreKeyOut {
     pub key_id: u32,
     pub public_key: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+/// A prekey bundle: the target's identity and keys for X3DH/PQXDH. `kyber_prekey` is a
+/// one-time Kyber key when one is left, else the last-resort one, else null.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
 pub struct BundleOut {
-    pub user_id: UserId,
+    pub user_id: Uuid,
     pub registration_id: u32,
     pub identity_key: String,
     pub signed_prekey: SignedPreKeyOut,

@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use shared::{App, Config};
+use shared::App;
 
-use crate::stack::{set_aws_env, test_env};
+use crate::stack::{config_with_tables, test_env};
 
 /// Tables created, clients built, as a Lambda cold start would.
 pub async fn test_app() -> Arc<App> {
-    let env = test_env();
-    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
-    set_aws_env();
-    let client = shared::storage::dynamodb::client_from_env().await;
-    shared::storage::dynamodb::tables::create_tables(&client, &config.table_prefix)
-        .await
-        .expect("create tables");
+    let (config, _) = config_with_tables(&test_env()).await;
     App::from_config(config).await.expect("app")
 }

@@ -88,15 +88,12 @@ pub struct User {
     pub identity: Identity,
 }
 
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request")
+}
+
 pub async fn post(stack: &Stack, path: &str, body: &Value) -> (u16, Value) {
-    let r = stack
-        .http
-        .post(stack.url(path))
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    status_json(r).await
+    status_json(send(stack.http.post(stack.url(path)).json(body)).await).await
 }
 
 pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
@@ -106,42 +103,21 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
 }
 
 pub async fn get_auth(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
-    status_json(
-        stack
-            .http
-            .get(stack.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await
+    status_json(send(stack.http.get(stack.url(path)).bearer_auth(token)).await).await
 }
 
 pub async fn put_auth(stack: &Stack, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    status_json(
-        stack
-            .http
-            .put(stack.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await
+    let request = stack
+        .http
+        .put(stack.url(path))
+        .bearer_auth(token)
+        .json(body);
+    status_json(send(request).await).await
 }
 
 pub async fn delete_auth(stack: &Stack, path: &str, token: &str) -> u16 {
-    stack
-        .http
-        .delete(stack.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
+    let request = stack.http.delete(stack.url(path)).bearer_auth(token);
+    send(request).await.status().as_u16()
 }
 
 /// Asserts the API's error shape and returns the code.
@@ -188,6 +164,14 @@ impl User {
                 .to_string(),
             identity,
         }
+    }
+
+    /// Alice and Bob, one one-time prekey each: the two ends of most relay tests.
+    pub async fn pair(stack: &Stack) -> (Self, Self) {
+        (
+            Self::create(stack, 1, 0).await,
+            Self::create(stack, 1, 0).await,
+        )
     }
 
     pub async fn bundle_of(&self, stack: &Stack, user_id: &str) -> (u16, Value) {

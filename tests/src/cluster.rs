@@ -4,13 +4,13 @@
 //! killed on purpose (`kill`) to make its replica take over.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::servers::free_port;
+use crate::process;
+use crate::servers::{free_port, on_lasting_thread};
 
 /// Node timeout of the clusters started here: a primary that does not answer for this long is
 /// failed over to its replica (Redis' default is 15 s; a test wants it short).
@@ -85,22 +85,13 @@ impl Cluster {
             std::env::temp_dir().join(format!("relay-cluster-{}-{}", std::process::id(), ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster dir");
-        let (tx, rx) = std::sync::mpsc::channel();
         let (spawn_ports, spawn_dir) = (ports.clone(), dir.clone());
-        std::thread::Builder::new()
-            .name("redis-cluster".into())
-            .spawn(move || {
-                let pids: HashMap<u16, i32> = spawn_ports
-                    .iter()
-                    .map(|&port| (port, spawn_node(port, &spawn_dir)))
-                    .collect();
-                tx.send(pids).expect("send");
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("thread");
-        let pids = rx.recv().expect("nodes started");
+        let pids: HashMap<u16, i32> = on_lasting_thread(move || {
+            spawn_ports
+                .iter()
+                .map(|&port| (port, spawn_node(port, &spawn_dir)))
+                .collect()
+        });
         for &port in &ports {
             wait_until(&format!("redis-server on port {port}"), 20, || {
                 query(port, &["PING"]).is_some_and(|s| s.trim() == "PONG")
@@ -125,7 +116,7 @@ impl Cluster {
             pids: Mutex::new(pids),
             dir,
         };
-        cluster.wait_healthy(30);
+        cluster.wait_healthy(60);
         cluster
     }
 
@@ -324,12 +315,7 @@ fn spawn_node(port: u16, dir: &std::path::Path) -> i32 {
     std::fs::create_dir_all(&node_dir).expect("node dir");
     // The bus port is named: the default, port + 10000, may be taken or above 65535.
     let bus = free_port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
+    let child = process::spawn(process::redis_server(port).args([
         "--dir",
         node_dir.to_str().expect("utf-8 path"),
         "--cluster-enabled",
@@ -343,22 +329,7 @@ fn spawn_node(port: u16, dir: &std::path::Path) -> i32 {
         // The other shards keep serving while one is failing over.
         "--cluster-require-full-coverage",
         "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]);
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start redis-server (cluster node): {e}"));
+    ]));
     child.id() as i32
 }
 

@@ -4,6 +4,7 @@ pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod outage;
+pub mod process;
 pub mod servers;
 pub mod stack;
 

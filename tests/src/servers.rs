@@ -4,11 +4,12 @@
 //! it. moto_server, the second DynamoDB engine, starts only for the suites that ask for it.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::process;
 
 pub struct Servers {
     pub redis_url: String,
@@ -45,7 +46,7 @@ fn wait_for(port: u16, what: &str, secs: u64) {
 
 /// Runs `f` on a thread that then lives as long as the process: children it spawns die with
 /// their parent *thread* (PR_SET_PDEATHSIG), so they must not be spawned from a test's thread.
-fn on_lasting_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn on_lasting_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("test-servers".into())
@@ -59,32 +60,10 @@ fn on_lasting_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     rx.recv().expect("server started")
 }
 
-/// Children die with their parent thread (see `on_lasting_thread`).
-fn spawn(cmd: &mut Command) -> Child {
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
-}
-
+/// A redis-server on a free port (a child of the calling thread: see `on_lasting_thread`).
 pub fn start_redis() -> (u16, Child) {
     let port = free_port();
-    let child = spawn(Command::new("redis-server").args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]));
+    let child = process::spawn(&mut process::redis_server(port));
     wait_for(port, "redis-server", 20);
     (port, child)
 }
@@ -142,7 +121,7 @@ pub fn moto() -> &'static str {
     MOTO.get_or_init(|| {
         on_lasting_thread(|| {
             let port = free_port();
-            let child = spawn(Command::new(moto_binary()).args([
+            let child = process::spawn(process::command(moto_binary(), None).args([
                 "-H",
                 "127.0.0.1",
                 "-p",

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rand::Rng;
+use redis::AsyncCommands;
 use shared::clock::ManualClock;
 use shared::Config;
 use std::sync::Arc;
@@ -74,6 +75,20 @@ pub fn set_aws_credentials() {
     std::env::set_var("AWS_REGION", "us-east-1");
 }
 
+/// `env`'s configuration with its tables created on the process's DynamoDB engine (as a cold
+/// start or `local-gateway --create-tables` would), and the client that created them.
+pub async fn config_with_tables(
+    env: &HashMap<String, String>,
+) -> (Config, aws_sdk_dynamodb::Client) {
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+    set_aws_env();
+    let dynamodb = shared::storage::dynamodb::client_from_env().await;
+    shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix)
+        .await
+        .expect("create tables");
+    (config, dynamodb)
+}
+
 impl Stack {
     pub async fn start() -> Self {
         Self::with_env(&[]).await
@@ -85,12 +100,7 @@ impl Stack {
         for (k, v) in overrides {
             env.insert(k.to_string(), v.to_string());
         }
-        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
-        set_aws_env();
-        let dynamodb = shared::storage::dynamodb::client_from_env().await;
-        shared::storage::dynamodb::tables::create_tables(&dynamodb, &config.table_prefix)
-            .await
-            .expect("create tables");
+        let (config, dynamodb) = config_with_tables(&env).await;
         let clock = ManualClock::new();
         let app = shared::App::from_config_with_clock(config.clone(), clock.clone())
             .await
@@ -161,6 +171,15 @@ impl Stack {
     pub fn inbox_key(&self, user_id: &str) -> String {
         self.redis_keys()
             .inbox(uuid::Uuid::parse_str(user_id).expect("a user id"))
+    }
+
+    /// Whether `user_id`'s inbox key exists in Redis (anything is stored for the user).
+    pub async fn has_inbox(&self, user_id: &str) -> bool {
+        self.redis()
+            .await
+            .exists(self.inbox_key(user_id))
+            .await
+            .expect("EXISTS")
     }
 
     /// Every item of one of the stack's tables (`users`, `keys`, `sessions`), read directly.

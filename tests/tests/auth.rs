@@ -75,6 +75,21 @@ async fn expired_tokens_are_401() {
     );
 }
 
+/// A session ends on the relay's clock, the one its tokens follow: the session store reads it too.
+#[tokio::test]
+async fn refresh_tokens_expire_on_the_relays_clock() {
+    let stack = Stack::with_env(&[("REFRESH_TOKEN_TTL_SECS", "60")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    stack.advance(Duration::from_secs(61));
+    let (s, body) = post(
+        &stack,
+        "/v1/sessions/refresh",
+        &json!({"refresh_token": alice.refresh}),
+    )
+    .await;
+    assert_eq!((s, error_code(&body)), (401, "unauthorized"), "{body}");
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let stack = Stack::start().await;

@@ -26,11 +26,7 @@ async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
         reply,
         json!({"type": "sent", "id": "m-1", "delivery": "queued"})
     );
-    let mut redis = stack.redis().await;
-    assert!(redis
-        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-        .await
-        .unwrap());
+    assert!(stack.has_inbox(&bob.user_id).await);
 
     let mut b = bob.connect(&stack).await;
     b.send(json!({"action": "list"})).await;
@@ -49,10 +45,7 @@ async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
     );
     assert!(b.fetch_all().await.is_empty(), "delivered twice");
     assert!(
-        !redis
-            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-            .await
-            .unwrap(),
+        !stack.has_inbox(&bob.user_id).await,
         "inbox key left in Redis"
     );
     b.send(json!({"action": "ping"})).await;
@@ -62,8 +55,7 @@ async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
 #[tokio::test]
 async fn connected_recipient_gets_the_message_at_once() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut b = bob.connect(&stack).await;
     let mut a = alice.connect(&stack).await;
     let reply = a.send_message(&bob.user_id, "x", b"hello bob").await;
@@ -72,18 +64,13 @@ async fn connected_recipient_gets_the_message_at_once() {
     assert_eq!(frame["type"], "messages");
     assert_eq!(body_of(&frame["messages"][0]), b"hello bob");
     assert_eq!(frame["messages"][0]["from"], alice.user_id.as_str());
-    let mut redis = stack.redis().await;
-    assert!(!redis
-        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-        .await
-        .unwrap());
+    assert!(!stack.has_inbox(&bob.user_id).await);
 }
 
 #[tokio::test]
 async fn inbox_keeps_the_newest_thousand_in_send_order() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     for i in 0..1005u32 {
         let r = a
@@ -103,8 +90,7 @@ async fn inbox_keeps_the_newest_thousand_in_send_order() {
 #[tokio::test]
 async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
     let stack = Stack::with_env(&[("INBOX_TTL_SECS", "2")]).await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     a.send_message(&bob.user_id, "old", b"old").await;
     stack.advance(Duration::from_millis(1200));
@@ -126,21 +112,14 @@ async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
     let ttl: i64 = redis.ttl(stack.inbox_key(&carol.user_id)).await.unwrap();
     assert!((1..=2).contains(&ttl), "native TTL {ttl}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        !redis
-            .exists::<_, bool>(stack.inbox_key(&carol.user_id))
-            .await
-            .unwrap(),
-        "key did not expire"
-    );
+    assert!(!stack.has_inbox(&carol.user_id).await, "key did not expire");
     assert!(b.fetch_all().await.is_empty());
 }
 
 #[tokio::test]
 async fn messages_for_a_vanished_connection_are_kept_for_the_next_fetch() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     // A connection API Gateway dropped without a $disconnect: registered, but gone.
     let conns = stack
         .redis_keys()
@@ -211,8 +190,7 @@ async fn handshake_refuses_missing_invalid_expired_and_revoked_tokens() {
 #[tokio::test]
 async fn the_sender_is_the_token_user_whatever_the_frame_says() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mallory_claims = uuid::Uuid::new_v4().to_string();
     let mut a = alice.connect(&stack).await;
     a.send(json!({"action": "send", "to": bob.user_id, "id": "f", "from": mallory_claims, "body": encode(b"hi")})).await;
@@ -225,8 +203,7 @@ async fn the_sender_is_the_token_user_whatever_the_frame_says() {
 #[tokio::test]
 async fn online_only_is_delivered_live_or_dropped_never_stored() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     let typing = |id: &str| json!({"action": "send", "to": bob.user_id, "id": id, "body": encode(b"typing"), "online_only": true});
     a.send(typing("t1")).await;
@@ -234,25 +211,12 @@ async fn online_only_is_delivered_live_or_dropped_never_stored() {
         a.recv().await,
         json!({"type": "sent", "id": "t1", "delivery": "dropped"})
     );
-    let mut redis = stack.redis().await;
-    assert!(
-        !redis
-            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-            .await
-            .unwrap(),
-        "online_only stored"
-    );
+    assert!(!stack.has_inbox(&bob.user_id).await, "online_only stored");
     let mut b = bob.connect(&stack).await;
     a.send(typing("t2")).await;
     assert_eq!(a.recv().await["delivery"], "delivered");
     assert_eq!(body_of(&b.recv().await["messages"][0]), b"typing");
-    assert!(
-        !redis
-            .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-            .await
-            .unwrap(),
-        "online_only stored"
-    );
+    assert!(!stack.has_inbox(&bob.user_id).await, "online_only stored");
     assert!(b.fetch_all().await.is_empty());
 }
 
@@ -308,8 +272,7 @@ async fn five_hundred_messages_from_ten_senders_arrive_exactly_once() {
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
     let stack = Stack::with_env(&[("RATE_LIMIT_MESSAGES", "3/60")]).await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     a.send_raw("not json").await;
     assert_eq!(
@@ -349,20 +312,12 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
 #[tokio::test]
 async fn deleting_the_account_erases_the_inbox() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     a.send_message(&bob.user_id, "1", b"1").await;
-    let mut redis = stack.redis().await;
-    assert!(redis
-        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-        .await
-        .unwrap());
+    assert!(stack.has_inbox(&bob.user_id).await);
     assert_eq!(delete_auth(&stack, "/v1/users/me", &bob.access).await, 204);
-    assert!(!redis
-        .exists::<_, bool>(stack.inbox_key(&bob.user_id))
-        .await
-        .unwrap());
+    assert!(!stack.has_inbox(&bob.user_id).await);
     a.send(json!({"action": "send", "to": bob.user_id, "id": "2", "body": encode(b"2")}))
         .await;
     assert_eq!(a.recv().await["code"], "unknown_recipient");
@@ -423,8 +378,7 @@ async fn a_push_to_a_management_api_that_never_answers_fails_within_the_timeout(
 #[tokio::test]
 async fn a_send_behind_a_long_backlog_reports_queued_and_nothing_is_lost() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     for i in 0..150u32 {
         a.send_message(&bob.user_id, "q", &i.to_be_bytes()).await;

@@ -1,10 +1,13 @@
 //! The connection function: API Gateway WebSocket `$connect`, `$disconnect` and `$default`.
+//! It translates between frames (`shared::frames`) and the relay service, nothing more.
 
 use std::convert::Infallible;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
+use shared::frames::{ClientFrame, ServerFrame};
 use shared::services::relay::Relay;
+use shared::Result;
 use tracing::instrument;
 
 fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
@@ -43,13 +46,47 @@ pub async fn handler(
             }
             reply(200, None)
         }
-        _ => reply(
-            200,
-            Some(
-                relay
-                    .handle(connection_id, ev.body.as_deref().unwrap_or_default())
-                    .await,
-            ),
-        ),
+        _ => {
+            let text = ev.body.as_deref().unwrap_or_default();
+            reply(200, Some(frame(relay, connection_id, text).await.to_json()))
+        }
     })
+}
+
+/// One client frame in, its reply frame out (pushed frames go through the relay's pusher).
+async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
+    let frame = match ClientFrame::parse(text) {
+        Ok(frame) => frame,
+        Err((id, e)) => return refused(id, e),
+    };
+    let id = frame.id().cloned();
+    let answer: Result<ServerFrame> = match frame {
+        ClientFrame::Send(send) => relay
+            .send(
+                connection_id,
+                &send.to,
+                &send.body,
+                send.online_only.unwrap_or(false),
+            )
+            .await
+            .map(|delivery| ServerFrame::Sent {
+                id: send.id,
+                delivery,
+            }),
+        ClientFrame::Fetch(_) => relay
+            .fetch(connection_id)
+            .await
+            .map(|()| ServerFrame::Drained),
+        ClientFrame::List(_) => relay
+            .list(connection_id)
+            .await
+            .map(|pending| ServerFrame::Inbox { pending }),
+        ClientFrame::Ping(_) => Ok(ServerFrame::Pong),
+    };
+    answer.unwrap_or_else(|e| refused(id, e))
+}
+
+fn refused(id: Option<serde_json::Value>, e: shared::Error) -> ServerFrame {
+    e.log();
+    ServerFrame::error(id, &e)
 }

@@ -106,9 +106,7 @@ async fn delete_me(app: &App, req: &Request) -> Response<Body> {
 
 /// GET /healthz
 async fn health(app: &App) -> Response<Body> {
-    http::respond(
-        app.health()
-            .await
-            .map(|()| serde_json::json!({"status": "ok"})),
-    )
+    http::respond(app.health().await.map(|()| shared::model::HealthOut {
+        status: "ok".into(),
+    }))
 }

@@ -3,40 +3,22 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Authenticator;
 use super::{limit, Limit};
 use crate::config::{InboxLimits, RateLimits};
 use crate::error::{Error, Result};
+use crate::frames::{pack_messages, Delivery, Envelope};
 use crate::model::UserId;
 use crate::storage::{
-    ConnectionRegistry, Delivery, Inbox, PushError, Pusher, RateLimiter, StoredEnvelope, UserStore,
+    ConnectionRegistry, Delivery as Stored, Inbox, PushError, Pusher, RateLimiter, StoredEnvelope,
+    UserStore,
 };
 use crate::validation;
 
-/// The API: each `messages` frame is at most 128 KiB; API Gateway's limit is "128 KB", so the
-/// smaller reading of both.
-pub const MAX_FRAME_BYTES: usize = 128_000;
-const FRAME_HEAD: &str = r#"{"type":"messages","messages":["#;
-const FRAME_TAIL: &str = "]}";
 /// Bounds the in-process connection → user cache of a warm function.
 const SENDER_CACHE_MAX: usize = 100_000;
-
-#[derive(Deserialize)]
-struct Frame {
-    action: String,
-    #[serde(default)]
-    id: Option<serde_json::Value>,
-    #[serde(default)]
-    to: Option<String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    online_only: Option<bool>,
-}
 
 #[derive(Clone)]
 pub struct Relay {
@@ -51,39 +33,6 @@ pub struct Relay {
     /// A connection's user never changes, so a warm function remembers it.
     pub(crate) senders: Arc<Mutex<HashMap<String, UserId>>>,
     pub(crate) clock: crate::clock::SharedClock,
-}
-
-fn error_frame(id: Option<&serde_json::Value>, e: &Error) -> String {
-    json!({"type": "error", "id": id, "code": e.code(), "message": e.public_message()}).to_string()
-}
-
-/// Packs envelopes into `messages` frames of at most `MAX_FRAME_BYTES`; returns each frame with
-/// the number of envelopes it carries.
-pub fn pack_frames(envelopes: &[StoredEnvelope]) -> Vec<(String, usize)> {
-    let mut frames = Vec::new();
-    let mut frame = String::from(FRAME_HEAD);
-    let mut count = 0;
-    for e in envelopes {
-        let json = e.json();
-        if count > 0 && frame.len() + 1 + json.len() + FRAME_TAIL.len() > MAX_FRAME_BYTES {
-            frame.push_str(FRAME_TAIL);
-            frames.push((
-                std::mem::replace(&mut frame, String::from(FRAME_HEAD)),
-                count,
-            ));
-            count = 0;
-        }
-        if count > 0 {
-            frame.push(',');
-        }
-        frame.push_str(json);
-        count += 1;
-    }
-    if count > 0 {
-        frame.push_str(FRAME_TAIL);
-        frames.push((frame, count));
-    }
-    frames
 }
 
 impl Relay {
@@ -130,44 +79,15 @@ impl Relay {
         Ok(user)
     }
 
-    /// `$default`: one client frame in, the reply frame out (pushed frames go through the pusher).
-    pub async fn handle(&self, connection_id: &str, text: &str) -> String {
-        let frame: Frame = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(_) => {
-                return error_frame(
-                    None,
-                    &Error::InvalidFrame("frames are JSON objects with an action".into()),
-                )
-            }
-        };
-        let id = frame.id.as_ref();
-        let result = match frame.action.as_str() {
-            "send" => self.send(connection_id, &frame).await,
-            "fetch" => self.fetch(connection_id).await,
-            "list" => self.list(connection_id).await,
-            "ping" => Ok(json!({"type": "pong"}).to_string()),
-            other => Err(Error::InvalidFrame(format!(
-                "unknown action {:?}",
-                other.chars().take(32).collect::<String>()
-            ))),
-        };
-        result.unwrap_or_else(|e| {
-            e.log();
-            error_frame(id, &e)
-        })
-    }
-
-    async fn send(&self, connection_id: &str, frame: &Frame) -> Result<String> {
+    /// `send`: relays `body` (base64) from the connection's user to `to`.
+    pub async fn send(
+        &self,
+        connection_id: &str,
+        to: &str,
+        body: &str,
+        online_only: bool,
+    ) -> Result<Delivery> {
         let from = self.sender(connection_id).await?;
-        let to = frame
-            .to
-            .as_deref()
-            .ok_or_else(|| Error::InvalidFrame("send needs `to`".into()))?;
-        let body = frame
-            .body
-            .as_deref()
-            .ok_or_else(|| Error::InvalidFrame("send needs `body`".into()))?;
         let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
         let bytes = validation::base64("body", body)
             .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
@@ -181,13 +101,18 @@ impl Relay {
             1,
         )
         .await?;
-        let online_only = frame.online_only.unwrap_or(false);
         let now = self.clock.now_ms();
         let envelope_id = Uuid::new_v4();
-        let json = json!({"id": envelope_id, "from": from, "sent_at": now, "body": validation::encode(&bytes)}).to_string();
+        let json = serde_json::to_string(&Envelope {
+            id: envelope_id,
+            from,
+            sent_at: now,
+            body: validation::encode(&bytes),
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
         let envelope = StoredEnvelope::new(now + self.inbox_limits.ttl.as_millis() as u64, &json);
         let mut outcome = self.inbox.deliver(to, &envelope, online_only, now).await?;
-        if outcome == Delivery::UnknownInbox {
+        if outcome == Stored::UnknownInbox {
             if !self.users.exists(to).await? {
                 return Err(Error::UnknownRecipient);
             }
@@ -195,10 +120,10 @@ impl Relay {
             outcome = self.inbox.deliver(to, &envelope, online_only, now).await?;
         }
         let delivery = match outcome {
-            Delivery::UnknownInbox => return Err(Error::UnknownRecipient),
-            Delivery::Dropped => "dropped",
-            Delivery::Queued => "queued",
-            Delivery::Online {
+            Stored::UnknownInbox => return Err(Error::UnknownRecipient),
+            Stored::Dropped => Delivery::Dropped,
+            Stored::Queued => Delivery::Queued,
+            Stored::Online {
                 connections,
                 envelopes,
             } => {
@@ -208,14 +133,14 @@ impl Relay {
                     .push_to_user(to, &connections, envelopes, !online_only)
                     .await;
                 match (taken && !unsent.contains(&envelope), online_only) {
-                    (true, _) => "delivered",
-                    (false, true) => "dropped",
-                    (false, false) => "queued",
+                    (true, _) => Delivery::Delivered,
+                    (false, true) => Delivery::Dropped,
+                    (false, false) => Delivery::Queued,
                 }
             }
         };
-        tracing::debug!(%from, %to, delivery, "message relayed");
-        Ok(json!({"type": "sent", "id": frame.id, "delivery": delivery}).to_string())
+        tracing::debug!(%from, %to, ?delivery, "message relayed");
+        Ok(delivery)
     }
 
     /// Pushes to the recipient's connections, newest first, dropping any found gone. What could
@@ -264,7 +189,7 @@ impl Relay {
         envelopes: &[StoredEnvelope],
     ) -> std::result::Result<(), (usize, bool)> {
         let mut sent = 0;
-        for (frame, count) in pack_frames(envelopes) {
+        for (frame, count) in pack_messages(envelopes.iter().map(StoredEnvelope::json)) {
             match self.pusher.push(connection_id, &frame).await {
                 Ok(()) => sent += count,
                 Err(PushError::Gone) => return Err((sent, true)),
@@ -277,13 +202,11 @@ impl Relay {
         Ok(())
     }
 
-    async fn fetch(&self, connection_id: &str) -> Result<String> {
+    /// `fetch`: writes the whole inbox to the connection, oldest first; `Ok` means drained.
+    pub async fn fetch(&self, connection_id: &str) -> Result<()> {
         let user = self.sender(connection_id).await?;
         loop {
-            let batch = self
-                .inbox
-                .pop(user, crate::storage::redis::POP_BATCH)
-                .await?;
+            let batch = self.inbox.pop(user, crate::storage::POP_BATCH).await?;
             if batch.is_empty() {
                 break;
             }
@@ -300,49 +223,19 @@ impl Relay {
                 ));
             }
         }
-        Ok(json!({"type": "drained"}).to_string())
+        Ok(())
     }
 
-    async fn list(&self, connection_id: &str) -> Result<String> {
+    /// `list`: how many unexpired envelopes wait.
+    pub async fn list(&self, connection_id: &str) -> Result<u64> {
         let user = self.sender(connection_id).await?;
-        let pending = self.inbox.pending(user, self.clock.now_ms()).await?;
-        Ok(json!({"type": "inbox", "pending": pending}).to_string())
+        self.inbox.pending(user, self.clock.now_ms()).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(n: usize, size: usize) -> Vec<StoredEnvelope> {
-        (0..n)
-            .map(|i| {
-                StoredEnvelope::new(
-                    1,
-                    &format!(r#"{{"id":"{i}","body":"{}"}}"#, "x".repeat(size)),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn frames_stay_under_the_limit_and_keep_order() {
-        let envs = env(10, 60 * 1024);
-        let frames = pack_frames(&envs);
-        assert_eq!(frames.iter().map(|f| f.1).sum::<usize>(), 10);
-        let mut next = 0;
-        for (frame, count) in &frames {
-            assert!(frame.len() <= MAX_FRAME_BYTES, "{}", frame.len());
-            let v: serde_json::Value = serde_json::from_str(frame).unwrap();
-            let msgs = v["messages"].as_array().unwrap();
-            assert_eq!(msgs.len(), *count);
-            for m in msgs {
-                assert_eq!(m["id"], next.to_string());
-                next += 1;
-            }
-        }
-        assert!(pack_frames(&[]).is_empty());
-    }
 
     #[test]
     fn stored_envelopes_carry_their_expiry() {

@@ -109,6 +109,10 @@ impl StoredEnvelope {
     }
 }
 
+/// Envelopes taken from an inbox at once: one `fetch` batch, or what a delivery to a connected
+/// recipient takes out to push (docs/api.md §6.3, §6.6).
+pub const POP_BATCH: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// No inbox marker for the recipient: the caller must check the user store.

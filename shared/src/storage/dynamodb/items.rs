@@ -89,6 +89,15 @@ pub fn kyber_item(user_id: Uuid, k: &SignedKey) -> Item {
     item
 }
 
+/// The items of a batch of one-time keys, EC and Kyber, as registration and uploads store them.
+pub fn one_time_items(user_id: Uuid, one_time: &[OneTimeKey], kyber: &[SignedKey]) -> Vec<Item> {
+    one_time
+        .iter()
+        .map(|k| one_time_item(user_id, k))
+        .chain(kyber.iter().map(|k| kyber_item(user_id, k)))
+        .collect()
+}
+
 pub fn one_time_from(item: &Item) -> Result<OneTimeKey> {
     Ok(OneTimeKey {
         key_id: get_n(item, "key_id")?,

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use rand::seq::SliceRandom;
 
-use super::items::{self, get_s, key, s, EC_PREFIX, KYBER_PREFIX, PROFILE_SK};
-use super::{is_condition_failed, sdk_error, Dynamo, Item};
+use super::items::{self, get_s, key, EC_PREFIX, KYBER_PREFIX, PROFILE_SK};
+use super::{each_page, is_condition_failed, sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
 use crate::model::{Bundle, KeyCounts, KeyUpload, Profile, UserId};
 use crate::storage::KeyStore;
@@ -19,12 +19,7 @@ const MAX_ROUNDS: usize = 16;
 impl Dynamo {
     async fn candidates(&self, user_id: UserId, prefix: &str) -> Result<Vec<String>> {
         let out = self
-            .client
-            .query()
-            .table_name(&self.tables.keys)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(user_id.to_string()))
-            .expression_attribute_values(":p", s(prefix))
+            .query_partition(&self.tables.keys, &user_id.to_string(), Some(prefix))
             .projection_expression("sk")
             .limit(CANDIDATES)
             .send()
@@ -100,27 +95,15 @@ impl Dynamo {
 
     async fn count(&self, user_id: UserId, prefix: &str) -> Result<u64> {
         let mut total = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.keys)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(user_id.to_string()))
-                .expression_attribute_values(":p", s(prefix))
-                .select(Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("count keys", e))?;
-            total += page.count.max(0) as u64;
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(total),
-            }
-        }
+        let query = self
+            .query_partition(&self.tables.keys, &user_id.to_string(), Some(prefix))
+            .select(Select::Count)
+            .consistent_read(true);
+        each_page(query, "count keys", |page| {
+            total += page.count.max(0) as u64
+        })
+        .await?;
+        Ok(total)
     }
 }
 
@@ -180,17 +163,7 @@ impl KeyStore for Dynamo {
             })?;
             Ok(())
         };
-        let one_time: Vec<Item> = upload
-            .one_time
-            .iter()
-            .map(|k| items::one_time_item(user_id, k))
-            .chain(
-                upload
-                    .kyber_one_time
-                    .iter()
-                    .map(|k| items::kyber_item(user_id, k)),
-            )
-            .collect();
+        let one_time = items::one_time_items(user_id, &upload.one_time, &upload.kyber_one_time);
         let (a, b) = futures::join!(profile_update, self.batch_put(&self.tables.keys, one_time));
         a.and(b)
     }

@@ -7,11 +7,14 @@ pub mod tables;
 mod users;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use futures::future::try_join_all;
 use std::collections::HashMap;
 
+use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -38,6 +41,8 @@ impl Tables {
 pub struct Dynamo {
     client: Client,
     tables: Tables,
+    /// Session expiry and `created_at` follow it: `App::assemble` hands over the App's clock.
+    clock: SharedClock,
 }
 
 /// Builds the SDK client from the standard AWS settings (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`,
@@ -56,8 +61,19 @@ async fn client_with(endpoint: Option<&str>) -> Client {
 }
 
 impl Dynamo {
+    /// On the system clock until [`Self::with_clock`] (which `App::assemble` calls).
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            clock: crate::clock::system(),
+        }
+    }
+
+    /// The same adapter reading time from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -134,31 +150,57 @@ impl Dynamo {
         self.batch_write(table, reqs).await
     }
 
+    /// A query of partition `pk` of `table`, narrowed to the sort keys starting with `prefix`
+    /// when there is one.
+    fn query_partition(&self, table: &str, pk: &str, prefix: Option<&str>) -> QueryFluentBuilder {
+        let query = self
+            .client
+            .query()
+            .table_name(table)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()));
+        match prefix {
+            Some(p) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", AttributeValue::S(p.to_string())),
+            None => query.key_condition_expression("pk = :pk"),
+        }
+    }
+
     /// Every item of partition `pk` whose sort key starts with `prefix`, keys only.
     async fn query_keys(&self, table: &str, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(table)
-                .consistent_read(true)
-                .projection_expression("pk, sk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
-                .set_exclusive_start_key(start.take());
-            q = match prefix {
-                Some(p) => q
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", AttributeValue::S(p.to_string())),
-                None => q.key_condition_expression("pk = :pk"),
-            };
-            let page = q.send().await.map_err(|e| sdk_error("query", e))?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
+        let query = self
+            .query_partition(table, pk, prefix)
+            .consistent_read(true)
+            .projection_expression("pk, sk");
+        each_page(query, "query", |page| {
+            out.extend(page.items.unwrap_or_default())
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+/// Sends `query` page after page (a page ending with a non-empty `LastEvaluatedKey` has a next),
+/// handing each page to `each`.
+async fn each_page(
+    query: QueryFluentBuilder,
+    what: &str,
+    mut each: impl FnMut(QueryOutput),
+) -> Result<()> {
+    let mut start: Option<Item> = None;
+    loop {
+        let mut page = query
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(what, e))?;
+        let next = page.last_evaluated_key.take().filter(|k| !k.is_empty());
+        each(page);
+        match next {
+            Some(k) => start = Some(k),
+            None => return Ok(()),
         }
     }
 }

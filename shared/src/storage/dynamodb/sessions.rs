@@ -5,7 +5,6 @@ use uuid::Uuid;
 
 use super::items::{get_n, get_s, key, n, s};
 use super::{is_condition_failed, sdk_error, Dynamo};
-use crate::crypto::tokens::now_secs;
 use crate::error::Result;
 use crate::model::UserId;
 use crate::storage::{SessionRecord, SessionStore};
@@ -49,7 +48,7 @@ impl SessionStore for Dynamo {
             expires_at: get_n(&item, "expires_at")?,
         };
         // TTL deletion is lazy: an expired item may still be there.
-        Ok((record.expires_at > now_secs()).then_some(record))
+        Ok((record.expires_at > self.clock.now_secs()).then_some(record))
     }
 
     async fn rotate(
@@ -70,7 +69,7 @@ impl SessionStore for Dynamo {
             .expression_attribute_values(":new", s(&next.refresh_hash))
             .expression_attribute_values(":exp", n(next.expires_at))
             .expression_attribute_values(":old", s(old_hash))
-            .expression_attribute_values(":now", n(now_secs()))
+            .expression_attribute_values(":now", n(self.clock.now_secs()))
             .send()
             .await;
         match res {

@@ -37,22 +37,11 @@ fn pk_only(pk: String) -> Item {
     Item::from([("pk".to_string(), s(pk))])
 }
 
-impl Dynamo {
-    fn one_time_keys(account: &NewAccount) -> Vec<Item> {
-        let id = account.user_id;
-        account
-            .one_time
-            .iter()
-            .map(|k| items::one_time_item(id, k))
-            .chain(
-                account
-                    .kyber_one_time
-                    .iter()
-                    .map(|k| items::kyber_item(id, k)),
-            )
-            .collect()
-    }
+fn one_time_keys(account: &NewAccount) -> Vec<Item> {
+    items::one_time_items(account.user_id, &account.one_time, &account.kyber_one_time)
+}
 
+impl Dynamo {
     async fn remove_keys(&self, user_id: UserId) -> Result<()> {
         let keys = self
             .query_keys(&self.tables.keys, &user_id.to_string(), None)
@@ -66,16 +55,13 @@ impl UserStore for Dynamo {
     async fn create(&self, account: &NewAccount) -> Result<()> {
         // One-time keys first, under the fresh user id nobody can see yet; the transaction below
         // is the commit point. Too many keys for one transaction, so on failure they are removed.
-        self.batch_put(&self.tables.keys, Self::one_time_keys(account))
+        self.batch_put(&self.tables.keys, one_time_keys(account))
             .await?;
         let user_item = Item::from([
             ("pk".to_string(), s(user_pk(account.user_id))),
             ("user_id".to_string(), s(account.user_id.to_string())),
             ("username".to_string(), s(&account.username)),
-            (
-                "created_at".to_string(),
-                n(crate::crypto::tokens::now_secs()),
-            ),
+            ("created_at".to_string(), n(self.clock.now_secs())),
         ]);
         let name_item = Item::from([
             ("pk".to_string(), s(name_pk(&account.username))),
@@ -103,7 +89,7 @@ impl UserStore for Dynamo {
         );
         let cleanup = self.batch_delete(
             &self.tables.keys,
-            Self::one_time_keys(account)
+            one_time_keys(account)
                 .into_iter()
                 .map(|i| {
                     key(

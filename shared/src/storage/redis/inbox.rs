@@ -8,15 +8,13 @@ use uuid::Uuid;
 use super::{envelope, Lua, RedisStore};
 use crate::error::Result;
 use crate::model::UserId;
-use crate::storage::{ConnectionRegistry, Delivery, Inbox, StoredEnvelope};
+use crate::storage::{ConnectionRegistry, Delivery, Inbox, StoredEnvelope, POP_BATCH};
 
 static DELIVER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("deliver.lua")));
 static PENDING: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("pending.lua")));
 
 /// API Gateway closes WebSocket connections after two hours; registrations expire with them.
 pub const CONNECTION_TTL_MS: u64 = 2 * 3600 * 1000;
-/// Envelopes taken per pop (and per online drain).
-pub const POP_BATCH: usize = 100;
 
 #[async_trait]
 impl Inbox for RedisStore {

@@ -10,6 +10,10 @@ use crate::config::Bucket;
 use crate::error::Result;
 use crate::storage::{RateDecision, RateLimiter, Revocations};
 
+/// The bucket script reads the time from Redis (`TIME`), not from the App's clock: every
+/// instance (each Lambda, the local gateway) takes from the same buckets, and one clock — the
+/// server's — keeps refills consistent whatever the skew between their hosts, inside the one
+/// atomic script. So a test's `ManualClock` does not refill buckets; only waiting does.
 static TOKEN_BUCKET: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_bucket.lua")));
 
 #[async_trait]
@@ -33,7 +37,7 @@ impl RateLimiter for RedisStore {
 #[async_trait]
 impl Revocations for RedisStore {
     async fn revoke(&self, session_id: Uuid, until_unix_secs: u64) -> Result<()> {
-        let now = crate::crypto::tokens::now_secs();
+        let now = self.clock.now_secs();
         let ttl = until_unix_secs.saturating_sub(now).max(1);
         let _: () = self
             .connection()

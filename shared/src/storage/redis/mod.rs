@@ -18,7 +18,7 @@
 //! it is two single-slot requests, not one transaction: see `ConnectionRegistry` in `inbox.rs`.
 
 mod inbox;
-pub use inbox::{CONNECTION_TTL_MS, POP_BATCH};
+pub use inbox::CONNECTION_TTL_MS;
 mod envelope;
 mod keys;
 pub use keys::RedisKeys;
@@ -31,6 +31,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
+use crate::clock::SharedClock;
 use crate::config::{Config, RedisWait};
 use crate::error::{Error, Result};
 
@@ -146,9 +147,13 @@ pub struct RedisStore {
     inbox_max: u32,
     inbox_ttl_secs: u64,
     wait: Option<std::sync::Arc<ReplicaWait>>,
+    /// Revocation lifetimes follow it: `App::assemble` hands over the App's clock. (Token
+    /// buckets read Redis' own `TIME` instead: see `limits.rs`.)
+    clock: SharedClock,
 }
 
 impl RedisStore {
+    /// On the system clock until [`Self::with_clock`] (which `App::assemble` calls).
     pub fn new(
         conn: impl Into<RedisConnection>,
         prefix: &str,
@@ -160,7 +165,14 @@ impl RedisStore {
             inbox_max: inbox.max_messages,
             inbox_ttl_secs: inbox.ttl.as_secs(),
             wait: None,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The same store reading time from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// After storing envelopes, `WAIT` for replicas (`REDIS_WAIT`).

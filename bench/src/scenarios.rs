@@ -10,6 +10,7 @@ use relay_tests::{Identity, Stack, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::util::{log, rss_kib, Lat};
 use super::ws::{self, Counters};
@@ -155,15 +156,7 @@ pub async fn online(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = stop_tx.send(true);
-    let mut samples = Vec::new();
-    for r in receivers {
-        if let Ok(v) = r.await {
-            samples.extend(v);
-        }
-    }
-    let from = (start + warmup).duration_since(base).as_nanos() as u64;
-    let to = end.duration_since(base).as_nanos() as u64;
-    let (rate, lat) = ws::window_stats(&samples, from, to);
+    let (rate, lat) = measured(receivers, base, start + warmup, end).await;
     let first_error = c.first_error.lock().expect("lock").clone();
     Online {
         pairs,
@@ -180,6 +173,25 @@ pub async fn online(
         msgs_per_s: rate,
         latency: Lat::from_ns(lat),
     }
+}
+
+/// The samples (received at, latency; ns since `base`) of `tasks`, joined: the rate in the
+/// measured window, `from` to `end`, and the latencies of what was sent in it.
+async fn measured(
+    tasks: Vec<JoinHandle<Vec<(u64, u64)>>>,
+    base: Instant,
+    from: Instant,
+    end: Instant,
+) -> (f64, Vec<u64>) {
+    let mut samples = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            samples.extend(v);
+        }
+    }
+    let from = from.duration_since(base).as_nanos() as u64;
+    let to = end.duration_since(base).as_nanos() as u64;
+    ws::window_stats(&samples, from, to)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -212,15 +224,7 @@ pub async fn echo_load(
         .into_iter()
         .map(|s| tokio::spawn(ws::run_echo(s, base, end, window, c.clone())))
         .collect();
-    let mut samples = Vec::new();
-    for t in tasks {
-        if let Ok(v) = t.await {
-            samples.extend(v);
-        }
-    }
-    let from = (start + warmup).duration_since(base).as_nanos() as u64;
-    let to = end.duration_since(base).as_nanos() as u64;
-    let (rate, lat) = ws::window_stats(&samples, from, to);
+    let (rate, lat) = measured(tasks, base, start + warmup, end).await;
     EchoFloor {
         connections,
         pipeline: window,

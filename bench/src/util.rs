@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +43,17 @@ impl Lat {
     pub fn from_durations(v: &[Duration]) -> Self {
         Self::from_ns(v.iter().map(|d| d.as_nanos() as u64).collect())
     }
+
+    /// The figure named `p50`, `p95`, `p99` or `max`.
+    pub fn percentile(&self, name: &str) -> f64 {
+        match name {
+            "p50" => self.p50_ms,
+            "p95" => self.p95_ms,
+            "p99" => self.p99_ms,
+            "max" => self.max_ms,
+            other => panic!("no percentile {other:?}"),
+        }
+    }
 }
 
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -53,27 +63,12 @@ pub fn log(msg: impl std::fmt::Display) {
     eprintln!("[bench {t:6.1}s] {msg}");
 }
 
-/// A command whose process is killed when the bench drops it, and also when the bench dies
-/// (PR_SET_PDEATHSIG: the spawning tokio worker thread lives as long as the runtime).
+/// The harness's server child (`relay_tests::process::command`), also killed when the bench
+/// drops it; it dies with the bench too, as the spawning tokio worker thread lives as long as
+/// the runtime.
 pub fn command(program: impl AsRef<std::ffi::OsStr>, log_file: Option<&Path>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.kill_on_drop(true).stdin(Stdio::null());
-    match log_file.and_then(|p| std::fs::File::create(p).ok()) {
-        Some(f) => {
-            let f2 = f.try_clone().expect("log file");
-            cmd.stdout(f).stderr(f2);
-        }
-        None => {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    let mut cmd = Command::from(relay_tests::process::command(program, log_file));
+    cmd.kill_on_drop(true);
     cmd
 }
 
@@ -116,17 +111,19 @@ impl Server {
     }
 }
 
+/// The number after `name` in a `/proc` file of `name: value [unit]` lines.
+fn proc_field<T: std::str::FromStr>(path: &str, name: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    })
+}
+
 /// VmRSS of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_field(&format!("/proc/{pid}/status"), "VmRSS:").unwrap_or(0)
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the soft limit in force.
@@ -153,9 +150,7 @@ pub fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-pub fn free_port() -> u16 {
-    relay_tests::servers::free_port()
-}
+pub use relay_tests::servers::free_port;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
@@ -175,15 +170,7 @@ impl Machine {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0.0);
+        let mem_kib: f64 = proc_field("/proc/meminfo", "MemTotal:").unwrap_or(0.0);
         Self {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())

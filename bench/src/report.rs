@@ -69,6 +69,54 @@ fn row(scenario: &str, metric: &str, value: String, floor: String, ratio: String
     }
 }
 
+/// A figure without a floor.
+fn plain(scenario: &str, metric: &str, value: String) -> Row {
+    row(scenario, metric, value, String::new(), String::new())
+}
+
+/// A latency beside its floor's (written after `label`): how many times the floor it takes.
+fn latency_row(scenario: &str, metric: &str, value: f64, label: &str, floor: f64) -> Row {
+    let floor_text = format!("{label}{}", ms(floor));
+    row(scenario, metric, ms(value), floor_text, times(value, floor))
+}
+
+/// A rate beside its floor's (written after `label`), each `(per second, unit)`: what share of
+/// the floor it reaches.
+fn rate_row(
+    scenario: &str,
+    metric: &str,
+    (value, unit): (f64, &str),
+    label: &str,
+    (floor, floor_unit): (f64, &str),
+) -> Row {
+    let floor_text = format!("{label}{}", rate(floor, floor_unit));
+    row(
+        scenario,
+        metric,
+        rate(value, unit),
+        floor_text,
+        share(value, floor),
+    )
+}
+
+/// The `names` percentiles of a latency (metrics `{prefix}{name}`), each beside its floor's.
+fn percentile_rows(
+    scenario: &str,
+    prefix: &str,
+    names: &[&str],
+    value: &Lat,
+    floor: &Lat,
+) -> Vec<Row> {
+    names
+        .iter()
+        .map(|name| {
+            let metric = format!("{prefix}{name}");
+            let (v, f) = (value.percentile(name), floor.percentile(name));
+            latency_row(scenario, &metric, v, "", f)
+        })
+        .collect()
+}
+
 fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0} ms")
@@ -115,43 +163,30 @@ pub fn rows(r: &Results) -> Vec<Row> {
     let o = &r.online;
     let e = &f.ws_echo;
     let on = format!("1 · online ({} pairs, pipeline {})", o.pairs, o.pipeline);
+    let msgs = (o.msgs_per_s, "msg/s");
     let mut rows = vec![
-        row(
+        rate_row(
             &on,
             "messages/s",
-            rate(o.msgs_per_s, "msg/s"),
-            format!("echo {}", rate(e.frames_per_s, "frames/s")),
-            share(o.msgs_per_s, e.frames_per_s),
+            msgs,
+            "echo ",
+            (e.frames_per_s, "frames/s"),
         ),
-        row(
+        latency_row(
             &on,
             "send→receive p50",
-            ms(o.latency.p50_ms),
-            format!("echo RTT {}", ms(e.latency.p50_ms)),
-            times(o.latency.p50_ms, e.latency.p50_ms),
-        ),
-        row(
-            &on,
-            "p95",
-            ms(o.latency.p95_ms),
-            ms(e.latency.p95_ms),
-            times(o.latency.p95_ms, e.latency.p95_ms),
-        ),
-        row(
-            &on,
-            "p99",
-            ms(o.latency.p99_ms),
-            ms(e.latency.p99_ms),
-            times(o.latency.p99_ms, e.latency.p99_ms),
-        ),
-        row(
-            &on,
-            "max",
-            ms(o.latency.max_ms),
-            ms(e.latency.max_ms),
-            times(o.latency.max_ms, e.latency.max_ms),
+            o.latency.p50_ms,
+            "echo RTT ",
+            e.latency.p50_ms,
         ),
     ];
+    rows.extend(percentile_rows(
+        &on,
+        "",
+        &["p95", "p99", "max"],
+        &o.latency,
+        &e.latency,
+    ));
     let oc = &r.online_cluster;
     let ocn = format!(
         "1b · online on a Redis Cluster ({} pairs, pipeline {})",
@@ -184,33 +219,28 @@ pub fn rows(r: &Results) -> Vec<Row> {
         0.0
     };
     let drain_floor_ms = f.redis.drain_1000_ms * off.messages as f64 / 1000.0;
+    let drain_floor_rate = off.messages as f64 / (drain_floor_ms / 1e3).max(1e-9);
     rows.extend([
-        row(
+        rate_row(
             &offn,
             "enqueue msg/s (1 sender)",
-            rate(off.enqueue_msgs_per_s, "msg/s"),
-            format!("RPUSH+LPOP {}", rate(pair_rate, "pairs/s")),
-            share(off.enqueue_msgs_per_s, pair_rate),
+            (off.enqueue_msgs_per_s, "msg/s"),
+            "RPUSH+LPOP ",
+            (pair_rate, "pairs/s"),
         ),
-        row(
+        latency_row(
             &offn,
             "drain time",
-            ms(off.drain_ms),
-            format!("LPOP×100 {}", ms(drain_floor_ms)),
-            times(off.drain_ms, drain_floor_ms),
+            off.drain_ms,
+            "LPOP×100 ",
+            drain_floor_ms,
         ),
-        row(
+        rate_row(
             &offn,
             "drain msg/s",
-            rate(off.drain_msgs_per_s, "msg/s"),
-            rate(
-                off.messages as f64 / (drain_floor_ms / 1e3).max(1e-9),
-                "msg/s",
-            ),
-            share(
-                off.drain_msgs_per_s,
-                off.messages as f64 / (drain_floor_ms / 1e3).max(1e-9),
-            ),
+            (off.drain_msgs_per_s, "msg/s"),
+            "",
+            (drain_floor_rate, "msg/s"),
         ),
     ]);
     for level in &r.bundle {
@@ -220,50 +250,27 @@ pub fn rows(r: &Results) -> Vec<Row> {
             "3 · bundle ({} fetches, c={})",
             b.fetches, level.concurrency
         );
+        let mut p50 = latency_row(&bn, "p50", b.latency.p50_ms, "storage ", bf.p50_ms);
+        p50.ratio += &format!(" ({})", delta(b.latency.p50_ms - bf.p50_ms));
         rows.extend([
-            row(
+            rate_row(
                 &bn,
                 "fetches/s",
-                rate(b.fetches_per_s, "fetch/s"),
-                format!("storage {}", rate(level.floor_per_s, "/s")),
-                share(b.fetches_per_s, level.floor_per_s),
+                (b.fetches_per_s, "fetch/s"),
+                "storage ",
+                (level.floor_per_s, "/s"),
             ),
-            row(
-                &bn,
-                "p50",
-                ms(b.latency.p50_ms),
-                format!("storage {}", ms(bf.p50_ms)),
-                format!(
-                    "{} ({})",
-                    times(b.latency.p50_ms, bf.p50_ms),
-                    delta(b.latency.p50_ms - bf.p50_ms)
-                ),
-            ),
-            row(
-                &bn,
-                "p95",
-                ms(b.latency.p95_ms),
-                ms(bf.p95_ms),
-                times(b.latency.p95_ms, bf.p95_ms),
-            ),
-            row(
-                &bn,
-                "p99",
-                ms(b.latency.p99_ms),
-                ms(bf.p99_ms),
-                times(b.latency.p99_ms, bf.p99_ms),
-            ),
-            row(
-                &bn,
-                "CPU per fetch: gateway / engine",
-                format!(
-                    "{:.0} µs / {:.0} µs",
-                    level.cpu.gateway_us, level.cpu.engine_us
-                ),
-                String::new(),
-                String::new(),
-            ),
+            p50,
         ]);
+        rows.extend(percentile_rows(&bn, "", &["p95", "p99"], &b.latency, bf));
+        rows.push(plain(
+            &bn,
+            "CPU per fetch: gateway / engine",
+            format!(
+                "{:.0} µs / {:.0} µs",
+                level.cpu.gateway_us, level.cpu.engine_us
+            ),
+        ));
     }
     let sc = &r.bundle_scale;
     let sn = format!("3 · bundle scale ({} fetches each, c=1)", sc.fetches);
@@ -277,27 +284,27 @@ pub fn rows(r: &Results) -> Vec<Row> {
     let c = &r.connections;
     let cf = &f.ws_echo_connections;
     let cn = format!("4 · connections ({} idle)", c.opened);
+    rows.push(latency_row(
+        &cn,
+        "handshake p50",
+        c.handshake.p50_ms,
+        "echo ",
+        cf.handshake.p50_ms,
+    ));
+    rows.extend(percentile_rows(
+        &cn,
+        "handshake ",
+        &["p95"],
+        &c.handshake,
+        &cf.handshake,
+    ));
     rows.extend([
-        row(
-            &cn,
-            "handshake p50",
-            ms(c.handshake.p50_ms),
-            format!("echo {}", ms(cf.handshake.p50_ms)),
-            times(c.handshake.p50_ms, cf.handshake.p50_ms),
-        ),
-        row(
-            &cn,
-            "handshake p95",
-            ms(c.handshake.p95_ms),
-            ms(cf.handshake.p95_ms),
-            times(c.handshake.p95_ms, cf.handshake.p95_ms),
-        ),
-        row(
+        rate_row(
             &cn,
             "handshakes/s",
-            rate(c.handshakes_per_s, "/s"),
-            rate(cf.handshakes_per_s, "/s"),
-            share(c.handshakes_per_s, cf.handshakes_per_s),
+            (c.handshakes_per_s, "/s"),
+            "",
+            (cf.handshakes_per_s, "/s"),
         ),
         row(
             &cn,
@@ -326,38 +333,24 @@ pub fn rows(r: &Results) -> Vec<Row> {
         ));
     }
     let fl = "floors";
+    let ping = &f.redis.ping;
+    let getitem = &f.dynamodb_getitem;
     rows.extend([
-        row(
+        plain(
             fl,
             "Redis PING p50 / p99",
-            format!("{} / {}", ms(f.redis.ping.p50_ms), ms(f.redis.ping.p99_ms)),
-            String::new(),
-            String::new(),
+            format!("{} / {}", ms(ping.p50_ms), ms(ping.p99_ms)),
         ),
-        row(
+        plain(
             fl,
             "Redis pipelined PING",
             rate(f.redis.pipelined_ping_ops_per_s, "ops/s"),
-            String::new(),
-            String::new(),
         ),
-        row(
-            fl,
-            "Redis RPUSH+LPOP p50",
-            ms(f.redis.rpush_lpop.p50_ms),
-            String::new(),
-            String::new(),
-        ),
-        row(
+        plain(fl, "Redis RPUSH+LPOP p50", ms(f.redis.rpush_lpop.p50_ms)),
+        plain(
             fl,
             "DynamoDB-API GetItem p50 / p99",
-            format!(
-                "{} / {}",
-                ms(f.dynamodb_getitem.p50_ms),
-                ms(f.dynamodb_getitem.p99_ms)
-            ),
-            String::new(),
-            String::new(),
+            format!("{} / {}", ms(getitem.p50_ms), ms(getitem.p99_ms)),
         ),
     ]);
     rows

@@ -1,11 +1,10 @@
-//! `relay-bench`: the relay's benchmark (run it with `./local/bench`). See `tests/src/bench/`.
+//! `relay-bench`: the relay's benchmark (run it with `./local/bench`). See the library, `bench/src/`.
 //!
 //! `--render DIR` redraws DIR's benchmarks.svg and benchmarks.md from its benchmarks.json. Two
 //! internal modes are helper processes of a run: `--serve-echo ADDR` (the bare WebSocket echo
 //! server of the floors) and `--lambda-floor` (a do-nothing Lambda function).
 
-#[path = "../bench/mod.rs"]
-mod bench;
+use relay_bench as bench;
 
 #[tokio::main]
 async fn main() {

@@ -1,0 +1,439 @@
+//! The machine-readable contract, generated from the code: an OpenAPI 3.1 document of the HTTP
+//! API (paths from the route table in `routes`, schemas from the wire types in `model`) and a
+//! JSON Schema of the WebSocket frames (from `frames`). `relay-contract --write` commits them
+//! as docs/openapi.json and docs/frames.schema.json; a test fails while they differ from the code.
+
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
+
+use crate::routes::HttpRoute;
+
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    crate::model::RegisterRequest,
+    crate::model::LoginRequest,
+    crate::model::RefreshRequest,
+    crate::model::KeysUploadRequest,
+    crate::model::SignedPreKeyIn,
+    crate::model::PreKeyIn,
+    crate::model::UserOut,
+    crate::model::TokensOut,
+    crate::model::KeyCounts,
+    crate::model::SignedPreKeyOut,
+    crate::model::PreKeyOut,
+    crate::model::BundleOut,
+    crate::model::HealthOut,
+    crate::error::ErrorBody,
+    crate::error::ErrorDetail,
+)))]
+struct HttpSchemas;
+
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    crate::frames::ClientFrame,
+    crate::frames::SendFrame,
+    crate::frames::Correlation,
+    crate::frames::ServerFrame,
+    crate::frames::Delivery,
+    crate::frames::Envelope,
+)))]
+struct FrameSchemas;
+
+/// A parameter of a route: (name, `query` or `path`, description).
+type Param = (&'static str, &'static str, &'static str);
+
+/// What the document says of one route; the match in [`describe`] has an arm per route, so a
+/// route added to the table cannot be left out of the document.
+struct RouteDoc {
+    summary: &'static str,
+    bearer: bool,
+    body: Option<&'static str>,
+    params: &'static [Param],
+    ok: (u16, Option<&'static str>),
+    /// Error statuses besides those every route can give (see [`COMMON_ERRORS`]).
+    errors: &'static [u16],
+}
+
+/// Any route: the local gateway refuses an oversized body (413), and a store may fail (503) or
+/// the code may (500).
+const COMMON_ERRORS: [u16; 3] = [413, 500, 503];
+
+fn describe(route: HttpRoute) -> RouteDoc {
+    use HttpRoute::*;
+    match route {
+        Register => RouteDoc {
+            summary: "Register an account with its identity key and first prekeys",
+            bearer: false,
+            body: Some("RegisterRequest"),
+            params: &[],
+            ok: (200, Some("UserOut")),
+            errors: &[400, 409, 429],
+        },
+        Login => RouteDoc {
+            summary: "Log in: a new session with an access and a refresh token",
+            bearer: false,
+            body: Some("LoginRequest"),
+            params: &[],
+            ok: (200, Some("TokensOut")),
+            errors: &[400, 401, 429],
+        },
+        Refresh => RouteDoc {
+            summary: "Rotate the refresh token (reuse revokes the session)",
+            bearer: false,
+            body: Some("RefreshRequest"),
+            params: &[],
+            ok: (200, Some("TokensOut")),
+            errors: &[400, 401, 429],
+        },
+        Logout => RouteDoc {
+            summary: "Log out: revoke the calling session",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (204, None),
+            errors: &[401],
+        },
+        LookUp => RouteDoc {
+            summary: "Look up a user by username",
+            bearer: true,
+            body: None,
+            params: &[(
+                "username",
+                "query",
+                "The username (matched case-insensitively)",
+            )],
+            ok: (200, Some("UserOut")),
+            errors: &[400, 401, 404],
+        },
+        DeleteMe => RouteDoc {
+            summary: "Delete the account: sessions, keys and inbox",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (204, None),
+            errors: &[401],
+        },
+        Health => RouteDoc {
+            summary: "Health check: every backing store answers",
+            bearer: false,
+            body: None,
+            params: &[],
+            ok: (200, Some("HealthOut")),
+            errors: &[],
+        },
+        UploadKeys => RouteDoc {
+            summary: "Upload prekeys of the calling user",
+            bearer: true,
+            body: Some("KeysUploadRequest"),
+            params: &[],
+            ok: (200, Some("KeyCounts")),
+            errors: &[400, 401],
+        },
+        CountKeys => RouteDoc {
+            summary: "Count the calling user's remaining one-time prekeys",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (200, Some("KeyCounts")),
+            errors: &[401],
+        },
+        Bundle => RouteDoc {
+            summary: "Fetch a prekey bundle (consumes one one-time prekey)",
+            bearer: true,
+            body: None,
+            params: &[("user_id", "path", "The user whose bundle to fetch")],
+            ok: (200, Some("BundleOut")),
+            errors: &[401, 404, 412, 429],
+        },
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(schema: &str) -> Value {
+    json!({"application/json": {"schema": schema_ref(schema)}})
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No content",
+        400 => "Invalid request, malformed JSON or a bad signature",
+        401 => "Missing, invalid, expired or revoked token, or invalid credentials",
+        404 => "Not found",
+        409 => "Username taken",
+        412 => "No one-time prekey left",
+        413 => "Request body too large",
+        429 => "Rate limited; see Retry-After",
+        500 => "Internal error",
+        503 => "A backing store is unavailable; nothing was changed",
+        _ => "See docs/api.md",
+    }
+}
+
+fn operation(route: HttpRoute) -> Value {
+    let doc = describe(route);
+    let mut responses = Map::new();
+    let (status, schema) = doc.ok;
+    let mut ok = json!({"description": reason(status)});
+    if let Some(schema) = schema {
+        ok["content"] = json_content(schema);
+    }
+    responses.insert(status.to_string(), ok);
+    let mut errors: Vec<u16> = doc.errors.iter().chain(&COMMON_ERRORS).copied().collect();
+    errors.sort_unstable();
+    for status in errors {
+        let mut response =
+            json!({"description": reason(status), "content": json_content("ErrorBody")});
+        if status == 429 {
+            response["headers"] = json!({"Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 0},
+            }});
+        }
+        responses.insert(status.to_string(), response);
+    }
+    let mut op = json!({
+        "operationId": format!("{route:?}"),
+        "summary": doc.summary,
+        "responses": responses,
+    });
+    if doc.bearer {
+        op["security"] = json!([{"bearer": []}]);
+    }
+    if let Some(body) = doc.body {
+        op["requestBody"] = json!({"required": true, "content": json_content(body)});
+    }
+    if !doc.params.is_empty() {
+        op["parameters"] = doc
+            .params
+            .iter()
+            .map(|(name, location, description)| {
+                json!({"name": name, "in": location, "required": true,
+                       "description": description, "schema": {"type": "string"}})
+            })
+            .collect();
+    }
+    op
+}
+
+/// The OpenAPI 3.1 document of the HTTP API.
+pub fn openapi() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for route in HttpRoute::ALL {
+        let (method, path) = route.key().split_once(' ').expect("METHOD /path");
+        paths
+            .entry(path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path item")
+            .insert(method.to_ascii_lowercase(), operation(route));
+    }
+    let mut components =
+        serde_json::to_value(HttpSchemas::openapi().components).expect("components serialize");
+    components["securitySchemes"] = json!({"bearer": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "An access token from POST /v1/sessions or /v1/sessions/refresh",
+    }});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Relay HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Generated from the code (shared/src/contract.rs); the prose, with \
+                            every rule and limit, is docs/api.md. The WebSocket frames are in \
+                            docs/frames.schema.json.",
+        },
+        "paths": paths,
+        "components": components,
+    })
+}
+
+/// Moves OpenAPI component references to the `$defs` of a standalone JSON Schema.
+fn to_defs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if key == "$ref" => {
+                        *s = s.replace("#/components/schemas/", "#/$defs/");
+                    }
+                    _ => to_defs(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(to_defs),
+        _ => {}
+    }
+}
+
+/// The JSON Schema (2020-12) of every WebSocket frame: a frame is a `ClientFrame` or a
+/// `ServerFrame`.
+pub fn frames_schema() -> Value {
+    let components = FrameSchemas::openapi()
+        .components
+        .expect("frame schemas are listed");
+    let mut defs = serde_json::to_value(components.schemas).expect("schemas serialize");
+    to_defs(&mut defs);
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Relay WebSocket frames",
+        "description": "Generated from shared/src/frames.rs; the prose is docs/api.md §6. \
+                        Clients send ClientFrame (routed on `action`); the server sends \
+                        ServerFrame (named by `type`).",
+        "anyOf": [{"$ref": "#/$defs/ClientFrame"}, {"$ref": "#/$defs/ServerFrame"}],
+        "$defs": defs,
+    })
+}
+
+/// Where `documented` and `generated` differ, as JSON pointers with what differs there.
+pub fn differences(documented: &Value, generated: &Value) -> Vec<String> {
+    fn walk(pointer: String, doc: &Value, code: &Value, out: &mut Vec<String>) {
+        match (doc, code) {
+            (Value::Object(d), Value::Object(c)) => {
+                for (k, cv) in c {
+                    let p = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    match d.get(k) {
+                        Some(dv) => walk(p, dv, cv, out),
+                        None => out.push(format!("{p}: in the code, not in the document")),
+                    }
+                }
+                for k in d.keys().filter(|k| !c.contains_key(*k)) {
+                    let p = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(format!("{p}: in the document, not in the code"));
+                }
+            }
+            (Value::Array(d), Value::Array(c)) if d.len() == c.len() => {
+                for (i, (dv, cv)) in d.iter().zip(c).enumerate() {
+                    walk(format!("{pointer}/{i}"), dv, cv, out);
+                }
+            }
+            _ if doc != code => out.push(format!(
+                "{pointer}: the document says {doc}, the code {code}"
+            )),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), documented, generated, &mut out);
+    out
+}
+
+/// The generated documents with their paths in the repository.
+pub fn documents() -> [(&'static str, Value); 2] {
+    [
+        ("docs/openapi.json", openapi()),
+        ("docs/frames.schema.json", frames_schema()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::ClientFrame;
+
+    fn committed(path: &str) -> Value {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn the_committed_documents_match_the_code() {
+        for (path, generated) in documents() {
+            let diffs = differences(&committed(path), &generated);
+            assert!(
+                diffs.is_empty(),
+                "{path} is out of date with the code; run \
+                 `cargo run -p local-gateway --bin relay-contract -- --write`:\n  {}",
+                diffs.join("\n  ")
+            );
+        }
+    }
+
+    /// The check broken on purpose: a route, a field and a frame the code has and the document
+    /// lacks are each named.
+    #[test]
+    fn the_check_names_a_route_a_field_and_a_frame_missing_from_the_document() {
+        let code = openapi();
+        let mut doc = code.clone();
+        doc["paths"]
+            .as_object_mut()
+            .unwrap()
+            .remove("/v1/keys/count");
+        doc["components"]["schemas"]["BundleOut"]["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kyber_prekey");
+        let diffs = differences(&doc, &code);
+        assert!(
+            diffs
+                .iter()
+                .any(|d| d.starts_with("/paths/~1v1~1keys~1count: in the code")),
+            "{diffs:?}"
+        );
+        assert!(
+            diffs
+                .iter()
+                .any(|d| d.contains("/BundleOut/properties/kyber_prekey: in the code")),
+            "{diffs:?}"
+        );
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+
+        let code = frames_schema();
+        let mut doc = code.clone();
+        let variants = doc["$defs"]["ServerFrame"]["oneOf"].as_array_mut().unwrap();
+        variants.pop();
+        let diffs = differences(&doc, &code);
+        assert!(
+            diffs
+                .iter()
+                .any(|d| d.starts_with("/$defs/ServerFrame/oneOf")),
+            "{diffs:?}"
+        );
+        assert!(differences(&code, &frames_schema()).is_empty());
+    }
+
+    #[test]
+    fn every_route_of_the_table_is_an_operation_with_its_method() {
+        let doc = openapi();
+        let mut count = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let key = format!("{} {path}", method.to_ascii_uppercase());
+                let route = HttpRoute::from_key(&key).unwrap_or_else(|| panic!("{key}"));
+                assert_eq!(op["operationId"], format!("{route:?}"));
+                count += 1;
+            }
+        }
+        assert_eq!(count, HttpRoute::ALL.len());
+    }
+
+    /// Every action the schema names is one the frame parser reads, with the schema's required
+    /// fields and nothing else.
+    #[test]
+    fn every_client_frame_in_the_schema_is_read_by_the_parser() {
+        let schema = frames_schema();
+        let defs = &schema["$defs"];
+        let variants = defs["ClientFrame"]["oneOf"].as_array().unwrap();
+        assert_eq!(variants.len(), 4);
+        for variant in variants {
+            let text = variant.to_string();
+            let action = text
+                .split(r#""enum":[""#)
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no action in {text}"));
+            let frame = match action {
+                "send" => json!({"action": "send", "to": "x", "body": ""}),
+                other => json!({"action": other}),
+            };
+            ClientFrame::parse(&frame.to_string()).unwrap_or_else(|(_, e)| panic!("{action}: {e}"));
+        }
+    }
+}

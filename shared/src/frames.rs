@@ -1,0 +1,318 @@
+//! Wire shapes of the WebSocket API (docs/api.md §6; generated into docs/frames.schema.json):
+//! the frames a client sends, the frames the server sends, and the envelope inside `messages`.
+//! The connection function translates between these and the relay service's values.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// The API: each `messages` frame is at most 128,000 bytes; API Gateway's limit is "128 KB", so
+/// the smaller reading of both.
+pub const MAX_FRAME_BYTES: usize = 128_000;
+const MESSAGES_HEAD: &str = r#"{"type":"messages","messages":["#;
+const MESSAGES_TAIL: &str = "]}";
+
+/// A frame from a client: one JSON object whose `action` names it. Unknown fields are ignored.
+/// `id` is any JSON value the client chooses; replies to `send` and every error frame echo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Relays a ciphertext; answered with `sent` (or `error`).
+    Send(SendFrame),
+    /// Drains the caller's inbox as `messages` frames, oldest first; answered with `drained`.
+    Fetch(Correlation),
+    /// Counts the envelopes waiting; answered with `inbox`.
+    List(Correlation),
+    /// Keeps the connection alive; answered with `pong`.
+    Ping(Correlation),
+}
+
+/// The optional correlation id of a frame without other fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Correlation {
+    /// Any JSON value, echoed in an error frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+}
+
+/// `send`: the sender is the connection's user, whatever else the frame says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SendFrame {
+    /// Any JSON value (a UUID string by convention), echoed in the reply; not used for
+    /// deduplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// The recipient's user id (a string that is not a UUID is an `unknown_recipient`).
+    pub to: String,
+    /// The ciphertext, standard base64 (padding optional); at most `MESSAGE_MAX_BYTES` decoded.
+    pub body: String,
+    /// `true`: deliver only to a connected recipient and never store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_only: Option<bool>,
+}
+
+impl ClientFrame {
+    /// Reads a client frame as the API always has: a frame that is not a JSON object with a
+    /// string `action`, or with a known field of the wrong type, is refused without an id; an
+    /// unknown action or a `send` without `to` or `body` is refused with the frame's id.
+    pub fn parse(text: &str) -> Result<Self, (Option<Value>, Error)> {
+        /// Every field optional, so that the id can be echoed when only the action is wrong.
+        #[derive(Deserialize)]
+        struct Loose {
+            action: String,
+            #[serde(default)]
+            id: Option<Value>,
+            #[serde(default)]
+            to: Option<String>,
+            #[serde(default)]
+            body: Option<String>,
+            #[serde(default)]
+            online_only: Option<bool>,
+        }
+        let frame: Loose = serde_json::from_str(text).map_err(|_| {
+            (
+                None,
+                Error::InvalidFrame("frames are JSON objects with an action".into()),
+            )
+        })?;
+        let id = frame.id;
+        let correlation = |id| Correlation { id };
+        match frame.action.as_str() {
+            "send" => {
+                let Some(to) = frame.to else {
+                    return Err((id, Error::InvalidFrame("send needs `to`".into())));
+                };
+                let Some(body) = frame.body else {
+                    return Err((id, Error::InvalidFrame("send needs `body`".into())));
+                };
+                Ok(Self::Send(SendFrame {
+                    id,
+                    to,
+                    body,
+                    online_only: frame.online_only,
+                }))
+            }
+            "fetch" => Ok(Self::Fetch(correlation(id))),
+            "list" => Ok(Self::List(correlation(id))),
+            "ping" => Ok(Self::Ping(correlation(id))),
+            other => {
+                let action: String = other.chars().take(32).collect();
+                Err((
+                    id,
+                    Error::InvalidFrame(format!("unknown action {action:?}")),
+                ))
+            }
+        }
+    }
+
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Self::Send(f) => f.id.as_ref(),
+            Self::Fetch(c) | Self::List(c) | Self::Ping(c) => c.id.as_ref(),
+        }
+    }
+}
+
+/// What became of a sent message (docs/api.md §6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Written to one of the recipient's connections; not stored.
+    Delivered,
+    /// In the recipient's inbox, waiting for a `fetch`.
+    Queued,
+    /// `online_only` and the recipient was not reached: nothing was stored.
+    Dropped,
+}
+
+/// A frame from the server: one JSON object whose `type` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The reply to `send`.
+    Sent {
+        /// The `send` frame's id, or null.
+        id: Option<Value>,
+        delivery: Delivery,
+    },
+    /// Envelopes, oldest first: during a `fetch`, and pushed at any time while connected.
+    Messages { messages: Vec<Envelope> },
+    /// The end of a `fetch`: the inbox was empty.
+    Drained,
+    /// The reply to `list`.
+    Inbox {
+        /// Unexpired envelopes waiting.
+        pending: u64,
+    },
+    /// The reply to `ping`.
+    Pong,
+    /// A frame that failed; the connection stays open.
+    Error {
+        /// The failed frame's id, or null when the frame could not be read.
+        id: Option<Value>,
+        /// A stable code (docs/api.md §6.7).
+        code: String,
+        message: String,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(id: Option<Value>, e: &Error) -> Self {
+        Self::Error {
+            id,
+            code: e.code().into(),
+            message: e.public_message(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("frames serialize")
+    }
+}
+
+/// One relayed message as the recipient receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Envelope {
+    /// Chosen by the server (not the sender's frame id).
+    pub id: Uuid,
+    /// The sender's user id, from the sender's token.
+    pub from: Uuid,
+    /// When the relay accepted it, Unix milliseconds.
+    pub sent_at: u64,
+    /// The ciphertext as sent, standard base64 with padding.
+    pub body: String,
+}
+
+/// Packs envelopes (each already JSON) into `messages` frames of at most `MAX_FRAME_BYTES`,
+/// without parsing them again; returns each frame with the number of envelopes it carries.
+pub fn pack_messages<'a>(envelopes: impl IntoIterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut frames = Vec::new();
+    let mut frame = String::from(MESSAGES_HEAD);
+    let mut count = 0;
+    for json in envelopes {
+        if count > 0 && frame.len() + 1 + json.len() + MESSAGES_TAIL.len() > MAX_FRAME_BYTES {
+            frame.push_str(MESSAGES_TAIL);
+            frames.push((
+                std::mem::replace(&mut frame, String::from(MESSAGES_HEAD)),
+                count,
+            ));
+            count = 0;
+        }
+        if count > 0 {
+            frame.push(',');
+        }
+        frame.push_str(json);
+        count += 1;
+    }
+    if count > 0 {
+        frame.push_str(MESSAGES_TAIL);
+        frames.push((frame, count));
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(i: u128, size: usize) -> String {
+        serde_json::to_string(&Envelope {
+            id: Uuid::from_u128(i),
+            from: Uuid::from_u128(7),
+            sent_at: 1,
+            body: "A".repeat(size),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn messages_frames_stay_under_the_limit_keep_order_and_read_as_server_frames() {
+        let envs: Vec<String> = (0..10).map(|i| envelope(i, 60 * 1024)).collect();
+        let frames = pack_messages(envs.iter().map(String::as_str));
+        assert_eq!(frames.iter().map(|f| f.1).sum::<usize>(), 10);
+        assert!(frames.len() > 1);
+        let mut next = 0;
+        for (frame, count) in &frames {
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{}", frame.len());
+            let ServerFrame::Messages { messages } = serde_json::from_str(frame).unwrap() else {
+                panic!("not a messages frame: {}", &frame[..40]);
+            };
+            assert_eq!(messages.len(), *count);
+            for m in messages {
+                assert_eq!(m.id, Uuid::from_u128(next));
+                next += 1;
+            }
+        }
+        assert!(pack_messages([]).is_empty());
+    }
+
+    #[test]
+    fn client_frames_parse_as_the_api_documents() {
+        let send = ClientFrame::parse(r#"{"action":"send","id":7,"to":"x","body":"","from":"y"}"#);
+        assert_eq!(
+            send.unwrap(),
+            ClientFrame::Send(SendFrame {
+                id: Some(json!(7)),
+                to: "x".into(),
+                body: String::new(),
+                online_only: None,
+            })
+        );
+        let fetch = ClientFrame::parse(r#"{"action":"fetch","id":"f"}"#).unwrap();
+        assert_eq!(fetch.id(), Some(&json!("f")));
+        // What the typed frame serializes to reads back the same.
+        let ping = ClientFrame::Ping(Correlation::default());
+        assert_eq!(
+            ClientFrame::parse(&serde_json::to_string(&ping).unwrap()).unwrap(),
+            ping
+        );
+    }
+
+    #[test]
+    fn refusals_echo_the_id_only_when_the_frame_could_be_read() {
+        let refused = |text: &str| {
+            let (id, e) = ClientFrame::parse(text).unwrap_err();
+            (id, e.code(), e.public_message())
+        };
+        assert_eq!(
+            refused(r#"{"action":"dance","id":"d"}"#),
+            (
+                Some(json!("d")),
+                "invalid_frame",
+                r#"unknown action "dance""#.into()
+            )
+        );
+        assert_eq!(
+            refused(r#"{"action":"send","id":1,"body":""}"#),
+            (Some(json!(1)), "invalid_frame", "send needs `to`".into())
+        );
+        assert_eq!(
+            refused(r#"{"action":"send","id":1,"to":"x"}"#).2,
+            "send needs `body`"
+        );
+        for bad in [
+            "nope",
+            "[]",
+            r#"{"id":1}"#,
+            r#"{"action":"send","id":1,"to":"x","body":"","online_only":"yes"}"#,
+        ] {
+            assert_eq!(refused(bad).0, None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_frames_carry_the_public_code_and_message() {
+        let frame = ServerFrame::error(Some(json!("m-1")), &Error::UnknownRecipient);
+        assert_eq!(
+            serde_json::from_str::<Value>(&frame.to_json()).unwrap(),
+            json!({"type":"error","id":"m-1","code":"unknown_recipient","message":"unknown recipient"})
+        );
+        let frame = ServerFrame::error(None, &Error::Unavailable("10.0.0.1 refused".into()));
+        assert!(!frame.to_json().contains("10.0.0.1"));
+        assert!(frame.to_json().contains(r#""id":null"#));
+    }
+}
