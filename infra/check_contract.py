@@ -95,11 +95,13 @@ def check(template: dict, table: dict) -> list[str]:
         isinstance(jwt, str) and jwt.startswith("{{resolve:")
     ):
         errors.append("JWT_SECRET must be a Secrets Manager dynamic reference, never a literal")
-    conn_env = (((resources.get("ConnectionFunction") or {}).get("Properties") or {}).get("Environment") or {}).get(
-        "Variables"
-    ) or {}
-    if "WS_MANAGEMENT_ENDPOINT" not in conn_env:
-        errors.append("ConnectionFunction lacks WS_MANAGEMENT_ENDPOINT")
+    # The connection function pushes and closes; the users function closes ended sessions' sockets.
+    for function in ("ConnectionFunction", "UsersFunction"):
+        fn_env = (((resources.get(function) or {}).get("Properties") or {}).get("Environment") or {}).get(
+            "Variables"
+        ) or {}
+        if "WS_MANAGEMENT_ENDPOINT" not in fn_env:
+            errors.append(f"{function} lacks WS_MANAGEMENT_ENDPOINT")
 
     # HTTP API routes: exactly the route table's, each on the right function, all on one HttpApi.
     seen: dict[str, str] = {}

@@ -87,7 +87,9 @@ start_redis() { # port dir [persist]
   # Append-only file, fsynced every second: a restart keeps everything; a crash of the machine
   # loses at most about the last second of writes (a killed process loses nothing written).
   [ "${3:-}" = persist ] && keep=(--appendonly yes --appendfsync everysec --appenddirname appendonlydir)
+  # noeviction: revocations and rate-limit buckets must never be evicted (docs/api.md §7.4).
   redis-server --port "$1" --bind 127.0.0.1 --dir "$2" --save "" "${keep[@]}" \
+    --maxmemory-policy noeviction \
     --logfile "$2/redis.log" --daemonize no >/dev/null 9>&- &
   PIDS+=($!)
   wait_port 127.0.0.1 "$1" 20
@@ -129,6 +131,7 @@ start_redis_cluster() { # dir [primaries]
       --cluster-enabled yes --cluster-port "$bus" --cluster-config-file nodes.conf \
       --cluster-node-timeout "${REDIS_CLUSTER_NODE_TIMEOUT:-5000}" \
       --cluster-require-full-coverage no --save "" --appendonly no \
+      --maxmemory-policy noeviction \
       --logfile "$dir/$port/redis.log" --daemonize no >/dev/null 9>&- &
     PIDS+=($!)
     ports+=("$port")

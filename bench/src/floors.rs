@@ -126,8 +126,9 @@ pub async fn getitem_floor(
 }
 
 /// The storage round trips of one bundle fetch, issued directly: the revocation check, the two
-/// rate-limit buckets (concurrently), then (profile ‖ EC candidates ‖ Kyber candidates), then
-/// the conditional deletes of one EC and one Kyber key (concurrently).
+/// requester rate-limit buckets and the requester's account-age GetItem (concurrently), the
+/// target's bucket, then (profile ‖ EC candidates ‖ Kyber candidates), then the conditional
+/// deletes of one EC and one Kyber key (concurrently).
 pub async fn bundle_storage_path(
     db: &aws_sdk_dynamodb::Client,
     redis: &ConnectionManager,
@@ -143,11 +144,21 @@ pub async fn bundle_storage_path(
         .await
         .expect("get");
     let ping = redis::cmd("PING");
-    let (a, b) = futures::join!(
+    // The account-age read goes to the users table in the relay; a GetItem of the same size on
+    // this table costs the same round trip.
+    let (a, b, age) = futures::join!(
         ping.query_async::<String>(&mut r2),
-        ping.query_async::<String>(&mut r3)
+        ping.query_async::<String>(&mut r3),
+        db.get_item()
+            .table_name(table)
+            .key("pk", s(user_id))
+            .key("sk", s(PROFILE_SK))
+            .projection_expression("pk")
+            .send()
     );
     a.and(b).expect("ping");
+    age.expect("account age");
+    ping.query_async::<String>(&mut r2).await.expect("ping");
     let query = |prefix: &'static str| {
         db.query()
             .table_name(table)

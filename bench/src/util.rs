@@ -224,6 +224,8 @@ pub fn relay_env() -> HashMap<String, String> {
     ] {
         env.insert(k.into(), v.into());
     }
+    // The idle-connection scenario spreads hundreds of connections over a few users.
+    env.insert("MAX_CONNECTIONS_PER_USER".into(), "1000000".into());
     env
 }
 

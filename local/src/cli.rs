@@ -9,7 +9,10 @@ pub const USAGE: &str = "\
 usage: local-gateway [--create-tables] [--lambda-endpoint URL]
                      [--dynamodb-file PATH | --dynamodb-memory] [--dynamodb-listen ADDR]
 
-Serves the relay on RELAY_LISTEN (default 127.0.0.1:8080).
+Serves the relay on RELAY_LISTEN (default 127.0.0.1:8080), and the Management API
+(/@connections/{id}) on RELAY_MANAGEMENT_LISTEN (a loopback address; default 127.0.0.1:0, a free
+port, required with --lambda-endpoint). RELAY_WS_QUEUE_BYTES bounds each connection's outbound
+queue (default 1048576).
   --create-tables        create missing tables (from infra/tables.json) before serving
   --lambda-endpoint URL  send events to functions behind a Lambda invoke API instead of calling
                          the handlers in this process
@@ -59,9 +62,99 @@ impl Options {
     }
 }
 
+/// The gateway's own settings, from the environment (the relay's are `shared::Config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `RELAY_LISTEN`: the public listener (HTTP API and `/ws`).
+    pub listen: String,
+    /// `RELAY_MANAGEMENT_LISTEN`: the Management API's listener. It has no authentication (API
+    /// Gateway's is IAM-signed), so only a loopback address is accepted; port 0 picks a free one.
+    pub management_listen: SocketAddr,
+    /// `RELAY_WS_QUEUE_BYTES`: bytes a connection's outbound queue may hold before the
+    /// connection is dropped (a client that does not read).
+    pub queue_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let management_listen = match get("RELAY_MANAGEMENT_LISTEN") {
+            None => ([127, 0, 0, 1], 0).into(),
+            Some(v) => {
+                let addr: SocketAddr = v.trim().parse().map_err(|_| {
+                    format!("environment variable RELAY_MANAGEMENT_LISTEN is invalid: expected HOST:PORT, got {v:?}")
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!(
+                        "environment variable RELAY_MANAGEMENT_LISTEN is invalid: expected a loopback address (the Management API has no authentication), got {v:?}"
+                    ));
+                }
+                addr
+            }
+        };
+        let min = shared::frames::MAX_FRAME_BYTES;
+        let queue_bytes = match get("RELAY_WS_QUEUE_BYTES") {
+            None => crate::sockets::DEFAULT_QUEUE_BYTES,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| {
+                    format!("environment variable RELAY_WS_QUEUE_BYTES is invalid: expected a whole number of bytes, at least {min} (one frame), got {v:?}")
+                })?,
+        };
+        Ok(Self {
+            listen: get("RELAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            management_listen,
+            queue_bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn settings_default_to_loopback_and_a_bounded_queue() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.management_listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(s.queue_bytes, crate::sockets::DEFAULT_QUEUE_BYTES);
+        let s = settings(&[
+            ("RELAY_MANAGEMENT_LISTEN", "[::1]:9001"),
+            ("RELAY_WS_QUEUE_BYTES", "200000"),
+        ])
+        .unwrap();
+        assert_eq!(s.management_listen, "[::1]:9001".parse().unwrap());
+        assert_eq!(s.queue_bytes, 200_000);
+    }
+
+    #[test]
+    fn settings_refuse_a_public_management_listener_and_a_tiny_queue() {
+        let e = settings(&[("RELAY_MANAGEMENT_LISTEN", "0.0.0.0:9001")]).unwrap_err();
+        assert!(
+            e.contains("RELAY_MANAGEMENT_LISTEN") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = settings(&[("RELAY_MANAGEMENT_LISTEN", "nope")]).unwrap_err();
+        assert!(e.contains("RELAY_MANAGEMENT_LISTEN"), "{e}");
+        let e = settings(&[("RELAY_WS_QUEUE_BYTES", "1000")]).unwrap_err();
+        assert!(e.contains("RELAY_WS_QUEUE_BYTES"), "{e}");
+    }
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         Options::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())

@@ -15,22 +15,26 @@ use std::sync::Arc;
 
 use shared::{App, Config};
 
-pub use server::{router, serve, Gateway};
+pub use server::{management_router, router, serve, serve_management, Gateway};
 
 /// A gateway calling the handlers in this process, with its sockets as the relay's pusher.
 pub async fn in_process(config: Config) -> shared::Result<Gateway> {
     let max_body_bytes = config.max_request_bytes;
-    let app = App::from_config(config).await?;
-    Ok(in_process_with(app, max_body_bytes))
+    let sockets = sockets::Sockets::default();
+    let pusher: Arc<dyn shared::storage::Pusher> = Arc::new(sockets.clone());
+    let app = App::from_parts(config, shared::clock::system(), Some(pusher)).await?;
+    Ok(in_process_with(app, sockets, max_body_bytes))
 }
 
-pub fn in_process_with(app: Arc<App>, max_body_bytes: usize) -> Gateway {
-    let sockets = sockets::Sockets::default();
+/// `sockets` are the ones `app` closes connections through (`App::from_parts`), so that logout
+/// and account deletion close this gateway's sockets.
+pub fn in_process_with(app: Arc<App>, sockets: sockets::Sockets, max_body_bytes: usize) -> Gateway {
     let relay = app.relay(Arc::new(sockets.clone()));
     Gateway {
         functions: Arc::new(functions::InProcess { app, relay }),
         sockets,
         max_body_bytes,
+        queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
     }
 }
 
@@ -40,6 +44,7 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
         functions: Arc::new(lambda::LambdaEndpoint::new(endpoint)),
         sockets: sockets::Sockets::default(),
         max_body_bytes,
+        queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
     }
 }
 
@@ -51,10 +56,23 @@ pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>
         let client = shared::storage::dynamodb::client_from_env().await;
         shared::storage::dynamodb::tables::create_tables(&client, &prefix).await?;
     }
-    let listen = std::env::var("RELAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let settings = cli::Settings::from_env()?;
+    if options.lambda_endpoint.is_some() && settings.management_listen.port() == 0 {
+        // The functions push through the Management API: they must know where it is.
+        return Err(
+            "RELAY_MANAGEMENT_LISTEN is required with --lambda-endpoint (point the \
+                    functions' WS_MANAGEMENT_ENDPOINT at it)"
+                .into(),
+        );
+    }
+    let listen = &settings.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let management = settings.management_listen;
+    let management_listener = tokio::net::TcpListener::bind(management)
+        .await
+        .map_err(|e| format!("cannot listen on {management} (RELAY_MANAGEMENT_LISTEN): {e}"))?;
     let gateway = match &options.lambda_endpoint {
         Some(endpoint) => {
             let max_body = std::env::var("RELAY_MAX_REQUEST_BYTES")
@@ -64,8 +82,19 @@ pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>
             lambda_mode(endpoint, max_body)
         }
         None => in_process(Config::from_env()?).await?,
-    };
-    tracing::info!(listen = %listener.local_addr()?, "relay gateway serving");
+    }
+    .with_queue_bytes(settings.queue_bytes);
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        management = %management_listener.local_addr()?,
+        "relay gateway serving"
+    );
+    // Ends with the process: nothing waits on it at shutdown.
+    tokio::spawn(serve_management(
+        management_listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
     serve(listener, gateway, shutdown_signal()).await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The gateway's HTTP server: the HTTP API, the WebSocket API at `/ws`, and the Management API
-//! at `/@connections/{id}`.
+//! The gateway's HTTP servers: the public one (the HTTP API and the WebSocket API at `/ws`), and
+//! the Management API at `/@connections/{id}` on a listener of its own (loopback only: it has no
+//! authentication, so a client that learned a connection id could otherwise write to it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,32 +18,67 @@ use base64::Engine;
 use futures::StreamExt;
 use shared::Error;
 use tokio::sync::mpsc;
+use tungstenite::error::ProtocolError;
 
 use crate::events::{self, HttpParts};
 use crate::functions::Functions;
 use crate::routes;
 use crate::socket_writer::SocketWriter;
-use crate::sockets::{Outgoing, Sockets};
+use crate::sockets::{Outgoing, Queue, Sockets};
 
 #[derive(Clone)]
 pub struct Gateway {
     pub functions: Arc<dyn Functions>,
     pub sockets: Sockets,
     pub max_body_bytes: usize,
+    /// Bound of each connection's outbound queue (`RELAY_WS_QUEUE_BYTES`).
+    pub queue_bytes: usize,
 }
 
+impl Gateway {
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
+        self
+    }
+}
+
+/// The public routes: the HTTP API and `/ws` (`/@connections` is not among them: see
+/// [`management_router`]).
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/ws", get(websocket))
-        .route("/@connections/{id}", any(management))
         .fallback(http_api)
         .with_state(gateway)
 }
 
-/// Serves until `shutdown` resolves.
+/// The Management API alone, for the loopback listener.
+pub fn management_router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/@connections/{id}", any(management))
+        .with_state(gateway)
+}
+
+/// Serves the public routes until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_router(listener, router(gateway), shutdown).await
+}
+
+/// Serves the Management API until `shutdown` resolves; `listener` should be on loopback.
+pub async fn serve_management(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_router(listener, management_router(gateway), shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -53,7 +89,7 @@ pub async fn serve(
     });
     axum::serve(
         listener,
-        router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -119,6 +155,27 @@ async fn http_api(
 /// API Gateway's limit for one WebSocket message.
 const MAX_INBOUND_MESSAGE: usize = 128 * 1024;
 
+/// How long a closing connection's writer may take to send what is queued and the Close.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the socket stays open after a Close for a bad frame. The rest of the frame is unread
+/// (an oversize one is refused at its header), and closing a socket with unread input resets
+/// it, which would destroy the Close before a client still writing that frame reads it.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The close code (RFC 6455) for a frame the socket refused: 1009 for a message over
+/// [`MAX_INBOUND_MESSAGE`] (as API Gateway closes), 1007 for a text frame that is not UTF-8,
+/// 1002 for a protocol violation; none for a lost connection.
+fn close_code(e: axum::Error) -> Option<u16> {
+    match *e.into_inner().downcast::<tungstenite::Error>().ok()? {
+        tungstenite::Error::Capacity(_) => Some(1009),
+        tungstenite::Error::Utf8(_) => Some(1007),
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        tungstenite::Error::Protocol(_) => Some(1002),
+        _ => None,
+    }
+}
+
 fn new_connection_id() -> String {
     let bytes: [u8; 12] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -138,9 +195,9 @@ async fn websocket(
     };
     let id = new_connection_id();
     let ip = peer.ip().to_string();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (queue, rx) = Queue::new(gw.queue_bytes);
     // Registered before `$connect` so a message pushed in the meantime is not lost.
-    gw.sockets.insert(&id, tx.clone(), ip.clone());
+    gw.sockets.insert(&id, queue.clone(), ip.clone());
     let resp = gw
         .functions
         .websocket(events::websocket_event(
@@ -159,7 +216,15 @@ async fn websocket(
             Some(EventBody::Text(t)) => t,
             _ => String::new(),
         };
-        return (status, [("content-type", "application/json")], body).into_response();
+        // `retry-after` of a rate-limited handshake among them.
+        let headers = resp.headers;
+        return (
+            status,
+            headers,
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response();
     }
     upgrade
         // Small buffers keep idle connections cheap (the 128 KiB default read buffer would
@@ -168,22 +233,33 @@ async fn websocket(
         .write_buffer_size(0)
         .max_message_size(MAX_INBOUND_MESSAGE)
         .max_frame_size(MAX_INBOUND_MESSAGE)
-        .on_upgrade(move |socket| connection(gw, id, ip, socket, tx, rx))
+        .on_upgrade(move |socket| connection(gw, id, ip, socket, queue, rx))
 }
 
 /// One upgraded connection. Its writer ([`SocketWriter`]) runs as a task of its own, fed by
 /// `rx`; this task reads frames in order, answers each through `$default` (the reply queued on
-/// `tx`), and ends the connection with `$disconnect`.
+/// `queue`), and ends the connection with `$disconnect`. A killed queue (full: the client does
+/// not read) ends both at once, without waiting for a socket that takes nothing.
 async fn connection(
     gw: Gateway,
     id: String,
     ip: String,
     socket: WebSocket,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: Queue,
     rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(SocketWriter::new(sink, rx).run());
+    let killed = queue.killed();
+    let mut writer = tokio::spawn(async move {
+        tokio::select! {
+            // Dropping the writer drops the frames it holds: their pushes see the connection gone.
+            _ = killed => {}
+            _ = SocketWriter::new(sink, rx).run() => {}
+        }
+    });
+    let killed = queue.killed();
+    tokio::pin!(killed);
+    let mut linger = false;
     // API Gateway ends every connection after two hours; so does this gateway.
     let lifetime = tokio::time::sleep(std::time::Duration::from_millis(
         shared::storage::redis::CONNECTION_TTL_MS,
@@ -194,12 +270,20 @@ async fn connection(
         let msg = tokio::select! {
             next = stream.next() => match next {
                 Some(Ok(msg)) => msg,
-                _ => break,
+                Some(Err(e)) => {
+                    if let Some(code) = close_code(e) {
+                        queue.send(Outgoing::close(Some(code)));
+                        linger = true;
+                    }
+                    break;
+                }
+                None => break,
             },
             _ = &mut lifetime => {
-                let _ = tx.send(Outgoing { frame: String::new(), ack: None, close: true });
+                queue.send(Outgoing::close(None));
                 break;
             }
+            _ = &mut killed => break,
         };
         let text = match msg {
             Message::Text(t) => t.to_string(),
@@ -218,25 +302,35 @@ async fn connection(
             ))
             .await;
         if let Some(EventBody::Text(reply)) = resp.body {
-            if tx
-                .send(Outgoing {
-                    frame: reply,
-                    ack: None,
-                    close: false,
-                })
-                .is_err()
-            {
+            let reply = Outgoing {
+                frame: reply,
+                ..Outgoing::default()
+            };
+            if !queue.send(reply) {
                 break;
             }
         }
     }
     gw.sockets.remove(&id);
-    drop(tx);
-    writer.abort();
+    // The writer ends once the last sender is gone: it writes what is queued (a Close among it)
+    // unless the socket is past taking it.
+    drop(queue);
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     let _ = gw
         .functions
         .websocket(events::websocket_event("$disconnect", &id, &ip, None, None))
         .await;
+    if linger {
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_LINGER).await;
+            drop(stream);
+        });
+    }
 }
 
 fn gone() -> Response {

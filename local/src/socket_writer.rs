@@ -10,11 +10,11 @@
 //!   gone. Frames still queued then are answered `false`, so their senders keep them (a push
 //!   reports the connection gone and the message stays in the inbox).
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{CloseFrame, Message};
 use futures::{Sink, SinkExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sockets::Outgoing;
+use crate::sockets::{Charge, Outgoing};
 
 /// A flush is forced once this many acknowledged frames wait for it (frames without an ack,
 /// such as replies, do not count).
@@ -26,6 +26,9 @@ pub struct SocketWriter<S> {
     queue: mpsc::UnboundedReceiver<Outgoing>,
     /// Acks of the frames fed since the last flush.
     unflushed: Vec<oneshot::Sender<bool>>,
+    /// The queue-bound charges of the frames fed since the last flush: a frame fed to a socket
+    /// that takes nothing waits in the socket's buffer, so it counts until it is flushed.
+    charges: Vec<Charge>,
 }
 
 /// How a batch ended.
@@ -34,8 +37,9 @@ enum Batch {
     Written,
     /// A write or the flush failed: the socket is done.
     Failed,
-    /// A close frame came; the frames before it are fed but not flushed yet.
-    Close,
+    /// A close frame came (with this close code); the frames before it are fed but not flushed
+    /// yet.
+    Close(Option<u16>),
 }
 
 impl<S: Sink<Message> + Unpin> SocketWriter<S> {
@@ -44,6 +48,7 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
             sink,
             queue,
             unflushed: Vec::new(),
+            charges: Vec::new(),
         }
     }
 
@@ -54,8 +59,8 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
             match self.write_batch(first).await {
                 Batch::Written => {}
                 Batch::Failed => break,
-                Batch::Close => {
-                    self.close().await;
+                Batch::Close(code) => {
+                    self.close(code).await;
                     break;
                 }
             }
@@ -71,11 +76,14 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
         let mut next = Some(first);
         while let Some(out) = next.take() {
             if out.close {
-                return Batch::Close;
+                return Batch::Close(out.close_code);
             }
-            let frame = Message::Text(out.frame.into());
-            let fed = self.sink.feed(frame).await.is_ok();
-            self.unflushed.extend(out.ack);
+            let Outgoing {
+                frame, ack, charge, ..
+            } = out;
+            self.charges.extend(charge);
+            let fed = self.sink.feed(Message::Text(frame.into())).await.is_ok();
+            self.unflushed.extend(ack);
             if !fed {
                 self.answer(false);
                 return Batch::Failed;
@@ -95,10 +103,14 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
     }
 
     /// Flushes the frames fed before the close frame, answers them, and sends a Close.
-    async fn close(&mut self) {
+    async fn close(&mut self, code: Option<u16>) {
         let flushed = self.sink.flush().await.is_ok();
         self.answer(flushed);
-        let _ = self.sink.send(Message::Close(None)).await;
+        let frame = code.map(|code| CloseFrame {
+            code,
+            reason: "".into(),
+        });
+        let _ = self.sink.send(Message::Close(frame)).await;
     }
 
     /// Closes the queue (later sends fail) and answers every frame still in it as not written.
@@ -114,6 +126,7 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
 
     /// Answers the acks of the frames fed since the last flush.
     fn answer(&mut self, written: bool) {
+        self.charges.clear();
         for ack in self.unflushed.drain(..) {
             let _ = ack.send(written);
         }
@@ -207,17 +220,13 @@ mod tests {
         let out = Outgoing {
             frame: text.to_string(),
             ack: Some(ack),
-            close: false,
+            ..Outgoing::default()
         };
         (out, written)
     }
 
     fn close_frame() -> Outgoing {
-        Outgoing {
-            frame: String::new(),
-            ack: None,
-            close: true,
-        }
+        Outgoing::close(None)
     }
 
     fn text(t: &str) -> Event {
@@ -310,6 +319,42 @@ mod tests {
         drop(tx);
         writer.await.unwrap();
         assert_eq!(sink.events(), [text("a"), Event::Flush]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_counts_against_the_queue_bound_until_flushed() {
+        let sink = TestSink::default();
+        sink.wire().hold_flush = true;
+        let (queue, rx) = crate::sockets::Queue::new(1_000_000);
+        let writer = tokio::spawn(SocketWriter::new(sink.clone(), rx).run());
+        let reply = Outgoing {
+            frame: "abc".into(),
+            ..Outgoing::default()
+        };
+        assert!(queue.send(reply));
+        for _ in 0..1000 {
+            if sink.wire().flush_waiting.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(sink.wire().flush_waiting.is_some(), "no flush began");
+        assert_eq!(queue.queued_bytes(), 3, "fed, not flushed: still counted");
+        let waker = {
+            let mut wire = sink.wire();
+            wire.hold_flush = false;
+            wire.flush_waiting.take().unwrap()
+        };
+        waker.wake();
+        for _ in 0..1000 {
+            if queue.queued_bytes() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(queue.queued_bytes(), 0, "flushed: no longer counted");
+        drop(queue);
+        writer.await.unwrap();
     }
 
     #[tokio::test]

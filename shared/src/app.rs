@@ -31,6 +31,17 @@ impl App {
 
     /// The same on another clock (tests advance a `ManualClock` instead of sleeping).
     pub async fn from_config_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>> {
+        Self::from_parts(config, clock, None).await
+    }
+
+    /// With `sockets`, the pusher of the WebSocket gateway: logout, refresh-token reuse and
+    /// account deletion then close the ended sessions' open connections (the users function
+    /// needs it; without one they are only refused at their next frame).
+    pub async fn from_parts(
+        config: Config,
+        clock: SharedClock,
+        sockets: Option<Arc<dyn Pusher>>,
+    ) -> Result<Arc<Self>> {
         let (client, conn) = futures::join!(
             dynamodb::client_from_env(),
             redis_store::connect_from(&config)
@@ -38,7 +49,7 @@ impl App {
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
         let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox)
             .with_wait(config.redis_wait);
-        Self::assemble(config, dynamo, redis, clock)
+        Self::assemble(config, dynamo, redis, clock, sockets)
     }
 
     pub fn assemble(
@@ -46,6 +57,7 @@ impl App {
         dynamo: Dynamo,
         redis: RedisStore,
         clock: SharedClock,
+        sockets: Option<Arc<dyn Pusher>>,
     ) -> Result<Arc<Self>> {
         // The adapters read the App's clock too: sessions expire, and revocations last, by it.
         let dynamo = dynamo.with_clock(clock.clone());
@@ -59,15 +71,20 @@ impl App {
             sessions: dynamo_arc.clone(),
             revocations: redis_arc.clone(),
             inbox: redis_arc.clone(),
+            connections: redis_arc.clone(),
+            sockets,
             limiter: redis_arc.clone(),
             hashing: PasswordHashing::new(config.argon2)?,
             tokens,
             limits: config.rate_limits,
         };
         let keys = KeyDirectory {
-            keys: dynamo_arc,
+            keys: dynamo_arc.clone(),
+            users: dynamo_arc,
             limiter: redis_arc,
             limits: config.rate_limits,
+            key_limits: config.keys,
+            clock: clock.clone(),
         };
         Ok(Arc::new(Self {
             config,
@@ -93,6 +110,8 @@ impl App {
             limits: self.config.rate_limits,
             inbox_limits: self.config.inbox,
             senders: Default::default(),
+            timings: self.config.relay,
+            max_connections: self.config.max_connections_per_user,
             clock: self.clock.clone(),
         }
     }

@@ -47,6 +47,8 @@ impl Bucket {
 pub struct RateLimits {
     /// Failed logins per client IP.
     pub login_failures: Bucket,
+    /// Failed logins per username, whatever the IP: a distributed guesser backs off too.
+    pub login_failures_user: Bucket,
     /// Requests to the unauthenticated auth endpoints per client IP.
     pub auth: Bucket,
     /// Bundle fetches per requester.
@@ -55,16 +57,59 @@ pub struct RateLimits {
     pub bundle_pair: Bucket,
     /// Messages per sender.
     pub messages: Bucket,
+    /// Bundle fetches per target by established requesters (all of them together).
+    pub bundle_target: Bucket,
+    /// Bundle fetches per target by requesters whose account is younger than
+    /// `KeyLimits::new_account_age` (all of them together).
+    pub bundle_target_new: Bucket,
+    /// Username lookups per requester.
+    pub lookup: Bucket,
+    /// Key uploads per user.
+    pub keys_upload: Bucket,
+    /// Message body bytes per sender: what one account may write into Redis.
+    pub message_bytes: Bucket,
+    /// Messages per sender → recipient pair.
+    pub message_pair: Bucket,
+    /// WebSocket handshakes (`$connect`) per user.
+    pub connect: Bucket,
+    /// WebSocket handshakes (`$connect`) per client IP, counted before the token is checked.
+    pub connect_ip: Bucket,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
             login_failures: Bucket::new(5, 900),
+            // 10 guesses at once, then one a minute: a typo-prone owner is never stuck for
+            // long, while guessing one password from many addresses gets ~1,400 tries a day.
+            login_failures_user: Bucket::new(10, 600),
             auth: Bucket::new(5, 1),
             bundle: Bucket::new(120, 60),
             bundle_pair: Bucket::new(10, 60),
             messages: Bucket::new(200, 1),
+            // A target's usual batch of 100 one-time keys lasts at least an hour however many
+            // accounts ask; contacts made in one sitting (a group of dozens) still fit.
+            bundle_target: Bucket::new(60, 3600),
+            // Throwaway accounts share a far smaller budget, so draining a target takes aged
+            // accounts (and then still the hour above); a few real new contacts a day fit.
+            bundle_target_new: Bucket::new(10, 3600),
+            // Enough for a person adding contacts by name; enumeration gets ~1 name a minute.
+            lookup: Bucket::new(30, 1800),
+            // A client uploads on start and when its count runs low; a loop cannot flood.
+            keys_upload: Bucket::new(10, 60),
+            // 8 MiB at once (128 maximum-size bodies), then about 140 KB/s: far above what a
+            // person types or a client syncs, yet one account needs about 20 hours to write
+            // 10 GB, so the memory alarm fires long before the cache is full.
+            message_bytes: Bucket::new(8 * 1024 * 1024, 60),
+            // A busy chat with receipts stays far below; a flood into one inbox is slowed to
+            // under 2 per second after a burst of 100.
+            message_pair: Bucket::new(100, 60),
+            // A client reconnecting after every network change, on a few devices, stays well
+            // below; a handshake loop gets one every 3 s after a burst of 20.
+            connect: Bucket::new(20, 60),
+            // Wider, as many users may share one address (carrier NAT), yet a token-guessing
+            // or reconnect flood from one host is slowed to 2 a second.
+            connect_ip: Bucket::new(120, 60),
         }
     }
 }
@@ -84,6 +129,8 @@ pub struct JwtConfig {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub leeway: Duration,
+    /// How long a rotated-away refresh token still yields its successor (0: not at all).
+    pub refresh_grace: Duration,
 }
 
 impl std::fmt::Debug for JwtConfig {
@@ -94,6 +141,7 @@ impl std::fmt::Debug for JwtConfig {
             .field("audience", &self.audience)
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("refresh_grace", &self.refresh_grace)
             .finish()
     }
 }
@@ -104,6 +152,46 @@ pub struct InboxLimits {
     pub ttl: Duration,
     /// Largest decoded message body.
     pub max_body_bytes: usize,
+    /// Stored bytes one inbox may hold (envelopes as stored: about 4/3 of the bodies plus
+    /// ~160 bytes each).
+    pub max_bytes: u64,
+}
+
+/// Stored size of an envelope beside its base64 body: the JSON fields and the expiry prefix.
+pub const ENVELOPE_OVERHEAD_BYTES: u64 = 256;
+
+/// The most bytes one envelope with a `body_bytes` body can take in an inbox.
+pub fn stored_envelope_bytes(body_bytes: usize) -> u64 {
+    (body_bytes as u64).div_ceil(3) * 4 + ENVELOPE_OVERHEAD_BYTES
+}
+
+/// Default `INBOX_MAX_BYTES`: about 95 maximum-size envelopes or thousands of ordinary ones
+/// (a Signal text message is well under 1 KB; attachments travel elsewhere), so it bounds what
+/// a flood leaves in one inbox to 8 MiB without touching ordinary offline queues.
+pub const DEFAULT_INBOX_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Stored keys and who counts as new when bundles are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// One-time prekeys stored per user and per kind (EC, Kyber).
+    pub max_one_time_prekeys: u64,
+    /// Requesters whose account is younger fetch from the `bundle_target_new` budget.
+    pub new_account_age: Duration,
+}
+
+/// How the relay keeps WebSocket connections honest and fetches bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayTimings {
+    /// How long a warm function trusts what it remembers of a connection (registration, session
+    /// not revoked) before asking Redis again. Logout and deletion close connections at once;
+    /// this only bounds how long one whose close failed can go on.
+    pub session_check: Duration,
+    /// A `fetch` writes no further frame after this long (what is left stays in the inbox), so
+    /// it ends before the function's timeout.
+    pub fetch_deadline: Duration,
+    /// How long a batch taken by a `fetch` is left in flight before the next fetch puts it back:
+    /// longer than a fetch can live (the connection function's timeout).
+    pub fetch_lease: Duration,
 }
 
 /// `WAIT numreplicas timeout` after envelopes are stored: the reply `queued` then means the
@@ -131,10 +219,14 @@ pub struct Config {
     pub argon2: Argon2Params,
     pub inbox: InboxLimits,
     pub rate_limits: RateLimits,
+    pub keys: KeyLimits,
+    /// Live WebSocket connections per user; a new one past it closes the oldest.
+    pub max_connections_per_user: u32,
     /// Largest accepted HTTP request body.
     pub max_request_bytes: usize,
     /// API Gateway Management API endpoint for pushing to WebSocket connections.
     pub ws_management_endpoint: Option<String>,
+    pub relay: RelayTimings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -143,6 +235,8 @@ pub enum ConfigError {
     Missing(String),
     #[error("environment variable {var} is invalid: expected {expected}")]
     Invalid { var: String, expected: &'static str },
+    #[error("environment variable {var} names a secret that could not be read: {detail}")]
+    Secret { var: String, detail: String },
 }
 
 impl Config {
@@ -168,6 +262,44 @@ impl Config {
                 expected: "at least 1",
             });
         }
+        let max_body_bytes: usize = env.number("MESSAGE_MAX_BYTES", 64 * 1024)?;
+        let inbox_max_bytes: u64 = env.number("INBOX_MAX_BYTES", DEFAULT_INBOX_MAX_BYTES)?;
+        if inbox_max_bytes < stored_envelope_bytes(max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                var: "INBOX_MAX_BYTES".into(),
+                expected: "room for one envelope of MESSAGE_MAX_BYTES (4/3 of it + 256)",
+            });
+        }
+        let message_bytes = env.bucket("RATE_LIMIT_MESSAGE_BYTES", defaults.message_bytes)?;
+        if (message_bytes.capacity as usize) < max_body_bytes {
+            return Err(ConfigError::Invalid {
+                var: "RATE_LIMIT_MESSAGE_BYTES".into(),
+                expected: "a COUNT of at least MESSAGE_MAX_BYTES (one largest body)",
+            });
+        }
+        let max_one_time_prekeys: u64 = env.number("MAX_ONE_TIME_PREKEYS", 1000)?;
+        if max_one_time_prekeys < crate::validation::MAX_BATCH as u64 {
+            return Err(ConfigError::Invalid {
+                var: "MAX_ONE_TIME_PREKEYS".into(),
+                expected: "at least 100 (a registration may bring 100 of each kind)",
+            });
+        }
+        let max_connections_per_user: u32 = env.number("MAX_CONNECTIONS_PER_USER", 10)?;
+        if max_connections_per_user == 0 {
+            return Err(ConfigError::Invalid {
+                var: "MAX_CONNECTIONS_PER_USER".into(),
+                expected: "at least 1",
+            });
+        }
+        let fetch_deadline_ms: u64 = env.number("FETCH_DEADLINE_MS", 10_000)?;
+        let fetch_lease_ms: u64 = env.number("FETCH_LEASE_MS", 30_000)?;
+        if fetch_lease_ms <= fetch_deadline_ms {
+            return Err(ConfigError::Invalid {
+                var: "FETCH_LEASE_MS".into(),
+                expected:
+                    "more than FETCH_DEADLINE_MS (and than the connection function's timeout)",
+            });
+        }
         let redis_url = env.required("REDIS_URL")?;
         let redis_cluster = redis_mode(&redis_url, env.flag("REDIS_CLUSTER")?)?;
         Ok(Self {
@@ -185,6 +317,7 @@ impl Config {
                     env.number("REFRESH_TOKEN_TTL_SECS", 30 * 86_400)?,
                 ),
                 leeway: Duration::from_secs(env.number("JWT_LEEWAY_SECS", 60)?),
+                refresh_grace: Duration::from_secs(env.number("REFRESH_GRACE_SECS", 10)?),
             },
             argon2: Argon2Params {
                 m_kib: env.number("ARGON2_M_KIB", 19_456)?,
@@ -194,17 +327,41 @@ impl Config {
             inbox: InboxLimits {
                 max_messages: inbox_max,
                 ttl: Duration::from_secs(env.number("INBOX_TTL_SECS", 30 * 86_400)?),
-                max_body_bytes: env.number("MESSAGE_MAX_BYTES", 64 * 1024)?,
+                max_body_bytes,
+                max_bytes: inbox_max_bytes,
             },
             rate_limits: RateLimits {
                 login_failures: env.bucket("RATE_LIMIT_LOGIN_FAILURES", defaults.login_failures)?,
+                login_failures_user: env.bucket(
+                    "RATE_LIMIT_LOGIN_FAILURES_USER",
+                    defaults.login_failures_user,
+                )?,
                 auth: env.bucket("RATE_LIMIT_AUTH", defaults.auth)?,
                 bundle: env.bucket("RATE_LIMIT_BUNDLE", defaults.bundle)?,
                 bundle_pair: env.bucket("RATE_LIMIT_BUNDLE_PAIR", defaults.bundle_pair)?,
                 messages: env.bucket("RATE_LIMIT_MESSAGES", defaults.messages)?,
+                bundle_target: env.bucket("RATE_LIMIT_BUNDLE_TARGET", defaults.bundle_target)?,
+                bundle_target_new: env
+                    .bucket("RATE_LIMIT_BUNDLE_TARGET_NEW", defaults.bundle_target_new)?,
+                lookup: env.bucket("RATE_LIMIT_LOOKUP", defaults.lookup)?,
+                keys_upload: env.bucket("RATE_LIMIT_KEYS_UPLOAD", defaults.keys_upload)?,
+                message_bytes,
+                message_pair: env.bucket("RATE_LIMIT_MESSAGE_PAIR", defaults.message_pair)?,
+                connect: env.bucket("RATE_LIMIT_CONNECT", defaults.connect)?,
+                connect_ip: env.bucket("RATE_LIMIT_CONNECT_IP", defaults.connect_ip)?,
             },
+            keys: KeyLimits {
+                max_one_time_prekeys,
+                new_account_age: Duration::from_secs(env.number("NEW_ACCOUNT_AGE_SECS", 86_400)?),
+            },
+            max_connections_per_user,
             max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)?,
             ws_management_endpoint: get("WS_MANAGEMENT_ENDPOINT").filter(|s| !s.is_empty()),
+            relay: RelayTimings {
+                session_check: Duration::from_secs(env.number("WS_SESSION_CHECK_SECS", 5)?),
+                fetch_deadline: Duration::from_millis(fetch_deadline_ms),
+                fetch_lease: Duration::from_millis(fetch_lease_ms),
+            },
         })
     }
 }
@@ -352,6 +509,21 @@ mod tests {
     }
 
     #[test]
+    fn relay_timings_default_below_the_function_timeout_and_a_short_lease_is_refused() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        let c = Config::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(c.relay.session_check, Duration::from_secs(5));
+        assert_eq!(c.relay.fetch_deadline, Duration::from_secs(10));
+        assert_eq!(c.relay.fetch_lease, Duration::from_secs(30));
+        let short = [base[0], base[1], ("FETCH_LEASE_MS", "10000")];
+        let err = Config::from_lookup(lookup(&short)).unwrap_err();
+        assert!(err.to_string().contains("FETCH_LEASE_MS"), "{err}");
+        let bad = [base[0], base[1], ("FETCH_DEADLINE_MS", "soon")];
+        let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert!(err.to_string().contains("FETCH_DEADLINE_MS"), "{err}");
+    }
+
+    #[test]
     fn short_secret_is_refused() {
         let err = Config::from_lookup(lookup(&[
             ("JWT_SECRET", "short"),
@@ -370,6 +542,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.inbox.max_messages, 1000);
         assert_eq!(c.inbox.ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.inbox.max_bytes, 8 * 1024 * 1024);
+        assert_eq!(
+            c.rate_limits.message_bytes,
+            Bucket::new(8 * 1024 * 1024, 60)
+        );
+        assert_eq!(c.rate_limits.message_pair, Bucket::new(100, 60));
+        assert_eq!(c.rate_limits.connect, Bucket::new(20, 60));
+        assert_eq!(c.rate_limits.connect_ip, Bucket::new(120, 60));
+        assert_eq!(c.max_connections_per_user, 10);
         assert_eq!(c.jwt.access_ttl, Duration::from_secs(900));
         assert_eq!(
             c.argon2,
@@ -380,6 +561,8 @@ mod tests {
             }
         );
         assert_eq!(c.rate_limits.login_failures, Bucket::new(5, 900));
+        assert_eq!(c.rate_limits.login_failures_user, Bucket::new(10, 600));
+        assert_eq!(c.jwt.refresh_grace, Duration::from_secs(10));
         assert!(
             !format!("{c:?}").contains(SECRET),
             "Debug output leaks the secret"
@@ -404,6 +587,26 @@ mod tests {
         let c = Config::from_lookup(lookup(&ok)).unwrap();
         assert_eq!(c.rate_limits.messages.capacity, 50);
         assert!((c.rate_limits.messages.refill_per_ms() - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn inbox_bytes_and_byte_quota_must_hold_one_largest_message() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        for (var, value) in [
+            ("INBOX_MAX_BYTES", "65536"),
+            ("INBOX_MAX_BYTES", "lots"),
+            ("RATE_LIMIT_MESSAGE_BYTES", "1000/1"),
+            ("RATE_LIMIT_MESSAGE_PAIR", "0/1"),
+        ] {
+            let mut env = base.to_vec();
+            env.push((var, value));
+            let err = Config::from_lookup(lookup(&env)).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        let mut env = base.to_vec();
+        env.extend([("MESSAGE_MAX_BYTES", "1000"), ("INBOX_MAX_BYTES", "2000")]);
+        let c = Config::from_lookup(lookup(&env)).unwrap();
+        assert_eq!(c.inbox.max_bytes, 2000);
     }
 
     #[test]
@@ -466,6 +669,34 @@ mod tests {
         ] {
             let err = with(&pairs).unwrap_err();
             assert!(err.to_string().contains(var), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_limits_and_their_buckets() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        let c = Config::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(
+            c.keys,
+            KeyLimits {
+                max_one_time_prekeys: 1000,
+                new_account_age: Duration::from_secs(86_400)
+            }
+        );
+        assert_eq!(c.rate_limits.bundle_target_new, Bucket::new(10, 3600));
+        for (var, value) in [
+            ("MAX_ONE_TIME_PREKEYS", "99"),
+            ("MAX_ONE_TIME_PREKEYS", "lots"),
+            ("NEW_ACCOUNT_AGE_SECS", "-1"),
+            ("RATE_LIMIT_BUNDLE_TARGET", "0/60"),
+            ("RATE_LIMIT_BUNDLE_TARGET_NEW", "x"),
+            ("RATE_LIMIT_LOOKUP", "5"),
+            ("RATE_LIMIT_KEYS_UPLOAD", "5/0"),
+        ] {
+            let mut bad = base.to_vec();
+            bad.push((var, value));
+            let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
         }
     }
 }

@@ -103,7 +103,7 @@ fn describe(route: HttpRoute) -> RouteDoc {
                 "The username (matched case-insensitively)",
             )],
             ok: (200, Some("UserOut")),
-            errors: &[400, 401, 404],
+            errors: &[400, 401, 404, 429],
         },
         DeleteMe => RouteDoc {
             summary: "Delete the account: sessions, keys and inbox",
@@ -127,7 +127,7 @@ fn describe(route: HttpRoute) -> RouteDoc {
             body: Some("KeysUploadRequest"),
             params: &[],
             ok: (200, Some("KeyCounts")),
-            errors: &[400, 401],
+            errors: &[400, 401, 404, 429],
         },
         CountKeys => RouteDoc {
             summary: "Count the calling user's remaining one-time prekeys",

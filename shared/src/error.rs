@@ -32,6 +32,10 @@ pub enum Error {
     MessageTooLarge,
     #[error("invalid frame: {0}")]
     InvalidFrame(String),
+    /// A `fetch` reached its deadline with envelopes left: they stay in the inbox (code
+    /// `unavailable`, as a client already fetches again after it).
+    #[error("fetch stopped at its time limit; the remaining messages are kept, fetch again")]
+    FetchUnfinished,
     /// A backing store did not answer; the detail is logged, not returned.
     #[error("backing store unavailable: {0}")]
     Unavailable(String),
@@ -78,7 +82,7 @@ impl Error {
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
             Self::Internal(_) => 500,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::FetchUnfinished => 503,
         }
     }
 
@@ -98,7 +102,7 @@ impl Error {
             Self::UnknownRecipient => "unknown_recipient",
             Self::MessageTooLarge => "too_large",
             Self::InvalidFrame(_) => "invalid_frame",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::FetchUnfinished => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

@@ -12,11 +12,15 @@ use crate::error::Error;
 /// The API: each `messages` frame is at most 128,000 bytes; API Gateway's limit is "128 KB", so
 /// the smaller reading of both.
 pub const MAX_FRAME_BYTES: usize = 128_000;
+/// Longest client frame `id`, in bytes of UTF-8: room for a UUID or any sensible tag, while an
+/// id cannot carry a payload of its own through the relay's replies.
+pub const MAX_FRAME_ID_BYTES: usize = 128;
 const MESSAGES_HEAD: &str = r#"{"type":"messages","messages":["#;
 const MESSAGES_TAIL: &str = "]}";
 
 /// A frame from a client: one JSON object whose `action` names it. Unknown fields are ignored.
-/// `id` is any JSON value the client chooses; replies to `send` and every error frame echo it.
+/// `id` is a string of at most 128 bytes the client chooses; replies to `send` and every error
+/// frame echo it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -33,17 +37,19 @@ pub enum ClientFrame {
 /// The optional correlation id of a frame without other fields.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Correlation {
-    /// Any JSON value, echoed in an error frame.
+    /// A string of at most 128 bytes (UTF-8), echoed in an error frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub id: Option<Value>,
 }
 
 /// `send`: the sender is the connection's user, whatever else the frame says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SendFrame {
-    /// Any JSON value (a UUID string by convention), echoed in the reply; not used for
-    /// deduplication.
+    /// A string of at most 128 bytes (UTF-8; a UUID by convention), echoed in the reply; not
+    /// used for deduplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub id: Option<Value>,
     /// The recipient's user id (a string that is not a UUID is an `unknown_recipient`).
     pub to: String,
@@ -57,7 +63,9 @@ pub struct SendFrame {
 impl ClientFrame {
     /// Reads a client frame as the API always has: a frame that is not a JSON object with a
     /// string `action`, or with a known field of the wrong type, is refused without an id; an
-    /// unknown action or a `send` without `to` or `body` is refused with the frame's id.
+    /// unknown action or a `send` without `to` or `body` is refused with the frame's id. An id
+    /// that is not a string of at most `MAX_FRAME_ID_BYTES` is refused too, without being
+    /// echoed: a client could otherwise have the relay store and repeat any amount of data.
     pub fn parse(text: &str) -> Result<Self, (Option<Value>, Error)> {
         /// Every field optional, so that the id can be echoed when only the action is wrong.
         #[derive(Deserialize)]
@@ -78,7 +86,20 @@ impl ClientFrame {
                 Error::InvalidFrame("frames are JSON objects with an action".into()),
             )
         })?;
-        let id = frame.id;
+        let id = match frame.id {
+            Some(Value::String(s)) if s.len() > MAX_FRAME_ID_BYTES => None,
+            Some(Value::String(s)) => Some(Some(Value::String(s))),
+            None => Some(None),
+            Some(_) => None,
+        }
+        .ok_or_else(|| {
+            (
+                None,
+                Error::InvalidFrame(format!(
+                    "`id` must be a string of at most {MAX_FRAME_ID_BYTES} bytes"
+                )),
+            )
+        })?;
         let correlation = |id| Correlation { id };
         match frame.action.as_str() {
             "send" => {
@@ -124,7 +145,8 @@ pub enum Delivery {
     Delivered,
     /// In the recipient's inbox, waiting for a `fetch`.
     Queued,
-    /// `online_only` and the recipient was not reached: nothing was stored.
+    /// Nothing was stored: `online_only` and the recipient was not reached, or the recipient's
+    /// inbox is full and the sender holds the largest share of it.
     Dropped,
 }
 
@@ -135,6 +157,7 @@ pub enum ServerFrame {
     /// The reply to `send`.
     Sent {
         /// The `send` frame's id, or null.
+        #[schema(value_type = Option<String>)]
         id: Option<Value>,
         delivery: Delivery,
     },
@@ -151,7 +174,9 @@ pub enum ServerFrame {
     Pong,
     /// A frame that failed; the connection stays open.
     Error {
-        /// The failed frame's id, or null when the frame could not be read.
+        /// The failed frame's id, or null when the frame could not be read (or its id was not
+        /// acceptable).
+        #[schema(value_type = Option<String>)]
         id: Option<Value>,
         /// A stable code (docs/api.md §6.7).
         code: String,
@@ -170,6 +195,14 @@ impl ServerFrame {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("frames serialize")
+    }
+
+    /// The code of an error frame.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Error { code, .. } => Some(code),
+            _ => None,
+        }
     }
 }
 
@@ -252,11 +285,12 @@ mod tests {
 
     #[test]
     fn client_frames_parse_as_the_api_documents() {
-        let send = ClientFrame::parse(r#"{"action":"send","id":7,"to":"x","body":"","from":"y"}"#);
+        let send =
+            ClientFrame::parse(r#"{"action":"send","id":"7","to":"x","body":"","from":"y"}"#);
         assert_eq!(
             send.unwrap(),
             ClientFrame::Send(SendFrame {
-                id: Some(json!(7)),
+                id: Some(json!("7")),
                 to: "x".into(),
                 body: String::new(),
                 online_only: None,
@@ -287,11 +321,11 @@ mod tests {
             )
         );
         assert_eq!(
-            refused(r#"{"action":"send","id":1,"body":""}"#),
-            (Some(json!(1)), "invalid_frame", "send needs `to`".into())
+            refused(r#"{"action":"send","id":"1","body":""}"#),
+            (Some(json!("1")), "invalid_frame", "send needs `to`".into())
         );
         assert_eq!(
-            refused(r#"{"action":"send","id":1,"to":"x"}"#).2,
+            refused(r#"{"action":"send","id":"1","to":"x"}"#).2,
             "send needs `body`"
         );
         for bad in [
@@ -302,6 +336,37 @@ mod tests {
         ] {
             assert_eq!(refused(bad).0, None, "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_are_strings_of_at_most_128_bytes() {
+        let with_id = |id: Value| {
+            ClientFrame::parse(&json!({"action":"send","id":id,"to":"x","body":""}).to_string())
+        };
+        let longest = "é".repeat(64);
+        assert_eq!(longest.len(), MAX_FRAME_ID_BYTES);
+        assert_eq!(with_id(json!(longest)).unwrap().id(), Some(&json!(longest)));
+        assert_eq!(with_id(Value::Null).unwrap().id(), None, "null is no id");
+        for bad in [
+            json!("a".repeat(129)),
+            json!(format!("{longest}x")),
+            json!(7),
+            json!(1.5),
+            json!(true),
+            json!(["a"]),
+            json!({"a": 1}),
+        ] {
+            let (id, e) = with_id(bad.clone()).unwrap_err();
+            assert_eq!(id, None, "{bad} must not be echoed");
+            assert_eq!(e.code(), "invalid_frame");
+            assert_eq!(
+                e.public_message(),
+                "`id` must be a string of at most 128 bytes"
+            );
+        }
+        // Refused before the action is looked at: an unknown action does not echo it either.
+        let (id, _) = ClientFrame::parse(r#"{"action":"dance","id":{"x":1}}"#).unwrap_err();
+        assert_eq!(id, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod frames;
 pub mod http;
 pub mod model;
 pub mod routes;
+pub mod secrets;
 pub mod services;
 pub mod storage;
 pub mod telemetry;

@@ -291,7 +291,27 @@ fn signed(k: Option<&SignedPreKeyIn>, field: &str, kyber: bool) -> Result<Option
 }
 
 impl KeyUpload {
+    /// Refuses EC keys equal to the identity key (a shape error, so it comes before any
+    /// signature), then checks every signature.
     fn verified(self, identity_key: &[u8]) -> Result<Self> {
+        if self
+            .signed_prekey
+            .as_ref()
+            .is_some_and(|k| k.public_key == identity_key)
+        {
+            return Err(Error::invalid(
+                "signed_prekey.public_key must differ from the identity key",
+            ));
+        }
+        if let Some(i) = self
+            .one_time
+            .iter()
+            .position(|k| k.public_key == identity_key)
+        {
+            return Err(Error::invalid(format!(
+                "one_time_prekeys[{i}].public_key must differ from the identity key"
+            )));
+        }
         verify_all(
             identity_key,
             self.signed_prekey

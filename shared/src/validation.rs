@@ -35,8 +35,18 @@ pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
+/// An EC key also has to be a usable Curve25519 point (see `xeddsa::check_point`): a key no
+/// private key stands behind would let signatures be forged or hand out a useless prekey.
 pub fn ec_public_key(field: &str, value: &str) -> Result<Vec<u8>> {
-    key(field, value, EC_KEY_LEN, EC_KEY_PREFIX, "an EC public key")
+    let bytes = key(field, value, EC_KEY_LEN, EC_KEY_PREFIX, "an EC public key")?;
+    let u: &[u8; 32] = bytes[1..].try_into().expect("length checked");
+    crate::crypto::xeddsa::check_point(u).map_err(|fault| {
+        Error::invalid(format!(
+            "{field} is not a valid Curve25519 public key: {}",
+            fault.reason()
+        ))
+    })?;
+    Ok(bytes)
 }
 
 pub fn kyber_public_key(field: &str, value: &str) -> Result<Vec<u8>> {
@@ -138,8 +148,7 @@ mod tests {
 
     #[test]
     fn keys_need_length_and_prefix() {
-        let mut ec = vec![0u8; 33];
-        ec[0] = 5;
+        let mut ec = crate::crypto::xeddsa::KeyPair::generate(&mut rand::thread_rng()).public_key();
         assert!(ec_public_key("k", &encode(&ec)).is_ok());
         ec[0] = 8;
         assert!(ec_public_key("k", &encode(&ec)).is_err());
@@ -149,6 +158,38 @@ mod tests {
         assert!(kyber_public_key("k", &encode(&ky)).is_ok());
         assert!(kyber_public_key("k", &encode(&ky[..1568])).is_err());
         assert!(signature("s", &encode(&[0u8; 63])).is_err());
+    }
+
+    #[test]
+    fn ec_keys_must_be_usable_points() {
+        let with_u = |u: [u8; 32]| {
+            let mut k = vec![EC_KEY_PREFIX];
+            k.extend_from_slice(&u);
+            ec_public_key("identity_key", &encode(&k))
+                .unwrap_err()
+                .to_string()
+        };
+        let mut high = [0u8; 32];
+        high[..31].copy_from_slice(&[0x11; 31]);
+        high[31] = 0x80;
+        let mut p = [0xFF; 32];
+        p[0] = 0xED;
+        p[31] = 0x7F;
+        let mut two = [0u8; 32];
+        two[0] = 2;
+        for (u, says) in [
+            ([0; 32], "low-order"),
+            (high, "top bit"),
+            (p, "not reduced"),
+            (two, "not a point on Curve25519"),
+        ] {
+            let msg = with_u(u);
+            assert!(
+                msg.contains("identity_key is not a valid Curve25519 public key")
+                    && msg.contains(says),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -278,12 +278,24 @@ impl Ws {
         }
     }
 
-    /// `fetch` and everything it yields, up to `drained`.
+    /// `fetch` and everything it yields, up to `drained`. A fetch answered `unavailable` (one
+    /// stopped at its deadline, or a failed write) is sent again, as a client does.
     pub async fn fetch_all(&mut self) -> Vec<Value> {
-        self.send(json!({"action": "fetch"})).await;
         let mut seen = Vec::new();
-        self.until("drained", &mut seen).await;
-        seen
+        for _ in 0..100 {
+            self.send(json!({"action": "fetch"})).await;
+            loop {
+                let f = self.recv().await;
+                if f["type"] == "messages" {
+                    seen.extend(f["messages"].as_array().expect("messages").iter().cloned());
+                } else if f["type"] == "drained" {
+                    return seen;
+                } else if f["type"] == "error" && f["code"] == "unavailable" {
+                    break;
+                }
+            }
+        }
+        panic!("no fetch drained the inbox in 100 attempts");
     }
 
     pub async fn close(mut self) {

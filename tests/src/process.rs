@@ -39,8 +39,8 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()))
 }
 
-/// `redis-server` on 127.0.0.1:`port`, keeping nothing on disk (no RDB, no AOF); more options
-/// may be added.
+/// `redis-server` on 127.0.0.1:`port`, keeping nothing on disk (no RDB, no AOF) and never
+/// evicting (as the relay's Redis must not: docs/api.md §7.4); more options may be added.
 pub fn redis_server(port: u16) -> Command {
     let mut cmd = command("redis-server", None);
     cmd.args([
@@ -52,6 +52,8 @@ pub fn redis_server(port: u16) -> Command {
         "",
         "--appendonly",
         "no",
+        "--maxmemory-policy",
+        "noeviction",
     ]);
     cmd
 }

@@ -18,9 +18,12 @@ pub struct Stack {
     pub config: Config,
     pub http: reqwest::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The gateway's Management API listener (loopback), when the stack runs one.
+    pub management: Option<SocketAddr>,
     /// The in-process gateway's clock (none for a gateway elsewhere).
     clock: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
+    stop_management: Option<oneshot::Sender<()>>,
 }
 
 fn rand_name() -> String {
@@ -102,15 +105,35 @@ impl Stack {
         }
         let (config, dynamodb) = config_with_tables(&env).await;
         let clock = ManualClock::new();
-        let app = shared::App::from_config_with_clock(config.clone(), clock.clone())
-            .await
-            .expect("app");
-        let gateway = local_gateway::in_process_with(app, config.max_request_bytes);
+        let sockets = local_gateway::sockets::Sockets::default();
+        let app = shared::App::from_parts(
+            config.clone(),
+            clock.clone(),
+            Some(Arc::new(sockets.clone())),
+        )
+        .await
+        .expect("app");
+        let settings = local_gateway::cli::Settings::from_lookup(|k| env.get(k).cloned())
+            .expect("gateway settings");
+        let gateway = local_gateway::in_process_with(app, sockets, config.max_request_bytes)
+            .with_queue_bytes(settings.queue_bytes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let management_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let management = management_listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
+        let (stop_management, management_stopped) = oneshot::channel::<()>();
+        tokio::spawn(local_gateway::serve_management(
+            management_listener,
+            gateway.clone(),
+            async move {
+                let _ = management_stopped.await;
+            },
+        ));
         tokio::spawn(local_gateway::serve(listener, gateway, async move {
             let _ = stopped.await;
         }));
@@ -119,8 +142,10 @@ impl Stack {
             config,
             http: reqwest::Client::new(),
             dynamodb,
+            management: Some(management),
             clock: Some(clock),
             stop: Some(stop),
+            stop_management: Some(stop_management),
         }
     }
 
@@ -143,8 +168,10 @@ impl Stack {
             config,
             http: reqwest::Client::new(),
             dynamodb,
+            management: None,
             clock: None,
             stop: None,
+            stop_management: None,
         }
     }
 
@@ -212,6 +239,9 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_management.take() {
             let _ = stop.send(());
         }
     }

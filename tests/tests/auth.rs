@@ -115,7 +115,10 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     .await;
     assert_eq!(s, 200);
     let r2 = second["refresh_token"].as_str().unwrap();
-    // The rotated-away token is presented again: the whole session ends.
+    // The rotated-away token is presented again after its grace window: the whole session ends.
+    stack.advance(Duration::from_secs(
+        stack.config.jwt.refresh_grace.as_secs() + 1,
+    ));
     let (s, b) = post(
         &stack,
         "/v1/sessions/refresh",

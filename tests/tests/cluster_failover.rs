@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use shared::config::{Bucket, InboxLimits, RedisWait};
 use shared::storage::redis::{connect_cluster, RedisStore};
 use shared::storage::{
-    ConnectionRegistry, Delivery, Health, Inbox, RateDecision, RateLimiter, Revocations,
-    StoredEnvelope,
+    ConnectionRegistry, Delivery, Health, Inbox, RateDecision, RateLimiter, Registration,
+    Revocations, StoredEnvelope,
 };
 use shared::validation::{base64, encode};
 use uuid::Uuid;
@@ -29,6 +29,7 @@ fn limits() -> InboxLimits {
         max_messages: 1000,
         ttl: Duration::from_secs(3600),
         max_body_bytes: 65536,
+        max_bytes: shared::config::DEFAULT_INBOX_MAX_BYTES,
     }
 }
 
@@ -118,10 +119,43 @@ async fn every_redis_path_runs_on_the_cluster() {
         assert_eq!(popped.len(), 2);
         store.requeue(user, &popped).await.unwrap();
         assert_eq!(store.pending(user, now).await.unwrap(), 3);
+        // A fetch batch in flight: left by a crash, it is back at the head after its lease.
+        let lost = store
+            .take_in_flight(user, 2, now + 1000, now)
+            .await
+            .unwrap();
+        assert_eq!(lost.len(), 2);
+        let again = store
+            .take_in_flight(user, 3, now + 5000, now + 1000)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 3);
+        assert_eq!(&again[..2], &lost[..]);
+        store
+            .settle_in_flight(user, &again, now + 5000, &again)
+            .await
+            .unwrap();
+        assert_eq!(store.pending(user, now).await.unwrap(), 3);
 
         let connection = format!("conn-{i}-{}", Uuid::new_v4());
-        store.register(&connection, user, now).await.unwrap();
+        let registration = Registration {
+            user_id: user,
+            session_id: Uuid::new_v4(),
+            valid_until_ms: now + 60_000,
+        };
+        store
+            .register(&connection, &registration, now)
+            .await
+            .unwrap();
         assert_eq!(store.user_of(&connection).await.unwrap(), Some(user));
+        assert_eq!(
+            store.registration(&connection).await.unwrap(),
+            Some(registration)
+        );
+        assert_eq!(
+            store.connections(user).await.unwrap(),
+            vec![(connection.clone(), registration.session_id)]
+        );
         match store
             .deliver(user, &envelope("on"), false, now)
             .await
@@ -138,7 +172,10 @@ async fn every_redis_path_runs_on_the_cluster() {
         }
         assert_eq!(store.unregister(&connection).await.unwrap(), Some(user));
         assert_eq!(store.user_of(&connection).await.unwrap(), None);
-        store.register(&connection, user, now).await.unwrap();
+        store
+            .register(&connection, &registration, now)
+            .await
+            .unwrap();
         store.remove(user, &connection).await.unwrap();
         assert_eq!(store.user_of(&connection).await.unwrap(), None);
         assert_eq!(
@@ -284,6 +321,7 @@ async fn failover(wait: Option<&str>) -> FailoverReport {
         ("REDIS_URL", env[0].1.as_str()),
         ("REDIS_CLUSTER", "true"),
         ("INBOX_MAX", "100000"),
+        ("INBOX_MAX_BYTES", "1000000000"),
     ];
     if let Some(w) = wait {
         vars.push(("REDIS_WAIT", w));

@@ -16,7 +16,9 @@ use futures::future::join_all;
 use shared::crypto::tokens::now_secs;
 use shared::model::{KeyUpload, NewAccount, OneTimeKey, Profile, SignedKey};
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
-use shared::storage::{KeyStore, SessionRecord, SessionStore, UserStore};
+use shared::storage::{
+    KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore, UserStore,
+};
 use shared::Error;
 use uuid::Uuid;
 
@@ -86,6 +88,51 @@ fn account(username: &str, one_time: u32, kyber: u32) -> NewAccount {
 
 fn name() -> String {
     format!("user_{:x}", rand::random::<u64>())
+}
+
+/// A freshly registered user's id: sessions are only stored for a user that exists.
+async fn registered(db: &Dynamo) -> Uuid {
+    let a = account(&name(), 1, 0);
+    UserStore::create(db, &a).await.unwrap();
+    a.user_id
+}
+
+/// Once the user is deleted, no session is created or rotated for it: a login or refresh racing
+/// an account deletion cannot leave a session behind.
+async fn sessions_need_the_user(e: Engine) {
+    let db = e.db;
+    let user = registered(&db).await;
+    let (kept, late) = (Uuid::new_v4(), Uuid::new_v4());
+    let exp = now_secs() + 3600;
+    let record = |hash: &str| SessionRecord {
+        refresh_hash: hash.into(),
+        expires_at: exp,
+        previous: None,
+    };
+    assert!(SessionStore::create(db.as_ref(), user, kept, &record("a"))
+        .await
+        .unwrap());
+    UserStore::delete(db.as_ref(), user).await.unwrap();
+    assert!(!SessionStore::create(db.as_ref(), user, late, &record("b"))
+        .await
+        .unwrap());
+    assert_eq!(
+        SessionStore::get(db.as_ref(), user, late).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.rotate(user, kept, "a", &record("c")).await.unwrap(),
+        Rotation::UserGone
+    );
+    assert_eq!(
+        SessionStore::get(db.as_ref(), user, kept).await.unwrap(),
+        Some(record("a"))
+    );
+    assert!(
+        !SessionStore::create(db.as_ref(), Uuid::new_v4(), late, &record("d"))
+            .await
+            .unwrap()
+    );
 }
 
 /// Eight concurrent registrations of one name: one wins, the others get `UsernameTaken` and leave
@@ -225,19 +272,24 @@ async fn uploads_and_counts(e: Engine) {
 /// and its refresh hash cannot be rotated; the TTL attribute is the one the table declares.
 async fn expired_sessions_are_filtered_when_read(e: Engine) {
     let db = e.db;
-    let user = Uuid::new_v4();
+    let user = registered(&db).await;
     let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
     let now = now_secs();
     let record = |hash: &str, expires_at| SessionRecord {
         refresh_hash: hash.into(),
         expires_at,
+        previous: None,
     };
-    SessionStore::create(db.as_ref(), user, live, &record("h1", now + 3600))
-        .await
-        .unwrap();
-    SessionStore::create(db.as_ref(), user, expired, &record("h2", now - 10))
-        .await
-        .unwrap();
+    assert!(
+        SessionStore::create(db.as_ref(), user, live, &record("h1", now + 3600))
+            .await
+            .unwrap()
+    );
+    assert!(
+        SessionStore::create(db.as_ref(), user, expired, &record("h2", now - 10))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         SessionStore::get(db.as_ref(), user, live).await.unwrap(),
         Some(record("h1", now + 3600))
@@ -246,10 +298,11 @@ async fn expired_sessions_are_filtered_when_read(e: Engine) {
         SessionStore::get(db.as_ref(), user, expired).await.unwrap(),
         None
     );
-    assert!(
-        !db.rotate(user, expired, "h2", &record("h3", now + 3600))
+    assert_eq!(
+        db.rotate(user, expired, "h2", &record("h3", now + 3600))
             .await
             .unwrap(),
+        Rotation::Stale,
         "an expired session rotated"
     );
     let raw = db
@@ -285,23 +338,32 @@ async fn expired_sessions_are_filtered_when_read(e: Engine) {
 /// Rotation is conditional on the current hash; deleting all returns every session id.
 async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
     let db = e.db.clone();
-    let user = Uuid::new_v4();
+    let user = registered(&db).await;
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     let exp = now_secs() + 3600;
     for id in &ids {
         let r = SessionRecord {
             refresh_hash: "old".into(),
             expires_at: exp,
+            previous: None,
         };
-        SessionStore::create(db.as_ref(), user, *id, &r)
+        assert!(SessionStore::create(db.as_ref(), user, *id, &r)
             .await
-            .unwrap();
+            .unwrap());
     }
     let next = SessionRecord {
         refresh_hash: "new".into(),
         expires_at: exp + 1,
+        previous: Some(PreviousRefresh {
+            hash: "old".into(),
+            until: exp - 3590,
+            sealed_next: "ab".repeat(32),
+        }),
     };
-    assert!(!db.rotate(user, ids[0], "wrong", &next).await.unwrap());
+    assert_eq!(
+        db.rotate(user, ids[0], "wrong", &next).await.unwrap(),
+        Rotation::Stale
+    );
     // Two concurrent rotations from the same hash: exactly one wins.
     let won = e
         .contend(vec![
@@ -309,7 +371,12 @@ async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
             db.rotate(user, ids[0], "old", &next),
         ])
         .await;
-    assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+    assert_eq!(
+        won.into_iter()
+            .filter(|w| *w.as_ref().unwrap() == Rotation::Rotated)
+            .count(),
+        1
+    );
     assert_eq!(
         SessionStore::get(db.as_ref(), user, ids[0]).await.unwrap(),
         Some(next)
@@ -373,4 +440,5 @@ on_both_engines!(
     expired_sessions_are_filtered_when_read,
     sessions_rotate_conditionally_and_delete_all,
     deleting_a_user_removes_everything,
+    sessions_need_the_user,
 );

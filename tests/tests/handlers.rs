@@ -240,6 +240,10 @@ impl Pusher for Recorder {
             .push((connection_id.to_string(), frame.to_string()));
         Ok(())
     }
+
+    async fn close(&self, _connection_id: &str) -> Result<(), PushError> {
+        Ok(())
+    }
 }
 
 fn ws_event(

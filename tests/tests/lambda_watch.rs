@@ -53,6 +53,9 @@ async fn full_cycle_under_cargo_lambda_watch() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway_addr = listener.local_addr().unwrap();
+    // The functions push through the Management API, which has a loopback listener of its own.
+    let management_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let management_addr = management_listener.local_addr().unwrap();
     let invoke_port = free_port();
     let env_file = std::env::temp_dir().join(format!("{prefix}.env"));
     for var in [
@@ -65,7 +68,7 @@ async fn full_cycle_under_cargo_lambda_watch() {
     }
     env.insert(
         "WS_MANAGEMENT_ENDPOINT".into(),
-        format!("http://{gateway_addr}"),
+        format!("http://{management_addr}"),
     );
     let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(&env_file, lines).unwrap();
@@ -110,6 +113,11 @@ async fn full_cycle_under_cargo_lambda_watch() {
         &format!("http://127.0.0.1:{invoke_port}"),
         shared::config::DEFAULT_MAX_REQUEST_BYTES,
     );
+    tokio::spawn(local_gateway::serve_management(
+        management_listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
     tokio::spawn(local_gateway::serve(
         listener,
         gateway,

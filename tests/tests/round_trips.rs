@@ -140,15 +140,16 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
         dynamo,
         BTreeMap::from([
             ("deleteitem".to_string(), 2),
-            ("getitem".to_string(), 1),
+            // The target's profile, and the requester's account age (read beside its limits).
+            ("getitem".to_string(), 2),
             ("query".to_string(), 2)
         ]),
         "DynamoDB requests per fetch (in two concurrent rounds)"
     );
     assert_eq!(
         per_fetch_redis.values().sum::<u64>(),
-        3 * FETCHES,
-        "revocation check + two buckets: {per_fetch_redis:?}"
+        4 * FETCHES,
+        "revocation check + two requester buckets + the target's bucket: {per_fetch_redis:?}"
     );
 
     let mut b = bob.connect(&counted).await;

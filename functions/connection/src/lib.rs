@@ -31,13 +31,25 @@ pub async fn handler(
         .unwrap_or_default();
     Ok(match ev.request_context.route_key.as_deref() {
         Some("$connect") => match relay
-            .connect(connection_id, ev.query_string_parameters.first("token"))
+            .connect(
+                connection_id,
+                ev.query_string_parameters.first("token"),
+                ev.request_context
+                    .identity
+                    .source_ip
+                    .as_deref()
+                    .unwrap_or_default(),
+            )
             .await
         {
             Ok(_) => reply(200, None),
             Err(e) => {
                 e.log();
-                reply(e.status() as i64, Some(e.to_json().to_string()))
+                let mut r = reply(e.status() as i64, Some(e.to_json().to_string()));
+                if let shared::Error::RateLimited { retry_after_secs } = e {
+                    r.headers.insert("retry-after", retry_after_secs.into());
+                }
+                r
             }
         },
         Some("$disconnect") => {
@@ -48,7 +60,15 @@ pub async fn handler(
         }
         _ => {
             let text = ev.body.as_deref().unwrap_or_default();
-            reply(200, Some(frame(relay, connection_id, text).await.to_json()))
+            match frame(relay, connection_id, text).await {
+                // The session is over (logout, deletion, token expiry): the refusal is the
+                // connection's last frame, written before it is closed.
+                refusal @ ServerFrame::Error { .. } if refusal.code() == Some("unauthorized") => {
+                    relay.end(connection_id, &refusal.to_json()).await;
+                    reply(200, None)
+                }
+                answer => reply(200, Some(answer.to_json())),
+            }
         }
     })
 }
@@ -81,7 +101,7 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
             .list(connection_id)
             .await
             .map(|pending| ServerFrame::Inbox { pending }),
-        ClientFrame::Ping(_) => Ok(ServerFrame::Pong),
+        ClientFrame::Ping(_) => relay.ping(connection_id).await.map(|()| ServerFrame::Pong),
     };
     answer.unwrap_or_else(|e| refused(id, e))
 }

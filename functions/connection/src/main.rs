@@ -3,7 +3,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = shared::Config::from_env()?;
+    let config = shared::Config::load().await?;
     let pusher = shared::storage::apigateway::ManagementApiPusher::from_config(&config).await?;
     let relay = shared::App::from_config(config).await?.relay(pusher);
     run(service_fn(|ev: LambdaEvent<_>| {

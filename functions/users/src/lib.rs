@@ -86,10 +86,10 @@ async fn logout(app: &App, req: &Request) -> Response<Body> {
 /// GET /v1/users?username=NAME
 async fn lookup(app: &App, req: &Request) -> Response<Body> {
     let run = async {
-        app.auth.authenticate(http::bearer(req)).await?;
+        let who = app.auth.authenticate(http::bearer(req)).await?;
         let name = http::query_param(req, "username")
             .ok_or_else(|| Error::invalid("username query parameter is required"))?;
-        app.accounts.lookup(&name).await
+        app.accounts.lookup(&who, &name).await
     };
     http::respond(run.await)
 }

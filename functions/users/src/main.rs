@@ -3,6 +3,9 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = shared::App::from_config(shared::Config::from_env()?).await?;
+    let config = shared::Config::load().await?;
+    // Logout and account deletion close the sessions' WebSocket connections through it.
+    let sockets = shared::storage::apigateway::ManagementApiPusher::from_config(&config).await?;
+    let app = shared::App::from_parts(config, shared::clock::system(), Some(sockets)).await?;
     run(service_fn(|req| users::handler(&app, req))).await
 }

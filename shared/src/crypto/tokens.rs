@@ -93,6 +93,10 @@ impl TokenIssuer {
         self.config.refresh_ttl.as_secs()
     }
 
+    pub fn refresh_grace_secs(&self) -> u64 {
+        self.config.refresh_grace.as_secs()
+    }
+
     pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String> {
         let iat = self.now_secs();
         let claims = Claims {
@@ -170,11 +174,48 @@ impl RefreshToken {
 
     /// What the store keeps: SHA-256 of the secret, hex.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.secret)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&Sha256::digest(self.secret))
     }
+
+    /// A one-time pad only this token's secret yields; domain-separated from `hash`, so what the
+    /// store keeps never reveals it.
+    fn pad(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"relay refresh grace v1\0");
+        h.update(self.secret);
+        h.finalize().into()
+    }
+
+    /// `next`'s secret masked with this token's pad (hex). The store keeps it so that, during the
+    /// grace window, the holder of this (rotated) token can get `next` back, and nobody else can:
+    /// the store never holds a usable refresh token.
+    pub fn seal(&self, next: &RefreshToken) -> String {
+        let pad = self.pad();
+        let masked: Vec<u8> = next.secret.iter().zip(pad).map(|(a, b)| a ^ b).collect();
+        hex(&masked)
+    }
+
+    /// The token `seal` masked, for the same session; None if `sealed` is not one.
+    pub fn unseal(&self, sealed: &str) -> Option<RefreshToken> {
+        if sealed.len() != 64 || !sealed.is_ascii() {
+            return None;
+        }
+        let pad = self.pad();
+        let mut secret = [0u8; 32];
+        for (i, out) in secret.iter_mut().enumerate() {
+            let byte = u8::from_str_radix(&sealed[2 * i..2 * i + 2], 16).ok()?;
+            *out = byte ^ pad[i];
+        }
+        Some(Self {
+            user_id: self.user_id,
+            session_id: self.session_id,
+            secret,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -190,6 +231,7 @@ mod tests {
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(60),
+            refresh_grace: Duration::from_secs(10),
         }
     }
 
@@ -263,5 +305,16 @@ mod tests {
             t.hash()
         );
         assert!(RefreshToken::decode("short").is_err());
+    }
+
+    #[test]
+    fn only_the_previous_token_unseals_its_successor() {
+        let (u, s) = (Uuid::new_v4(), Uuid::new_v4());
+        let (prev, next) = (RefreshToken::generate(u, s), RefreshToken::generate(u, s));
+        let sealed = prev.seal(&next);
+        assert_eq!(prev.unseal(&sealed), Some(next.clone()));
+        assert_ne!(RefreshToken::generate(u, s).unseal(&sealed), Some(next));
+        assert_ne!(sealed, prev.hash(), "the pad must not be the stored hash");
+        assert_eq!(prev.unseal("zz"), None);
     }
 }

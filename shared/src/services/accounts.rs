@@ -5,16 +5,25 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::{limit, Limit};
+use super::{give_back, limit, Limit};
 use crate::config::RateLimits;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::{Principal, RefreshToken, TokenIssuer};
 use crate::error::{Error, Result};
 use crate::model::{
-    LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut,
+    Credentials, LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId,
+    UserOut,
 };
-use crate::storage::{Inbox, RateLimiter, Revocations, SessionRecord, SessionStore, UserStore};
+use crate::storage::{
+    ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher, RateLimiter, Revocations,
+    Rotation, SessionRecord, SessionStore, UserStore,
+};
 use crate::validation;
+
+/// Constant-time comparison of two refresh hashes.
+fn same(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
 
 #[derive(Clone)]
 pub struct Accounts {
@@ -22,6 +31,10 @@ pub struct Accounts {
     pub(crate) sessions: Arc<dyn SessionStore>,
     pub(crate) revocations: Arc<dyn Revocations>,
     pub(crate) inbox: Arc<dyn Inbox>,
+    pub(crate) connections: Arc<dyn ConnectionRegistry>,
+    /// Closes the WebSocket connections of ended sessions; without it (a function that has no
+    /// Management API endpoint) they are refused at their next frame instead.
+    pub(crate) sockets: Option<Arc<dyn Pusher>>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) hashing: PasswordHashing,
     pub(crate) tokens: TokenIssuer,
@@ -61,94 +74,230 @@ impl Accounts {
     /// `POST /v1/sessions`
     pub async fn login(&self, req: LoginRequest, ip: &str) -> Result<TokensOut> {
         self.limit_auth(ip).await?;
-        let failures = Limit::LoginFailures { ip };
-        limit(self.limiter.as_ref(), &self.limits, failures, 0).await?;
-        let creds = match validation::username(&req.username) {
-            Ok(name) => self.users.credentials(&name).await?,
-            Err(_) => None,
+        let name = validation::username(&req.username).ok();
+        let charged = self.charge_login(ip, name.as_deref()).await?;
+        let checked = self.check_password(&req.password, name.as_deref()).await;
+        // Only a wrong password keeps its token; anything else was no guess.
+        if !matches!(checked, Err(Error::InvalidCredentials)) {
+            for which in &charged {
+                give_back(self.limiter.as_ref(), &self.limits, *which, 1).await;
+            }
+        }
+        let creds = match checked {
+            Err(Error::InvalidCredentials) => {
+                tracing::info!(source_ip = ip, "login refused: invalid credentials");
+                return Err(Error::InvalidCredentials);
+            }
+            other => other?,
+        };
+        match self.start_session(creds.user_id).await? {
+            Some(tokens) => Ok(tokens),
+            None => {
+                tracing::info!(source_ip = ip, user_id = %creds.user_id, "login refused: account deleted meanwhile");
+                Err(Error::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Takes a failure token per IP and per username before the password is checked, so that
+    /// concurrent guesses cannot all pass a check made before any of them is charged. Returns
+    /// the buckets charged, for `login` to give back unless the password was wrong.
+    async fn charge_login<'a>(&self, ip: &'a str, name: Option<&'a str>) -> Result<Vec<Limit<'a>>> {
+        let mut charged = Vec::with_capacity(2);
+        let buckets = std::iter::once(Limit::LoginFailures { ip })
+            .chain(name.map(|username| Limit::LoginFailuresUser { username }));
+        for which in buckets {
+            if let Err(e) = limit(self.limiter.as_ref(), &self.limits, which, 1).await {
+                for taken in &charged {
+                    give_back(self.limiter.as_ref(), &self.limits, *taken, 1).await;
+                }
+                if matches!(e, Error::RateLimited { .. }) {
+                    let per = match which {
+                        Limit::LoginFailuresUser { .. } => "username",
+                        _ => "ip",
+                    };
+                    tracing::info!(source_ip = ip, per, "login refused: too many failures");
+                }
+                return Err(e);
+            }
+            charged.push(which);
+        }
+        Ok(charged)
+    }
+
+    /// The credentials if the password is right; `InvalidCredentials` for an unknown or
+    /// malformed name too (verified against a dummy hash, so the time is the same).
+    async fn check_password(&self, password: &str, name: Option<&str>) -> Result<Credentials> {
+        let creds = match name {
+            Some(name) => self.users.credentials(name).await?,
+            None => None,
         };
         let ok = self
             .hashing
-            .verify(
-                &req.password,
-                creds.as_ref().map(|c| c.password_hash.as_str()),
-            )
+            .verify(password, creds.as_ref().map(|c| c.password_hash.as_str()))
             .await?;
-        let Some(creds) = creds.filter(|_| ok) else {
-            // Counting the failure may itself hit the limit; the answer is still "invalid".
-            let _ = limit(self.limiter.as_ref(), &self.limits, failures, 1).await;
-            return Err(Error::InvalidCredentials);
-        };
-        self.start_session(creds.user_id).await
+        creds.filter(|_| ok).ok_or(Error::InvalidCredentials)
     }
 
-    async fn start_session(&self, user_id: UserId) -> Result<TokensOut> {
+    /// A new session, unless the user is gone by the time it is written (then None).
+    async fn start_session(&self, user_id: UserId) -> Result<Option<TokensOut>> {
         let session_id = Uuid::new_v4();
+        // Issued before the session exists: a deletion or logout that finds the session revokes
+        // it for at least as long as this token lives.
+        let access = self.tokens.issue_access(user_id, session_id)?;
         let refresh = RefreshToken::generate(user_id, session_id);
         let record = SessionRecord {
             refresh_hash: refresh.hash(),
             expires_at: self.tokens.now_secs() + self.tokens.refresh_ttl_secs(),
+            previous: None,
         };
-        self.sessions.create(user_id, session_id, &record).await?;
+        if !self.sessions.create(user_id, session_id, &record).await? {
+            return Ok(None);
+        }
         tracing::info!(%user_id, %session_id, "session started");
-        self.tokens_out(user_id, session_id, &refresh)
+        Ok(Some(self.tokens_out(user_id, access, &refresh)))
     }
 
     fn tokens_out(
         &self,
         user_id: UserId,
-        session_id: Uuid,
+        access_token: String,
         refresh: &RefreshToken,
-    ) -> Result<TokensOut> {
-        Ok(TokensOut {
+    ) -> TokensOut {
+        TokensOut {
             user_id,
-            access_token: self.tokens.issue_access(user_id, session_id)?,
+            access_token,
             token_type: "Bearer",
             expires_in: self.tokens.access_ttl_secs(),
             refresh_token: refresh.encode(),
-        })
+        }
     }
 
-    /// `POST /v1/sessions/refresh`: rotation; a token already rotated away revokes the session.
+    /// `POST /v1/sessions/refresh`: rotation. The token rotated away last still yields the same
+    /// successor for `REFRESH_GRACE_SECS` (a lost answer, two refreshes at once); any other
+    /// stale token revokes the session.
     pub async fn refresh(&self, req: RefreshRequest, ip: &str) -> Result<TokensOut> {
         self.limit_auth(ip).await?;
         let presented = RefreshToken::decode(&req.refresh_token)?;
         let (user_id, session_id) = (presented.user_id, presented.session_id);
-        let record = self
+        // Before the session is read, for the reason given in `start_session`.
+        let access = self.tokens.issue_access(user_id, session_id)?;
+        let presented_hash = presented.hash();
+        let mut record = self
             .sessions
             .get(user_id, session_id)
             .await?
             .ok_or(Error::Unauthorized)?;
-        let presented_hash = presented.hash();
-        if !bool::from(
-            presented_hash
-                .as_bytes()
-                .ct_eq(record.refresh_hash.as_bytes()),
-        ) {
-            tracing::warn!(%user_id, %session_id, "rotated refresh token reused: session revoked");
+        if same(&presented_hash, &record.refresh_hash) {
+            let next = RefreshToken::generate(user_id, session_id);
+            let now = self.tokens.now_secs();
+            let grace = self.tokens.refresh_grace_secs();
+            let rotated = SessionRecord {
+                refresh_hash: next.hash(),
+                expires_at: now + self.tokens.refresh_ttl_secs(),
+                previous: (grace > 0).then(|| PreviousRefresh {
+                    hash: presented_hash.clone(),
+                    until: now + grace,
+                    sealed_next: presented.seal(&next),
+                }),
+            };
+            match self
+                .sessions
+                .rotate(user_id, session_id, &presented_hash, &rotated)
+                .await?
+            {
+                Rotation::Rotated => return Ok(self.tokens_out(user_id, access, &next)),
+                Rotation::UserGone => {
+                    tracing::info!(source_ip = ip, %user_id, "refresh refused: account deleted");
+                    self.end_session(user_id, session_id).await?;
+                    return Err(Error::Unauthorized);
+                }
+                // A concurrent refresh with the same token won: its successor is the answer.
+                Rotation::Stale => {
+                    record = self
+                        .sessions
+                        .get(user_id, session_id)
+                        .await?
+                        .ok_or(Error::Unauthorized)?;
+                    if same(&presented_hash, &record.refresh_hash) {
+                        return Err(Error::unavailable(
+                            "rotate session",
+                            "concurrent transactions kept conflicting",
+                        ));
+                    }
+                }
+            }
+        }
+        self.refresh_with_previous(&presented, &presented_hash, &record, access, ip)
+            .await
+    }
+
+    /// A token that is not the session's current one: the previous token within the grace
+    /// window gets the current successor again; anything else is reuse and ends the session.
+    async fn refresh_with_previous(
+        &self,
+        presented: &RefreshToken,
+        presented_hash: &str,
+        record: &SessionRecord,
+        access: String,
+        ip: &str,
+    ) -> Result<TokensOut> {
+        let (user_id, session_id) = (presented.user_id, presented.session_id);
+        let now = self.tokens.now_secs();
+        let successor = record
+            .previous
+            .as_ref()
+            .filter(|p| same(presented_hash, &p.hash) && now < p.until)
+            .and_then(|p| presented.unseal(&p.sealed_next))
+            .filter(|next| same(&next.hash(), &record.refresh_hash));
+        let Some(next) = successor else {
+            tracing::warn!(source_ip = ip, %user_id, %session_id, "rotated refresh token reused: session revoked");
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
-        }
-        let next = RefreshToken::generate(user_id, session_id);
-        let record = SessionRecord {
-            refresh_hash: next.hash(),
-            expires_at: self.tokens.now_secs() + self.tokens.refresh_ttl_secs(),
         };
-        if !self
-            .sessions
-            .rotate(user_id, session_id, &presented_hash, &record)
-            .await?
-        {
-            // Someone rotated this token a moment ago: the same token was used twice.
+        // Rotation checks the user in its transaction; this answer writes nothing, so it looks.
+        if !self.users.exists(user_id).await? {
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         }
-        self.tokens_out(user_id, session_id, &next)
+        tracing::info!(%user_id, %session_id, "refresh repeated within the grace window");
+        Ok(self.tokens_out(user_id, access, &next))
     }
 
     async fn end_session(&self, user_id: UserId, session_id: Uuid) -> Result<()> {
         self.revoke_access(session_id).await?;
-        self.sessions.delete(user_id, session_id).await
+        self.sessions.delete(user_id, session_id).await?;
+        self.close_connections(user_id, Some(session_id)).await;
+        Ok(())
+    }
+
+    /// Closes the user's open WebSocket connections (of one session, or all), after their
+    /// sessions were revoked. A failure is logged, not returned: the session is over either
+    /// way, and the relay refuses a connection of a revoked session at its next frame.
+    async fn close_connections(&self, user_id: UserId, session: Option<Uuid>) {
+        let Some(sockets) = &self.sockets else {
+            return;
+        };
+        let open = match self.connections.connections(user_id).await {
+            Ok(open) => open,
+            Err(e) => return e.log(),
+        };
+        let ended = open
+            .into_iter()
+            .filter(|(_, sid)| session.is_none_or(|s| s == *sid));
+        let closing = ended.map(|(connection_id, _)| async move {
+            match sockets.close(&connection_id).await {
+                Ok(()) | Err(PushError::Gone) => {}
+                Err(PushError::Failed(detail)) => {
+                    tracing::warn!(%connection_id, detail = %detail, "connection not closed")
+                }
+            }
+            if let Err(e) = self.connections.remove(user_id, &connection_id).await {
+                e.log();
+            }
+            tracing::info!(%user_id, %connection_id, "connection of an ended session closed");
+        });
+        futures::future::join_all(closing).await;
     }
 
     /// Access tokens of the session stop working for as long as any could still be accepted.
@@ -166,7 +315,17 @@ impl Accounts {
     }
 
     /// `GET /v1/users?username=`
-    pub async fn lookup(&self, username: &str) -> Result<UserOut> {
+    /// Charged per requester before the name is looked at, so that probing names (valid or
+    /// not, taken or not) costs the same.
+    pub async fn lookup(&self, who: &Principal, username: &str) -> Result<UserOut> {
+        let requester = who.user_id;
+        limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::Lookup { requester },
+            1,
+        )
+        .await?;
         let name = validation::username(username).map_err(|_| Error::UserNotFound)?;
         self.users
             .find_by_name(&name)
@@ -177,11 +336,15 @@ impl Accounts {
     /// `DELETE /v1/users/me`: user, keys, sessions and inbox.
     pub async fn delete(&self, who: &Principal) -> Result<()> {
         self.revoke_access(who.session_id).await?;
+        // The user goes first: sessions are only created or rotated while the user item exists
+        // (conditional writes), so once it is gone the sessions listed next are all there will
+        // ever be, and revoking them ends every token, including a racing login's.
+        self.users.delete(who.user_id).await?;
         for session_id in self.sessions.delete_all(who.user_id).await? {
             self.revoke_access(session_id).await?;
         }
-        self.users.delete(who.user_id).await?;
         self.inbox.close(who.user_id).await?;
+        self.close_connections(who.user_id, None).await;
         tracing::info!(user_id = %who.user_id, "account deleted");
         Ok(())
     }

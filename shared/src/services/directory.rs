@@ -3,28 +3,39 @@
 use std::sync::Arc;
 
 use super::{limit, Limit};
-use crate::config::RateLimits;
+use crate::clock::SharedClock;
+use crate::config::{KeyLimits, RateLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::model::{Bundle, BundleOut, KeyCounts, KeysUploadRequest, UserId};
-use crate::storage::{KeyStore, RateLimiter};
+use crate::model::{Bundle, BundleOut, KeyCounts, KeyUpload, KeysUploadRequest, UserId};
+use crate::storage::{KeyStore, RateLimiter, UserStore};
 
 #[derive(Clone)]
 pub struct KeyDirectory {
     pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) users: Arc<dyn UserStore>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) limits: RateLimits,
+    pub(crate) key_limits: KeyLimits,
+    pub(crate) clock: SharedClock,
 }
 
 impl KeyDirectory {
     /// `PUT /v1/keys`
     pub async fn upload(&self, who: &Principal, req: KeysUploadRequest) -> Result<KeyCounts> {
-        let profile = self
-            .keys
-            .profile(who.user_id)
-            .await?
-            .ok_or(Error::UserNotFound)?;
+        let user = who.user_id;
+        limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::KeysUpload { user },
+            1,
+        )
+        .await?;
+        let (profile, stored) =
+            futures::try_join!(self.keys.profile(user), self.keys.counts(user))?;
+        let profile = profile.ok_or(Error::UserNotFound)?;
         let upload = req.validate(&profile.identity_key)?;
+        within_cap(&stored, &upload, self.key_limits.max_one_time_prekeys)?;
         self.keys.store(who.user_id, &upload).await?;
         tracing::info!(user_id = %who.user_id, one_time = upload.one_time.len(), kyber = upload.kyber_one_time.len(), "keys stored");
         self.keys.counts(who.user_id).await
@@ -38,7 +49,7 @@ impl KeyDirectory {
     /// `GET /v1/users/{user_id}/bundle`
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
         let requester = who.user_id;
-        let (a, b) = futures::join!(
+        let (a, b, is_new) = futures::join!(
             limit(
                 self.limiter.as_ref(),
                 &self.limits,
@@ -51,12 +62,65 @@ impl KeyDirectory {
                 Limit::BundlePair { requester, target },
                 1
             ),
+            self.is_new(requester),
         );
         a.and(b)?;
+        // The target's budget: established requesters share one, accounts younger than
+        // `NEW_ACCOUNT_AGE_SECS` share a smaller one, so throwaway accounts can neither drain a
+        // target's one-time keys (and then lock new contacts out with 412) nor spend the budget
+        // of others. Charged only once the requester's own buckets allowed the fetch.
+        let budget = if is_new? {
+            Limit::BundleTargetNew { target }
+        } else {
+            Limit::BundleTarget { target }
+        };
+        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
         let bundle = self.keys.take_bundle(target).await?;
-        tracing::info!(%requester, %target, one_time_key = bundle.one_time.key_id, "bundle handed out");
+        // Neither party is named: who fetched whose bundle is who is about to talk to whom.
+        tracing::info!("bundle handed out");
         Ok(compose(&bundle))
     }
+}
+
+impl KeyDirectory {
+    /// Whether the requester's account is younger than `NEW_ACCOUNT_AGE_SECS` (read beside the
+    /// requester's rate limits, so it adds no latency).
+    async fn is_new(&self, requester: UserId) -> Result<bool> {
+        let age = self.key_limits.new_account_age.as_secs();
+        if age == 0 {
+            return Ok(false);
+        }
+        Ok(match self.users.created_at(requester).await? {
+            Some(created) => self.clock.now_secs() < created.saturating_add(age),
+            // A token outliving its account gets no more than a new one.
+            None => true,
+        })
+    }
+}
+
+/// Refuses an upload that would leave more one-time keys of a kind than `cap`. Every key of the
+/// upload counts, also one replacing a stored key with the same id (checking which ids exist
+/// would cost a read per key); concurrent uploads may pass together and overshoot by a batch.
+fn within_cap(stored: &KeyCounts, upload: &KeyUpload, cap: u64) -> Result<()> {
+    for (field, stored, adding) in [
+        (
+            "one_time_prekeys",
+            stored.one_time_prekeys,
+            upload.one_time.len(),
+        ),
+        (
+            "kyber_one_time_prekeys",
+            stored.kyber_one_time_prekeys,
+            upload.kyber_one_time.len(),
+        ),
+    ] {
+        if adding > 0 && stored + adding as u64 > cap {
+            return Err(Error::invalid(format!(
+                "{field}: {stored} stored + {adding} uploaded would exceed the limit of {cap} per kind"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a bundle hands out: the profile, the one-time EC prekey taken, and one Kyber prekey —
@@ -88,6 +152,40 @@ mod tests {
             public_key: vec![5; 33],
             signature: vec![7; 64],
         }
+    }
+
+    #[test]
+    fn the_cap_counts_every_uploaded_key_per_kind() {
+        let stored = KeyCounts {
+            one_time_prekeys: 990,
+            kyber_one_time_prekeys: 1000,
+        };
+        let one_time = |n: u32| {
+            (0..n)
+                .map(|key_id| OneTimeKey {
+                    key_id,
+                    public_key: vec![5; 33],
+                })
+                .collect()
+        };
+        let mut upload = KeyUpload {
+            one_time: one_time(10),
+            ..Default::default()
+        };
+        assert!(within_cap(&stored, &upload, 1000).is_ok());
+        upload.one_time = one_time(11);
+        let err = within_cap(&stored, &upload, 1000).unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        assert!(err
+            .public_message()
+            .contains("one_time_prekeys: 990 stored + 11 uploaded"));
+        // A full kind does not block a signed-prekey rotation or keys of the other kind.
+        upload.one_time.clear();
+        upload.signed_prekey = Some(signed(5));
+        assert!(within_cap(&stored, &upload, 1000).is_ok());
+        upload.kyber_one_time = vec![signed(6)];
+        let err = within_cap(&stored, &upload, 1000).unwrap_err();
+        assert!(err.public_message().starts_with("kyber_one_time_prekeys"));
     }
 
     #[test]

@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::auth::Authenticator;
-use super::{limit, Limit};
-use crate::config::{InboxLimits, RateLimits};
+use super::{limit, limit_all, Limit};
+use crate::config::{InboxLimits, RateLimits, RelayTimings};
 use crate::error::{Error, Result};
 use crate::frames::{pack_messages, Delivery, Envelope};
 use crate::model::UserId;
 use crate::storage::{
-    ConnectionRegistry, Delivery as Stored, Inbox, PushError, Pusher, RateLimiter, StoredEnvelope,
-    UserStore,
+    ConnectionRegistry, Delivery as Stored, Inbox, PushError, Pusher, RateLimiter, Registration,
+    StoredEnvelope, UserStore,
 };
 use crate::validation;
 
@@ -30,53 +30,167 @@ pub struct Relay {
     pub(crate) pusher: Arc<dyn Pusher>,
     pub(crate) limits: RateLimits,
     pub(crate) inbox_limits: InboxLimits,
-    /// A connection's user never changes, so a warm function remembers it.
-    pub(crate) senders: Arc<Mutex<HashMap<String, UserId>>>,
+    /// A connection's user and session never change, so a warm function remembers them (and
+    /// when it last found the session alive).
+    pub(crate) senders: Arc<Mutex<HashMap<String, Known>>>,
+    pub(crate) timings: RelayTimings,
+    /// Live connections per user (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
+    pub(crate) max_connections: u32,
     pub(crate) clock: crate::clock::SharedClock,
+}
+
+/// What a warm function remembers of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Known {
+    registration: Registration,
+    /// When the registration was last found in Redis and its session not revoked.
+    checked_at_ms: u64,
 }
 
 impl Relay {
     /// `$connect`: the token must be valid and not revoked.
-    pub async fn connect(&self, connection_id: &str, token: Option<&str>) -> Result<UserId> {
+    pub async fn connect(
+        &self,
+        connection_id: &str,
+        token: Option<&str>,
+        source_ip: &str,
+    ) -> Result<UserId> {
+        // Before the token is checked, so a flood of handshakes costs no verification either.
+        limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::ConnectIp { ip: source_ip },
+            1,
+        )
+        .await?;
         let who = self.auth.authenticate(token).await?;
+        limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::Connect { user: who.user_id },
+            1,
+        )
+        .await?;
+        let now = self.clock.now_ms();
+        let registration = Registration {
+            user_id: who.user_id,
+            session_id: who.session_id,
+            valid_until_ms: who.valid_until.saturating_mul(1000),
+        };
         self.registry
-            .register(connection_id, who.user_id, self.clock.now_ms())
+            .register(connection_id, &registration, now)
             .await?;
-        self.remember(connection_id, who.user_id);
+        self.remember(connection_id, registration, now);
+        self.evict_oldest(who.user_id, connection_id, now).await?;
         tracing::info!(user_id = %who.user_id, connection_id, "connected");
         Ok(who.user_id)
     }
 
+    /// Holds the user to `max_connections`: every send carries the list of the recipient's
+    /// connections, and each costs a push, so an unbounded list is a cost anyone could inflate.
+    /// The registry picks the oldest atomically; they are forgotten, then closed.
+    async fn evict_oldest(&self, user_id: UserId, connection_id: &str, now_ms: u64) -> Result<()> {
+        let evicted = self
+            .registry
+            .evict_over(user_id, connection_id, self.max_connections, now_ms)
+            .await?;
+        for old in evicted {
+            self.forget(&old);
+            self.registry.remove(user_id, &old).await?;
+            match self.pusher.close(&old).await {
+                Ok(()) | Err(PushError::Gone) => {}
+                Err(PushError::Failed(detail)) => tracing::warn!(
+                    connection_id = %old,
+                    detail = %detail,
+                    "closing an evicted connection failed"
+                ),
+            }
+            tracing::info!(%user_id, connection_id = %old, "evicted: over the connection cap");
+        }
+        Ok(())
+    }
+
     /// `$disconnect`
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
-        self.senders
-            .lock()
-            .expect("cache lock")
-            .remove(connection_id);
+        self.forget(connection_id);
         let user = self.registry.unregister(connection_id).await?;
         tracing::info!(user_id = ?user, connection_id, "disconnected");
         Ok(())
     }
 
-    fn remember(&self, connection_id: &str, user_id: UserId) {
+    fn remember(&self, connection_id: &str, registration: Registration, now_ms: u64) {
         let mut cache = self.senders.lock().expect("cache lock");
         if cache.len() >= SENDER_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(connection_id.to_string(), user_id);
+        let known = Known {
+            registration,
+            checked_at_ms: now_ms,
+        };
+        cache.insert(connection_id.to_string(), known);
     }
 
+    fn forget(&self, connection_id: &str) {
+        self.senders
+            .lock()
+            .expect("cache lock")
+            .remove(connection_id);
+    }
+
+    /// The connection's user, while its token is unexpired and its session neither ended nor
+    /// revoked; `Unauthorized` otherwise (the caller then ends the connection: [`Self::end`]).
+    /// Logout and deletion close the session's connections themselves, so Redis is asked again
+    /// only every `session_check` (two GETs), not on every frame.
     async fn sender(&self, connection_id: &str) -> Result<UserId> {
-        if let Some(u) = self.senders.lock().expect("cache lock").get(connection_id) {
-            return Ok(*u);
+        let now = self.clock.now_ms();
+        let known = self
+            .senders
+            .lock()
+            .expect("cache lock")
+            .get(connection_id)
+            .copied();
+        let registration = match known {
+            Some(k) if now < k.checked_at_ms + self.timings.session_check.as_millis() as u64 => {
+                k.registration
+            }
+            _ => {
+                let Some(registration) = self.registry.registration(connection_id).await? else {
+                    self.forget(connection_id);
+                    return Err(Error::Unauthorized);
+                };
+                if self
+                    .auth
+                    .revocations
+                    .is_revoked(registration.session_id)
+                    .await?
+                {
+                    self.forget(connection_id);
+                    return Err(Error::Unauthorized);
+                }
+                self.remember(connection_id, registration, now);
+                registration
+            }
+        };
+        if now >= registration.valid_until_ms {
+            return Err(Error::Unauthorized);
         }
-        let user = self
-            .registry
-            .user_of(connection_id)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        self.remember(connection_id, user);
-        Ok(user)
+        Ok(registration.user_id)
+    }
+
+    /// Ends a connection refused as `unauthorized`: writes `last_frame` (the refusal), then
+    /// closes it, so a client learns why before the socket goes.
+    pub async fn end(&self, connection_id: &str, last_frame: &str) {
+        if let Err(PushError::Failed(detail)) = self.pusher.push(connection_id, last_frame).await {
+            tracing::warn!(connection_id, detail = %detail, "refusal not written");
+        }
+        if let Err(PushError::Failed(detail)) = self.pusher.close(connection_id).await {
+            tracing::warn!(connection_id, detail = %detail, "connection not closed");
+        }
+        self.forget(connection_id);
+        if let Err(e) = self.registry.unregister(connection_id).await {
+            e.log();
+        }
+        tracing::info!(connection_id, "connection ended: session over");
     }
 
     /// `send`: relays `body` (base64) from the connection's user to `to`.
@@ -94,11 +208,23 @@ impl Relay {
         if bytes.len() > self.inbox_limits.max_body_bytes {
             return Err(Error::MessageTooLarge);
         }
-        limit(
+        // One step for the sender's messages, the bytes it may write into Redis and its share of
+        // this one recipient; a refusal by any takes nothing from the others.
+        let body_cost = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        limit_all(
             self.limiter.as_ref(),
             &self.limits,
-            Limit::Messages { sender: from },
-            1,
+            &[
+                (Limit::Messages { sender: from }, 1),
+                (Limit::MessageBytes { sender: from }, body_cost),
+                (
+                    Limit::MessagePair {
+                        sender: from,
+                        recipient: to,
+                    },
+                    1,
+                ),
+            ],
         )
         .await?;
         let now = self.clock.now_ms();
@@ -202,28 +328,74 @@ impl Relay {
         Ok(())
     }
 
-    /// `fetch`: writes the whole inbox to the connection, oldest first; `Ok` means drained.
+    /// `fetch`: writes the inbox to the connection, oldest first; `Ok` means drained. Each batch
+    /// waits in the inbox's in-flight list while it is written, so a function that crashes or
+    /// times out mid-fetch loses nothing (a fetch after the lease puts it back). After
+    /// `fetch_deadline` no further frame is written (the first always is, so every fetch makes
+    /// progress): the rest stays in the inbox and the answer is `FetchUnfinished`.
     pub async fn fetch(&self, connection_id: &str) -> Result<()> {
         let user = self.sender(connection_id).await?;
+        let started = self.clock.now_ms();
+        let deadline = started + self.timings.fetch_deadline.as_millis() as u64;
+        let lease_until = started + self.timings.fetch_lease.as_millis() as u64;
+        let mut wrote = false;
         loop {
-            let batch = self.inbox.pop(user, crate::storage::POP_BATCH).await?;
-            if batch.is_empty() {
-                break;
-            }
             let now = self.clock.now_ms();
-            let live: Vec<StoredEnvelope> =
-                batch.into_iter().filter(|e| !e.is_expired(now)).collect();
-            if let Err((sent, gone)) = self.push_envelopes(connection_id, &live).await {
-                self.inbox.requeue(user, &live[sent..]).await?;
-                if gone {
-                    self.registry.remove(user, connection_id).await?;
+            if wrote && now >= deadline {
+                return match self.inbox.pending(user, now).await? {
+                    0 => Ok(()),
+                    _ => Err(Error::FetchUnfinished),
+                };
+            }
+            let batch = self
+                .inbox
+                .take_in_flight(user, crate::storage::POP_BATCH, lease_until, now)
+                .await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let live: Vec<StoredEnvelope> = batch
+                .iter()
+                .filter(|e| !e.is_expired(now))
+                .cloned()
+                .collect();
+            let (mut sent, mut failure, mut late) = (0, None, false);
+            for (frame, count) in pack_messages(live.iter().map(StoredEnvelope::json)) {
+                if wrote && self.clock.now_ms() >= deadline {
+                    late = true;
+                    break;
                 }
-                return Err(Error::Unavailable(
-                    "connection could not be written; messages kept".into(),
-                ));
+                match self.pusher.push(connection_id, &frame).await {
+                    Ok(()) => (sent, wrote) = (sent + count, true),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            self.inbox
+                .settle_in_flight(user, &batch, lease_until, &live[sent..])
+                .await?;
+            match failure {
+                None if late => return Err(Error::FetchUnfinished),
+                None => {}
+                Some(e) => {
+                    if let PushError::Failed(detail) = &e {
+                        tracing::warn!(connection_id, detail = %detail, "push failed");
+                    } else {
+                        self.registry.remove(user, connection_id).await?;
+                    }
+                    return Err(Error::Unavailable(
+                        "connection could not be written; messages kept".into(),
+                    ));
+                }
             }
         }
-        Ok(())
+    }
+
+    /// `ping`: only a live session's connection is kept alive.
+    pub async fn ping(&self, connection_id: &str) -> Result<()> {
+        self.sender(connection_id).await.map(|_| ())
     }
 
     /// `list`: how many unexpired envelopes wait.

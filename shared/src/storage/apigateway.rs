@@ -1,4 +1,4 @@
-//! `Pusher` over API Gateway's Management API (`PostToConnection`).
+//! `Pusher` over API Gateway's Management API (`PostToConnection`, `DeleteConnection`).
 
 use std::sync::Arc;
 
@@ -41,6 +41,24 @@ impl Pusher for ManagementApiPusher {
             .post_to_connection()
             .connection_id(connection_id)
             .data(Blob::new(frame.as_bytes()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => {
+                Err(PushError::Gone)
+            }
+            Err(e) => Err(PushError::Failed(
+                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string(),
+            )),
+        }
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        match self
+            .client
+            .delete_connection()
+            .connection_id(connection_id)
             .send()
             .await
         {

@@ -22,6 +22,8 @@ pub trait UserStore: Send + Sync {
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
     async fn find_by_name(&self, username: &str) -> Result<Option<UserOut>>;
     async fn exists(&self, user_id: UserId) -> Result<bool>;
+    /// When the account was created (Unix seconds); `None` when it does not exist.
+    async fn created_at(&self, user_id: UserId) -> Result<Option<u64>>;
     /// Removes the account, its keys and its sessions.
     async fn delete(&self, user_id: UserId) -> Result<()>;
 }
@@ -40,21 +42,48 @@ pub trait KeyStore: Send + Sync {
 pub struct SessionRecord {
     pub refresh_hash: String,
     pub expires_at: u64,
+    /// The refresh token the current one replaced, still honoured for a short grace window.
+    pub previous: Option<PreviousRefresh>,
+}
+
+/// A rotated-away refresh token that may still be presented until `until` (Unix s): a client
+/// whose refresh answer was lost, or that refreshed twice at once, gets the same successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousRefresh {
+    pub hash: String,
+    pub until: u64,
+    /// The successor's secret, masked so only the previous token unmasks it (`RefreshToken::seal`).
+    pub sealed_next: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    Rotated,
+    /// The session is gone or expired, or its refresh hash is no longer `old_hash`.
+    Stale,
+    /// The user no longer exists (deleted): nothing was written.
+    UserGone,
 }
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn create(&self, user_id: UserId, session_id: Uuid, record: &SessionRecord)
-        -> Result<()>;
+    /// Stores the session only while the user exists, atomically; false (nothing stored) when
+    /// the user is gone, so a login racing an account deletion cannot leave a session behind.
+    async fn create(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        record: &SessionRecord,
+    ) -> Result<bool>;
     async fn get(&self, user_id: UserId, session_id: Uuid) -> Result<Option<SessionRecord>>;
-    /// Replaces the refresh hash only if it still is `old_hash`; false when it was not.
+    /// Replaces the record only if its refresh hash still is `old_hash` and the user exists.
     async fn rotate(
         &self,
         user_id: UserId,
         session_id: Uuid,
         old_hash: &str,
         next: &SessionRecord,
-    ) -> Result<bool>;
+    ) -> Result<Rotation>;
     async fn delete(&self, user_id: UserId, session_id: Uuid) -> Result<()>;
     /// Deletes every session of the user and returns their ids.
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>>;
@@ -77,6 +106,12 @@ pub enum RateDecision {
 pub trait RateLimiter: Send + Sync {
     /// Takes `cost` tokens from the bucket named `key`. A cost of 0 only asks whether one is left.
     async fn take(&self, key: &str, bucket: Bucket, cost: u32) -> Result<RateDecision>;
+    /// Returns tokens taken for an attempt that turned out not to count (never above capacity).
+    async fn give_back(&self, key: &str, bucket: Bucket, amount: u32) -> Result<()>;
+    /// Takes from several buckets in one atomic step, all or none: when any lacks its cost,
+    /// nothing is taken and the longest wait is returned. On a Redis Cluster the keys must share
+    /// a hash slot (a `{tag}` in each name).
+    async fn take_all(&self, takes: &[(&str, Bucket, u32)]) -> Result<RateDecision>;
 }
 
 /// An envelope as the inbox keeps it: its expiry and its client-facing JSON, kept together so
@@ -125,7 +160,8 @@ pub enum Delivery {
         connections: Vec<String>,
         envelopes: Vec<StoredEnvelope>,
     },
-    /// `online_only` and the recipient is not connected: nothing stored.
+    /// Nothing stored: `online_only` and the recipient is not connected, or the inbox is full
+    /// and the sender holds the largest share of it (or the envelope exceeds the byte cap).
     Dropped,
 }
 
@@ -134,7 +170,7 @@ pub enum Delivery {
 pub trait Inbox: Send + Sync {
     /// Marks the user as having an inbox (at registration).
     async fn open(&self, user_id: UserId) -> Result<()>;
-    /// Erases the inbox and the marker (at account deletion).
+    /// Erases the inbox, the marker and any fetch batch in flight (at account deletion).
     async fn close(&self, user_id: UserId) -> Result<()>;
     /// Stores (unless `online_only`) and, when the recipient is connected, takes the waiting
     /// envelopes for immediate push, in one atomic step.
@@ -147,20 +183,75 @@ pub trait Inbox: Send + Sync {
     ) -> Result<Delivery>;
     /// Takes up to `max` envelopes from the head (oldest first).
     async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>>;
+    /// Moves up to `max` envelopes from the head into the user's in-flight list, leased until
+    /// `lease_until_ms`, so a taker that dies while writing them loses nothing. In the same
+    /// atomic step, envelopes an earlier taker left in flight past their lease (a fetch that
+    /// crashed or timed out) go back to the head first, in their order.
+    async fn take_in_flight(
+        &self,
+        user_id: UserId,
+        max: usize,
+        lease_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>>;
+    /// Ends a batch from [`Inbox::take_in_flight`] (same `lease_until_ms`): drops it from the
+    /// in-flight list and puts `unsent` (the envelopes of it that were not written) back at the
+    /// head in their order, in one atomic step.
+    async fn settle_in_flight(
+        &self,
+        user_id: UserId,
+        batch: &[StoredEnvelope],
+        lease_until_ms: u64,
+        unsent: &[StoredEnvelope],
+    ) -> Result<()>;
     /// Puts envelopes back at the head, in their original order.
     async fn requeue(&self, user_id: UserId, envelopes: &[StoredEnvelope]) -> Result<()>;
     /// Waiting envelopes that have not expired.
     async fn pending(&self, user_id: UserId, now_ms: u64) -> Result<u64>;
 }
 
+/// Who is behind a connection: the user and session of the token it connected with, and when
+/// that token stops being accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration {
+    pub user_id: UserId,
+    pub session_id: Uuid,
+    /// Unix ms from which the connection's token is refused (leeway included).
+    pub valid_until_ms: u64,
+}
+
 #[async_trait]
 pub trait ConnectionRegistry: Send + Sync {
-    async fn register(&self, connection_id: &str, user_id: UserId, now_ms: u64) -> Result<()>;
+    /// Registers the connection until its token stops being accepted (or the gateway's
+    /// connection lifetime ends, whichever comes first).
+    async fn register(
+        &self,
+        connection_id: &str,
+        registration: &Registration,
+        now_ms: u64,
+    ) -> Result<()>;
     /// Forgets the connection; returns whose it was.
     async fn unregister(&self, connection_id: &str) -> Result<Option<UserId>>;
-    async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>>;
+    async fn registration(&self, connection_id: &str) -> Result<Option<Registration>>;
+    async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
+        Ok(self.registration(connection_id).await?.map(|r| r.user_id))
+    }
     /// Forgets a connection found gone while pushing to it.
     async fn remove(&self, user_id: UserId, connection_id: &str) -> Result<()>;
+    /// Keeps the user's `max` most recently connected registrations, `connection_id` (just
+    /// registered) counting as the newest: the older ones leave the user's set in one atomic
+    /// step, so concurrent handshakes cannot pass `max`, and are returned for the caller to
+    /// forget ([`ConnectionRegistry::remove`]) and close.
+    async fn evict_over(
+        &self,
+        user_id: UserId,
+        connection_id: &str,
+        max: u32,
+        now_ms: u64,
+    ) -> Result<Vec<String>>;
+    /// The user's registered connections and the session of each, so logout and deletion can
+    /// close them.
+    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid)>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +266,8 @@ pub enum PushError {
 #[async_trait]
 pub trait Pusher: Send + Sync {
     async fn push(&self, connection_id: &str, frame: &str) -> std::result::Result<(), PushError>;
+    /// Closes the connection (`DeleteConnection` on AWS); `Gone` when it no longer exists.
+    async fn close(&self, connection_id: &str) -> std::result::Result<(), PushError>;
 }
 
 /// Answers whether the backing stores are reachable.

@@ -1,13 +1,84 @@
-//! `SessionStore` on DynamoDB: one item per session under the user's partition.
+//! `SessionStore` on DynamoDB: one item per session under the user's partition. Every write
+//! that starts or extends a session is a transaction with a condition on the user item, so no
+//! session is written once the user is deleted.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    builders::TransactWriteItemsFluentBuilder, TransactWriteItemsError,
+};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 use uuid::Uuid;
 
-use super::items::{get_n, get_s, key, n, s};
-use super::{is_condition_failed, sdk_error, Dynamo};
+use super::items::{get_n, get_s, key, n, s, user_pk};
+use super::{sdk_error, Dynamo, Item};
 use crate::error::Result;
 use crate::model::UserId;
-use crate::storage::{SessionRecord, SessionStore};
+use crate::storage::{PreviousRefresh, Rotation, SessionRecord, SessionStore};
+
+/// Why a transaction of a user check (item 0) and a session write (item 1) did not commit.
+enum Cancelled {
+    UserGone,
+    SessionCondition,
+    /// Another transaction on the same items was in flight; trying again settles it.
+    Conflict,
+}
+
+/// Tries a conflicting transaction this many times before giving up as unavailable.
+const CONFLICT_ATTEMPTS: usize = 4;
+
+impl Dynamo {
+    fn user_exists_check(&self, user_id: UserId) -> TransactWriteItem {
+        let check = ConditionCheck::builder()
+            .table_name(&self.tables.users)
+            .set_key(Some(Item::from([("pk".to_string(), s(user_pk(user_id)))])))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .expect("table, key and condition set");
+        TransactWriteItem::builder().condition_check(check).build()
+    }
+
+    /// Sends the transaction, retrying conflicts; `Err(Ok(reason))` when a condition failed.
+    async fn commit(
+        &self,
+        what: &str,
+        tx: TransactWriteItemsFluentBuilder,
+    ) -> Result<std::result::Result<(), Cancelled>> {
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let e = match tx.clone().send().await {
+                Ok(_) => return Ok(Ok(())),
+                Err(e) => e,
+            };
+            let reasons: Vec<Option<String>> = match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().map(str::to_string))
+                    .collect(),
+                _ => return Err(sdk_error(what, e)),
+            };
+            let is = |i: usize, code: &str| reasons.get(i).and_then(|r| r.as_deref()) == Some(code);
+            let cancelled = if is(0, "ConditionalCheckFailed") {
+                Cancelled::UserGone
+            } else if is(1, "ConditionalCheckFailed") {
+                Cancelled::SessionCondition
+            } else if reasons
+                .iter()
+                .any(|r| r.as_deref() == Some("TransactionConflict"))
+            {
+                Cancelled::Conflict
+            } else {
+                return Err(sdk_error(what, e));
+            };
+            if !matches!(cancelled, Cancelled::Conflict) {
+                return Ok(Err(cancelled));
+            }
+            if attempt < CONFLICT_ATTEMPTS {
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+            }
+        }
+        Ok(Err(Cancelled::Conflict))
+    }
+}
 
 #[async_trait]
 impl SessionStore for Dynamo {
@@ -16,18 +87,28 @@ impl SessionStore for Dynamo {
         user_id: UserId,
         session_id: Uuid,
         record: &SessionRecord,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut item = key(user_id.to_string(), session_id.to_string());
         item.insert("refresh_hash".into(), s(&record.refresh_hash));
         item.insert("expires_at".into(), n(record.expires_at));
-        self.client
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.tables.sessions)
             .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("create session", e))?;
-        Ok(())
+            .build()
+            .expect("table and item set");
+        let tx = self
+            .client
+            .transact_write_items()
+            .transact_items(self.user_exists_check(user_id))
+            .transact_items(TransactWriteItem::builder().put(put).build());
+        match self.commit("create session", tx).await? {
+            Ok(()) => Ok(true),
+            Err(Cancelled::UserGone) => Ok(false),
+            Err(_) => Err(crate::error::Error::unavailable(
+                "dynamodb create session",
+                "transaction kept conflicting".to_string(),
+            )),
+        }
     }
 
     async fn get(&self, user_id: UserId, session_id: Uuid) -> Result<Option<SessionRecord>> {
@@ -43,9 +124,18 @@ impl SessionStore for Dynamo {
         let Some(item) = out.item else {
             return Ok(None);
         };
+        let previous = match item.get("prev_hash") {
+            None => None,
+            Some(_) => Some(PreviousRefresh {
+                hash: get_s(&item, "prev_hash")?.to_string(),
+                until: get_n(&item, "prev_until")?,
+                sealed_next: get_s(&item, "next_sealed")?.to_string(),
+            }),
+        };
         let record = SessionRecord {
             refresh_hash: get_s(&item, "refresh_hash")?.to_string(),
             expires_at: get_n(&item, "expires_at")?,
+            previous,
         };
         // TTL deletion is lazy: an expired item may still be there.
         Ok((record.expires_at > self.clock.now_secs()).then_some(record))
@@ -57,26 +147,42 @@ impl SessionStore for Dynamo {
         session_id: Uuid,
         old_hash: &str,
         next: &SessionRecord,
-    ) -> Result<bool> {
-        let res = self
-            .client
-            .update_item()
+    ) -> Result<Rotation> {
+        let mut update = Update::builder()
             .table_name(&self.tables.sessions)
             .set_key(Some(key(user_id.to_string(), session_id.to_string())))
-            .update_expression("SET refresh_hash = :new, expires_at = :exp")
             // An expired item may outlive its TTL: it must not come back to life.
             .condition_expression("refresh_hash = :old AND expires_at > :now")
             .expression_attribute_values(":new", s(&next.refresh_hash))
             .expression_attribute_values(":exp", n(next.expires_at))
             .expression_attribute_values(":old", s(old_hash))
-            .expression_attribute_values(":now", n(self.clock.now_secs()))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("rotate session", e)),
-        }
+            .expression_attribute_values(":now", n(self.clock.now_secs()));
+        update = match &next.previous {
+            Some(p) => update
+                .update_expression(
+                    "SET refresh_hash = :new, expires_at = :exp, prev_hash = :ph, \
+                     prev_until = :pu, next_sealed = :ns",
+                )
+                .expression_attribute_values(":ph", s(&p.hash))
+                .expression_attribute_values(":pu", n(p.until))
+                .expression_attribute_values(":ns", s(&p.sealed_next)),
+            None => update.update_expression(
+                "SET refresh_hash = :new, expires_at = :exp \
+                 REMOVE prev_hash, prev_until, next_sealed",
+            ),
+        };
+        let update = update.build().expect("table, key and expression set");
+        let tx = self
+            .client
+            .transact_write_items()
+            .transact_items(self.user_exists_check(user_id))
+            .transact_items(TransactWriteItem::builder().update(update).build());
+        Ok(match self.commit("rotate session", tx).await? {
+            Ok(()) => Rotation::Rotated,
+            Err(Cancelled::UserGone) => Rotation::UserGone,
+            // A conflict that never settled: another rotation holds the item, so this one lost.
+            Err(Cancelled::SessionCondition | Cancelled::Conflict) => Rotation::Stale,
+        })
     }
 
     async fn delete(&self, user_id: UserId, session_id: Uuid) -> Result<()> {

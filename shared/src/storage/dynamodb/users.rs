@@ -33,6 +33,16 @@ fn delete(table: &str, key: Item) -> TransactWriteItem {
         .build()
 }
 
+fn is_conflict<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("TransactionConflict")),
+        _ => false,
+    }
+}
+
 fn pk_only(pk: String) -> Item {
     Item::from([("pk".to_string(), s(pk))])
 }
@@ -164,6 +174,19 @@ impl UserStore for Dynamo {
         Ok(out.item.is_some())
     }
 
+    async fn created_at(&self, user_id: UserId) -> Result<Option<u64>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.users)
+            .key("pk", s(user_pk(user_id)))
+            .projection_expression("created_at")
+            .send()
+            .await
+            .map_err(|e| sdk_error("user created_at", e))?;
+        out.item.map(|i| items::get_n(&i, "created_at")).transpose()
+    }
+
     async fn delete(&self, user_id: UserId) -> Result<()> {
         let out = self
             .client
@@ -177,17 +200,28 @@ impl UserStore for Dynamo {
         if let Some(user) = out.item {
             let username = get_s(&user, "username")?;
             // The user, the name claim and the profile go together: after this, bundles are 404.
-            self.client
+            let tx = self
+                .client
                 .transact_write_items()
                 .transact_items(delete(&self.tables.users, pk_only(name_pk(username))))
                 .transact_items(delete(&self.tables.users, pk_only(user_pk(user_id))))
                 .transact_items(delete(
                     &self.tables.keys,
                     key(user_id.to_string(), PROFILE_SK),
-                ))
-                .send()
-                .await
-                .map_err(|e| sdk_error("delete user", e))?;
+                ));
+            // A login or refresh checking the user item at this moment conflicts with this
+            // transaction; theirs are short, so trying again soon succeeds.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match tx.clone().send().await {
+                    Ok(_) => break,
+                    Err(e) if attempt < 4 && is_conflict(&e) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                    }
+                    Err(e) => return Err(sdk_error("delete user", e)),
+                }
+            }
         }
         self.remove_keys(user_id).await
     }

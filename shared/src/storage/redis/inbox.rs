@@ -1,17 +1,25 @@
-//! `Inbox` and `ConnectionRegistry` on Redis lists and sorted sets.
+//! `Inbox` on Redis lists (fetch batches in flight: `in_flight.rs`; the connection registry:
+//! `registry.rs`).
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use std::sync::LazyLock;
-use uuid::Uuid;
 
 use super::{envelope, Lua, RedisStore};
 use crate::error::Result;
 use crate::model::UserId;
-use crate::storage::{ConnectionRegistry, Delivery, Inbox, StoredEnvelope, POP_BATCH};
+use crate::storage::{Delivery, Inbox, StoredEnvelope, POP_BATCH};
 
-static DELIVER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("deliver.lua")));
-static PENDING: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("pending.lua")));
+/// Each inbox script starts with the accounting prelude (Lua has no includes in Redis).
+macro_rules! inbox_script {
+    ($file:literal) => {
+        LazyLock::new(|| Lua::new(concat!(include_str!("accounting.lua"), include_str!($file))))
+    };
+}
+static DELIVER: LazyLock<Lua> = inbox_script!("deliver.lua");
+static PENDING: LazyLock<Lua> = inbox_script!("pending.lua");
+static POP: LazyLock<Lua> = inbox_script!("pop.lua");
+static REQUEUE: LazyLock<Lua> = inbox_script!("requeue.lua");
 
 /// API Gateway closes WebSocket connections after two hours; registrations expire with them.
 pub const CONNECTION_TTL_MS: u64 = 2 * 3600 * 1000;
@@ -30,7 +38,12 @@ impl Inbox for RedisStore {
     async fn close(&self, user_id: UserId) -> Result<()> {
         let _: () = self
             .connection()
-            .del(&[self.marker_key(user_id), self.inbox_key(user_id)])
+            .del(&[
+                self.marker_key(user_id),
+                self.inbox_key(user_id),
+                self.accounting_key(user_id),
+                self.keys.in_flight(user_id),
+            ])
             .await
             .map_err(super::unavailable)?;
         Ok(())
@@ -44,13 +57,19 @@ impl Inbox for RedisStore {
         now_ms: u64,
     ) -> Result<Delivery> {
         let inbox = self.inbox_key(to);
-        let mut call = DELIVER.call(&[&self.marker_key(to), &inbox, &self.conns_key(to)]);
+        let mut call = DELIVER.call(&[
+            &self.marker_key(to),
+            &inbox,
+            &self.conns_key(to),
+            &self.accounting_key(to),
+        ]);
         call.arg(envelope::encode(envelope))
             .arg(self.inbox_max)
             .arg(self.inbox_ttl_secs)
             .arg(now_ms)
             .arg(if online_only { 1 } else { 0 })
-            .arg(POP_BATCH);
+            .arg(POP_BATCH)
+            .arg(self.inbox_max_bytes);
         let (code, connections, envelopes): (i64, Vec<String>, Vec<String>) =
             self.run(&DELIVER, &call).await?;
         Ok(match code {
@@ -68,105 +87,53 @@ impl Inbox for RedisStore {
     }
 
     async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>> {
-        let popped: Option<Vec<String>> = self
-            .connection()
-            .lpop(
-                self.inbox_key(user_id),
-                std::num::NonZeroUsize::new(max.max(1)),
-            )
+        let mut call = POP.call(&[&self.inbox_key(user_id), &self.accounting_key(user_id)]);
+        call.arg(max.max(1));
+        let popped: Vec<String> = self.run(&POP, &call).await?;
+        Ok(popped.iter().map(|e| envelope::decode(e)).collect())
+    }
+
+    async fn take_in_flight(
+        &self,
+        user_id: UserId,
+        max: usize,
+        lease_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>> {
+        self.in_flight_take(user_id, max, lease_until_ms, now_ms)
             .await
-            .map_err(super::unavailable)?;
-        Ok(popped
-            .unwrap_or_default()
-            .iter()
-            .map(|e| envelope::decode(e))
-            .collect())
+    }
+
+    async fn settle_in_flight(
+        &self,
+        user_id: UserId,
+        batch: &[StoredEnvelope],
+        lease_until_ms: u64,
+        unsent: &[StoredEnvelope],
+    ) -> Result<()> {
+        self.in_flight_settle(user_id, batch, lease_until_ms, unsent)
+            .await
     }
 
     async fn requeue(&self, user_id: UserId, envelopes: &[StoredEnvelope]) -> Result<()> {
         if envelopes.is_empty() {
             return Ok(());
         }
-        let key = self.inbox_key(user_id);
-        // LPUSH a b c leaves c b a at the head, so push newest first to keep the original order.
-        let reversed: Vec<String> = envelopes.iter().rev().map(envelope::encode).collect();
-        let max = self.inbox_max as isize;
-        let _: () = redis::pipe()
-            .atomic()
-            .lpush(&key, reversed)
-            .ignore()
-            .ltrim(&key, -max, -1)
-            .ignore()
-            .expire(&key, self.inbox_ttl_secs as i64)
-            .ignore()
-            .query_async(&mut self.connection())
-            .await
-            .map_err(super::unavailable)?;
+        let mut call = REQUEUE.call(&[&self.inbox_key(user_id), &self.accounting_key(user_id)]);
+        call.arg(self.inbox_max)
+            .arg(self.inbox_max_bytes)
+            .arg(self.inbox_ttl_secs);
+        for e in envelopes {
+            call.arg(envelope::encode(e));
+        }
+        let _: i64 = self.run(&REQUEUE, &call).await?;
         self.wait_for_replicas().await;
         Ok(())
     }
 
     async fn pending(&self, user_id: UserId, now_ms: u64) -> Result<u64> {
-        let mut call = PENDING.call(&[&self.inbox_key(user_id)]);
+        let mut call = PENDING.call(&[&self.inbox_key(user_id), &self.accounting_key(user_id)]);
         call.arg(now_ms);
         self.run(&PENDING, &call).await
-    }
-}
-
-/// The user's connection set (`{user}` slot) and the connection → user key (`{connection}` slot)
-/// live in two hash slots, so each change is two single-slot requests sent together. Neither
-/// order leaves a stale entry behind for long: a set member whose key is gone expires by its
-/// score (the deliver script drops it), and the key expires with the connection.
-#[async_trait]
-impl ConnectionRegistry for RedisStore {
-    async fn register(&self, connection_id: &str, user_id: UserId, now_ms: u64) -> Result<()> {
-        let conns = self.conns_key(user_id);
-        let mut by_user = redis::pipe();
-        by_user
-            .atomic()
-            .zadd(&conns, connection_id, now_ms + CONNECTION_TTL_MS)
-            .ignore()
-            .pexpire(&conns, CONNECTION_TTL_MS as i64)
-            .ignore();
-        let (mut a, mut b) = (self.connection(), self.connection());
-        let (set, key): (redis::RedisResult<()>, redis::RedisResult<()>) = futures::join!(
-            by_user.query_async(&mut a),
-            b.pset_ex(
-                self.conn_key(connection_id),
-                user_id.to_string(),
-                CONNECTION_TTL_MS,
-            )
-        );
-        set.map_err(super::unavailable)?;
-        key.map_err(super::unavailable)?;
-        Ok(())
-    }
-
-    async fn unregister(&self, connection_id: &str) -> Result<Option<UserId>> {
-        let user = self.user_of(connection_id).await?;
-        if let Some(user_id) = user {
-            self.remove(user_id, connection_id).await?;
-        }
-        Ok(user)
-    }
-
-    async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
-        let raw: Option<String> = self
-            .connection()
-            .get(self.conn_key(connection_id))
-            .await
-            .map_err(super::unavailable)?;
-        Ok(raw.and_then(|s| Uuid::parse_str(&s).ok()))
-    }
-
-    async fn remove(&self, user_id: UserId, connection_id: &str) -> Result<()> {
-        let (mut a, mut b) = (self.connection(), self.connection());
-        let (set, key): (redis::RedisResult<()>, redis::RedisResult<()>) = futures::join!(
-            a.zrem(self.conns_key(user_id), connection_id),
-            b.del(self.conn_key(connection_id))
-        );
-        set.map_err(super::unavailable)?;
-        key.map_err(super::unavailable)?;
-        Ok(())
     }
 }

@@ -15,6 +15,7 @@ use crate::storage::{RateDecision, RateLimiter, Revocations};
 /// server's — keeps refills consistent whatever the skew between their hosts, inside the one
 /// atomic script. So a test's `ManualClock` does not refill buckets; only waiting does.
 static TOKEN_BUCKET: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_bucket.lua")));
+static TOKEN_BUCKETS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_buckets.lua")));
 
 #[async_trait]
 impl RateLimiter for RedisStore {
@@ -31,6 +32,33 @@ impl RateLimiter for RedisStore {
                 retry_after_ms: retry_after_ms.max(1) as u64,
             }
         })
+    }
+
+    async fn take_all(&self, takes: &[(&str, Bucket, u32)]) -> Result<RateDecision> {
+        let keys: Vec<String> = takes.iter().map(|(k, ..)| self.bucket_key(k)).collect();
+        let mut call = TOKEN_BUCKETS.call(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+        for (_, bucket, cost) in takes {
+            call.arg(bucket.capacity)
+                .arg(bucket.refill_per_ms())
+                .arg(*cost);
+        }
+        let (allowed, retry_after_ms): (i64, i64) = self.run(&TOKEN_BUCKETS, &call).await?;
+        Ok(if allowed == 1 {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after_ms: retry_after_ms.max(1) as u64,
+            }
+        })
+    }
+
+    async fn give_back(&self, key: &str, bucket: Bucket, amount: u32) -> Result<()> {
+        let mut call = TOKEN_BUCKET.call(&[&self.bucket_key(key)]);
+        call.arg(bucket.capacity)
+            .arg(bucket.refill_per_ms())
+            .arg(-i64::from(amount));
+        let _: (i64, i64) = self.run(&TOKEN_BUCKET, &call).await?;
+        Ok(())
     }
 }
 

@@ -8,19 +8,29 @@
 //! | key | slot | used by |
 //! |---|---|---|
 //! | `<prefix>{<user>}:user` (inbox marker) | `{user}` | `open`, `close`, deliver script |
-//! | `<prefix>{<user>}:inbox` | `{user}` | scripts, `pop`, requeue (MULTI), `close` |
-//! | `<prefix>{<user>}:conns` | `{user}` | deliver script, register (MULTI), remove |
-//! | `<prefix>conn:{<connection>}` | `{connection}` | register / remove / `user_of`, alone |
+//! | `<prefix>{<user>}:inbox` | `{user}` | scripts (deliver, pop, requeue, pending), `close` |
+//! | `<prefix>{<user>}:inbox-senders` (bytes per sender) | `{user}` | the same scripts, `close` |
+//! | `<prefix>{<user>}:inflight` (fetch batches being written) | `{user}` | in-flight script, `close` |
+//! | `<prefix>{<user>}:conns` | `{user}` | deliver script, register script, remove (MULTI) |
+//! | `<prefix>{<user>}:conn_sessions` (connection → session) | `{user}` | register script, remove (MULTI), `connections` |
+//! | `<prefix>{<user>}:conn-order` (arrival of each connection) | `{user}` | evict script |
+//! | `<prefix>conn:{<connection>}` | `{connection}` | register / remove / `registration`, alone |
 //! | `<prefix>revoked:<session>` | its own | `revoke`, `is_revoked`, alone |
 //! | `<prefix>rl:<name>` | its own | token-bucket script, its only key |
+//! | `<prefix>rl:msg…:{<sender>}…` (a send's three buckets) | `{sender}` | `token_buckets.lua`, all three at once |
+//!
+//! Every change to an inbox list goes through a script that also keeps its `inbox-senders` hash
+//! (`accounting.lua`): the byte cap and the refusal of a dominant sender read it.
 //!
 //! Registering a connection writes two slots (the user's set and the connection → user key), so
-//! it is two single-slot requests, not one transaction: see `ConnectionRegistry` in `inbox.rs`.
+//! it is two single-slot requests, not one transaction: see `registry.rs`.
 
+mod in_flight;
 mod inbox;
 pub use inbox::CONNECTION_TTL_MS;
 mod envelope;
 mod keys;
+mod registry;
 pub use keys::RedisKeys;
 mod limits;
 
@@ -145,6 +155,7 @@ pub struct RedisStore {
     conn: RedisConnection,
     keys: RedisKeys,
     inbox_max: u32,
+    inbox_max_bytes: u64,
     inbox_ttl_secs: u64,
     wait: Option<std::sync::Arc<ReplicaWait>>,
     /// Revocation lifetimes follow it: `App::assemble` hands over the App's clock. (Token
@@ -163,6 +174,7 @@ impl RedisStore {
             conn: conn.into(),
             keys: RedisKeys::new(prefix),
             inbox_max: inbox.max_messages,
+            inbox_max_bytes: inbox.max_bytes,
             inbox_ttl_secs: inbox.ttl.as_secs(),
             wait: None,
             clock: crate::clock::system(),
@@ -202,6 +214,10 @@ impl RedisStore {
 
     pub fn inbox_key(&self, user_id: Uuid) -> String {
         self.keys.inbox(user_id)
+    }
+
+    fn accounting_key(&self, user_id: Uuid) -> String {
+        self.keys.inbox_accounting(user_id)
     }
 
     fn marker_key(&self, user_id: Uuid) -> String {

@@ -1,11 +1,5 @@
--- Drops expired envelopes from the head (the oldest) and counts what is left. An entry is
--- `<expires_at_ms>|<json>` (storage/redis/envelope.rs writes it).
--- KEYS: 1 inbox list. ARGV: 1 now ms.
-local now = tonumber(ARGV[1])
-while true do
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  if not head then return 0 end
-  local exp = tonumber(string.match(head, '^(%d+)|'))
-  if exp and exp <= now then redis.call('LPOP', KEYS[1]) else break end
-end
+-- Drops expired envelopes from the head (the oldest) and counts what is left. (After
+-- accounting.lua.) KEYS: 1 inbox list, 2 inbox accounting. ARGV: 1 now ms.
+drop_expired(KEYS[1], KEYS[2], tonumber(ARGV[1]))
+settle(KEYS[1], KEYS[2])
 return redis.call('LLEN', KEYS[1])

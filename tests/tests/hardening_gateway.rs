@@ -1,0 +1,302 @@
+//! Issue 12, findings 7, 9 (close code) and 10: what a hostile or careless client does to the
+//! gateway and the connection registry, over real WebSockets against a real stack.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use redis::AsyncCommands;
+use relay_tests::{Stack, User, Ws};
+use serde_json::{json, Value};
+use shared::validation::base64;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Waits for the server to end the connection: true on a Close frame or the end of the stream,
+/// false if it is still open after `wait` (frames on the way are skipped).
+async fn closed_within(ws: &mut Ws, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.stream.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// A `ping` answered: the connection is open and served.
+async fn answers_ping(ws: &mut Ws) -> bool {
+    if ws
+        .stream
+        .send(Message::Text(json!({"action": "ping"}).to_string().into()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let frame: Value = serde_json::from_str(&t).expect("json frame");
+                if frame["type"] == "pong" {
+                    return true;
+                }
+            }
+            Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return false,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("neither a pong nor a close within 5 s"),
+        }
+    }
+}
+
+async fn registered_connections(stack: &Stack, user: &User) -> usize {
+    let key = stack
+        .redis_keys()
+        .conns(uuid::Uuid::parse_str(&user.user_id).unwrap());
+    stack.redis().await.zcard(key).await.expect("ZCARD")
+}
+
+/// The handshake's refusal: status and `retry-after`.
+async fn refused_handshake(url: &str) -> (u16, Option<String>) {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => (101, None),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (
+            resp.status().as_u16(),
+            resp.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string()),
+        ),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+// Finding 10: the Management API writes to any connection whose id one knows; it must not be
+// reachable where clients are.
+#[tokio::test]
+async fn the_management_api_is_not_served_on_the_public_port() {
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let _live = bob.connect(&stack).await;
+    for method in ["POST", "GET", "DELETE"] {
+        let resp = stack
+            .http
+            .request(
+                method.parse().unwrap(),
+                stack.url("/@connections/AAAAAAAAAAAAAAAA"),
+            )
+            .body(r#"{"type":"messages","messages":[]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            404,
+            "{method} /@connections on the public port"
+        );
+    }
+    // It is served on its own (loopback) listener, as API Gateway's Management API would answer.
+    let management = stack.management.expect("the stack's management listener");
+    let resp = stack
+        .http
+        .post(format!("http://{management}/@connections/AAAAAAAAAAAAAAAA"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 410, "unknown connection: Gone");
+}
+
+// Finding 9 (close code): API Gateway closes with 1009 for a message over 128 KB.
+#[tokio::test]
+async fn an_oversize_frame_closes_with_1009() {
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut ws = bob.connect(&stack).await;
+    let big = "x".repeat(200 * 1024);
+    // The server may stop reading mid-frame; the write's outcome does not matter.
+    let _ = ws.stream.send(Message::Text(big.into())).await;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.stream.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break Some(u16::from(frame.code)),
+            Ok(Some(Ok(Message::Close(None)))) => break None,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no Close frame (abnormal closure, 1006): {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1009));
+    let mut fresh = bob.connect(&stack).await;
+    assert!(answers_ping(&mut fresh).await, "the gateway still serves");
+}
+
+fn numbered_body(i: u32) -> Vec<u8> {
+    let mut body = i.to_be_bytes().to_vec();
+    body.extend(std::iter::repeat_n(0xa5u8, 32 * 1024));
+    body
+}
+
+fn numbers_in(frame: &Value) -> Vec<u32> {
+    frame["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|e| {
+            let body = base64("body", e["body"].as_str().unwrap()).unwrap();
+            u32::from_be_bytes(body[..4].try_into().unwrap())
+        })
+        .collect()
+}
+
+// Finding 10: a recipient that never reads must not make the gateway queue without bound; it is
+// dropped, and what it did not take stays in its inbox.
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_and_its_messages_are_kept() {
+    const SENDERS: u32 = 8;
+    const EACH: u32 = 40;
+    let stack = Stack::with_env(&[
+        ("RELAY_WS_QUEUE_BYTES", "262144"),
+        // Room in the inbox for everything sent here (about 14 MB).
+        ("INBOX_MAX_BYTES", "100000000"),
+    ])
+    .await;
+    let (alice, bob) = User::pair(&stack).await;
+    // Bob's socket takes little and is never read while the messages are sent.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(stack.addr).await.unwrap();
+    let (mut silent, _) = tokio_tungstenite::client_async(stack.ws_url(&bob.access), tcp)
+        .await
+        .expect("handshake");
+
+    let sends = (0..SENDERS).map(|s| {
+        let (stack, alice, to) = (&stack, &alice, bob.user_id.clone());
+        async move {
+            let mut ws = alice.connect(stack).await;
+            for i in s * EACH..(s + 1) * EACH {
+                let reply = ws
+                    .send_message(&to, &i.to_string(), &numbered_body(i))
+                    .await;
+                assert_eq!(reply["type"], "sent", "{reply}");
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(sends))
+        .await
+        .expect("sends stalled behind a recipient that does not read");
+
+    // What reached Bob's socket before the gateway dropped it is still readable; then it ends.
+    let mut received = BTreeSet::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(msg)) = silent.next().await {
+            if let Message::Text(t) = msg {
+                let frame: Value = serde_json::from_str(&t).unwrap();
+                if frame["type"] == "messages" {
+                    received.extend(numbers_in(&frame));
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open though its client never read"
+    );
+
+    let mut b = bob.connect(&stack).await;
+    let fetched: Vec<u32> = b
+        .fetch_all()
+        .await
+        .iter()
+        .map(|e| numbers_in(&json!({ "messages": [e] }))[0])
+        .collect();
+    assert!(
+        !fetched.is_empty(),
+        "nothing was put back: the connection was never dropped with pushes pending"
+    );
+    let all: BTreeSet<u32> = received.iter().chain(&fetched).copied().collect();
+    let sent: BTreeSet<u32> = (0..SENDERS * EACH).collect();
+    assert_eq!(all, sent, "messages lost");
+}
+
+// Finding 7: connections per user are capped; the oldest goes.
+#[tokio::test]
+async fn past_the_cap_the_oldest_connections_are_closed() {
+    let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "3")]).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut conns = Vec::new();
+    for _ in 0..5 {
+        conns.push(bob.connect(&stack).await);
+    }
+    for (i, ws) in conns.iter_mut().enumerate() {
+        if i < 2 {
+            assert!(
+                closed_within(ws, Duration::from_secs(5)).await,
+                "connection {i} (among the oldest) still open"
+            );
+        } else {
+            assert!(answers_ping(ws).await, "connection {i} (newest) closed");
+        }
+    }
+    assert_eq!(registered_connections(&stack, &bob).await, 3);
+    // Messages reach one of the connections kept: the push was written before the reply, so
+    // it comes before the pong on whichever got it.
+    let alice = User::create(&stack, 1, 0).await;
+    let mut a = alice.connect(&stack).await;
+    let reply = a.send_message(&bob.user_id, "m", b"hi").await;
+    assert_eq!(reply["delivery"], "delivered");
+    let mut pushed = Vec::new();
+    for ws in &mut conns[2..] {
+        ws.send(json!({"action": "ping"})).await;
+        ws.until("pong", &mut pushed).await;
+    }
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+}
+
+// Finding 7, with real concurrency: 50 handshakes at once with one token.
+#[tokio::test]
+async fn concurrent_handshakes_with_one_token_stay_within_the_cap() {
+    const CAP: usize = 5;
+    let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "5")]).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let url = stack.ws_url(&bob.access);
+    let conns = futures::future::join_all((0..50).map(|_| Ws::connect(&url))).await;
+    let mut conns: Vec<Ws> = conns.into_iter().map(|c| c.expect("handshake")).collect();
+    assert!(registered_connections(&stack, &bob).await <= CAP);
+    let open = futures::future::join_all(conns.iter_mut().map(answers_ping)).await;
+    let open = open.iter().filter(|o| **o).count();
+    assert!(
+        (1..=CAP).contains(&open),
+        "{open} connections open, cap {CAP}"
+    );
+}
+
+// Finding 7: `$connect` is rate-limited per user...
+#[tokio::test]
+async fn handshakes_are_rate_limited_per_user() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_CONNECT", "3/3600")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(bob.connect(&stack).await);
+    }
+    let (status, retry_after) = refused_handshake(&stack.ws_url(&bob.access)).await;
+    assert_eq!(status, 429, "the 4th handshake of one user");
+    let secs: u64 = retry_after.expect("retry-after").parse().unwrap();
+    assert!(secs >= 1);
+    assert!(alice.connect(&stack).await.stream.close(None).await.is_ok());
+}
+
+// ...and per client IP.
+#[tokio::test]
+async fn handshakes_are_rate_limited_per_ip() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_CONNECT_IP", "3/3600")]).await;
+    let carol = User::create(&stack, 1, 0).await;
+    for _ in 0..3 {
+        assert_eq!(refused_handshake(&stack.ws_url("not-a-token")).await.0, 401);
+    }
+    // Counted before the token: a valid one from the same address is refused too.
+    assert_eq!(
+        refused_handshake(&stack.ws_url(&carol.access)).await.0,
+        429,
+        "the 4th handshake from one address"
+    );
+}

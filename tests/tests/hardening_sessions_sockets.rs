@@ -1,0 +1,185 @@
+//! Issue 12, finding 2: an open WebSocket ends with its session. Logout, refresh-token reuse and
+//! account deletion close the session's (or the user's) connections; a frame on a connection
+//! whose token has expired is refused with `unauthorized` and the connection closed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use relay_tests::client::{delete_auth, post};
+use relay_tests::{Stack, User, Ws};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Whether the server closes the connection within `wait` (a Close frame or the end of the
+/// stream); the text frames read on the way are returned too.
+async fn closed_within(ws: &mut Ws, wait: Duration) -> (bool, Vec<Value>) {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.stream.next()).await {
+            Err(_) => return (false, frames),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (true, frames),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                frames.push(serde_json::from_str(&t).expect("json frame"))
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The connection is open and served: a ping gets its pong.
+async fn assert_alive(ws: &mut Ws) {
+    ws.send(json!({"action": "ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+}
+
+/// Another session of `user` (a second login, e.g. another device): its access and refresh
+/// tokens.
+async fn login(stack: &Stack, user: &User) -> (String, String) {
+    let (status, tokens) = post(
+        stack,
+        "/v1/sessions",
+        &json!({"username": user.username, "password": user.password}),
+    )
+    .await;
+    assert_eq!(status, 200, "login: {tokens}");
+    (
+        tokens["access_token"].as_str().unwrap().to_string(),
+        tokens["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn connect(stack: &Stack, access: &str) -> Ws {
+    Ws::connect(&stack.ws_url(access)).await.expect("handshake")
+}
+
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn logout_closes_the_sessions_sockets_and_no_other() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let (other_access, _) = login(&stack, &alice).await;
+    let mut first = connect(&stack, &alice.access).await;
+    let mut second = connect(&stack, &alice.access).await;
+    let mut other = connect(&stack, &other_access).await;
+    assert_alive(&mut first).await;
+
+    assert_eq!(
+        delete_auth(&stack, "/v1/sessions/current", &alice.access).await,
+        204
+    );
+    for ws in [&mut first, &mut second] {
+        let (closed, frames) = closed_within(ws, CLOSE_WAIT).await;
+        assert!(
+            closed,
+            "a socket of the ended session stays open ({frames:?})"
+        );
+    }
+    assert_alive(&mut other).await;
+    let (closed, _) = closed_within(&mut other, Duration::from_millis(300)).await;
+    assert!(!closed, "the other session's socket was closed");
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_closes_the_sessions_sockets() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let (other_access, _) = login(&stack, &alice).await;
+    let mut ws = connect(&stack, &alice.access).await;
+    let mut other = connect(&stack, &other_access).await;
+    let mut refresh = alice.refresh.clone();
+    let stolen = refresh.clone();
+    for _ in 0..2 {
+        let (status, tokens) = post(
+            &stack,
+            "/v1/sessions/refresh",
+            &json!({"refresh_token": refresh}),
+        )
+        .await;
+        assert_eq!(status, 200, "refresh: {tokens}");
+        refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    }
+    // A token two rotations old: reuse, which ends the session.
+    let (status, _) = post(
+        &stack,
+        "/v1/sessions/refresh",
+        &json!({"refresh_token": stolen}),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let (closed, frames) = closed_within(&mut ws, CLOSE_WAIT).await;
+    assert!(
+        closed,
+        "the revoked session's socket stays open ({frames:?})"
+    );
+    assert_alive(&mut other).await;
+}
+
+#[tokio::test]
+async fn account_deletion_closes_every_socket_of_the_user() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let (other_access, _) = login(&stack, &alice).await;
+    let mut sockets = vec![
+        connect(&stack, &alice.access).await,
+        connect(&stack, &other_access).await,
+    ];
+    let mut bobs = bob.connect(&stack).await;
+
+    assert_eq!(
+        delete_auth(&stack, "/v1/users/me", &alice.access).await,
+        204
+    );
+    for ws in &mut sockets {
+        let (closed, frames) = closed_within(ws, CLOSE_WAIT).await;
+        assert!(
+            closed,
+            "a socket of the deleted user stays open ({frames:?})"
+        );
+    }
+    assert_alive(&mut bobs).await;
+}
+
+#[tokio::test]
+async fn a_frame_after_the_token_expired_is_refused_and_the_socket_closed() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut ws = alice.connect(&stack).await;
+    assert_alive(&mut ws).await;
+
+    let jwt = &stack.config.jwt;
+    stack.advance(jwt.access_ttl + jwt.leeway + Duration::from_secs(1));
+    ws.send(json!({"action": "send", "to": bob.user_id, "id": "late", "body": "aGk="}))
+        .await;
+    let (closed, frames) = closed_within(&mut ws, CLOSE_WAIT).await;
+    assert_eq!(frames.len(), 1, "one refusal, then the close: {frames:?}");
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["code"], "unauthorized");
+    assert_eq!(frames[0]["id"], "late");
+    assert!(closed, "the expired connection stays open");
+
+    // Nothing was relayed for the refused frame.
+    let (status, tokens) = post(
+        &stack,
+        "/v1/sessions",
+        &json!({"username": bob.username, "password": bob.password}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut bobs = connect(&stack, tokens["access_token"].as_str().unwrap()).await;
+    assert!(bobs.fetch_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_within_its_token_lifetime_keeps_working() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut ws = alice.connect(&stack).await;
+    // Past the session re-check interval, well before expiry: still served.
+    stack.advance(stack.config.relay.session_check + Duration::from_secs(1));
+    let reply = ws.send_message(&bob.user_id, "m", b"hi").await;
+    assert_eq!(reply["type"], "sent", "{reply}");
+    assert_eq!(reply["delivery"], "queued");
+}
