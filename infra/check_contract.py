@@ -43,7 +43,15 @@ def load_routes(path: Path | None) -> dict:
     return json.loads(out.stdout)
 
 
-GLOBAL_ENV = {"REDIS_URL", "REDIS_CLUSTER", "RELAY_TABLE_PREFIX", "JWT_SECRET", "RUST_LOG", "RELAY_LOG_FORMAT"}
+GLOBAL_ENV = {
+    "REDIS_URL",
+    "REDIS_URL_SECRET_ID",
+    "REDIS_CLUSTER",
+    "RELAY_TABLE_PREFIX",
+    "JWT_SECRET_ID",
+    "RUST_LOG",
+    "RELAY_LOG_FORMAT",
+}
 
 
 def plain(value):
@@ -90,11 +98,18 @@ def check(template: dict, table: dict) -> list[str]:
     cluster = env.get("REDIS_CLUSTER")
     if not (isinstance(cluster, dict) and (cluster.get("Fn::If") or [None, None])[:2] == ["UseServerlessRedis", "true"]):
         errors.append('REDIS_CLUSTER must be "true" when UseServerlessRedis (ElastiCache Serverless is a cluster)')
-    jwt = env.get("JWT_SECRET")
-    if not (isinstance(jwt, dict) and "{{resolve:secretsmanager:" in json.dumps(jwt)) and not (
-        isinstance(jwt, str) and jwt.startswith("{{resolve:")
-    ):
-        errors.append("JWT_SECRET must be a Secrets Manager dynamic reference, never a literal")
+    # Secrets are read by the functions at cold start: the configuration holds ids, never values.
+    if "JWT_SECRET" in env:
+        errors.append("JWT_SECRET must not be in the functions' environment (set JWT_SECRET_ID)")
+    if env.get("JWT_SECRET_ID") != {"Ref": "JwtSecretId"}:
+        errors.append("JWT_SECRET_ID must be the JwtSecretId parameter")
+    for logical_id, res in resources.items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        role = ((res.get("Properties") or {}).get("Role") or {}).get("Fn::GetAtt", [None])[0]
+        policies = json.dumps(((resources.get(role) or {}).get("Properties") or {}).get("Policies"))
+        if "secretsmanager:GetSecretValue" not in policies or "${JwtSecretId}-??????" not in policies:
+            errors.append(f"{logical_id}: its role must be allowed GetSecretValue on the JWT secret only")
     # The connection function pushes and closes; the users function closes ended sessions' sockets.
     for function in ("ConnectionFunction", "UsersFunction"):
         fn_env = (((resources.get(function) or {}).get("Properties") or {}).get("Environment") or {}).get(
