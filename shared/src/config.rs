@@ -74,6 +74,8 @@ pub struct RateLimits {
     pub connect: Bucket,
     /// WebSocket handshakes (`$connect`) per client IP, counted before the token is checked.
     pub connect_ip: Bucket,
+    /// Client frames of any kind per user (a `send` also counts against `messages`).
+    pub frames: Bucket,
 }
 
 impl Default for RateLimits {
@@ -110,6 +112,9 @@ impl Default for RateLimits {
             // Wider, as many users may share one address (carrier NAT), yet a token-guessing
             // or reconnect flood from one host is slowed to 2 a second.
             connect_ip: Bucket::new(120, 60),
+            // Above `messages`, so that limit stays the one a sender meets; what it bounds is
+            // the frames that cost a Redis round trip without sending (fetch, list, ping).
+            frames: Bucket::new(300, 1),
         }
     }
 }
@@ -349,6 +354,7 @@ impl Config {
                 message_pair: env.bucket("RATE_LIMIT_MESSAGE_PAIR", defaults.message_pair)?,
                 connect: env.bucket("RATE_LIMIT_CONNECT", defaults.connect)?,
                 connect_ip: env.bucket("RATE_LIMIT_CONNECT_IP", defaults.connect_ip)?,
+                frames: env.bucket("RATE_LIMIT_FRAMES", defaults.frames)?,
             },
             keys: KeyLimits {
                 max_one_time_prekeys,

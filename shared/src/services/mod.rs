@@ -41,6 +41,8 @@ pub enum Limit<'a> {
     Connect { user: UserId },
     /// WebSocket handshakes per client IP, before the token is checked (`RATE_LIMIT_CONNECT_IP`).
     ConnectIp { ip: &'a str },
+    /// Client frames of any kind per user (`RATE_LIMIT_FRAMES`).
+    Frames { user: UserId },
 }
 
 impl Limit<'_> {
@@ -62,6 +64,8 @@ impl Limit<'_> {
             Self::MessagePair { sender, recipient } => format!("msg:{{{sender}}}:{recipient}"),
             Self::Connect { user } => format!("connect:{user}"),
             Self::ConnectIp { ip } => format!("connect-ip:{ip}"),
+            // In the sender's slot: a send takes it with the message limits in one script.
+            Self::Frames { user } => format!("frames:{{{user}}}"),
         }
     }
 
@@ -81,6 +85,7 @@ impl Limit<'_> {
             Self::MessagePair { .. } => limits.message_pair,
             Self::Connect { .. } => limits.connect,
             Self::ConnectIp { .. } => limits.connect_ip,
+            Self::Frames { .. } => limits.frames,
         }
     }
 }
@@ -161,6 +166,7 @@ mod tests {
             key[open + 1..close].to_string()
         };
         for l in [
+            Limit::Frames { user: sender },
             Limit::Messages { sender },
             Limit::MessageBytes { sender },
             Limit::MessagePair { sender, recipient },
@@ -193,6 +199,7 @@ mod tests {
             },
             Limit::Connect { user: a },
             Limit::ConnectIp { ip: "203.0.113.7" },
+            Limit::Frames { user: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -211,6 +218,7 @@ mod tests {
             message_pair: Bucket::new(7, 1),
             connect: Bucket::new(8, 1),
             connect_ip: Bucket::new(9, 1),
+            frames: Bucket::new(10, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
@@ -230,6 +238,7 @@ mod tests {
                 limits.message_pair,
                 limits.connect,
                 limits.connect_ip,
+                limits.frames,
             ]
         );
     }

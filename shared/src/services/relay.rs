@@ -215,6 +215,7 @@ impl Relay {
             self.limiter.as_ref(),
             &self.limits,
             &[
+                (Limit::Frames { user: from }, 1),
                 (Limit::Messages { sender: from }, 1),
                 (Limit::MessageBytes { sender: from }, body_cost),
                 (
@@ -334,7 +335,7 @@ impl Relay {
     /// `fetch_deadline` no further frame is written (the first always is, so every fetch makes
     /// progress): the rest stays in the inbox and the answer is `FetchUnfinished`.
     pub async fn fetch(&self, connection_id: &str) -> Result<()> {
-        let user = self.sender(connection_id).await?;
+        let user = self.frame_from(connection_id).await?;
         let started = self.clock.now_ms();
         let deadline = started + self.timings.fetch_deadline.as_millis() as u64;
         let lease_until = started + self.timings.fetch_lease.as_millis() as u64;
@@ -395,12 +396,26 @@ impl Relay {
 
     /// `ping`: only a live session's connection is kept alive.
     pub async fn ping(&self, connection_id: &str) -> Result<()> {
-        self.sender(connection_id).await.map(|_| ())
+        self.frame_from(connection_id).await.map(|_| ())
+    }
+
+    /// The connection's user, once the frame has been counted against the user's frame limit
+    /// (`send` counts it with the message limits instead).
+    async fn frame_from(&self, connection_id: &str) -> Result<UserId> {
+        let user = self.sender(connection_id).await?;
+        limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::Frames { user },
+            1,
+        )
+        .await?;
+        Ok(user)
     }
 
     /// `list`: how many unexpired envelopes wait.
     pub async fn list(&self, connection_id: &str) -> Result<u64> {
-        let user = self.sender(connection_id).await?;
+        let user = self.frame_from(connection_id).await?;
         self.inbox.pending(user, self.clock.now_ms()).await
     }
 }
