@@ -120,6 +120,58 @@ pub async fn delete_auth(stack: &Stack, path: &str, token: &str) -> u16 {
     send(request).await.status().as_u16()
 }
 
+/// `POST /v1/sessions`, the response as it came (for its headers).
+pub async fn login_response(stack: &Stack, username: &str, password: &str) -> reqwest::Response {
+    let body = json!({"username": username, "password": password});
+    send(stack.http.post(stack.url("/v1/sessions")).json(&body)).await
+}
+
+/// `POST /v1/sessions`: the status and the body.
+pub async fn login(stack: &Stack, username: &str, password: &str) -> (u16, Value) {
+    status_json(login_response(stack, username, password).await).await
+}
+
+/// A successful login: the new session's access and refresh tokens.
+pub async fn session(stack: &Stack, username: &str, password: &str) -> (String, String) {
+    let (status, tokens) = login(stack, username, password).await;
+    assert_eq!(status, 200, "login: {tokens}");
+    (
+        tokens["access_token"].as_str().expect("access").to_string(),
+        tokens["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_string(),
+    )
+}
+
+/// `POST /v1/sessions/refresh`: the status and the body.
+pub async fn refresh(stack: &Stack, refresh_token: &str) -> (u16, Value) {
+    post(
+        stack,
+        "/v1/sessions/refresh",
+        &json!({"refresh_token": refresh_token}),
+    )
+    .await
+}
+
+/// Asserts that `r` carries a `Retry-After` of 1 to `max_secs` seconds.
+pub fn assert_retry_after(r: &reqwest::Response, max_secs: u64) {
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=max_secs).contains(&retry), "Retry-After {retry}");
+}
+
+/// Asserts a 429 `rate_limited` refusal whose `Retry-After` is 1 to `max_secs` seconds.
+pub async fn assert_rate_limited(r: reqwest::Response, max_secs: u64) {
+    assert_eq!(r.status(), 429);
+    assert_retry_after(&r, max_secs);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&b), "rate_limited");
+}
+
 /// Asserts the API's error shape and returns the code.
 pub fn error_code(body: &Value) -> &str {
     let code = body["error"]["code"]
@@ -146,24 +198,21 @@ impl User {
         .await;
         assert_eq!(status, 200, "register: {body}");
         let user_id = body["user_id"].as_str().expect("user_id").to_string();
-        let (status, tokens) = post(
-            stack,
-            "/v1/sessions",
-            &json!({"username": username, "password": password}),
-        )
-        .await;
-        assert_eq!(status, 200, "login: {tokens}");
+        let (access, refresh) = session(stack, &username, &password).await;
         Self {
             username,
             password,
             user_id,
-            access: tokens["access_token"].as_str().expect("access").to_string(),
-            refresh: tokens["refresh_token"]
-                .as_str()
-                .expect("refresh")
-                .to_string(),
+            access,
+            refresh,
             identity,
         }
+    }
+
+    /// Another session of this user (a second device, or a login after the clock moved past the
+    /// access token's lifetime): its access and refresh tokens.
+    pub async fn log_in(&self, stack: &Stack) -> (String, String) {
+        session(stack, &self.username, &self.password).await
     }
 
     /// Alice and Bob, one one-time prekey each: the two ends of most relay tests.
@@ -176,6 +225,11 @@ impl User {
 
     pub async fn bundle_of(&self, stack: &Stack, user_id: &str) -> (u16, Value) {
         get_auth(stack, &format!("/v1/users/{user_id}/bundle"), &self.access).await
+    }
+
+    /// `PUT /v1/keys` with `body`: the status and the reply.
+    pub async fn put_keys(&self, stack: &Stack, body: &Value) -> (u16, Value) {
+        put_auth(stack, "/v1/keys", &self.access, body).await
     }
 
     pub async fn counts(&self, stack: &Stack) -> (u64, u64) {

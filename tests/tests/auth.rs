@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use base64::Engine;
-use relay_tests::client::{delete_auth, error_code, get_auth, post, unique_username, Identity};
+use relay_tests::client::{
+    assert_rate_limited, delete_auth, error_code, get_auth, login, login_response, post, refresh,
+    unique_username, Identity,
+};
 use relay_tests::{Stack, User};
 use serde_json::json;
 
@@ -81,12 +84,7 @@ async fn refresh_tokens_expire_on_the_relays_clock() {
     let stack = Stack::with_env(&[("REFRESH_TOKEN_TTL_SECS", "60")]).await;
     let alice = User::create(&stack, 1, 0).await;
     stack.advance(Duration::from_secs(61));
-    let (s, body) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": alice.refresh}),
-    )
-    .await;
+    let (s, body) = refresh(&stack, &alice.refresh).await;
     assert_eq!((s, error_code(&body)), (401, "unauthorized"), "{body}");
 }
 
@@ -94,12 +92,7 @@ async fn refresh_tokens_expire_on_the_relays_clock() {
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 1, 0).await;
-    let (s, first) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": alice.refresh}),
-    )
-    .await;
+    let (s, first) = refresh(&stack, &alice.refresh).await;
     assert_eq!(s, 200, "{first}");
     assert_eq!(first["token_type"], "Bearer");
     assert_eq!(first["expires_in"], 900);
@@ -107,31 +100,16 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     let a1 = first["access_token"].as_str().unwrap();
     assert_ne!(r1, alice.refresh, "refresh token not rotated");
     assert_eq!(count_status(&stack, a1).await.0, 200);
-    let (s, second) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": r1}),
-    )
-    .await;
+    let (s, second) = refresh(&stack, r1).await;
     assert_eq!(s, 200);
     let r2 = second["refresh_token"].as_str().unwrap();
     // The rotated-away token is presented again after its grace window: the whole session ends.
     stack.advance(Duration::from_secs(
         stack.config.jwt.refresh_grace.as_secs() + 1,
     ));
-    let (s, b) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": r1}),
-    )
-    .await;
+    let (s, b) = refresh(&stack, r1).await;
     assert_eq!((s, error_code(&b)), (401, "unauthorized"));
-    let (s, _) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": r2}),
-    )
-    .await;
+    let (s, _) = refresh(&stack, r2).await;
     assert_eq!(s, 401, "the newest refresh token survived a reuse");
     assert_eq!(
         count_status(&stack, second["access_token"].as_str().unwrap())
@@ -141,19 +119,9 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
     );
     assert_eq!(count_status(&stack, a1).await.0, 401);
     // A new login still works.
-    let (s, _) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username, "password": alice.password}),
-    )
-    .await;
+    let (s, _) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(s, 200);
-    let (s, _) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": "not-a-token"}),
-    )
-    .await;
+    let (s, _) = refresh(&stack, "not-a-token").await;
     assert_eq!(s, 401);
 }
 
@@ -161,24 +129,14 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
 async fn logout_ends_both_tokens() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 1, 0).await;
-    let (s, other) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username, "password": alice.password}),
-    )
-    .await;
+    let (s, other) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(s, 200);
     assert_eq!(
         delete_auth(&stack, "/v1/sessions/current", &alice.access).await,
         204
     );
     assert_eq!(count_status(&stack, &alice.access).await.0, 401);
-    let (s, _) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": alice.refresh}),
-    )
-    .await;
+    let (s, _) = refresh(&stack, &alice.refresh).await;
     assert_eq!(s, 401);
     assert_eq!(
         relay_tests::Ws::connect(&stack.ws_url(&alice.access))
@@ -204,20 +162,10 @@ async fn login_failures_and_lookup() {
         ("nobody_here", "whatever123"),
         ("x", "y"),
     ] {
-        let (s, b) = post(
-            &stack,
-            "/v1/sessions",
-            &json!({"username": user, "password": pass}),
-        )
-        .await;
+        let (s, b) = login(&stack, user, pass).await;
         assert_eq!((s, error_code(&b)), (401, "invalid_credentials"));
     }
-    let (s, b) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username.to_uppercase(), "password": alice.password}),
-    )
-    .await;
+    let (s, b) = login(&stack, &alice.username.to_uppercase(), &alice.password).await;
     assert_eq!(s, 200, "usernames are case-insensitive: {b}");
     let (s, b) = get_auth(
         &stack,
@@ -246,30 +194,14 @@ async fn sixth_failed_login_from_one_ip_is_rate_limited() {
     let stack = Stack::with_env(&[("RATE_LIMIT_LOGIN_FAILURES", "5/900")]).await;
     let alice = User::create(&stack, 1, 0).await;
     for i in 0..5 {
-        let (s, _) = post(
-            &stack,
-            "/v1/sessions",
-            &json!({"username": alice.username, "password": format!("wrong-{i}-pass")}),
-        )
-        .await;
+        let (s, _) = login(&stack, &alice.username, &format!("wrong-{i}-pass")).await;
         assert_eq!(s, 401, "attempt {i}");
     }
-    let r = stack
-        .http
-        .post(stack.url("/v1/sessions"))
-        .json(&json!({"username": alice.username, "password": alice.password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "Retry-After {retry}");
-    let b: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(error_code(&b), "rate_limited");
+    assert_rate_limited(
+        login_response(&stack, &alice.username, &alice.password).await,
+        900,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -326,12 +258,7 @@ async fn deleting_the_account_erases_it() {
     let (s, b) = bob.bundle_of(&stack, &alice.user_id).await;
     assert_eq!((s, error_code(&b)), (404, "user_not_found"));
     assert_eq!(count_status(&stack, &alice.access).await.0, 401);
-    let (s, _) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username, "password": alice.password}),
-    )
-    .await;
+    let (s, _) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(s, 401);
     let keys = stack.items("keys").await;
     assert!(

@@ -5,27 +5,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rand::Rng;
-use relay_tests::client::{delete_auth, error_code, get_auth, post, Ws};
+use relay_tests::client::{
+    assert_retry_after, delete_auth, error_code, get_auth, login, login_response, refresh, Ws,
+};
 use relay_tests::{Stack, User};
-use serde_json::{json, Value};
-
-async fn login(stack: &Stack, username: &str, password: &str) -> (u16, Value) {
-    post(
-        stack,
-        "/v1/sessions",
-        &json!({"username": username, "password": password}),
-    )
-    .await
-}
-
-async fn refresh(stack: &Stack, token: &str) -> (u16, Value) {
-    post(
-        stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": token}),
-    )
-    .await
-}
+use serde_json::Value;
 
 fn field<'a>(body: &'a Value, name: &str) -> &'a str {
     body[name]
@@ -141,20 +125,9 @@ async fn failed_logins_back_off_per_username() {
         (1..=K).contains(&evaluated),
         "{evaluated} guesses at one username evaluated with a bucket of {K}"
     );
-    let r = stack
-        .http
-        .post(stack.url("/v1/sessions"))
-        .json(&json!({"username": alice.username, "password": alice.password}))
-        .send()
-        .await
-        .unwrap();
+    let r = login_response(&stack, &alice.username, &alice.password).await;
     assert_eq!(r.status(), 429, "the backoff let a login through");
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "Retry-After {retry}");
+    assert_retry_after(&r, 900);
     assert_eq!(login(&stack, &bob.username, &bob.password).await.0, 200);
     assert_eq!(login(&stack, &bob.username, "wrong").await.0, 401);
 }

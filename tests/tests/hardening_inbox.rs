@@ -3,6 +3,7 @@
 //! `RELAY_TEST_REDIS=cluster`).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use redis::AsyncCommands;
 use relay_tests::{Stack, User, Ws};
@@ -33,6 +34,15 @@ fn delivery(reply: &Value) -> &str {
     reply["delivery"].as_str().expect("delivery")
 }
 
+/// Sends `body` to `to` once for each id `{prefix}{i}`, `i` in `ids`, and asserts every one
+/// queued.
+async fn send_all_queued(ws: &mut Ws, to: &str, prefix: &str, ids: Range<usize>, body: &[u8]) {
+    for i in ids {
+        let reply = ws.send_message(to, &format!("{prefix}{i}"), body).await;
+        assert_eq!(delivery(&reply), "queued", "{reply}");
+    }
+}
+
 /// How many of `envelopes` each sender sent.
 fn by_sender(envelopes: &[Value]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -50,12 +60,7 @@ async fn a_flooder_fills_only_its_share_and_is_told_dropped() {
     let (victim, friend) = User::pair(&stack).await;
     let flooder = User::create(&stack, 1, 0).await;
     let mut f = friend.connect(&stack).await;
-    for i in 0..3 {
-        let reply = f
-            .send_message(&victim.user_id, &format!("f{i}"), b"hi")
-            .await;
-        assert_eq!(delivery(&reply), "queued");
-    }
+    send_all_queued(&mut f, &victim.user_id, "f", 0..3, b"hi").await;
 
     let mut m = flooder.connect(&stack).await;
     let mut told = HashMap::<String, usize>::new();
@@ -191,12 +196,7 @@ async fn the_pair_limit_is_per_recipient_and_a_refusal_costs_nothing() {
     let (sender, victim) = User::pair(&stack).await;
     let other = User::create(&stack, 1, 0).await;
     let mut ws = sender.connect(&stack).await;
-    for i in 0..5 {
-        let reply = ws
-            .send_message(&victim.user_id, &format!("m{i}"), b"x")
-            .await;
-        assert_eq!(delivery(&reply), "queued");
-    }
+    send_all_queued(&mut ws, &victim.user_id, "m", 0..5, b"x").await;
     for i in 5..8 {
         let reply = ws
             .send_message(&victim.user_id, &format!("m{i}"), b"x")

@@ -8,7 +8,7 @@ use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use curve25519_dalek::scalar::Scalar;
 use relay_tests::client::{
-    ec_key, error_code, get_auth, post, put_auth, unique_username, Identity,
+    assert_rate_limited, ec_key, error_code, get_auth, post, unique_username, Identity,
 };
 use relay_tests::{Stack, User};
 use serde_json::{json, Value};
@@ -73,6 +73,25 @@ fn assert_refused(status: u16, body: &Value, field: &str) {
     assert!(message.contains(field), "{field}: {message}");
 }
 
+/// Registers with `body` and asserts the refusal naming `field`; returns the reply.
+async fn refused_registration(stack: &Stack, body: &Value, field: &str) -> Value {
+    let (status, b) = register(stack, body).await;
+    assert_refused(status, &b, field);
+    b
+}
+
+/// Uploads `body` as `user` and asserts the refusal naming `field`.
+async fn refused_upload(stack: &Stack, user: &User, body: &Value, field: &str) {
+    let (status, b) = user.put_keys(stack, body).await;
+    assert_refused(status, &b, field);
+}
+
+/// Uploads `key`, signed by `user`, as its new signed prekey and asserts the refusal.
+async fn refused_signed_prekey_upload(stack: &Stack, user: &User, key: &[u8]) {
+    let body = json!({"signed_prekey": user.identity.signed(2, key)});
+    refused_upload(stack, user, &body, "signed_prekey.public_key").await;
+}
+
 #[tokio::test]
 async fn a_signature_forged_for_the_all_zero_identity_key_is_refused() {
     let stack = Stack::start().await;
@@ -90,8 +109,7 @@ async fn a_signature_forged_for_the_all_zero_identity_key_is_refused() {
     body.as_object_mut()
         .unwrap()
         .remove("kyber_last_resort_prekey");
-    let (status, b) = register(&stack, &body).await;
-    assert_refused(status, &b, "identity_key");
+    let b = refused_registration(&stack, &body, "identity_key").await;
     assert!(b["error"]["message"]
         .as_str()
         .unwrap()
@@ -132,8 +150,7 @@ async fn identity_keys_that_are_not_usable_points_are_refused() {
     ] {
         let mut body = id.registration(&unique_username("bad"), "password123", 2, 1);
         body["identity_key"] = json!(encode(&ec_with_u(u)));
-        let (status, b) = register(&stack, &body).await;
-        assert_refused(status, &b, "identity_key");
+        let b = refused_registration(&stack, &body, "identity_key").await;
         assert!(
             b["error"]["message"].as_str().unwrap().contains(says),
             "{says}: {b}"
@@ -151,27 +168,18 @@ async fn a_signed_prekey_equal_to_the_identity_key_is_refused() {
     let own = id.pair.public_key();
     let mut body = id.registration(&unique_username("same"), "password123", 2, 0);
     body["signed_prekey"] = id.signed(1, &own);
-    let (status, b) = register(&stack, &body).await;
-    assert_refused(status, &b, "signed_prekey.public_key");
+    refused_registration(&stack, &body, "signed_prekey.public_key").await;
 
     let user = User::create(&stack, 2, 0).await;
     let own = user.identity.pair.public_key();
-    let (status, b) = put_auth(
+    refused_signed_prekey_upload(&stack, &user, &own).await;
+    refused_upload(
         &stack,
-        "/v1/keys",
-        &user.access,
-        &json!({"signed_prekey": user.identity.signed(2, &own)}),
-    )
-    .await;
-    assert_refused(status, &b, "signed_prekey.public_key");
-    let (status, b) = put_auth(
-        &stack,
-        "/v1/keys",
-        &user.access,
+        &user,
         &json!({"one_time_prekeys": [{"key_id": 50, "public_key": encode(&own)}]}),
+        "one_time_prekeys[0].public_key",
     )
     .await;
-    assert_refused(status, &b, "one_time_prekeys[0].public_key");
     assert_eq!(user.counts(&stack).await, (2, 0));
 }
 
@@ -182,45 +190,28 @@ async fn low_order_signed_and_one_time_keys_are_refused() {
     let zero = ec_with_u([0; 32]);
     let mut body = id.registration(&unique_username("otk"), "password123", 3, 0);
     body["one_time_prekeys"][1]["public_key"] = json!(encode(&zero));
-    let (status, b) = register(&stack, &body).await;
-    assert_refused(status, &b, "one_time_prekeys[1].public_key");
+    refused_registration(&stack, &body, "one_time_prekeys[1].public_key").await;
     let mut body = id.registration(&unique_username("spk"), "password123", 3, 0);
     body["signed_prekey"] = id.signed(1, &zero);
-    let (status, b) = register(&stack, &body).await;
-    assert_refused(status, &b, "signed_prekey.public_key");
+    refused_registration(&stack, &body, "signed_prekey.public_key").await;
 
     let user = User::create(&stack, 2, 0).await;
     let mut keys = user.identity.one_time(10..13);
     keys[2]["public_key"] = json!(encode(&ec_with_u(u_small(1))));
-    let (status, b) = put_auth(
+    refused_upload(
         &stack,
-        "/v1/keys",
-        &user.access,
+        &user,
         &json!({"one_time_prekeys": keys}),
+        "one_time_prekeys[2].public_key",
     )
     .await;
-    assert_refused(status, &b, "one_time_prekeys[2].public_key");
-    let (status, b) = put_auth(
-        &stack,
-        "/v1/keys",
-        &user.access,
-        &json!({"signed_prekey": user.identity.signed(2, &zero)}),
-    )
-    .await;
-    assert_refused(status, &b, "signed_prekey.public_key");
+    refused_signed_prekey_upload(&stack, &user, &zero).await;
     assert_eq!(user.counts(&stack).await, (2, 0), "nothing was stored");
 }
 
 /// Logs `user` in again (after the clock moved past its access token's lifetime).
 async fn log_in_again(stack: &Stack, user: &mut User) {
-    let (status, tokens) = post(
-        stack,
-        "/v1/sessions",
-        &json!({"username": user.username, "password": user.password}),
-    )
-    .await;
-    assert_eq!(status, 200, "login: {tokens}");
-    user.access = tokens["access_token"].as_str().unwrap().to_string();
+    user.access = user.log_in(stack).await.0;
 }
 
 #[tokio::test]
@@ -249,14 +240,7 @@ async fn throwaway_accounts_cannot_drain_a_targets_one_time_keys() {
                 .unwrap();
             let status = r.status().as_u16();
             if status == 429 {
-                let retry: u64 = r.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!((1..=3600).contains(&retry), "Retry-After {retry}");
-                let b: Value = r.json().await.unwrap();
-                assert_eq!(error_code(&b), "rate_limited");
+                assert_rate_limited(r, 3600).await;
             }
             statuses.push(status);
         }
@@ -290,8 +274,8 @@ async fn stored_one_time_keys_are_capped_per_kind() {
     let user = User::create(&stack, 100, 0).await;
     let alice = User::create(&stack, 1, 0).await;
     let put = |body: Value| {
-        let (stack, access) = (&stack, user.access.clone());
-        async move { put_auth(stack, "/v1/keys", &access, &body).await }
+        let (stack, user) = (&stack, &user);
+        async move { user.put_keys(stack, &body).await }
     };
     let (status, b) = put(json!({"one_time_prekeys": user.identity.one_time(500..501)})).await;
     assert_refused(status, &b, "one_time_prekeys");
@@ -328,13 +312,12 @@ async fn key_uploads_are_rate_limited_per_user() {
     let user = User::create(&stack, 1, 0).await;
     let other = User::create(&stack, 1, 0).await;
     for i in 0..3 {
-        let (status, b) = put_auth(
-            &stack,
-            "/v1/keys",
-            &user.access,
-            &json!({"one_time_prekeys": user.identity.one_time(10 * i + 10..10 * i + 12)}),
-        )
-        .await;
+        let (status, b) = user
+            .put_keys(
+                &stack,
+                &json!({"one_time_prekeys": user.identity.one_time(10 * i + 10..10 * i + 12)}),
+            )
+            .await;
         assert_eq!(status, 200, "upload {i}: {b}");
     }
     let r = stack
@@ -345,27 +328,18 @@ async fn key_uploads_are_rate_limited_per_user() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
-    let b: Value = r.json().await.unwrap();
-    assert_eq!(error_code(&b), "rate_limited");
+    assert_rate_limited(r, 3600).await;
     assert_eq!(
         user.counts(&stack).await,
         (7, 0),
         "the refused upload stored nothing"
     );
-    let (status, _) = put_auth(
-        &stack,
-        "/v1/keys",
-        &other.access,
-        &json!({"one_time_prekeys": other.identity.one_time(10..11)}),
-    )
-    .await;
+    let (status, _) = other
+        .put_keys(
+            &stack,
+            &json!({"one_time_prekeys": other.identity.one_time(10..11)}),
+        )
+        .await;
     assert_eq!(status, 200, "another user has its own bucket");
 }
 
@@ -393,15 +367,7 @@ async fn username_lookups_are_rate_limited_per_requester() {
     }
     assert_eq!(statuses, [200, 404, 404, 429]);
     let r = lookup(&alice, &bob.username).await;
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
-    let b: Value = r.json().await.unwrap();
-    assert_eq!(error_code(&b), "rate_limited");
+    assert_rate_limited(r, 3600).await;
     let (status, b) = get_auth(
         &stack,
         &format!("/v1/users?username={}", alice.username),

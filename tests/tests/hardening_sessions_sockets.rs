@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use relay_tests::client::{delete_auth, post};
+use relay_tests::client::{delete_auth, refresh};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,33 +33,23 @@ async fn assert_alive(ws: &mut Ws) {
     assert_eq!(ws.recv().await["type"], "pong");
 }
 
-/// Another session of `user` (a second login, e.g. another device): its access and refresh
-/// tokens.
-async fn login(stack: &Stack, user: &User) -> (String, String) {
-    let (status, tokens) = post(
-        stack,
-        "/v1/sessions",
-        &json!({"username": user.username, "password": user.password}),
-    )
-    .await;
-    assert_eq!(status, 200, "login: {tokens}");
-    (
-        tokens["access_token"].as_str().unwrap().to_string(),
-        tokens["refresh_token"].as_str().unwrap().to_string(),
-    )
-}
-
 async fn connect(stack: &Stack, access: &str) -> Ws {
     Ws::connect(&stack.ws_url(access)).await.expect("handshake")
 }
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Asserts that the server closes `ws` within `CLOSE_WAIT`; `what` names the socket.
+async fn assert_closes(ws: &mut Ws, what: &str) {
+    let (closed, frames) = closed_within(ws, CLOSE_WAIT).await;
+    assert!(closed, "{what} stays open ({frames:?})");
+}
+
 #[tokio::test]
 async fn logout_closes_the_sessions_sockets_and_no_other() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 1, 0).await;
-    let (other_access, _) = login(&stack, &alice).await;
+    let (other_access, _) = alice.log_in(&stack).await;
     let mut first = connect(&stack, &alice.access).await;
     let mut second = connect(&stack, &alice.access).await;
     let mut other = connect(&stack, &other_access).await;
@@ -70,11 +60,7 @@ async fn logout_closes_the_sessions_sockets_and_no_other() {
         204
     );
     for ws in [&mut first, &mut second] {
-        let (closed, frames) = closed_within(ws, CLOSE_WAIT).await;
-        assert!(
-            closed,
-            "a socket of the ended session stays open ({frames:?})"
-        );
+        assert_closes(ws, "a socket of the ended session").await;
     }
     assert_alive(&mut other).await;
     let (closed, _) = closed_within(&mut other, Duration::from_millis(300)).await;
@@ -85,35 +71,21 @@ async fn logout_closes_the_sessions_sockets_and_no_other() {
 async fn refresh_token_reuse_closes_the_sessions_sockets() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 1, 0).await;
-    let (other_access, _) = login(&stack, &alice).await;
+    let (other_access, _) = alice.log_in(&stack).await;
     let mut ws = connect(&stack, &alice.access).await;
     let mut other = connect(&stack, &other_access).await;
-    let mut refresh = alice.refresh.clone();
-    let stolen = refresh.clone();
+    let mut token = alice.refresh.clone();
+    let stolen = token.clone();
     for _ in 0..2 {
-        let (status, tokens) = post(
-            &stack,
-            "/v1/sessions/refresh",
-            &json!({"refresh_token": refresh}),
-        )
-        .await;
+        let (status, tokens) = refresh(&stack, &token).await;
         assert_eq!(status, 200, "refresh: {tokens}");
-        refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+        token = tokens["refresh_token"].as_str().unwrap().to_string();
     }
     // A token two rotations old: reuse, which ends the session.
-    let (status, _) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": stolen}),
-    )
-    .await;
+    let (status, _) = refresh(&stack, &stolen).await;
     assert_eq!(status, 401);
 
-    let (closed, frames) = closed_within(&mut ws, CLOSE_WAIT).await;
-    assert!(
-        closed,
-        "the revoked session's socket stays open ({frames:?})"
-    );
+    assert_closes(&mut ws, "the revoked session's socket").await;
     assert_alive(&mut other).await;
 }
 
@@ -121,7 +93,7 @@ async fn refresh_token_reuse_closes_the_sessions_sockets() {
 async fn account_deletion_closes_every_socket_of_the_user() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let (other_access, _) = login(&stack, &alice).await;
+    let (other_access, _) = alice.log_in(&stack).await;
     let mut sockets = vec![
         connect(&stack, &alice.access).await,
         connect(&stack, &other_access).await,
@@ -133,11 +105,7 @@ async fn account_deletion_closes_every_socket_of_the_user() {
         204
     );
     for ws in &mut sockets {
-        let (closed, frames) = closed_within(ws, CLOSE_WAIT).await;
-        assert!(
-            closed,
-            "a socket of the deleted user stays open ({frames:?})"
-        );
+        assert_closes(ws, "a socket of the deleted user").await;
     }
     assert_alive(&mut bobs).await;
 }
@@ -161,14 +129,8 @@ async fn a_frame_after_the_token_expired_is_refused_and_the_socket_closed() {
     assert!(closed, "the expired connection stays open");
 
     // Nothing was relayed for the refused frame.
-    let (status, tokens) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": bob.username, "password": bob.password}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let mut bobs = connect(&stack, tokens["access_token"].as_str().unwrap()).await;
+    let (access, _) = bob.log_in(&stack).await;
+    let mut bobs = connect(&stack, &access).await;
     assert!(bobs.fetch_all().await.is_empty());
 }
 

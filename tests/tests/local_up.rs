@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use relay_tests::client::{post, User};
+use relay_tests::client::{login, refresh, User};
 use relay_tests::servers::{free_port, workspace_root};
 use relay_tests::Stack;
-use serde_json::json;
 
 const SECRET: &str = "local-up-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 
@@ -203,20 +202,10 @@ async fn populate(stack: &Stack) -> (User, User) {
 /// Both log in again, alice's refresh token still rotates, bob gets the message exactly once.
 async fn assert_kept(stack: &Stack, alice: &User, bob: &User) {
     for u in [alice, bob] {
-        let (status, body) = post(
-            stack,
-            "/v1/sessions",
-            &json!({"username": u.username, "password": u.password}),
-        )
-        .await;
+        let (status, body) = login(stack, &u.username, &u.password).await;
         assert_eq!(status, 200, "login of {} after restart: {body}", u.username);
     }
-    let (status, body) = post(
-        stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": alice.refresh}),
-    )
-    .await;
+    let (status, body) = refresh(stack, &alice.refresh).await;
     assert_eq!(status, 200, "refresh after restart: {body}");
     let mut ws = bob.connect(stack).await;
     let got = ws.fetch_all().await;
@@ -341,12 +330,7 @@ async fn reset_asks_first_and_then_wipes_the_data() {
     );
 
     let up = Up::start(&data, &ports).await;
-    let (status, _) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username, "password": alice.password}),
-    )
-    .await;
+    let (status, _) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(status, 200, "still there after a refused reset");
     let (ok, stderr) = reset(&data, "reset\n");
     assert!(!ok, "refused while the stack runs: {stderr}");
@@ -357,12 +341,7 @@ async fn reset_asks_first_and_then_wipes_the_data() {
     assert!(!data.join("dynamodb.sqlite").exists());
     assert!(!data.join("redis").exists());
     let up = Up::start(&data, &ports).await;
-    let (status, body) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": alice.username, "password": alice.password}),
-    )
-    .await;
+    let (status, body) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(status, 401, "gone after reset: {body}");
     up.terminate();
     let _ = std::fs::remove_dir_all(data);

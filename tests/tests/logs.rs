@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use relay_tests::client::{post, put_auth};
+use relay_tests::client::{login, put_auth, refresh};
 use relay_tests::{Stack, User};
 use serde_json::json;
 use shared::validation::encode;
@@ -36,18 +36,8 @@ async fn logs_of_a_whole_journey_hold_no_secret_or_payload() {
     let stack = Stack::start().await;
     let alice = User::create(&stack, 2, 1).await;
     let bob = User::create(&stack, 2, 1).await;
-    let (_, refreshed) = post(
-        &stack,
-        "/v1/sessions/refresh",
-        &json!({"refresh_token": alice.refresh}),
-    )
-    .await;
-    let (_, failed) = post(
-        &stack,
-        "/v1/sessions",
-        &json!({"username": bob.username, "password": "wrong password 1"}),
-    )
-    .await;
+    let (_, refreshed) = refresh(&stack, &alice.refresh).await;
+    let (_, failed) = login(&stack, &bob.username, "wrong password 1").await;
     assert_eq!(failed["error"]["code"], "invalid_credentials");
     let upload = json!({"one_time_prekeys": bob.identity.one_time(10..12)});
     assert_eq!(

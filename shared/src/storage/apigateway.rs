@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
+use aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError;
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_apigatewaymanagement::Client;
 
@@ -36,39 +39,54 @@ impl ManagementApiPusher {
 #[async_trait]
 impl Pusher for ManagementApiPusher {
     async fn push(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
-        match self
+        let sent = self
             .client
             .post_to_connection()
             .connection_id(connection_id)
             .data(Blob::new(frame.as_bytes()))
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => {
-                Err(PushError::Gone)
-            }
-            Err(e) => Err(PushError::Failed(
-                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string(),
-            )),
-        }
+            .await;
+        push_result(sent)
     }
 
     async fn close(&self, connection_id: &str) -> Result<(), PushError> {
-        match self
+        let sent = self
             .client
             .delete_connection()
             .connection_id(connection_id)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_gone_exception()) => {
-                Err(PushError::Gone)
-            }
-            Err(e) => Err(PushError::Failed(
-                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string(),
-            )),
-        }
+            .await;
+        push_result(sent)
+    }
+}
+
+/// The service error of a Management API call that can say the connection is gone.
+trait GoneError: std::error::Error + 'static {
+    fn is_gone(&self) -> bool;
+}
+
+impl GoneError for PostToConnectionError {
+    fn is_gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+}
+
+impl GoneError for DeleteConnectionError {
+    fn is_gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+}
+
+/// A Management API call's outcome as a `PushError`: `Gone` for a connection that no longer
+/// exists, otherwise the SDK's error with its whole context.
+fn push_result<T, E, R>(sent: Result<T, SdkError<E, R>>) -> Result<(), PushError>
+where
+    E: GoneError,
+    R: std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(GoneError::is_gone) => Err(PushError::Gone),
+        Err(e) => Err(PushError::Failed(DisplayErrorContext(&e).to_string())),
     }
 }
