@@ -421,7 +421,7 @@ mod tests {
         let schema = frames_schema();
         let defs = &schema["$defs"];
         let variants = defs["ClientFrame"]["oneOf"].as_array().unwrap();
-        assert_eq!(variants.len(), 4);
+        assert_eq!(variants.len(), 5);
         for variant in variants {
             let text = variant.to_string();
             let action = text
@@ -431,6 +431,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no action in {text}"));
             let frame = match action {
                 "send" => json!({"action": "send", "to": "x", "body": ""}),
+                "renew" => json!({"action": "renew", "token": "t"}),
                 other => json!({"action": other}),
             };
             ClientFrame::parse(&frame.to_string()).unwrap_or_else(|(_, e)| panic!("{action}: {e}"));

@@ -32,6 +32,21 @@ pub enum ClientFrame {
     List(Correlation),
     /// Keeps the connection alive; answered with `pong`.
     Ping(Correlation),
+    /// Hands the connection a fresh access token of the same user, so it outlives the token it
+    /// was opened with; answered with `renewed`.
+    Renew(RenewFrame),
+}
+
+/// `renew`: an access token from `POST /v1/sessions/refresh` (or a new login) of the
+/// connection's user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RenewFrame {
+    /// Echoed in an error frame; a string of at most 128 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 128)]
+    pub id: Option<Value>,
+    /// The new access token.
+    pub token: String,
 }
 
 /// The optional correlation id of a frame without other fields.
@@ -79,6 +94,8 @@ impl ClientFrame {
             body: Option<String>,
             #[serde(default)]
             online_only: Option<bool>,
+            #[serde(default)]
+            token: Option<String>,
         }
         let frame: Loose = serde_json::from_str(text).map_err(|_| {
             (
@@ -119,6 +136,10 @@ impl ClientFrame {
             "fetch" => Ok(Self::Fetch(correlation(id))),
             "list" => Ok(Self::List(correlation(id))),
             "ping" => Ok(Self::Ping(correlation(id))),
+            "renew" => match frame.token {
+                Some(token) => Ok(Self::Renew(RenewFrame { id, token })),
+                None => Err((id, Error::InvalidFrame("renew needs `token`".into()))),
+            },
             other => {
                 let action: String = other.chars().take(32).collect();
                 Err((
@@ -133,6 +154,7 @@ impl ClientFrame {
         match self {
             Self::Send(f) => f.id.as_ref(),
             Self::Fetch(c) | Self::List(c) | Self::Ping(c) => c.id.as_ref(),
+            Self::Renew(f) => f.id.as_ref(),
         }
     }
 }
@@ -172,6 +194,11 @@ pub enum ServerFrame {
     },
     /// The reply to `ping`.
     Pong,
+    /// The reply to `renew`: the connection now lasts as long as the new token.
+    Renewed {
+        /// When the new token stops being accepted (leeway included), Unix milliseconds.
+        valid_until: u64,
+    },
     /// A frame that failed; the connection stays open.
     Error {
         /// The failed frame's id, or null when the frame could not be read (or its id was not

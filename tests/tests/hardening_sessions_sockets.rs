@@ -145,3 +145,45 @@ async fn a_connection_within_its_token_lifetime_keeps_working() {
     assert_eq!(reply["type"], "sent", "{reply}");
     assert_eq!(reply["delivery"], "queued");
 }
+
+/// A connection handed a fresh token of its user lives on past the token it was opened with,
+/// and then belongs to the new token's session.
+#[tokio::test]
+async fn a_renewed_connection_outlives_its_first_token_and_follows_the_new_session() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut ws = connect(&stack, &alice.access).await;
+    // A minute before the first token expires, the client gets a new one.
+    stack.advance(stack.config.jwt.access_ttl - Duration::from_secs(60));
+    let (fresh_access, _) = alice.log_in(&stack).await;
+
+    // Refused without ending the connection: another user's token, and garbage.
+    for (token, what) in [(bob.access.as_str(), "bob's token"), ("nope", "garbage")] {
+        ws.send(json!({"action": "renew", "id": "r0", "token": token}))
+            .await;
+        let reply = ws.recv().await;
+        assert_eq!(reply["code"], "invalid_frame", "{what}: {reply}");
+        assert_eq!(reply["id"], "r0", "{what}: {reply}");
+        assert_alive(&mut ws).await;
+    }
+    ws.send(json!({"action": "renew", "token": fresh_access}))
+        .await;
+    let reply = ws.recv().await;
+    assert_eq!(reply["type"], "renewed", "{reply}");
+    assert!(reply["valid_until"].as_u64().is_some(), "{reply}");
+
+    // Past the first token's lifetime (leeway included), within the new one's.
+    stack.advance(stack.config.jwt.leeway + Duration::from_secs(240));
+    assert_alive(&mut ws).await;
+    // Ending the first session no longer ends it; ending the new one does.
+    assert_eq!(
+        delete_auth(&stack, "/v1/sessions/current", &alice.access).await,
+        401,
+        "the first token has expired by now"
+    );
+    assert_eq!(
+        delete_auth(&stack, "/v1/sessions/current", &fresh_access).await,
+        204
+    );
+    assert_closes(&mut ws, "the renewed socket of the ended session").await;
+}

@@ -102,6 +102,10 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
             .await
             .map(|pending| ServerFrame::Inbox { pending }),
         ClientFrame::Ping(_) => relay.ping(connection_id).await.map(|()| ServerFrame::Pong),
+        ClientFrame::Renew(renew) => relay
+            .renew(connection_id, &renew.token)
+            .await
+            .map(|valid_until| ServerFrame::Renewed { valid_until }),
     };
     answer.unwrap_or_else(|e| refused(id, e))
 }

@@ -413,6 +413,32 @@ impl Relay {
         Ok(user)
     }
 
+    /// `renew`: the connection takes a fresh access token of its own user (and that token's
+    /// session) and lasts as long as it. A token that is invalid, revoked or another user's is
+    /// refused as `invalid_frame`, and the connection keeps its old token.
+    pub async fn renew(&self, connection_id: &str, token: &str) -> Result<u64> {
+        let user = self.frame_from(connection_id).await?;
+        let refused =
+            || Error::InvalidFrame("`token` is not a valid access token of this user".into());
+        let who = match self.auth.authenticate(Some(token)).await {
+            Ok(who) if who.user_id == user => who,
+            Ok(_) | Err(Error::Unauthorized) => return Err(refused()),
+            Err(e) => return Err(e),
+        };
+        let now = self.clock.now_ms();
+        let registration = Registration {
+            user_id: who.user_id,
+            session_id: who.session_id,
+            valid_until_ms: who.valid_until.saturating_mul(1000),
+        };
+        self.registry
+            .register(connection_id, &registration, now)
+            .await?;
+        self.remember(connection_id, registration, now);
+        tracing::info!(user_id = %user, connection_id, "connection renewed");
+        Ok(registration.valid_until_ms)
+    }
+
     /// `list`: how many unexpired envelopes wait.
     pub async fn list(&self, connection_id: &str) -> Result<u64> {
         let user = self.frame_from(connection_id).await?;
