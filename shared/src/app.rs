@@ -85,6 +85,7 @@ impl App {
             limits: config.rate_limits,
             key_limits: config.keys,
             clock: clock.clone(),
+            established: Default::default(),
         };
         Ok(Arc::new(Self {
             config,

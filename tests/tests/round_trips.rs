@@ -140,7 +140,9 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
         dynamo,
         BTreeMap::from([
             ("deleteitem".to_string(), 2),
-            // The target's profile, and the requester's account age (read beside its limits).
+            // The target's profile, and the requester's account age (read beside its limits;
+            // a new account, as here, is asked about on every fetch, an established one once
+            // per warm function).
             ("getitem".to_string(), 2),
             ("query".to_string(), 2)
         ]),

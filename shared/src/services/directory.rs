@@ -1,6 +1,7 @@
 //! The key directory: upload, count and bundle fetch.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::{limit, Limit};
 use crate::clock::SharedClock;
@@ -18,7 +19,13 @@ pub struct KeyDirectory {
     pub(crate) limits: RateLimits,
     pub(crate) key_limits: KeyLimits,
     pub(crate) clock: SharedClock,
+    /// Requesters found established: an account only ever ages, so a warm function asks the
+    /// user store about each at most once.
+    pub(crate) established: Arc<Mutex<HashSet<UserId>>>,
 }
+
+/// Bounds the in-process set of established requesters of a warm function.
+const ESTABLISHED_CACHE_MAX: usize = 100_000;
 
 impl KeyDirectory {
     /// `PUT /v1/keys`
@@ -83,18 +90,32 @@ impl KeyDirectory {
 }
 
 impl KeyDirectory {
-    /// Whether the requester's account is younger than `NEW_ACCOUNT_AGE_SECS` (read beside the
-    /// requester's rate limits, so it adds no latency).
+    /// Whether the requester's account is younger than `NEW_ACCOUNT_AGE_SECS`: read beside the
+    /// requester's rate limits (no added latency) until the account is found established.
     async fn is_new(&self, requester: UserId) -> Result<bool> {
         let age = self.key_limits.new_account_age.as_secs();
-        if age == 0 {
+        if age == 0
+            || self
+                .established
+                .lock()
+                .expect("cache lock")
+                .contains(&requester)
+        {
             return Ok(false);
         }
-        Ok(match self.users.created_at(requester).await? {
+        let is_new = match self.users.created_at(requester).await? {
             Some(created) => self.clock.now_secs() < created.saturating_add(age),
             // A token outliving its account gets no more than a new one.
             None => true,
-        })
+        };
+        if !is_new {
+            let mut cache = self.established.lock().expect("cache lock");
+            if cache.len() >= ESTABLISHED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(requester);
+        }
+        Ok(is_new)
     }
 }
 

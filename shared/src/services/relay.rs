@@ -150,7 +150,12 @@ impl Relay {
             .get(connection_id)
             .copied();
         let registration = match known {
-            Some(k) if now < k.checked_at_ms + self.timings.session_check.as_millis() as u64 => {
+            // An expired registration is read again before it is refused: another instance may
+            // have renewed the connection since this one cached it.
+            Some(k)
+                if now < k.checked_at_ms + self.timings.session_check.as_millis() as u64
+                    && now < k.registration.valid_until_ms =>
+            {
                 k.registration
             }
             _ => {
