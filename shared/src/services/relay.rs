@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::auth::Authenticator;
 use super::{limit, limit_all, Limit};
 use crate::config::{InboxLimits, RateLimits, RelayTimings};
+use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
 use crate::frames::{pack_messages, Delivery, Envelope};
 use crate::model::UserId;
@@ -71,6 +72,15 @@ impl Relay {
             1,
         )
         .await?;
+        let (_, now) = self.register(connection_id, &who).await?;
+        self.evict_oldest(who.user_id, connection_id, now).await?;
+        tracing::info!(user_id = %who.user_id, connection_id, "connected");
+        Ok(who.user_id)
+    }
+
+    /// Records the connection as `who`'s, for as long as `who`'s token lasts, in the registry and
+    /// in this instance's cache; returns the registration and the time it was made.
+    async fn register(&self, connection_id: &str, who: &Principal) -> Result<(Registration, u64)> {
         let now = self.clock.now_ms();
         let registration = Registration {
             user_id: who.user_id,
@@ -81,9 +91,7 @@ impl Relay {
             .register(connection_id, &registration, now)
             .await?;
         self.remember(connection_id, registration, now);
-        self.evict_oldest(who.user_id, connection_id, now).await?;
-        tracing::info!(user_id = %who.user_id, connection_id, "connected");
-        Ok(who.user_id)
+        Ok((registration, now))
     }
 
     /// Holds the user to `max_connections`: every send carries the list of the recipient's
@@ -430,16 +438,7 @@ impl Relay {
             Ok(_) | Err(Error::Unauthorized) => return Err(refused()),
             Err(e) => return Err(e),
         };
-        let now = self.clock.now_ms();
-        let registration = Registration {
-            user_id: who.user_id,
-            session_id: who.session_id,
-            valid_until_ms: who.valid_until.saturating_mul(1000),
-        };
-        self.registry
-            .register(connection_id, &registration, now)
-            .await?;
-        self.remember(connection_id, registration, now);
+        let (registration, _) = self.register(connection_id, &who).await?;
         tracing::info!(user_id = %user, connection_id, "connection renewed");
         Ok(registration.valid_until_ms)
     }
