@@ -94,7 +94,7 @@ async fn every_redis_path_runs_on_the_cluster() {
 
         assert_eq!(
             store
-                .deliver(user, &envelope("x"), false, now)
+                .deliver(user, &envelope("x"), false, now, now + 30_000)
                 .await
                 .unwrap(),
             Delivery::UnknownInbox
@@ -102,7 +102,7 @@ async fn every_redis_path_runs_on_the_cluster() {
         store.open(user).await.unwrap();
         assert_eq!(
             store
-                .deliver(user, &envelope("t"), true, now)
+                .deliver(user, &envelope("t"), true, now, now + 30_000)
                 .await
                 .unwrap(),
             Delivery::Dropped
@@ -110,7 +110,10 @@ async fn every_redis_path_runs_on_the_cluster() {
         for n in 0..3 {
             let e = envelope(&format!("m{n}"));
             assert_eq!(
-                store.deliver(user, &e, false, now).await.unwrap(),
+                store
+                    .deliver(user, &e, false, now, now + 30_000)
+                    .await
+                    .unwrap(),
                 Delivery::Queued
             );
         }
@@ -157,16 +160,18 @@ async fn every_redis_path_runs_on_the_cluster() {
             vec![(connection.clone(), registration.session_id)]
         );
         match store
-            .deliver(user, &envelope("on"), false, now)
+            .deliver(user, &envelope("on"), false, now, now + 30_000)
             .await
             .unwrap()
         {
             Delivery::Online {
                 connections,
                 envelopes,
+                in_flight,
             } => {
                 assert_eq!(connections, vec![connection.clone()]);
                 assert_eq!(envelopes.len(), 4, "the inbox drains with the new envelope");
+                assert!(in_flight, "a drained backlog waits in flight until pushed");
             }
             other => panic!("expected online delivery, got {other:?}"),
         }
@@ -180,7 +185,7 @@ async fn every_redis_path_runs_on_the_cluster() {
         assert_eq!(store.user_of(&connection).await.unwrap(), None);
         assert_eq!(
             store
-                .deliver(user, &envelope("t"), true, now)
+                .deliver(user, &envelope("t"), true, now, now + 30_000)
                 .await
                 .unwrap(),
             Delivery::Dropped,
@@ -228,7 +233,13 @@ async fn every_redis_path_runs_on_the_cluster() {
     store.open(user).await.unwrap();
     assert_eq!(
         store
-            .deliver(user, &envelope("after flush"), false, now_ms())
+            .deliver(
+                user,
+                &envelope("after flush"),
+                false,
+                now_ms(),
+                now_ms() + 30_000
+            )
             .await
             .unwrap(),
         Delivery::Queued
@@ -523,7 +534,7 @@ async fn wait_cost_on_the_cluster() {
                     let to = users[(t * 7 + n) % users.len()];
                     let at = Instant::now();
                     let d = store
-                        .deliver(to, &envelope("bench"), false, now_ms())
+                        .deliver(to, &envelope("bench"), false, now_ms(), now_ms() + 30_000)
                         .await
                         .unwrap();
                     assert_eq!(d, Delivery::Queued);

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
+use shared::frames::Envelope;
 use shared::storage::redis::RedisStore;
-use shared::storage::{Inbox, POP_BATCH};
+use shared::storage::{
+    ConnectionRegistry, Delivery, Inbox, Registration, StoredEnvelope, POP_BATCH,
+};
 use uuid::Uuid;
 
 /// Sends `count` messages `m0`, `m1`, … from `from` to `to`, each stored (`queued`).
@@ -88,4 +91,71 @@ async fn a_fetch_past_its_deadline_stops_and_says_fetch_again() {
     let rest = b.fetch_all().await;
     let all: Vec<Value> = first.into_iter().chain(rest).collect();
     assert_eq!(texts(&all), expected(COUNT));
+}
+
+/// A send to a connected recipient takes the waiting backlog out of the inbox to push it; if the
+/// function dies while pushing, the backlog waits in flight and the next fetch after the lease
+/// gets it, in order, once.
+#[tokio::test]
+async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    const WAITING: usize = 3;
+    queue(&mut a, &bob, WAITING).await;
+
+    // Bob shows up on a connection of a function instance that then dies: the delivery takes
+    // the backlog and the new envelope for that connection, and nothing is ever pushed.
+    let store = RedisStore::new(
+        stack.redis().await,
+        &stack.config.redis_prefix,
+        &stack.config.inbox,
+    );
+    let now = shared::clock::system().now_ms();
+    let lease = stack.config.relay.fetch_lease;
+    let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
+    let ghost = Registration {
+        user_id: bob_id,
+        session_id: Uuid::new_v4(),
+        valid_until_ms: now + 600_000,
+    };
+    store
+        .register("ghost", &ghost, now)
+        .await
+        .expect("register");
+    let json = serde_json::to_string(&Envelope {
+        id: Uuid::new_v4(),
+        from: Uuid::parse_str(&alice.user_id).unwrap(),
+        sent_at: now,
+        body: shared::validation::encode(format!("m{WAITING}").as_bytes()),
+    })
+    .unwrap();
+    let envelope = StoredEnvelope::new(now + 3_600_000, &json);
+    let outcome = store
+        .deliver(
+            bob_id,
+            &envelope,
+            false,
+            now,
+            now + lease.as_millis() as u64,
+        )
+        .await
+        .expect("deliver");
+    let Delivery::Online {
+        envelopes,
+        in_flight,
+        ..
+    } = outcome
+    else {
+        panic!("expected an online delivery, got {outcome:?}");
+    };
+    assert_eq!(envelopes.len(), WAITING + 1);
+    assert!(in_flight);
+    drop(envelopes);
+    store.unregister("ghost").await.expect("unregister");
+
+    stack.advance(lease + Duration::from_secs(1));
+    let mut b = bob.connect(&stack).await;
+    assert_eq!(texts(&b.fetch_all().await), expected(WAITING + 1));
+    assert!(b.fetch_all().await.is_empty(), "delivered twice");
 }

@@ -251,13 +251,22 @@ impl Relay {
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let envelope = StoredEnvelope::new(now + self.inbox_limits.ttl.as_millis() as u64, &json);
-        let mut outcome = self.inbox.deliver(to, &envelope, online_only, now).await?;
+        // What a delivery takes out of the inbox to push waits in flight until written, so a
+        // function that dies while pushing loses nothing (a fetch after the lease gets it).
+        let lease = now + self.timings.fetch_lease.as_millis() as u64;
+        let mut outcome = self
+            .inbox
+            .deliver(to, &envelope, online_only, now, lease)
+            .await?;
         if outcome == Stored::UnknownInbox {
             if !self.users.exists(to).await? {
                 return Err(Error::UnknownRecipient);
             }
             self.inbox.open(to).await?;
-            outcome = self.inbox.deliver(to, &envelope, online_only, now).await?;
+            outcome = self
+                .inbox
+                .deliver(to, &envelope, online_only, now, lease)
+                .await?;
         }
         let delivery = match outcome {
             Stored::UnknownInbox => return Err(Error::UnknownRecipient),
@@ -266,11 +275,13 @@ impl Relay {
             Stored::Online {
                 connections,
                 envelopes,
+                in_flight,
             } => {
                 // With a long backlog the new envelope may not be among those taken: it waits.
                 let taken = envelopes.contains(&envelope);
+                let leased = in_flight.then_some(lease);
                 let unsent = self
-                    .push_to_user(to, &connections, envelopes, !online_only)
+                    .push_to_user(to, &connections, envelopes, !online_only, leased)
                     .await;
                 match (taken && !unsent.contains(&envelope), online_only) {
                     (true, _) => Delivery::Delivered,
@@ -284,15 +295,18 @@ impl Relay {
     }
 
     /// Pushes to the recipient's connections, newest first, dropping any found gone. What could
-    /// not be pushed is put back in the inbox (when `requeue`) and returned.
+    /// not be pushed is put back in the inbox (when `requeue`) and returned. Envelopes `leased`
+    /// in the in-flight list are settled there: the written ones leave it, the rest go back.
     async fn push_to_user(
         &self,
         user: UserId,
         connections: &[String],
         envelopes: Vec<StoredEnvelope>,
         requeue: bool,
+        leased: Option<u64>,
     ) -> Vec<StoredEnvelope> {
         let now = self.clock.now_ms();
+        let taken = leased.map(|_| envelopes.clone());
         let mut pending: Vec<StoredEnvelope> = envelopes
             .into_iter()
             .filter(|e| !e.is_expired(now))
@@ -313,10 +327,24 @@ impl Relay {
                 }
             }
         }
-        if requeue && !pending.is_empty() {
-            if let Err(e) = self.inbox.requeue(user, &pending).await {
-                e.log();
+        match (leased, taken) {
+            (Some(lease_until), Some(taken)) => {
+                let unsent: &[StoredEnvelope] = if requeue { &pending } else { &[] };
+                // On failure they stay in flight and a fetch after the lease gets them back.
+                if let Err(e) = self
+                    .inbox
+                    .settle_in_flight(user, &taken, lease_until, unsent)
+                    .await
+                {
+                    e.log();
+                }
             }
+            _ if requeue && !pending.is_empty() => {
+                if let Err(e) = self.inbox.requeue(user, &pending).await {
+                    e.log();
+                }
+            }
+            _ => {}
         }
         pending
     }

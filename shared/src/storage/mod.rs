@@ -159,6 +159,11 @@ pub enum Delivery {
     Online {
         connections: Vec<String>,
         envelopes: Vec<StoredEnvelope>,
+        /// The envelopes wait in the recipient's in-flight list, leased until the
+        /// `lease_until_ms` given to `deliver`, until the caller settles them
+        /// (`settle_in_flight`); false when the new envelope was handed over without being
+        /// stored (nothing was waiting).
+        in_flight: bool,
     },
     /// Nothing stored: `online_only` and the recipient is not connected, or the inbox is full
     /// and the sender holds the largest share of it (or the envelope exceeds the byte cap).
@@ -173,13 +178,15 @@ pub trait Inbox: Send + Sync {
     /// Erases the inbox, the marker and any fetch batch in flight (at account deletion).
     async fn close(&self, user_id: UserId) -> Result<()>;
     /// Stores (unless `online_only`) and, when the recipient is connected, takes the waiting
-    /// envelopes for immediate push, in one atomic step.
+    /// envelopes for immediate push into the in-flight list (leased until `lease_until_ms`, as
+    /// `take_in_flight` takes them), in one atomic step.
     async fn deliver(
         &self,
         to: UserId,
         envelope: &StoredEnvelope,
         online_only: bool,
         now_ms: u64,
+        lease_until_ms: u64,
     ) -> Result<Delivery>;
     /// Takes up to `max` envelopes from the head (oldest first).
     async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>>;

@@ -1,8 +1,11 @@
 -- Store-then-drain in one atomic step, so a message is never left waiting while its recipient
 -- is connected and has fetched. (After accounting.lua.)
--- KEYS: 1 inbox marker, 2 inbox list, 3 connection set, 4 inbox accounting (one hash slot: {user})
--- ARGV: 1 envelope (`<expires_at_ms>|<json>`, storage/redis/envelope.rs), 2 max envelopes, 3 ttl seconds, 4 now ms, 5 online_only (0/1), 6 pop batch, 7 max bytes
--- Returns {code, connections, envelopes}: code -1 unknown inbox, 0 dropped, 1 queued, 2 online.
+-- KEYS: 1 inbox marker, 2 inbox list, 3 connection set, 4 inbox accounting, 5 in-flight list
+--       (one hash slot: {user})
+-- ARGV: 1 envelope (`<expires_at_ms>|<json>`, storage/redis/envelope.rs), 2 max envelopes, 3 ttl seconds, 4 now ms, 5 online_only (0/1), 6 pop batch, 7 max bytes, 8 lease until ms
+-- Returns {code, connections, envelopes}: code -1 unknown inbox, 0 dropped, 1 queued, 2 online
+-- (the envelope handed over, not stored), 3 online (envelopes taken into the in-flight list,
+-- as a fetch takes them: in_flight.lua settles them, or puts them back after the lease).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, {}, {}} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
 local conns = redis.call('ZREVRANGE', KEYS[3], 0, -1)
@@ -38,6 +41,10 @@ account(stats, env, 1)
 touch(inbox, stats, ARGV[3])
 if #conns == 0 then return {1, {}, {}} end
 local popped = redis.call('LPOP', inbox, ARGV[6]) or {}
-for _, e in ipairs(popped) do account(stats, e, -1) end
+for _, e in ipairs(popped) do
+  account(stats, e, -1)
+  redis.call('RPUSH', KEYS[5], ARGV[8] .. '|' .. e)
+end
 settle(inbox, stats)
-return {2, conns, popped}
+redis.call('EXPIRE', KEYS[5], ARGV[3])
+return {3, conns, popped}

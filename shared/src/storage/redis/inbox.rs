@@ -55,6 +55,7 @@ impl Inbox for RedisStore {
         envelope: &StoredEnvelope,
         online_only: bool,
         now_ms: u64,
+        lease_until_ms: u64,
     ) -> Result<Delivery> {
         let inbox = self.inbox_key(to);
         let mut call = DELIVER.call(&[
@@ -62,6 +63,7 @@ impl Inbox for RedisStore {
             &inbox,
             &self.conns_key(to),
             &self.accounting_key(to),
+            &self.keys.in_flight(to),
         ]);
         call.arg(envelope::encode(envelope))
             .arg(self.inbox_max)
@@ -69,7 +71,8 @@ impl Inbox for RedisStore {
             .arg(now_ms)
             .arg(if online_only { 1 } else { 0 })
             .arg(POP_BATCH)
-            .arg(self.inbox_max_bytes);
+            .arg(self.inbox_max_bytes)
+            .arg(lease_until_ms);
         let (code, connections, envelopes): (i64, Vec<String>, Vec<String>) =
             self.run(&DELIVER, &call).await?;
         Ok(match code {
@@ -79,9 +82,10 @@ impl Inbox for RedisStore {
                 self.wait_for_replicas().await;
                 Delivery::Queued
             }
-            _ => Delivery::Online {
+            code => Delivery::Online {
                 connections,
                 envelopes: envelopes.iter().map(|e| envelope::decode(e)).collect(),
+                in_flight: code == 3,
             },
         })
     }
