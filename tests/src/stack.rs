@@ -190,6 +190,16 @@ impl Stack {
             .expect("redis")
     }
 
+    /// The stack's Redis adapter, as the gateway builds it: for tests that play a function
+    /// instance dying half-way through an operation.
+    pub async fn redis_store(&self) -> shared::storage::redis::RedisStore {
+        shared::storage::redis::RedisStore::new(
+            self.redis().await,
+            &self.config.redis_prefix,
+            &self.config.inbox,
+        )
+    }
+
     /// The Redis key layout of the stack (the adapters' own, not a copy).
     pub fn redis_keys(&self) -> shared::storage::redis::RedisKeys {
         shared::storage::redis::RedisKeys::new(&self.config.redis_prefix)

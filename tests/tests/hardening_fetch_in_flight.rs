@@ -7,7 +7,6 @@ use std::time::Duration;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::frames::Envelope;
-use shared::storage::redis::RedisStore;
 use shared::storage::{
     ConnectionRegistry, Delivery, Inbox, Registration, StoredEnvelope, POP_BATCH,
 };
@@ -47,11 +46,7 @@ async fn a_batch_left_in_flight_by_a_crashed_fetch_arrives_in_order_once() {
     queue(&mut a, &bob, COUNT).await;
 
     // A fetch takes its first batch, as the relay's fetch does, and dies before writing it.
-    let store = RedisStore::new(
-        stack.redis().await,
-        &stack.config.redis_prefix,
-        &stack.config.inbox,
-    );
+    let store = stack.redis_store().await;
     let lease = stack.config.relay.fetch_lease;
     let now = shared::clock::system().now_ms();
     let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
@@ -106,11 +101,7 @@ async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
 
     // Bob shows up on a connection of a function instance that then dies: the delivery takes
     // the backlog and the new envelope for that connection, and nothing is ever pushed.
-    let store = RedisStore::new(
-        stack.redis().await,
-        &stack.config.redis_prefix,
-        &stack.config.inbox,
-    );
+    let store = stack.redis_store().await;
     let now = shared::clock::system().now_ms();
     let lease = stack.config.relay.fetch_lease;
     let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
