@@ -128,7 +128,10 @@ async fn store_keys(stack: &Stack, user: &User, extra: u32) {
                 .collect(),
             ..Default::default()
         };
-        dynamo.store(user_id, &upload).await.expect("store keys");
+        dynamo
+            .store(user_id.into(), &upload)
+            .await
+            .expect("store keys");
         next += n;
         left -= n;
     }

@@ -264,9 +264,31 @@ pub async fn run(o: Opts) -> Result<(), String> {
         "1 · online relay: {} pairs for {:?} (+{:?} warm-up), pipeline {}",
         o.pairs, o.duration, o.warmup, o.pipeline
     ));
-    let online = scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline).await;
+    let pids = scenarios::ServerPids {
+        gateway: gw.pid,
+        redis: util::local_redis_pid(&mut redis).await,
+    };
+    if pids.redis.is_none() {
+        log("redis-server's process cannot be read: CPU per send is the gateway's only");
+    }
+    let online = scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline, pids).await;
     if let Some(e) = &online.first_error {
         log(format!("online: {} errors, first: {e}", online.errors));
+    }
+
+    log(format!(
+        "1c · online relay, per-device form: {} pairs, one then two devices per recipient",
+        o.pairs
+    ));
+    let online_devices =
+        scenarios::online_devices(&stack, o.pairs, o.warmup, o.duration, o.pipeline, pids).await;
+    for (n, run) in [(1, &online_devices.one), (2, &online_devices.two)] {
+        if let Some(e) = &run.first_error {
+            log(format!(
+                "online, {n} device(s): {} errors, first: {e}",
+                run.errors
+            ));
+        }
     }
 
     log("1b · online relay on a local Redis Cluster (3 primaries, 3 replicas)");
@@ -293,8 +315,20 @@ pub async fn run(o: Opts) -> Result<(), String> {
         &dynamodb_url,
     )
     .await;
-    let online_cluster =
-        scenarios::online(&cluster_stack, o.pairs, o.warmup, o.duration, o.pipeline).await;
+    // The cluster's six redis-servers are not read: CPU per send is the gateway's.
+    let cluster_pids = scenarios::ServerPids {
+        gateway: gw_cluster.pid,
+        redis: None,
+    };
+    let online_cluster = scenarios::online(
+        &cluster_stack,
+        o.pairs,
+        o.warmup,
+        o.duration,
+        o.pipeline,
+        cluster_pids,
+    )
+    .await;
     if let Some(e) = &online_cluster.first_error {
         log(format!(
             "online on the cluster: {} errors, first: {e}",
@@ -437,6 +471,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
             cold_start: cold_floor,
         },
         online,
+        online_devices: Some(online_devices),
         online_cluster,
         offline,
         bundle,

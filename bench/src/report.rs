@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::bundle::{BundleLevel, BundleScale};
 use super::coldstart::ColdStart;
 use super::floors::RedisFloor;
-use super::scenarios::{Connections, EchoFloor, Offline, Online};
+use super::scenarios::{Connections, CpuPerSend, EchoFloor, Offline, Online, OnlineDevices};
 use super::util::{Lat, Machine};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +20,10 @@ pub struct Results {
     pub total_s: f64,
     pub floors: Floors,
     pub online: Online,
+    /// The online scenario in the per-device form of `send`, one and two devices per recipient
+    /// (absent from runs before devices).
+    #[serde(default)]
+    pub online_devices: Option<OnlineDevices>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -158,6 +162,72 @@ fn share(value: f64, floor: f64) -> String {
     }
 }
 
+/// Server CPU per send: the total, and the gateway's and Redis' shares.
+fn cpu(c: &CpuPerSend) -> String {
+    match c.redis_us {
+        Some(redis) => format!(
+            "{:.0} µs (gateway {:.0} + Redis {redis:.0})",
+            c.total_us(),
+            c.gateway_us
+        ),
+        None => format!("{:.0} µs (gateway; Redis not read)", c.gateway_us),
+    }
+}
+
+/// The most two devices' server CPU per send may be, in times one device's (issue 13).
+pub const TWO_DEVICES_CPU_TARGET: f64 = 1.5;
+
+/// Scenario 1c: one device per recipient beside two, in the per-device form of `send`.
+fn device_rows(d: &OnlineDevices, echo: &EchoFloor) -> Vec<Row> {
+    let (one, two) = (&d.one, &d.two);
+    let name = format!(
+        "1c · online, 1 vs 2 devices per recipient ({} pairs, pipeline {})",
+        one.pairs, one.pipeline
+    );
+    let p50_p99 = |o: &Online| format!("{} / {}", ms(o.latency.p50_ms), ms(o.latency.p99_ms));
+    vec![
+        rate_row(
+            &name,
+            "1 device: sends/s",
+            (one.sends_per_s, "msg/s"),
+            "echo ",
+            (echo.frames_per_s, "frames/s"),
+        ),
+        row(
+            &name,
+            "2 devices: sends/s (deliveries/s)",
+            format!(
+                "{} ({})",
+                rate(two.sends_per_s, "msg/s"),
+                rate(two.msgs_per_s, "/s")
+            ),
+            format!("1 device {}", rate(one.sends_per_s, "msg/s")),
+            format!(
+                "{:.0}% of 1 device",
+                100.0 * two.sends_per_s / one.sends_per_s.max(1e-9)
+            ),
+        ),
+        row(
+            &name,
+            "2 devices: send→receive p50 / p99",
+            p50_p99(two),
+            format!("1 device {}", p50_p99(one)),
+            times(two.latency.p99_ms, one.latency.p99_ms),
+        ),
+        plain(&name, "1 device: server CPU per send", cpu(&one.cpu)),
+        row(
+            &name,
+            "2 devices: server CPU per send",
+            cpu(&two.cpu),
+            format!("1 device {:.0} µs", one.cpu.total_us()),
+            format!(
+                "{:.2}× 1 device (target ≤ {TWO_DEVICES_CPU_TARGET}×)",
+                d.cpu_ratio()
+            ),
+        ),
+    ]
+}
+
 pub fn rows(r: &Results) -> Vec<Row> {
     let f = &r.floors;
     let o = &r.online;
@@ -187,6 +257,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
         &o.latency,
         &e.latency,
     ));
+    if o.cpu.sends > 0 {
+        rows.push(plain(&on, "server CPU per send", cpu(&o.cpu)));
+    }
     let oc = &r.online_cluster;
     let ocn = format!(
         "1b · online on a Redis Cluster ({} pairs, pipeline {})",
@@ -211,6 +284,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
             times(oc.latency.p99_ms, o.latency.p99_ms),
         ),
     ]);
+    if let Some(d) = &r.online_devices {
+        rows.extend(device_rows(d, e));
+    }
     let off = &r.offline;
     let offn = format!("2 · offline ({} msgs)", off.messages);
     let pair_rate = if f.redis.rpush_lpop.p50_ms > 0.0 {
@@ -365,6 +441,23 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
         measured: format!("{:.0} msg/s, p99 {}", o.msgs_per_s, ms(o.latency.p99_ms)),
         met: o.msgs_per_s >= 20_000.0 && o.latency.p99_ms <= 20.0 && o.latency.n > 0,
     });
+    if let Some(d) = &r.online_devices {
+        let ratio = d.cpu_ratio();
+        t.push(Target {
+            name: "two devices per recipient".into(),
+            goal: format!("server CPU per send ≤ {TWO_DEVICES_CPU_TARGET}× one device's"),
+            measured: format!(
+                "{:.0} µs vs {:.0} µs ({ratio:.2}×), {} errors",
+                d.two.cpu.total_us(),
+                d.one.cpu.total_us(),
+                d.one.errors + d.two.errors
+            ),
+            met: ratio <= TWO_DEVICES_CPU_TARGET
+                && d.one.cpu.sends > 0
+                && d.two.cpu.sends > 0
+                && d.one.errors + d.two.errors == 0,
+        });
+    }
     if let Some(l) = r.bundle.iter().find(|l| l.concurrency == 8) {
         let b = &l.scenario;
         t.push(Target {

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use relay_tests::client::{post, put_auth, unique_username};
+use relay_tests::devices::{self, Device};
 use relay_tests::{Identity, Stack, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::util::{log, rss_kib, Lat};
-use super::ws::{self, Counters};
+use super::util::{cpu_secs, log, rss_kib, Lat};
+use super::ws::{self, Counters, Recipient};
 
 /// Registers and logs in `n` users, each with `keys` EC and `keys` Kyber one-time prekeys
 /// (more than 100 are uploaded by further `PUT /v1/keys`, 100 at a time).
@@ -91,6 +92,12 @@ pub struct Online {
     pub pipeline: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// Devices per recipient, each connected.
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Whether senders used the per-device form of `send` (`"messages"`), else `"body"`.
+    #[serde(default)]
+    pub per_device_form: bool,
     pub sent: u64,
     pub delivered: u64,
     pub queued: u64,
@@ -98,27 +105,168 @@ pub struct Online {
     pub errors: u64,
     pub first_error: Option<String>,
     pub received: u64,
+    /// Envelopes received per second in the measured window (every device's).
     pub msgs_per_s: f64,
+    /// `sent` replies per second in the measured window: messages sent, whatever the fan-out.
+    #[serde(default)]
+    pub sends_per_s: f64,
     pub latency: Lat,
+    /// The server's CPU time per send in the measured window.
+    #[serde(default)]
+    pub cpu: CpuPerSend,
 }
 
-/// Scenario 1: `pairs` connected sender → recipient pairs for `warmup + duration`; rate and
-/// latency are taken over `duration`.
+fn one() -> usize {
+    1
+}
+
+/// The processes whose CPU time an online run reads: the gateway and, when it runs on this
+/// machine, redis-server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerPids {
+    pub gateway: u32,
+    pub redis: Option<u32>,
+}
+
+/// Server CPU time (user + system, from `/proc/PID/stat`) per `sent` reply over the measured
+/// window of an online run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct CpuPerSend {
+    /// `sent` replies in the window.
+    pub sends: u64,
+    /// The gateway process, all its threads, µs per send.
+    pub gateway_us: f64,
+    /// redis-server, µs per send; `None` when its process could not be read.
+    pub redis_us: Option<f64>,
+}
+
+impl CpuPerSend {
+    /// Gateway and Redis together, µs per send.
+    pub fn total_us(&self) -> f64 {
+        self.gateway_us + self.redis_us.unwrap_or(0.0)
+    }
+}
+
+/// Scenario 1c: the online run in the per-device form of `send`, with one device per recipient
+/// and, on the same users, with two.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct OnlineDevices {
+    /// Every recipient has its primary device only (one ciphertext per send).
+    pub one: Online,
+    /// Every recipient has linked a second device, both connected (two ciphertexts per send).
+    pub two: Online,
+}
+
+impl OnlineDevices {
+    /// Server CPU per send with two devices ÷ with one.
+    pub fn cpu_ratio(&self) -> f64 {
+        self.two.cpu.total_us() / self.one.cpu.total_us().max(1e-9)
+    }
+}
+
+/// A recipient of an online run: where its sender sends, and each device's access token.
+struct Inbound {
+    to: Recipient,
+    tokens: Vec<String>,
+}
+
+impl Inbound {
+    /// A recipient sent to in the single-device form.
+    fn single(user: &User) -> Self {
+        Self {
+            to: Recipient::single(&user.user_id),
+            tokens: vec![user.access.clone()],
+        }
+    }
+
+    /// A recipient sent to in the per-device form, one ciphertext for each of `devices`.
+    fn devices(devices: &[&Device]) -> Self {
+        Self {
+            to: Recipient {
+                user_id: devices[0].user_id.clone(),
+                devices: devices
+                    .iter()
+                    .map(|d| (d.device_id, d.registration_id))
+                    .collect(),
+            },
+            tokens: devices.iter().map(|d| d.access.clone()).collect(),
+        }
+    }
+}
+
+/// Scenario 1: `pairs` connected sender → recipient pairs for `warmup + duration`, in the
+/// single-device form of `send`; rate, latency and server CPU are taken over `duration`.
 pub async fn online(
     stack: &Stack,
     pairs: usize,
     warmup: Duration,
     duration: Duration,
     window: usize,
+    pids: ServerPids,
 ) -> Online {
     let users = create_users(stack, 2 * pairs, 1).await;
     let (senders, recipients) = users.split_at(pairs);
+    let inbound: Vec<Inbound> = recipients.iter().map(Inbound::single).collect();
+    online_run(stack, senders, &inbound, warmup, duration, window, pids).await
+}
+
+/// The registration id of the recipients' linked devices in scenario 1c.
+const LINKED_REGISTRATION_ID: u64 = 4321;
+
+/// Scenario 1c: as scenario 1, senders using the per-device form of `send`: first every recipient
+/// has one device, then (the same users) every recipient links a second device, connected too,
+/// and each send carries a ciphertext for each.
+pub async fn online_devices(
+    stack: &Stack,
+    pairs: usize,
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+    pids: ServerPids,
+) -> OnlineDevices {
+    let users = create_users(stack, 2 * pairs, 1).await;
+    let (senders, recipients) = users.split_at(pairs);
+    let primaries: Vec<Device> = recipients.iter().map(Device::primary).collect();
+    let inbound: Vec<Inbound> = primaries.iter().map(|p| Inbound::devices(&[p])).collect();
+    log("1c · one device per recipient");
+    let one = online_run(stack, senders, &inbound, warmup, duration, window, pids).await;
+    log(format!(
+        "1c · linking a second device to {pairs} recipients"
+    ));
+    let linked: Vec<Device> = futures::stream::iter(recipients)
+        .map(|r| devices::link(stack, r, LINKED_REGISTRATION_ID))
+        .buffered(4)
+        .collect()
+        .await;
+    let inbound: Vec<Inbound> = primaries
+        .iter()
+        .zip(&linked)
+        .map(|(p, l)| Inbound::devices(&[p, l]))
+        .collect();
+    log("1c · two devices per recipient");
+    let two = online_run(stack, senders, &inbound, warmup, duration, window, pids).await;
+    OnlineDevices { one, two }
+}
+
+/// One online run: every device of every recipient connected, each sender sending to its
+/// recipient for `warmup + duration`; rate, latency and server CPU are taken over `duration`.
+async fn online_run(
+    stack: &Stack,
+    senders: &[User],
+    recipients: &[Inbound],
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+    pids: ServerPids,
+) -> Online {
+    let pairs = senders.len();
+    let fanout = recipients.first().map_or(1, |r| r.to.fanout());
     let base = Instant::now();
     let c = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut receivers = Vec::new();
-    for r in recipients {
-        let ws = ws::connect(&stack.ws_url(&r.access)).await;
+    for token in recipients.iter().flat_map(|r| &r.tokens) {
+        let ws = ws::connect(&stack.ws_url(token)).await;
         receivers.push(tokio::spawn(ws::run_receiver(
             ws,
             base,
@@ -130,16 +278,19 @@ pub async fn online(
     for s in senders {
         sockets.push(ws::connect(&stack.ws_url(&s.access)).await);
     }
-    log(format!("online: {} pairs connected, sending", pairs));
+    log(format!(
+        "online: {pairs} pairs connected ({fanout} device(s) per recipient), sending"
+    ));
     let start = Instant::now();
     let end = start + warmup + duration;
+    let cpu = tokio::spawn(cpu_window(pids, c.clone(), start + warmup, end));
     let tasks: Vec<_> = sockets
         .into_iter()
         .zip(recipients)
         .map(|(sock, r)| {
             tokio::spawn(ws::run_sender(
                 sock,
-                r.user_id.clone(),
+                r.to.clone(),
                 base,
                 u64::MAX,
                 end,
@@ -152,17 +303,20 @@ pub async fn online(
         let _ = t.await;
     }
     let settle = Instant::now() + Duration::from_secs(10);
-    while c.get(&c.received) < c.get(&c.delivered) && Instant::now() < settle {
+    while c.get(&c.received) < fanout * c.get(&c.delivered) && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = stop_tx.send(true);
     let (rate, lat) = measured(receivers, base, start + warmup, end).await;
+    let (cpu, sends_per_s) = cpu.await.unwrap_or_default();
     let first_error = c.first_error.lock().expect("lock").clone();
     Online {
         pairs,
         pipeline: window,
         duration_s: duration.as_secs_f64(),
         warmup_s: warmup.as_secs_f64(),
+        devices: fanout as usize,
+        per_device_form: recipients.iter().any(|r| !r.to.devices.is_empty()),
         sent: c.get(&c.sent),
         delivered: c.get(&c.delivered),
         queued: c.get(&c.queued),
@@ -171,8 +325,40 @@ pub async fn online(
         first_error,
         received: c.get(&c.received),
         msgs_per_s: rate,
+        sends_per_s,
         latency: Lat::from_ns(lat),
+        cpu,
     }
+}
+
+/// The servers' CPU time and the `sent` replies between `from` and `to`: the CPU per send, and
+/// the sends per second.
+async fn cpu_window(
+    pids: ServerPids,
+    c: Arc<Counters>,
+    from: Instant,
+    to: Instant,
+) -> (CpuPerSend, f64) {
+    let sample = || {
+        (
+            c.sends_answered(),
+            Instant::now(),
+            cpu_secs(pids.gateway).unwrap_or(0.0),
+            pids.redis.and_then(cpu_secs),
+        )
+    };
+    tokio::time::sleep_until(from.into()).await;
+    let (n0, t0, gateway0, redis0) = sample();
+    tokio::time::sleep_until(to.into()).await;
+    let (n1, t1, gateway1, redis1) = sample();
+    let sends = n1.saturating_sub(n0);
+    let per = |secs: f64| secs * 1e6 / sends.max(1) as f64;
+    let cpu = CpuPerSend {
+        sends,
+        gateway_us: per(gateway1 - gateway0),
+        redis_us: redis0.zip(redis1).map(|(a, b)| per(b - a)),
+    };
+    (cpu, sends as f64 / (t1 - t0).as_secs_f64().max(1e-9))
 }
 
 /// The samples (received at, latency; ns since `base`) of `tasks`, joined: the rate in the
@@ -260,7 +446,7 @@ pub async fn offline(stack: &Stack, messages: u64, window: usize) -> Offline {
     let t = Instant::now();
     ws::run_sender(
         sock,
-        recipient.user_id.clone(),
+        Recipient::single(&recipient.user_id),
         base,
         messages,
         Instant::now() + Duration::from_secs(60),

@@ -268,3 +268,34 @@ pub fn cpu_secs_by_thread(pid: u32, engine: &str) -> (f64, f64) {
     }
     (other, engine_secs)
 }
+
+/// CPU seconds (user + system) a process has used so far, all its threads (`/proc/PID/stat`);
+/// `None` when the process cannot be read.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state …`: comm may hold spaces, so split at the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After the comm: utime is field 14 and stime 15 (1-based over the whole line).
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / tick)
+}
+
+/// The pid of the redis-server behind `redis` when it runs on this machine (INFO's `process_id`,
+/// checked against `/proc/PID/comm`), so that its CPU time can be read.
+pub async fn local_redis_pid(redis: &mut redis::aio::ConnectionManager) -> Option<u32> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(redis)
+        .await
+        .ok()?;
+    let pid: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    comm.starts_with("redis-server").then_some(pid)
+}

@@ -36,15 +36,67 @@ pub fn ns_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-/// A `send` frame whose body carries the send time (ns since `base`) and a sequence number.
-pub fn send_frame(to: &str, seq: u64, base: Instant) -> String {
+/// Where a sender sends: a user and, for the per-device form of `send`, each of its devices as
+/// `(device_id, registration_id)`; no devices means the single-device form (`"body"`).
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub user_id: String,
+    pub devices: Vec<(u64, u64)>,
+}
+
+impl Recipient {
+    /// A recipient sent to in the single-device form.
+    pub fn single(user_id: &str) -> Self {
+        Self {
+            user_id: user_id.to_string(),
+            devices: Vec::new(),
+        }
+    }
+
+    /// How many envelopes one send delivers.
+    pub fn fanout(&self) -> u64 {
+        self.devices.len().max(1) as u64
+    }
+}
+
+/// A body carrying the send time (ns since `base`), a sequence number and a device id.
+fn body(seq: u64, device_id: u64, base: Instant) -> String {
     let mut body = [0u8; BODY_BYTES];
     body[..8].copy_from_slice(&ns_since(base).to_le_bytes());
     body[8..16].copy_from_slice(&seq.to_le_bytes());
+    body[16..24].copy_from_slice(&device_id.to_le_bytes());
+    STANDARD.encode(body)
+}
+
+/// A `send` frame to `to` whose bodies carry the send time: the single-device form (`"body"`),
+/// or one ciphertext per device (`"messages"`) when `to` lists devices.
+pub fn send_frame(to: &Recipient, seq: u64, base: Instant) -> String {
+    let user = &to.user_id;
+    if to.devices.is_empty() {
+        let body = body(seq, 1, base);
+        return format!(r#"{{"action":"send","to":"{user}","id":"{seq}","body":"{body}"}}"#);
+    }
+    let messages: Vec<String> = to
+        .devices
+        .iter()
+        .map(|&(device, registration)| {
+            let body = body(seq, device, base);
+            format!(r#"{{"device_id":{device},"registration_id":{registration},"body":"{body}"}}"#)
+        })
+        .collect();
     format!(
-        r#"{{"action":"send","to":"{to}","id":"{seq}","body":"{}"}}"#,
-        STANDARD.encode(body)
+        r#"{{"action":"send","to":"{user}","id":"{seq}","messages":[{}]}}"#,
+        messages.join(",")
     )
+}
+
+/// The overall delivery of a `sent` reply: its first `delivery` (each device's follows it).
+fn overall_delivery(sent: &str) -> &str {
+    const KEY: &str = r#""delivery":""#;
+    sent.find(KEY)
+        .map(|at| &sent[at + KEY.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("")
 }
 
 /// Send times carried by the bodies in a frame (a `messages` frame, or an echoed `send`).
@@ -81,13 +133,18 @@ impl Counters {
     pub fn get(&self, c: &AtomicU64) -> u64 {
         c.load(Relaxed)
     }
+
+    /// `sent` replies so far (delivered, queued or dropped).
+    pub fn sends_answered(&self) -> u64 {
+        self.get(&self.delivered) + self.get(&self.queued) + self.get(&self.dropped)
+    }
 }
 
 /// Sends to `to` until `max` messages or `end`, keeping at most `window` sends unanswered, then
 /// waits (bounded) for the outstanding `sent` replies.
 pub async fn run_sender(
     ws: WsStream,
-    to: String,
+    to: Recipient,
     base: Instant,
     max: u64,
     end: Instant,
@@ -102,12 +159,10 @@ pub async fn run_sender(
             let Message::Text(t) = msg else { continue };
             let t = t.as_str();
             if t.contains(r#""type":"sent""#) {
-                let counter = if t.contains(r#""delivery":"delivered""#) {
-                    &rc.delivered
-                } else if t.contains(r#""delivery":"queued""#) {
-                    &rc.queued
-                } else {
-                    &rc.dropped
+                let counter = match overall_delivery(t) {
+                    "delivered" => &rc.delivered,
+                    "queued" => &rc.queued,
+                    _ => &rc.dropped,
                 };
                 counter.fetch_add(1, Relaxed);
                 rsem.add_permits(1);
@@ -189,7 +244,7 @@ pub async fn run_echo(
         }
         out
     });
-    let to = uuid::Uuid::new_v4().to_string();
+    let to = Recipient::single(&uuid::Uuid::new_v4().to_string());
     let end_at = tokio::time::Instant::from_std(end);
     let mut seq = 0;
     while Instant::now() < end {

@@ -47,6 +47,7 @@ impl Gateway {
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/ws", get(websocket))
+        .route("/ws/provisioning", get(websocket))
         .fallback(http_api)
         .with_state(gateway)
 }
@@ -182,12 +183,17 @@ fn new_connection_id() -> String {
 }
 
 /// `GET /ws?token=…`: `$connect` decides before the upgrade; a refusal fails the handshake.
+/// `GET /ws/provisioning` is the anonymous provisioning socket, `/ws?provisioning=1` as on AWS
+/// (whose WebSocket API has one URL).
 async fn websocket(
     State(gw): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
-    let query = req.uri().query().map(str::to_string);
+    let query = match req.uri().path() {
+        "/ws/provisioning" => Some("provisioning=1".to_string()),
+        _ => req.uri().query().map(str::to_string),
+    };
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,

@@ -8,7 +8,8 @@ use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
 use crate::services::{
-    accounts::Accounts, auth::Authenticator, directory::KeyDirectory, relay::Relay,
+    accounts::Accounts, auth::Authenticator, devices::Devices, directory::KeyDirectory,
+    relay::Relay,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -20,6 +21,7 @@ pub struct App {
     pub auth: Authenticator,
     pub accounts: Accounts,
     pub keys: KeyDirectory,
+    pub devices: Devices,
     pub dynamo: Dynamo,
     pub redis: RedisStore,
 }
@@ -80,12 +82,19 @@ impl App {
         };
         let keys = KeyDirectory {
             keys: dynamo_arc.clone(),
-            users: dynamo_arc,
-            limiter: redis_arc,
+            users: dynamo_arc.clone(),
+            limiter: redis_arc.clone(),
             limits: config.rate_limits,
             key_limits: config.keys,
+            device_limits: config.devices,
             clock: clock.clone(),
             established: Default::default(),
+        };
+        let devices = Devices {
+            accounts: accounts.clone(),
+            keys: dynamo_arc,
+            provisioning: redis_arc,
+            device_limits: config.devices,
         };
         Ok(Arc::new(Self {
             config,
@@ -93,6 +102,7 @@ impl App {
             auth,
             accounts,
             keys,
+            devices,
             dynamo,
             redis,
         }))
@@ -106,6 +116,7 @@ impl App {
             inbox: redis.clone(),
             registry: redis.clone(),
             users: Arc::new(self.dynamo.clone()),
+            provisioning: redis.clone(),
             limiter: redis,
             pusher,
             limits: self.config.rate_limits,
@@ -113,6 +124,7 @@ impl App {
             senders: Default::default(),
             timings: self.config.relay,
             max_connections: self.config.max_connections_per_user,
+            device_limits: self.config.devices,
             clock: self.clock.clone(),
         }
     }

@@ -76,6 +76,10 @@ pub struct RateLimits {
     pub connect_ip: Bucket,
     /// Client frames of any kind per user (a `send` also counts against `messages`).
     pub frames: Bucket,
+    /// Linking codes and provisioning messages per account.
+    pub provisioning: Bucket,
+    /// `POST /v1/devices` (a linking code presented) per client IP.
+    pub link: Bucket,
 }
 
 impl Default for RateLimits {
@@ -115,6 +119,10 @@ impl Default for RateLimits {
             // Above `messages`, so that limit stays the one a sender meets; what it bounds is
             // the frames that cost a Redis round trip without sending (fetch, list, ping).
             frames: Bucket::new(300, 1),
+            // Linking a device takes a code and a message; a person retrying a few times fits.
+            provisioning: Bucket::new(10, 600),
+            // Codes are 256 random bits, so guessing is hopeless anyway; this bounds the cost.
+            link: Bucket::new(10, 600),
         }
     }
 }
@@ -184,6 +192,31 @@ pub struct KeyLimits {
     pub new_account_age: Duration,
 }
 
+/// Devices per account and linking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Devices per account, the primary included (`MAX_DEVICES`).
+    pub max_devices: u32,
+    /// How long a linking code and a provisioning address last (`PROVISIONING_TTL_SECS`).
+    pub provisioning_ttl: Duration,
+    /// Largest decoded provisioning message (`PROVISIONING_MAX_BYTES`).
+    pub provisioning_max_bytes: usize,
+    /// `BUNDLE_WITHOUT_ONE_TIME=1`: a device with no one-time prekey left is handed out without
+    /// one (Signal's behaviour) instead of the whole fetch answering 412.
+    pub bundle_without_one_time: bool,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        Self {
+            max_devices: 6,
+            provisioning_ttl: Duration::from_secs(600),
+            provisioning_max_bytes: 8192,
+            bundle_without_one_time: false,
+        }
+    }
+}
+
 /// How the relay keeps WebSocket connections honest and fetches bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayTimings {
@@ -225,6 +258,7 @@ pub struct Config {
     pub inbox: InboxLimits,
     pub rate_limits: RateLimits,
     pub keys: KeyLimits,
+    pub devices: DeviceLimits,
     /// Live WebSocket connections per user; a new one past it closes the oldest.
     pub max_connections_per_user: u32,
     /// Largest accepted HTTP request body.
@@ -305,6 +339,19 @@ impl Config {
                     "more than FETCH_DEADLINE_MS (and than the connection function's timeout)",
             });
         }
+        let max_devices: u32 = env.number("MAX_DEVICES", DeviceLimits::default().max_devices)?;
+        if !(1..=crate::model::MAX_DEVICE_ID).contains(&max_devices) {
+            return Err(ConfigError::Invalid {
+                var: "MAX_DEVICES".into(),
+                expected: "1 to 255",
+            });
+        }
+        let devices = DeviceLimits {
+            max_devices,
+            provisioning_ttl: Duration::from_secs(env.number("PROVISIONING_TTL_SECS", 600)?),
+            provisioning_max_bytes: env.number("PROVISIONING_MAX_BYTES", 8192)?,
+            bundle_without_one_time: env.flag("BUNDLE_WITHOUT_ONE_TIME")?.unwrap_or(false),
+        };
         let redis_url = env.required("REDIS_URL")?;
         let redis_cluster = redis_mode(&redis_url, env.flag("REDIS_CLUSTER")?)?;
         Ok(Self {
@@ -355,11 +402,14 @@ impl Config {
                 connect: env.bucket("RATE_LIMIT_CONNECT", defaults.connect)?,
                 connect_ip: env.bucket("RATE_LIMIT_CONNECT_IP", defaults.connect_ip)?,
                 frames: env.bucket("RATE_LIMIT_FRAMES", defaults.frames)?,
+                provisioning: env.bucket("RATE_LIMIT_PROVISIONING", defaults.provisioning)?,
+                link: env.bucket("RATE_LIMIT_LINK", defaults.link)?,
             },
             keys: KeyLimits {
                 max_one_time_prekeys,
                 new_account_age: Duration::from_secs(env.number("NEW_ACCOUNT_AGE_SECS", 86_400)?),
             },
+            devices,
             max_connections_per_user,
             max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)?,
             ws_management_endpoint: get("WS_MANAGEMENT_ENDPOINT").filter(|s| !s.is_empty()),

@@ -23,6 +23,13 @@ use crate::routes::HttpRoute;
     crate::model::PreKeyOut,
     crate::model::BundleOut,
     crate::model::HealthOut,
+    crate::model::LinkDeviceRequest,
+    crate::model::ProvisioningMessageIn,
+    crate::model::ProvisioningCodeOut,
+    crate::model::DeviceOut,
+    crate::model::DevicesOut,
+    crate::model::DeviceBundleOut,
+    crate::model::DevicesBundleOut,
     crate::error::ErrorBody,
     crate::error::ErrorDetail,
 )))]
@@ -33,6 +40,8 @@ struct HttpSchemas;
     crate::frames::ClientFrame,
     crate::frames::SendFrame,
     crate::frames::Correlation,
+    crate::frames::DeviceMessage,
+    crate::frames::DeviceDelivery,
     crate::frames::ServerFrame,
     crate::frames::Delivery,
     crate::frames::Envelope,
@@ -144,6 +153,61 @@ fn describe(route: HttpRoute) -> RouteDoc {
             params: &[("user_id", "path", "The user whose bundle to fetch")],
             ok: (200, Some("BundleOut")),
             errors: &[401, 404, 412, 429],
+        },
+        ProvisioningCode => RouteDoc {
+            summary: "Get a single-use code to link a new device (primary device only)",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (200, Some("ProvisioningCodeOut")),
+            errors: &[401, 403, 409, 429],
+        },
+        SendProvisioning => RouteDoc {
+            summary: "Send the opaque provisioning message to a new device's provisioning socket",
+            bearer: true,
+            body: Some("ProvisioningMessageIn"),
+            params: &[(
+                "address",
+                "path",
+                "The address the new device's provisioning socket was given",
+            )],
+            ok: (204, None),
+            errors: &[400, 401, 404, 429],
+        },
+        LinkDevice => RouteDoc {
+            summary: "Link a new device with a linking code and its own keys",
+            bearer: false,
+            body: Some("LinkDeviceRequest"),
+            params: &[],
+            ok: (200, Some("TokensOut")),
+            errors: &[400, 403, 409, 429],
+        },
+        ListDevices => RouteDoc {
+            summary: "List the devices of the caller's account",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (200, Some("DevicesOut")),
+            errors: &[401],
+        },
+        RemoveDevice => RouteDoc {
+            summary: "Remove a linked device: its keys, inbox, sessions and sockets",
+            bearer: true,
+            body: None,
+            params: &[("device_id", "path", "The device to remove (2 to 255)")],
+            ok: (204, None),
+            errors: &[400, 401, 403, 404],
+        },
+        DeviceBundle => RouteDoc {
+            summary: "Fetch one device's or every device's (`*`) prekey bundle, all or none",
+            bearer: true,
+            body: None,
+            params: &[
+                ("user_id", "path", "The user whose bundles to fetch"),
+                ("device_id", "path", "A device id, or `*` for every device"),
+            ],
+            ok: (200, Some("DevicesBundleOut")),
+            errors: &[400, 401, 404, 412, 429],
         },
     }
 }
@@ -421,7 +485,7 @@ mod tests {
         let schema = frames_schema();
         let defs = &schema["$defs"];
         let variants = defs["ClientFrame"]["oneOf"].as_array().unwrap();
-        assert_eq!(variants.len(), 5);
+        assert_eq!(variants.len(), 6);
         for variant in variants {
             let text = variant.to_string();
             let action = text

@@ -22,6 +22,25 @@ pub enum Error {
     RouteNotFound,
     #[error("no one-time prekey left")]
     PrekeysExhausted,
+    /// A multi-device bundle: these devices have no one-time prekey left (nothing was taken).
+    #[error("no one-time prekey left on devices {0:?}")]
+    DevicesExhausted(Vec<u32>),
+    #[error("not allowed for this device")]
+    Forbidden,
+    #[error("device not found")]
+    DeviceNotFound,
+    #[error("the account has the most devices it may have")]
+    TooManyDevices,
+    #[error("linking code is wrong, expired or already used")]
+    InvalidCode,
+    #[error("provisioning address is unknown, expired or already used")]
+    UnknownAddress,
+    /// A send's device list is not the recipient's: nothing was stored.
+    #[error("the devices of the message are not the recipient's devices")]
+    MismatchedDevices { missing: Vec<u32>, extra: Vec<u32> },
+    /// A send named devices whose registration id changed (re-registered): nothing was stored.
+    #[error("some devices of the message were registered again")]
+    StaleDevices(Vec<u32>),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("rate limited")]
@@ -57,6 +76,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable; never internal details.
     pub message: String,
+    /// `prekeys_exhausted` of a multi-device bundle: the devices without a one-time prekey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<u32>>,
 }
 
 impl Error {
@@ -76,9 +98,15 @@ impl Error {
             | Self::InvalidFrame(_)
             | Self::MessageTooLarge => 400,
             Self::InvalidCredentials | Self::Unauthorized => 401,
-            Self::UserNotFound | Self::RouteNotFound | Self::UnknownRecipient => 404,
-            Self::UsernameTaken => 409,
-            Self::PrekeysExhausted => 412,
+            Self::Forbidden | Self::InvalidCode => 403,
+            Self::UserNotFound
+            | Self::RouteNotFound
+            | Self::UnknownRecipient
+            | Self::DeviceNotFound
+            | Self::UnknownAddress => 404,
+            Self::UsernameTaken | Self::TooManyDevices | Self::MismatchedDevices { .. } => 409,
+            Self::StaleDevices(_) => 410,
+            Self::PrekeysExhausted | Self::DevicesExhausted(_) => 412,
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
             Self::Internal(_) => 500,
@@ -96,7 +124,14 @@ impl Error {
             Self::Unauthorized => "unauthorized",
             Self::UserNotFound => "user_not_found",
             Self::RouteNotFound => "not_found",
-            Self::PrekeysExhausted => "prekeys_exhausted",
+            Self::PrekeysExhausted | Self::DevicesExhausted(_) => "prekeys_exhausted",
+            Self::Forbidden => "forbidden",
+            Self::DeviceNotFound => "device_not_found",
+            Self::TooManyDevices => "too_many_devices",
+            Self::InvalidCode => "invalid_code",
+            Self::UnknownAddress => "unknown_address",
+            Self::MismatchedDevices { .. } => "mismatched_devices",
+            Self::StaleDevices(_) => "stale_devices",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::UnknownRecipient => "unknown_recipient",
@@ -120,6 +155,12 @@ impl Error {
                 format!("too many requests; retry after {retry_after_secs} s")
             }
             Self::MessageTooLarge => "message body over the size limit".into(),
+            Self::MismatchedDevices { missing, extra } => {
+                format!("devices missing: {missing:?}, devices not the recipient's: {extra:?}")
+            }
+            Self::StaleDevices(stale) => {
+                format!("devices registered again (fetch their bundles): {stale:?}")
+            }
             other => other.to_string(),
         }
     }
@@ -130,6 +171,10 @@ impl Error {
             error: ErrorDetail {
                 code: self.code().into(),
                 message: self.public_message(),
+                devices: match self {
+                    Self::DevicesExhausted(devices) => Some(devices.clone()),
+                    _ => None,
+                },
             },
         })
         .expect("error bodies serialize")

@@ -35,6 +35,9 @@ pub enum ClientFrame {
     /// Hands the connection a fresh access token of the same user, so it outlives the token it
     /// was opened with; answered with `renewed`.
     Renew(RenewFrame),
+    /// On a provisioning socket only: asks for the socket's provisioning address; answered with
+    /// `provisioning_address`.
+    Provision(Correlation),
 }
 
 /// `renew`: an access token from `POST /v1/sessions/refresh` (or a new login) of the
@@ -68,11 +71,55 @@ pub struct SendFrame {
     pub id: Option<Value>,
     /// The recipient's user id (a string that is not a UUID is an `unknown_recipient`).
     pub to: String,
-    /// The ciphertext, standard base64 (padding optional); at most `MESSAGE_MAX_BYTES` decoded.
-    pub body: String,
+    /// One ciphertext for a recipient with exactly one device (the form from before devices):
+    /// standard base64 (padding optional), at most `MESSAGE_MAX_BYTES` decoded. A frame has
+    /// either `body` or `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// One ciphertext per device of the recipient (without the sending device when sending to
+    /// oneself); stored for all of them in one step or for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<DeviceMessage>>,
     /// `true`: deliver only to a connected recipient and never store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_only: Option<bool>,
+}
+
+/// The ciphertext for one device of the recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceMessage {
+    pub device_id: u32,
+    /// The registration id of the device the sender's session was made with.
+    pub registration_id: u32,
+    /// Standard base64 (padding optional), at most `MESSAGE_MAX_BYTES` decoded.
+    pub body: String,
+}
+
+/// What became of a message for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDelivery {
+    pub device_id: u32,
+    pub delivery: Delivery,
+}
+
+/// `messages` of a `send`: a non-empty list, each device once.
+fn device_messages(value: Value) -> Result<Vec<DeviceMessage>, Error> {
+    let messages: Vec<DeviceMessage> = serde_json::from_value(value).map_err(|_| {
+        Error::InvalidFrame(
+            "`messages` is a list of {device_id, registration_id, body} objects".into(),
+        )
+    })?;
+    if messages.is_empty() {
+        return Err(Error::InvalidFrame("`messages` is empty".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = messages.iter().find(|m| !seen.insert(m.device_id)) {
+        return Err(Error::InvalidFrame(format!(
+            "device {} appears twice in `messages`",
+            twice.device_id
+        )));
+    }
+    Ok(messages)
 }
 
 impl ClientFrame {
@@ -92,6 +139,8 @@ impl ClientFrame {
             to: Option<String>,
             #[serde(default)]
             body: Option<String>,
+            #[serde(default)]
+            messages: Option<Value>,
             #[serde(default)]
             online_only: Option<bool>,
             #[serde(default)]
@@ -123,16 +172,28 @@ impl ClientFrame {
                 let Some(to) = frame.to else {
                     return Err((id, Error::InvalidFrame("send needs `to`".into())));
                 };
-                let Some(body) = frame.body else {
-                    return Err((id, Error::InvalidFrame("send needs `body`".into())));
+                let messages = match frame.messages {
+                    None | Some(Value::Null) => None,
+                    Some(m) => Some(device_messages(m).map_err(|e| (id.clone(), e))?),
                 };
+                if frame.body.is_none() && messages.is_none() {
+                    return Err((id, Error::InvalidFrame("send needs `body`".into())));
+                }
+                if frame.body.is_some() && messages.is_some() {
+                    return Err((
+                        id,
+                        Error::InvalidFrame("send takes `body` or `messages`, not both".into()),
+                    ));
+                }
                 Ok(Self::Send(SendFrame {
                     id,
                     to,
-                    body,
+                    body: frame.body,
+                    messages,
                     online_only: frame.online_only,
                 }))
             }
+            "provision" => Ok(Self::Provision(correlation(id))),
             "fetch" => Ok(Self::Fetch(correlation(id))),
             "list" => Ok(Self::List(correlation(id))),
             "ping" => Ok(Self::Ping(correlation(id))),
@@ -153,7 +214,7 @@ impl ClientFrame {
     pub fn id(&self) -> Option<&Value> {
         match self {
             Self::Send(f) => f.id.as_ref(),
-            Self::Fetch(c) | Self::List(c) | Self::Ping(c) => c.id.as_ref(),
+            Self::Fetch(c) | Self::List(c) | Self::Ping(c) | Self::Provision(c) => c.id.as_ref(),
             Self::Renew(f) => f.id.as_ref(),
         }
     }
@@ -181,7 +242,11 @@ pub enum ServerFrame {
         /// The `send` frame's id, or null.
         #[schema(value_type = Option<String>)]
         id: Option<Value>,
+        /// Overall: `dropped` if any device's is, else `queued` if any device's is, else
+        /// `delivered`.
         delivery: Delivery,
+        /// Each device's delivery.
+        devices: Vec<DeviceDelivery>,
     },
     /// Envelopes, oldest first: during a `fetch`, and pushed at any time while connected.
     Messages { messages: Vec<Envelope> },
@@ -208,15 +273,47 @@ pub enum ServerFrame {
         /// A stable code (docs/api.md §6.7).
         code: String,
         message: String,
+        /// `mismatched_devices`: devices of the recipient the message lacks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing_devices: Option<Vec<u32>>,
+        /// `mismatched_devices`: devices of the message the recipient does not have.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra_devices: Option<Vec<u32>>,
+        /// `stale_devices`: devices whose registration id changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stale_devices: Option<Vec<u32>>,
+    },
+    /// On a provisioning socket, the reply to `provision`.
+    ProvisioningAddress {
+        /// Where the primary device sends the provisioning message (`PUT /v1/provisioning/{address}`).
+        address: String,
+        /// Seconds until the address expires.
+        expires_in: u64,
+    },
+    /// On a provisioning socket: the primary's opaque provisioning message; the socket is
+    /// closed after it.
+    ProvisioningMessage {
+        /// Standard base64, as the primary sent it.
+        body: String,
     },
 }
 
 impl ServerFrame {
     pub fn error(id: Option<Value>, e: &Error) -> Self {
+        let (missing, extra, stale) = match e {
+            Error::MismatchedDevices { missing, extra } => {
+                (Some(missing.clone()), Some(extra.clone()), None)
+            }
+            Error::StaleDevices(stale) => (None, None, Some(stale.clone())),
+            _ => (None, None, None),
+        };
         Self::Error {
             id,
             code: e.code().into(),
             message: e.public_message(),
+            missing_devices: missing,
+            extra_devices: extra,
+            stale_devices: stale,
         }
     }
 
@@ -240,6 +337,8 @@ pub struct Envelope {
     pub id: Uuid,
     /// The sender's user id, from the sender's token.
     pub from: Uuid,
+    /// The sending device, from the sender's token.
+    pub source_device: u32,
     /// When the relay accepted it, Unix milliseconds.
     pub sent_at: u64,
     /// The ciphertext as sent, standard base64 with padding.
@@ -283,6 +382,7 @@ mod tests {
         serde_json::to_string(&Envelope {
             id: Uuid::from_u128(i),
             from: Uuid::from_u128(7),
+            source_device: 1,
             sent_at: 1,
             body: "A".repeat(size),
         })
@@ -319,7 +419,8 @@ mod tests {
             ClientFrame::Send(SendFrame {
                 id: Some(json!("7")),
                 to: "x".into(),
-                body: String::new(),
+                body: Some(String::new()),
+                messages: None,
                 online_only: None,
             })
         );

@@ -9,6 +9,36 @@ use crate::error::{Error, Result};
 use crate::validation as v;
 
 pub type UserId = Uuid;
+/// A device of an account: 1 is the primary (made at registration), linked devices take the
+/// smallest free id from 2 on.
+pub type DeviceId = u32;
+pub const PRIMARY_DEVICE: DeviceId = 1;
+/// The largest device id the API accepts (Signal's device ids are bytes too).
+pub const MAX_DEVICE_ID: DeviceId = 255;
+
+/// One device of one user: what an inbox, a connection and a set of prekeys belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceAddress {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+}
+
+impl DeviceAddress {
+    pub fn new(user_id: UserId, device_id: DeviceId) -> Self {
+        Self { user_id, device_id }
+    }
+
+    pub fn primary(user_id: UserId) -> Self {
+        Self::new(user_id, PRIMARY_DEVICE)
+    }
+}
+
+/// A bare user id addresses its primary device (what every address was before devices).
+impl From<UserId> for DeviceAddress {
+    fn from(user_id: UserId) -> Self {
+        Self::primary(user_id)
+    }
+}
 
 // ---- wire: requests ----
 
@@ -48,6 +78,31 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The device to start a session for (default 1, the primary).
+    #[serde(default)]
+    pub device_id: Option<u64>,
+}
+
+/// `POST /v1/devices`: the linking code from the primary and the new device's own keys (shapes
+/// as in `POST /v1/users`), signed by the account's identity key.
+#[derive(Deserialize, ToSchema)]
+pub struct LinkDeviceRequest {
+    pub code: String,
+    pub registration_id: u64,
+    pub signed_prekey: SignedPreKeyIn,
+    pub one_time_prekeys: Vec<PreKeyIn>,
+    #[serde(default)]
+    pub kyber_last_resort_prekey: Option<SignedPreKeyIn>,
+    #[serde(default)]
+    pub kyber_one_time_prekeys: Vec<SignedPreKeyIn>,
+}
+
+/// `PUT /v1/provisioning/{address}`: an opaque message for the new device (the client encrypts
+/// it to the new device's ephemeral key; the relay never reads it).
+#[derive(Deserialize, ToSchema)]
+pub struct ProvisioningMessageIn {
+    /// Standard base64, at most `PROVISIONING_MAX_BYTES` decoded.
+    pub body: String,
 }
 
 /// `POST /v1/sessions/refresh`: the current refresh token, which stops working.
@@ -89,6 +144,8 @@ pub struct UserOut {
 #[derive(Serialize, ToSchema)]
 pub struct TokensOut {
     pub user_id: Uuid,
+    /// The device the tokens are for.
+    pub device_id: DeviceId,
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
@@ -129,7 +186,97 @@ pub struct BundleOut {
     pub kyber_prekey: Option<SignedPreKeyOut>,
 }
 
+/// `POST /v1/devices/provisioning`: a single-use linking code for a new device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProvisioningCodeOut {
+    pub code: String,
+    /// Seconds until the code stops being accepted.
+    pub expires_in: u64,
+}
+
+/// A device of the caller's account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct DeviceOut {
+    pub device_id: DeviceId,
+    pub registration_id: u32,
+    /// When the device was registered or linked, Unix seconds.
+    pub created_at: u64,
+}
+
+/// `GET /v1/devices`, sorted by device id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DevicesOut {
+    pub devices: Vec<DeviceOut>,
+}
+
+/// One device's keys in a multi-device bundle. `one_time_prekey` is null only when the relay
+/// runs with `BUNDLE_WITHOUT_ONE_TIME=1` and the device has none left.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
+pub struct DeviceBundleOut {
+    pub device_id: DeviceId,
+    pub registration_id: u32,
+    pub signed_prekey: SignedPreKeyOut,
+    pub one_time_prekey: Option<PreKeyOut>,
+    pub kyber_prekey: Option<SignedPreKeyOut>,
+}
+
+/// `GET /v1/users/{user_id}/devices/{device_id}/bundle`: the account's identity key and one
+/// entry per requested device.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
+pub struct DevicesBundleOut {
+    pub user_id: Uuid,
+    pub identity_key: String,
+    pub devices: Vec<DeviceBundleOut>,
+}
+
 // ---- domain ----
+
+/// A device as the user store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: DeviceId,
+    pub registration_id: u32,
+    pub created_at: u64,
+}
+
+impl From<&Device> for DeviceOut {
+    fn from(d: &Device) -> Self {
+        Self {
+            device_id: d.device_id,
+            registration_id: d.registration_id,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// An account's devices, with the version every change of the list increments: the relay's
+/// copy in Redis takes a list only when it is newer than the one it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    pub version: u64,
+    pub devices: Vec<Device>,
+}
+
+impl DeviceList {
+    pub fn get(&self, device_id: DeviceId) -> Option<&Device> {
+        self.devices.iter().find(|d| d.device_id == device_id)
+    }
+
+    /// The id a new device takes: the smallest free one from 2 on (as Signal assigns them).
+    pub fn next_free(&self) -> DeviceId {
+        (PRIMARY_DEVICE + 1..=MAX_DEVICE_ID)
+            .find(|id| self.get(*id).is_none())
+            .unwrap_or(MAX_DEVICE_ID + 1)
+    }
+}
+
+/// A new device with its keys, validated against the account's identity key.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub profile: Profile,
+    pub one_time: Vec<OneTimeKey>,
+    pub kyber_one_time: Vec<SignedKey>,
+}
 
 /// A public key with the identity key's XEdDSA signature over its serialized form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,12 +348,14 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// A consumed bundle: profile plus the one-time keys taken for this fetch.
+/// A consumed bundle: profile plus the one-time keys taken for this fetch (no EC one-time key
+/// only when the caller allowed it).
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub user_id: UserId,
+    pub device_id: DeviceId,
     pub profile: Profile,
-    pub one_time: OneTimeKey,
+    pub one_time: Option<OneTimeKey>,
     pub kyber_one_time: Option<SignedKey>,
 }
 
@@ -348,6 +497,36 @@ impl KeysUploadRequest {
             return Err(Error::invalid("nothing to upload: give at least one key"));
         }
         upload.verified(identity_key)
+    }
+}
+
+impl LinkDeviceRequest {
+    /// Shape checks, then every signature against the account's identity key.
+    pub fn validate(&self, identity_key: &[u8]) -> Result<NewDevice> {
+        let registration_id = v::registration_id(self.registration_id)?;
+        let (one_time, kyber_one_time) =
+            one_time_batches(&self.one_time_prekeys, &self.kyber_one_time_prekeys, 1)?;
+        let upload = KeyUpload {
+            signed_prekey: signed(Some(&self.signed_prekey), "signed_prekey", false)?,
+            kyber_last_resort: signed(
+                self.kyber_last_resort_prekey.as_ref(),
+                "kyber_last_resort_prekey",
+                true,
+            )?,
+            one_time,
+            kyber_one_time,
+        }
+        .verified(identity_key)?;
+        Ok(NewDevice {
+            profile: Profile {
+                registration_id,
+                identity_key: identity_key.to_vec(),
+                signed_prekey: upload.signed_prekey.expect("validated above"),
+                kyber_last_resort: upload.kyber_last_resort,
+            },
+            one_time: upload.one_time,
+            kyber_one_time: upload.kyber_one_time,
+        })
     }
 }
 

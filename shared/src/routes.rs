@@ -37,10 +37,16 @@ pub enum HttpRoute {
     UploadKeys,
     CountKeys,
     Bundle,
+    ProvisioningCode,
+    SendProvisioning,
+    LinkDevice,
+    ListDevices,
+    RemoveDevice,
+    DeviceBundle,
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 10] = [
+    pub const ALL: [HttpRoute; 16] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
@@ -51,6 +57,12 @@ impl HttpRoute {
         Self::UploadKeys,
         Self::CountKeys,
         Self::Bundle,
+        Self::ProvisioningCode,
+        Self::SendProvisioning,
+        Self::LinkDevice,
+        Self::ListDevices,
+        Self::RemoveDevice,
+        Self::DeviceBundle,
     ];
 
     /// The API Gateway route key (`METHOD /path/{param}`).
@@ -66,6 +78,12 @@ impl HttpRoute {
             Self::UploadKeys => "PUT /v1/keys",
             Self::CountKeys => "GET /v1/keys/count",
             Self::Bundle => "GET /v1/users/{user_id}/bundle",
+            Self::ProvisioningCode => "POST /v1/devices/provisioning",
+            Self::SendProvisioning => "PUT /v1/provisioning/{address}",
+            Self::LinkDevice => "POST /v1/devices",
+            Self::ListDevices => "GET /v1/devices",
+            Self::RemoveDevice => "DELETE /v1/devices/{device_id}",
+            Self::DeviceBundle => "GET /v1/users/{user_id}/devices/{device_id}/bundle",
         }
     }
 
@@ -77,8 +95,15 @@ impl HttpRoute {
             | Self::Logout
             | Self::LookUp
             | Self::DeleteMe
-            | Self::Health => Function::Users,
-            Self::UploadKeys | Self::CountKeys | Self::Bundle => Function::Keys,
+            | Self::Health
+            | Self::ProvisioningCode
+            | Self::SendProvisioning
+            | Self::LinkDevice
+            | Self::ListDevices
+            | Self::RemoveDevice => Function::Users,
+            Self::UploadKeys | Self::CountKeys | Self::Bundle | Self::DeviceBundle => {
+                Function::Keys
+            }
         }
     }
 

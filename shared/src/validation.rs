@@ -35,6 +35,20 @@ pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
+/// A device id in a path: a number from 1 to 255.
+pub fn device_id(value: &str) -> Result<crate::model::DeviceId> {
+    value
+        .parse::<crate::model::DeviceId>()
+        .ok()
+        .filter(|d| (1..=crate::model::MAX_DEVICE_ID).contains(d))
+        .ok_or_else(|| Error::invalid("device_id must be a number from 1 to 255"))
+}
+
+/// Encodes unpadded URL-safe base64: random identifiers that travel in paths and codes.
+pub fn encode_url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// An EC key also has to be a usable Curve25519 point (see `xeddsa::check_point`): a key no
 /// private key stands behind would let signatures be forged or hand out a useless prekey.
 pub fn ec_public_key(field: &str, value: &str) -> Result<Vec<u8>> {

@@ -3,6 +3,8 @@
 pub mod app;
 pub mod client;
 pub mod cluster;
+pub mod devices;
+pub mod inbox;
 pub mod outage;
 pub mod process;
 pub mod servers;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_tests::cluster::{Cluster, NODE_TIMEOUT_MS};
+use relay_tests::inbox::{deliver_one, open};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::config::{Bucket, InboxLimits, RedisWait};
@@ -93,56 +94,56 @@ async fn every_redis_path_runs_on_the_cluster() {
         let now = now_ms();
 
         assert_eq!(
-            store
-                .deliver(user, &envelope("x"), false, now, now + 30_000)
+            deliver_one(&store, user, &envelope("x"), false, now, now + 30_000)
                 .await
                 .unwrap(),
-            Delivery::UnknownInbox
+            None,
+            "no device list yet: an unknown inbox"
         );
-        store.open(user).await.unwrap();
+        open(&store, user).await.unwrap();
         assert_eq!(
-            store
-                .deliver(user, &envelope("t"), true, now, now + 30_000)
+            deliver_one(&store, user, &envelope("t"), true, now, now + 30_000)
                 .await
                 .unwrap(),
-            Delivery::Dropped
+            Some(Delivery::Dropped)
         );
         for n in 0..3 {
             let e = envelope(&format!("m{n}"));
             assert_eq!(
-                store
-                    .deliver(user, &e, false, now, now + 30_000)
+                deliver_one(&store, user, &e, false, now, now + 30_000)
                     .await
                     .unwrap(),
-                Delivery::Queued
+                Some(Delivery::Queued)
             );
         }
-        assert_eq!(store.pending(user, now).await.unwrap(), 3);
-        let popped = store.pop(user, 2).await.unwrap();
+        let device = user.into();
+        assert_eq!(store.pending(device, now).await.unwrap(), 3);
+        let popped = store.pop(device, 2).await.unwrap();
         assert_eq!(popped.len(), 2);
-        store.requeue(user, &popped).await.unwrap();
-        assert_eq!(store.pending(user, now).await.unwrap(), 3);
+        store.requeue(device, &popped).await.unwrap();
+        assert_eq!(store.pending(device, now).await.unwrap(), 3);
         // A fetch batch in flight: left by a crash, it is back at the head after its lease.
         let lost = store
-            .take_in_flight(user, 2, now + 1000, now)
+            .take_in_flight(device, 2, now + 1000, now)
             .await
             .unwrap();
         assert_eq!(lost.len(), 2);
         let again = store
-            .take_in_flight(user, 3, now + 5000, now + 1000)
+            .take_in_flight(device, 3, now + 5000, now + 1000)
             .await
             .unwrap();
         assert_eq!(again.len(), 3);
         assert_eq!(&again[..2], &lost[..]);
         store
-            .settle_in_flight(user, &again, now + 5000, &again)
+            .settle_in_flight(device, &again, now + 5000, &again)
             .await
             .unwrap();
-        assert_eq!(store.pending(user, now).await.unwrap(), 3);
+        assert_eq!(store.pending(device, now).await.unwrap(), 3);
 
         let connection = format!("conn-{i}-{}", Uuid::new_v4());
         let registration = Registration {
             user_id: user,
+            device_id: 1,
             session_id: Uuid::new_v4(),
             valid_until_ms: now + 60_000,
         };
@@ -157,18 +158,17 @@ async fn every_redis_path_runs_on_the_cluster() {
         );
         assert_eq!(
             store.connections(user).await.unwrap(),
-            vec![(connection.clone(), registration.session_id)]
+            vec![(connection.clone(), registration.session_id, 1)]
         );
-        match store
-            .deliver(user, &envelope("on"), false, now, now + 30_000)
+        match deliver_one(&store, user, &envelope("on"), false, now, now + 30_000)
             .await
             .unwrap()
         {
-            Delivery::Online {
+            Some(Delivery::Online {
                 connections,
                 envelopes,
                 in_flight,
-            } => {
+            }) => {
                 assert_eq!(connections, vec![connection.clone()]);
                 assert_eq!(envelopes.len(), 4, "the inbox drains with the new envelope");
                 assert!(in_flight, "a drained backlog waits in flight until pushed");
@@ -181,18 +181,17 @@ async fn every_redis_path_runs_on_the_cluster() {
             .register(&connection, &registration, now)
             .await
             .unwrap();
-        store.remove(user, &connection).await.unwrap();
+        store.remove(device, &connection).await.unwrap();
         assert_eq!(store.user_of(&connection).await.unwrap(), None);
         assert_eq!(
-            store
-                .deliver(user, &envelope("t"), true, now, now + 30_000)
+            deliver_one(&store, user, &envelope("t"), true, now, now + 30_000)
                 .await
                 .unwrap(),
-            Delivery::Dropped,
+            Some(Delivery::Dropped),
             "a removed connection is no longer online"
         );
-        store.close(user).await.unwrap();
-        assert_eq!(store.pending(user, now).await.unwrap(), 0);
+        store.close(user, &[1]).await.unwrap();
+        assert_eq!(store.pending(device, now).await.unwrap(), 0);
 
         let session = Uuid::new_v4();
         assert!(!store.is_revoked(session).await.unwrap());
@@ -230,19 +229,19 @@ async fn every_redis_path_runs_on_the_cluster() {
         relay_tests::cluster::query(port, &["SCRIPT", "FLUSH"]).expect("script flush");
     }
     let user = Uuid::new_v4();
-    store.open(user).await.unwrap();
+    open(&store, user).await.unwrap();
     assert_eq!(
-        store
-            .deliver(
-                user,
-                &envelope("after flush"),
-                false,
-                now_ms(),
-                now_ms() + 30_000
-            )
-            .await
-            .unwrap(),
-        Delivery::Queued
+        deliver_one(
+            &store,
+            user,
+            &envelope("after flush"),
+            false,
+            now_ms(),
+            now_ms() + 30_000
+        )
+        .await
+        .unwrap(),
+        Some(Delivery::Queued)
     );
 }
 
@@ -521,7 +520,7 @@ async fn wait_cost_on_the_cluster() {
         let store = Arc::new(store_on(&cluster, "w:").await.with_wait(wait));
         let users: Vec<Uuid> = (0..64).map(|_| Uuid::new_v4()).collect();
         for u in &users {
-            store.open(*u).await.unwrap();
+            open(store.as_ref(), *u).await.unwrap();
         }
         let started = Instant::now();
         let per_task = 150;
@@ -533,11 +532,17 @@ async fn wait_cost_on_the_cluster() {
                 for n in 0..per_task {
                     let to = users[(t * 7 + n) % users.len()];
                     let at = Instant::now();
-                    let d = store
-                        .deliver(to, &envelope("bench"), false, now_ms(), now_ms() + 30_000)
-                        .await
-                        .unwrap();
-                    assert_eq!(d, Delivery::Queued);
+                    let d = deliver_one(
+                        store.as_ref(),
+                        to,
+                        &envelope("bench"),
+                        false,
+                        now_ms(),
+                        now_ms() + 30_000,
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(d, Some(Delivery::Queued));
                     latencies.push(at.elapsed());
                 }
                 latencies

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::crypto::tokens::now_secs;
-use shared::model::{KeyUpload, NewAccount, OneTimeKey, Profile, SignedKey};
+use shared::model::{KeyUpload, NewAccount, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE};
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
     KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore, UserStore,
@@ -105,6 +105,7 @@ async fn sessions_need_the_user(e: Engine) {
     let (kept, late) = (Uuid::new_v4(), Uuid::new_v4());
     let exp = now_secs() + 3600;
     let record = |hash: &str| SessionRecord {
+        device_id: 1,
         refresh_hash: hash.into(),
         expires_at: exp,
         previous: None,
@@ -162,8 +163,8 @@ async fn registration_claims_a_name_once(e: Engine) {
     for (a, r) in accounts.iter().zip(&results) {
         if let Err(e) = r {
             assert!(matches!(e, Error::UsernameTaken), "{e:?}");
-            assert!(db.profile(a.user_id).await.unwrap().is_none());
-            let c = db.counts(a.user_id).await.unwrap();
+            assert!(db.profile(a.user_id.into()).await.unwrap().is_none());
+            let c = db.counts(a.user_id.into()).await.unwrap();
             assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 0));
             assert!(!db.exists(a.user_id).await.unwrap());
         }
@@ -173,13 +174,14 @@ async fn registration_claims_a_name_once(e: Engine) {
     assert_eq!(creds.user_id, w.user_id);
     assert_eq!(creds.password_hash, w.password_hash);
     assert_eq!(
-        db.profile(w.user_id).await.unwrap(),
+        db.profile(w.user_id.into()).await.unwrap(),
         Some(w.profile.clone())
     );
-    let c = db.counts(w.user_id).await.unwrap();
+    let c = db.counts(w.user_id.into()).await.unwrap();
     assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (5, 2));
 }
 
+/// `n` bundle fetches of the user's primary device (the only one), each its bundle or the error.
 fn fetches(
     db: &Arc<Dynamo>,
     user: Uuid,
@@ -188,9 +190,18 @@ fn fetches(
     (0..n)
         .map(|_| {
             let db = db.clone();
-            async move { db.take_bundle(user).await }
+            async move {
+                let mut bundles = db.take_bundles(user, &[PRIMARY_DEVICE], false).await?;
+                assert_eq!(bundles.len(), 1, "one bundle per device asked for");
+                Ok(bundles.remove(0))
+            }
         })
         .collect()
+}
+
+/// The primary device ran out of EC one-time prekeys (and nothing was taken).
+fn exhausted(e: &Error) -> bool {
+    matches!(e, Error::DevicesExhausted(d) if d == &[PRIMARY_DEVICE])
 }
 
 /// 16 concurrent fetches of 10 one-time keys of each kind: 10 bundles with 10 distinct EC keys,
@@ -204,24 +215,25 @@ async fn one_time_keys_are_taken_once(e: Engine) {
     let results = e.contend(fetches(&db, a.user_id, 16)).await;
     let mut ec = HashSet::new();
     let mut kyber = HashSet::new();
-    let mut exhausted = 0;
+    let mut n_exhausted = 0;
     for r in results {
         match r {
             Ok(b) => {
-                assert!(ec.insert(b.one_time.key_id), "EC key handed out twice");
+                let one_time = b.one_time.expect("an EC one-time key (none was allowed)");
+                assert!(ec.insert(one_time.key_id), "EC key handed out twice");
                 if let Some(k) = b.kyber_one_time {
                     assert!(kyber.insert(k.key_id), "Kyber key handed out twice");
                 }
             }
-            Err(Error::PrekeysExhausted) => exhausted += 1,
+            Err(e) if exhausted(&e) => n_exhausted += 1,
             Err(e) => panic!("{e:?}"),
         }
     }
-    assert_eq!((ec.len(), exhausted), (10, 6));
+    assert_eq!((ec.len(), n_exhausted), (10, 6));
     if !e.linearizable {
         assert_eq!(kyber.len(), 10, "one after another, every fetch gets one");
     }
-    let c = db.counts(a.user_id).await.unwrap();
+    let c = db.counts(a.user_id.into()).await.unwrap();
     assert_eq!(c.one_time_prekeys, 0);
     assert_eq!(c.kyber_one_time_prekeys, 10 - kyber.len() as u64);
 }
@@ -235,10 +247,10 @@ async fn a_failed_fetch_puts_its_kyber_key_back(e: Engine) {
     let results = e.contend(fetches(&db, a.user_id, 8)).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 1, "{results:?}");
-    assert!(results
-        .iter()
-        .all(|r| r.is_ok() || matches!(r, Err(Error::PrekeysExhausted))));
-    let c = db.counts(a.user_id).await.unwrap();
+    assert!(results.iter().all(
+        |r| r.as_ref().is_ok_and(|b| b.one_time.is_some()) || r.as_ref().is_err_and(exhausted)
+    ));
+    let c = db.counts(a.user_id.into()).await.unwrap();
     assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 4));
 }
 
@@ -258,13 +270,13 @@ async fn uploads_and_counts(e: Engine) {
             .collect(),
         kyber_one_time: (200..207).map(signed).collect(),
     };
-    db.store(a.user_id, &upload).await.unwrap();
-    let c = db.counts(a.user_id).await.unwrap();
+    db.store(a.user_id.into(), &upload).await.unwrap();
+    let c = db.counts(a.user_id.into()).await.unwrap();
     assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (43, 7));
-    let p = db.profile(a.user_id).await.unwrap().unwrap();
+    let p = db.profile(a.user_id.into()).await.unwrap().unwrap();
     assert_eq!(p.signed_prekey, signed(9));
     assert_eq!(p.kyber_last_resort, Some(signed(10)));
-    let err = db.store(Uuid::new_v4(), &upload).await.unwrap_err();
+    let err = db.store(Uuid::new_v4().into(), &upload).await.unwrap_err();
     assert!(matches!(err, Error::UserNotFound), "{err:?}");
 }
 
@@ -276,6 +288,7 @@ async fn expired_sessions_are_filtered_when_read(e: Engine) {
     let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
     let now = now_secs();
     let record = |hash: &str, expires_at| SessionRecord {
+        device_id: 1,
         refresh_hash: hash.into(),
         expires_at,
         previous: None,
@@ -343,6 +356,7 @@ async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
     let exp = now_secs() + 3600;
     for id in &ids {
         let r = SessionRecord {
+            device_id: 1,
             refresh_hash: "old".into(),
             expires_at: exp,
             previous: None,
@@ -352,6 +366,7 @@ async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
             .unwrap());
     }
     let next = SessionRecord {
+        device_id: 1,
         refresh_hash: "new".into(),
         expires_at: exp + 1,
         previous: Some(PreviousRefresh {
@@ -403,8 +418,8 @@ async fn deleting_a_user_removes_everything(e: Engine) {
     UserStore::delete(db.as_ref(), a.user_id).await.unwrap();
     assert!(db.credentials(&name).await.unwrap().is_none());
     assert!(!db.exists(a.user_id).await.unwrap());
-    assert!(db.profile(a.user_id).await.unwrap().is_none());
-    let c = db.counts(a.user_id).await.unwrap();
+    assert!(db.profile(a.user_id.into()).await.unwrap().is_none());
+    let c = db.counts(a.user_id.into()).await.unwrap();
     assert_eq!((c.one_time_prekeys, c.kyber_one_time_prekeys), (0, 0));
     // The name is free again.
     UserStore::create(db.as_ref(), &account(&name, 1, 0))

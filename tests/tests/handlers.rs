@@ -345,7 +345,8 @@ async fn connection_function_answers_websocket_events() {
         .unwrap();
     assert_eq!(
         text(&sent),
-        json!({"type": "sent", "id": "e1", "delivery": "delivered"})
+        json!({"type": "sent", "id": "e1", "delivery": "delivered",
+               "devices": [{"device_id": 1, "delivery": "delivered"}]})
     );
     let pushes = recorder.0.lock().unwrap().clone();
     assert_eq!(pushes.len(), 1);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use relay_tests::inbox::deliver_one;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::frames::Envelope;
@@ -51,7 +52,12 @@ async fn a_batch_left_in_flight_by_a_crashed_fetch_arrives_in_order_once() {
     let now = shared::clock::system().now_ms();
     let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
     let taken = store
-        .take_in_flight(bob_id, POP_BATCH, now + lease.as_millis() as u64, now)
+        .take_in_flight(
+            bob_id.into(),
+            POP_BATCH,
+            now + lease.as_millis() as u64,
+            now,
+        )
         .await
         .expect("take");
     assert_eq!(taken.len(), POP_BATCH);
@@ -107,6 +113,7 @@ async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
     let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
     let ghost = Registration {
         user_id: bob_id,
+        device_id: 1,
         session_id: Uuid::new_v4(),
         valid_until_ms: now + 600_000,
     };
@@ -117,26 +124,27 @@ async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
     let json = serde_json::to_string(&Envelope {
         id: Uuid::new_v4(),
         from: Uuid::parse_str(&alice.user_id).unwrap(),
+        source_device: 1,
         sent_at: now,
         body: shared::validation::encode(format!("m{WAITING}").as_bytes()),
     })
     .unwrap();
     let envelope = StoredEnvelope::new(now + 3_600_000, &json);
-    let outcome = store
-        .deliver(
-            bob_id,
-            &envelope,
-            false,
-            now,
-            now + lease.as_millis() as u64,
-        )
-        .await
-        .expect("deliver");
-    let Delivery::Online {
+    let outcome = deliver_one(
+        &store,
+        bob_id,
+        &envelope,
+        false,
+        now,
+        now + lease.as_millis() as u64,
+    )
+    .await
+    .expect("deliver");
+    let Some(Delivery::Online {
         envelopes,
         in_flight,
         ..
-    } = outcome
+    }) = outcome
     else {
         panic!("expected an online delivery, got {outcome:?}");
     };

@@ -24,7 +24,8 @@ async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
     let reply = a.send_message(&bob.user_id, "m-1", &payload).await;
     assert_eq!(
         reply,
-        json!({"type": "sent", "id": "m-1", "delivery": "queued"})
+        json!({"type": "sent", "id": "m-1", "delivery": "queued",
+               "devices": [{"device_id": 1, "delivery": "queued"}]})
     );
     assert!(stack.has_inbox(&bob.user_id).await);
 
@@ -37,10 +38,11 @@ async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
     assert_eq!(got[0]["from"], alice.user_id.as_str());
     assert!(got[0]["sent_at"].as_u64().unwrap() > 1_700_000_000_000);
     assert!(uuid::Uuid::parse_str(got[0]["id"].as_str().unwrap()).is_ok());
+    assert_eq!(got[0]["source_device"], 1, "sent from alice's only device");
     assert_eq!(
         got[0].as_object().unwrap().len(),
-        4,
-        "envelope has exactly id, from, sent_at, body: {}",
+        5,
+        "envelope has exactly id, from, source_device, sent_at, body: {}",
         got[0]
     );
     assert!(b.fetch_all().await.is_empty(), "delivered twice");
@@ -212,7 +214,8 @@ async fn online_only_is_delivered_live_or_dropped_never_stored() {
     a.send(typing("t1")).await;
     assert_eq!(
         a.recv().await,
-        json!({"type": "sent", "id": "t1", "delivery": "dropped"})
+        json!({"type": "sent", "id": "t1", "delivery": "dropped",
+               "devices": [{"device_id": 1, "delivery": "dropped"}]})
     );
     assert!(!stack.has_inbox(&bob.user_id).await, "online_only stored");
     let mut b = bob.connect(&stack).await;

@@ -45,6 +45,7 @@ async fn a_connection_renewed_on_one_instance_is_not_ended_by_another() {
     let login = || LoginRequest {
         username: username.clone(),
         password: password.clone(),
+        device_id: None,
     };
     let first = one
         .accounts

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use shared::frames::{ClientFrame, ServerFrame};
-use shared::services::relay::Relay;
+use shared::services::relay::{Payload, Relay};
 use shared::Result;
 use tracing::instrument;
 
@@ -17,8 +17,9 @@ fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
     r
 }
 
-/// `$connect` (token in the query), `$disconnect`, and `$default` (client frames). The returned
-/// body of `$default` is the reply frame, sent back by API Gateway's route response.
+/// `$connect` (token in the query, or `provisioning=1` for an anonymous provisioning socket),
+/// `$disconnect`, and `$default` (client frames). The returned body of `$default` is the reply
+/// frame, sent back by API Gateway's route response.
 #[instrument(skip_all, fields(route = ev.request_context.route_key.as_deref().unwrap_or("")))]
 pub async fn handler(
     relay: &Relay,
@@ -30,28 +31,22 @@ pub async fn handler(
         .as_deref()
         .unwrap_or_default();
     Ok(match ev.request_context.route_key.as_deref() {
-        Some("$connect") => match relay
-            .connect(
-                connection_id,
-                ev.query_string_parameters.first("token"),
-                ev.request_context
-                    .identity
-                    .source_ip
-                    .as_deref()
-                    .unwrap_or_default(),
-            )
-            .await
-        {
-            Ok(_) => reply(200, None),
-            Err(e) => {
-                e.log();
-                let mut r = reply(e.status() as i64, Some(e.to_json().to_string()));
-                if let shared::Error::RateLimited { retry_after_secs } = e {
-                    r.headers.insert("retry-after", retry_after_secs.into());
-                }
-                r
-            }
-        },
+        Some("$connect") => {
+            let ip = ev
+                .request_context
+                .identity
+                .source_ip
+                .as_deref()
+                .unwrap_or_default();
+            let connected = match ev.query_string_parameters.first("provisioning") {
+                Some("1") => relay.connect_provisioning(connection_id, ip).await,
+                _ => relay
+                    .connect(connection_id, ev.query_string_parameters.first("token"), ip)
+                    .await
+                    .map(|_| ()),
+            };
+            connected_reply(connected)
+        }
         Some("$disconnect") => {
             if let Err(e) = relay.disconnect(connection_id).await {
                 e.log();
@@ -81,18 +76,34 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
     };
     let id = frame.id().cloned();
     let answer: Result<ServerFrame> = match frame {
-        ClientFrame::Send(send) => relay
-            .send(
-                connection_id,
-                &send.to,
-                &send.body,
-                send.online_only.unwrap_or(false),
-            )
-            .await
-            .map(|delivery| ServerFrame::Sent {
-                id: send.id,
-                delivery,
-            }),
+        ClientFrame::Send(send) => {
+            let payload = match (send.messages, send.body) {
+                (Some(messages), _) => Payload::Devices(messages),
+                (None, body) => Payload::Body(body.unwrap_or_default()),
+            };
+            relay
+                .send(
+                    connection_id,
+                    &send.to,
+                    payload,
+                    send.online_only.unwrap_or(false),
+                )
+                .await
+                .map(|sent| ServerFrame::Sent {
+                    id: send.id,
+                    delivery: sent.delivery,
+                    devices: sent.devices,
+                })
+        }
+        ClientFrame::Provision(_) => {
+            relay
+                .provision(connection_id)
+                .await
+                .map(|(address, expires_in)| ServerFrame::ProvisioningAddress {
+                    address,
+                    expires_in,
+                })
+        }
         ClientFrame::Fetch(_) => relay
             .fetch(connection_id)
             .await
@@ -108,6 +119,21 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
             .map(|valid_until| ServerFrame::Renewed { valid_until }),
     };
     answer.unwrap_or_else(|e| refused(id, e))
+}
+
+/// `$connect`'s answer: 200, or the refusal as an HTTP error (the handshake fails).
+fn connected_reply(connected: Result<()>) -> ApiGatewayProxyResponse {
+    match connected {
+        Ok(()) => reply(200, None),
+        Err(e) => {
+            e.log();
+            let mut r = reply(e.status() as i64, Some(e.to_json().to_string()));
+            if let shared::Error::RateLimited { retry_after_secs } = e {
+                r.headers.insert("retry-after", retry_after_secs.into());
+            }
+            r
+        }
+    }
 }
 
 fn refused(id: Option<serde_json::Value>, e: shared::Error) -> ServerFrame {

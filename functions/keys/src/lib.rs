@@ -14,6 +14,7 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
         Some(HttpRoute::UploadKeys) => upload(app, &req).await,
         Some(HttpRoute::CountKeys) => count(app, &req).await,
         Some(HttpRoute::Bundle) => bundle(app, &req).await,
+        Some(HttpRoute::DeviceBundle) => device_bundle(app, &req).await,
         Some(
             HttpRoute::Register
             | HttpRoute::Login
@@ -21,7 +22,12 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::Logout
             | HttpRoute::LookUp
             | HttpRoute::DeleteMe
-            | HttpRoute::Health,
+            | HttpRoute::Health
+            | HttpRoute::ProvisioningCode
+            | HttpRoute::SendProvisioning
+            | HttpRoute::LinkDevice
+            | HttpRoute::ListDevices
+            | HttpRoute::RemoveDevice,
         )
         | None => http::error(&Error::RouteNotFound),
     })
@@ -54,6 +60,20 @@ async fn bundle(app: &App, req: &Request) -> Response<Body> {
         let who = app.auth.authenticate(http::bearer(req)).await?;
         let target = validation::user_id(&http::path_param(req, "user_id").unwrap_or_default())?;
         app.keys.bundle(&who, target).await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/users/{user_id}/devices/{device_id}/bundle
+async fn device_bundle(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        let target = validation::user_id(&http::path_param(req, "user_id").unwrap_or_default())?;
+        let device = match http::path_param(req, "device_id").as_deref() {
+            Some("*") => None,
+            other => Some(validation::device_id(other.unwrap_or_default())?),
+        };
+        app.keys.device_bundles(&who, target, device).await
     };
     http::respond(run.await)
 }

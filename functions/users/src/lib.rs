@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use lambda_http::{Body, Request, Response};
 use shared::routes::HttpRoute;
-use shared::{http, App, Error, Result};
+use shared::{http, validation, App, Error, Result};
 use tracing::instrument;
 
 /// Dispatches on the route table (`shared::routes`); a route of another function is not found.
@@ -18,9 +18,18 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
         Some(HttpRoute::LookUp) => lookup(app, &req).await,
         Some(HttpRoute::DeleteMe) => delete_me(app, &req).await,
         Some(HttpRoute::Health) => health(app).await,
-        Some(HttpRoute::UploadKeys | HttpRoute::CountKeys | HttpRoute::Bundle) | None => {
-            http::error(&Error::RouteNotFound)
-        }
+        Some(HttpRoute::ProvisioningCode) => provisioning_code(app, &req).await,
+        Some(HttpRoute::SendProvisioning) => send_provisioning(app, &req).await,
+        Some(HttpRoute::LinkDevice) => link_device(app, &req).await,
+        Some(HttpRoute::ListDevices) => list_devices(app, &req).await,
+        Some(HttpRoute::RemoveDevice) => remove_device(app, &req).await,
+        Some(
+            HttpRoute::UploadKeys
+            | HttpRoute::CountKeys
+            | HttpRoute::Bundle
+            | HttpRoute::DeviceBundle,
+        )
+        | None => http::error(&Error::RouteNotFound),
     })
 }
 
@@ -109,4 +118,62 @@ async fn health(app: &App) -> Response<Body> {
     http::respond(app.health().await.map(|()| shared::model::HealthOut {
         status: "ok".into(),
     }))
+}
+
+/// POST /v1/devices/provisioning
+async fn provisioning_code(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.devices
+            .provisioning_code(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// PUT /v1/provisioning/{address}
+async fn send_provisioning(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        let message: shared::model::ProvisioningMessageIn =
+            http::body(req, app.config.max_request_bytes)?;
+        let address = http::path_param(req, "address").unwrap_or_default();
+        app.devices
+            .send_provisioning(&who, &address, &message.body)
+            .await
+    };
+    no_content(run.await)
+}
+
+/// POST /v1/devices
+async fn link_device(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.devices
+            .link(
+                http::body(req, app.config.max_request_bytes)?,
+                &http::source_ip(req),
+            )
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/devices
+async fn list_devices(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.devices
+            .list(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// DELETE /v1/devices/{device_id}
+async fn remove_device(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        let device =
+            validation::device_id(&http::path_param(req, "device_id").unwrap_or_default())?;
+        app.devices.remove(&who, device).await
+    };
+    no_content(run.await)
 }

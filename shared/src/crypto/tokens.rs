@@ -23,12 +23,24 @@ pub struct Claims {
     pub iat: u64,
     pub iss: String,
     pub aud: String,
+    /// The device (docs/api.md §3.1); absent in tokens of device 1, which older tokens all are.
+    #[serde(default = "primary", skip_serializing_if = "is_primary")]
+    pub dev: u32,
+}
+
+fn primary() -> u32 {
+    crate::model::PRIMARY_DEVICE
+}
+
+fn is_primary(device: &u32) -> bool {
+    *device == crate::model::PRIMARY_DEVICE
 }
 
 /// The caller an access token proves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
+    pub device_id: crate::model::DeviceId,
     pub session_id: Uuid,
     /// Unix seconds at which the token stops being accepted (leeway included).
     pub valid_until: u64,
@@ -97,11 +109,17 @@ impl TokenIssuer {
         self.config.refresh_grace.as_secs()
     }
 
-    pub fn issue_access(&self, user_id: Uuid, session_id: Uuid) -> Result<String> {
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        device_id: crate::model::DeviceId,
+        session_id: Uuid,
+    ) -> Result<String> {
         let iat = self.now_secs();
         let claims = Claims {
             sub: user_id,
             sid: session_id,
+            dev: device_id,
             iat,
             exp: iat + self.access_ttl_secs(),
             iss: self.config.issuer.clone(),
@@ -122,6 +140,7 @@ impl TokenIssuer {
         }
         Ok(Principal {
             user_id: data.claims.sub,
+            device_id: data.claims.dev,
             session_id: data.claims.sid,
             valid_until,
         })
@@ -242,7 +261,7 @@ mod tests {
             crate::clock::system(),
         );
         let (u, s) = (Uuid::new_v4(), Uuid::new_v4());
-        let t = issuer.issue_access(u, s).unwrap();
+        let t = issuer.issue_access(u, 1, s).unwrap();
         let p = issuer.verify_access(&t).unwrap();
         assert_eq!((p.user_id, p.session_id), (u, s));
         let other = TokenIssuer::new(
@@ -275,6 +294,7 @@ mod tests {
                 exp,
                 iss: "relay".into(),
                 aud: "relay-clients".into(),
+                dev: 1,
             };
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),

@@ -11,8 +11,8 @@ use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::{Principal, RefreshToken, TokenIssuer};
 use crate::error::{Error, Result};
 use crate::model::{
-    Credentials, LoginRequest, NewAccount, RefreshRequest, RegisterRequest, TokensOut, UserId,
-    UserOut,
+    Credentials, Device, DeviceAddress, DeviceId, DeviceList, LoginRequest, NewAccount,
+    RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut, MAX_DEVICE_ID, PRIMARY_DEVICE,
 };
 use crate::storage::{
     ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher, RateLimiter, Revocations,
@@ -60,8 +60,17 @@ impl Accounts {
             kyber_one_time,
         };
         self.users.create(&account).await?;
-        // The marker only speeds up sends; a missing one is repaired from the user store.
-        if let Err(e) = self.inbox.open(account.user_id).await {
+        // The relay's copy of the device list only speeds up sends; a missing one is rebuilt
+        // from the user store.
+        let devices = DeviceList {
+            version: 1,
+            devices: vec![Device {
+                device_id: PRIMARY_DEVICE,
+                registration_id: account.profile.registration_id,
+                created_at: self.tokens.now_secs(),
+            }],
+        };
+        if let Err(e) = self.inbox.set_devices(account.user_id, &devices).await {
             e.log();
         }
         tracing::info!(user_id = %account.user_id, "registered");
@@ -90,7 +99,16 @@ impl Accounts {
             }
             other => other?,
         };
-        match self.start_session(creds.user_id).await? {
+        // A device that is not the account's is refused like a wrong password (the session
+        // store checks it again as it writes, against a removal racing this login).
+        let device_id = match req.device_id {
+            None => PRIMARY_DEVICE,
+            Some(d) => DeviceId::try_from(d)
+                .ok()
+                .filter(|d| (PRIMARY_DEVICE..=MAX_DEVICE_ID).contains(d))
+                .ok_or(Error::InvalidCredentials)?,
+        };
+        match self.start_session(creds.user_id, device_id).await? {
             Some(tokens) => Ok(tokens),
             None => {
                 tracing::info!(source_ip = ip, user_id = %creds.user_id, "login refused: account deleted meanwhile");
@@ -139,14 +157,20 @@ impl Accounts {
         creds.filter(|_| ok).ok_or(Error::InvalidCredentials)
     }
 
-    /// A new session, unless the user is gone by the time it is written (then None).
-    async fn start_session(&self, user_id: UserId) -> Result<Option<TokensOut>> {
+    /// A new session for the device, unless the user or the device is gone by the time it is
+    /// written (then None).
+    pub(crate) async fn start_session(
+        &self,
+        user_id: UserId,
+        device_id: DeviceId,
+    ) -> Result<Option<TokensOut>> {
         let session_id = Uuid::new_v4();
         // Issued before the session exists: a deletion or logout that finds the session revokes
         // it for at least as long as this token lives.
-        let access = self.tokens.issue_access(user_id, session_id)?;
+        let access = self.tokens.issue_access(user_id, device_id, session_id)?;
         let refresh = RefreshToken::generate(user_id, session_id);
         let record = SessionRecord {
+            device_id,
             refresh_hash: refresh.hash(),
             expires_at: self.tokens.now_secs() + self.tokens.refresh_ttl_secs(),
             previous: None,
@@ -154,18 +178,20 @@ impl Accounts {
         if !self.sessions.create(user_id, session_id, &record).await? {
             return Ok(None);
         }
-        tracing::info!(%user_id, %session_id, "session started");
-        Ok(Some(self.tokens_out(user_id, access, &refresh)))
+        tracing::info!(%user_id, device_id, %session_id, "session started");
+        Ok(Some(self.tokens_out(user_id, device_id, access, &refresh)))
     }
 
     fn tokens_out(
         &self,
         user_id: UserId,
+        device_id: DeviceId,
         access_token: String,
         refresh: &RefreshToken,
     ) -> TokensOut {
         TokensOut {
             user_id,
+            device_id,
             access_token,
             token_type: "Bearer",
             expires_in: self.tokens.access_ttl_secs(),
@@ -180,19 +206,22 @@ impl Accounts {
         self.limit_auth(ip).await?;
         let presented = RefreshToken::decode(&req.refresh_token)?;
         let (user_id, session_id) = (presented.user_id, presented.session_id);
-        // Before the session is read, for the reason given in `start_session`.
-        let access = self.tokens.issue_access(user_id, session_id)?;
         let presented_hash = presented.hash();
         let mut record = self
             .sessions
             .get(user_id, session_id)
             .await?
             .ok_or(Error::Unauthorized)?;
+        let device_id = record.device_id;
+        // Before the session is written (rotation, which checks the user and device), for the
+        // reason given in `start_session`.
+        let access = self.tokens.issue_access(user_id, device_id, session_id)?;
         if same(&presented_hash, &record.refresh_hash) {
             let next = RefreshToken::generate(user_id, session_id);
             let now = self.tokens.now_secs();
             let grace = self.tokens.refresh_grace_secs();
             let rotated = SessionRecord {
+                device_id,
                 refresh_hash: next.hash(),
                 expires_at: now + self.tokens.refresh_ttl_secs(),
                 previous: (grace > 0).then(|| PreviousRefresh {
@@ -206,7 +235,7 @@ impl Accounts {
                 .rotate(user_id, session_id, &presented_hash, &rotated)
                 .await?
             {
-                Rotation::Rotated => return Ok(self.tokens_out(user_id, access, &next)),
+                Rotation::Rotated => return Ok(self.tokens_out(user_id, device_id, access, &next)),
                 Rotation::UserGone => {
                     tracing::info!(source_ip = ip, %user_id, "refresh refused: account deleted");
                     self.end_session(user_id, session_id).await?;
@@ -255,26 +284,37 @@ impl Accounts {
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         };
-        // Rotation checks the user in its transaction; this answer writes nothing, so it looks.
-        if !self.users.exists(user_id).await? {
+        // Rotation checks the user and device in its transaction; this answer writes nothing,
+        // so it looks.
+        let device_listed = match self.users.devices(user_id).await? {
+            Some(list) => list.get(record.device_id).is_some(),
+            None => false,
+        };
+        if !device_listed {
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         }
         tracing::info!(%user_id, %session_id, "refresh repeated within the grace window");
-        Ok(self.tokens_out(user_id, access, &next))
+        Ok(self.tokens_out(user_id, record.device_id, access, &next))
     }
 
     async fn end_session(&self, user_id: UserId, session_id: Uuid) -> Result<()> {
         self.revoke_access(session_id).await?;
         self.sessions.delete(user_id, session_id).await?;
-        self.close_connections(user_id, Some(session_id)).await;
+        self.close_connections(user_id, |sid, _| sid == session_id)
+            .await;
         Ok(())
     }
 
-    /// Closes the user's open WebSocket connections (of one session, or all), after their
-    /// sessions were revoked. A failure is logged, not returned: the session is over either
-    /// way, and the relay refuses a connection of a revoked session at its next frame.
-    async fn close_connections(&self, user_id: UserId, session: Option<Uuid>) {
+    /// Closes the user's open WebSocket connections whose session and device `ended` picks,
+    /// after their sessions were revoked. A failure is logged, not returned: the session is
+    /// over either way, and the relay refuses a connection of a revoked session at its next
+    /// frame.
+    pub(crate) async fn close_connections(
+        &self,
+        user_id: UserId,
+        ended: impl Fn(Uuid, DeviceId) -> bool,
+    ) {
         let Some(sockets) = &self.sockets else {
             return;
         };
@@ -282,17 +322,16 @@ impl Accounts {
             Ok(open) => open,
             Err(e) => return e.log(),
         };
-        let ended = open
-            .into_iter()
-            .filter(|(_, sid)| session.is_none_or(|s| s == *sid));
-        let closing = ended.map(|(connection_id, _)| async move {
+        let ended = open.into_iter().filter(|(_, sid, d)| ended(*sid, *d));
+        let closing = ended.map(|(connection_id, _, device_id)| async move {
             match sockets.close(&connection_id).await {
                 Ok(()) | Err(PushError::Gone) => {}
                 Err(PushError::Failed(detail)) => {
                     tracing::warn!(%connection_id, detail = %detail, "connection not closed")
                 }
             }
-            if let Err(e) = self.connections.remove(user_id, &connection_id).await {
+            let device = DeviceAddress::new(user_id, device_id);
+            if let Err(e) = self.connections.remove(device, &connection_id).await {
                 e.log();
             }
             tracing::info!(%user_id, %connection_id, "connection of an ended session closed");
@@ -301,7 +340,7 @@ impl Accounts {
     }
 
     /// Access tokens of the session stop working for as long as any could still be accepted.
-    async fn revoke_access(&self, session_id: Uuid) -> Result<()> {
+    pub(crate) async fn revoke_access(&self, session_id: Uuid) -> Result<()> {
         let until =
             self.tokens.now_secs() + self.tokens.access_ttl_secs() + self.tokens.leeway_secs();
         self.revocations.revoke(session_id, until).await
@@ -336,6 +375,10 @@ impl Accounts {
     /// `DELETE /v1/users/me`: user, keys, sessions and inbox.
     pub async fn delete(&self, who: &Principal) -> Result<()> {
         self.revoke_access(who.session_id).await?;
+        let devices: Vec<DeviceId> = match self.users.devices(who.user_id).await? {
+            Some(list) => list.devices.iter().map(|d| d.device_id).collect(),
+            None => vec![PRIMARY_DEVICE],
+        };
         // The user goes first: sessions are only created or rotated while the user item exists
         // (conditional writes), so once it is gone the sessions listed next are all there will
         // ever be, and revoking them ends every token, including a racing login's.
@@ -343,8 +386,8 @@ impl Accounts {
         for session_id in self.sessions.delete_all(who.user_id).await? {
             self.revoke_access(session_id).await?;
         }
-        self.inbox.close(who.user_id).await?;
-        self.close_connections(who.user_id, None).await;
+        self.close_connections(who.user_id, |_, _| true).await;
+        self.inbox.close(who.user_id, &devices).await?;
         tracing::info!(user_id = %who.user_id, "account deleted");
         Ok(())
     }

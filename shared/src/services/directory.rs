@@ -5,10 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use super::{limit, Limit};
 use crate::clock::SharedClock;
-use crate::config::{KeyLimits, RateLimits};
+use crate::config::{DeviceLimits, KeyLimits, RateLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::model::{Bundle, BundleOut, KeyCounts, KeyUpload, KeysUploadRequest, UserId};
+use crate::model::{
+    Bundle, BundleOut, DeviceAddress, DeviceBundleOut, DeviceId, DevicesBundleOut, KeyCounts,
+    KeyUpload, KeysUploadRequest, SignedPreKeyOut, UserId, PRIMARY_DEVICE,
+};
 use crate::storage::{KeyStore, RateLimiter, UserStore};
 
 #[derive(Clone)]
@@ -18,6 +21,7 @@ pub struct KeyDirectory {
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) limits: RateLimits,
     pub(crate) key_limits: KeyLimits,
+    pub(crate) device_limits: DeviceLimits,
     pub(crate) clock: SharedClock,
     /// Requesters found established: an account only ever ages, so a warm function asks the
     /// user store about each at most once.
@@ -31,6 +35,7 @@ impl KeyDirectory {
     /// `PUT /v1/keys`
     pub async fn upload(&self, who: &Principal, req: KeysUploadRequest) -> Result<KeyCounts> {
         let user = who.user_id;
+        let device = DeviceAddress::new(user, who.device_id);
         limit(
             self.limiter.as_ref(),
             &self.limits,
@@ -39,22 +44,80 @@ impl KeyDirectory {
         )
         .await?;
         let (profile, stored) =
-            futures::try_join!(self.keys.profile(user), self.keys.counts(user))?;
+            futures::try_join!(self.keys.profile(device), self.keys.counts(device))?;
         let profile = profile.ok_or(Error::UserNotFound)?;
         let upload = req.validate(&profile.identity_key)?;
         within_cap(&stored, &upload, self.key_limits.max_one_time_prekeys)?;
-        self.keys.store(who.user_id, &upload).await?;
-        tracing::info!(user_id = %who.user_id, one_time = upload.one_time.len(), kyber = upload.kyber_one_time.len(), "keys stored");
-        self.keys.counts(who.user_id).await
+        self.keys.store(device, &upload).await?;
+        tracing::info!(user_id = %user, device_id = who.device_id, one_time = upload.one_time.len(), kyber = upload.kyber_one_time.len(), "keys stored");
+        self.keys.counts(device).await
     }
 
     /// `GET /v1/keys/count`
     pub async fn count(&self, who: &Principal) -> Result<KeyCounts> {
-        self.keys.counts(who.user_id).await
+        self.keys
+            .counts(DeviceAddress::new(who.user_id, who.device_id))
+            .await
     }
 
-    /// `GET /v1/users/{user_id}/bundle`
+    /// `GET /v1/users/{user_id}/bundle`: device 1's bundle, in the shape from before devices.
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
+        self.charge_bundle(who, target, 1).await?;
+        let bundles = match self
+            .keys
+            .take_bundles(target, &[PRIMARY_DEVICE], false)
+            .await
+        {
+            Err(Error::DevicesExhausted(_)) => return Err(Error::PrekeysExhausted),
+            other => other?,
+        };
+        // Neither party is named: who fetched whose bundle is who is about to talk to whom.
+        tracing::info!("bundle handed out");
+        bundles
+            .first()
+            .and_then(compose)
+            .ok_or_else(|| Error::Internal("a bundle without its one-time key".into()))
+    }
+
+    /// `GET /v1/users/{user_id}/devices/{device_id}/bundle`: one device's bundle, or every
+    /// device's (`None`), each consuming one of that device's one-time prekeys, all or none.
+    pub async fn device_bundles(
+        &self,
+        who: &Principal,
+        target: UserId,
+        device: Option<DeviceId>,
+    ) -> Result<DevicesBundleOut> {
+        let list = self
+            .users
+            .devices(target)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let wanted: Vec<DeviceId> = match device {
+            Some(d) if list.get(d).is_some() => vec![d],
+            Some(_) => return Err(Error::DeviceNotFound),
+            None => list.devices.iter().map(|d| d.device_id).collect(),
+        };
+        let cost = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
+        self.charge_bundle(who, target, cost).await?;
+        let bundles = self
+            .keys
+            .take_bundles(target, &wanted, self.device_limits.bundle_without_one_time)
+            .await?;
+        tracing::info!(devices = bundles.len(), "bundles handed out");
+        let identity_key = bundles
+            .first()
+            .map(|b| crate::validation::encode(&b.profile.identity_key))
+            .unwrap_or_default();
+        Ok(DevicesBundleOut {
+            user_id: target,
+            identity_key,
+            devices: bundles.iter().map(compose_device).collect(),
+        })
+    }
+
+    /// The requester's buckets (one fetch) and the target's budget (`cost`: one per device
+    /// whose keys are handed out).
+    async fn charge_bundle(&self, who: &Principal, target: UserId, cost: u32) -> Result<()> {
         let requester = who.user_id;
         let (a, b, is_new) = futures::join!(
             limit(
@@ -81,11 +144,7 @@ impl KeyDirectory {
         } else {
             Limit::BundleTarget { target }
         };
-        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
-        let bundle = self.keys.take_bundle(target).await?;
-        // Neither party is named: who fetched whose bundle is who is about to talk to whom.
-        tracing::info!("bundle handed out");
-        Ok(compose(&bundle))
+        limit(self.limiter.as_ref(), &self.limits, budget, cost).await
     }
 }
 
@@ -144,21 +203,36 @@ fn within_cap(stored: &KeyCounts, upload: &KeyUpload, cap: u64) -> Result<()> {
     Ok(())
 }
 
-/// What a bundle hands out: the profile, the one-time EC prekey taken, and one Kyber prekey —
-/// the one-time Kyber prekey taken when one was left, else the last-resort one (PQXDH accepts
-/// either; the last-resort key is reused until replaced).
-fn compose(b: &Bundle) -> BundleOut {
-    let kyber = b
-        .kyber_one_time
+/// The Kyber prekey a bundle hands out: the one-time Kyber prekey taken when one was left, else
+/// the last-resort one (PQXDH accepts either; the last-resort key is reused until replaced).
+fn kyber_of(b: &Bundle) -> Option<SignedPreKeyOut> {
+    b.kyber_one_time
         .as_ref()
-        .or(b.profile.kyber_last_resort.as_ref());
-    BundleOut {
+        .or(b.profile.kyber_last_resort.as_ref())
+        .map(Into::into)
+}
+
+/// A bundle in the shape from before devices: the profile, the one-time EC prekey taken (there
+/// always is one: that route is strict) and one Kyber prekey.
+fn compose(b: &Bundle) -> Option<BundleOut> {
+    Some(BundleOut {
         user_id: b.user_id,
         registration_id: b.profile.registration_id,
         identity_key: crate::validation::encode(&b.profile.identity_key),
         signed_prekey: (&b.profile.signed_prekey).into(),
-        one_time_prekey: (&b.one_time).into(),
-        kyber_prekey: kyber.map(Into::into),
+        one_time_prekey: b.one_time.as_ref()?.into(),
+        kyber_prekey: kyber_of(b),
+    })
+}
+
+/// One device's entry of a multi-device bundle.
+fn compose_device(b: &Bundle) -> DeviceBundleOut {
+    DeviceBundleOut {
+        device_id: b.device_id,
+        registration_id: b.profile.registration_id,
+        signed_prekey: (&b.profile.signed_prekey).into(),
+        one_time_prekey: b.one_time.as_ref().map(Into::into),
+        kyber_prekey: kyber_of(b),
     }
 }
 
@@ -213,24 +287,29 @@ mod tests {
     fn a_bundle_carries_the_one_time_kyber_key_else_the_last_resort_one() {
         let mut b = Bundle {
             user_id: uuid::Uuid::new_v4(),
+            device_id: 1,
             profile: Profile {
                 registration_id: 7,
                 identity_key: vec![5; 33],
                 signed_prekey: signed(1),
                 kyber_last_resort: Some(signed(2)),
             },
-            one_time: OneTimeKey {
+            one_time: Some(OneTimeKey {
                 key_id: 3,
                 public_key: vec![5; 33],
-            },
+            }),
             kyber_one_time: Some(signed(4)),
         };
-        let out = compose(&b);
+        let out = compose(&b).unwrap();
         assert_eq!(out.kyber_prekey.as_ref().map(|k| k.key_id), Some(4));
         assert_eq!((out.one_time_prekey.key_id, out.registration_id), (3, 7));
         b.kyber_one_time = None;
-        assert_eq!(compose(&b).kyber_prekey.map(|k| k.key_id), Some(2));
+        assert_eq!(compose(&b).unwrap().kyber_prekey.map(|k| k.key_id), Some(2));
         b.profile.kyber_last_resort = None;
-        assert!(compose(&b).kyber_prekey.is_none());
+        assert!(compose(&b).unwrap().kyber_prekey.is_none());
+        // Without a one-time key: no bundle of the old shape, a null key in the device shape.
+        b.one_time = None;
+        assert!(compose(&b).is_none());
+        assert_eq!(compose_device(&b).one_time_prekey, None);
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod devices;
 pub mod directory;
 pub mod relay;
+mod relay_provisioning;
 
 use crate::config::{Bucket, RateLimits};
 use crate::error::{Error, Result};
@@ -43,6 +45,10 @@ pub enum Limit<'a> {
     ConnectIp { ip: &'a str },
     /// Client frames of any kind per user (`RATE_LIMIT_FRAMES`).
     Frames { user: UserId },
+    /// Linking codes and provisioning messages per account (`RATE_LIMIT_PROVISIONING`).
+    Provisioning { user: UserId },
+    /// Linking codes presented (`POST /v1/devices`) per client IP (`RATE_LIMIT_LINK`).
+    Link { ip: &'a str },
 }
 
 impl Limit<'_> {
@@ -66,6 +72,8 @@ impl Limit<'_> {
             Self::ConnectIp { ip } => format!("connect-ip:{ip}"),
             // In the sender's slot: a send takes it with the message limits in one script.
             Self::Frames { user } => format!("frames:{{{user}}}"),
+            Self::Provisioning { user } => format!("provisioning:{user}"),
+            Self::Link { ip } => format!("link:{ip}"),
         }
     }
 
@@ -86,6 +94,8 @@ impl Limit<'_> {
             Self::Connect { .. } => limits.connect,
             Self::ConnectIp { .. } => limits.connect_ip,
             Self::Frames { .. } => limits.frames,
+            Self::Provisioning { .. } => limits.provisioning,
+            Self::Link { .. } => limits.link,
         }
     }
 }
@@ -200,6 +210,8 @@ mod tests {
             Limit::Connect { user: a },
             Limit::ConnectIp { ip: "203.0.113.7" },
             Limit::Frames { user: a },
+            Limit::Provisioning { user: a },
+            Limit::Link { ip: "203.0.113.7" },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -219,6 +231,8 @@ mod tests {
             connect: Bucket::new(8, 1),
             connect_ip: Bucket::new(9, 1),
             frames: Bucket::new(10, 1),
+            provisioning: Bucket::new(11, 1),
+            link: Bucket::new(12, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
@@ -239,6 +253,8 @@ mod tests {
                 limits.connect,
                 limits.connect_ip,
                 limits.frames,
+                limits.provisioning,
+                limits.link,
             ]
         );
     }

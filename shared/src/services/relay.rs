@@ -7,14 +7,14 @@ use uuid::Uuid;
 
 use super::auth::Authenticator;
 use super::{limit, limit_all, Limit};
-use crate::config::{InboxLimits, RateLimits, RelayTimings};
+use crate::config::{DeviceLimits, InboxLimits, RateLimits, RelayTimings};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::frames::{pack_messages, Delivery, Envelope};
-use crate::model::UserId;
+use crate::frames::{pack_messages, Delivery, DeviceDelivery, DeviceMessage, Envelope};
+use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
 use crate::storage::{
-    ConnectionRegistry, Delivery as Stored, Inbox, PushError, Pusher, RateLimiter, Registration,
-    StoredEnvelope, UserStore,
+    Addressed, ConnectionRegistry, Delivery as Stored, Fanned, Fanout, Inbox, Provisioning,
+    PushError, Pusher, RateLimiter, Registration, StoredEnvelope, UserStore,
 };
 use crate::validation;
 
@@ -27,6 +27,7 @@ pub struct Relay {
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) registry: Arc<dyn ConnectionRegistry>,
     pub(crate) users: Arc<dyn UserStore>,
+    pub(crate) provisioning: Arc<dyn Provisioning>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) pusher: Arc<dyn Pusher>,
     pub(crate) limits: RateLimits,
@@ -35,8 +36,9 @@ pub struct Relay {
     /// when it last found the session alive).
     pub(crate) senders: Arc<Mutex<HashMap<String, Known>>>,
     pub(crate) timings: RelayTimings,
-    /// Live connections per user (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
+    /// Live connections per device (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
     pub(crate) max_connections: u32,
+    pub(crate) device_limits: DeviceLimits,
     pub(crate) clock: crate::clock::SharedClock,
 }
 
@@ -73,8 +75,9 @@ impl Relay {
         )
         .await?;
         let (_, now) = self.register(connection_id, &who).await?;
-        self.evict_oldest(who.user_id, connection_id, now).await?;
-        tracing::info!(user_id = %who.user_id, connection_id, "connected");
+        let device = DeviceAddress::new(who.user_id, who.device_id);
+        self.evict_oldest(device, connection_id, now).await?;
+        tracing::info!(user_id = %who.user_id, device_id = who.device_id, connection_id, "connected");
         Ok(who.user_id)
     }
 
@@ -84,6 +87,7 @@ impl Relay {
         let now = self.clock.now_ms();
         let registration = Registration {
             user_id: who.user_id,
+            device_id: who.device_id,
             session_id: who.session_id,
             valid_until_ms: who.valid_until.saturating_mul(1000),
         };
@@ -97,14 +101,20 @@ impl Relay {
     /// Holds the user to `max_connections`: every send carries the list of the recipient's
     /// connections, and each costs a push, so an unbounded list is a cost anyone could inflate.
     /// The registry picks the oldest atomically; they are forgotten, then closed.
-    async fn evict_oldest(&self, user_id: UserId, connection_id: &str, now_ms: u64) -> Result<()> {
+    async fn evict_oldest(
+        &self,
+        device: DeviceAddress,
+        connection_id: &str,
+        now_ms: u64,
+    ) -> Result<()> {
+        let user_id = device.user_id;
         let evicted = self
             .registry
-            .evict_over(user_id, connection_id, self.max_connections, now_ms)
+            .evict_over(device, connection_id, self.max_connections, now_ms)
             .await?;
         for old in evicted {
             self.forget(&old);
-            self.registry.remove(user_id, &old).await?;
+            self.registry.remove(device, &old).await?;
             match self.pusher.close(&old).await {
                 Ok(()) | Err(PushError::Gone) => {}
                 Err(PushError::Failed(detail)) => tracing::warn!(
@@ -122,6 +132,9 @@ impl Relay {
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
         self.forget(connection_id);
         let user = self.registry.unregister(connection_id).await?;
+        if user.is_none() {
+            self.provisioning.close_socket(connection_id).await?;
+        }
         tracing::info!(user_id = ?user, connection_id, "disconnected");
         Ok(())
     }
@@ -149,7 +162,7 @@ impl Relay {
     /// revoked; `Unauthorized` otherwise (the caller then ends the connection: [`Self::end`]).
     /// Logout and deletion close the session's connections themselves, so Redis is asked again
     /// only every `session_check` (two GETs), not on every frame.
-    async fn sender(&self, connection_id: &str) -> Result<UserId> {
+    async fn sender(&self, connection_id: &str) -> Result<DeviceAddress> {
         let now = self.clock.now_ms();
         let known = self
             .senders
@@ -187,7 +200,10 @@ impl Relay {
         if now >= registration.valid_until_ms {
             return Err(Error::Unauthorized);
         }
-        Ok(registration.user_id)
+        Ok(DeviceAddress::new(
+            registration.user_id,
+            registration.device_id,
+        ))
     }
 
     /// Ends a connection refused as `unauthorized`: writes `last_frame` (the refusal), then
@@ -206,100 +222,212 @@ impl Relay {
         tracing::info!(connection_id, "connection ended: session over");
     }
 
-    /// `send`: relays `body` (base64) from the connection's user to `to`.
+    /// `send`: relays one ciphertext per device of `to` from the connection's device, checked
+    /// against `to`'s devices and stored for all of them or none.
     pub async fn send(
         &self,
         connection_id: &str,
         to: &str,
-        body: &str,
+        payload: Payload,
         online_only: bool,
-    ) -> Result<Delivery> {
+    ) -> Result<Sent> {
         let from = self.sender(connection_id).await?;
         let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
-        let bytes = validation::base64("body", body)
-            .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
-        if bytes.len() > self.inbox_limits.max_body_bytes {
-            return Err(Error::MessageTooLarge);
-        }
+        let legacy = matches!(payload, Payload::Body(_));
+        let parts: Vec<(DeviceId, Option<u32>, Vec<u8>)> = match payload {
+            Payload::Body(body) => vec![(PRIMARY_DEVICE, None, self.body_bytes(&body)?)],
+            Payload::Devices(messages) => messages
+                .into_iter()
+                .map(|m| {
+                    Ok((
+                        m.device_id,
+                        Some(m.registration_id),
+                        self.body_bytes(&m.body)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        };
         // One step for the sender's messages, the bytes it may write into Redis and its share of
         // this one recipient; a refusal by any takes nothing from the others.
-        let body_cost = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let bytes: usize = parts.iter().map(|(_, _, b)| b.len()).sum();
+        let body_cost = u32::try_from(bytes).unwrap_or(u32::MAX);
         limit_all(
             self.limiter.as_ref(),
             &self.limits,
             &[
-                (Limit::Frames { user: from }, 1),
-                (Limit::Messages { sender: from }, 1),
-                (Limit::MessageBytes { sender: from }, body_cost),
+                (Limit::Frames { user: from.user_id }, 1),
+                (
+                    Limit::Messages {
+                        sender: from.user_id,
+                    },
+                    count,
+                ),
+                (
+                    Limit::MessageBytes {
+                        sender: from.user_id,
+                    },
+                    body_cost,
+                ),
                 (
                     Limit::MessagePair {
-                        sender: from,
+                        sender: from.user_id,
                         recipient: to,
                     },
-                    1,
+                    count,
                 ),
             ],
         )
         .await?;
         let now = self.clock.now_ms();
-        let envelope_id = Uuid::new_v4();
-        let json = serde_json::to_string(&Envelope {
-            id: envelope_id,
-            from,
-            sent_at: now,
-            body: validation::encode(&bytes),
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        let envelope = StoredEnvelope::new(now + self.inbox_limits.ttl.as_millis() as u64, &json);
-        // What a delivery takes out of the inbox to push waits in flight until written, so a
+        let expires = now + self.inbox_limits.ttl.as_millis() as u64;
+        let envelopes = parts
+            .into_iter()
+            .map(|(device_id, registration_id, bytes)| {
+                let json = serde_json::to_string(&Envelope {
+                    id: Uuid::new_v4(),
+                    from: from.user_id,
+                    source_device: from.device_id,
+                    sent_at: now,
+                    body: validation::encode(&bytes),
+                })
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok(Addressed {
+                    device_id,
+                    registration_id,
+                    envelope: StoredEnvelope::new(expires, &json),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut fanout = Fanout {
+            to,
+            sender_device: (to == from.user_id).then_some(from.device_id),
+            legacy,
+            online_only,
+            envelopes,
+        };
+        // What a delivery takes out of an inbox to push waits in flight until written, so a
         // function that dies while pushing loses nothing (a fetch after the lease gets it).
         let lease = now + self.timings.fetch_lease.as_millis() as u64;
-        let mut outcome = self
-            .inbox
-            .deliver(to, &envelope, online_only, now, lease)
-            .await?;
-        if outcome == Stored::UnknownInbox {
-            if !self.users.exists(to).await? {
-                return Err(Error::UnknownRecipient);
-            }
-            self.inbox.open(to).await?;
-            outcome = self
-                .inbox
-                .deliver(to, &envelope, online_only, now, lease)
-                .await?;
-        }
-        let delivery = match outcome {
-            Stored::UnknownInbox => return Err(Error::UnknownRecipient),
-            Stored::Dropped => Delivery::Dropped,
-            Stored::Queued => Delivery::Queued,
-            Stored::Online {
-                connections,
-                envelopes,
-                in_flight,
-            } => {
-                // With a long backlog the new envelope may not be among those taken: it waits.
-                let taken = envelopes.contains(&envelope);
-                let leased = in_flight.then_some(lease);
-                let unsent = self
-                    .push_to_user(to, &connections, envelopes, !online_only, leased)
-                    .await;
-                match (taken && !unsent.contains(&envelope), online_only) {
-                    (true, _) => Delivery::Delivered,
-                    (false, true) => Delivery::Dropped,
-                    (false, false) => Delivery::Queued,
-                }
-            }
-        };
-        tracing::debug!(%from, %to, ?delivery, "message relayed");
-        Ok(delivery)
+        let outcomes = self.store(&mut fanout, now, lease).await?;
+        let pushes =
+            outcomes
+                .into_iter()
+                .zip(&fanout.envelopes)
+                .map(|((device_id, outcome), sent)| {
+                    let device = DeviceAddress::new(to, device_id);
+                    async move {
+                        let delivery = match outcome {
+                            Stored::Dropped => Delivery::Dropped,
+                            Stored::Queued => Delivery::Queued,
+                            Stored::Online {
+                                connections,
+                                envelopes,
+                                in_flight,
+                            } => {
+                                // With a long backlog the new envelope may not be among those taken.
+                                let taken = envelopes.contains(&sent.envelope);
+                                let leased = in_flight.then_some(lease);
+                                let unsent = self
+                                    .push_to_device(
+                                        device,
+                                        &connections,
+                                        envelopes,
+                                        !online_only,
+                                        leased,
+                                    )
+                                    .await;
+                                match (taken && !unsent.contains(&sent.envelope), online_only) {
+                                    (true, _) => Delivery::Delivered,
+                                    (false, true) => Delivery::Dropped,
+                                    (false, false) => Delivery::Queued,
+                                }
+                            }
+                        };
+                        DeviceDelivery {
+                            device_id,
+                            delivery,
+                        }
+                    }
+                });
+        let devices = futures::future::join_all(pushes).await;
+        let delivery = overall(&devices);
+        tracing::debug!(from = %from.user_id, %to, ?delivery, "message relayed");
+        Ok(Sent { delivery, devices })
     }
 
-    /// Pushes to the recipient's connections, newest first, dropping any found gone. What could
+    fn body_bytes(&self, body: &str) -> Result<Vec<u8>> {
+        let bytes = validation::base64("body", body)
+            .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
+        if bytes.len() > self.inbox_limits.max_body_bytes {
+            return Err(Error::MessageTooLarge);
+        }
+        Ok(bytes)
+    }
+
+    /// Stores the send, checked against the recipient's devices. The relay's copy of the device
+    /// list is refreshed from the user store when it is missing, and once before a mismatch is
+    /// reported (the copy may lag a link or removal whose last step failed). A send in the form
+    /// from before devices goes to the recipient's one device, whichever it is.
+    async fn store(
+        &self,
+        fanout: &mut Fanout,
+        now: u64,
+        lease: u64,
+    ) -> Result<Vec<(DeviceId, Stored)>> {
+        let mut refreshed = false;
+        // A legacy send follows the recipient's one device; bounded, as the list may keep moving.
+        for _ in 0..4 {
+            match self.inbox.deliver(fanout, now, lease).await? {
+                Fanned::Done(outcomes) => return Ok(outcomes),
+                Fanned::Mismatched { targets, .. }
+                    if fanout.legacy
+                        && targets.len() == 1
+                        && fanout.envelopes[0].device_id != targets[0] =>
+                {
+                    fanout.envelopes[0].device_id = targets[0];
+                }
+                outcome if !refreshed => {
+                    refreshed = true;
+                    let Some(list) = self.users.devices(fanout.to).await? else {
+                        return Err(Error::UnknownRecipient);
+                    };
+                    self.inbox.set_devices(fanout.to, &list).await?;
+                    if outcome == Fanned::UnknownInbox {
+                        continue;
+                    }
+                    // Checked again against the list just read (`set_devices` keeps a newer one).
+                }
+                Fanned::UnknownInbox => return Err(Error::UnknownRecipient),
+                Fanned::Mismatched {
+                    missing,
+                    extra,
+                    targets,
+                } => {
+                    return Err(if fanout.legacy {
+                        Error::MismatchedDevices {
+                            missing: targets,
+                            extra: vec![],
+                        }
+                    } else {
+                        Error::MismatchedDevices { missing, extra }
+                    })
+                }
+                Fanned::Stale(stale) => return Err(Error::StaleDevices(stale)),
+            }
+        }
+        Err(Error::unavailable(
+            "relay",
+            "the recipient's device list kept changing",
+        ))
+    }
+
+    /// Pushes to the device's connections, newest first, dropping any found gone. What could
     /// not be pushed is put back in the inbox (when `requeue`) and returned. Envelopes `leased`
     /// in the in-flight list are settled there: the written ones leave it, the rest go back.
-    async fn push_to_user(
+    async fn push_to_device(
         &self,
-        user: UserId,
+        device: DeviceAddress,
         connections: &[String],
         envelopes: Vec<StoredEnvelope>,
         requeue: bool,
@@ -320,7 +448,7 @@ impl Relay {
                 Err((sent, gone)) => {
                     pending.drain(..sent);
                     if gone {
-                        if let Err(e) = self.registry.remove(user, conn).await {
+                        if let Err(e) = self.registry.remove(device, conn).await {
                             e.log();
                         }
                     }
@@ -333,14 +461,14 @@ impl Relay {
                 // On failure they stay in flight and a fetch after the lease gets them back.
                 if let Err(e) = self
                     .inbox
-                    .settle_in_flight(user, &taken, lease_until, unsent)
+                    .settle_in_flight(device, &taken, lease_until, unsent)
                     .await
                 {
                     e.log();
                 }
             }
             _ if requeue && !pending.is_empty() => {
-                if let Err(e) = self.inbox.requeue(user, &pending).await {
+                if let Err(e) = self.inbox.requeue(device, &pending).await {
                     e.log();
                 }
             }
@@ -376,7 +504,7 @@ impl Relay {
     /// `fetch_deadline` no further frame is written (the first always is, so every fetch makes
     /// progress): the rest stays in the inbox and the answer is `FetchUnfinished`.
     pub async fn fetch(&self, connection_id: &str) -> Result<()> {
-        let user = self.frame_from(connection_id).await?;
+        let device = self.frame_from(connection_id).await?;
         let started = self.clock.now_ms();
         let deadline = started + self.timings.fetch_deadline.as_millis() as u64;
         let lease_until = started + self.timings.fetch_lease.as_millis() as u64;
@@ -384,14 +512,14 @@ impl Relay {
         loop {
             let now = self.clock.now_ms();
             if wrote && now >= deadline {
-                return match self.inbox.pending(user, now).await? {
+                return match self.inbox.pending(device, now).await? {
                     0 => Ok(()),
                     _ => Err(Error::FetchUnfinished),
                 };
             }
             let batch = self
                 .inbox
-                .take_in_flight(user, crate::storage::POP_BATCH, lease_until, now)
+                .take_in_flight(device, crate::storage::POP_BATCH, lease_until, now)
                 .await?;
             if batch.is_empty() {
                 return Ok(());
@@ -416,7 +544,7 @@ impl Relay {
                 }
             }
             self.inbox
-                .settle_in_flight(user, &batch, lease_until, &live[sent..])
+                .settle_in_flight(device, &batch, lease_until, &live[sent..])
                 .await?;
             match failure {
                 None if late => return Err(Error::FetchUnfinished),
@@ -425,7 +553,7 @@ impl Relay {
                     if let PushError::Failed(detail) = &e {
                         tracing::warn!(connection_id, detail = %detail, "push failed");
                     } else {
-                        self.registry.remove(user, connection_id).await?;
+                        self.registry.remove(device, connection_id).await?;
                     }
                     return Err(Error::Unavailable(
                         "connection could not be written; messages kept".into(),
@@ -435,46 +563,78 @@ impl Relay {
         }
     }
 
-    /// `ping`: only a live session's connection is kept alive.
+    /// `ping`: only a live session's connection (or a provisioning socket) is kept alive.
     pub async fn ping(&self, connection_id: &str) -> Result<()> {
-        self.frame_from(connection_id).await.map(|_| ())
+        match self.frame_from(connection_id).await {
+            Err(Error::Unauthorized) if self.is_provisioning(connection_id).await? => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// The connection's user, once the frame has been counted against the user's frame limit
     /// (`send` counts it with the message limits instead).
-    async fn frame_from(&self, connection_id: &str) -> Result<UserId> {
-        let user = self.sender(connection_id).await?;
+    async fn frame_from(&self, connection_id: &str) -> Result<DeviceAddress> {
+        let device = self.sender(connection_id).await?;
         limit(
             self.limiter.as_ref(),
             &self.limits,
-            Limit::Frames { user },
+            Limit::Frames {
+                user: device.user_id,
+            },
             1,
         )
         .await?;
-        Ok(user)
+        Ok(device)
     }
 
     /// `renew`: the connection takes a fresh access token of its own user (and that token's
     /// session) and lasts as long as it. A token that is invalid, revoked or another user's is
     /// refused as `invalid_frame`, and the connection keeps its old token.
     pub async fn renew(&self, connection_id: &str, token: &str) -> Result<u64> {
-        let user = self.frame_from(connection_id).await?;
-        let refused =
-            || Error::InvalidFrame("`token` is not a valid access token of this user".into());
+        let device = self.frame_from(connection_id).await?;
+        let refused = || {
+            Error::InvalidFrame("`token` is not a valid access token of this user's device".into())
+        };
         let who = match self.auth.authenticate(Some(token)).await {
-            Ok(who) if who.user_id == user => who,
+            Ok(who) if who.user_id == device.user_id && who.device_id == device.device_id => who,
             Ok(_) | Err(Error::Unauthorized) => return Err(refused()),
             Err(e) => return Err(e),
         };
         let (registration, _) = self.register(connection_id, &who).await?;
-        tracing::info!(user_id = %user, connection_id, "connection renewed");
+        tracing::info!(user_id = %device.user_id, connection_id, "connection renewed");
         Ok(registration.valid_until_ms)
     }
 
     /// `list`: how many unexpired envelopes wait.
     pub async fn list(&self, connection_id: &str) -> Result<u64> {
-        let user = self.frame_from(connection_id).await?;
-        self.inbox.pending(user, self.clock.now_ms()).await
+        let device = self.frame_from(connection_id).await?;
+        self.inbox.pending(device, self.clock.now_ms()).await
+    }
+}
+
+/// What a `send` carries: one body (the form from before devices) or one per device.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Body(String),
+    Devices(Vec<DeviceMessage>),
+}
+
+/// The outcome of a `send`: overall and per device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub delivery: Delivery,
+    pub devices: Vec<DeviceDelivery>,
+}
+
+/// `dropped` if any device's is, else `queued` if any device's is, else `delivered`.
+fn overall(devices: &[DeviceDelivery]) -> Delivery {
+    let any = |d: Delivery| devices.iter().any(|x| x.delivery == d);
+    if any(Delivery::Dropped) {
+        Delivery::Dropped
+    } else if any(Delivery::Queued) {
+        Delivery::Queued
+    } else {
+        Delivery::Delivered
     }
 }
 

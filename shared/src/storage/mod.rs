@@ -11,7 +11,8 @@ use uuid::Uuid;
 use crate::config::Bucket;
 use crate::error::Result;
 use crate::model::{
-    Bundle, Credentials, KeyCounts, KeyUpload, NewAccount, Profile, UserId, UserOut,
+    Bundle, Credentials, DeviceAddress, DeviceId, DeviceList, KeyCounts, KeyUpload, NewAccount,
+    NewDevice, Profile, UserId, UserOut,
 };
 
 #[async_trait]
@@ -24,22 +25,47 @@ pub trait UserStore: Send + Sync {
     async fn exists(&self, user_id: UserId) -> Result<bool>;
     /// When the account was created (Unix seconds); `None` when it does not exist.
     async fn created_at(&self, user_id: UserId) -> Result<Option<u64>>;
-    /// Removes the account, its keys and its sessions.
+    /// Removes the account, the keys of every device and its sessions.
     async fn delete(&self, user_id: UserId) -> Result<()>;
+    /// The account's devices; `None` when the account does not exist.
+    async fn devices(&self, user_id: UserId) -> Result<Option<DeviceList>>;
+    /// Adds a device with its keys under the smallest free id, unless the account has `max`
+    /// devices (`TooManyDevices`) or is gone (`UserNotFound`); concurrent calls never share an
+    /// id or pass `max`. Returns the new id and the new list.
+    async fn add_device(
+        &self,
+        user_id: UserId,
+        device: &NewDevice,
+        max: u32,
+    ) -> Result<(DeviceId, DeviceList)>;
+    /// Removes a linked device and its keys (`DeviceNotFound` when it is not one); returns the
+    /// list left.
+    async fn remove_device(&self, user_id: UserId, device_id: DeviceId) -> Result<DeviceList>;
 }
 
+/// Keys per device (a bare user id is device 1).
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    async fn profile(&self, user_id: UserId) -> Result<Option<Profile>>;
-    async fn store(&self, user_id: UserId, upload: &KeyUpload) -> Result<()>;
-    async fn counts(&self, user_id: UserId) -> Result<KeyCounts>;
-    /// Takes one EC one-time prekey (and a Kyber one-time prekey when one is left); two
-    /// concurrent calls never get the same key. `UserNotFound` or `PrekeysExhausted` otherwise.
-    async fn take_bundle(&self, user_id: UserId) -> Result<Bundle>;
+    async fn profile(&self, device: DeviceAddress) -> Result<Option<Profile>>;
+    async fn store(&self, device: DeviceAddress, upload: &KeyUpload) -> Result<()>;
+    async fn counts(&self, device: DeviceAddress) -> Result<KeyCounts>;
+    /// Takes one EC one-time prekey (and a Kyber one-time prekey when one is left) of each
+    /// device, all or nothing: two concurrent calls never get the same key, and when a device
+    /// has no EC one-time prekey left nothing is taken and the answer is `DevicesExhausted`
+    /// naming those devices (unless `allow_without_one_time`: then its bundle has none).
+    /// `UserNotFound` when a device's profile is gone.
+    async fn take_bundles(
+        &self,
+        user_id: UserId,
+        devices: &[DeviceId],
+        allow_without_one_time: bool,
+    ) -> Result<Vec<Bundle>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// The device the session is for.
+    pub device_id: DeviceId,
     pub refresh_hash: String,
     pub expires_at: u64,
     /// The refresh token the current one replaced, still honoured for a short grace window.
@@ -87,6 +113,8 @@ pub trait SessionStore: Send + Sync {
     async fn delete(&self, user_id: UserId, session_id: Uuid) -> Result<()>;
     /// Deletes every session of the user and returns their ids.
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>>;
+    /// Deletes the sessions of one device and returns their ids.
+    async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<Vec<Uuid>>;
 }
 
 /// Sessions whose access tokens must stop working before they expire.
@@ -150,9 +178,7 @@ pub const POP_BATCH: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// No inbox marker for the recipient: the caller must check the user store.
-    UnknownInbox,
-    /// Stored; the recipient has no live connection.
+    /// Stored; the device has no live connection.
     Queued,
     /// The recipient is connected: these envelopes (the new one included) were taken from the
     /// inbox for the caller to push, to one of `connections`, newest connection first.
@@ -170,33 +196,69 @@ pub enum Delivery {
     Dropped,
 }
 
-/// Per-user message inbox with the connection registry beside it (they share a hash slot).
+/// One device's ciphertext in a send, with the registration id the sender knows for it (`None`:
+/// the form from before devices, unchecked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressed {
+    pub device_id: DeviceId,
+    pub registration_id: Option<u32>,
+    pub envelope: StoredEnvelope,
+}
+
+/// A send to every device of one recipient, as the inbox stores it in one atomic step.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub to: UserId,
+    /// The sending device, when the recipient is the sender's own account: it is not a target.
+    pub sender_device: Option<DeviceId>,
+    /// The form from before devices: a self-send by an account with one device goes to that
+    /// device (as it always did).
+    pub legacy: bool,
+    pub online_only: bool,
+    pub envelopes: Vec<Addressed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanned {
+    /// No device list for the recipient: the caller must ask the user store.
+    UnknownInbox,
+    /// The devices of the send are not the recipient's targets (`targets`, sorted); nothing
+    /// stored.
+    Mismatched {
+        missing: Vec<DeviceId>,
+        extra: Vec<DeviceId>,
+        targets: Vec<DeviceId>,
+    },
+    /// These devices' registration ids differ from the send's; nothing stored.
+    Stale(Vec<DeviceId>),
+    /// Each device's outcome, in the order of the send.
+    Done(Vec<(DeviceId, Delivery)>),
+}
+
+/// Message inboxes, one per device, with the connection registry beside them (a user's keys
+/// share a hash slot).
 #[async_trait]
 pub trait Inbox: Send + Sync {
-    /// Marks the user as having an inbox (at registration).
-    async fn open(&self, user_id: UserId) -> Result<()>;
-    /// Erases the inbox, the marker and any fetch batch in flight (at account deletion).
-    async fn close(&self, user_id: UserId) -> Result<()>;
-    /// Stores (unless `online_only`) and, when the recipient is connected, takes the waiting
-    /// envelopes for immediate push into the in-flight list (leased until `lease_until_ms`, as
-    /// `take_in_flight` takes them), in one atomic step.
-    async fn deliver(
-        &self,
-        to: UserId,
-        envelope: &StoredEnvelope,
-        online_only: bool,
-        now_ms: u64,
-        lease_until_ms: u64,
-    ) -> Result<Delivery>;
+    /// Takes `list` as the account's devices unless what it holds is as new (by version). A
+    /// device that left the list, or whose registration changed, loses its inbox.
+    async fn set_devices(&self, user_id: UserId, list: &DeviceList) -> Result<()>;
+    /// Erases the device list and the inboxes, fetch batches in flight and connection sets of
+    /// `devices` (at account deletion).
+    async fn close(&self, user_id: UserId, devices: &[DeviceId]) -> Result<()>;
+    /// Checks the send's devices against the recipient's list and then, for every device,
+    /// stores (unless `online_only`) and, when the device is connected, takes its waiting
+    /// envelopes for immediate push into its in-flight list (leased until `lease_until_ms`),
+    /// all in one atomic step.
+    async fn deliver(&self, send: &Fanout, now_ms: u64, lease_until_ms: u64) -> Result<Fanned>;
     /// Takes up to `max` envelopes from the head (oldest first).
-    async fn pop(&self, user_id: UserId, max: usize) -> Result<Vec<StoredEnvelope>>;
-    /// Moves up to `max` envelopes from the head into the user's in-flight list, leased until
+    async fn pop(&self, device: DeviceAddress, max: usize) -> Result<Vec<StoredEnvelope>>;
+    /// Moves up to `max` envelopes from the head into the device's in-flight list, leased until
     /// `lease_until_ms`, so a taker that dies while writing them loses nothing. In the same
     /// atomic step, envelopes an earlier taker left in flight past their lease (a fetch that
     /// crashed or timed out) go back to the head first, in their order.
     async fn take_in_flight(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         max: usize,
         lease_until_ms: u64,
         now_ms: u64,
@@ -206,22 +268,23 @@ pub trait Inbox: Send + Sync {
     /// head in their order, in one atomic step.
     async fn settle_in_flight(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         batch: &[StoredEnvelope],
         lease_until_ms: u64,
         unsent: &[StoredEnvelope],
     ) -> Result<()>;
     /// Puts envelopes back at the head, in their original order.
-    async fn requeue(&self, user_id: UserId, envelopes: &[StoredEnvelope]) -> Result<()>;
+    async fn requeue(&self, device: DeviceAddress, envelopes: &[StoredEnvelope]) -> Result<()>;
     /// Waiting envelopes that have not expired.
-    async fn pending(&self, user_id: UserId, now_ms: u64) -> Result<u64>;
+    async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64>;
 }
 
-/// Who is behind a connection: the user and session of the token it connected with, and when
-/// that token stops being accepted.
+/// Who is behind a connection: the user, device and session of the token it connected with,
+/// and when that token stops being accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
     pub user_id: UserId,
+    pub device_id: DeviceId,
     pub session_id: Uuid,
     /// Unix ms from which the connection's token is refused (leeway included).
     pub valid_until_ms: u64,
@@ -244,21 +307,21 @@ pub trait ConnectionRegistry: Send + Sync {
         Ok(self.registration(connection_id).await?.map(|r| r.user_id))
     }
     /// Forgets a connection found gone while pushing to it.
-    async fn remove(&self, user_id: UserId, connection_id: &str) -> Result<()>;
-    /// Keeps the user's `max` most recently connected registrations, `connection_id` (just
+    async fn remove(&self, device: DeviceAddress, connection_id: &str) -> Result<()>;
+    /// Keeps the device's `max` most recently connected registrations, `connection_id` (just
     /// registered) counting as the newest: the older ones leave the user's set in one atomic
     /// step, so concurrent handshakes cannot pass `max`, and are returned for the caller to
     /// forget ([`ConnectionRegistry::remove`]) and close.
     async fn evict_over(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         connection_id: &str,
         max: u32,
         now_ms: u64,
     ) -> Result<Vec<String>>;
-    /// The user's registered connections and the session of each, so logout and deletion can
-    /// close them.
-    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid)>>;
+    /// The user's registered connections with the session and device of each, so logout,
+    /// device removal and deletion can close them.
+    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid, DeviceId)>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +338,33 @@ pub trait Pusher: Send + Sync {
     async fn push(&self, connection_id: &str, frame: &str) -> std::result::Result<(), PushError>;
     /// Closes the connection (`DeleteConnection` on AWS); `Gone` when it no longer exists.
     async fn close(&self, connection_id: &str) -> std::result::Result<(), PushError>;
+}
+
+/// Linking codes and provisioning sockets: short-lived, single-use records (Redis, with TTLs).
+#[async_trait]
+pub trait Provisioning: Send + Sync {
+    /// Keeps a linking code (by its hash) for the account for `ttl_secs`.
+    async fn put_code(&self, code_hash: &str, user_id: UserId, ttl_secs: u64) -> Result<()>;
+    /// The account a code links to, without using it up.
+    async fn code_owner(&self, code_hash: &str) -> Result<Option<UserId>>;
+    /// Uses the code up: only one caller ever gets `Some`.
+    async fn take_code(&self, code_hash: &str) -> Result<Option<UserId>>;
+    /// Marks a connection as a provisioning socket for `ttl_secs`.
+    async fn open_socket(&self, connection_id: &str, ttl_secs: u64) -> Result<()>;
+    /// Whether the connection is a live provisioning socket.
+    async fn is_socket(&self, connection_id: &str) -> Result<bool>;
+    /// The socket's address: `fresh` on the first ask, the same one after; `None` when the
+    /// connection is not a (live) provisioning socket.
+    async fn address(
+        &self,
+        connection_id: &str,
+        fresh: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<String>>;
+    /// Uses an address up: its socket's connection id, for one caller only.
+    async fn take_address(&self, address: &str) -> Result<Option<String>>;
+    /// Forgets a provisioning socket (disconnected or done).
+    async fn close_socket(&self, connection_id: &str) -> Result<()>;
 }
 
 /// Answers whether the backing stores are reachable.

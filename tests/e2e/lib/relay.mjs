@@ -8,6 +8,16 @@ export const RELAY_URL = (process.env.RELAY_URL || 'http://127.0.0.1:8080').repl
 /** ws://HOST/ws locally; override with RELAY_WS_URL (e.g. a wss://…/<stage> URL). */
 export const RELAY_WS_URL = (process.env.RELAY_WS_URL || RELAY_URL.replace(/^http/i, 'ws') + '/ws').replace(/\/+$/, '');
 
+/**
+ * The anonymous provisioning socket (a device being linked): RELAY_PROVISIONING_URL when set;
+ * else `RELAY_WS_URL?provisioning=1` when RELAY_WS_URL is set (the AWS form, which the local
+ * gateway accepts too); else ws://HOST/ws/provisioning derived from RELAY_URL.
+ */
+export const RELAY_PROVISIONING_URL = process.env.RELAY_PROVISIONING_URL
+  || (process.env.RELAY_WS_URL
+    ? `${process.env.RELAY_WS_URL.replace(/\/+$/, '')}?provisioning=1`
+    : RELAY_URL.replace(/^http/i, 'ws') + '/ws/provisioning');
+
 export const HTTP_TIMEOUT_MS = Number(process.env.RELAY_HTTP_TIMEOUT_MS || 20000);
 export const WS_TIMEOUT_MS = Number(process.env.RELAY_WS_TIMEOUT_MS || 15000);
 
@@ -101,12 +111,18 @@ export class WsHandshakeError extends Error {
 export class RelaySocket {
   static connect(token, { timeoutMs = WS_TIMEOUT_MS } = {}) {
     const url = `${RELAY_WS_URL}?token=${encodeURIComponent(token)}`;
+    return this.open(url, { timeoutMs });
+  }
+
+  /** Opens a WebSocket to `url`; resolves with an instance of the class it is called on. */
+  static open(url, { timeoutMs = WS_TIMEOUT_MS } = {}) {
+    const Cls = this;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { handshakeTimeout: timeoutMs });
       let settled = false;
       ws.once('open', () => {
         settled = true;
-        resolve(new RelaySocket(ws));
+        resolve(new Cls(ws));
       });
       ws.once('unexpected-response', (_req, res) => {
         settled = true;
@@ -208,6 +224,18 @@ export class RelaySocket {
     return reply;
   }
 
+  /**
+   * The multi-device form of send: `messages` = [{device_id, registration_id, body}, …].
+   * Resolves with the `sent` reply or the `error` frame of that id.
+   */
+  async sendMessages(to, messages, { id = randomUUID(), onlineOnly } = {}) {
+    const frame = { action: 'send', to, id, messages };
+    if (onlineOnly) frame.online_only = true;
+    const reply = this.waitFrame((f) => (f.type === 'sent' || f.type === 'error') && f.id === id, `reply to send ${id}`);
+    this.sendFrame(frame);
+    return reply;
+  }
+
   /** Like send() but throws unless the reply is `sent`. */
   async sendOk(to, body, opts) {
     const r = await this.send(to, body, opts);
@@ -288,6 +316,18 @@ export class RelaySocket {
     });
   }
 
+  /** Resolves with { code, reason } once the server has closed the socket (rejects after timeoutMs). */
+  waitClosed(timeoutMs = WS_TIMEOUT_MS) {
+    if (this.closed) return Promise.resolve(this.closeInfo);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
+      this.ws.once('close', () => {
+        clearTimeout(t);
+        resolve(this.closeInfo);
+      });
+    });
+  }
+
   /** Closes the socket and waits for the close to complete. */
   async close() {
     if (this.closed) return;
@@ -302,5 +342,32 @@ export class RelaySocket {
       });
       this.ws.close(1000, 'bye');
     });
+  }
+}
+
+/**
+ * The anonymous provisioning socket of a device being linked: `provision` → its one-time
+ * address; the primary's opaque provisioning message is pushed to it, then the relay closes it.
+ */
+export class ProvisioningSocket extends RelaySocket {
+  static connect({ url = RELAY_PROVISIONING_URL, timeoutMs = WS_TIMEOUT_MS } = {}) {
+    return this.open(url, { timeoutMs });
+  }
+
+  /** {"action":"provision"} → the `provisioning_address` frame (or throws on an error frame). */
+  async provision({ id = randomUUID() } = {}) {
+    const done = this.waitFrame(
+      (f) => f.type === 'provisioning_address' || (f.type === 'error' && (f.id === id || f.id == null)),
+      'provisioning_address',
+    );
+    this.sendFrame({ action: 'provision', id });
+    const f = await done;
+    if (f.type === 'error') throw new Error(`provision failed: ${JSON.stringify(f)}`);
+    return f;
+  }
+
+  /** Waits for the pushed {"type":"provisioning_message","body"} frame. */
+  provisioningMessage(timeoutMs = WS_TIMEOUT_MS) {
+    return this.waitFrame((f) => f.type === 'provisioning_message', 'provisioning_message', timeoutMs);
   }
 }

@@ -6,7 +6,7 @@ import { randomInt } from 'node:crypto';
 
 export { S };
 
-/** Single-device model: every address uses device 1. */
+/** The single-device model's device id (the primary); multi-device code passes its own. */
 export const DEVICE_ID = 1;
 export const MAX_KEY_ID = 2 ** 31 - 1;
 
@@ -40,6 +40,17 @@ export function flipBit(bytes, index = 0, bit = 0) {
 
 export function address(userId) {
   return S.ProtocolAddress.new(String(userId), DEVICE_ID);
+}
+
+/** ProtocolAddress(user_id, device_id): one libsignal session per device. */
+export function deviceAddress(userId, deviceId = DEVICE_ID) {
+  return S.ProtocolAddress.new(String(userId), Number(deviceId));
+}
+
+/** "name.device" (ProtocolAddress.toString()) → { name, deviceId }. */
+export function parseAddressKey(key) {
+  const i = key.lastIndexOf('.');
+  return { name: key.slice(0, i), deviceId: Number(key.slice(i + 1)) };
 }
 
 // ---------------------------------------------------------------- stores
@@ -196,12 +207,14 @@ function freshIdRange(n) {
 /**
  * One Signal party: identity, registration id, prekeys and in-memory stores.
  * `userId` must be set (setUserId) before sessions are used; it is the
- * ProtocolAddress name, with device id 1.
+ * ProtocolAddress name, with device id 1 unless setUserId() is given another
+ * (lib/devices.mjs).
  */
 export class SignalParty {
-  constructor({ oneTimePreKeys = 100, kyberOneTimePreKeys = 10, identity } = {}) {
+  constructor({ oneTimePreKeys = 100, kyberOneTimePreKeys = 10, identity, registrationId } = {}) {
+    // `identity`: a linked device shares its account's identity key pair.
     this.identity = identity ?? S.IdentityKeyPair.generate();
-    this.registrationId = randomInt(1, 16381); // libsignal: 14-bit, non-zero
+    this.registrationId = registrationId ?? randomInt(1, 16381); // libsignal: 14-bit, non-zero
     this.identityStore = new MemIdentityKeyStore(this.identity, this.registrationId);
     this.sessionStore = new MemSessionStore();
     this.preKeyStore = new MemPreKeyStore();
@@ -215,9 +228,11 @@ export class SignalParty {
     this.kyberOneTimePreKeys = this.newKyberPreKeys(kyberOneTimePreKeys);
   }
 
-  setUserId(userId) {
+  /** Sets the local ProtocolAddress (user id, device id; device 1 unless told). */
+  setUserId(userId, deviceId = DEVICE_ID) {
     this.userId = String(userId);
-    this.localAddress = address(this.userId);
+    this.deviceId = Number(deviceId);
+    this.localAddress = deviceAddress(this.userId, this.deviceId);
   }
 
   /** XEdDSA signature by the identity key over a serialized public key. */
@@ -309,13 +324,13 @@ export class SignalParty {
   // ------------------------------------------------------ sessions
 
   /** Builds a libsignal PreKeyBundle from the relay's bundle JSON. */
-  static toPreKeyBundle(json) {
+  static toPreKeyBundle(json, deviceId = DEVICE_ID) {
     if (!json || typeof json !== 'object') throw new Error('bundle is not an object');
     if (!json.kyber_prekey) throw new Error('bundle has no kyber_prekey: libsignal requires one (PQXDH)');
     const otk = json.one_time_prekey;
     return S.PreKeyBundle.new(
       json.registration_id,
-      DEVICE_ID,
+      deviceId,
       otk ? otk.key_id : null,
       otk ? S.PublicKey.deserialize(unb64(otk.public_key)) : null,
       json.signed_prekey.key_id,
@@ -334,15 +349,18 @@ export class SignalParty {
 
   /** processPreKeyBundle with a bundle in relay JSON form. */
   async processBundle(bundleJson) {
+    await this.processBundleFor(address(bundleJson.user_id), bundleJson);
+  }
+
+  /**
+   * processPreKeyBundle for one device: `bundleJson` has the single-device shape
+   * (registration_id, identity_key, signed_prekey, one_time_prekey, kyber_prekey);
+   * the bundle's device id is the address's.
+   */
+  async processBundleFor(addr, bundleJson) {
     this.requireUserId();
-    const bundle = SignalParty.toPreKeyBundle(bundleJson);
-    await S.processPreKeyBundle(
-      bundle,
-      address(bundleJson.user_id),
-      this.localAddress,
-      this.sessionStore,
-      this.identityStore,
-    );
+    const bundle = SignalParty.toPreKeyBundle(bundleJson, addr.deviceId());
+    await S.processPreKeyBundle(bundle, addr, this.localAddress, this.sessionStore, this.identityStore);
   }
 
   hasSession(peerId) {
@@ -351,9 +369,14 @@ export class SignalParty {
 
   /** signalEncrypt; returns { type, bytes (framed wire body), body (base64) }. */
   async encrypt(peerId, plaintext) {
+    return this.encryptTo(address(peerId), plaintext);
+  }
+
+  /** signalEncrypt to one ProtocolAddress; returns { type, bytes, body }. */
+  async encryptTo(addr, plaintext) {
     this.requireUserId();
     const data = typeof plaintext === 'string' ? new TextEncoder().encode(plaintext) : new Uint8Array(plaintext);
-    const ct = await S.signalEncrypt(data, address(peerId), this.localAddress, this.sessionStore, this.identityStore);
+    const ct = await S.signalEncrypt(data, addr, this.localAddress, this.sessionStore, this.identityStore);
     const bytes = frame(ct.type(), ct.serialize());
     return { type: ct.type(), bytes, body: b64(bytes) };
   }
@@ -363,10 +386,14 @@ export class SignalParty {
    * signalDecryptPreKey or signalDecrypt. Returns { type, plaintext (string), bytes }.
    */
   async decrypt(fromId, body) {
+    return this.decryptFrom(address(fromId), body);
+  }
+
+  /** Like decrypt(), from one ProtocolAddress (user id, device id). */
+  async decryptFrom(from, body) {
     this.requireUserId();
     const wire = typeof body === 'string' ? unb64(body) : new Uint8Array(body);
     const { type, payload } = unframe(wire);
-    const from = address(fromId);
     let out;
     if (type === MSG_PREKEY) {
       out = await S.signalDecryptPreKey(

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { before, after } from 'node:test';
 import { RelayUser, waitForRelay, isPaddedB64, unb64 } from './client.mjs';
+import { RelayDevice } from './devices.mjs';
 
 /**
  * Registers the per-file hooks: wait for the relay before the first test,
@@ -80,4 +81,67 @@ export function assertBundleOf(bundle, owner) {
 export async function counts(user) {
   const c = await user.keyCount();
   return { one_time_prekeys: c.one_time_prekeys, kyber_one_time_prekeys: c.kyber_one_time_prekeys };
+}
+
+// ---------------------------------------------------------------- devices (issue 13)
+
+/**
+ * Per-file hooks for the multi-device scenarios: returns { primary(role, opts),
+ * link(primary, role, opts, trace) }, both tracked so every socket is closed after
+ * the last test.
+ */
+export function deviceSuite() {
+  const devices = [];
+  before(async () => {
+    await waitForRelay();
+  });
+  after(async () => {
+    await Promise.all(devices.map((d) => d.dispose().catch(() => {})));
+  });
+  return {
+    async primary(role, opts = {}) {
+      const d = await RelayDevice.primary(role, opts);
+      devices.push(d);
+      return d;
+    },
+    async link(primary, role, opts = {}, trace = {}) {
+      const d = await RelayDevice.link(primary, role, opts, trace);
+      devices.push(d);
+      return d;
+    },
+  };
+}
+
+/** Asserts one device entry of a multi-device bundle against the owning device's own keys. */
+export function assertDeviceBundleEntry(entry, owner) {
+  assert.equal(entry.device_id, owner.deviceId, 'device_id');
+  assertBundleOf(
+    { ...entry, user_id: owner.userId, identity_key: owner.identityKeyB64() },
+    owner,
+  );
+  assert.ok(entry.one_time_prekey, `device ${entry.device_id}: a one-time prekey`);
+  assert.ok(entry.kyber_prekey, `device ${entry.device_id}: a Kyber prekey`);
+}
+
+/**
+ * Asserts a multi-device bundle: user, shared identity key, exactly the owners' devices
+ * (in any order), each entry against its device's keys.
+ */
+export function assertDeviceBundles(bundle, owners) {
+  assert.equal(bundle.user_id, owners[0].userId);
+  assert.equal(bundle.identity_key, owners[0].identityKeyB64(), 'the account identity key');
+  assert.ok(Array.isArray(bundle.devices), `devices array: ${JSON.stringify(bundle).slice(0, 300)}`);
+  assert.deepEqual(
+    bundle.devices.map((e) => e.device_id).sort((a, b) => a - b),
+    owners.map((o) => o.deviceId).sort((a, b) => a - b),
+    'one entry per device',
+  );
+  for (const e of bundle.devices) assertDeviceBundleEntry(e, owners.find((o) => o.deviceId === e.device_id));
+}
+
+/** assertEnvelope plus the sending device (`source_device`). */
+export function assertDeviceEnvelope(env, { from, body, sentAfter } = {}) {
+  assertEnvelope(env, { from, body, sentAfter });
+  if (from) assert.equal(env.source_device, from.deviceId, `source_device is the sending device: ${JSON.stringify(env).slice(0, 200)}`);
+  else assert.ok(Number.isInteger(env.source_device), 'source_device');
 }

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::Item;
 use crate::error::{Error, Result};
-use crate::model::{OneTimeKey, Profile, SignedKey};
+use crate::model::{
+    Device, DeviceAddress, DeviceList, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE,
+};
 
 pub const PROFILE_SK: &str = "profile";
 pub const EC_PREFIX: &str = "ec#";
@@ -26,6 +28,14 @@ pub fn b(v: &[u8]) -> AttributeValue {
 
 pub fn user_pk(user_id: Uuid) -> String {
     format!("user#{user_id}")
+}
+
+/// A device's partition in the keys table: device 1 keeps the bare user id it had before devices.
+pub fn keys_pk(device: DeviceAddress) -> String {
+    match device.device_id {
+        PRIMARY_DEVICE => device.user_id.to_string(),
+        n => format!("{}#{n}", device.user_id),
+    }
 }
 
 pub fn name_pk(username: &str) -> String {
@@ -74,15 +84,15 @@ pub fn get_uuid(item: &Item, name: &str) -> Result<Uuid> {
     Uuid::parse_str(get_s(item, name)?).map_err(|_| corrupt(name))
 }
 
-pub fn one_time_item(user_id: Uuid, k: &OneTimeKey) -> Item {
-    let mut item = key(user_id.to_string(), ec_sk(k.key_id));
+pub fn one_time_item(pk: &str, k: &OneTimeKey) -> Item {
+    let mut item = key(pk, ec_sk(k.key_id));
     item.insert("key_id".into(), n(k.key_id));
     item.insert("public_key".into(), b(&k.public_key));
     item
 }
 
-pub fn kyber_item(user_id: Uuid, k: &SignedKey) -> Item {
-    let mut item = key(user_id.to_string(), kyber_sk(k.key_id));
+pub fn kyber_item(pk: &str, k: &SignedKey) -> Item {
+    let mut item = key(pk, kyber_sk(k.key_id));
     item.insert("key_id".into(), n(k.key_id));
     item.insert("public_key".into(), b(&k.public_key));
     item.insert("signature".into(), b(&k.signature));
@@ -90,11 +100,11 @@ pub fn kyber_item(user_id: Uuid, k: &SignedKey) -> Item {
 }
 
 /// The items of a batch of one-time keys, EC and Kyber, as registration and uploads store them.
-pub fn one_time_items(user_id: Uuid, one_time: &[OneTimeKey], kyber: &[SignedKey]) -> Vec<Item> {
+pub fn one_time_items(pk: &str, one_time: &[OneTimeKey], kyber: &[SignedKey]) -> Vec<Item> {
     one_time
         .iter()
-        .map(|k| one_time_item(user_id, k))
-        .chain(kyber.iter().map(|k| kyber_item(user_id, k)))
+        .map(|k| one_time_item(pk, k))
+        .chain(kyber.iter().map(|k| kyber_item(pk, k)))
         .collect()
 }
 
@@ -136,8 +146,8 @@ fn signed_from(item: &Item, prefix: &str) -> Result<Option<SignedKey>> {
 pub const SIGNED: &str = "spk";
 pub const KYBER_LAST_RESORT: &str = "kyl";
 
-pub fn profile_item(user_id: Uuid, p: &Profile) -> Item {
-    let mut item = key(user_id.to_string(), PROFILE_SK);
+pub fn profile_item(pk: &str, p: &Profile) -> Item {
+    let mut item = key(pk, PROFILE_SK);
     item.insert("registration_id".into(), n(p.registration_id));
     item.insert("identity_key".into(), b(&p.identity_key));
     item.extend(signed_attrs(SIGNED, &p.signed_prekey));
@@ -154,6 +164,49 @@ pub fn profile_from(item: &Item) -> Result<Profile> {
         signed_prekey: signed_from(item, SIGNED)?.ok_or_else(|| corrupt("signed prekey"))?,
         kyber_last_resort: signed_from(item, KYBER_LAST_RESORT)?,
     })
+}
+
+/// The user item's `devices` map: `"<id>"` → `{registration_id, created_at}`.
+pub fn devices_attr(devices: &[Device]) -> AttributeValue {
+    AttributeValue::M(
+        devices
+            .iter()
+            .map(|d| {
+                let entry = AttributeValue::M(
+                    [
+                        ("registration_id".to_string(), n(d.registration_id)),
+                        ("created_at".to_string(), n(d.created_at)),
+                    ]
+                    .into(),
+                );
+                (d.device_id.to_string(), entry)
+            })
+            .collect(),
+    )
+}
+
+/// The device list of a user item; `None` for an item from before devices (no `devices`).
+pub fn device_list_from(item: &Item) -> Result<Option<DeviceList>> {
+    let Some(map) = item.get("devices") else {
+        return Ok(None);
+    };
+    let map = map.as_m().map_err(|_| corrupt("devices"))?;
+    let mut devices = map
+        .iter()
+        .map(|(id, entry)| {
+            let entry = entry.as_m().map_err(|_| corrupt("devices"))?;
+            Ok(Device {
+                device_id: id.parse().map_err(|_| corrupt("devices"))?,
+                registration_id: get_n(entry, "registration_id")?,
+                created_at: get_n(entry, "created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    devices.sort_by_key(|d| d.device_id);
+    Ok(Some(DeviceList {
+        version: get_n(item, "devices_version")?,
+        devices,
+    }))
 }
 
 #[cfg(test)]
@@ -173,13 +226,30 @@ mod tests {
             signed_prekey: k(1),
             kyber_last_resort: Some(k(2)),
         };
-        let id = Uuid::new_v4();
-        assert_eq!(profile_from(&profile_item(id, &p)).unwrap(), p);
+        let id = Uuid::new_v4().to_string();
+        assert_eq!(profile_from(&profile_item(&id, &p)).unwrap(), p);
         let p2 = Profile {
             kyber_last_resort: None,
             ..p
         };
-        assert_eq!(profile_from(&profile_item(id, &p2)).unwrap(), p2);
+        assert_eq!(profile_from(&profile_item(&id, &p2)).unwrap(), p2);
         assert!(ec_sk(9) < ec_sk(10) && ec_sk(10) < ec_sk(2_000_000_000));
+    }
+
+    #[test]
+    fn device_lists_round_trip_sorted() {
+        let d = |device_id, registration_id| Device {
+            device_id,
+            registration_id,
+            created_at: 5,
+        };
+        let item = Item::from([
+            ("devices".to_string(), devices_attr(&[d(3, 9), d(1, 7)])),
+            ("devices_version".to_string(), n(4)),
+        ]);
+        let list = device_list_from(&item).unwrap().unwrap();
+        assert_eq!(list.version, 4);
+        assert_eq!(list.devices, vec![d(1, 7), d(3, 9)]);
+        assert_eq!(device_list_from(&Item::new()).unwrap(), None);
     }
 }

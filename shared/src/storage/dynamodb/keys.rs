@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use rand::seq::SliceRandom;
 
-use super::items::{self, get_s, key, EC_PREFIX, KYBER_PREFIX, PROFILE_SK};
+use super::items::{self, get_s, key, keys_pk, EC_PREFIX, KYBER_PREFIX, PROFILE_SK};
 use super::{each_page, is_condition_failed, sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
-use crate::model::{Bundle, KeyCounts, KeyUpload, Profile, UserId};
+use crate::model::{Bundle, DeviceAddress, DeviceId, KeyCounts, KeyUpload, Profile, UserId};
 use crate::storage::KeyStore;
 
 /// Candidates read per query; fetchers pick among them at random to spread contention.
@@ -17,9 +17,9 @@ const CANDIDATES: i32 = 8;
 const MAX_ROUNDS: usize = 16;
 
 impl Dynamo {
-    async fn candidates(&self, user_id: UserId, prefix: &str) -> Result<Vec<String>> {
+    async fn candidates(&self, pk: &str, prefix: &str) -> Result<Vec<String>> {
         let out = self
-            .query_partition(&self.tables.keys, &user_id.to_string(), Some(prefix))
+            .query_partition(&self.tables.keys, pk, Some(prefix))
             .projection_expression("sk")
             .limit(CANDIDATES)
             .send()
@@ -36,12 +36,12 @@ impl Dynamo {
     }
 
     /// Deletes the item only if it is still there, returning it: whoever deletes it owns it.
-    async fn claim_one(&self, user_id: UserId, sk: &str) -> Result<Option<Item>> {
+    async fn claim_one(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         let res = self
             .client
             .delete_item()
             .table_name(&self.tables.keys)
-            .set_key(Some(key(user_id.to_string(), sk)))
+            .set_key(Some(key(pk, sk)))
             .condition_expression("attribute_exists(pk)")
             .return_values(ReturnValue::AllOld)
             .send()
@@ -54,23 +54,18 @@ impl Dynamo {
     }
 
     /// Takes one key of the kind, trying candidates until one is won; `None` when none is left.
-    async fn claim(
-        &self,
-        user_id: UserId,
-        prefix: &str,
-        first: Vec<String>,
-    ) -> Result<Option<Item>> {
+    async fn claim(&self, pk: &str, prefix: &str, first: Vec<String>) -> Result<Option<Item>> {
         let mut candidates = first;
         for _ in 0..MAX_ROUNDS {
             if candidates.is_empty() {
                 return Ok(None);
             }
             for sk in &candidates {
-                if let Some(item) = self.claim_one(user_id, sk).await? {
+                if let Some(item) = self.claim_one(pk, sk).await? {
                     return Ok(Some(item));
                 }
             }
-            candidates = self.candidates(user_id, prefix).await?;
+            candidates = self.candidates(pk, prefix).await?;
         }
         Err(Error::Unavailable(
             "dynamodb: one-time key contention did not settle".into(),
@@ -93,10 +88,10 @@ impl Dynamo {
         }
     }
 
-    async fn count(&self, user_id: UserId, prefix: &str) -> Result<u64> {
+    async fn count(&self, pk: &str, prefix: &str) -> Result<u64> {
         let mut total = 0u64;
         let query = self
-            .query_partition(&self.tables.keys, &user_id.to_string(), Some(prefix))
+            .query_partition(&self.tables.keys, pk, Some(prefix))
             .select(Select::Count)
             .consistent_read(true);
         each_page(query, "count keys", |page| {
@@ -105,16 +100,53 @@ impl Dynamo {
         .await?;
         Ok(total)
     }
+
+    /// One device's part of a bundle fetch: its profile and one key of each kind claimed.
+    async fn take_device(&self, device: DeviceAddress) -> Result<Taken> {
+        let pk = keys_pk(device);
+        let (profile, ec, ky) = futures::try_join!(
+            self.profile(device),
+            self.candidates(&pk, EC_PREFIX),
+            self.candidates(&pk, KYBER_PREFIX)
+        )?;
+        let profile = profile.ok_or(Error::UserNotFound)?;
+        let (ec, ky) = futures::join!(
+            self.claim(&pk, EC_PREFIX, ec),
+            self.claim(&pk, KYBER_PREFIX, ky)
+        );
+        Ok(Taken {
+            device_id: device.device_id,
+            profile,
+            ec,
+            ky,
+        })
+    }
+
+    /// Deletes every key item of a device's partition (its profile included).
+    pub(super) async fn remove_device_keys(&self, device: DeviceAddress) -> Result<()> {
+        let keys = self
+            .query_keys(&self.tables.keys, &keys_pk(device), None)
+            .await?;
+        self.batch_delete(&self.tables.keys, keys).await
+    }
+}
+
+/// What one device's claims came to (each claim may have failed on its own).
+struct Taken {
+    device_id: DeviceId,
+    profile: Profile,
+    ec: Result<Option<Item>>,
+    ky: Result<Option<Item>>,
 }
 
 #[async_trait]
 impl KeyStore for Dynamo {
-    async fn profile(&self, user_id: UserId) -> Result<Option<Profile>> {
+    async fn profile(&self, device: DeviceAddress) -> Result<Option<Profile>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.tables.keys)
-            .set_key(Some(key(user_id.to_string(), PROFILE_SK)))
+            .set_key(Some(key(keys_pk(device), PROFILE_SK)))
             .consistent_read(true)
             .send()
             .await
@@ -122,7 +154,8 @@ impl KeyStore for Dynamo {
         out.item.map(|i| items::profile_from(&i)).transpose()
     }
 
-    async fn store(&self, user_id: UserId, upload: &KeyUpload) -> Result<()> {
+    async fn store(&self, device: DeviceAddress, upload: &KeyUpload) -> Result<()> {
+        let pk = keys_pk(device);
         let replaced: Vec<(String, AttributeValue)> = upload
             .signed_prekey
             .iter()
@@ -148,7 +181,7 @@ impl KeyStore for Dynamo {
                 .client
                 .update_item()
                 .table_name(&self.tables.keys)
-                .set_key(Some(key(user_id.to_string(), PROFILE_SK)))
+                .set_key(Some(key(pk.as_str(), PROFILE_SK)))
                 .update_expression(format!("SET {set}"))
                 .condition_expression("attribute_exists(pk)");
             for (i, (_, v)) in replaced.iter().enumerate() {
@@ -163,60 +196,81 @@ impl KeyStore for Dynamo {
             })?;
             Ok(())
         };
-        let one_time = items::one_time_items(user_id, &upload.one_time, &upload.kyber_one_time);
+        let one_time = items::one_time_items(&pk, &upload.one_time, &upload.kyber_one_time);
         let (a, b) = futures::join!(profile_update, self.batch_put(&self.tables.keys, one_time));
         a.and(b)
     }
 
-    async fn counts(&self, user_id: UserId) -> Result<KeyCounts> {
-        let (ec, ky) = futures::try_join!(
-            self.count(user_id, EC_PREFIX),
-            self.count(user_id, KYBER_PREFIX)
-        )?;
+    async fn counts(&self, device: DeviceAddress) -> Result<KeyCounts> {
+        let pk = keys_pk(device);
+        let (ec, ky) =
+            futures::try_join!(self.count(&pk, EC_PREFIX), self.count(&pk, KYBER_PREFIX))?;
         Ok(KeyCounts {
             one_time_prekeys: ec,
             kyber_one_time_prekeys: ky,
         })
     }
 
-    async fn take_bundle(&self, user_id: UserId) -> Result<Bundle> {
-        let (profile, ec, ky) = futures::try_join!(
-            self.profile(user_id),
-            self.candidates(user_id, EC_PREFIX),
-            self.candidates(user_id, KYBER_PREFIX)
-        )?;
-        let profile = profile.ok_or(Error::UserNotFound)?;
-        if ec.is_empty() {
-            return Err(Error::PrekeysExhausted);
-        }
-        let (ec_claim, ky_claim) = futures::join!(
-            self.claim(user_id, EC_PREFIX, ec),
-            self.claim(user_id, KYBER_PREFIX, ky)
-        );
-        // Whatever one claim took goes back when the other failed: nothing is consumed for a
-        // fetch that returns an error.
-        let (ec_item, ky_item) = match (ec_claim, ky_claim) {
-            (Ok(ec), Ok(ky)) => (ec, ky),
-            (Ok(taken), Err(e)) | (Err(e), Ok(taken)) => {
-                if let Some(item) = taken {
-                    self.put_back(item).await?;
+    async fn take_bundles(
+        &self,
+        user_id: UserId,
+        devices: &[DeviceId],
+        allow_without_one_time: bool,
+    ) -> Result<Vec<Bundle>> {
+        let taken = futures::future::join_all(
+            devices
+                .iter()
+                .map(|&d| self.take_device(DeviceAddress::new(user_id, d))),
+        )
+        .await;
+        // All or nothing: on any failure, whatever was claimed goes back.
+        let mut failure: Option<Error> = None;
+        let mut exhausted = Vec::new();
+        let mut claimed: Vec<Item> = Vec::new();
+        let mut ready = Vec::new();
+        for t in taken {
+            let t = match t {
+                Ok(t) => t,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
                 }
+            };
+            let (ec, ky) = match (t.ec, t.ky) {
+                (Ok(ec), Ok(ky)) => (ec, ky),
+                (ec, ky) => {
+                    claimed.extend(ec.ok().flatten().into_iter().chain(ky.ok().flatten()));
+                    failure.get_or_insert(Error::unavailable("dynamodb", "key claim failed"));
+                    continue;
+                }
+            };
+            if ec.is_none() && !allow_without_one_time {
+                exhausted.push(t.device_id);
+            }
+            claimed.extend(ec.iter().chain(ky.iter()).cloned());
+            ready.push((t.device_id, t.profile, ec, ky));
+        }
+        if failure.is_some() || !exhausted.is_empty() {
+            for item in claimed {
+                self.put_back(item).await?;
+            }
+            if let Some(e) = failure {
                 return Err(e);
             }
-            (Err(e), Err(_)) => return Err(e),
-        };
-        let Some(ec_item) = ec_item else {
-            // The last EC key went to someone else meanwhile: the Kyber key we took is returned.
-            if let Some(k) = ky_item {
-                self.put_back(k).await?;
-            }
-            return Err(Error::PrekeysExhausted);
-        };
-        Ok(Bundle {
-            user_id,
-            profile,
-            one_time: items::one_time_from(&ec_item)?,
-            kyber_one_time: ky_item.as_ref().map(items::kyber_from).transpose()?,
-        })
+            exhausted.sort_unstable();
+            return Err(Error::DevicesExhausted(exhausted));
+        }
+        ready
+            .into_iter()
+            .map(|(device_id, profile, ec, ky)| {
+                Ok(Bundle {
+                    user_id,
+                    device_id,
+                    profile,
+                    one_time: ec.as_ref().map(items::one_time_from).transpose()?,
+                    kyber_one_time: ky.as_ref().map(items::kyber_from).transpose()?,
+                })
+            })
+            .collect()
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::items::{get_n, get_s, key, n, s, user_pk};
 use super::{sdk_error, Dynamo, Item};
 use crate::error::Result;
-use crate::model::UserId;
+use crate::model::{DeviceId, UserId};
 use crate::storage::{PreviousRefresh, Rotation, SessionRecord, SessionStore};
 
 /// Why a transaction of a user check (item 0) and a session write (item 1) did not commit.
@@ -27,14 +27,22 @@ enum Cancelled {
 const CONFLICT_ATTEMPTS: usize = 4;
 
 impl Dynamo {
-    fn user_exists_check(&self, user_id: UserId) -> TransactWriteItem {
+    /// The user exists and, for a linked device, still lists the device: a login or refresh
+    /// racing the removal of its device (or of the account) writes nothing.
+    fn device_exists_check(&self, user_id: UserId, device_id: DeviceId) -> TransactWriteItem {
         let check = ConditionCheck::builder()
             .table_name(&self.tables.users)
-            .set_key(Some(Item::from([("pk".to_string(), s(user_pk(user_id)))])))
-            .condition_expression("attribute_exists(pk)")
+            .set_key(Some(Item::from([("pk".to_string(), s(user_pk(user_id)))])));
+        let check = if device_id == crate::model::PRIMARY_DEVICE {
+            check.condition_expression("attribute_exists(pk)")
+        } else {
+            check
+                .condition_expression("attribute_exists(pk) AND attribute_exists(devices.#d)")
+                .expression_attribute_names("#d", device_id.to_string())
+        };
+        TransactWriteItem::builder()
+            .condition_check(check.build().expect("table, key and condition set"))
             .build()
-            .expect("table, key and condition set");
-        TransactWriteItem::builder().condition_check(check).build()
     }
 
     /// Sends the transaction, retrying conflicts; `Err(Ok(reason))` when a condition failed.
@@ -91,6 +99,7 @@ impl SessionStore for Dynamo {
         let mut item = key(user_id.to_string(), session_id.to_string());
         item.insert("refresh_hash".into(), s(&record.refresh_hash));
         item.insert("expires_at".into(), n(record.expires_at));
+        item.insert("device_id".into(), n(record.device_id));
         let put = Put::builder()
             .table_name(&self.tables.sessions)
             .set_item(Some(item))
@@ -99,7 +108,7 @@ impl SessionStore for Dynamo {
         let tx = self
             .client
             .transact_write_items()
-            .transact_items(self.user_exists_check(user_id))
+            .transact_items(self.device_exists_check(user_id, record.device_id))
             .transact_items(TransactWriteItem::builder().put(put).build());
         match self.commit("create session", tx).await? {
             Ok(()) => Ok(true),
@@ -133,6 +142,11 @@ impl SessionStore for Dynamo {
             }),
         };
         let record = SessionRecord {
+            // Sessions from before devices were device 1's.
+            device_id: match item.get("device_id") {
+                Some(_) => get_n(&item, "device_id")?,
+                None => crate::model::PRIMARY_DEVICE,
+            },
             refresh_hash: get_s(&item, "refresh_hash")?.to_string(),
             expires_at: get_n(&item, "expires_at")?,
             previous,
@@ -175,7 +189,7 @@ impl SessionStore for Dynamo {
         let tx = self
             .client
             .transact_write_items()
-            .transact_items(self.user_exists_check(user_id))
+            .transact_items(self.device_exists_check(user_id, next.device_id))
             .transact_items(TransactWriteItem::builder().update(update).build());
         Ok(match self.commit("rotate session", tx).await? {
             Ok(()) => Rotation::Rotated,
@@ -203,6 +217,34 @@ impl SessionStore for Dynamo {
         let ids = keys
             .iter()
             .filter_map(|k| get_s(k, "sk").ok().and_then(|s| Uuid::parse_str(s).ok()))
+            .collect();
+        self.batch_delete(&self.tables.sessions, keys).await?;
+        Ok(ids)
+    }
+
+    async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<Vec<Uuid>> {
+        let mut ids = Vec::new();
+        let query = self
+            .query_partition(&self.tables.sessions, &user_id.to_string(), None)
+            .projection_expression("sk, device_id")
+            .consistent_read(true);
+        super::each_page(query, "query sessions", |page| {
+            for item in page.items.unwrap_or_default() {
+                let device = get_n(&item, "device_id").unwrap_or(crate::model::PRIMARY_DEVICE);
+                if device == device_id {
+                    if let Some(id) = get_s(&item, "sk")
+                        .ok()
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                    {
+                        ids.push(id);
+                    }
+                }
+            }
+        })
+        .await?;
+        let keys = ids
+            .iter()
+            .map(|id| key(user_id.to_string(), id.to_string()))
             .collect();
         self.batch_delete(&self.tables.sessions, keys).await?;
         Ok(ids)

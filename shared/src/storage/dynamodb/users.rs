@@ -3,13 +3,16 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 
-use super::items::{self, get_s, get_uuid, key, n, name_pk, s, user_pk, PROFILE_SK};
+use super::items::{self, get_s, get_uuid, key, keys_pk, n, name_pk, s, user_pk, PROFILE_SK};
 use super::{sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
-use crate::model::{Credentials, NewAccount, UserId, UserOut};
-use crate::storage::UserStore;
+use crate::model::{
+    Credentials, Device, DeviceAddress, DeviceId, DeviceList, NewAccount, NewDevice, UserId,
+    UserOut, PRIMARY_DEVICE,
+};
+use crate::storage::{KeyStore, UserStore};
 
 fn put(table: &str, item: Item, must_be_new: bool) -> TransactWriteItem {
     let mut p = Put::builder().table_name(table).set_item(Some(item));
@@ -48,16 +51,102 @@ fn pk_only(pk: String) -> Item {
 }
 
 fn one_time_keys(account: &NewAccount) -> Vec<Item> {
-    items::one_time_items(account.user_id, &account.one_time, &account.kyber_one_time)
+    items::one_time_items(
+        &keys_pk(DeviceAddress::primary(account.user_id)),
+        &account.one_time,
+        &account.kyber_one_time,
+    )
 }
 
+/// How often a device-list change re-reads and tries again when another change won the race.
+const DEVICE_LIST_ATTEMPTS: usize = 8;
+
 impl Dynamo {
-    async fn remove_keys(&self, user_id: UserId) -> Result<()> {
-        let keys = self
-            .query_keys(&self.tables.keys, &user_id.to_string(), None)
-            .await?;
-        self.batch_delete(&self.tables.keys, keys).await
+    async fn user_item(&self, user_id: UserId) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.users)
+            .key("pk", s(user_pk(user_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("get user", e))?;
+        Ok(out.item)
     }
+
+    /// The device list of a user item; an item from before devices has device 1 only, whose
+    /// registration id is in its key profile.
+    async fn list_of(&self, user_id: UserId, item: &Item) -> Result<DeviceList> {
+        if let Some(list) = items::device_list_from(item)? {
+            return Ok(list);
+        }
+        let profile = KeyStore::profile(self, DeviceAddress::primary(user_id))
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        Ok(DeviceList {
+            version: 1,
+            devices: vec![Device {
+                device_id: PRIMARY_DEVICE,
+                registration_id: profile.registration_id,
+                created_at: items::get_n(item, "created_at").unwrap_or(0),
+            }],
+        })
+    }
+
+    /// Replaces the list if it is still at `seen` (and the item still has none when it is an
+    /// item from before devices); false when another change came first.
+    async fn write_list(
+        &self,
+        user_id: UserId,
+        item: &Item,
+        next: &DeviceList,
+        profile: Option<(DeviceId, &crate::model::Profile)>,
+    ) -> Result<bool> {
+        let mut update = Update::builder()
+            .table_name(&self.tables.users)
+            .key("pk", s(user_pk(user_id)))
+            .update_expression("SET devices = :d, devices_version = :next")
+            .expression_attribute_values(":d", items::devices_attr(&next.devices))
+            .expression_attribute_values(":next", n(next.version));
+        update = if item.contains_key("devices_version") {
+            update
+                .condition_expression("devices_version = :seen")
+                .expression_attribute_values(":seen", n(next.version - 1))
+        } else {
+            update.condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(devices_version)",
+            )
+        };
+        let mut tx = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .update(update.build().expect("table, key and expression set"))
+                .build(),
+        );
+        if let Some((device_id, profile)) = profile {
+            let pk = keys_pk(DeviceAddress::new(user_id, device_id));
+            tx = tx.transact_items(put(
+                &self.tables.keys,
+                items::profile_item(&pk, profile),
+                false,
+            ));
+        }
+        match tx.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conflict(&e) || is_cancelled_by_condition(&e) => Ok(false),
+            Err(e) => Err(sdk_error("write device list", e)),
+        }
+    }
+}
+
+fn is_cancelled_by_condition<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(c))
+            if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+    )
 }
 
 #[async_trait]
@@ -72,6 +161,15 @@ impl UserStore for Dynamo {
             ("user_id".to_string(), s(account.user_id.to_string())),
             ("username".to_string(), s(&account.username)),
             ("created_at".to_string(), n(self.clock.now_secs())),
+            (
+                "devices".to_string(),
+                items::devices_attr(&[Device {
+                    device_id: PRIMARY_DEVICE,
+                    registration_id: account.profile.registration_id,
+                    created_at: self.clock.now_secs(),
+                }]),
+            ),
+            ("devices_version".to_string(), n(1)),
         ]);
         let name_item = Item::from([
             ("pk".to_string(), s(name_pk(&account.username))),
@@ -86,17 +184,16 @@ impl UserStore for Dynamo {
             .transact_items(put(&self.tables.users, user_item, true))
             .transact_items(put(
                 &self.tables.keys,
-                items::profile_item(account.user_id, &account.profile),
+                items::profile_item(
+                    &keys_pk(DeviceAddress::primary(account.user_id)),
+                    &account.profile,
+                ),
                 false,
             ))
             .send()
             .await;
         let Err(e) = result else { return Ok(()) };
-        let taken = matches!(
-            e.as_service_error(),
-            Some(TransactWriteItemsError::TransactionCanceledException(c))
-                if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-        );
+        let taken = is_cancelled_by_condition(&e);
         let cleanup = self.batch_delete(
             &self.tables.keys,
             one_time_keys(account)
@@ -188,16 +285,14 @@ impl UserStore for Dynamo {
     }
 
     async fn delete(&self, user_id: UserId) -> Result<()> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.users)
-            .key("pk", s(user_pk(user_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("get user", e))?;
-        if let Some(user) = out.item {
+        let user = self.user_item(user_id).await?;
+        let devices = match &user {
+            Some(item) => items::device_list_from(item)?
+                .map(|l| l.devices.iter().map(|d| d.device_id).collect())
+                .unwrap_or_else(|| vec![PRIMARY_DEVICE]),
+            None => vec![PRIMARY_DEVICE],
+        };
+        if let Some(user) = user {
             let username = get_s(&user, "username")?;
             // The user, the name claim and the profile go together: after this, bundles are 404.
             let tx = self
@@ -207,7 +302,7 @@ impl UserStore for Dynamo {
                 .transact_items(delete(&self.tables.users, pk_only(user_pk(user_id))))
                 .transact_items(delete(
                     &self.tables.keys,
-                    key(user_id.to_string(), PROFILE_SK),
+                    key(keys_pk(DeviceAddress::primary(user_id)), PROFILE_SK),
                 ));
             // A login or refresh checking the user item at this moment conflicts with this
             // transaction; theirs are short, so trying again soon succeeds.
@@ -223,6 +318,100 @@ impl UserStore for Dynamo {
                 }
             }
         }
-        self.remove_keys(user_id).await
+        for device_id in devices {
+            self.remove_device_keys(DeviceAddress::new(user_id, device_id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn devices(&self, user_id: UserId) -> Result<Option<DeviceList>> {
+        match self.user_item(user_id).await? {
+            Some(item) => Ok(Some(self.list_of(user_id, &item).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn add_device(
+        &self,
+        user_id: UserId,
+        device: &NewDevice,
+        max: u32,
+    ) -> Result<(DeviceId, DeviceList)> {
+        for _ in 0..DEVICE_LIST_ATTEMPTS {
+            let item = self.user_item(user_id).await?.ok_or(Error::UserNotFound)?;
+            let list = self.list_of(user_id, &item).await?;
+            if list.devices.len() >= max as usize {
+                return Err(Error::TooManyDevices);
+            }
+            let device_id = list.next_free();
+            if device_id > crate::model::MAX_DEVICE_ID {
+                return Err(Error::TooManyDevices);
+            }
+            let mut next = list.clone();
+            next.version += 1;
+            next.devices.push(Device {
+                device_id,
+                registration_id: device.profile.registration_id,
+                created_at: self.clock.now_secs(),
+            });
+            next.devices.sort_by_key(|d| d.device_id);
+            // The list and the profile go in one transaction; the one-time keys follow (too many
+            // for one), so a fetch in between finds the device without them for a moment.
+            if !self
+                .write_list(user_id, &item, &next, Some((device_id, &device.profile)))
+                .await?
+            {
+                continue;
+            }
+            let pk = keys_pk(DeviceAddress::new(user_id, device_id));
+            let keys = items::one_time_items(&pk, &device.one_time, &device.kyber_one_time);
+            if let Err(e) = self.batch_put(&self.tables.keys, keys).await {
+                // Without its keys the device is no use: it goes again rather than count.
+                if let Err(undo) = self.remove_device(user_id, device_id).await {
+                    tracing::warn!(error = %undo, "could not remove a device whose keys failed");
+                }
+                return Err(e);
+            }
+            return Ok((device_id, next));
+        }
+        Err(Error::unavailable(
+            "dynamodb add device",
+            "concurrent device changes kept conflicting",
+        ))
+    }
+
+    async fn remove_device(&self, user_id: UserId, device_id: DeviceId) -> Result<DeviceList> {
+        let mut keys_removed = false;
+        for _ in 0..DEVICE_LIST_ATTEMPTS {
+            let item = self.user_item(user_id).await?.ok_or(Error::UserNotFound)?;
+            let list = self.list_of(user_id, &item).await?;
+            if device_id == PRIMARY_DEVICE || list.get(device_id).is_none() {
+                return Err(Error::DeviceNotFound);
+            }
+            // Keys before the list: while the id is still listed no link can take it, so this
+            // never deletes the keys of a device linked under the same id afterwards.
+            if !keys_removed {
+                self.remove_device_keys(DeviceAddress::new(user_id, device_id))
+                    .await?;
+                keys_removed = true;
+            }
+            let next = DeviceList {
+                version: list.version + 1,
+                devices: list
+                    .devices
+                    .iter()
+                    .filter(|d| d.device_id != device_id)
+                    .copied()
+                    .collect(),
+            };
+            if self.write_list(user_id, &item, &next, None).await? {
+                return Ok(next);
+            }
+        }
+        Err(Error::unavailable(
+            "dynamodb remove device",
+            "concurrent device changes kept conflicting",
+        ))
     }
 }

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use super::{envelope, Lua, RedisStore};
 use crate::error::Result;
-use crate::model::UserId;
+use crate::model::DeviceAddress;
 use crate::storage::StoredEnvelope;
 
 static IN_FLIGHT: LazyLock<Lua> = LazyLock::new(|| {
@@ -18,15 +18,15 @@ static IN_FLIGHT: LazyLock<Lua> = LazyLock::new(|| {
 impl RedisStore {
     fn in_flight_call(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         op: &str,
         lease_until_ms: u64,
         now_ms: u64,
     ) -> redis::Cmd {
         let mut call = IN_FLIGHT.call(&[
-            &self.inbox_key(user_id),
-            &self.accounting_key(user_id),
-            &self.keys.in_flight(user_id),
+            &self.keys.inbox(device),
+            &self.keys.inbox_accounting(device),
+            &self.keys.in_flight(device),
         ]);
         call.arg(op)
             .arg(lease_until_ms)
@@ -39,12 +39,12 @@ impl RedisStore {
 
     pub(super) async fn in_flight_take(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         max: usize,
         lease_until_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<StoredEnvelope>> {
-        let mut call = self.in_flight_call(user_id, "take", lease_until_ms, now_ms);
+        let mut call = self.in_flight_call(device, "take", lease_until_ms, now_ms);
         call.arg(max.max(1));
         let taken: Vec<String> = self.run(&IN_FLIGHT, &call).await?;
         Ok(taken.iter().map(|e| envelope::decode(e)).collect())
@@ -52,12 +52,12 @@ impl RedisStore {
 
     pub(super) async fn in_flight_settle(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         batch: &[StoredEnvelope],
         lease_until_ms: u64,
         unsent: &[StoredEnvelope],
     ) -> Result<()> {
-        let mut call = self.in_flight_call(user_id, "done", lease_until_ms, self.clock.now_ms());
+        let mut call = self.in_flight_call(device, "done", lease_until_ms, self.clock.now_ms());
         call.arg(batch.len());
         for e in batch.iter().chain(unsent) {
             call.arg(envelope::encode(e));

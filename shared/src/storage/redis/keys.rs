@@ -3,6 +3,8 @@
 
 use uuid::Uuid;
 
+use crate::model::{DeviceAddress, PRIMARY_DEVICE};
+
 #[derive(Debug, Clone)]
 pub struct RedisKeys {
     prefix: String,
@@ -15,45 +17,69 @@ impl RedisKeys {
         }
     }
 
-    /// A user's envelopes (list), slot `{user}`.
-    pub fn inbox(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:inbox", self.prefix)
+    /// `<prefix>{<user>}`: what every key of the user starts with (one hash slot). The scripts
+    /// that reach a device's keys by its id build them from it as [`Self::device_key`] does.
+    pub fn user_base(&self, user_id: Uuid) -> String {
+        format!("{}{{{user_id}}}", self.prefix)
     }
 
-    /// Who holds how much of a user's inbox (hash: `b` total stored bytes, `n:<sender>` and
+    /// A key of one device: device 1 keeps the names from before devices (`{user}:inbox`), so
+    /// what an older relay stored stays where it is; device n has `{user}:d<n>:inbox`.
+    fn device_key(&self, device: DeviceAddress, name: &str) -> String {
+        let base = self.user_base(device.user_id);
+        match device.device_id {
+            PRIMARY_DEVICE => format!("{base}:{name}"),
+            n => format!("{base}:d{n}:{name}"),
+        }
+    }
+
+    /// A device's envelopes (list), slot `{user}`. A bare user id means device 1.
+    pub fn inbox(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "inbox")
+    }
+
+    /// Who holds how much of a device's inbox (hash: `b` total stored bytes, `n:<sender>` and
     /// `b:<sender>`), kept by the inbox scripts beside the list, slot `{user}`.
-    pub fn inbox_accounting(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:inbox-senders", self.prefix)
+    pub fn inbox_accounting(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "inbox-senders")
     }
 
-    /// Marks a live account's inbox (deliveries to an unknown user are refused), slot `{user}`.
+    /// The account's devices as the relay checks sends against them (hash: `v` the list's
+    /// version, `<device id>` → `<registration id>:<created at>`), slot `{user}`. Its absence
+    /// means "ask the user store" (an unknown user, or an account from before devices).
+    pub fn devices(&self, user_id: Uuid) -> String {
+        format!("{}:devices", self.user_base(user_id))
+    }
+
+    /// The inbox marker of relays before devices (the devices hash replaced it); only deleted.
     pub fn marker(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:user", self.prefix)
+        format!("{}:user", self.user_base(user_id))
     }
 
-    /// A user's connections (sorted set scored by expiry), slot `{user}`.
-    pub fn conns(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:conns", self.prefix)
+    /// A device's connections (sorted set scored by expiry), slot `{user}`.
+    pub fn conns(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "conns")
     }
 
-    /// A user's connections in order of arrival (sorted set), slot `{user}`: which to evict
-    /// past the per-user cap.
-    pub fn conn_order(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:conn-order", self.prefix)
+    /// A device's connections in order of arrival (sorted set), slot `{user}`: which to evict
+    /// past the per-device cap.
+    pub fn conn_order(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "conn-order")
     }
 
-    /// A user's connection → session id (hash), slot `{user}`: what logout and deletion close.
+    /// A user's connection → `<session id>|<device id>` (hash), slot `{user}`: what logout,
+    /// device removal and deletion close.
     pub fn conn_sessions(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:conn_sessions", self.prefix)
+        format!("{}:conn_sessions", self.user_base(user_id))
     }
 
-    /// Envelopes a fetch took and is writing (list of `<lease_until_ms>|<envelope>`), slot
-    /// `{user}`.
-    pub fn in_flight(&self, user_id: Uuid) -> String {
-        format!("{}{{{user_id}}}:inflight", self.prefix)
+    /// Envelopes a fetch or a delivery took and is writing (list of `<lease_until_ms>|<envelope>`),
+    /// slot `{user}`.
+    pub fn in_flight(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "inflight")
     }
 
-    /// Connection → user, session and token expiry, slot `{connection}`.
+    /// Connection → user, device, session and token expiry, slot `{connection}`.
     pub fn conn(&self, connection_id: &str) -> String {
         format!("{}conn:{{{connection_id}}}", self.prefix)
     }
@@ -65,5 +91,37 @@ impl RedisKeys {
     /// A rate-limit token bucket.
     pub fn bucket(&self, name: &str) -> String {
         format!("{}rl:{name}", self.prefix)
+    }
+
+    /// A linking code (by its SHA-256, hex) → the account it links to, until it expires.
+    pub fn link_code(&self, code_hash: &str) -> String {
+        format!("{}link:{code_hash}", self.prefix)
+    }
+
+    /// A provisioning address → its socket's connection id, until it expires.
+    pub fn provisioning(&self, address: &str) -> String {
+        format!("{}prov:{address}", self.prefix)
+    }
+
+    /// A provisioning socket → its address (what `$connect` of a provisioning socket records).
+    pub fn provisioning_socket(&self, connection_id: &str) -> String {
+        format!("{}prov-conn:{{{connection_id}}}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_one_keeps_the_names_from_before_devices() {
+        let k = RedisKeys::new("p:");
+        let u = Uuid::nil();
+        assert_eq!(k.inbox(u), format!("p:{{{u}}}:inbox"));
+        assert_eq!(k.inbox(DeviceAddress::new(u, 1)), k.inbox(u));
+        assert_eq!(
+            k.in_flight(DeviceAddress::new(u, 2)),
+            format!("p:{{{u}}}:d2:inflight")
+        );
     }
 }

@@ -7,14 +7,16 @@
 //!
 //! | key | slot | used by |
 //! |---|---|---|
-//! | `<prefix>{<user>}:user` (inbox marker) | `{user}` | `open`, `close`, deliver script |
-//! | `<prefix>{<user>}:inbox` | `{user}` | scripts (deliver, pop, requeue, pending), `close` |
-//! | `<prefix>{<user>}:inbox-senders` (bytes per sender) | `{user}` | the same scripts, `close` |
-//! | `<prefix>{<user>}:inflight` (fetch batches being written) | `{user}` | in-flight script, `close` |
-//! | `<prefix>{<user>}:conns` | `{user}` | deliver script, register script, remove (MULTI) |
-//! | `<prefix>{<user>}:conn_sessions` (connection → session) | `{user}` | register script, remove (MULTI), `connections` |
-//! | `<prefix>{<user>}:conn-order` (arrival of each connection) | `{user}` | evict script |
+//! | `<prefix>{<user>}:devices` (version, device → registration) | `{user}` | devices script, deliver script, `close` |
+//! | `<prefix>{<user>}[:d<n>]:inbox` (device n; device 1 without `:d1`) | `{user}` | scripts (deliver, pop, requeue, pending, devices), `close` |
+//! | `<prefix>{<user>}[:d<n>]:inbox-senders` (bytes per sender) | `{user}` | the same scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:inflight` (batches being written) | `{user}` | in-flight and deliver scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:conns` | `{user}` | deliver script, register script, remove (MULTI) |
+//! | `<prefix>{<user>}:conn_sessions` (connection → session and device) | `{user}` | register script, remove (MULTI), `connections` |
+//! | `<prefix>{<user>}[:d<n>]:conn-order` (arrival of each connection) | `{user}` | evict script |
 //! | `<prefix>conn:{<connection>}` | `{connection}` | register / remove / `registration`, alone |
+//! | `<prefix>link:<sha256 of code>` (linking code → account) | its own | `provisioning.rs`, alone |
+//! | `<prefix>prov:<address>`, `<prefix>prov-conn:{<connection>}` | their own | `provisioning.rs`, alone |
 //! | `<prefix>revoked:<session>` | its own | `revoke`, `is_revoked`, alone |
 //! | `<prefix>rl:<name>` | its own | token-bucket script, its only key |
 //! | `<prefix>rl:msg…:{<sender>}…` (a send's three buckets) | `{sender}` | `token_buckets.lua`, all three at once |
@@ -30,6 +32,7 @@ mod inbox;
 pub use inbox::CONNECTION_TTL_MS;
 mod envelope;
 mod keys;
+mod provisioning;
 mod registry;
 pub use keys::RedisKeys;
 mod limits;
@@ -212,20 +215,13 @@ impl RedisStore {
         &self.keys
     }
 
+    /// Device 1's inbox (tests and older callers).
     pub fn inbox_key(&self, user_id: Uuid) -> String {
         self.keys.inbox(user_id)
     }
 
-    fn accounting_key(&self, user_id: Uuid) -> String {
-        self.keys.inbox_accounting(user_id)
-    }
-
     fn marker_key(&self, user_id: Uuid) -> String {
         self.keys.marker(user_id)
-    }
-
-    fn conns_key(&self, user_id: Uuid) -> String {
-        self.keys.conns(user_id)
     }
 
     fn conn_key(&self, connection_id: &str) -> String {

@@ -1,12 +1,19 @@
--- Registers a connection in its user's set (scored by when the registration ends) and records
--- its session, so logout and deletion find the connections to close; drops what expired.
--- KEYS: 1 connection set, 2 connection → session hash (one hash slot: {user})
--- ARGV: 1 connection id, 2 registration end ms, 3 session id, 4 now ms, 5 ttl ms
+-- Registers a connection in its device's set (scored by when the registration ends) and records
+-- its session and device, so logout, device removal and deletion find the connections to close;
+-- drops this device's entries that expired.
+-- KEYS: 1 the device's connection set, 2 the user's connection → `<session>|<device>` hash (one
+--       hash slot: {user})
+-- ARGV: 1 connection id, 2 registration end ms, 3 session id, 4 now ms, 5 ttl ms, 6 device id
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-for _, c in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if not redis.call('ZSCORE', KEYS[1], c) then redis.call('HDEL', KEYS[2], c) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '|' .. ARGV[6])
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  -- Entries written before devices carry no device: they were device 1's.
+  local device = string.match(flat[i + 1], '|(%d+)$') or '1'
+  if device == ARGV[6] and not redis.call('ZSCORE', KEYS[1], flat[i]) then
+    redis.call('HDEL', KEYS[2], flat[i])
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])

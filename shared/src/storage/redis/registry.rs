@@ -14,26 +14,43 @@ use uuid::Uuid;
 
 use super::{Lua, RedisStore, CONNECTION_TTL_MS};
 use crate::error::Result;
-use crate::model::UserId;
+use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
 use crate::storage::{ConnectionRegistry, Registration};
 
 static REGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("register.lua")));
 static EVICT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("evict.lua")));
 
-/// The connection key's value: `<user>|<session>|<valid_until_ms>`.
+/// The connection key's value: `<user>|<session>|<valid_until_ms>|<device>`.
 fn encode(r: &Registration) -> String {
-    format!("{}|{}|{}", r.user_id, r.session_id, r.valid_until_ms)
+    format!(
+        "{}|{}|{}|{}",
+        r.user_id, r.session_id, r.valid_until_ms, r.device_id
+    )
 }
 
 /// None for anything else, e.g. a bare user id written before sessions were recorded: such a
 /// connection is refused and its client reconnects, rather than kept without a session to check.
+/// A value without a device (written before devices) is device 1's.
 fn decode(raw: &str) -> Option<Registration> {
-    let mut parts = raw.splitn(3, '|');
+    let mut parts = raw.splitn(4, '|');
     Some(Registration {
         user_id: Uuid::parse_str(parts.next()?).ok()?,
         session_id: Uuid::parse_str(parts.next()?).ok()?,
         valid_until_ms: parts.next()?.parse().ok()?,
+        device_id: match parts.next() {
+            Some(d) => d.parse().ok()?,
+            None => PRIMARY_DEVICE,
+        },
     })
+}
+
+/// A `conn_sessions` value: `<session>|<device>`, or a bare session (device 1) from before devices.
+fn session_and_device(raw: &str) -> Option<(Uuid, DeviceId)> {
+    let (session, device) = match raw.split_once('|') {
+        Some((s, d)) => (s, d.parse().ok()?),
+        None => (raw, PRIMARY_DEVICE),
+    };
+    Some((Uuid::parse_str(session).ok()?, device))
 }
 
 #[async_trait]
@@ -45,16 +62,18 @@ impl ConnectionRegistry for RedisStore {
         now_ms: u64,
     ) -> Result<()> {
         let user_id = registration.user_id;
+        let device = DeviceAddress::new(user_id, registration.device_id);
         // Deliveries stop going to the connection once its token has expired.
         let ends_ms = registration.valid_until_ms.min(now_ms + CONNECTION_TTL_MS);
         let mut by_user =
-            REGISTER.call(&[&self.conns_key(user_id), &self.keys.conn_sessions(user_id)]);
+            REGISTER.call(&[&self.keys.conns(device), &self.keys.conn_sessions(user_id)]);
         by_user
             .arg(connection_id)
             .arg(ends_ms)
             .arg(registration.session_id.to_string())
             .arg(now_ms)
-            .arg(CONNECTION_TTL_MS);
+            .arg(CONNECTION_TTL_MS)
+            .arg(registration.device_id);
         let mut b = self.connection();
         let (set, key): (Result<i64>, redis::RedisResult<()>) = futures::join!(
             self.run(&REGISTER, &by_user),
@@ -70,11 +89,22 @@ impl ConnectionRegistry for RedisStore {
     }
 
     async fn unregister(&self, connection_id: &str) -> Result<Option<UserId>> {
-        let user = self.user_of(connection_id).await?;
-        if let Some(user_id) = user {
-            self.remove(user_id, connection_id).await?;
-        }
-        Ok(user)
+        let raw: Option<String> = self
+            .connection()
+            .get(self.conn_key(connection_id))
+            .await
+            .map_err(super::unavailable)?;
+        let Some(raw) = raw else { return Ok(None) };
+        // A connection registered in an older format is still removed on disconnect.
+        let device = match decode(&raw) {
+            Some(r) => DeviceAddress::new(r.user_id, r.device_id),
+            None => match Uuid::parse_str(raw.split('|').next().unwrap_or_default()) {
+                Ok(user_id) => DeviceAddress::primary(user_id),
+                Err(_) => return Ok(None),
+            },
+        };
+        self.remove(device, connection_id).await?;
+        Ok(Some(device.user_id))
     }
 
     async fn registration(&self, connection_id: &str) -> Result<Option<Registration>> {
@@ -96,11 +126,12 @@ impl ConnectionRegistry for RedisStore {
         Ok(raw.and_then(|s| Uuid::parse_str(s.split('|').next().unwrap_or_default()).ok()))
     }
 
-    async fn remove(&self, user_id: UserId, connection_id: &str) -> Result<()> {
+    async fn remove(&self, device: DeviceAddress, connection_id: &str) -> Result<()> {
+        let user_id = device.user_id;
         let mut by_user = redis::pipe();
         by_user
             .atomic()
-            .zrem(self.conns_key(user_id), connection_id)
+            .zrem(self.keys.conns(device), connection_id)
             .ignore()
             .hdel(self.keys.conn_sessions(user_id), connection_id)
             .ignore();
@@ -116,12 +147,12 @@ impl ConnectionRegistry for RedisStore {
 
     async fn evict_over(
         &self,
-        user_id: UserId,
+        device: DeviceAddress,
         connection_id: &str,
         max: u32,
         now_ms: u64,
     ) -> Result<Vec<String>> {
-        let mut call = EVICT.call(&[&self.conns_key(user_id), &self.keys.conn_order(user_id)]);
+        let mut call = EVICT.call(&[&self.keys.conns(device), &self.keys.conn_order(device)]);
         call.arg(connection_id)
             .arg(now_ms)
             .arg(max)
@@ -129,7 +160,7 @@ impl ConnectionRegistry for RedisStore {
         self.run(&EVICT, &call).await
     }
 
-    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid)>> {
+    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid, DeviceId)>> {
         let all: Vec<(String, String)> = self
             .connection()
             .hgetall(self.keys.conn_sessions(user_id))
@@ -137,7 +168,10 @@ impl ConnectionRegistry for RedisStore {
             .map_err(super::unavailable)?;
         Ok(all
             .into_iter()
-            .filter_map(|(c, s)| Some((c, Uuid::parse_str(&s).ok()?)))
+            .filter_map(|(c, raw)| {
+                let (session, device) = session_and_device(&raw)?;
+                Some((c, session, device))
+            })
             .collect())
     }
 }
@@ -150,10 +184,16 @@ mod tests {
     fn registrations_round_trip_and_old_values_are_refused() {
         let r = Registration {
             user_id: Uuid::new_v4(),
+            device_id: 3,
             session_id: Uuid::new_v4(),
             valid_until_ms: 1_764_000_000_000,
         };
         assert_eq!(decode(&encode(&r)), Some(r));
         assert_eq!(decode(&r.user_id.to_string()), None);
+        let before_devices = format!("{}|{}|{}", r.user_id, r.session_id, r.valid_until_ms);
+        assert_eq!(decode(&before_devices).map(|r| r.device_id), Some(1));
+        let s = Uuid::new_v4();
+        assert_eq!(session_and_device(&format!("{s}|2")), Some((s, 2)));
+        assert_eq!(session_and_device(&s.to_string()), Some((s, 1)));
     }
 }

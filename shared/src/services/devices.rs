@@ -1,0 +1,231 @@
+//! Devices of an account: linking (codes and provisioning messages), listing and removal.
+//! Linking is zero-knowledge like Signal's provisioning: the primary device sends the new one an
+//! opaque message (encrypted by the client to the new device's key) through the relay, which
+//! only forwards it; the new device then presents the code with its own keys.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::accounts::Accounts;
+use super::{limit, Limit};
+use crate::config::DeviceLimits;
+use crate::crypto::tokens::Principal;
+use crate::error::{Error, Result};
+use crate::frames::ServerFrame;
+use crate::model::{
+    DeviceAddress, DeviceId, DevicesOut, LinkDeviceRequest, ProvisioningCodeOut, TokensOut,
+    PRIMARY_DEVICE,
+};
+use crate::storage::{KeyStore, Provisioning, PushError};
+use crate::validation;
+
+#[derive(Clone)]
+pub struct Devices {
+    pub(crate) accounts: Accounts,
+    pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) provisioning: Arc<dyn Provisioning>,
+    pub(crate) device_limits: DeviceLimits,
+}
+
+/// What the store keeps of a linking code: its SHA-256 (hex), never the code.
+fn code_hash(code: &str) -> String {
+    Sha256::digest(code.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Devices {
+    /// `POST /v1/devices/provisioning`: a single-use linking code (256 random bits).
+    pub async fn provisioning_code(&self, who: &Principal) -> Result<ProvisioningCodeOut> {
+        if who.device_id != PRIMARY_DEVICE {
+            return Err(Error::Forbidden);
+        }
+        self.limit_provisioning(who).await?;
+        let list = self
+            .accounts
+            .users
+            .devices(who.user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        if list.devices.len() >= self.device_limits.max_devices as usize {
+            return Err(Error::TooManyDevices);
+        }
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let code = validation::encode_url(&raw);
+        let ttl = self.device_limits.provisioning_ttl.as_secs();
+        self.provisioning
+            .put_code(&code_hash(&code), who.user_id, ttl)
+            .await?;
+        tracing::info!(user_id = %who.user_id, "linking code issued");
+        Ok(ProvisioningCodeOut {
+            code,
+            expires_in: ttl,
+        })
+    }
+
+    async fn limit_provisioning(&self, who: &Principal) -> Result<()> {
+        let accounts = &self.accounts;
+        let user = who.user_id;
+        limit(
+            accounts.limiter.as_ref(),
+            &accounts.limits,
+            Limit::Provisioning { user },
+            1,
+        )
+        .await
+    }
+
+    /// `PUT /v1/provisioning/{address}`: writes the opaque message to the provisioning socket
+    /// and closes it. The address is used up whatever happens next.
+    pub async fn send_provisioning(
+        &self,
+        who: &Principal,
+        address: &str,
+        body: &str,
+    ) -> Result<()> {
+        self.limit_provisioning(who).await?;
+        let bytes = validation::base64("body", body)?;
+        if bytes.len() > self.device_limits.provisioning_max_bytes {
+            return Err(Error::MessageTooLarge);
+        }
+        let well_formed = !address.is_empty()
+            && address.len() <= 64
+            && address
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(Error::UnknownAddress);
+        }
+        let sockets =
+            self.accounts.sockets.as_ref().ok_or_else(|| {
+                Error::unavailable("provisioning", "no WebSocket gateway to push to")
+            })?;
+        let socket = self
+            .provisioning
+            .take_address(address)
+            .await?
+            .ok_or(Error::UnknownAddress)?;
+        let frame = ServerFrame::ProvisioningMessage {
+            body: validation::encode(&bytes),
+        }
+        .to_json();
+        let pushed = sockets.push(&socket, &frame).await;
+        if let Err(e) = self.provisioning.close_socket(&socket).await {
+            e.log();
+        }
+        match pushed {
+            Ok(()) => {}
+            Err(PushError::Gone) => return Err(Error::UnknownAddress),
+            Err(PushError::Failed(detail)) => {
+                return Err(Error::unavailable("provisioning push", detail))
+            }
+        }
+        if let Err(PushError::Failed(detail)) = sockets.close(&socket).await {
+            tracing::warn!(detail = %detail, "provisioning socket not closed");
+        }
+        tracing::info!(user_id = %who.user_id, "provisioning message delivered");
+        Ok(())
+    }
+
+    /// `POST /v1/devices`: the new device presents the code with its keys (signed by the
+    /// account's identity key) and gets its id and tokens. A request refused for its keys
+    /// leaves the code usable.
+    pub async fn link(&self, req: LinkDeviceRequest, ip: &str) -> Result<TokensOut> {
+        let accounts = &self.accounts;
+        limit(
+            accounts.limiter.as_ref(),
+            &accounts.limits,
+            Limit::Link { ip },
+            1,
+        )
+        .await?;
+        let hash = code_hash(&req.code);
+        let owner = self
+            .provisioning
+            .code_owner(&hash)
+            .await?
+            .ok_or(Error::InvalidCode)?;
+        let primary = self
+            .keys
+            .profile(DeviceAddress::primary(owner))
+            .await?
+            .ok_or(Error::InvalidCode)?;
+        let device = req.validate(&primary.identity_key)?;
+        // Used up here, once: of two requests with one code, one goes on.
+        if self.provisioning.take_code(&hash).await? != Some(owner) {
+            return Err(Error::InvalidCode);
+        }
+        let (device_id, list) = accounts
+            .users
+            .add_device(owner, &device, self.device_limits.max_devices)
+            .await
+            .map_err(|e| match e {
+                Error::UserNotFound => Error::InvalidCode,
+                e => e,
+            })?;
+        if let Err(e) = accounts.inbox.set_devices(owner, &list).await {
+            e.log();
+        }
+        tracing::info!(user_id = %owner, device_id, "device linked");
+        accounts
+            .start_session(owner, device_id)
+            .await?
+            .ok_or(Error::InvalidCode)
+    }
+
+    /// `GET /v1/devices`
+    pub async fn list(&self, who: &Principal) -> Result<DevicesOut> {
+        let list = self
+            .accounts
+            .users
+            .devices(who.user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        Ok(DevicesOut {
+            devices: list.devices.iter().map(Into::into).collect(),
+        })
+    }
+
+    /// `DELETE /v1/devices/{device_id}`: the primary removes a linked device, or a linked device
+    /// itself. Its keys, sessions (revoked at once), inbox and sockets go.
+    pub async fn remove(&self, who: &Principal, device_id: DeviceId) -> Result<()> {
+        if device_id == PRIMARY_DEVICE {
+            return Err(Error::invalid(
+                "device 1 is the primary device: delete the account instead",
+            ));
+        }
+        if who.device_id != PRIMARY_DEVICE && who.device_id != device_id {
+            return Err(Error::Forbidden);
+        }
+        let accounts = &self.accounts;
+        let user_id = who.user_id;
+        let list = accounts.users.remove_device(user_id, device_id).await?;
+        for session_id in accounts.sessions.delete_device(user_id, device_id).await? {
+            accounts.revoke_access(session_id).await?;
+        }
+        accounts
+            .close_connections(user_id, |_, d| d == device_id)
+            .await;
+        accounts.inbox.set_devices(user_id, &list).await?;
+        tracing::info!(%user_id, device_id, "device removed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_hash_of_the_code_is_kept() {
+        let h = code_hash("abc");
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains("abc"));
+        assert_eq!(h, code_hash("abc"));
+        assert_ne!(h, code_hash("abd"));
+    }
+}
