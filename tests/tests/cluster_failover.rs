@@ -7,7 +7,7 @@
 //!
 //! `cargo test -p relay-tests --test cluster_failover -- --nocapture` prints the measurements.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +17,11 @@ use relay_tests::inbox::{deliver_one, open};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::config::{Bucket, InboxLimits, RedisWait};
+use shared::model::{Device, DeviceAddress, DeviceList};
 use shared::storage::redis::{connect_cluster, RedisStore};
 use shared::storage::{
-    ConnectionRegistry, Delivery, Health, Inbox, RateDecision, RateLimiter, Registration,
-    Revocations, StoredEnvelope,
+    Addressed, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox, Provisioning,
+    RateDecision, RateLimiter, Registration, Revocations, StoredEnvelope,
 };
 use shared::validation::{base64, encode};
 use uuid::Uuid;
@@ -86,9 +87,24 @@ async fn every_redis_path_runs_on_the_cluster() {
         "expected CROSSSLOT, got {err}"
     );
 
-    let mut primaries_used = HashSet::new();
-    for i in 0..12 {
+    // Four users on each shard, drawn until every shard has them (random ids alone missed a
+    // shard about once in forty runs).
+    let mut per_primary: HashMap<u16, Vec<Uuid>> = HashMap::new();
+    for _ in 0..10_000 {
+        if per_primary.len() == 3 && per_primary.values().all(|u| u.len() == 4) {
+            break;
+        }
         let user = Uuid::new_v4();
+        let users = per_primary
+            .entry(cluster.primary_of(&store.inbox_key(user)))
+            .or_default();
+        if users.len() < 4 {
+            users.push(user);
+        }
+    }
+    let mut primaries_used = HashSet::new();
+    let users: Vec<Uuid> = per_primary.values().flatten().copied().collect();
+    for (i, user) in users.into_iter().enumerate() {
         primaries_used.insert(cluster.primary_of(&store.inbox_key(user)));
         let other = Uuid::new_v4();
         let now = now_ms();
@@ -190,7 +206,71 @@ async fn every_redis_path_runs_on_the_cluster() {
             Some(Delivery::Dropped),
             "a removed connection is no longer online"
         );
-        store.close(user, &[1]).await.unwrap();
+        // A second device: its keys (`{user}:d2:…`), a send checked against the list, and the
+        // list replaced by a newer one (which empties a re-registered device's inbox).
+        let two = |version, second| DeviceList {
+            version,
+            devices: [(1, 1), (2, second)]
+                .map(|(device_id, registration_id)| Device {
+                    device_id,
+                    registration_id,
+                    created_at: 0,
+                })
+                .to_vec(),
+        };
+        store.set_devices(user, &two(2, 7)).await.unwrap();
+        let to_both = |registration| Fanout {
+            to: user,
+            sender_device: None,
+            legacy: false,
+            online_only: false,
+            envelopes: [(1, 1), (2, registration)]
+                .map(|(device_id, r)| Addressed {
+                    device_id,
+                    registration_id: Some(r),
+                    envelope: envelope("d"),
+                })
+                .to_vec(),
+        };
+        let second = DeviceAddress::new(user, 2);
+        let before = store.pending(second, now).await.unwrap();
+        assert!(matches!(
+            store.deliver(&to_both(7), now, now + 30_000).await.unwrap(),
+            Fanned::Done(_)
+        ));
+        assert_eq!(store.pending(second, now).await.unwrap(), before + 1);
+        assert_eq!(
+            store.deliver(&to_both(8), now, now + 30_000).await.unwrap(),
+            Fanned::Stale(vec![2])
+        );
+        store.set_devices(user, &two(3, 8)).await.unwrap();
+        assert_eq!(store.pending(second, now).await.unwrap(), 0);
+        store.close(user, &[1, 2]).await.unwrap();
+        assert_eq!(
+            store.deliver(&to_both(8), now, now + 30_000).await.unwrap(),
+            Fanned::UnknownInbox
+        );
+
+        // Linking codes and provisioning sockets, each key alone in its slot.
+        let code = format!("code-{i}");
+        store.put_code(&code, user, 60).await.unwrap();
+        assert_eq!(store.code_owner(&code).await.unwrap(), Some(user));
+        assert_eq!(store.take_code(&code).await.unwrap(), Some(user));
+        assert_eq!(store.take_code(&code).await.unwrap(), None);
+        let socket = format!("prov-{i}");
+        store.open_socket(&socket, 60).await.unwrap();
+        assert!(store.is_socket(&socket).await.unwrap());
+        let address = format!("addr-{i}");
+        assert_eq!(
+            store.address(&socket, &address, 60).await.unwrap(),
+            Some(address.clone())
+        );
+        assert_eq!(
+            store.take_address(&address).await.unwrap(),
+            Some(socket.clone())
+        );
+        store.close_socket(&socket).await.unwrap();
+        assert!(!store.is_socket(&socket).await.unwrap());
         assert_eq!(store.pending(device, now).await.unwrap(), 0);
 
         let session = Uuid::new_v4();
