@@ -8,13 +8,15 @@
 //! guarantee both. On moto the contending requests therefore go one after another: the
 //! conditions themselves are still checked there, the races only on the engines that promise them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::crypto::tokens::now_secs;
-use shared::model::{KeyUpload, NewAccount, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE};
+use shared::model::{
+    DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE,
+};
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
     KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore, UserStore,
@@ -427,6 +429,150 @@ async fn deleting_a_user_removes_everything(e: Engine) {
         .unwrap();
 }
 
+fn new_device(registration_id: u32, one_time: u32) -> NewDevice {
+    let a = account("unused", one_time, 0);
+    NewDevice {
+        profile: Profile {
+            registration_id,
+            ..a.profile
+        },
+        one_time: a.one_time,
+        kyber_one_time: vec![],
+    }
+}
+
+/// Devices: the smallest free id, the cap, concurrent links never sharing an id or passing the
+/// cap, removal of the device's keys (and its id free again), sessions only for a listed device,
+/// and deletion of the account removing every device's keys.
+async fn devices_link_and_go_under_the_cap(e: Engine) {
+    let db = e.db.clone();
+    let user = registered(&db).await;
+    let list = db.devices(user).await.unwrap().unwrap();
+    assert_eq!(
+        (list.version, list.devices.len(), list.devices[0].device_id),
+        (1, 1, 1)
+    );
+    assert_eq!(list.devices[0].registration_id, 42);
+    assert_eq!(db.devices(Uuid::new_v4()).await.unwrap(), None);
+
+    let adds = (0..6)
+        .map(|i| {
+            let db = db.clone();
+            async move { db.add_device(user, &new_device(100 + i, 3), 4).await }
+        })
+        .collect();
+    let outcomes = e.contend(adds).await;
+    let ids: BTreeSet<u32> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(|(id, _)| *id))
+        .collect();
+    assert_eq!(ids, BTreeSet::from([2, 3, 4]), "{outcomes:?}");
+    for o in &outcomes {
+        match o {
+            Ok(_) => {}
+            Err(Error::TooManyDevices) | Err(Error::Unavailable(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let list = db.devices(user).await.unwrap().unwrap();
+    assert_eq!(list.devices.len(), 4);
+    let three = DeviceAddress::new(user, 3);
+    assert_eq!(db.counts(three).await.unwrap().one_time_prekeys, 3);
+
+    // A session of a linked device needs the device listed.
+    let record = SessionRecord {
+        device_id: 3,
+        refresh_hash: "h".into(),
+        expires_at: now_secs() + 3600,
+        previous: None,
+    };
+    assert!(
+        SessionStore::create(db.as_ref(), user, Uuid::new_v4(), &record)
+            .await
+            .unwrap()
+    );
+    let left = db.remove_device(user, 3).await.unwrap();
+    assert_eq!(left.version, list.version + 1);
+    assert!(left.get(3).is_none());
+    assert!(db.profile(three).await.unwrap().is_none());
+    assert_eq!(db.counts(three).await.unwrap().one_time_prekeys, 0);
+    assert!(
+        !SessionStore::create(db.as_ref(), user, Uuid::new_v4(), &record)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        SessionStore::delete_device(db.as_ref(), user, 3)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        db.remove_device(user, 3).await,
+        Err(Error::DeviceNotFound)
+    ));
+    assert!(matches!(
+        db.remove_device(user, 1).await,
+        Err(Error::DeviceNotFound)
+    ));
+    // The freed id is the next one taken, with the new device's registration id.
+    let (id, list) = db.add_device(user, &new_device(777, 1), 4).await.unwrap();
+    assert_eq!((id, list.get(3).map(|d| d.registration_id)), (3, Some(777)));
+
+    // A bundle of every device takes one key of each, or none when one device has none left.
+    let all: Vec<u32> = list.devices.iter().map(|d| d.device_id).collect();
+    let bundles = db.take_bundles(user, &all, false).await.unwrap();
+    assert_eq!(bundles.len(), 4);
+    match db.take_bundles(user, &all, false).await {
+        Err(Error::DevicesExhausted(ids)) => assert_eq!(ids, vec![1, 3]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        db.counts(DeviceAddress::new(user, 2))
+            .await
+            .unwrap()
+            .one_time_prekeys,
+        2
+    );
+
+    UserStore::delete(db.as_ref(), user).await.unwrap();
+    for d in all {
+        assert!(db
+            .profile(DeviceAddress::new(user, d))
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+/// An account from before devices (a user item without `devices`) has device 1 only, with the
+/// registration id of its key profile; its first link writes the whole list.
+async fn accounts_from_before_devices_get_a_list(e: Engine) {
+    let db = e.db;
+    let user = registered(&db).await;
+    db.client()
+        .update_item()
+        .table_name(&db.tables().users)
+        .key("pk", AttributeValue::S(format!("user#{user}")))
+        .update_expression("REMOVE devices, devices_version")
+        .send()
+        .await
+        .unwrap();
+    let list = db.devices(user).await.unwrap().unwrap();
+    assert_eq!(list.version, 1);
+    assert_eq!(
+        list.devices
+            .iter()
+            .map(|d| (d.device_id, d.registration_id))
+            .collect::<Vec<_>>(),
+        vec![(1, 42)]
+    );
+    let (id, list) = db.add_device(user, &new_device(9, 1), 6).await.unwrap();
+    assert_eq!((id, list.version, list.devices.len()), (2, 2, 2));
+    assert_eq!(db.devices(user).await.unwrap().unwrap(), list);
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -456,4 +602,6 @@ on_both_engines!(
     sessions_rotate_conditionally_and_delete_all,
     deleting_a_user_removes_everything,
     sessions_need_the_user,
+    devices_link_and_go_under_the_cap,
+    accounts_from_before_devices_get_a_list,
 );
