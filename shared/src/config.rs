@@ -346,9 +346,16 @@ impl Config {
                 expected: "1 to 255",
             });
         }
+        let provisioning_ttl_secs: u64 = env.number("PROVISIONING_TTL_SECS", 600)?;
+        if provisioning_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                var: "PROVISIONING_TTL_SECS".into(),
+                expected: "at least 1",
+            });
+        }
         let devices = DeviceLimits {
             max_devices,
-            provisioning_ttl: Duration::from_secs(env.number("PROVISIONING_TTL_SECS", 600)?),
+            provisioning_ttl: Duration::from_secs(provisioning_ttl_secs),
             provisioning_max_bytes: env.number("PROVISIONING_MAX_BYTES", 8192)?,
             bundle_without_one_time: env.flag("BUNDLE_WITHOUT_ONE_TIME")?.unwrap_or(false),
         };
@@ -663,6 +670,32 @@ mod tests {
         env.extend([("MESSAGE_MAX_BYTES", "1000"), ("INBOX_MAX_BYTES", "2000")]);
         let c = Config::from_lookup(lookup(&env)).unwrap();
         assert_eq!(c.inbox.max_bytes, 2000);
+    }
+
+    #[test]
+    fn device_settings_are_checked() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        let c = Config::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(c.devices, DeviceLimits::default());
+        for (var, value) in [
+            ("MAX_DEVICES", "0"),
+            ("MAX_DEVICES", "256"),
+            ("PROVISIONING_TTL_SECS", "0"),
+            ("PROVISIONING_MAX_BYTES", "big"),
+            ("BUNDLE_WITHOUT_ONE_TIME", "maybe"),
+        ] {
+            let mut env = base.to_vec();
+            env.push((var, value));
+            let err = Config::from_lookup(lookup(&env)).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        let mut env = base.to_vec();
+        env.extend([("MAX_DEVICES", "2"), ("BUNDLE_WITHOUT_ONE_TIME", "1")]);
+        let c = Config::from_lookup(lookup(&env)).unwrap();
+        assert_eq!(
+            (c.devices.max_devices, c.devices.bundle_without_one_time),
+            (2, true)
+        );
     }
 
     #[test]

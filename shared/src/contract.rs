@@ -115,12 +115,13 @@ fn describe(route: HttpRoute) -> RouteDoc {
             errors: &[400, 401, 404, 429],
         },
         DeleteMe => RouteDoc {
-            summary: "Delete the account: sessions, keys and inbox",
+            summary:
+                "Delete the account: every device, session, key and inbox (primary device only)",
             bearer: true,
             body: None,
             params: &[],
             ok: (204, None),
-            errors: &[401],
+            errors: &[401, 403],
         },
         Health => RouteDoc {
             summary: "Health check: every backing store answers",
@@ -160,7 +161,7 @@ fn describe(route: HttpRoute) -> RouteDoc {
             body: None,
             params: &[],
             ok: (200, Some("ProvisioningCodeOut")),
-            errors: &[401, 403, 409, 429],
+            errors: &[401, 403, 404, 409, 429],
         },
         SendProvisioning => RouteDoc {
             summary: "Send the opaque provisioning message to a new device's provisioning socket",
@@ -188,7 +189,7 @@ fn describe(route: HttpRoute) -> RouteDoc {
             body: None,
             params: &[],
             ok: (200, Some("DevicesOut")),
-            errors: &[401],
+            errors: &[401, 404],
         },
         RemoveDevice => RouteDoc {
             summary: "Remove a linked device: its keys, inbox, sessions and sockets",

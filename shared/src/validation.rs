@@ -37,9 +37,12 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// A device id in a path: a number from 1 to 255.
 pub fn device_id(value: &str) -> Result<crate::model::DeviceId> {
-    value
-        .parse::<crate::model::DeviceId>()
-        .ok()
+    // Plain decimal only: no sign, no leading zero, so each device has one spelling.
+    let plain =
+        !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && !value.starts_with('0');
+    plain
+        .then(|| value.parse::<crate::model::DeviceId>().ok())
+        .flatten()
         .filter(|d| (1..=crate::model::MAX_DEVICE_ID).contains(d))
         .ok_or_else(|| Error::invalid("device_id must be a number from 1 to 255"))
 }
@@ -149,6 +152,26 @@ pub fn user_id(value: &str) -> Result<uuid::Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_ids_are_plain_numbers_from_1_to_255() {
+        assert_eq!(device_id("1").unwrap(), 1);
+        assert_eq!(device_id("255").unwrap(), 255);
+        for bad in [
+            "0",
+            "256",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "",
+            "*",
+            "1e2",
+            "99999999999",
+        ] {
+            assert!(device_id(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn base64_padding_is_optional_on_input_and_present_on_output() {

@@ -356,3 +356,20 @@ impl Ws {
         let _ = self.stream.close(None).await;
     }
 }
+
+/// Whether the server closes `ws` within `wait` (a Close frame or the end of the stream); the
+/// text frames read on the way are returned too.
+pub async fn closed_within(ws: &mut Ws, wait: Duration) -> (bool, Vec<Value>) {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.stream.next()).await {
+            Err(_) => return (false, frames),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (true, frames),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                frames.push(serde_json::from_str(&t).expect("json frame"))
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{json, Value};
 use shared::validation::{base64, encode};
 use tokio_tungstenite::tungstenite::Message;
@@ -343,22 +343,7 @@ pub fn device_inbox_key(stack: &Stack, user_id: &str, device_id: u64) -> String 
     }
 }
 
-/// Whether the server closes `ws` within `wait` (a Close frame or the end of the stream); the
-/// text frames read on the way are returned too.
-pub async fn closed_within(ws: &mut Ws, wait: Duration) -> (bool, Vec<Value>) {
-    let mut frames = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.stream.next()).await {
-            Err(_) => return (false, frames),
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (true, frames),
-            Ok(Some(Ok(Message::Text(t)))) => {
-                frames.push(serde_json::from_str(&t).expect("json frame"))
-            }
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
+pub use crate::client::closed_within;
 
 /// The connection is open and served: a ping gets its pong (messages pushed meanwhile are
 /// skipped).

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use relay_tests::client::{assert_rate_limited, ec_key, error_code, get_auth, put_auth, refresh};
+use relay_tests::client::{
+    assert_rate_limited, delete_auth, ec_key, error_code, get_auth, put_auth, refresh,
+};
 use relay_tests::devices::{
     add_device, answers_ping, assert_mismatched, assert_stale, body_of, bundle_entries,
     closed_within, code, deliveries, device_bundle, device_from, device_ids, device_keys,
@@ -506,9 +508,39 @@ async fn a_code_issued_before_the_account_filled_up_is_refused_too_many_devices(
         "a code with MAX_DEVICES=2 reached",
     );
     assert_eq!(device_ids(&stack, &alice.access).await, vec![1, 2]);
-    // A removal makes room again.
+    // A removal makes room again, and the code refused for a full account still links.
+    assert_eq!(remove_device(&stack, &alice.access, "2").await.0, 204);
+    let (status, answer) =
+        add_device(&stack, &device_keys(&alice.identity, &second, 3003, 1, 0)).await;
+    assert_eq!((status, &answer["device_id"]), (200, &json!(2)), "{answer}");
     assert_eq!(remove_device(&stack, &alice.access, "2").await.0, 204);
     assert_eq!(request_code(&stack, &alice.access).await.0, 200);
+}
+
+#[tokio::test]
+async fn only_the_primary_deletes_the_account() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let laptop = link(&stack, &alice, 2002).await;
+    let refused = stack
+        .http
+        .delete(stack.url("/v1/users/me"))
+        .bearer_auth(&laptop.access)
+        .send()
+        .await
+        .expect("delete");
+    assert_error(
+        &relay_tests::client::status_json(refused).await,
+        403,
+        "forbidden",
+        "a linked device deleting the account",
+    );
+    assert_eq!(device_ids(&stack, &alice.access).await, vec![1, 2]);
+    assert_eq!(
+        delete_auth(&stack, "/v1/users/me", &alice.access).await,
+        204
+    );
+    assert_eq!(list_devices(&stack, &laptop.access).await.0, 401);
 }
 
 // 4. Expiry.

@@ -4,28 +4,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use relay_tests::client::{delete_auth, refresh};
+use relay_tests::client::{closed_within, delete_auth, refresh};
 use relay_tests::{Stack, User, Ws};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-/// Whether the server closes the connection within `wait` (a Close frame or the end of the
-/// stream); the text frames read on the way are returned too.
-async fn closed_within(ws: &mut Ws, wait: Duration) -> (bool, Vec<Value>) {
-    let mut frames = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.stream.next()).await {
-            Err(_) => return (false, frames),
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (true, frames),
-            Ok(Some(Ok(Message::Text(t)))) => {
-                frames.push(serde_json::from_str(&t).expect("json frame"))
-            }
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
+use serde_json::json;
 
 /// The connection is open and served: a ping gets its pong.
 async fn assert_alive(ws: &mut Ws) {

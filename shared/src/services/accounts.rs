@@ -374,6 +374,10 @@ impl Accounts {
 
     /// `DELETE /v1/users/me`: user, keys, sessions and inbox.
     pub async fn delete(&self, who: &Principal) -> Result<()> {
+        // The account is the primary device's: a linked device may only remove itself.
+        if who.device_id != PRIMARY_DEVICE {
+            return Err(Error::Forbidden);
+        }
         self.revoke_access(who.session_id).await?;
         let devices: Vec<DeviceId> = match self.users.devices(who.user_id).await? {
             Some(list) => list.devices.iter().map(|d| d.device_id).collect(),

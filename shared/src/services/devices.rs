@@ -155,6 +155,16 @@ impl Devices {
             .await?
             .ok_or(Error::InvalidCode)?;
         let device = req.validate(&primary.identity_key)?;
+        // A full account keeps the code (a device removed meanwhile makes room); the store
+        // checks the cap again as it adds.
+        let devices = accounts
+            .users
+            .devices(owner)
+            .await?
+            .ok_or(Error::InvalidCode)?;
+        if devices.devices.len() >= self.device_limits.max_devices as usize {
+            return Err(Error::TooManyDevices);
+        }
         // Used up here, once: of two requests with one code, one goes on.
         if self.provisioning.take_code(&hash).await? != Some(owner) {
             return Err(Error::InvalidCode);
@@ -203,15 +213,28 @@ impl Devices {
         }
         let accounts = &self.accounts;
         let user_id = who.user_id;
+        // Sessions before the list, so a removal that fails midway can be asked again (the
+        // device is still listed); and after it, for a login that raced this removal (the
+        // session store refuses sessions of unlisted devices from then on).
+        self.end_sessions(user_id, device_id).await?;
         let list = accounts.users.remove_device(user_id, device_id).await?;
-        for session_id in accounts.sessions.delete_device(user_id, device_id).await? {
-            accounts.revoke_access(session_id).await?;
-        }
+        self.end_sessions(user_id, device_id).await?;
         accounts
             .close_connections(user_id, |_, d| d == device_id)
             .await;
         accounts.inbox.set_devices(user_id, &list).await?;
         tracing::info!(%user_id, device_id, "device removed");
+        Ok(())
+    }
+}
+
+impl Devices {
+    /// Deletes the device's sessions and revokes their access tokens.
+    async fn end_sessions(&self, user_id: crate::model::UserId, device_id: DeviceId) -> Result<()> {
+        let accounts = &self.accounts;
+        for session_id in accounts.sessions.delete_device(user_id, device_id).await? {
+            accounts.revoke_access(session_id).await?;
+        }
         Ok(())
     }
 }

@@ -62,7 +62,8 @@ impl KeyDirectory {
 
     /// `GET /v1/users/{user_id}/bundle`: device 1's bundle, in the shape from before devices.
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
-        self.charge_bundle(who, target, 1).await?;
+        let budget = self.charge_requester(who, target).await?;
+        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
         let bundles = match self
             .keys
             .take_bundles(target, &[PRIMARY_DEVICE], false)
@@ -87,6 +88,9 @@ impl KeyDirectory {
         target: UserId,
         device: Option<DeviceId>,
     ) -> Result<DevicesBundleOut> {
+        // The requester pays before anything is looked up, so probing ids costs as it does on
+        // the single-device route; the target's budget once the devices are known.
+        let budget = self.charge_requester(who, target).await?;
         let list = self
             .users
             .devices(target)
@@ -98,7 +102,7 @@ impl KeyDirectory {
             None => list.devices.iter().map(|d| d.device_id).collect(),
         };
         let cost = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
-        self.charge_bundle(who, target, cost).await?;
+        limit(self.limiter.as_ref(), &self.limits, budget, cost).await?;
         let bundles = self
             .keys
             .take_bundles(target, &wanted, self.device_limits.bundle_without_one_time)
@@ -115,9 +119,9 @@ impl KeyDirectory {
         })
     }
 
-    /// The requester's buckets (one fetch) and the target's budget (`cost`: one per device
-    /// whose keys are handed out).
-    async fn charge_bundle(&self, who: &Principal, target: UserId, cost: u32) -> Result<()> {
+    /// Charges the requester's buckets (one fetch) and returns the target's budget to charge,
+    /// one per device whose keys are handed out.
+    async fn charge_requester(&self, who: &Principal, target: UserId) -> Result<Limit<'static>> {
         let requester = who.user_id;
         let (a, b, is_new) = futures::join!(
             limit(
@@ -139,12 +143,11 @@ impl KeyDirectory {
         // `NEW_ACCOUNT_AGE_SECS` share a smaller one, so throwaway accounts can neither drain a
         // target's one-time keys (and then lock new contacts out with 412) nor spend the budget
         // of others. Charged only once the requester's own buckets allowed the fetch.
-        let budget = if is_new? {
+        Ok(if is_new? {
             Limit::BundleTargetNew { target }
         } else {
             Limit::BundleTarget { target }
-        };
-        limit(self.limiter.as_ref(), &self.limits, budget, cost).await
+        })
     }
 }
 
