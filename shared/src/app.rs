@@ -117,6 +117,7 @@ impl App {
             registry: redis.clone(),
             users: Arc::new(self.dynamo.clone()),
             provisioning: redis.clone(),
+            sent_log: redis.clone(),
             limiter: redis,
             pusher,
             limits: self.config.rate_limits,

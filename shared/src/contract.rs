@@ -41,6 +41,7 @@ struct HttpSchemas;
     crate::frames::SendFrame,
     crate::frames::Correlation,
     crate::frames::DeviceMessage,
+    crate::frames::AckFrame,
     crate::frames::DeviceDelivery,
     crate::frames::ServerFrame,
     crate::frames::Delivery,
@@ -486,7 +487,7 @@ mod tests {
         let schema = frames_schema();
         let defs = &schema["$defs"];
         let variants = defs["ClientFrame"]["oneOf"].as_array().unwrap();
-        assert_eq!(variants.len(), 6);
+        assert_eq!(variants.len(), 7);
         for variant in variants {
             let text = variant.to_string();
             let action = text
@@ -497,6 +498,7 @@ mod tests {
             let frame = match action {
                 "send" => json!({"action": "send", "to": "x", "body": ""}),
                 "renew" => json!({"action": "renew", "token": "t"}),
+                "ack" => json!({"action": "ack", "ids": ["x"]}),
                 other => json!({"action": other}),
             };
             ClientFrame::parse(&frame.to_string()).unwrap_or_else(|(_, e)| panic!("{action}: {e}"));

@@ -38,6 +38,9 @@ pub enum Error {
     /// A send's device list is not the recipient's: nothing was stored.
     #[error("the devices of the message are not the recipient's devices")]
     MismatchedDevices { missing: Vec<u32>, extra: Vec<u32> },
+    /// A send from an ack-mode connection reused an id with other content.
+    #[error("this id was sent before with other content; use a new id")]
+    IdReused,
     /// A send named devices whose registration id changed (re-registered): nothing was stored.
     #[error("some devices of the message were registered again")]
     StaleDevices(Vec<u32>),
@@ -104,7 +107,10 @@ impl Error {
             | Self::UnknownRecipient
             | Self::DeviceNotFound
             | Self::UnknownAddress => 404,
-            Self::UsernameTaken | Self::TooManyDevices | Self::MismatchedDevices { .. } => 409,
+            Self::UsernameTaken
+            | Self::TooManyDevices
+            | Self::MismatchedDevices { .. }
+            | Self::IdReused => 409,
             Self::StaleDevices(_) => 410,
             Self::PrekeysExhausted | Self::DevicesExhausted(_) => 412,
             Self::PayloadTooLarge => 413,
@@ -132,6 +138,7 @@ impl Error {
             Self::UnknownAddress => "unknown_address",
             Self::MismatchedDevices { .. } => "mismatched_devices",
             Self::StaleDevices(_) => "stale_devices",
+            Self::IdReused => "id_reused",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::UnknownRecipient => "unknown_recipient",

@@ -15,6 +15,10 @@ pub const MAX_FRAME_BYTES: usize = 128_000;
 /// Longest client frame `id`, in bytes of UTF-8: room for a UUID or any sensible tag, while an
 /// id cannot carry a payload of its own through the relay's replies.
 pub const MAX_FRAME_ID_BYTES: usize = 128;
+/// Most envelope ids one `ack` frame takes, and the longest id it accepts (envelope ids are
+/// UUIDs).
+pub const MAX_ACK_IDS: usize = 100;
+pub const MAX_ACK_ID_BYTES: usize = 64;
 const MESSAGES_HEAD: &str = r#"{"type":"messages","messages":["#;
 const MESSAGES_TAIL: &str = "]}";
 
@@ -38,6 +42,20 @@ pub enum ClientFrame {
     /// On a provisioning socket only: asks for the socket's provisioning address; answered with
     /// `provisioning_address`.
     Provision(Correlation),
+    /// Acknowledges envelopes (ack mode): they are deleted; answered with `acked`.
+    Ack(AckFrame),
+}
+
+/// `ack`: the ids of envelopes the client has processed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AckFrame {
+    /// Echoed in the reply; a string of at most 128 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 128)]
+    pub id: Option<Value>,
+    /// Envelope ids (`id` of each envelope), 1 to 100, each at most 64 bytes.
+    #[schema(min_items = 1, max_items = 100)]
+    pub ids: Vec<String>,
 }
 
 /// `renew`: an access token from `POST /v1/sessions/refresh` (or a new login) of the
@@ -102,6 +120,22 @@ pub struct DeviceDelivery {
     pub delivery: Delivery,
 }
 
+/// `ids` of an `ack`: 1 to `MAX_ACK_IDS` strings of at most `MAX_ACK_ID_BYTES`.
+fn ack_ids(value: Option<Value>) -> Result<Vec<String>, Error> {
+    let refused = || {
+        Error::InvalidFrame(format!(
+            "ack needs `ids`: 1 to {MAX_ACK_IDS} envelope ids, strings of at most {MAX_ACK_ID_BYTES} bytes"
+        ))
+    };
+    let ids: Vec<String> = value
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(refused)?;
+    if ids.is_empty() || ids.len() > MAX_ACK_IDS || ids.iter().any(|i| i.len() > MAX_ACK_ID_BYTES) {
+        return Err(refused());
+    }
+    Ok(ids)
+}
+
 /// `messages` of a `send`: a non-empty list, each device once.
 fn device_messages(value: Value) -> Result<Vec<DeviceMessage>, Error> {
     let messages: Vec<DeviceMessage> = serde_json::from_value(value).map_err(|_| {
@@ -145,6 +179,8 @@ impl ClientFrame {
             online_only: Option<bool>,
             #[serde(default)]
             token: Option<String>,
+            #[serde(default)]
+            ids: Option<Value>,
         }
         let frame: Loose = serde_json::from_str(text).map_err(|_| {
             (
@@ -194,6 +230,10 @@ impl ClientFrame {
                 }))
             }
             "provision" => Ok(Self::Provision(correlation(id))),
+            "ack" => match ack_ids(frame.ids) {
+                Ok(ids) => Ok(Self::Ack(AckFrame { id, ids })),
+                Err(e) => Err((id, e)),
+            },
             "fetch" => Ok(Self::Fetch(correlation(id))),
             "list" => Ok(Self::List(correlation(id))),
             "ping" => Ok(Self::Ping(correlation(id))),
@@ -216,6 +256,7 @@ impl ClientFrame {
             Self::Send(f) => f.id.as_ref(),
             Self::Fetch(c) | Self::List(c) | Self::Ping(c) | Self::Provision(c) => c.id.as_ref(),
             Self::Renew(f) => f.id.as_ref(),
+            Self::Ack(f) => f.id.as_ref(),
         }
     }
 }
@@ -282,6 +323,14 @@ pub enum ServerFrame {
         /// `stale_devices`: devices whose registration id changed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stale_devices: Option<Vec<u32>>,
+    },
+    /// The reply to `ack`.
+    Acked {
+        /// The `ack` frame's id, or null.
+        #[schema(value_type = Option<String>)]
+        id: Option<Value>,
+        /// How many of the ids were in flight and are now deleted.
+        acked: u64,
     },
     /// On a provisioning socket, the reply to `provision`.
     ProvisioningAddress {

@@ -1,5 +1,6 @@
 //! Test harness shared by every suite: real servers, a stack per test, a client that plays an app.
 
+pub mod acks;
 pub mod app;
 pub mod client;
 pub mod cluster;

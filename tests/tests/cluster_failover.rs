@@ -162,6 +162,7 @@ async fn every_redis_path_runs_on_the_cluster() {
             device_id: 1,
             session_id: Uuid::new_v4(),
             valid_until_ms: now + 60_000,
+            ack: true,
         };
         store
             .register(&connection, &registration, now)
@@ -182,16 +183,26 @@ async fn every_redis_path_runs_on_the_cluster() {
         {
             Some(Delivery::Online {
                 connections,
+                ack_connections,
                 envelopes,
                 in_flight,
             }) => {
                 assert_eq!(connections, vec![connection.clone()]);
+                assert_eq!(ack_connections, vec![connection.clone()]);
                 assert_eq!(envelopes.len(), 4, "the inbox drains with the new envelope");
                 assert!(in_flight, "a drained backlog waits in flight until pushed");
             }
             other => panic!("expected online delivery, got {other:?}"),
         }
-        assert_eq!(store.unregister(&connection).await.unwrap(), Some(user));
+        // Unacknowledged (an ack-mode connection): back at the head once released.
+        assert_eq!(store.pending(device, now).await.unwrap(), 0);
+        assert_eq!(store.ack(device, &["unknown".into()]).await.unwrap(), 0);
+        store.release(device).await.unwrap();
+        assert_eq!(store.pending(device, now).await.unwrap(), 4);
+        assert_eq!(
+            store.unregister(&connection).await.unwrap(),
+            Some(registration)
+        );
         assert_eq!(store.user_of(&connection).await.unwrap(), None);
         store
             .register(&connection, &registration, now)

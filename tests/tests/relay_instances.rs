@@ -52,7 +52,7 @@ async fn a_connection_renewed_on_one_instance_is_not_ended_by_another() {
         .login(login(), "198.51.100.1")
         .await
         .expect("login");
-    a.connect("conn-1", Some(&first.access_token), "198.51.100.1")
+    a.connect("conn-1", Some(&first.access_token), "198.51.100.1", false)
         .await
         .expect("connect");
 

@@ -17,7 +17,8 @@ fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
     r
 }
 
-/// `$connect` (token in the query, or `provisioning=1` for an anonymous provisioning socket),
+/// `$connect` (token in the query, `ack=1` for ack mode, or `provisioning=1` for an anonymous
+/// provisioning socket),
 /// `$disconnect`, and `$default` (client frames). The returned body of `$default` is the reply
 /// frame, sent back by API Gateway's route response.
 #[instrument(skip_all, fields(route = ev.request_context.route_key.as_deref().unwrap_or("")))]
@@ -40,10 +41,18 @@ pub async fn handler(
                 .unwrap_or_default();
             let connected = match ev.query_string_parameters.first("provisioning") {
                 Some("1") => relay.connect_provisioning(connection_id, ip).await,
-                _ => relay
-                    .connect(connection_id, ev.query_string_parameters.first("token"), ip)
-                    .await
-                    .map(|_| ()),
+                _ => {
+                    let ack = matches!(ev.query_string_parameters.first("ack"), Some("1" | "true"));
+                    relay
+                        .connect(
+                            connection_id,
+                            ev.query_string_parameters.first("token"),
+                            ip,
+                            ack,
+                        )
+                        .await
+                        .map(|_| ())
+                }
             };
             connected_reply(connected)
         }
@@ -87,6 +96,7 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
                     &send.to,
                     payload,
                     send.online_only.unwrap_or(false),
+                    send.id.as_ref().and_then(|id| id.as_str()),
                 )
                 .await
                 .map(|sent| ServerFrame::Sent {
@@ -95,6 +105,10 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
                     devices: sent.devices,
                 })
         }
+        ClientFrame::Ack(ack) => relay
+            .ack(connection_id, &ack.ids)
+            .await
+            .map(|acked| ServerFrame::Acked { id: ack.id, acked }),
         ClientFrame::Provision(_) => {
             relay
                 .provision(connection_id)

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod devices;
 pub mod directory;
 pub mod relay;
+mod relay_acks;
 mod relay_provisioning;
 
 use crate::config::{Bucket, RateLimits};

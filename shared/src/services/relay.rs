@@ -14,7 +14,7 @@ use crate::frames::{pack_messages, Delivery, DeviceDelivery, DeviceMessage, Enve
 use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
 use crate::storage::{
     Addressed, ConnectionRegistry, Delivery as Stored, Fanned, Fanout, Inbox, Provisioning,
-    PushError, Pusher, RateLimiter, Registration, StoredEnvelope, UserStore,
+    PushError, Pusher, RateLimiter, Registration, SendLog, StoredEnvelope, UserStore,
 };
 use crate::validation;
 
@@ -28,6 +28,7 @@ pub struct Relay {
     pub(crate) registry: Arc<dyn ConnectionRegistry>,
     pub(crate) users: Arc<dyn UserStore>,
     pub(crate) provisioning: Arc<dyn Provisioning>,
+    pub(crate) sent_log: Arc<dyn SendLog>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) pusher: Arc<dyn Pusher>,
     pub(crate) limits: RateLimits,
@@ -51,12 +52,14 @@ pub(crate) struct Known {
 }
 
 impl Relay {
-    /// `$connect`: the token must be valid and not revoked.
+    /// `$connect`: the token must be valid and not revoked. `ack`: the connection asked for ack
+    /// mode (`ack=1`).
     pub async fn connect(
         &self,
         connection_id: &str,
         token: Option<&str>,
         source_ip: &str,
+        ack: bool,
     ) -> Result<UserId> {
         // Before the token is checked, so a flood of handshakes costs no verification either.
         limit(
@@ -74,22 +77,28 @@ impl Relay {
             1,
         )
         .await?;
-        let (_, now) = self.register(connection_id, &who).await?;
+        let (_, now) = self.register(connection_id, &who, ack).await?;
         let device = DeviceAddress::new(who.user_id, who.device_id);
         self.evict_oldest(device, connection_id, now).await?;
-        tracing::info!(user_id = %who.user_id, device_id = who.device_id, connection_id, "connected");
+        tracing::info!(user_id = %who.user_id, device_id = who.device_id, connection_id, ack, "connected");
         Ok(who.user_id)
     }
 
     /// Records the connection as `who`'s, for as long as `who`'s token lasts, in the registry and
     /// in this instance's cache; returns the registration and the time it was made.
-    async fn register(&self, connection_id: &str, who: &Principal) -> Result<(Registration, u64)> {
+    async fn register(
+        &self,
+        connection_id: &str,
+        who: &Principal,
+        ack: bool,
+    ) -> Result<(Registration, u64)> {
         let now = self.clock.now_ms();
         let registration = Registration {
             user_id: who.user_id,
             device_id: who.device_id,
             session_id: who.session_id,
             valid_until_ms: who.valid_until.saturating_mul(1000),
+            ack,
         };
         self.registry
             .register(connection_id, &registration, now)
@@ -131,9 +140,13 @@ impl Relay {
     /// `$disconnect`
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
         self.forget(connection_id);
-        let user = self.registry.unregister(connection_id).await?;
-        if user.is_none() {
-            self.provisioning.close_socket(connection_id).await?;
+        let registration = self.registry.unregister(connection_id).await?;
+        let user = registration.map(|r| r.user_id);
+        match registration {
+            None => self.provisioning.close_socket(connection_id).await?,
+            // What it was sent and did not acknowledge is delivered again, at once.
+            Some(r) if r.ack => self.inbox.release(r.device()).await?,
+            Some(_) => {}
         }
         tracing::info!(user_id = ?user, connection_id, "disconnected");
         Ok(())
@@ -162,7 +175,7 @@ impl Relay {
     /// revoked; `Unauthorized` otherwise (the caller then ends the connection: [`Self::end`]).
     /// Logout and deletion close the session's connections themselves, so Redis is asked again
     /// only every `session_check` (two GETs), not on every frame.
-    async fn sender(&self, connection_id: &str) -> Result<DeviceAddress> {
+    async fn sender(&self, connection_id: &str) -> Result<Registration> {
         let now = self.clock.now_ms();
         let known = self
             .senders
@@ -200,10 +213,7 @@ impl Relay {
         if now >= registration.valid_until_ms {
             return Err(Error::Unauthorized);
         }
-        Ok(DeviceAddress::new(
-            registration.user_id,
-            registration.device_id,
-        ))
+        Ok(registration)
     }
 
     /// Ends a connection refused as `unauthorized`: writes `last_frame` (the refusal), then
@@ -216,8 +226,14 @@ impl Relay {
             tracing::warn!(connection_id, detail = %detail, "connection not closed");
         }
         self.forget(connection_id);
-        if let Err(e) = self.registry.unregister(connection_id).await {
-            e.log();
+        match self.registry.unregister(connection_id).await {
+            Ok(Some(r)) if r.ack => {
+                if let Err(e) = self.inbox.release(r.device()).await {
+                    e.log();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => e.log(),
         }
         tracing::info!(connection_id, "connection ended: session over");
     }
@@ -230,8 +246,30 @@ impl Relay {
         to: &str,
         payload: Payload,
         online_only: bool,
+        id: Option<&str>,
     ) -> Result<Sent> {
         let from = self.sender(connection_id).await?;
+        match id {
+            // An ack-mode connection's sends with an id are remembered: a repeat stores nothing.
+            Some(id) if from.ack => {
+                self.send_once(from.device(), id, to, payload, online_only)
+                    .await
+            }
+            _ => {
+                self.send_from(from.device(), to, payload, online_only)
+                    .await
+            }
+        }
+    }
+
+    /// A send from `from` (the connection's device, already authenticated).
+    pub(crate) async fn send_from(
+        &self,
+        from: DeviceAddress,
+        to: &str,
+        payload: Payload,
+        online_only: bool,
+    ) -> Result<Sent> {
         let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
         let legacy = matches!(payload, Payload::Body(_));
         let parts: Vec<(DeviceId, Option<u32>, Vec<u8>)> = match payload {
@@ -322,6 +360,7 @@ impl Relay {
                             Stored::Queued => Delivery::Queued,
                             Stored::Online {
                                 connections,
+                                ack_connections,
                                 envelopes,
                                 in_flight,
                             } => {
@@ -332,6 +371,7 @@ impl Relay {
                                     .push_to_device(
                                         device,
                                         &connections,
+                                        &ack_connections,
                                         envelopes,
                                         !online_only,
                                         leased,
@@ -424,29 +464,39 @@ impl Relay {
 
     /// Pushes to the device's connections, newest first, dropping any found gone. What could
     /// not be pushed is put back in the inbox (when `requeue`) and returned. Envelopes `leased`
-    /// in the in-flight list are settled there: the written ones leave it, the rest go back.
+    /// in the in-flight list are settled there: the written ones leave it (those written to an
+    /// ack-mode connection stay until acknowledged), the rest go back.
     async fn push_to_device(
         &self,
         device: DeviceAddress,
         connections: &[String],
+        ack_connections: &[String],
         envelopes: Vec<StoredEnvelope>,
         requeue: bool,
         leased: Option<u64>,
     ) -> Vec<StoredEnvelope> {
         let now = self.clock.now_ms();
-        let taken = leased.map(|_| envelopes.clone());
+        let mut taken = leased.map(|_| envelopes.clone());
         let mut pending: Vec<StoredEnvelope> = envelopes
             .into_iter()
             .filter(|e| !e.is_expired(now))
             .collect();
+        let mut awaiting_ack: Vec<StoredEnvelope> = Vec::new();
         for conn in connections {
             if pending.is_empty() {
                 break;
             }
+            let acking = ack_connections.contains(conn);
             match self.push_envelopes(conn, &pending).await {
+                Ok(()) if acking => awaiting_ack.append(&mut pending),
                 Ok(()) => pending.clear(),
                 Err((sent, gone)) => {
-                    pending.drain(..sent);
+                    let written = pending.drain(..sent);
+                    if acking {
+                        awaiting_ack.extend(written);
+                    } else {
+                        drop(written);
+                    }
                     if gone {
                         if let Err(e) = self.registry.remove(device, conn).await {
                             e.log();
@@ -455,7 +505,12 @@ impl Relay {
                 }
             }
         }
+        if let Some(taken) = taken.as_mut() {
+            taken.retain(|e| !awaiting_ack.contains(e));
+        }
         match (leased, taken) {
+            // Everything taken awaits an acknowledgement: nothing to settle.
+            (Some(_), Some(taken)) if taken.is_empty() => {}
             (Some(lease_until), Some(taken)) => {
                 let unsent: &[StoredEnvelope] = if requeue { &pending } else { &[] };
                 // On failure they stay in flight and a fetch after the lease gets them back.
@@ -504,7 +559,8 @@ impl Relay {
     /// `fetch_deadline` no further frame is written (the first always is, so every fetch makes
     /// progress): the rest stays in the inbox and the answer is `FetchUnfinished`.
     pub async fn fetch(&self, connection_id: &str) -> Result<()> {
-        let device = self.frame_from(connection_id).await?;
+        let registration = self.frame_from(connection_id).await?;
+        let device = registration.device();
         let started = self.clock.now_ms();
         let deadline = started + self.timings.fetch_deadline.as_millis() as u64;
         let lease_until = started + self.timings.fetch_lease.as_millis() as u64;
@@ -543,9 +599,21 @@ impl Relay {
                     }
                 }
             }
-            self.inbox
-                .settle_in_flight(device, &batch, lease_until, &live[sent..])
-                .await?;
+            // In ack mode what was written stays in flight until acknowledged (or the lease ends).
+            let settled: Vec<StoredEnvelope> = if registration.ack {
+                batch
+                    .iter()
+                    .filter(|e| !live[..sent].contains(e))
+                    .cloned()
+                    .collect()
+            } else {
+                batch.clone()
+            };
+            if !settled.is_empty() {
+                self.inbox
+                    .settle_in_flight(device, &settled, lease_until, &live[sent..])
+                    .await?;
+            }
             match failure {
                 None if late => return Err(Error::FetchUnfinished),
                 None => {}
@@ -573,7 +641,7 @@ impl Relay {
 
     /// The connection's user, once the frame has been counted against the user's frame limit
     /// (`send` counts it with the message limits instead).
-    async fn frame_from(&self, connection_id: &str) -> Result<DeviceAddress> {
+    pub(crate) async fn frame_from(&self, connection_id: &str) -> Result<Registration> {
         let device = self.sender(connection_id).await?;
         limit(
             self.limiter.as_ref(),
@@ -591,7 +659,8 @@ impl Relay {
     /// session) and lasts as long as it. A token that is invalid, revoked or another user's is
     /// refused as `invalid_frame`, and the connection keeps its old token.
     pub async fn renew(&self, connection_id: &str, token: &str) -> Result<u64> {
-        let device = self.frame_from(connection_id).await?;
+        let current = self.frame_from(connection_id).await?;
+        let device = current.device();
         let refused = || {
             Error::InvalidFrame("`token` is not a valid access token of this user's device".into())
         };
@@ -600,14 +669,14 @@ impl Relay {
             Ok(_) | Err(Error::Unauthorized) => return Err(refused()),
             Err(e) => return Err(e),
         };
-        let (registration, _) = self.register(connection_id, &who).await?;
+        let (registration, _) = self.register(connection_id, &who, current.ack).await?;
         tracing::info!(user_id = %device.user_id, connection_id, "connection renewed");
         Ok(registration.valid_until_ms)
     }
 
     /// `list`: how many unexpired envelopes wait.
     pub async fn list(&self, connection_id: &str) -> Result<u64> {
-        let device = self.frame_from(connection_id).await?;
+        let device = self.frame_from(connection_id).await?.device();
         self.inbox.pending(device, self.clock.now_ms()).await
     }
 }
@@ -620,7 +689,7 @@ pub enum Payload {
 }
 
 /// The outcome of a `send`: overall and per device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sent {
     pub delivery: Delivery,
     pub devices: Vec<DeviceDelivery>,

@@ -184,6 +184,8 @@ pub enum Delivery {
     /// inbox for the caller to push, to one of `connections`, newest connection first.
     Online {
         connections: Vec<String>,
+        /// Those of `connections` in ack mode: what is written to them stays in flight.
+        ack_connections: Vec<String>,
         envelopes: Vec<StoredEnvelope>,
         /// The envelopes wait in the recipient's in-flight list, leased until the
         /// `lease_until_ms` given to `deliver`, until the caller settles them
@@ -275,6 +277,12 @@ pub trait Inbox: Send + Sync {
     ) -> Result<()>;
     /// Puts envelopes back at the head, in their original order.
     async fn requeue(&self, device: DeviceAddress, envelopes: &[StoredEnvelope]) -> Result<()>;
+    /// Deletes the device's in-flight envelopes with these envelope ids (acknowledged); returns
+    /// how many there were.
+    async fn ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64>;
+    /// Puts every in-flight envelope of the device back at the head in its order (an ack-mode
+    /// connection closed).
+    async fn release(&self, device: DeviceAddress) -> Result<()>;
     /// Waiting envelopes that have not expired.
     async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64>;
 }
@@ -288,6 +296,14 @@ pub struct Registration {
     pub session_id: Uuid,
     /// Unix ms from which the connection's token is refused (leeway included).
     pub valid_until_ms: u64,
+    /// Ack mode (`ack=1`): what is written to it waits in flight until acknowledged.
+    pub ack: bool,
+}
+
+impl Registration {
+    pub fn device(&self) -> DeviceAddress {
+        DeviceAddress::new(self.user_id, self.device_id)
+    }
 }
 
 #[async_trait]
@@ -300,8 +316,8 @@ pub trait ConnectionRegistry: Send + Sync {
         registration: &Registration,
         now_ms: u64,
     ) -> Result<()>;
-    /// Forgets the connection; returns whose it was.
-    async fn unregister(&self, connection_id: &str) -> Result<Option<UserId>>;
+    /// Forgets the connection; returns what it was.
+    async fn unregister(&self, connection_id: &str) -> Result<Option<Registration>>;
     async fn registration(&self, connection_id: &str) -> Result<Option<Registration>>;
     async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
         Ok(self.registration(connection_id).await?.map(|r| r.user_id))
@@ -338,6 +354,43 @@ pub trait Pusher: Send + Sync {
     async fn push(&self, connection_id: &str, frame: &str) -> std::result::Result<(), PushError>;
     /// Closes the connection (`DeleteConnection` on AWS); `Gone` when it no longer exists.
     async fn close(&self, connection_id: &str) -> std::result::Result<(), PushError>;
+}
+
+/// What a remembered send (an id from an ack-mode connection) is at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First seen: the caller sends, then records or releases.
+    New,
+    /// Sent before with the same content: the answer it got.
+    Done(String),
+    /// Sent before with the same content, not answered yet.
+    Pending,
+    /// Sent before with other content.
+    Conflict,
+}
+
+/// Sends remembered by (sender device, id), so a repeat stores nothing new.
+#[async_trait]
+pub trait SendLog: Send + Sync {
+    /// Claims the id for `content_hash` unless it is known; a claim left unanswered lapses after
+    /// `pending_secs` (a send that died), an answer after `answered_secs`.
+    async fn claim(
+        &self,
+        sender: DeviceAddress,
+        id: &str,
+        content_hash: &str,
+        pending_secs: u64,
+    ) -> Result<Claim>;
+    /// Records the answer of a claimed send.
+    async fn record(
+        &self,
+        sender: DeviceAddress,
+        id: &str,
+        answer: &str,
+        answered_secs: u64,
+    ) -> Result<()>;
+    /// Forgets a claim whose send was refused, so the id may be sent again.
+    async fn release(&self, sender: DeviceAddress, id: &str) -> Result<()>;
 }
 
 /// Linking codes and provisioning sockets: short-lived, single-use records (Redis, with TTLs).

@@ -99,3 +99,39 @@ local function drop_expired(inbox, stats, now)
     account(stats, head, -1)
   end
 end
+
+-- Puts envelopes back at the head of the inbox in their order; over a cap (others arrived
+-- meanwhile), room is made as a delivery makes it: from the largest holder's oldest envelopes.
+local function put_back(inbox, stats, envs, max, max_bytes, ttl)
+  if #envs == 0 then return end
+  settle(inbox, stats)
+  for i = #envs, 1, -1 do
+    redis.call('LPUSH', inbox, envs[i])
+    account(stats, envs[i], 1)
+  end
+  while redis.call('LLEN', inbox) > max or total_bytes(stats) > max_bytes do
+    if not evict_one(inbox, stats, max, max_bytes, nil) then break end
+  end
+  touch(inbox, stats, ttl)
+end
+
+-- Envelopes in flight (entries `<lease_until_ms>|<envelope>`) whose lease ended before `now`
+-- (all of them when `now` is nil) go back to the head: a taker that died, or an ack-mode
+-- delivery never acknowledged. They are older than anything in the inbox. Entries still leased
+-- stay: a fetch may be writing them, or a client may still acknowledge them.
+local function reclaim(inbox, stats, flight, now, max, max_bytes, ttl)
+  local stale, live = {}, {}
+  for _, item in ipairs(redis.call('LRANGE', flight, 0, -1)) do
+    local until_ms, env = string.match(item, '^(%d+)|(.*)$')
+    if now and until_ms and tonumber(until_ms) > now then
+      live[#live + 1] = item
+    elseif env then
+      stale[#stale + 1] = env
+    end
+  end
+  if #stale == 0 then return end
+  redis.call('DEL', flight)
+  for _, item in ipairs(live) do redis.call('RPUSH', flight, item) end
+  if #live > 0 then redis.call('EXPIRE', flight, ttl) end
+  put_back(inbox, stats, stale, max, max_bytes, ttl)
+end

@@ -18,7 +18,7 @@ local old = redis.call('HGETALL', KEYS[1])
 for i = 1, #old, 2 do
   local d = old[i]
   if d ~= 'v' and new[d] ~= old[i + 1] then
-    for _, name in ipairs({'inbox', 'inbox-senders', 'inflight', 'conns', 'conn-order'}) do
+    for _, name in ipairs({'inbox', 'inbox-senders', 'inflight', 'conns', 'conn-order', 'ack-conns'}) do
       redis.call('DEL', key(d, name))
     end
   end

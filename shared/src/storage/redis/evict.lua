@@ -1,7 +1,7 @@
 -- Caps a user's live connections at ARGV[3], evicting the oldest (docs/api.md §6.1). The
 -- connection set is scored by when each registration ends, which says nothing of age, so a
 -- second set keeps the order of arrival.
--- KEYS: 1 connection set, 2 arrival order (one hash slot: {user})
+-- KEYS: 1 connection set, 2 arrival order, 3 ack-mode connections (one hash slot: {user})
 -- ARGV: 1 connection id (just registered), 2 now ms, 3 max connections, 4 ttl ms
 -- Returns the evicted connection ids, already out of both sets.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -35,6 +35,7 @@ if excess > 0 then
   for _, c in ipairs(evicted) do
     redis.call('ZREM', KEYS[1], c)
     redis.call('ZREM', KEYS[2], c)
+    redis.call('SREM', KEYS[3], c)
   end
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])

@@ -68,4 +68,24 @@ impl RedisStore {
         }
         Ok(())
     }
+
+    pub(super) async fn in_flight_ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now_ms();
+        let mut call = self.in_flight_call(device, "ack", now, now);
+        for id in ids {
+            call.arg(id);
+        }
+        self.run(&IN_FLIGHT, &call).await
+    }
+
+    pub(super) async fn in_flight_release(&self, device: DeviceAddress) -> Result<()> {
+        let now = self.clock.now_ms();
+        let call = self.in_flight_call(device, "release", now, now);
+        let _: Vec<String> = self.run(&IN_FLIGHT, &call).await?;
+        self.wait_for_replicas().await;
+        Ok(())
+    }
 }

@@ -33,8 +33,8 @@ fn ids(v: &redis::Value) -> Result<Vec<DeviceId>> {
     redis::from_redis_value(v.clone()).map_err(|_| corrupt("a malformed device list"))
 }
 
-/// One target's `{code, connections, envelopes}`.
-fn device_outcome(v: &redis::Value) -> Result<(i64, Vec<String>, Vec<String>)> {
+/// One target's `{code, connections, envelopes, ack-mode connections}`.
+fn device_outcome(v: &redis::Value) -> Result<(i64, Vec<String>, Vec<String>, Vec<String>)> {
     redis::from_redis_value(v.clone()).map_err(|_| corrupt("a malformed outcome"))
 }
 
@@ -65,6 +65,7 @@ impl Inbox for RedisStore {
                 self.keys.in_flight(device),
                 self.keys.conns(device),
                 self.keys.conn_order(device),
+                self.keys.ack_conns(device),
             ]);
         }
         let _: () = self
@@ -85,6 +86,7 @@ impl Inbox for RedisStore {
                 self.keys.conns(device),
                 self.keys.inbox_accounting(device),
                 self.keys.in_flight(device),
+                self.keys.ack_conns(device),
             ]);
         }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -131,7 +133,7 @@ impl Inbox for RedisStore {
         let mut outcomes = Vec::with_capacity(send.envelopes.len());
         let mut stored = false;
         for (i, a) in send.envelopes.iter().enumerate() {
-            let (code, connections, envelopes) = device_outcome(at(i + 1)?)?;
+            let (code, connections, envelopes, ack_connections) = device_outcome(at(i + 1)?)?;
             stored |= code == 1 || code == 3;
             outcomes.push((
                 a.device_id,
@@ -140,6 +142,7 @@ impl Inbox for RedisStore {
                     1 => Delivery::Queued,
                     code => Delivery::Online {
                         connections,
+                        ack_connections,
                         envelopes: envelopes.iter().map(|e| envelope::decode(e)).collect(),
                         in_flight: code == 3,
                     },
@@ -201,6 +204,14 @@ impl Inbox for RedisStore {
         let _: i64 = self.run(&REQUEUE, &call).await?;
         self.wait_for_replicas().await;
         Ok(())
+    }
+
+    async fn ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64> {
+        self.in_flight_ack(device, ids).await
+    }
+
+    async fn release(&self, device: DeviceAddress) -> Result<()> {
+        self.in_flight_release(device).await
     }
 
     async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64> {

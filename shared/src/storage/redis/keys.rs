@@ -61,6 +61,22 @@ impl RedisKeys {
         self.device_key(device.into(), "conns")
     }
 
+    /// A device's connections in ack mode (set), slot `{user}`: a delivery to the device then
+    /// keeps what it writes in flight until acknowledged.
+    pub fn ack_conns(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "ack-conns")
+    }
+
+    /// What a send with an id answered, for repeats (hash: `h` content hash, `a` the answer),
+    /// slot `{sender}`.
+    pub fn sent(&self, sender: DeviceAddress, id_hash: &str) -> String {
+        format!(
+            "{}:sent:{}:{id_hash}",
+            self.user_base(sender.user_id),
+            sender.device_id
+        )
+    }
+
     /// A device's connections in order of arrival (sorted set), slot `{user}`: which to evict
     /// past the per-device cap.
     pub fn conn_order(&self, device: impl Into<DeviceAddress>) -> String {

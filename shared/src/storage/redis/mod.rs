@@ -34,6 +34,7 @@ mod envelope;
 mod keys;
 mod provisioning;
 mod registry;
+mod sent_log;
 pub use keys::RedisKeys;
 mod limits;
 

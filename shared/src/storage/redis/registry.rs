@@ -20,19 +20,24 @@ use crate::storage::{ConnectionRegistry, Registration};
 static REGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("register.lua")));
 static EVICT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("evict.lua")));
 
-/// The connection key's value: `<user>|<session>|<valid_until_ms>|<device>`.
+/// The connection key's value: `<user>|<session>|<valid_until_ms>|<device>|<ack 0/1>`.
 fn encode(r: &Registration) -> String {
     format!(
-        "{}|{}|{}|{}",
-        r.user_id, r.session_id, r.valid_until_ms, r.device_id
+        "{}|{}|{}|{}|{}",
+        r.user_id,
+        r.session_id,
+        r.valid_until_ms,
+        r.device_id,
+        u8::from(r.ack)
     )
 }
 
 /// None for anything else, e.g. a bare user id written before sessions were recorded: such a
 /// connection is refused and its client reconnects, rather than kept without a session to check.
-/// A value without a device (written before devices) is device 1's.
+/// A value without a device (written before devices) is device 1's, without a mode
+/// fire-and-forget.
 fn decode(raw: &str) -> Option<Registration> {
-    let mut parts = raw.splitn(4, '|');
+    let mut parts = raw.splitn(5, '|');
     Some(Registration {
         user_id: Uuid::parse_str(parts.next()?).ok()?,
         session_id: Uuid::parse_str(parts.next()?).ok()?,
@@ -41,6 +46,7 @@ fn decode(raw: &str) -> Option<Registration> {
             Some(d) => d.parse().ok()?,
             None => PRIMARY_DEVICE,
         },
+        ack: parts.next() == Some("1"),
     })
 }
 
@@ -65,15 +71,19 @@ impl ConnectionRegistry for RedisStore {
         let device = DeviceAddress::new(user_id, registration.device_id);
         // Deliveries stop going to the connection once its token has expired.
         let ends_ms = registration.valid_until_ms.min(now_ms + CONNECTION_TTL_MS);
-        let mut by_user =
-            REGISTER.call(&[&self.keys.conns(device), &self.keys.conn_sessions(user_id)]);
+        let mut by_user = REGISTER.call(&[
+            &self.keys.conns(device),
+            &self.keys.conn_sessions(user_id),
+            &self.keys.ack_conns(device),
+        ]);
         by_user
             .arg(connection_id)
             .arg(ends_ms)
             .arg(registration.session_id.to_string())
             .arg(now_ms)
             .arg(CONNECTION_TTL_MS)
-            .arg(registration.device_id);
+            .arg(registration.device_id)
+            .arg(u8::from(registration.ack));
         let mut b = self.connection();
         let (set, key): (Result<i64>, redis::RedisResult<()>) = futures::join!(
             self.run(&REGISTER, &by_user),
@@ -88,7 +98,7 @@ impl ConnectionRegistry for RedisStore {
         Ok(())
     }
 
-    async fn unregister(&self, connection_id: &str) -> Result<Option<UserId>> {
+    async fn unregister(&self, connection_id: &str) -> Result<Option<Registration>> {
         let raw: Option<String> = self
             .connection()
             .get(self.conn_key(connection_id))
@@ -96,15 +106,22 @@ impl ConnectionRegistry for RedisStore {
             .map_err(super::unavailable)?;
         let Some(raw) = raw else { return Ok(None) };
         // A connection registered in an older format is still removed on disconnect.
-        let device = match decode(&raw) {
-            Some(r) => DeviceAddress::new(r.user_id, r.device_id),
+        let registration = match decode(&raw) {
+            Some(r) => r,
             None => match Uuid::parse_str(raw.split('|').next().unwrap_or_default()) {
-                Ok(user_id) => DeviceAddress::primary(user_id),
+                Ok(user_id) => Registration {
+                    user_id,
+                    device_id: PRIMARY_DEVICE,
+                    session_id: Uuid::nil(),
+                    valid_until_ms: 0,
+                    ack: false,
+                },
                 Err(_) => return Ok(None),
             },
         };
+        let device = DeviceAddress::new(registration.user_id, registration.device_id);
         self.remove(device, connection_id).await?;
-        Ok(Some(device.user_id))
+        Ok(Some(registration))
     }
 
     async fn registration(&self, connection_id: &str) -> Result<Option<Registration>> {
@@ -133,6 +150,8 @@ impl ConnectionRegistry for RedisStore {
             .atomic()
             .zrem(self.keys.conns(device), connection_id)
             .ignore()
+            .srem(self.keys.ack_conns(device), connection_id)
+            .ignore()
             .hdel(self.keys.conn_sessions(user_id), connection_id)
             .ignore();
         let (mut a, mut b) = (self.connection(), self.connection());
@@ -152,7 +171,11 @@ impl ConnectionRegistry for RedisStore {
         max: u32,
         now_ms: u64,
     ) -> Result<Vec<String>> {
-        let mut call = EVICT.call(&[&self.keys.conns(device), &self.keys.conn_order(device)]);
+        let mut call = EVICT.call(&[
+            &self.keys.conns(device),
+            &self.keys.conn_order(device),
+            &self.keys.ack_conns(device),
+        ]);
         call.arg(connection_id)
             .arg(now_ms)
             .arg(max)
@@ -187,11 +210,17 @@ mod tests {
             device_id: 3,
             session_id: Uuid::new_v4(),
             valid_until_ms: 1_764_000_000_000,
+            ack: true,
         };
         assert_eq!(decode(&encode(&r)), Some(r));
+        let plain = Registration { ack: false, ..r };
+        assert_eq!(decode(&encode(&plain)), Some(plain));
         assert_eq!(decode(&r.user_id.to_string()), None);
         let before_devices = format!("{}|{}|{}", r.user_id, r.session_id, r.valid_until_ms);
-        assert_eq!(decode(&before_devices).map(|r| r.device_id), Some(1));
+        assert_eq!(
+            decode(&before_devices).map(|r| (r.device_id, r.ack)),
+            Some((1, false))
+        );
         let s = Uuid::new_v4();
         assert_eq!(session_and_device(&format!("{s}|2")), Some((s, 2)));
         assert_eq!(session_and_device(&s.to_string()), Some((s, 1)));

@@ -1,0 +1,136 @@
+//! Reliable delivery, for connections in ack mode (`ack=1`): acknowledgements of what was
+//! written to them, and sends remembered by id so that a repeat stores nothing new.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::relay::{Payload, Relay, Sent};
+use crate::error::{Error, Result};
+use crate::model::DeviceAddress;
+use crate::storage::Claim;
+
+/// How long a send's answer is remembered for repeats of its id.
+const REMEMBERED: Duration = Duration::from_secs(24 * 3600);
+/// How long a claimed id waits for its answer before a repeat may send again (the first send's
+/// function died): longer than any send takes.
+const CLAIM_LAPSES: Duration = Duration::from_secs(60);
+/// How long a repeat waits for the answer of a concurrent first send, and how often it looks.
+const REPEAT_WAIT: Duration = Duration::from_secs(5);
+const REPEAT_POLL: Duration = Duration::from_millis(25);
+
+/// What identifies a send's content: a repeat must be the same send, byte for byte.
+fn content_hash(to: &str, payload: &Payload, online_only: bool) -> String {
+    let mut h = Sha256::new();
+    h.update(to.as_bytes());
+    h.update([0, u8::from(online_only)]);
+    match payload {
+        Payload::Body(body) => {
+            h.update(b"body\0");
+            h.update(body.as_bytes());
+        }
+        Payload::Devices(messages) => {
+            let mut sorted: Vec<_> = messages.iter().collect();
+            sorted.sort_by_key(|m| m.device_id);
+            for m in sorted {
+                h.update(format!("\0{}\0{}\0", m.device_id, m.registration_id).as_bytes());
+                h.update(m.body.as_bytes());
+            }
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Relay {
+    /// `ack`: deletes the connection's device's in-flight envelopes with these ids; returns how
+    /// many there were. Unknown, repeated or other users' ids change nothing.
+    pub async fn ack(&self, connection_id: &str, ids: &[String]) -> Result<u64> {
+        let device = self.frame_from(connection_id).await?.device();
+        self.inbox.ack(device, ids).await
+    }
+
+    /// A send remembered by (device, id): the first stores and records its answer; a repeat
+    /// with the same content gets that answer (waiting for it while the first is under way),
+    /// one with other content is refused. A refused send is forgotten, so it may be retried.
+    pub(crate) async fn send_once(
+        &self,
+        from: DeviceAddress,
+        id: &str,
+        to: &str,
+        payload: Payload,
+        online_only: bool,
+    ) -> Result<Sent> {
+        let hash = content_hash(to, &payload, online_only);
+        let deadline = self.clock.now_ms() + REPEAT_WAIT.as_millis() as u64;
+        loop {
+            match self
+                .sent_log
+                .claim(from, id, &hash, CLAIM_LAPSES.as_secs())
+                .await?
+            {
+                Claim::New => break,
+                Claim::Done(answer) => {
+                    return serde_json::from_str(&answer)
+                        .map_err(|e| Error::Internal(format!("remembered answer: {e}")))
+                }
+                Claim::Conflict => return Err(Error::IdReused),
+                Claim::Pending if self.clock.now_ms() < deadline => {
+                    tokio::time::sleep(REPEAT_POLL).await
+                }
+                Claim::Pending => {
+                    return Err(Error::unavailable(
+                        "send",
+                        "the first send with this id is still under way",
+                    ))
+                }
+            }
+        }
+        match self.send_from(from, to, payload, online_only).await {
+            Ok(sent) => {
+                let answer =
+                    serde_json::to_string(&sent).map_err(|e| Error::Internal(e.to_string()))?;
+                // Stored either way: a failure here only means a repeat may store again.
+                if let Err(e) = self
+                    .sent_log
+                    .record(from, id, &answer, REMEMBERED.as_secs())
+                    .await
+                {
+                    e.log();
+                }
+                Ok(sent)
+            }
+            Err(e) => {
+                if let Err(release) = self.sent_log.release(from, id).await {
+                    release.log();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::DeviceMessage;
+
+    #[test]
+    fn the_content_hash_tells_sends_apart_but_not_the_order_of_devices() {
+        let m = |device_id, body: &str| DeviceMessage {
+            device_id,
+            registration_id: 7,
+            body: body.into(),
+        };
+        let a = Payload::Devices(vec![m(1, "QQ=="), m(2, "Qg==")]);
+        let b = Payload::Devices(vec![m(2, "Qg=="), m(1, "QQ==")]);
+        assert_eq!(content_hash("u", &a, false), content_hash("u", &b, false));
+        assert_ne!(content_hash("u", &a, false), content_hash("u", &a, true));
+        assert_ne!(content_hash("u", &a, false), content_hash("v", &a, false));
+        let c = Payload::Devices(vec![m(1, "QQ=="), m(2, "Qw==")]);
+        assert_ne!(content_hash("u", &a, false), content_hash("u", &c, false));
+        assert_ne!(
+            content_hash("u", &Payload::Body("QQ==".into()), false),
+            content_hash("u", &Payload::Body("Qg==".into()), false)
+        );
+    }
+}
