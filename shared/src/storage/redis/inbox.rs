@@ -34,7 +34,9 @@ fn ids(v: &redis::Value) -> Result<Vec<DeviceId>> {
 }
 
 /// One target's `{code, connections, envelopes, ack-mode connections}`.
-fn device_outcome(v: &redis::Value) -> Result<(i64, Vec<String>, Vec<String>, Vec<String>)> {
+type Outcome = (i64, Vec<String>, Vec<String>, Vec<String>);
+
+fn device_outcome(v: &redis::Value) -> Result<Outcome> {
     redis::from_redis_value(v.clone()).map_err(|_| corrupt("a malformed outcome"))
 }
 
