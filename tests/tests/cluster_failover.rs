@@ -20,8 +20,8 @@ use shared::config::{Bucket, InboxLimits, RedisWait};
 use shared::model::{Device, DeviceAddress, DeviceList};
 use shared::storage::redis::{connect_cluster, RedisStore};
 use shared::storage::{
-    Addressed, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox, Provisioning,
-    RateDecision, RateLimiter, Registration, Revocations, StoredEnvelope,
+    Addressed, Claim, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox, Provisioning,
+    RateDecision, RateLimiter, Registration, Remembering, Revocations, SendLog, StoredEnvelope,
 };
 use shared::validation::{base64, encode};
 use uuid::Uuid;
@@ -260,6 +260,56 @@ async fn every_redis_path_runs_on_the_cluster() {
         assert_eq!(
             store.deliver(&to_both(8), now, now + 30_000).await.unwrap(),
             Fanned::UnknownInbox
+        );
+
+        // Sends remembered by id (the sender's slot), bounded per device.
+        let policy = Remembering {
+            window_ms: 60_000,
+            lapse_ms: 1_000,
+            most: 2,
+        };
+        let sender = DeviceAddress::new(user, 1);
+        assert_eq!(
+            store.claim(sender, "a", "h1", now, policy).await.unwrap(),
+            Claim::New
+        );
+        assert_eq!(
+            store.claim(sender, "a", "h1", now, policy).await.unwrap(),
+            Claim::Pending
+        );
+        assert_eq!(
+            store.claim(sender, "a", "h2", now, policy).await.unwrap(),
+            Claim::Conflict
+        );
+        store
+            .record(sender, "a", "h1", "{}", now, policy)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(sender, "a", "h1", now, policy).await.unwrap(),
+            Claim::Done("{}".into())
+        );
+        for id in ["b", "c"] {
+            assert_eq!(
+                store.claim(sender, id, "h", now + 1, policy).await.unwrap(),
+                Claim::New
+            );
+        }
+        assert_eq!(
+            store
+                .claim(sender, "a", "h2", now + 2, policy)
+                .await
+                .unwrap(),
+            Claim::New,
+            "the oldest of more than `most` is forgotten"
+        );
+        store.forget(sender, "b").await.unwrap();
+        assert_eq!(
+            store
+                .claim(sender, "b", "h9", now + 3, policy)
+                .await
+                .unwrap(),
+            Claim::New
         );
 
         // Linking codes and provisioning sockets, each key alone in its slot.

@@ -8,13 +8,16 @@ use sha2::{Digest, Sha256};
 use super::relay::{Payload, Relay, Sent};
 use crate::error::{Error, Result};
 use crate::model::DeviceAddress;
-use crate::storage::Claim;
+use crate::storage::{Claim, Remembering};
 
-/// How long a send's answer is remembered for repeats of its id.
-const REMEMBERED: Duration = Duration::from_secs(24 * 3600);
-/// How long a claimed id waits for its answer before a repeat may send again (the first send's
-/// function died): longer than any send takes.
-const CLAIM_LAPSES: Duration = Duration::from_secs(60);
+/// Sends with ids are remembered for 24 h, at most the last 10,000 per device (a client sending
+/// at the message rate limit's pace remembers less than a day; one whose function died while
+/// sending may send again after a minute, longer than any send takes).
+const REMEMBERING: Remembering = Remembering {
+    window_ms: 24 * 3600 * 1000,
+    lapse_ms: 60_000,
+    most: 10_000,
+};
 /// How long a repeat waits for the answer of a concurrent first send, and how often it looks.
 const REPEAT_WAIT: Duration = Duration::from_secs(5);
 const REPEAT_POLL: Duration = Duration::from_millis(25);
@@ -65,7 +68,7 @@ impl Relay {
         loop {
             match self
                 .sent_log
-                .claim(from, id, &hash, CLAIM_LAPSES.as_secs())
+                .claim(from, id, &hash, self.clock.now_ms(), REMEMBERING)
                 .await?
             {
                 Claim::New => break,
@@ -92,7 +95,7 @@ impl Relay {
                 // Stored either way: a failure here only means a repeat may store again.
                 if let Err(e) = self
                     .sent_log
-                    .record(from, id, &answer, REMEMBERED.as_secs())
+                    .record(from, id, &hash, &answer, self.clock.now_ms(), REMEMBERING)
                     .await
                 {
                     e.log();
@@ -100,8 +103,8 @@ impl Relay {
                 Ok(sent)
             }
             Err(e) => {
-                if let Err(release) = self.sent_log.release(from, id).await {
-                    release.log();
+                if let Err(forget) = self.sent_log.forget(from, id).await {
+                    forget.log();
                 }
                 Err(e)
             }

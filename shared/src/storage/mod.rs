@@ -369,28 +369,41 @@ pub enum Claim {
     Conflict,
 }
 
+/// How long and how many sends a device's log remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembering {
+    /// How long an answer is remembered (ms).
+    pub window_ms: u64,
+    /// How long an unanswered claim holds (ms): a first send that died lets a repeat send then.
+    pub lapse_ms: u64,
+    /// Most sends remembered per device; the oldest go first.
+    pub most: u64,
+}
+
 /// Sends remembered by (sender device, id), so a repeat stores nothing new.
 #[async_trait]
 pub trait SendLog: Send + Sync {
-    /// Claims the id for `content_hash` unless it is known; a claim left unanswered lapses after
-    /// `pending_secs` (a send that died), an answer after `answered_secs`.
+    /// Claims the id for `content_hash` unless it is known.
     async fn claim(
         &self,
         sender: DeviceAddress,
         id: &str,
         content_hash: &str,
-        pending_secs: u64,
+        now_ms: u64,
+        policy: Remembering,
     ) -> Result<Claim>;
     /// Records the answer of a claimed send.
     async fn record(
         &self,
         sender: DeviceAddress,
         id: &str,
+        content_hash: &str,
         answer: &str,
-        answered_secs: u64,
+        now_ms: u64,
+        policy: Remembering,
     ) -> Result<()>;
     /// Forgets a claim whose send was refused, so the id may be sent again.
-    async fn release(&self, sender: DeviceAddress, id: &str) -> Result<()>;
+    async fn forget(&self, sender: DeviceAddress, id: &str) -> Result<()>;
 }
 
 /// Linking codes and provisioning sockets: short-lived, single-use records (Redis, with TTLs).

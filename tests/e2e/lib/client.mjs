@@ -114,10 +114,17 @@ export class RelayUser extends SignalParty {
     return request('GET', `/v1/users?username=${encodeURIComponent(username)}`, { token: this.token });
   }
 
-  async connect() {
+  /** Connects (once); `{ ack: true }` opens it in ack mode (`&ack=1`, issue 14). */
+  async connect({ ack = false } = {}) {
     if (this.socket && !this.socket.closed) return this.socket;
-    this.socket = await RelaySocket.connect(this.token);
+    this.socket = await RelaySocket.connect(this.token, { ack });
     return this.socket;
+  }
+
+  /** The app dies: the socket is dropped without a Close frame (RelaySocket.terminate). */
+  async crash() {
+    if (this.socket) await this.socket.terminate();
+    this.socket = null;
   }
 
   async disconnect() {

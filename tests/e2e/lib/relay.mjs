@@ -109,9 +109,15 @@ export class WsHandshakeError extends Error {
  * frame answers a pending request (sent/error by id, drained/inbox/pong by type).
  */
 export class RelaySocket {
-  static connect(token, { timeoutMs = WS_TIMEOUT_MS } = {}) {
-    const url = `${RELAY_WS_URL}?token=${encodeURIComponent(token)}`;
-    return this.open(url, { timeoutMs });
+  /**
+   * `ack: true` opens the connection in ack mode (`&ack=1`, issue 14): what the relay writes to
+   * it stays in flight until acknowledged with ack(). Without it, fire-and-forget (as before).
+   */
+  static async connect(token, { timeoutMs = WS_TIMEOUT_MS, ack = false } = {}) {
+    const url = `${RELAY_WS_URL}?token=${encodeURIComponent(token)}${ack ? '&ack=1' : ''}`;
+    const s = await this.open(url, { timeoutMs });
+    s.ackMode = Boolean(ack);
+    return s;
   }
 
   /** Opens a WebSocket to `url`; resolves with an instance of the class it is called on. */
@@ -314,6 +320,35 @@ export class RelaySocket {
       }, timeoutMs);
       this.inboxWaiters.push(w);
     });
+  }
+
+  /**
+   * {"action":"ack","id","ids"} (ack mode, issue 14): acknowledges envelopes by their `id`.
+   * Resolves with the `acked` reply (`acked`: how many were in flight and are now deleted) or the
+   * `error` frame of that id (never rejects on an error frame). `id: null` sends no frame id (the
+   * reply's id is then null).
+   */
+  async ack(ids, { id = randomUUID() } = {}) {
+    const frame = { action: 'ack', ids };
+    if (id !== null) frame.id = id;
+    const want = id === null ? null : id;
+    const reply = this.waitFrame(
+      (f) => (f.type === 'acked' || f.type === 'error') && (f.id ?? null) === want,
+      `reply to ack ${id}`,
+    );
+    this.sendFrame(frame);
+    return reply;
+  }
+
+  /**
+   * Drops the connection abruptly, as a crashed app or a lost network does: no Close frame
+   * (ws.terminate destroys the TCP socket). Resolves once the socket is closed here.
+   */
+  async terminate() {
+    if (this.closed) return;
+    const done = new Promise((resolve) => this.ws.once('close', resolve));
+    this.ws.terminate();
+    await done;
   }
 
   /** Resolves with { code, reason } once the server has closed the socket (rejects after timeoutMs). */

@@ -145,3 +145,33 @@ export function assertDeviceEnvelope(env, { from, body, sentAfter } = {}) {
   if (from) assert.equal(env.source_device, from.deviceId, `source_device is the sending device: ${JSON.stringify(env).slice(0, 200)}`);
   else assert.ok(Number.isInteger(env.source_device), 'source_device');
 }
+
+// ---------------------------------------------------------------- ack mode (issue 14)
+
+/**
+ * The relay's lease (`FETCH_LEASE_MS`, default 30000): unacknowledged envelopes are due again
+ * after it. Set RELAY_FETCH_LEASE_MS when the relay under test runs with another value.
+ */
+export const FETCH_LEASE_MS = Number(process.env.RELAY_FETCH_LEASE_MS || 30000);
+
+/**
+ * Polls `list` on `socket` until the inbox holds `n` envelopes (in-flight ones are not counted);
+ * throws after `timeoutMs`. Returns how long it took (ms).
+ */
+export async function waitPending(socket, n, { timeoutMs = 5000, stepMs = 50 } = {}) {
+  const t0 = Date.now();
+  for (;;) {
+    const pending = await socket.list();
+    if (pending === n) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`inbox holds ${pending}, not ${n}, after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Asserts a WebSocket `error` frame: its id echoed, its code, a message. */
+export function assertErrorFrame(f, id, code) {
+  assert.equal(f.type, 'error', `expected an error frame: ${JSON.stringify(f)}`);
+  assert.equal(f.id, id, `error frame id: ${JSON.stringify(f)}`);
+  assert.equal(f.code, code, `error code: ${JSON.stringify(f)}`);
+  assert.equal(typeof f.message, 'string', `error message: ${JSON.stringify(f)}`);
+}

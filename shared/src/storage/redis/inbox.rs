@@ -68,6 +68,8 @@ impl Inbox for RedisStore {
                 self.keys.conns(device),
                 self.keys.conn_order(device),
                 self.keys.ack_conns(device),
+                self.keys.sent(device),
+                self.keys.sent_times(device),
             ]);
         }
         let _: () = self

@@ -67,14 +67,15 @@ impl RedisKeys {
         self.device_key(device.into(), "ack-conns")
     }
 
-    /// What a send with an id answered, for repeats (hash: `h` content hash, `a` the answer),
-    /// slot `{sender}`.
-    pub fn sent(&self, sender: DeviceAddress, id_hash: &str) -> String {
-        format!(
-            "{}:sent:{}:{id_hash}",
-            self.user_base(sender.user_id),
-            sender.device_id
-        )
+    /// The sends a device made with ids, for repeats (hash: `<sha256 of id>` →
+    /// `<content hash>|<answer>`), slot `{user}`.
+    pub fn sent(&self, sender: DeviceAddress) -> String {
+        self.device_key(sender, "sent")
+    }
+
+    /// When each remembered send was claimed (sorted set), slot `{user}`.
+    pub fn sent_times(&self, sender: DeviceAddress) -> String {
+        self.device_key(sender, "sent-times")
     }
 
     /// A device's connections in order of arrival (sorted set), slot `{user}`: which to evict

@@ -1,23 +1,32 @@
-//! `SendLog` on Redis: one hash per remembered send, in the sender's slot, keyed by a hash of
-//! the id (ids are the client's: up to 128 bytes of anything).
+//! `SendLog` on Redis (`sent.lua`): per sender device, a hash of the remembered sends and a
+//! sorted set of when each was claimed, in the sender's slot; ids are hashed (they are the
+//! client's: up to 128 bytes of anything).
 
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{unavailable, Lua, RedisStore};
+use super::{Lua, RedisStore};
 use crate::error::{Error, Result};
 use crate::model::DeviceAddress;
-use crate::storage::{Claim, SendLog};
+use crate::storage::{Claim, Remembering, SendLog};
 
-static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("sent.lua")));
+static SENT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("sent.lua")));
 
 fn id_hash(id: &str) -> String {
     Sha256::digest(id.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+impl RedisStore {
+    fn sent_call(&self, sender: DeviceAddress, op: &str, id: &str, now_ms: u64) -> redis::Cmd {
+        let mut call = SENT.call(&[&self.keys.sent(sender), &self.keys.sent_times(sender)]);
+        call.arg(op).arg(id_hash(id)).arg(now_ms);
+        call
+    }
 }
 
 #[async_trait]
@@ -27,12 +36,15 @@ impl SendLog for RedisStore {
         sender: DeviceAddress,
         id: &str,
         content_hash: &str,
-        pending_secs: u64,
+        now_ms: u64,
+        policy: Remembering,
     ) -> Result<Claim> {
-        let key = self.keys.sent(sender, &id_hash(id));
-        let mut call = CLAIM.call(&[&key]);
-        call.arg(content_hash).arg(pending_secs.max(1));
-        let reply: Vec<String> = self.run(&CLAIM, &call).await?;
+        let mut call = self.sent_call(sender, "claim", id, now_ms);
+        call.arg(content_hash)
+            .arg(policy.window_ms)
+            .arg(policy.lapse_ms)
+            .arg(policy.most.max(1));
+        let reply: Vec<String> = self.run(&SENT, &call).await?;
         match reply.first().map(String::as_str) {
             Some("new") => Ok(Claim::New),
             Some("conflict") => Ok(Claim::Conflict),
@@ -46,28 +58,20 @@ impl SendLog for RedisStore {
         &self,
         sender: DeviceAddress,
         id: &str,
+        content_hash: &str,
         answer: &str,
-        answered_secs: u64,
+        now_ms: u64,
+        policy: Remembering,
     ) -> Result<()> {
-        let key = self.keys.sent(sender, &id_hash(id));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(&key, "a", answer)
-            .ignore()
-            .expire(&key, answered_secs.max(1) as i64)
-            .ignore();
-        let _: () = pipe
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
+        let mut call = self.sent_call(sender, "record", id, now_ms);
+        call.arg(content_hash).arg(answer).arg(policy.window_ms);
+        let _: Vec<String> = self.run(&SENT, &call).await?;
         Ok(())
     }
 
-    async fn release(&self, sender: DeviceAddress, id: &str) -> Result<()> {
-        let key = self.keys.sent(sender, &id_hash(id));
-        let _: () = redis::AsyncCommands::del(&mut self.connection(), key)
-            .await
-            .map_err(unavailable)?;
+    async fn forget(&self, sender: DeviceAddress, id: &str) -> Result<()> {
+        let call = self.sent_call(sender, "release", id, self.clock.now_ms());
+        let _: Vec<String> = self.run(&SENT, &call).await?;
         Ok(())
     }
 }
