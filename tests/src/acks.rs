@@ -12,9 +12,11 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::Ws;
 use crate::stack::Stack;
 
-/// `ACK_LEASE_MS`'s default: how long an envelope written to an ack-mode connection waits for
-/// its acknowledgement before it is delivered again.
-pub const ACK_LEASE: Duration = Duration::from_millis(30_000);
+/// How long an envelope written to an ack-mode connection waits for its acknowledgement before
+/// it is delivered again: the stack's `FETCH_LEASE_MS` (the lease of fetch batches in flight).
+pub fn ack_lease(stack: &Stack) -> Duration {
+    stack.config.relay.fetch_lease
+}
 
 /// The WebSocket URL of an ack-mode connection with `token`.
 pub fn ack_url(stack: &Stack, token: &str) -> String {

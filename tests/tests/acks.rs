@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 use relay_tests::acks::{
-    ack, ack_frame, acked, connect_ack, envelope_ids, frames_within, inbox_len, names, next_frame,
-    receive_pushed, reply_alone, texts, user_key, wait_inbox_len, with_query, Next, ACK_LEASE,
+    ack, ack_frame, ack_lease, acked, connect_ack, envelope_ids, frames_within, inbox_len, names,
+    next_frame, receive_pushed, reply_alone, texts, user_key, wait_inbox_len, with_query, Next,
 };
 use relay_tests::devices::{
     assert_mismatched, assert_stale, link, message, pending, send_frame, Device,
@@ -28,8 +28,8 @@ use tokio_tungstenite::tungstenite::Message;
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// A lease and a second: every unacknowledged envelope is due again.
-fn past_lease() -> Duration {
-    ACK_LEASE + Duration::from_secs(1)
+fn past_lease(stack: &Stack) -> Duration {
+    ack_lease(stack) + Duration::from_secs(1)
 }
 
 /// A `send` frame in the single form.
@@ -121,7 +121,7 @@ async fn unacked_envelopes_come_back_in_order_after_a_dropped_socket_and_never_a
         ack(&mut b, None, &ids).await,
         json!({"type": "acked", "id": null, "acked": 0})
     );
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(
         b.fetch_all().await.is_empty(),
         "delivered after its ack, past the lease"
@@ -149,14 +149,14 @@ async fn an_unacked_envelope_comes_back_on_the_same_connection_after_the_lease()
     let first = receive_pushed(&mut b, 1).await;
 
     // Half a lease: still in flight, not delivered again.
-    stack.advance(ACK_LEASE / 2);
+    stack.advance(ack_lease(&stack) / 2);
     assert!(
         b.fetch_all().await.is_empty(),
         "redelivered within its lease"
     );
 
     // Past the lease: `fetch` on the same connection writes it again, then `drained`.
-    stack.advance(ACK_LEASE / 2 + Duration::from_secs(1));
+    stack.advance(ack_lease(&stack) / 2 + Duration::from_secs(1));
     b.send(json!({"action": "fetch"})).await;
     assert_eq!(
         b.recv().await,
@@ -167,7 +167,7 @@ async fn an_unacked_envelope_comes_back_on_the_same_connection_after_the_lease()
 
     // Acknowledging after the redelivery works, and it is gone for good.
     assert_eq!(acked(&mut b, "late", &envelope_ids(&first)).await, 1);
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(b.fetch_all().await.is_empty(), "delivered after its ack");
     assert_eq!(pending(&mut b).await, 0);
 }
@@ -182,7 +182,7 @@ async fn after_the_lease_the_next_message_to_a_connected_device_brings_the_unack
     send_texts(&mut a, &bob.user_id, "m", 0..1, "delivered").await;
     let first = receive_pushed(&mut b, 1).await;
 
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     send_texts(&mut a, &bob.user_id, "m", 1..2, "delivered").await;
     let got = receive_pushed(&mut b, 2).await;
     assert_eq!(
@@ -192,7 +192,7 @@ async fn after_the_lease_the_next_message_to_a_connected_device_brings_the_unack
     assert_eq!(texts(&got), names("m", 0..2));
 
     assert_eq!(acked(&mut b, "both", &envelope_ids(&got)).await, 2);
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(b.fetch_all().await.is_empty(), "delivered after its ack");
 }
 
@@ -200,24 +200,41 @@ async fn after_the_lease_the_next_message_to_a_connected_device_brings_the_unack
 async fn after_the_lease_another_connection_of_the_device_fetches_it() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let mut older = connect_ack(&stack, &bob.access).await;
-    let mut newer = connect_ack(&stack, &bob.access).await;
+    let mut one = connect_ack(&stack, &bob.access).await;
+    let mut two = connect_ack(&stack, &bob.access).await;
     let mut a = alice.connect(&stack).await;
     send_texts(&mut a, &bob.user_id, "m", 0..1, "delivered").await;
-    // A device's connections are tried newest first (docs/api.md §6.6).
-    let first = receive_pushed(&mut newer, 1).await;
+    // One of the device's connections gets the push (which one is not the point here).
+    let (first, pushed_to_one) = tokio::select! {
+        got = receive_pushed(&mut one, 1) => (got, true),
+        got = receive_pushed(&mut two, 1) => (got, false),
+    };
+    let (mut holder, mut other) = if pushed_to_one {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert!(
+        frames_within(&mut holder, SETTLE).await.is_empty()
+            && frames_within(&mut other, SETTLE).await.is_empty(),
+        "pushed twice"
+    );
 
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert_eq!(
-        older.fetch_all().await,
+        other.fetch_all().await,
         first,
         "the other connection gets it"
     );
-    assert_eq!(acked(&mut older, "a", &envelope_ids(&first)).await, 1);
-    assert!(newer.fetch_all().await.is_empty());
-    stack.advance(past_lease());
+    assert_eq!(acked(&mut other, "a", &envelope_ids(&first)).await, 1);
+    assert!(holder.fetch_all().await.is_empty());
+    stack.advance(past_lease(&stack));
     assert!(
-        newer.fetch_all().await.is_empty(),
+        holder.fetch_all().await.is_empty(),
+        "delivered after its ack"
+    );
+    assert!(
+        other.fetch_all().await.is_empty(),
         "delivered after its ack"
     );
 }
@@ -281,7 +298,7 @@ async fn acking_unknown_foreign_or_malformed_ids_changes_nothing() {
     assert_error(&reply, "bad", "invalid_frame");
 
     // Nothing was acknowledged: both envelopes come back after the lease, unchanged.
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert_eq!(b.fetch_all().await, bobs, "Bob's envelope after the lease");
     assert_eq!(
         c.fetch_all().await,
@@ -291,7 +308,7 @@ async fn acking_unknown_foreign_or_malformed_ids_changes_nothing() {
     // One id twice in a frame deletes one envelope.
     assert_eq!(acked(&mut b, "twice", &[bob_id.clone(), bob_id]).await, 1);
     assert_eq!(acked(&mut c, "carol", &[carol_id]).await, 1);
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(b.fetch_all().await.is_empty());
     assert!(c.fetch_all().await.is_empty());
 }
@@ -337,7 +354,7 @@ async fn unacked_envelopes_in_flight_count_toward_the_inbox_cap() {
 
 #[tokio::test]
 async fn an_envelope_that_expires_in_flight_is_never_delivered_again() {
-    let stack = Stack::with_env(&[("INBOX_TTL_SECS", "45")]).await;
+    let stack = Stack::with_env(&[("INBOX_TTL_SECS", "45"), ("FETCH_LEASE_MS", "30000")]).await;
     let (alice, bob) = User::pair(&stack).await;
     let mut b = connect_ack(&stack, &bob.access).await;
     assert!(b.fetch_all().await.is_empty());
@@ -389,7 +406,7 @@ async fn online_only_messages_are_fire_and_forget_in_ack_mode_too() {
         b.fetch_all().await.is_empty(),
         "an online_only message held"
     );
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(
         b.fetch_all().await.is_empty(),
         "an online_only message held"
@@ -438,7 +455,7 @@ async fn without_ack_mode_a_written_envelope_is_gone_and_acks_acknowledge_nothin
     );
     let mut b = bob.connect(&stack).await;
     assert!(b.fetch_all().await.is_empty(), "delivered twice");
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     assert!(
         b.fetch_all().await.is_empty(),
         "delivered twice, past the lease"
@@ -485,7 +502,7 @@ async fn ack_true_opts_in_too_and_any_other_value_is_fire_and_forget() {
             "{value} kept the envelope"
         );
         let mut b = connect_ack(&stack, &bob.access).await;
-        stack.advance(past_lease());
+        stack.advance(past_lease(&stack));
         assert!(b.fetch_all().await.is_empty(), "{value} is ack mode");
         b.close().await;
     }
@@ -503,6 +520,7 @@ struct KillStats {
     closed: usize,
     crashed_before_processing: usize,
     closed_by_server: usize,
+    kills_while_sending: usize,
     unavailable: usize,
     duplicates: usize,
     acked_in_replies_read: u64,
@@ -629,6 +647,9 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
                 _ => panic!("unexpected frame {f}"),
             }
         }
+        if !sends.iter().all(|t| t.is_finished()) {
+            stats.kills_while_sending += 1;
+        }
         if rng.gen_bool(0.5) {
             drop(b);
             stats.dropped += 1;
@@ -676,6 +697,10 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
         "every body exactly once by envelope id"
     );
     assert!(
+        stats.kills_while_sending >= 3,
+        "the senders finished before Bob's connections died: {stats:?}"
+    );
+    assert!(
         stats.acked_in_replies_read <= TOTAL as u64,
         "more deletions than envelopes: {stats:?}"
     );
@@ -685,7 +710,7 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
     assert!(b.fetch_all().await.is_empty());
     b.close().await;
     tokio::time::sleep(SETTLE).await;
-    stack.advance(past_lease());
+    stack.advance(past_lease(&stack));
     let mut b = connect_ack(&stack, &bob.access).await;
     assert!(b.fetch_all().await.is_empty(), "redelivered past the lease");
     assert_eq!(pending(&mut b).await, 0);
@@ -957,31 +982,39 @@ async fn idempotency_is_per_sending_device() {
     assert_eq!(alice2.device_id, 2);
 }
 
+/// The field of a remembered send in its device's `sent` hash: the hex SHA-256 of the id.
+fn id_hash(id: &str) -> String {
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[tokio::test]
-async fn a_remembered_send_is_kept_a_day_under_the_sender_devices_key() {
+async fn a_remembered_send_is_kept_a_day_in_the_sender_devices_log() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let key = |id: &str| {
-        let hash: String = Sha256::digest(id.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        user_key(&stack, &alice.user_id, &format!("sent:1:{hash}"))
-    };
+    let log = user_key(&stack, &alice.user_id, "sent");
+    let times = user_key(&stack, &alice.user_id, "sent-times");
     let mut redis = stack.redis().await;
 
     let mut a = connect_ack(&stack, &alice.access).await;
     let reply = reply_alone(&mut a, single(&bob.user_id, "kept-1", b"x")).await;
     assert_eq!(reply, sent("kept-1", "queued"));
-    let ttl: i64 = redis.ttl(key("kept-1")).await.expect("TTL");
-    assert!(
-        (86_000..=86_400).contains(&ttl),
-        "TTL {ttl} of {}",
-        key("kept-1")
-    );
-    for field in ["h", "a"] {
-        let there: bool = redis.hexists(key("kept-1"), field).await.expect("HEXISTS");
-        assert!(there, "no field {field} in {}", key("kept-1"));
+    let entry: Option<String> = redis.hget(&log, id_hash("kept-1")).await.expect("HGET");
+    let entry = entry.unwrap_or_else(|| panic!("kept-1 not in {log}"));
+    let (content, answer) = entry
+        .split_once('|')
+        .unwrap_or_else(|| panic!("not <content hash>|<answer>: {entry}"));
+    assert!(!content.is_empty() && !answer.is_empty(), "{entry}");
+    let claimed: Option<f64> = redis
+        .zscore(&times, id_hash("kept-1"))
+        .await
+        .expect("ZSCORE");
+    assert!(claimed.is_some(), "kept-1 not in {times}");
+    for key in [&log, &times] {
+        let ttl: i64 = redis.ttl(key).await.expect("TTL");
+        assert!((86_000..=86_400).contains(&ttl), "TTL {ttl} of {key}");
     }
 
     // A refused send and a fire-and-forget send leave nothing.
@@ -992,7 +1025,37 @@ async fn a_remembered_send_is_kept_a_day_under_the_sender_devices_key() {
     let reply = plain.send_message(&bob.user_id, "kept-3", b"x").await;
     assert_eq!(reply, sent("kept-3", "queued"));
     for id in ["kept-2", "kept-3"] {
-        let there: bool = redis.exists(key(id)).await.expect("EXISTS");
+        let there: bool = redis.hexists(&log, id_hash(id)).await.expect("HEXISTS");
         assert!(!there, "{id} remembered");
     }
+}
+
+#[tokio::test]
+async fn a_repeat_within_a_day_is_answered_from_memory_and_after_a_day_is_a_new_send() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let frame = single(&bob.user_id, "day-1", b"daily");
+    let mut a = connect_ack(&stack, &alice.access).await;
+    let first = reply_alone(&mut a, frame.clone()).await;
+    assert_eq!(first, sent("day-1", "queued"));
+    a.close().await;
+
+    // 23 hours on (a fresh login: the first token has expired), the same send is remembered.
+    stack.advance(Duration::from_secs(23 * 3600));
+    let (access, _) = alice.log_in(&stack).await;
+    let mut a = connect_ack(&stack, &access).await;
+    assert_eq!(reply_alone(&mut a, frame.clone()).await, first);
+    a.close().await;
+
+    // Past 24 hours it is forgotten: the same frame is a new send.
+    stack.advance(Duration::from_secs(3600 + 1));
+    let (access, _) = alice.log_in(&stack).await;
+    let mut a = connect_ack(&stack, &access).await;
+    assert_eq!(reply_alone(&mut a, frame).await, sent("day-1", "queued"));
+
+    let (access, _) = bob.log_in(&stack).await;
+    let mut b = Ws::connect(&stack.ws_url(&access))
+        .await
+        .expect("handshake");
+    assert_eq!(texts(&b.fetch_all().await), ["daily", "daily"]);
 }
