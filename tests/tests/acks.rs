@@ -1059,3 +1059,66 @@ async fn a_repeat_within_a_day_is_answered_from_memory_and_after_a_day_is_a_new_
         .expect("handshake");
     assert_eq!(texts(&b.fetch_all().await), ["daily", "daily"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections the relay closes itself hand back what they held at once
+// ---------------------------------------------------------------------------------------------
+
+/// An ack-mode connection closed by the relay (evicted past the per-device cap, or its session
+/// logged out) gets no `$disconnect` release of its own: the relay releases for it, so the next
+/// connection fetches what it held without waiting for the lease.
+#[tokio::test]
+async fn evicted_and_logged_out_ack_connections_hand_back_what_they_held() {
+    let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "1")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+
+    let mut first = connect_ack(&stack, &bob.access).await;
+    assert!(first.fetch_all().await.is_empty());
+    a.send_message(&bob.user_id, "e1", b"held-by-evicted").await;
+    let held = receive_pushed(&mut first, 1).await;
+    // A second connection evicts the first, which never acknowledged.
+    let mut second = connect_ack(&stack, &bob.access).await;
+    let again = second.fetch_all().await;
+    assert_eq!(
+        envelope_ids(&again),
+        envelope_ids(&held),
+        "within the lease"
+    );
+    assert_eq!(acked(&mut second, "a1", &envelope_ids(&again)).await, 1);
+
+    a.send_message(&bob.user_id, "e2", b"held-by-logged-out")
+        .await;
+    let held = receive_pushed(&mut second, 1).await;
+    let (access, _) = bob.log_in(&stack).await;
+    assert_eq!(
+        relay_tests::client::delete_auth(&stack, "/v1/sessions/current", &bob.access).await,
+        204
+    );
+    let mut third = connect_ack(&stack, &access).await;
+    let again = third.fetch_all().await;
+    assert_eq!(
+        envelope_ids(&again),
+        envelope_ids(&held),
+        "within the lease"
+    );
+}
+
+/// A send that stored nothing (every device `dropped`) is not remembered: its id may be sent
+/// again and this time be delivered.
+#[tokio::test]
+async fn a_dropped_send_is_not_remembered() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = connect_ack(&stack, &alice.access).await;
+    let mut typing = single(&bob.user_id, "t-1", b"typing");
+    typing["online_only"] = json!(true);
+    assert_eq!(
+        reply_alone(&mut a, typing.clone()).await,
+        sent("t-1", "dropped")
+    );
+    let mut b = bob.connect(&stack).await;
+    assert!(b.fetch_all().await.is_empty());
+    assert_eq!(reply_alone(&mut a, typing).await, sent("t-1", "delivered"));
+    assert_eq!(receive_pushed(&mut b, 1).await.len(), 1);
+}

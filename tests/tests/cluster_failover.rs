@@ -20,8 +20,9 @@ use shared::config::{Bucket, InboxLimits, RedisWait};
 use shared::model::{Device, DeviceAddress, DeviceList};
 use shared::storage::redis::{connect_cluster, RedisStore};
 use shared::storage::{
-    Addressed, Claim, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox, Provisioning,
-    RateDecision, RateLimiter, Registration, Remembering, Revocations, SendLog, StoredEnvelope,
+    Addressed, Claim, Connected, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox,
+    Provisioning, RateDecision, RateLimiter, Registration, Remembering, Revocations, SendLog,
+    StoredEnvelope,
 };
 use shared::validation::{base64, encode};
 use uuid::Uuid;
@@ -175,7 +176,14 @@ async fn every_redis_path_runs_on_the_cluster() {
         );
         assert_eq!(
             store.connections(user).await.unwrap(),
-            vec![(connection.clone(), registration.session_id, 1)]
+            vec![(
+                connection.clone(),
+                Connected {
+                    session_id: registration.session_id,
+                    device_id: 1,
+                    ack: true
+                }
+            )]
         );
         match deliver_one(&store, user, &envelope("on"), false, now, now + 30_000)
             .await

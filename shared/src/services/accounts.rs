@@ -322,8 +322,20 @@ impl Accounts {
             Ok(open) => open,
             Err(e) => return e.log(),
         };
-        let ended = open.into_iter().filter(|(_, sid, d)| ended(*sid, *d));
-        let closing = ended.map(|(connection_id, _, device_id)| async move {
+        let ended: Vec<_> = open
+            .into_iter()
+            .filter(|(_, c)| ended(c.session_id, c.device_id))
+            .collect();
+        // Their `$disconnect` will find no registration: what ack-mode ones held goes back now.
+        let mut holding: Vec<DeviceId> = ended
+            .iter()
+            .filter(|(_, c)| c.ack)
+            .map(|(_, c)| c.device_id)
+            .collect();
+        holding.sort_unstable();
+        holding.dedup();
+        let closing = ended.into_iter().map(|(connection_id, c)| async move {
+            let device_id = c.device_id;
             match sockets.close(&connection_id).await {
                 Ok(()) | Err(PushError::Gone) => {}
                 Err(PushError::Failed(detail)) => {
@@ -337,6 +349,15 @@ impl Accounts {
             tracing::info!(%user_id, %connection_id, "connection of an ended session closed");
         });
         futures::future::join_all(closing).await;
+        for device_id in holding {
+            if let Err(e) = self
+                .inbox
+                .release(DeviceAddress::new(user_id, device_id))
+                .await
+            {
+                e.log();
+            }
+        }
     }
 
     /// Access tokens of the session stop working for as long as any could still be accepted.

@@ -121,9 +121,15 @@ impl Relay {
             .registry
             .evict_over(device, connection_id, self.max_connections, now_ms)
             .await?;
-        for old in evicted {
+        let mut released = false;
+        for (old, ack) in evicted {
             self.forget(&old);
             self.registry.remove(device, &old).await?;
+            // Its `$disconnect` will find no registration: what it held goes back now.
+            if ack && !released {
+                self.inbox.release(device).await?;
+                released = true;
+            }
             match self.pusher.close(&old).await {
                 Ok(()) | Err(PushError::Gone) => {}
                 Err(PushError::Failed(detail)) => tracing::warn!(
@@ -462,7 +468,7 @@ impl Relay {
         ))
     }
 
-    /// Pushes to the device's connections, newest first, dropping any found gone. What could
+    /// Pushes to the device's connections (latest-ending registration first), dropping any found gone. What could
     /// not be pushed is put back in the inbox (when `requeue`) and returned. Envelopes `leased`
     /// in the in-flight list are settled there: the written ones leave it (those written to an
     /// ack-mode connection stay until acknowledged), the rest go back.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::relay::{Payload, Relay, Sent};
+use super::{limit, Limit};
 use crate::error::{Error, Result};
+use crate::frames::Delivery;
 use crate::model::DeviceAddress;
 use crate::storage::{Claim, Remembering};
 
@@ -20,7 +22,7 @@ const REMEMBERING: Remembering = Remembering {
 };
 /// How long a repeat waits for the answer of a concurrent first send, and how often it looks.
 const REPEAT_WAIT: Duration = Duration::from_secs(5);
-const REPEAT_POLL: Duration = Duration::from_millis(25);
+const REPEAT_POLL: Duration = Duration::from_millis(100);
 
 /// What identifies a send's content: a repeat must be the same send, byte for byte.
 fn content_hash(to: &str, payload: &Payload, online_only: bool) -> String {
@@ -65,6 +67,7 @@ impl Relay {
     ) -> Result<Sent> {
         let hash = content_hash(to, &payload, online_only);
         let deadline = self.clock.now_ms() + REPEAT_WAIT.as_millis() as u64;
+        let mut charged = false;
         loop {
             match self
                 .sent_log
@@ -72,6 +75,18 @@ impl Relay {
                 .await?
             {
                 Claim::New => break,
+                // A repeat is a frame like any other (a first send pays with the send's limits).
+                _ if !charged => {
+                    limit(
+                        self.limiter.as_ref(),
+                        &self.limits,
+                        Limit::Frames { user: from.user_id },
+                        1,
+                    )
+                    .await?;
+                    charged = true;
+                    continue;
+                }
                 Claim::Done(answer) => {
                     return serde_json::from_str(&answer)
                         .map_err(|e| Error::Internal(format!("remembered answer: {e}")))
@@ -89,6 +104,13 @@ impl Relay {
             }
         }
         match self.send_from(from, to, payload, online_only).await {
+            // Nothing was stored anywhere: a repeat may try again.
+            Ok(sent) if sent.devices.iter().all(|d| d.delivery == Delivery::Dropped) => {
+                if let Err(forget) = self.sent_log.forget(from, id).await {
+                    forget.log();
+                }
+                Ok(sent)
+            }
             Ok(sent) => {
                 let answer =
                     serde_json::to_string(&sent).map_err(|e| Error::Internal(e.to_string()))?;

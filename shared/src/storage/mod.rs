@@ -181,7 +181,7 @@ pub enum Delivery {
     /// Stored; the device has no live connection.
     Queued,
     /// The recipient is connected: these envelopes (the new one included) were taken from the
-    /// inbox for the caller to push, to one of `connections`, newest connection first.
+    /// inbox for the caller to push, to one of `connections` (latest-ending registration first).
     Online {
         connections: Vec<String>,
         /// Those of `connections` in ack mode: what is written to them stays in flight.
@@ -306,6 +306,14 @@ impl Registration {
     }
 }
 
+/// What the registry keeps of a user's connection for closing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connected {
+    pub session_id: Uuid,
+    pub device_id: DeviceId,
+    pub ack: bool,
+}
+
 #[async_trait]
 pub trait ConnectionRegistry: Send + Sync {
     /// Registers the connection until its token stops being accepted (or the gateway's
@@ -327,17 +335,17 @@ pub trait ConnectionRegistry: Send + Sync {
     /// Keeps the device's `max` most recently connected registrations, `connection_id` (just
     /// registered) counting as the newest: the older ones leave the user's set in one atomic
     /// step, so concurrent handshakes cannot pass `max`, and are returned for the caller to
-    /// forget ([`ConnectionRegistry::remove`]) and close.
+    /// forget ([`ConnectionRegistry::remove`]) and close, each with whether it was in ack mode.
     async fn evict_over(
         &self,
         device: DeviceAddress,
         connection_id: &str,
         max: u32,
         now_ms: u64,
-    ) -> Result<Vec<String>>;
-    /// The user's registered connections with the session and device of each, so logout,
-    /// device removal and deletion can close them.
-    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid, DeviceId)>>;
+    ) -> Result<Vec<(String, bool)>>;
+    /// The user's registered connections with the session, device and mode of each, so
+    /// logout, device removal and deletion can close them.
+    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Connected)>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{Lua, RedisStore, CONNECTION_TTL_MS};
 use crate::error::Result;
-use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
-use crate::storage::{ConnectionRegistry, Registration};
+use crate::model::{DeviceAddress, UserId, PRIMARY_DEVICE};
+use crate::storage::{Connected, ConnectionRegistry, Registration};
 
 static REGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("register.lua")));
 static EVICT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("evict.lua")));
@@ -50,13 +50,20 @@ fn decode(raw: &str) -> Option<Registration> {
     })
 }
 
-/// A `conn_sessions` value: `<session>|<device>`, or a bare session (device 1) from before devices.
-fn session_and_device(raw: &str) -> Option<(Uuid, DeviceId)> {
-    let (session, device) = match raw.split_once('|') {
-        Some((s, d)) => (s, d.parse().ok()?),
-        None => (raw, PRIMARY_DEVICE),
+/// A `conn_sessions` value: `<session>|<device>|<ack 0/1>`; from before devices a bare
+/// session (device 1), from before ack mode `<session>|<device>`.
+fn session_and_device(raw: &str) -> Option<Connected> {
+    let mut parts = raw.splitn(3, '|');
+    let session_id = Uuid::parse_str(parts.next()?).ok()?;
+    let device_id = match parts.next() {
+        Some(d) => d.parse().ok()?,
+        None => PRIMARY_DEVICE,
     };
-    Some((Uuid::parse_str(session).ok()?, device))
+    Some(Connected {
+        session_id,
+        device_id,
+        ack: parts.next() == Some("1"),
+    })
 }
 
 #[async_trait]
@@ -170,7 +177,7 @@ impl ConnectionRegistry for RedisStore {
         connection_id: &str,
         max: u32,
         now_ms: u64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, bool)>> {
         let mut call = EVICT.call(&[
             &self.keys.conns(device),
             &self.keys.conn_order(device),
@@ -180,10 +187,17 @@ impl ConnectionRegistry for RedisStore {
             .arg(now_ms)
             .arg(max)
             .arg(CONNECTION_TTL_MS);
-        self.run(&EVICT, &call).await
+        let (evicted, acking): (Vec<String>, Vec<String>) = self.run(&EVICT, &call).await?;
+        Ok(evicted
+            .into_iter()
+            .map(|c| {
+                let ack = acking.contains(&c);
+                (c, ack)
+            })
+            .collect())
     }
 
-    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Uuid, DeviceId)>> {
+    async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Connected)>> {
         let all: Vec<(String, String)> = self
             .connection()
             .hgetall(self.keys.conn_sessions(user_id))
@@ -191,10 +205,7 @@ impl ConnectionRegistry for RedisStore {
             .map_err(super::unavailable)?;
         Ok(all
             .into_iter()
-            .filter_map(|(c, raw)| {
-                let (session, device) = session_and_device(&raw)?;
-                Some((c, session, device))
-            })
+            .filter_map(|(c, raw)| Some((c, session_and_device(&raw)?)))
             .collect())
     }
 }
@@ -222,7 +233,15 @@ mod tests {
             Some((1, false))
         );
         let s = Uuid::new_v4();
-        assert_eq!(session_and_device(&format!("{s}|2")), Some((s, 2)));
-        assert_eq!(session_and_device(&s.to_string()), Some((s, 1)));
+        let connected = |device_id, ack| {
+            Some(Connected {
+                session_id: s,
+                device_id,
+                ack,
+            })
+        };
+        assert_eq!(session_and_device(&format!("{s}|2|1")), connected(2, true));
+        assert_eq!(session_and_device(&format!("{s}|2")), connected(2, false));
+        assert_eq!(session_and_device(&s.to_string()), connected(1, false));
     }
 }

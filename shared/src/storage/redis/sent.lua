@@ -17,6 +17,9 @@ if ARGV[1] == 'release' then
 end
 
 if ARGV[1] == 'record' then
+  -- Only onto its own unanswered claim: not one aged out meanwhile (no time index would ever
+  -- drop it), nor one a later repeat took over after the claim lapsed.
+  if redis.call('HGET', log, id) ~= ARGV[4] .. '|' then return {} end
   redis.call('HSET', log, id, ARGV[4] .. '|' .. ARGV[5])
   local secs = math.ceil(tonumber(ARGV[6]) / 1000)
   redis.call('EXPIRE', log, secs)
