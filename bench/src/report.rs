@@ -212,7 +212,10 @@ fn device_rows(d: &OnlineDevices, echo: &EchoFloor) -> Vec<Row> {
             "2 devices: send→receive p50 / p99",
             p50_p99(two),
             format!("1 device {}", p50_p99(one)),
-            times(two.latency.p99_ms, one.latency.p99_ms),
+            format!(
+                "p99 {:.1}× 1 device",
+                two.latency.p99_ms / one.latency.p99_ms.max(1e-9)
+            ),
         ),
         plain(&name, "1 device: server CPU per send", cpu(&one.cpu)),
         row(
