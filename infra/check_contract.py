@@ -4,8 +4,11 @@
 The functions dispatch on requestContext.routeKey, so the HTTP API route keys must be exactly
 those of the route table in the Rust code (shared::routes, printed by `relay-routes`); the WebSocket API must route on $request.body.action to the connection function
 with a route response on $default; every function must be a cargo-lambda build of its own
-binary on provided.al2023/arm64 and see the environment the code reads. cfn-lint checks the
-template's syntax and types, not these facts. Exit status 0 when all hold, 1 otherwise.
+binary on provided.al2023/arm64 and see the environment the code reads. The attachments bucket
+must be private, encrypted, expiring and reachable by browsers, and only the attachments
+function may touch it, with PutObject/GetObject on attachments/* alone (a presigned URL can do
+what its signer may). cfn-lint checks the template's syntax and types, not these facts. Exit
+status 0 when all hold, 1 otherwise.
 
 Usage: check_contract.py [--template PATH] [--routes JSON]   (needs cfn-lint's YAML loader, see infra/lint)
 """
@@ -54,8 +57,118 @@ GLOBAL_ENV = {
 }
 
 
+# Environment a function needs beyond Globals, set on the function itself.
+FUNCTION_ENV = {
+    # The connection function pushes and closes; the users function closes ended sessions' sockets.
+    "ConnectionFunction": {"WS_MANAGEMENT_ENDPOINT"},
+    "UsersFunction": {"WS_MANAGEMENT_ENDPOINT"},
+    # Without it the attachment routes answer 503 (shared::config::AttachmentsConfig).
+    "AttachmentsFunction": {"ATTACHMENTS_BUCKET"},
+}
+
+# The only S3 permissions in the template: what the attachments function presigns
+# (shared/src/storage/s3.rs), on the objects the code names (attachments/<id>).
+ATTACHMENTS_FUNCTION = "AttachmentsFunction"
+ATTACHMENTS_S3_ACTIONS = {"s3:PutObject", "s3:GetObject"}
+ATTACHMENTS_PREFIX = "attachments/"
+ATTACHMENTS_EXPIRY_DAYS = 30
+
+
 def plain(value):
     return json.loads(json.dumps(value))
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(policies) -> list[dict]:
+    """Every statement of a role's inline policies, both branches of an Fn::If included."""
+    out: list[dict] = []
+    for policy in as_list(policies or []):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            branches = policy["Fn::If"][1:]
+        else:
+            branches = [policy]
+        for b in branches:
+            if isinstance(b, dict) and "PolicyDocument" in b:
+                out += as_list((b["PolicyDocument"] or {}).get("Statement") or [])
+    return out
+
+
+def check_attachments(resources: dict) -> list[str]:
+    """The attachments bucket and who may touch it."""
+    errors: list[str] = []
+    fn = (resources.get(ATTACHMENTS_FUNCTION) or {}).get("Properties") or {}
+    ref = ((fn.get("Environment") or {}).get("Variables") or {}).get("ATTACHMENTS_BUCKET")
+    bucket_id = ref.get("Ref") if isinstance(ref, dict) else None
+    bucket = resources.get(bucket_id) if bucket_id else None
+    if not bucket or bucket.get("Type") != "AWS::S3::Bucket":
+        return [f"{ATTACHMENTS_FUNCTION}: ATTACHMENTS_BUCKET must be !Ref of the template's AWS::S3::Bucket"]
+    props = bucket.get("Properties") or {}
+    block = props.get("PublicAccessBlockConfiguration") or {}
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        if block.get(flag) is not True:
+            errors.append(f"{bucket_id}: PublicAccessBlockConfiguration.{flag} must be true")
+    owners = [r.get("ObjectOwnership") for r in ((props.get("OwnershipControls") or {}).get("Rules") or [])]
+    if owners != ["BucketOwnerEnforced"]:
+        errors.append(f"{bucket_id}: OwnershipControls must be BucketOwnerEnforced (ACLs off)")
+    sse = [
+        (r.get("ServerSideEncryptionByDefault") or {}).get("SSEAlgorithm")
+        for r in ((props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration") or [])
+    ]
+    if not sse or any(a not in ("AES256", "aws:kms", "aws:kms:dsse") for a in sse):
+        errors.append(f"{bucket_id}: needs default server-side encryption (AES256 or aws:kms)")
+    rules = [r for r in ((props.get("LifecycleConfiguration") or {}).get("Rules") or []) if r.get("Status") == "Enabled"]
+    if not any(
+        (r.get("Prefix") or (r.get("Filter") or {}).get("Prefix")) == ATTACHMENTS_PREFIX
+        and r.get("ExpirationInDays") == ATTACHMENTS_EXPIRY_DAYS
+        for r in rules
+    ):
+        errors.append(
+            f"{bucket_id}: needs an enabled lifecycle rule expiring {ATTACHMENTS_PREFIX} after {ATTACHMENTS_EXPIRY_DAYS} days"
+        )
+    if not any(r.get("AbortIncompleteMultipartUpload") for r in rules):
+        errors.append(f"{bucket_id}: needs an enabled lifecycle rule aborting incomplete multipart uploads")
+    cors = (props.get("CorsConfiguration") or {}).get("CorsRules") or []
+    if not any({"PUT", "GET"} <= set(r.get("AllowedMethods") or []) for r in cors):
+        errors.append(f"{bucket_id}: CORS must allow PUT and GET (web clients upload and download directly)")
+
+    # S3 permissions: only the attachments function's role, only its two actions, only the prefix.
+    role_id = (fn.get("Role") or {}).get("Fn::GetAtt", [None])[0] if isinstance(fn.get("Role"), dict) else None
+    want_resource = {"Fn::Sub": f"${{{bucket_id}.Arn}}/{ATTACHMENTS_PREFIX}*"}
+    granted: set[str] = set()
+    for lid, res in resources.items():
+        if res.get("Type") != "AWS::IAM::Role":
+            continue
+        for st in statements((res.get("Properties") or {}).get("Policies")):
+            actions = {str(a) for a in as_list(st.get("Action") or [])}
+            s3 = {a for a in actions if a.lower().startswith("s3:") or a == "*"}
+            if not s3:
+                continue
+            if lid != role_id:
+                errors.append(f"{lid}: only {ATTACHMENTS_FUNCTION}'s role may have S3 permissions, found {sorted(s3)}")
+                continue
+            if st.get("Effect") != "Allow" or s3 != actions or not s3 <= ATTACHMENTS_S3_ACTIONS:
+                errors.append(
+                    f"{lid}: S3 statements must allow only {sorted(ATTACHMENTS_S3_ACTIONS)}, found {sorted(actions)}"
+                )
+            if as_list(st.get("Resource")) != [want_resource]:
+                errors.append(
+                    f"{lid}: S3 permissions must be on {want_resource['Fn::Sub']} only, found {st.get('Resource')}"
+                )
+            granted |= s3
+    if role_id and granted != ATTACHMENTS_S3_ACTIONS:
+        errors.append(f"{role_id}: must allow {sorted(ATTACHMENTS_S3_ACTIONS)} (it presigns both), found {sorted(granted)}")
+    # Its code reads no table.
+    role = (resources.get(role_id) or {}).get("Properties") or {}
+    if any(
+        str(a).lower().startswith("dynamodb:")
+        for st in statements(role.get("Policies"))
+        for a in as_list(st.get("Action") or [])
+    ):
+        errors.append(f"{role_id}: the attachments function uses no DynamoDB table; its role must not either")
+    return errors
 
 
 def check(template: dict, table: dict) -> list[str]:
@@ -110,13 +223,16 @@ def check(template: dict, table: dict) -> list[str]:
         policies = json.dumps(((resources.get(role) or {}).get("Properties") or {}).get("Policies"))
         if "secretsmanager:GetSecretValue" not in policies or "${JwtSecretId}-??????" not in policies:
             errors.append(f"{logical_id}: its role must be allowed GetSecretValue on the JWT secret only")
-    # The connection function pushes and closes; the users function closes ended sessions' sockets.
-    for function in ("ConnectionFunction", "UsersFunction"):
+    for function, names in FUNCTION_ENV.items():
+        if function not in BINARIES:
+            continue
         fn_env = (((resources.get(function) or {}).get("Properties") or {}).get("Environment") or {}).get(
             "Variables"
         ) or {}
-        if "WS_MANAGEMENT_ENDPOINT" not in fn_env:
-            errors.append(f"{function} lacks WS_MANAGEMENT_ENDPOINT")
+        for name in sorted(names - set(fn_env)):
+            errors.append(f"{function} lacks {name}")
+    if ATTACHMENTS_FUNCTION in BINARIES:
+        errors += check_attachments(resources)
 
     # HTTP API routes: exactly the route table's, each on the right function, all on one HttpApi.
     seen: dict[str, str] = {}

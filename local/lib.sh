@@ -4,12 +4,19 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.local"
 # What ./local/up keeps across restarts (Redis' append-only file, the DynamoDB database file, the
-# development JWT secret); only ./local/up --reset deletes it.
+# attachments' objects, the development JWT secret); only ./local/up --reset deletes it.
 DATA="${RELAY_DATA_DIR:-$STATE}"
 VENV="$STATE/venv"
 MOTO_VERSION="5.2.5"
 FUZZ_VENV="$STATE/venv-fuzz"
 SCHEMATHESIS_VERSION="4.32.5"
+# The local S3-API server (attachments): s3s-fs from crates.io, built into .local/s3s/. It checks
+# SigV4 signatures (presigned URLs included), their expiry and the signed Content-Length, which
+# is what bounds an attachment's size. 0.17 needs a newer rustc than the workspace's.
+S3S_VERSION="0.14.1"
+S3S_ROOT="$STATE/s3s"
+# The bucket ./local/up and ./local/test give the gateway (a directory under the server's root).
+LOCAL_BUCKET="relay-attachments"
 mkdir -p "$STATE"
 
 log() { printf '[relay] %s\n' "$*" >&2; }
@@ -58,6 +65,24 @@ ensure_schemathesis() {
   export RELAY_SCHEMATHESIS="$FUZZ_VENV/bin/schemathesis"
 }
 
+# s3s-fs, the local S3-API server: installed with cargo into .local/s3s/ unless that version is
+# there already (one install at a time: concurrent ./local/up share the lock).
+ensure_s3() {
+  local exe="$S3S_ROOT/bin/s3s-fs"
+  if [ "$("$exe" --version 2>/dev/null || true)" != "s3s-fs $S3S_VERSION" ]; then
+    ensure_cargo
+    (
+      flock 8
+      if [ "$("$exe" --version 2>/dev/null || true)" != "s3s-fs $S3S_VERSION" ]; then
+        log "installing s3s-fs $S3S_VERSION into ${S3S_ROOT#"$ROOT"/} (cargo install, a few minutes once)"
+        cargo install --quiet --locked --force --root "$S3S_ROOT" s3s-fs --version "$S3S_VERSION" \
+          --features binary
+      fi
+    ) 8>"$STATE/s3s-install.lock"
+  fi
+  export RELAY_S3_SERVER="$exe"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -95,10 +120,25 @@ start_redis() { # port dir [persist]
   wait_port 127.0.0.1 "$1" 20
 }
 
-# Dummy credentials: the local engines accept any; real AWS credentials are never needed locally.
+# s3s-fs on 127.0.0.1:PORT serving the buckets under DIR (kept there: a bucket is a directory,
+# an object a file), with bucket BUCKET (default LOCAL_BUCKET) created; it accepts requests signed
+# with the credentials of local_aws_env (call that first) and nothing else. Log in DIR.log.
+start_s3() { # port dir [bucket]
+  mkdir -p "$2/${3:-$LOCAL_BUCKET}"
+  RUST_LOG=error "${RELAY_S3_SERVER:-$S3S_ROOT/bin/s3s-fs}" --host 127.0.0.1 --port "$1" \
+    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$2" \
+    >"${2%/}.log" 2>&1 9>&- &
+  PIDS+=($!)
+  wait_port 127.0.0.1 "$1" 20
+}
+
+# Dummy credentials: the local engines accept any, and real AWS credentials are never needed
+# locally. Always these, whatever the shell exported: the local S3 server is given them on its
+# command line (visible in `ps`), and presigned URLs carry the access key id.
 local_aws_env() {
-  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
-  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+  export AWS_ACCESS_KEY_ID=local
+  export AWS_SECRET_ACCESS_KEY=local
+  unset AWS_SESSION_TOKEN AWS_PROFILE
   export AWS_REGION="${AWS_REGION:-us-east-1}"
 }
 

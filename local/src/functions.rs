@@ -56,6 +56,7 @@ impl Functions for InProcess {
         let resp = match function {
             Function::Users => users::handler(&self.app, req).await,
             Function::Keys => keys::handler(&self.app, req).await,
+            Function::Attachments => attachments::handler(&self.app, req).await,
             // No HTTP route is the connection function's (`shared::routes` tests it).
             Function::Connection => Ok(shared::http::error(&shared::Error::RouteNotFound)),
         };

@@ -8,12 +8,12 @@ use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
 use crate::services::{
-    accounts::Accounts, auth::Authenticator, devices::Devices, directory::KeyDirectory,
-    relay::Relay,
+    accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
+    directory::KeyDirectory, relay::Relay,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
-use crate::storage::{Health, Pusher};
+use crate::storage::{BlobStore, Health, Pusher};
 
 pub struct App {
     pub config: Config,
@@ -22,6 +22,8 @@ pub struct App {
     pub accounts: Accounts,
     pub keys: KeyDirectory,
     pub devices: Devices,
+    /// None when no bucket is configured (`ATTACHMENTS_BUCKET`).
+    pub attachments: Option<Attachments>,
     pub dynamo: Dynamo,
     pub redis: RedisStore,
 }
@@ -51,7 +53,14 @@ impl App {
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
         let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox)
             .with_wait(config.redis_wait);
-        Self::assemble(config, dynamo, redis, clock, sockets)
+        let blobs: Option<Arc<dyn BlobStore>> = match &config.attachments {
+            Some(a) => Some(Arc::new(crate::storage::s3::S3::new(
+                crate::storage::s3::client_from_env().await,
+                &a.bucket,
+            ))),
+            None => None,
+        };
+        Self::assemble(config, dynamo, redis, clock, sockets, blobs)
     }
 
     pub fn assemble(
@@ -60,6 +69,7 @@ impl App {
         redis: RedisStore,
         clock: SharedClock,
         sockets: Option<Arc<dyn Pusher>>,
+        blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Arc<Self>> {
         // The adapters read the App's clock too: sessions expire, and revocations last, by it.
         let dynamo = dynamo.with_clock(clock.clone());
@@ -90,6 +100,15 @@ impl App {
             clock: clock.clone(),
             established: Default::default(),
         };
+        let attachments = match (blobs, &config.attachments) {
+            (Some(blobs), Some(settings)) => Some(Attachments {
+                blobs,
+                limiter: redis_arc.clone(),
+                limits: config.rate_limits,
+                config: settings.clone(),
+            }),
+            _ => None,
+        };
         let devices = Devices {
             accounts: accounts.clone(),
             keys: dynamo_arc,
@@ -103,9 +122,17 @@ impl App {
             accounts,
             keys,
             devices,
+            attachments,
             dynamo,
             redis,
         }))
+    }
+
+    /// The attachments service, or `unavailable` where no bucket is configured.
+    pub fn attachments(&self) -> Result<&Attachments> {
+        self.attachments.as_ref().ok_or_else(|| {
+            crate::error::Error::unavailable("attachments", "ATTACHMENTS_BUCKET is not set")
+        })
     }
 
     /// The relay service, pushing through `pusher`.

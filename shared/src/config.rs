@@ -78,6 +78,10 @@ pub struct RateLimits {
     pub frames: Bucket,
     /// Linking codes and provisioning messages per account.
     pub provisioning: Bucket,
+    /// Attachment uploads (presigned upload URLs) per user.
+    pub attachments: Bucket,
+    /// Attachment downloads (presigned download URLs) per user.
+    pub attachment_downloads: Bucket,
     /// `POST /v1/devices` (a linking code presented) per client IP.
     pub link: Bucket,
 }
@@ -123,6 +127,12 @@ impl Default for RateLimits {
             provisioning: Bucket::new(10, 600),
             // Codes are 256 random bits, so guessing is hopeless anyway; this bounds the cost.
             link: Bucket::new(10, 600),
+            // A person sharing photos in bursts fits; a loop filling storage does not (30 at
+            // once, then one a minute).
+            attachments: Bucket::new(30, 1800),
+            // Scrolling back through a chat full of photos fits; a loop making storage serve one
+            // file over and over (paid per GB) gets one URL every 6 s.
+            attachment_downloads: Bucket::new(120, 720),
         }
     }
 }
@@ -217,6 +227,20 @@ impl Default for DeviceLimits {
     }
 }
 
+/// Attachments in object storage (`ATTACHMENTS_BUCKET`); none configured: the attachment
+/// routes answer `unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentsConfig {
+    pub bucket: String,
+    /// Largest attachment, in bytes of ciphertext (`ATTACHMENT_MAX_BYTES`).
+    pub max_bytes: u64,
+    /// How long presigned URLs last (`ATTACHMENT_URL_TTL_SECS`).
+    pub url_ttl: Duration,
+}
+
+/// Default `ATTACHMENT_MAX_BYTES`: 100 MiB.
+pub const DEFAULT_ATTACHMENT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+
 /// How the relay keeps WebSocket connections honest and fetches bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayTimings {
@@ -259,6 +283,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub keys: KeyLimits,
     pub devices: DeviceLimits,
+    pub attachments: Option<AttachmentsConfig>,
     /// Live WebSocket connections per user; a new one past it closes the oldest.
     pub max_connections_per_user: u32,
     /// Largest accepted HTTP request body.
@@ -359,6 +384,33 @@ impl Config {
             provisioning_max_bytes: env.number("PROVISIONING_MAX_BYTES", 8192)?,
             bundle_without_one_time: env.flag("BUNDLE_WITHOUT_ONE_TIME")?.unwrap_or(false),
         };
+        let attachments = match get("ATTACHMENTS_BUCKET").filter(|b| !b.is_empty()) {
+            None => None,
+            Some(bucket) => {
+                let url_ttl_secs: u64 = env.number("ATTACHMENT_URL_TTL_SECS", 300)?;
+                // SigV4 presigned URLs last at most 7 days.
+                if !(1..=604_800).contains(&url_ttl_secs) {
+                    return Err(ConfigError::Invalid {
+                        var: "ATTACHMENT_URL_TTL_SECS".into(),
+                        expected: "1 to 604800 (7 days)",
+                    });
+                }
+                let max_bytes: u64 =
+                    env.number("ATTACHMENT_MAX_BYTES", DEFAULT_ATTACHMENT_MAX_BYTES)?;
+                // One PUT carries at most 5 GiB.
+                if !(1..=5 * 1024 * 1024 * 1024).contains(&max_bytes) {
+                    return Err(ConfigError::Invalid {
+                        var: "ATTACHMENT_MAX_BYTES".into(),
+                        expected: "1 to 5368709120 (5 GiB, one PUT)",
+                    });
+                }
+                Some(AttachmentsConfig {
+                    bucket,
+                    max_bytes,
+                    url_ttl: Duration::from_secs(url_ttl_secs),
+                })
+            }
+        };
         let redis_url = env.required("REDIS_URL")?;
         let redis_cluster = redis_mode(&redis_url, env.flag("REDIS_CLUSTER")?)?;
         Ok(Self {
@@ -411,12 +463,18 @@ impl Config {
                 frames: env.bucket("RATE_LIMIT_FRAMES", defaults.frames)?,
                 provisioning: env.bucket("RATE_LIMIT_PROVISIONING", defaults.provisioning)?,
                 link: env.bucket("RATE_LIMIT_LINK", defaults.link)?,
+                attachments: env.bucket("RATE_LIMIT_ATTACHMENTS", defaults.attachments)?,
+                attachment_downloads: env.bucket(
+                    "RATE_LIMIT_ATTACHMENT_DOWNLOADS",
+                    defaults.attachment_downloads,
+                )?,
             },
             keys: KeyLimits {
                 max_one_time_prekeys,
                 new_account_age: Duration::from_secs(env.number("NEW_ACCOUNT_AGE_SECS", 86_400)?),
             },
             devices,
+            attachments,
             max_connections_per_user,
             max_request_bytes: env.number("RELAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)?,
             ws_management_endpoint: get("WS_MANAGEMENT_ENDPOINT").filter(|s| !s.is_empty()),

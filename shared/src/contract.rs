@@ -30,6 +30,9 @@ use crate::routes::HttpRoute;
     crate::model::DevicesOut,
     crate::model::DeviceBundleOut,
     crate::model::DevicesBundleOut,
+    crate::model::AttachmentRequest,
+    crate::model::AttachmentUploadOut,
+    crate::model::AttachmentDownloadOut,
     crate::error::ErrorBody,
     crate::error::ErrorDetail,
 )))]
@@ -210,6 +213,26 @@ fn describe(route: HttpRoute) -> RouteDoc {
             ],
             ok: (200, Some("DevicesBundleOut")),
             errors: &[400, 401, 404, 412, 429],
+        },
+        CreateAttachment => RouteDoc {
+            summary: "Get an attachment id and a presigned upload URL bound to the exact size",
+            bearer: true,
+            body: Some("AttachmentRequest"),
+            params: &[],
+            ok: (200, Some("AttachmentUploadOut")),
+            errors: &[400, 401, 429],
+        },
+        GetAttachment => RouteDoc {
+            summary: "Get a presigned download URL of an attachment",
+            bearer: true,
+            body: None,
+            params: &[(
+                "attachment_id",
+                "path",
+                "The attachment's id (22 characters of base64url)",
+            )],
+            ok: (200, Some("AttachmentDownloadOut")),
+            errors: &[401, 404, 429],
         },
     }
 }

@@ -29,6 +29,8 @@ pub enum Error {
     Forbidden,
     #[error("device not found")]
     DeviceNotFound,
+    #[error("attachment not found")]
+    AttachmentNotFound,
     #[error("the account has the most devices it may have")]
     TooManyDevices,
     #[error("linking code is wrong, expired or already used")]
@@ -106,6 +108,7 @@ impl Error {
             | Self::RouteNotFound
             | Self::UnknownRecipient
             | Self::DeviceNotFound
+            | Self::AttachmentNotFound
             | Self::UnknownAddress => 404,
             Self::UsernameTaken
             | Self::TooManyDevices
@@ -133,6 +136,7 @@ impl Error {
             Self::PrekeysExhausted | Self::DevicesExhausted(_) => "prekeys_exhausted",
             Self::Forbidden => "forbidden",
             Self::DeviceNotFound => "device_not_found",
+            Self::AttachmentNotFound => "attachment_not_found",
             Self::TooManyDevices => "too_many_devices",
             Self::InvalidCode => "invalid_code",
             Self::UnknownAddress => "unknown_address",

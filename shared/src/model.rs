@@ -186,6 +186,35 @@ pub struct BundleOut {
     pub kyber_prekey: Option<SignedPreKeyOut>,
 }
 
+/// `POST /v1/attachments`: the size of the encrypted file to upload.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AttachmentRequest {
+    /// Bytes of ciphertext, 1 to `ATTACHMENT_MAX_BYTES`; the upload must be exactly this long.
+    pub size: u64,
+}
+
+/// Where and how to upload an attachment: a presigned `PUT` bound to the exact size.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentUploadOut {
+    /// The attachment's id (128 random bits, base64url): what the sender puts in its message.
+    pub id: String,
+    pub upload_url: String,
+    /// Always `PUT`.
+    pub upload_method: String,
+    /// Headers the upload must carry with exactly these values (they are signed).
+    pub upload_headers: std::collections::BTreeMap<String, String>,
+    /// Seconds until the URL stops being accepted.
+    pub expires_in: u64,
+}
+
+/// `GET /v1/attachments/{attachment_id}`: a presigned `GET`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentDownloadOut {
+    pub download_url: String,
+    /// Seconds until the URL stops being accepted.
+    pub expires_in: u64,
+}
+
 /// `POST /v1/devices/provisioning`: a single-use linking code for a new device.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProvisioningCodeOut {

@@ -9,10 +9,11 @@ pub enum Function {
     Users,
     Keys,
     Connection,
+    Attachments,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [Self::Users, Self::Keys, Self::Connection];
+    pub const ALL: [Function; 4] = [Self::Users, Self::Keys, Self::Connection, Self::Attachments];
 
     /// The name the function is built and deployed (and run under cargo lambda watch) as.
     pub fn name(self) -> &'static str {
@@ -20,6 +21,7 @@ impl Function {
             Self::Users => "users",
             Self::Keys => "keys",
             Self::Connection => "connection",
+            Self::Attachments => "attachments",
         }
     }
 }
@@ -43,10 +45,12 @@ pub enum HttpRoute {
     ListDevices,
     RemoveDevice,
     DeviceBundle,
+    CreateAttachment,
+    GetAttachment,
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 16] = [
+    pub const ALL: [HttpRoute; 18] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
@@ -63,6 +67,8 @@ impl HttpRoute {
         Self::ListDevices,
         Self::RemoveDevice,
         Self::DeviceBundle,
+        Self::CreateAttachment,
+        Self::GetAttachment,
     ];
 
     /// The API Gateway route key (`METHOD /path/{param}`).
@@ -84,6 +90,8 @@ impl HttpRoute {
             Self::ListDevices => "GET /v1/devices",
             Self::RemoveDevice => "DELETE /v1/devices/{device_id}",
             Self::DeviceBundle => "GET /v1/users/{user_id}/devices/{device_id}/bundle",
+            Self::CreateAttachment => "POST /v1/attachments",
+            Self::GetAttachment => "GET /v1/attachments/{attachment_id}",
         }
     }
 
@@ -104,6 +112,7 @@ impl HttpRoute {
             Self::UploadKeys | Self::CountKeys | Self::Bundle | Self::DeviceBundle => {
                 Function::Keys
             }
+            Self::CreateAttachment | Self::GetAttachment => Function::Attachments,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod acks;
 pub mod app;
+pub mod attachments;
 pub mod client;
 pub mod cluster;
 pub mod devices;

@@ -11,7 +11,7 @@ use shared::Config;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use crate::servers::servers;
+use crate::servers::{servers, TEST_BUCKET};
 
 pub struct Stack {
     pub addr: SocketAddr,
@@ -43,6 +43,8 @@ pub fn test_env() -> HashMap<String, String> {
         ("RELAY_TABLE_PREFIX", prefix),
         ("ARGON2_M_KIB", "4096".into()),
         ("ARGON2_T", "1".into()),
+        // Attachments on the process's S3 server (`set_aws_env` points the SDK at it).
+        ("ATTACHMENTS_BUCKET", TEST_BUCKET.into()),
     ]
     .map(|(k, v)| (k.to_string(), v))
     .into_iter()
@@ -66,15 +68,21 @@ pub fn limits_off() -> Vec<(String, String)> {
 
 pub fn set_aws_env() {
     let s = servers();
-    // The SDK reads these; every stack of the process uses the same DynamoDB server.
+    // The SDK reads these; every stack of the process uses the same DynamoDB and S3 servers.
     std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
+    std::env::set_var("AWS_ENDPOINT_URL_S3", &s.s3_url);
     set_aws_credentials();
 }
 
-/// Dummy credentials and region: local engines accept any.
+/// The harness's dummy credentials: DynamoDB engines accept any; the S3 server is started with
+/// these and refuses requests signed with others.
+pub const TEST_ACCESS_KEY: &str = "test";
+pub const TEST_SECRET_KEY: &str = "test";
+
+/// Dummy credentials and region.
 pub fn set_aws_credentials() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY);
     std::env::set_var("AWS_REGION", "us-east-1");
 }
 

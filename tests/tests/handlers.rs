@@ -56,6 +56,7 @@ fn http_event(
 async fn call(app: &shared::App, function: &str, req: lambda_http::Request) -> (u16, Value) {
     let resp = match function {
         "users" => users::handler(app, req).await,
+        "attachments" => attachments::handler(app, req).await,
         _ => keys::handler(app, req).await,
     }
     .unwrap();
@@ -83,6 +84,7 @@ async fn each_route_of_the_table_is_served_by_its_function_only() {
         let (own, other) = match route.function() {
             Function::Users => ("users", "keys"),
             Function::Keys => ("keys", "users"),
+            Function::Attachments => ("attachments", "keys"),
             Function::Connection => unreachable!("no HTTP route is the connection function's"),
         };
         let (status, body) = call(&app, own, event()).await;

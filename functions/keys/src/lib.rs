@@ -27,7 +27,9 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::SendProvisioning
             | HttpRoute::LinkDevice
             | HttpRoute::ListDevices
-            | HttpRoute::RemoveDevice,
+            | HttpRoute::RemoveDevice
+            | HttpRoute::CreateAttachment
+            | HttpRoute::GetAttachment,
         )
         | None => http::error(&Error::RouteNotFound),
     })

@@ -27,7 +27,9 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             HttpRoute::UploadKeys
             | HttpRoute::CountKeys
             | HttpRoute::Bundle
-            | HttpRoute::DeviceBundle,
+            | HttpRoute::DeviceBundle
+            | HttpRoute::CreateAttachment
+            | HttpRoute::GetAttachment,
         )
         | None => http::error(&Error::RouteNotFound),
     })

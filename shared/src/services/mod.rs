@@ -1,6 +1,7 @@
 //! Use cases, written against the storage traits only.
 
 pub mod accounts;
+pub mod attachments;
 pub mod auth;
 pub mod devices;
 pub mod directory;
@@ -50,6 +51,10 @@ pub enum Limit<'a> {
     Provisioning { user: UserId },
     /// Linking codes presented (`POST /v1/devices`) per client IP (`RATE_LIMIT_LINK`).
     Link { ip: &'a str },
+    /// Attachment uploads per user (`RATE_LIMIT_ATTACHMENTS`).
+    Attachments { user: UserId },
+    /// Attachment downloads per user (`RATE_LIMIT_ATTACHMENT_DOWNLOADS`).
+    AttachmentDownloads { user: UserId },
 }
 
 impl Limit<'_> {
@@ -75,6 +80,8 @@ impl Limit<'_> {
             Self::Frames { user } => format!("frames:{{{user}}}"),
             Self::Provisioning { user } => format!("provisioning:{user}"),
             Self::Link { ip } => format!("link:{ip}"),
+            Self::Attachments { user } => format!("attachments:{user}"),
+            Self::AttachmentDownloads { user } => format!("attachment-downloads:{user}"),
         }
     }
 
@@ -97,6 +104,8 @@ impl Limit<'_> {
             Self::Frames { .. } => limits.frames,
             Self::Provisioning { .. } => limits.provisioning,
             Self::Link { .. } => limits.link,
+            Self::Attachments { .. } => limits.attachments,
+            Self::AttachmentDownloads { .. } => limits.attachment_downloads,
         }
     }
 }
@@ -213,6 +222,8 @@ mod tests {
             Limit::Frames { user: a },
             Limit::Provisioning { user: a },
             Limit::Link { ip: "203.0.113.7" },
+            Limit::Attachments { user: a },
+            Limit::AttachmentDownloads { user: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -234,6 +245,8 @@ mod tests {
             frames: Bucket::new(10, 1),
             provisioning: Bucket::new(11, 1),
             link: Bucket::new(12, 1),
+            attachments: Bucket::new(13, 1),
+            attachment_downloads: Bucket::new(14, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
@@ -256,6 +269,8 @@ mod tests {
                 limits.frames,
                 limits.provisioning,
                 limits.link,
+                limits.attachments,
+                limits.attachment_downloads,
             ]
         );
     }

@@ -4,6 +4,7 @@ pub mod apigateway;
 pub mod aws;
 pub mod dynamodb;
 pub mod redis;
+pub mod s3;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -439,6 +440,29 @@ pub trait Provisioning: Send + Sync {
     async fn take_address(&self, address: &str) -> Result<Option<String>>;
     /// Forgets a provisioning socket (disconnected or done).
     async fn close_socket(&self, connection_id: &str) -> Result<()>;
+}
+
+/// A request signed in its URL, for a client to send to object storage itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned {
+    pub url: String,
+    pub method: String,
+    /// Headers the request must carry with these values (signed with it).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Object storage for attachments: the relay only signs; bytes never pass through it.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// A `PUT` of exactly `size` bytes to `key`, valid for `ttl`.
+    async fn presign_upload(
+        &self,
+        key: &str,
+        size: u64,
+        ttl: std::time::Duration,
+    ) -> Result<Presigned>;
+    /// A `GET` of `key`, valid for `ttl`.
+    async fn presign_download(&self, key: &str, ttl: std::time::Duration) -> Result<Presigned>;
 }
 
 /// Answers whether the backing stores are reachable.

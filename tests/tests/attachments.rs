@@ -1,0 +1,423 @@
+//! Attachments (issue 15) over real HTTP: the relay signs, the bytes go straight to and from the
+//! process's S3-API server (s3s-fs, which checks SigV4 signatures, presigned URLs' expiry and the
+//! signed headers). What the signed request allows is what storage accepts: exactly the granted
+//! length, at the granted key, until the URL expires.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use relay_tests::attachments::{
+    create, create_response, download, download_url, get, put, random_bytes, raw_request, s3_code,
+    target, unissued_id, with_changed_signature, without_param, Upload,
+};
+use relay_tests::client::{assert_rate_limited, error_code};
+use relay_tests::{Stack, User};
+use serde_json::json;
+
+const MIB: usize = 1024 * 1024;
+
+fn is_base64url_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[tokio::test]
+async fn a_mebibyte_goes_up_and_comes_back_the_same_through_the_presigned_urls() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let bytes = random_bytes(MIB);
+
+    let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    assert!(is_base64url_id(&upload.id), "{}", upload.body);
+    assert_eq!(upload.method, "PUT");
+    assert_eq!(upload.expires_in, 300, "default ATTACHMENT_URL_TTL_SECS");
+    assert!(
+        upload
+            .headers
+            .contains(&("content-length".into(), bytes.len().to_string())),
+        "the length is a header to send: {:?}",
+        upload.headers
+    );
+    let signed = upload
+        .url
+        .split("X-Amz-SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("SigV4 query presigning");
+    assert!(
+        signed.split("%3B").any(|h| h == "content-length"),
+        "content-length is signed: {signed}"
+    );
+    assert!(upload.url.contains(&format!("/attachments/{}?", upload.id)));
+    let (status, answer) = upload.put(&bytes).await;
+    assert_eq!(status, 200, "upload: {answer}");
+
+    // The recipient gets a URL of his own from the id in the message.
+    let (status, body) = download(&stack, Some(&bob.access), &upload.id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], 300);
+    let url = body["download_url"].as_str().expect("download_url");
+    let (status, got) = get(url).await;
+    assert_eq!(status, 200, "download: {}", String::from_utf8_lossy(&got));
+    assert!(got == bytes, "the same bytes come back");
+
+    // Neither URL names a user: ids are not linked to users.
+    for url in [upload.url.as_str(), url] {
+        for user in [&alice, &bob] {
+            assert!(!url.contains(&user.user_id), "{url}");
+            assert!(!url.contains(&user.username), "{url}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ids_are_22_characters_of_base64url_and_never_repeat() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let mut ids = HashSet::new();
+    for _ in 0..50 {
+        let upload = Upload::grant(&stack, &alice.access, 10).await;
+        assert!(is_base64url_id(&upload.id), "{}", upload.id);
+        assert!(
+            ids.insert(upload.id.clone()),
+            "id {} given twice",
+            upload.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upload_longer_or_shorter_than_the_signed_length_is_refused_and_nothing_stored() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bytes = random_bytes(4096);
+    let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"one byte more than granted");
+    for (what, body) in [
+        ("longer", longer),
+        ("one byte longer", random_bytes(bytes.len() + 1)),
+        ("one byte shorter", bytes[..bytes.len() - 1].to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let (status, answer) = put(&upload.url, &upload.headers, body, false).await;
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(
+            s3_code(answer.as_bytes()),
+            "SignatureDoesNotMatch",
+            "{what}"
+        );
+    }
+    let url = download_url(&stack, &alice.access, &upload.id).await;
+    let (status, got) = get(&url).await;
+    assert_eq!(
+        status,
+        404,
+        "nothing stored: {}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // The URL itself is still good for exactly the granted length.
+    let (status, answer) = upload.put(&bytes).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(get(&url).await, (200, bytes));
+}
+
+#[tokio::test]
+async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_granted() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let n = 2048;
+    let bytes = random_bytes(n);
+
+    // The signed Content-Length with more bytes behind it: storage reads the granted length
+    // and no more (the rest is not part of the request).
+    let upload = Upload::grant(&stack, &alice.access, n as u64).await;
+    let mut more = bytes.clone();
+    more.extend_from_slice(&random_bytes(1000));
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
+        target(&upload.url)
+    );
+    let answer = raw_request(&upload.url, &head, &more, true).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let url = download_url(&stack, &alice.access, &upload.id).await;
+    assert_eq!(
+        get(&url).await,
+        (200, bytes.clone()),
+        "exactly the granted bytes"
+    );
+
+    // The signed Content-Length, then fewer bytes and the end of the stream: nothing is stored.
+    let upload = Upload::grant(&stack, &alice.access, n as u64).await;
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
+        target(&upload.url)
+    );
+    let answer = raw_request(&upload.url, &head, &bytes[..n - 1], true).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let url = download_url(&stack, &alice.access, &upload.id).await;
+    assert_eq!(get(&url).await.0, 404, "a truncated upload stores nothing");
+
+    // No Content-Length at all (chunked, any length): the signed header is missing.
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
+        target(&upload.url)
+    );
+    let mut chunked = format!("{:x}\r\n", n + 1000).into_bytes();
+    chunked.extend_from_slice(&more);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let answer = raw_request(&upload.url, &head, &chunked, false).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(s3_code(answer.as_bytes()), "SignatureDoesNotMatch");
+    assert_eq!(get(&url).await.0, 404);
+}
+
+#[tokio::test]
+async fn expired_upload_and_download_urls_are_refused() {
+    let stack = Stack::with_env(&[("ATTACHMENT_URL_TTL_SECS", "1")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bytes = random_bytes(1000);
+
+    let late = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    assert_eq!(late.expires_in, 1);
+    let stored = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    let (status, answer) = stored.put(&bytes).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, body) = download(&stack, Some(&alice.access), &stored.id).await;
+    assert_eq!(
+        (status, body["expires_in"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let old_download = body["download_url"].as_str().unwrap().to_string();
+
+    // Storage checks its own (wall) clock, so real time must pass.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, answer) = late.put(&bytes).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(s3_code(answer.as_bytes()), "AccessDenied");
+    assert!(answer.contains("expired"), "{answer}");
+    let (status, got) = get(&old_download).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&got));
+    assert_eq!(s3_code(&got), "AccessDenied");
+
+    // The object is there: a fresh URL gets it.
+    let url = download_url(&stack, &alice.access, &stored.id).await;
+    assert_eq!(get(&url).await, (200, bytes));
+    let url = download_url(&stack, &alice.access, &late.id).await;
+    assert_eq!(get(&url).await.0, 404, "the late upload stored nothing");
+}
+
+#[tokio::test]
+async fn a_url_with_a_changed_or_missing_signature_is_refused() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bytes = random_bytes(1000);
+    let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+
+    let changed = with_changed_signature(&upload.url);
+    assert_ne!(changed, upload.url);
+    let unsigned = upload.url.split('?').next().unwrap().to_string();
+    for (what, url, code) in [
+        ("changed signature", changed, "SignatureDoesNotMatch"),
+        (
+            "no signature",
+            without_param(&upload.url, "X-Amz-Signature"),
+            "AccessDenied",
+        ),
+        ("no query", unsigned, "AccessDenied"),
+        (
+            "a later expiry",
+            upload
+                .url
+                .replace("X-Amz-Expires=300", "X-Amz-Expires=604800"),
+            "SignatureDoesNotMatch",
+        ),
+    ] {
+        let (status, answer) = put(&url, &upload.headers, bytes.clone(), true).await;
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(s3_code(answer.as_bytes()), code, "{what}: {answer}");
+    }
+    let download = download_url(&stack, &alice.access, &upload.id).await;
+    assert_eq!(get(&download).await.0, 404, "nothing stored");
+
+    let (status, answer) = upload.put(&bytes).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, got) = get(&with_changed_signature(&download)).await;
+    assert_eq!(
+        (status, s3_code(&got).as_str()),
+        (403, "SignatureDoesNotMatch")
+    );
+    let (status, got) = get(&without_param(&download, "X-Amz-Signature")).await;
+    assert_eq!((status, s3_code(&got).as_str()), (403, "AccessDenied"));
+    assert_eq!(get(&download).await, (200, bytes));
+}
+
+#[tokio::test]
+async fn a_url_is_good_for_its_own_key_only() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bytes = random_bytes(1000);
+    let mine = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    let other = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    let key = format!("/attachments/{}", mine.id);
+    let bucket_path = reqwest::Url::parse(&mine.url).unwrap().path().to_string();
+    let bucket = bucket_path.trim_end_matches(&key);
+
+    for (what, url) in [
+        ("another issued id", mine.url.replace(&mine.id, &other.id)),
+        (
+            "an id never issued",
+            mine.url.replace(&mine.id, &unissued_id()),
+        ),
+        (
+            "outside attachments/",
+            mine.url.replace(&key, &format!("/{}", mine.id)),
+        ),
+        (
+            "another bucket",
+            mine.url.replace(&format!("{bucket}/"), "/another-bucket/"),
+        ),
+    ] {
+        assert_ne!(url, mine.url, "{what}");
+        let (status, answer) = put(&url, &mine.headers, bytes.clone(), true).await;
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(
+            s3_code(answer.as_bytes()),
+            "SignatureDoesNotMatch",
+            "{what}"
+        );
+    }
+    let other_download = download_url(&stack, &alice.access, &other.id).await;
+    assert_eq!(
+        get(&other_download).await.0,
+        404,
+        "nothing written at the other id"
+    );
+
+    // Downloads too: the URL of one id does not read another.
+    let (status, answer) = other.put(&bytes).await;
+    assert_eq!(status, 200, "{answer}");
+    let mine_download = download_url(&stack, &alice.access, &mine.id).await;
+    let (status, got) = get(&mine_download.replace(&mine.id, &other.id)).await;
+    assert_eq!(
+        (status, s3_code(&got).as_str()),
+        (403, "SignatureDoesNotMatch")
+    );
+    assert_eq!(get(&other_download).await, (200, bytes));
+}
+
+#[tokio::test]
+async fn sizes_outside_1_to_attachment_max_bytes_get_no_url() {
+    let stack = Stack::with_env(&[("ATTACHMENT_MAX_BYTES", "1000")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    for size in [1001, 0, u64::MAX] {
+        let (status, body) = create(&stack, &alice.access, size).await;
+        assert_eq!(status, 400, "size {size}: {body}");
+        assert_eq!(error_code(&body), "invalid_request", "size {size}");
+        assert!(
+            body.get("upload_url").is_none() && body.get("id").is_none(),
+            "{body}"
+        );
+    }
+    for bad in [
+        json!({}),
+        json!({"size": -1}),
+        json!({"size": "10"}),
+        json!({"size": 1.5}),
+    ] {
+        let r = stack
+            .http
+            .post(stack.url("/v1/attachments"))
+            .bearer_auth(&alice.access)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.get("upload_url").is_none(), "{body}");
+    }
+    // The limit itself is granted, and storage takes exactly that.
+    let bytes = random_bytes(1000);
+    let upload = Upload::grant(&stack, &alice.access, 1000).await;
+    assert_eq!(upload.put(&bytes).await.0, 200);
+
+    // The default limit: 100 MiB.
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let (status, body) = create(&stack, &alice.access, 100 * MIB as u64 + 1).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    let upload = Upload::grant(&stack, &alice.access, 100 * MIB as u64).await;
+    assert!(upload
+        .headers
+        .contains(&("content-length".into(), (100 * MIB).to_string())));
+}
+
+#[tokio::test]
+async fn both_routes_need_a_valid_token() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let upload = Upload::grant(&stack, &alice.access, 10).await;
+    for token in [None, Some("not-a-token")] {
+        let r = create_response(&stack, token, 10).await;
+        assert_eq!(r.status(), 401, "POST with {token:?}");
+        let (status, body) = download(&stack, token, &upload.id).await;
+        assert_eq!(status, 401, "GET with {token:?}: {body}");
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_id_is_attachment_not_found_and_an_id_never_uploaded_is_a_storage_404() {
+    let stack = Stack::start().await;
+    let alice = User::create(&stack, 1, 0).await;
+    let id = unissued_id();
+    for bad in [
+        "short".to_string(),
+        format!("{id}A"),
+        id[..21].to_string(),
+        format!("{}.", &id[..21]),
+        format!("{}%2F", &id[..19]),
+        "..%2F..%2F..%2F..%2Fetc%2Fpasswd".to_string(),
+    ] {
+        let (status, body) = download(&stack, Some(&alice.access), &bad).await;
+        assert_eq!(status, 404, "{bad}: {body}");
+        assert_eq!(error_code(&body), "attachment_not_found", "{bad}");
+    }
+    // The relay does not look: the storage answers for an id it never received.
+    let url = download_url(&stack, &alice.access, &id).await;
+    let (status, got) = get(&url).await;
+    assert_eq!((status, s3_code(&got).as_str()), (404, "NoSuchKey"));
+}
+
+#[tokio::test]
+async fn upload_grants_are_rate_limited_per_user() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_ATTACHMENTS", "2/3600")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let first = Upload::grant(&stack, &alice.access, 10).await;
+    Upload::grant(&stack, &alice.access, 10).await;
+    assert_rate_limited(create_response(&stack, Some(&alice.access), 10).await, 3600).await;
+    // Another user has a bucket of his own; downloads are not counted.
+    Upload::grant(&stack, &bob.access, 10).await;
+    download_url(&stack, &alice.access, &first.id).await;
+}
+
+#[tokio::test]
+async fn without_a_bucket_the_routes_are_unavailable() {
+    let stack = Stack::with_env(&[("ATTACHMENTS_BUCKET", "")]).await;
+    let alice = User::create(&stack, 1, 0).await;
+    let (status, body) = create(&stack, &alice.access, 10).await;
+    assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+    let (status, body) = download(&stack, Some(&alice.access), &unissued_id()).await;
+    assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+}
