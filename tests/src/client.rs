@@ -102,6 +102,15 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+pub async fn post_auth_json(stack: &Stack, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let request = stack
+        .http
+        .post(stack.url(path))
+        .bearer_auth(token)
+        .json(body);
+    status_json(send(request).await).await
+}
+
 pub async fn get_auth(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
     status_json(send(stack.http.get(stack.url(path)).bearer_auth(token)).await).await
 }

@@ -120,6 +120,14 @@ end
 -- delivery never acknowledged. They are older than anything in the inbox. Entries still leased
 -- stay: a fetch may be writing them, or a client may still acknowledge them.
 local function reclaim(inbox, stats, flight, now, max, max_bytes, ttl)
+  -- Entries are appended with leases that only grow (each lease is its taker's now plus the one
+  -- lease length), so when the head is still leased all are: the common case costs one read.
+  if now then
+    local head = redis.call('LINDEX', flight, 0)
+    if not head then return end
+    local until_ms = tonumber(string.match(head, '^(%d+)|'))
+    if until_ms and until_ms > now then return end
+  end
   local stale, live = {}, {}
   for _, item in ipairs(redis.call('LRANGE', flight, 0, -1)) do
     local until_ms, env = string.match(item, '^(%d+)|(.*)$')

@@ -26,17 +26,30 @@ if ARGV[1] == 'done' then
 end
 
 if ARGV[1] == 'ack' then
-  local ids = {}
-  for i = 7, #ARGV do ids[ARGV[i]] = true end
-  local deleted = 0
-  for _, item in ipairs(redis.call('LRANGE', flight, 0, -1)) do
-    -- `<lease>|<expiry>|{"id":"<uuid>",…}`: the envelope's id is its first field.
-    local id = string.match(item, '^%d+|%d+|{"id":"([^"]*)"')
-    if id and ids[id] then
-      deleted = deleted + redis.call('LREM', flight, 1, item)
-      ids[id] = nil
-    end
+  local ids, wanted = {}, 0
+  for i = 7, #ARGV do
+    if not ids[ARGV[i]] then wanted = wanted + 1 end
+    ids[ARGV[i]] = true
   end
+  -- Acknowledged envelopes are the oldest in flight as a rule: read from the head in chunks and
+  -- stop once every id is found, rather than reading the whole list.
+  local found, doomed, i = 0, {}, 0
+  while found < wanted do
+    local chunk = redis.call('LRANGE', flight, i, i + 31)
+    if #chunk == 0 then break end
+    for _, item in ipairs(chunk) do
+      -- `<lease>|<expiry>|{"id":"<uuid>",…}`: the envelope's id is its first field.
+      local id = string.match(item, '^%d+|%d+|{"id":"([^"]*)"')
+      if id and ids[id] then
+        doomed[#doomed + 1] = item
+        ids[id] = nil
+        found = found + 1
+      end
+    end
+    i = i + 32
+  end
+  local deleted = 0
+  for _, item in ipairs(doomed) do deleted = deleted + redis.call('LREM', flight, 1, item) end
   return deleted
 end
 
