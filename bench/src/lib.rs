@@ -1,6 +1,7 @@
 //! The relay benchmark: starts its own stack (redis-server, `local-gateway` processes with
 //! Dynoxide embedded), runs five bounded scenarios and their floors, and reports.
 
+pub mod attachments;
 pub mod bundle;
 pub mod coldstart;
 pub mod floors;
@@ -264,14 +265,16 @@ pub async fn run(o: Opts) -> Result<(), String> {
         "1 · online relay: {} pairs for {:?} (+{:?} warm-up), pipeline {}",
         o.pairs, o.duration, o.warmup, o.pipeline
     ));
-    let pids = scenarios::ServerPids {
+    let servers = scenarios::Servers {
         gateway: gw.pid,
         redis: util::local_redis_pid(&mut redis).await,
+        redis_stats: Some(redis.clone()),
     };
-    if pids.redis.is_none() {
+    if servers.redis.is_none() {
         log("redis-server's process cannot be read: CPU per send is the gateway's only");
     }
-    let online = scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline, pids).await;
+    let online =
+        scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers).await;
     if let Some(e) = &online.first_error {
         log(format!("online: {} errors, first: {e}", online.errors));
     }
@@ -281,7 +284,8 @@ pub async fn run(o: Opts) -> Result<(), String> {
         o.pairs
     ));
     let online_devices =
-        scenarios::online_devices(&stack, o.pairs, o.warmup, o.duration, o.pipeline, pids).await;
+        scenarios::online_devices(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers)
+            .await;
     for (n, run) in [(1, &online_devices.one), (2, &online_devices.two)] {
         if let Some(e) = &run.first_error {
             log(format!(
@@ -289,6 +293,44 @@ pub async fn run(o: Opts) -> Result<(), String> {
                 run.errors
             ));
         }
+    }
+
+    log(format!(
+        "1d · online relay in ack mode beside fire-and-forget: {} pairs",
+        o.pairs
+    ));
+    let online_acks =
+        scenarios::online_acks(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers).await;
+    for (label, run) in [("fire-and-forget", &online_acks.fire_and_forget)]
+        .into_iter()
+        .chain(online_acks.ack_runs())
+    {
+        if let Some(e) = &run.first_error {
+            log(format!(
+                "online, {label}: {} errors, first: {e}",
+                run.errors
+            ));
+        }
+    }
+
+    let size = if o.quick { 4 << 20 } else { 50 << 20 };
+    let rounds = if o.quick { 1 } else { 3 };
+    log(format!(
+        "6 · attachments: {} MiB through presigned URLs beside the SDK straight to S3, {rounds} rounds",
+        size >> 20
+    ));
+    let s3_url = relay_tests::servers::servers().s3_url.clone();
+    let attachments = attachments::attachments(
+        &stack,
+        gw.pid,
+        &s3_url,
+        relay_tests::servers::TEST_BUCKET,
+        size,
+        rounds,
+    )
+    .await;
+    if attachments.errors > 0 {
+        log(format!("attachments: {} errors", attachments.errors));
     }
 
     log("1b · online relay on a local Redis Cluster (3 primaries, 3 replicas)");
@@ -316,9 +358,10 @@ pub async fn run(o: Opts) -> Result<(), String> {
     )
     .await;
     // The cluster's six redis-servers are not read: CPU per send is the gateway's.
-    let cluster_pids = scenarios::ServerPids {
+    let cluster_servers = scenarios::Servers {
         gateway: gw_cluster.pid,
         redis: None,
+        redis_stats: None,
     };
     let online_cluster = scenarios::online(
         &cluster_stack,
@@ -326,7 +369,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         o.warmup,
         o.duration,
         o.pipeline,
-        cluster_pids,
+        &cluster_servers,
     )
     .await;
     if let Some(e) = &online_cluster.first_error {
@@ -472,6 +515,8 @@ pub async fn run(o: Opts) -> Result<(), String> {
         },
         online,
         online_devices: Some(online_devices),
+        online_acks: Some(online_acks),
+        attachments: Some(attachments),
         online_cluster,
         offline,
         bundle,

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::bundle::{BundleLevel, BundleScale};
 use super::coldstart::ColdStart;
 use super::floors::RedisFloor;
-use super::scenarios::{Connections, CpuPerSend, EchoFloor, Offline, Online, OnlineDevices};
+use super::scenarios::{
+    Connections, CpuPerSend, EchoFloor, Offline, Online, OnlineAcks, OnlineDevices, RedisPerSend,
+};
 use super::util::{Lat, Machine};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +26,14 @@ pub struct Results {
     /// (absent from runs before devices).
     #[serde(default)]
     pub online_devices: Option<OnlineDevices>,
+    /// The online scenario with receivers in ack mode (and senders too: idempotent sends) beside
+    /// fire-and-forget (absent from runs before ack mode).
+    #[serde(default)]
+    pub online_acks: Option<OnlineAcks>,
+    /// An attachment through the presigned URLs beside the same transfer straight to S3
+    /// (absent from runs before attachments).
+    #[serde(default)]
+    pub attachments: Option<crate::attachments::Attachments>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -174,6 +184,15 @@ fn cpu(c: &CpuPerSend) -> String {
     }
 }
 
+/// Redis commands per send: the round trips (commands the gateway sent, a script counting as
+/// one), and the commands its scripts ran besides.
+fn redis_commands(r: &RedisPerSend) -> String {
+    format!(
+        "{:.2} round trips (+ {:.1} run by scripts)",
+        r.round_trips, r.in_scripts
+    )
+}
+
 /// The most two devices' server CPU per send may be, in times one device's (issue 13).
 pub const TWO_DEVICES_CPU_TARGET: f64 = 1.5;
 
@@ -231,6 +250,106 @@ fn device_rows(d: &OnlineDevices, echo: &EchoFloor) -> Vec<Row> {
     ]
 }
 
+/// The least share of fire-and-forget's messages/s that ack mode must keep (issue 14).
+pub const ACK_RATE_TARGET: f64 = 0.7;
+
+/// Scenario 1d: receivers in ack mode (then senders too) beside fire-and-forget, same users.
+fn ack_rows(a: &OnlineAcks, echo: &EchoFloor) -> Vec<Row> {
+    let ff = &a.fire_and_forget;
+    let name = format!(
+        "1d · online, ack mode vs fire-and-forget ({} pairs, pipeline {})",
+        ff.pairs, ff.pipeline
+    );
+    let p50_p99 = |o: &Online| format!("{} / {}", ms(o.latency.p50_ms), ms(o.latency.p99_ms));
+    let ff_label = |v: String| format!("fire-and-forget {v}");
+    let mut rows = vec![rate_row(
+        &name,
+        "fire-and-forget: messages/s",
+        (ff.msgs_per_s, "msg/s"),
+        "echo ",
+        (echo.frames_per_s, "frames/s"),
+    )];
+    for (label, run) in a.ack_runs() {
+        rows.push(row(
+            &name,
+            &format!("{label}: messages/s"),
+            rate(run.msgs_per_s, "msg/s"),
+            ff_label(rate(ff.msgs_per_s, "msg/s")),
+            format!(
+                "{:.0}% of fire-and-forget (target ≥ {:.0}%)",
+                100.0 * a.rate_ratio(run),
+                100.0 * ACK_RATE_TARGET
+            ),
+        ));
+    }
+    rows.push(plain(
+        &name,
+        "fire-and-forget: send→receive p50 / p99",
+        p50_p99(ff),
+    ));
+    for (label, run) in a.ack_runs() {
+        rows.push(row(
+            &name,
+            &format!("{label}: send→receive p50 / p99"),
+            p50_p99(run),
+            ff_label(p50_p99(ff)),
+            format!(
+                "p99 {:.1}× fire-and-forget",
+                run.latency.p99_ms / ff.latency.p99_ms.max(1e-9)
+            ),
+        ));
+    }
+    rows.push(plain(
+        &name,
+        "fire-and-forget: server CPU per message",
+        cpu(&ff.cpu),
+    ));
+    for (label, run) in a.ack_runs() {
+        rows.push(row(
+            &name,
+            &format!("{label}: server CPU per message"),
+            cpu(&run.cpu),
+            ff_label(format!("{:.0} µs", ff.cpu.total_us())),
+            format!(
+                "{:.2}× fire-and-forget",
+                run.cpu.total_us() / ff.cpu.total_us().max(1e-9)
+            ),
+        ));
+    }
+    if let Some(ff_redis) = &ff.redis {
+        rows.push(plain(
+            &name,
+            "fire-and-forget: Redis commands per message",
+            redis_commands(ff_redis),
+        ));
+        for (label, run) in a.ack_runs() {
+            if let Some(redis) = &run.redis {
+                rows.push(row(
+                    &name,
+                    &format!("{label}: Redis commands per message"),
+                    redis_commands(redis),
+                    ff_label(format!("{:.2}", ff_redis.round_trips)),
+                    format!(
+                        "{:+.2} round trips",
+                        redis.round_trips - ff_redis.round_trips
+                    ),
+                ));
+            }
+        }
+    }
+    for (label, run) in a.ack_runs() {
+        rows.push(plain(
+            &name,
+            &format!("{label}: envelopes acknowledged"),
+            format!(
+                "{} of {} received ({} ack frames)",
+                run.acked, run.received, run.ack_frames
+            ),
+        ));
+    }
+    rows
+}
+
 pub fn rows(r: &Results) -> Vec<Row> {
     let f = &r.floors;
     let o = &r.online;
@@ -263,6 +382,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
     if o.cpu.sends > 0 {
         rows.push(plain(&on, "server CPU per send", cpu(&o.cpu)));
     }
+    if let Some(redis) = &o.redis {
+        rows.push(plain(&on, "Redis commands per send", redis_commands(redis)));
+    }
     let oc = &r.online_cluster;
     let ocn = format!(
         "1b · online on a Redis Cluster ({} pairs, pipeline {})",
@@ -289,6 +411,38 @@ pub fn rows(r: &Results) -> Vec<Row> {
     ]);
     if let Some(d) = &r.online_devices {
         rows.extend(device_rows(d, e));
+    }
+    if let Some(a) = &r.online_acks {
+        rows.extend(ack_rows(a, e));
+    }
+    if let Some(a) = &r.attachments {
+        let name = format!(
+            "6 · attachment of {:.0} MiB ({} rounds)",
+            a.size_mib, a.rounds
+        );
+        rows.extend([
+            rate_row(
+                &name,
+                "upload through the presigned URL",
+                (a.upload_mib_s, "MiB/s"),
+                "SDK PUT ",
+                (a.floor_upload_mib_s, "MiB/s"),
+            ),
+            rate_row(
+                &name,
+                "download through the presigned URL",
+                (a.download_mib_s, "MiB/s"),
+                "SDK GET ",
+                (a.floor_download_mib_s, "MiB/s"),
+            ),
+            row(
+                &name,
+                "relay CPU per attachment (both URLs signed)",
+                format!("{:.2} ms", a.relay_cpu_ms),
+                String::new(),
+                format!("target < {ATTACHMENT_CPU_TARGET_MS} ms"),
+            ),
+        ]);
     }
     let off = &r.offline;
     let offn = format!("2 · offline ({} msgs)", off.messages);
@@ -435,6 +589,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
     rows
 }
 
+/// Issue 15: the relay's own CPU per attachment stays under this.
+const ATTACHMENT_CPU_TARGET_MS: f64 = 5.0;
+
 pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
     let mut t = Vec::new();
     let o = &r.online;
@@ -460,6 +617,69 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
                 && d.two.cpu.sends > 0
                 && d.one.errors + d.two.errors == 0,
         });
+    }
+    if let Some(a) = &r.attachments {
+        let share = |v: f64, f: f64| if f > 0.0 { v / f } else { 0.0 };
+        let (up, down) = (
+            share(a.upload_mib_s, a.floor_upload_mib_s),
+            share(a.download_mib_s, a.floor_download_mib_s),
+        );
+        t.push(Target {
+            name: "attachments".into(),
+            goal: format!(
+                "≥ 90 % of the direct transfer each way, relay CPU < {ATTACHMENT_CPU_TARGET_MS} ms per attachment"
+            ),
+            measured: format!(
+                "upload {:.0} vs {:.0} MiB/s ({:.0} %), download {:.0} vs {:.0} MiB/s ({:.0} %), {:.2} ms CPU, {} errors",
+                a.upload_mib_s,
+                a.floor_upload_mib_s,
+                up * 100.0,
+                a.download_mib_s,
+                a.floor_download_mib_s,
+                down * 100.0,
+                a.relay_cpu_ms,
+                a.errors
+            ),
+            met: a.errors == 0 && up >= 0.9 && down >= 0.9 && a.relay_cpu_ms < ATTACHMENT_CPU_TARGET_MS,
+        });
+    }
+    if let Some(a) = &r.online_acks {
+        let ff = &a.fire_and_forget;
+        let runs = [
+            ("online, ack mode", &a.ack),
+            ("online, ack + idempotent", &a.idempotent),
+        ];
+        for (name, run) in runs {
+            let ratio = a.rate_ratio(run);
+            let redis = match (&ff.redis, &run.redis) {
+                (Some(f), Some(r)) => format!(
+                    ", Redis round trips per message {:.2} vs {:.2}",
+                    r.round_trips, f.round_trips
+                ),
+                _ => String::new(),
+            };
+            t.push(Target {
+                name: name.into(),
+                goal: format!(
+                    "≥ {:.0} % of fire-and-forget's msg/s",
+                    100.0 * ACK_RATE_TARGET
+                ),
+                measured: format!(
+                    "{:.0} vs {:.0} msg/s ({:.0} %), p99 {}{redis}, {} errors, {} of {} acknowledged",
+                    run.msgs_per_s,
+                    ff.msgs_per_s,
+                    100.0 * ratio,
+                    ms(run.latency.p99_ms),
+                    ff.errors + run.errors,
+                    run.acked,
+                    run.received
+                ),
+                met: ratio >= ACK_RATE_TARGET
+                    && run.latency.n > 0
+                    && ff.errors + run.errors == 0
+                    && run.acked == run.received,
+            });
+        }
     }
     if let Some(l) = r.bundle.iter().find(|l| l.concurrency == 8) {
         let b = &l.scenario;

@@ -1,6 +1,7 @@
-//! Scenarios 1–4, against a `local-gateway` process: online relay, offline relay and drain,
-//! bundle fetch, idle connections.
+//! Scenarios 1–4, against a `local-gateway` process: online relay (with devices and in ack
+//! mode), offline relay and drain, bundle fetch, idle connections.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::util::{cpu_secs, log, rss_kib, Lat};
+use super::util::{cpu_secs, log, redis_command_calls, rss_kib, Lat};
 use super::ws::{self, Counters, Recipient};
 
 /// Registers and logs in `n` users, each with `keys` EC and `keys` Kyber one-time prekeys
@@ -114,18 +115,69 @@ pub struct Online {
     /// The server's CPU time per send in the measured window.
     #[serde(default)]
     pub cpu: CpuPerSend,
+    /// The Redis commands per send in the measured window (absent on a cluster, and from runs
+    /// before they were counted).
+    #[serde(default)]
+    pub redis: Option<RedisPerSend>,
+    /// Which clients connected in ack mode (none: fire-and-forget).
+    #[serde(default)]
+    pub ack_mode: AckMode,
+    /// `ack` frames the receivers sent (ack mode).
+    #[serde(default)]
+    pub ack_frames: u64,
+    /// Envelopes the `acked` replies said were deleted (ack mode).
+    #[serde(default)]
+    pub acked: u64,
 }
 
 fn one() -> usize {
     1
 }
 
-/// The processes whose CPU time an online run reads: the gateway and, when it runs on this
-/// machine, redis-server.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerPids {
+/// How an online run's clients connect: fire-and-forget (the default) or in ack mode
+/// (`?token=…&ack=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AckMode {
+    /// The receivers connect in ack mode and acknowledge every `messages` frame with `ack`.
+    pub receivers: bool,
+    /// The senders connect in ack mode too, so that every send (each has an `id`) is
+    /// idempotent: remembered by (sender device, id).
+    pub senders: bool,
+}
+
+/// The WebSocket URL of a connection with `token`, in ack mode when `ack`.
+fn ws_url(stack: &Stack, token: &str, ack: bool) -> String {
+    let url = stack.ws_url(token);
+    if ack {
+        url + "&ack=1"
+    } else {
+        url
+    }
+}
+
+/// What an online run reads on the servers: the CPU time of the gateway's process and, when it
+/// runs on this machine, redis-server's; and, on a single Redis node, its command counts.
+#[derive(Clone)]
+pub struct Servers {
     pub gateway: u32,
     pub redis: Option<u32>,
+    /// A connection to the redis-server the gateway uses, for `INFO commandstats`.
+    pub redis_stats: Option<redis::aio::ConnectionManager>,
+}
+
+impl Servers {
+    /// CPU seconds so far: the gateway's, and redis-server's when it can be read.
+    fn cpu_secs(&self) -> (f64, Option<f64>) {
+        (
+            cpu_secs(self.gateway).unwrap_or(0.0),
+            self.redis.and_then(cpu_secs),
+        )
+    }
+
+    /// Redis' calls of each command so far, when there is a node to read.
+    async fn redis_calls(&mut self) -> Option<BTreeMap<String, u64>> {
+        redis_command_calls(self.redis_stats.as_mut()?).await
+    }
 }
 
 /// Server CPU time (user + system, from `/proc/PID/stat`) per `sent` reply over the measured
@@ -147,6 +199,68 @@ impl CpuPerSend {
     }
 }
 
+/// The Redis commands per `sent` reply over the measured window of an online run: redis-server's
+/// `INFO commandstats` read at the start and the end of the window (the bench's own `INFO` left
+/// out), divided by the sends.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RedisPerSend {
+    /// `sent` replies in the window.
+    pub sends: u64,
+    /// Commands the gateway sent, each a round trip: its Lua scripts (`EVALSHA`, one command
+    /// however much the script does) and any command only a client can send.
+    pub round_trips: f64,
+    /// Commands those scripts ran (`redis.call`), not round trips. The relay's Redis adapter
+    /// reads and writes data only in scripts (it pipelines only when a connection opens,
+    /// outside the window), so every data command counted is one.
+    pub in_scripts: f64,
+    /// Every command per send, by name, the scripts' included.
+    pub by_command: BTreeMap<String, f64>,
+}
+
+impl RedisPerSend {
+    /// The commands between two `INFO commandstats` readings, per send.
+    fn between(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sends: u64) -> Self {
+        let per = |n: u64| n as f64 / sends.max(1) as f64;
+        let by_command: BTreeMap<String, f64> = after
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(name, n)| (name, n.saturating_sub(*before.get(name).unwrap_or(&0))))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.clone(), per(n)))
+            .collect();
+        let (clients, scripts): (Vec<_>, Vec<_>) =
+            by_command.iter().partition(|(name, _)| client_only(name));
+        Self {
+            sends,
+            round_trips: clients.iter().map(|(_, n)| **n).sum(),
+            in_scripts: scripts.iter().map(|(_, n)| **n).sum(),
+            by_command,
+        }
+    }
+}
+
+/// Commands a Lua script cannot run, so only a client sends them: each is a round trip.
+fn client_only(name: &str) -> bool {
+    matches!(
+        name,
+        "eval"
+            | "evalsha"
+            | "eval_ro"
+            | "evalsha_ro"
+            | "fcall"
+            | "fcall_ro"
+            | "multi"
+            | "exec"
+            | "discard"
+            | "watch"
+            | "wait"
+            | "ping"
+            | "hello"
+            | "auth"
+            | "select"
+    ) || name.contains('|') // container subcommands: client|setname, script|load, …
+}
+
 /// Scenario 1c: the online run in the per-device form of `send`, with one device per recipient
 /// and, on the same users, with two.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -161,6 +275,34 @@ impl OnlineDevices {
     /// Server CPU per send with two devices ÷ with one.
     pub fn cpu_ratio(&self) -> f64 {
         self.two.cpu.total_us() / self.one.cpu.total_us().max(1e-9)
+    }
+}
+
+/// Scenario 1d: the online run with fire-and-forget receivers and, on the same users in the
+/// same run, with receivers in ack mode acknowledging everything; then with senders in ack mode
+/// too (idempotent sends).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct OnlineAcks {
+    /// Every connection fire-and-forget: the reference.
+    pub fire_and_forget: Online,
+    /// The receivers in ack mode, acknowledging every `messages` frame.
+    pub ack: Online,
+    /// The senders in ack mode as well: every send remembered by its id.
+    pub idempotent: Online,
+}
+
+impl OnlineAcks {
+    /// The runs in ack mode, each with its label.
+    pub fn ack_runs(&self) -> [(&'static str, &Online); 2] {
+        [
+            ("ack mode", &self.ack),
+            ("ack + idempotent sends", &self.idempotent),
+        ]
+    }
+
+    /// Messages/s of `run` ÷ fire-and-forget's.
+    pub fn rate_ratio(&self, run: &Online) -> f64 {
+        run.msgs_per_s / self.fire_and_forget.msgs_per_s.max(1e-9)
     }
 }
 
@@ -202,12 +344,18 @@ pub async fn online(
     warmup: Duration,
     duration: Duration,
     window: usize,
-    pids: ServerPids,
+    servers: &Servers,
 ) -> Online {
     let users = create_users(stack, 2 * pairs, 1).await;
     let (senders, recipients) = users.split_at(pairs);
     let inbound: Vec<Inbound> = recipients.iter().map(Inbound::single).collect();
-    online_run(stack, senders, &inbound, warmup, duration, window, pids).await
+    let run = Run {
+        warmup,
+        duration,
+        window,
+        mode: AckMode::default(),
+    };
+    online_run(stack, senders, &inbound, run, servers).await
 }
 
 /// The registration id of the recipients' linked devices in scenario 1c.
@@ -222,14 +370,20 @@ pub async fn online_devices(
     warmup: Duration,
     duration: Duration,
     window: usize,
-    pids: ServerPids,
+    servers: &Servers,
 ) -> OnlineDevices {
     let users = create_users(stack, 2 * pairs, 1).await;
     let (senders, recipients) = users.split_at(pairs);
     let primaries: Vec<Device> = recipients.iter().map(Device::primary).collect();
     let inbound: Vec<Inbound> = primaries.iter().map(|p| Inbound::devices(&[p])).collect();
+    let run = Run {
+        warmup,
+        duration,
+        window,
+        mode: AckMode::default(),
+    };
     log("1c · one device per recipient");
-    let one = online_run(stack, senders, &inbound, warmup, duration, window, pids).await;
+    let one = online_run(stack, senders, &inbound, run, servers).await;
     log(format!(
         "1c · linking a second device to {pairs} recipients"
     ));
@@ -244,21 +398,69 @@ pub async fn online_devices(
         .map(|(p, l)| Inbound::devices(&[p, l]))
         .collect();
     log("1c · two devices per recipient");
-    let two = online_run(stack, senders, &inbound, warmup, duration, window, pids).await;
+    let two = online_run(stack, senders, &inbound, run, servers).await;
     OnlineDevices { one, two }
 }
 
+/// Scenario 1d: as scenario 1 (single-device form), on `pairs` new pairs, three times: every
+/// connection fire-and-forget; the receivers in ack mode, acknowledging every `messages` frame;
+/// the senders in ack mode too, every send idempotent (each carries an id).
+pub async fn online_acks(
+    stack: &Stack,
+    pairs: usize,
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+    servers: &Servers,
+) -> OnlineAcks {
+    let users = create_users(stack, 2 * pairs, 1).await;
+    let (senders, recipients) = users.split_at(pairs);
+    let inbound: Vec<Inbound> = recipients.iter().map(Inbound::single).collect();
+    let run = |receivers, senders| Run {
+        warmup,
+        duration,
+        window,
+        mode: AckMode { receivers, senders },
+    };
+    log("1d · fire-and-forget");
+    let fire_and_forget = online_run(stack, senders, &inbound, run(false, false), servers).await;
+    log("1d · receivers in ack mode, acknowledging every envelope");
+    let ack = online_run(stack, senders, &inbound, run(true, false), servers).await;
+    log("1d · senders in ack mode too: idempotent sends");
+    let idempotent = online_run(stack, senders, &inbound, run(true, true), servers).await;
+    OnlineAcks {
+        fire_and_forget,
+        ack,
+        idempotent,
+    }
+}
+
+/// How long an online run lasts, how deep its senders pipeline, and how its clients connect.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    warmup: Duration,
+    duration: Duration,
+    window: usize,
+    mode: AckMode,
+}
+
 /// One online run: every device of every recipient connected, each sender sending to its
-/// recipient for `warmup + duration`; rate, latency and server CPU are taken over `duration`.
+/// recipient for `warmup + duration`; rate, latency, server CPU and Redis commands are taken over
+/// `duration`. In ack mode the run ends once every envelope received is acknowledged (or after
+/// 10 s), so that none is in flight when the next run connects.
 async fn online_run(
     stack: &Stack,
     senders: &[User],
     recipients: &[Inbound],
-    warmup: Duration,
-    duration: Duration,
-    window: usize,
-    pids: ServerPids,
+    run: Run,
+    servers: &Servers,
 ) -> Online {
+    let Run {
+        warmup,
+        duration,
+        window,
+        mode,
+    } = run;
     let pairs = senders.len();
     let fanout = recipients.first().map_or(1, |r| r.to.fanout());
     let base = Instant::now();
@@ -266,24 +468,35 @@ async fn online_run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut receivers = Vec::new();
     for token in recipients.iter().flat_map(|r| &r.tokens) {
-        let ws = ws::connect(&stack.ws_url(token)).await;
+        let ws = ws::connect(&ws_url(stack, token, mode.receivers)).await;
         receivers.push(tokio::spawn(ws::run_receiver(
             ws,
             base,
             stop_rx.clone(),
             c.clone(),
+            mode.receivers,
         )));
     }
     let mut sockets = Vec::new();
     for s in senders {
-        sockets.push(ws::connect(&stack.ws_url(&s.access)).await);
+        sockets.push(ws::connect(&ws_url(stack, &s.access, mode.senders)).await);
     }
     log(format!(
-        "online: {pairs} pairs connected ({fanout} device(s) per recipient), sending"
+        "online: {pairs} pairs connected ({fanout} device(s) per recipient{}), sending",
+        match (mode.receivers, mode.senders) {
+            (false, false) => "",
+            (true, false) => ", receivers in ack mode",
+            (_, true) => ", receivers and senders in ack mode",
+        }
     ));
     let start = Instant::now();
     let end = start + warmup + duration;
-    let cpu = tokio::spawn(cpu_window(pids, c.clone(), start + warmup, end));
+    let costs = tokio::spawn(server_costs(
+        servers.clone(),
+        c.clone(),
+        start + warmup,
+        end,
+    ));
     let tasks: Vec<_> = sockets
         .into_iter()
         .zip(recipients)
@@ -303,12 +516,16 @@ async fn online_run(
         let _ = t.await;
     }
     let settle = Instant::now() + Duration::from_secs(10);
-    while c.get(&c.received) < fanout * c.get(&c.delivered) && Instant::now() < settle {
+    let unsettled = || {
+        c.get(&c.received) < fanout * c.get(&c.delivered)
+            || (mode.receivers && c.get(&c.acked) < c.get(&c.received))
+    };
+    while unsettled() && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = stop_tx.send(true);
     let (rate, lat) = measured(receivers, base, start + warmup, end).await;
-    let (cpu, sends_per_s) = cpu.await.unwrap_or_default();
+    let (cpu, redis, sends_per_s) = costs.await.unwrap_or_default();
     let first_error = c.first_error.lock().expect("lock").clone();
     Online {
         pairs,
@@ -328,29 +545,27 @@ async fn online_run(
         sends_per_s,
         latency: Lat::from_ns(lat),
         cpu,
+        redis,
+        ack_mode: mode,
+        ack_frames: c.get(&c.ack_frames),
+        acked: c.get(&c.acked),
     }
 }
 
-/// The servers' CPU time and the `sent` replies between `from` and `to`: the CPU per send, and
-/// the sends per second.
-async fn cpu_window(
-    pids: ServerPids,
+/// The servers' CPU time, Redis' command counts and the `sent` replies between `from` and `to`:
+/// the CPU and the Redis commands per send, and the sends per second.
+async fn server_costs(
+    mut servers: Servers,
     c: Arc<Counters>,
     from: Instant,
     to: Instant,
-) -> (CpuPerSend, f64) {
-    let sample = || {
-        (
-            c.sends_answered(),
-            Instant::now(),
-            cpu_secs(pids.gateway).unwrap_or(0.0),
-            pids.redis.and_then(cpu_secs),
-        )
-    };
+) -> (CpuPerSend, Option<RedisPerSend>, f64) {
     tokio::time::sleep_until(from.into()).await;
-    let (n0, t0, gateway0, redis0) = sample();
+    let (n0, t0, (gateway0, redis0)) = (c.sends_answered(), Instant::now(), servers.cpu_secs());
+    let calls0 = servers.redis_calls().await;
     tokio::time::sleep_until(to.into()).await;
-    let (n1, t1, gateway1, redis1) = sample();
+    let (n1, t1, (gateway1, redis1)) = (c.sends_answered(), Instant::now(), servers.cpu_secs());
+    let calls1 = servers.redis_calls().await;
     let sends = n1.saturating_sub(n0);
     let per = |secs: f64| secs * 1e6 / sends.max(1) as f64;
     let cpu = CpuPerSend {
@@ -358,7 +573,10 @@ async fn cpu_window(
         gateway_us: per(gateway1 - gateway0),
         redis_us: redis0.zip(redis1).map(|(a, b)| per(b - a)),
     };
-    (cpu, sends as f64 / (t1 - t0).as_secs_f64().max(1e-9))
+    let redis = calls0
+        .zip(calls1)
+        .map(|(before, after)| RedisPerSend::between(&before, &after, sends));
+    (cpu, redis, sends as f64 / (t1 - t0).as_secs_f64().max(1e-9))
 }
 
 /// The samples (received at, latency; ns since `base`) of `tasks`, joined: the rate in the
@@ -641,5 +859,29 @@ pub async fn connections(
         rss_after_kib,
         rss_per_conn_kib: rss_after_kib.saturating_sub(rss_before_kib) as f64
             / opened.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_commands_per_send_tell_round_trips_from_what_scripts_ran() {
+        let calls = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let before = calls(&[("evalsha", 10), ("hset", 40), ("info", 3)]);
+        let after = calls(&[
+            ("evalsha", 30),
+            ("hset", 80),
+            ("lpop", 10),
+            ("info", 9),
+            ("client|setname", 1),
+        ]);
+        let r = RedisPerSend::between(&before, &after, 10);
+        assert_eq!(r.round_trips, 2.1);
+        assert_eq!(r.in_scripts, 5.0);
+        assert!(!r.by_command.contains_key("info"));
     }
 }

@@ -1,7 +1,7 @@
 //! Shared pieces of the benchmark: latency statistics, child processes that die with the bench,
-//! resident memory, file limits, the machine's description.
+//! resident memory, CPU time, Redis command counts, file limits, the machine's description.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -217,6 +217,7 @@ pub fn relay_env() -> HashMap<String, String> {
         "AWS_ENDPOINT_URL_DYNAMODB".into(),
         servers.dynamodb_url.clone(),
     );
+    env.insert("AWS_ENDPOINT_URL_S3".into(), servers.s3_url.clone());
     for (k, v) in [
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -298,4 +299,26 @@ pub async fn local_redis_pid(redis: &mut redis::aio::ConnectionManager) -> Optio
         .ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     comm.starts_with("redis-server").then_some(pid)
+}
+
+/// How many times redis-server has run each command so far, by name (`INFO commandstats`:
+/// `cmdstat_<name>:calls=<n>,…`; subcommands as `client|setname`). Commands run by Lua scripts
+/// count too, each under its own name, besides the script's `EVALSHA`. `None` when INFO fails.
+pub async fn redis_command_calls(
+    redis: &mut redis::aio::ConnectionManager,
+) -> Option<BTreeMap<String, u64>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .ok()?;
+    Some(
+        info.lines()
+            .filter_map(|l| {
+                let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
+                Some((name.to_string(), calls.trim().parse().ok()?))
+            })
+            .collect(),
+    )
 }

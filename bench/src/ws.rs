@@ -1,5 +1,5 @@
-//! WebSocket load: pipelined senders, receivers that time each message, the echo client of the
-//! floor, and opening many connections. Frames are scanned, not parsed into JSON trees, so the
+//! WebSocket load: pipelined senders, receivers that time each message (and, in ack mode,
+//! acknowledge it), the echo client of the floor, and opening many connections. Frames are scanned, not parsed into JSON trees, so the
 //! client spends little of the machine's two cores.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -90,6 +90,38 @@ pub fn send_frame(to: &Recipient, seq: u64, base: Instant) -> String {
     )
 }
 
+/// The most envelope ids one `ack` frame may name.
+pub const ACK_IDS_MAX: usize = 100;
+
+/// The ids of the envelopes in a `messages` frame (each envelope object starts with its `id`).
+pub fn envelope_ids(text: &str) -> impl Iterator<Item = &str> + '_ {
+    const KEY: &str = r#"{"id":""#;
+    text.match_indices(KEY).filter_map(move |(at, _)| {
+        let rest = &text[at + KEY.len()..];
+        rest.find('"').map(|end| &rest[..end])
+    })
+}
+
+/// The `ack` frames that acknowledge every envelope of a `messages` frame (one frame, unless
+/// it carries more than [`ACK_IDS_MAX`] envelopes).
+pub fn ack_frames(messages: &str) -> Vec<String> {
+    let ids: Vec<String> = envelope_ids(messages)
+        .map(|id| format!(r#""{id}""#))
+        .collect();
+    ids.chunks(ACK_IDS_MAX)
+        .map(|chunk| format!(r#"{{"action":"ack","ids":[{}]}}"#, chunk.join(",")))
+        .collect()
+}
+
+/// The number after `"key":` in a frame (`"acked":3` in an `acked` reply).
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// The overall delivery of a `sent` reply: its first `delivery` (each device's follows it).
 fn overall_delivery(sent: &str) -> &str {
     const KEY: &str = r#""delivery":""#;
@@ -118,6 +150,10 @@ pub struct Counters {
     pub dropped: AtomicU64,
     pub errors: AtomicU64,
     pub received: AtomicU64,
+    /// `ack` frames the receivers sent (ack mode).
+    pub ack_frames: AtomicU64,
+    /// Envelopes the `acked` replies say were deleted (ack mode).
+    pub acked: AtomicU64,
     pub first_error: Mutex<Option<String>>,
 }
 
@@ -193,22 +229,43 @@ pub async fn run_sender(
 }
 
 /// Times every message pushed to this connection until `stop`; returns (receive ns, latency ns).
+/// With `ack` (a connection in ack mode), acknowledges the envelopes of every `messages` frame
+/// as it arrives, one `ack` frame per `messages` frame, as a client would.
 pub async fn run_receiver(
     mut ws: WsStream,
     base: Instant,
     mut stop: watch::Receiver<bool>,
     c: Arc<Counters>,
+    ack: bool,
 ) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
-    loop {
+    'read: loop {
         tokio::select! {
             _ = stop.changed() => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
                     let now = ns_since(base);
-                    for sent in send_times(t.as_str()) {
+                    for sent in send_times(t) {
                         out.push((now, now.saturating_sub(sent)));
                         c.received.fetch_add(1, Relaxed);
+                    }
+                    if t.contains(r#""type":"messages""#) {
+                        if !ack {
+                            continue;
+                        }
+                        for frame in ack_frames(t) {
+                            if ws.send(Message::Text(frame.into())).await.is_err() {
+                                c.error("socket closed while acknowledging");
+                                break 'read;
+                            }
+                            c.ack_frames.fetch_add(1, Relaxed);
+                        }
+                    } else if t.contains(r#""type":"acked""#) {
+                        let n = number_after(t, r#""acked":"#).unwrap_or(0);
+                        c.acked.fetch_add(n, Relaxed);
+                    } else if t.contains(r#""type":"error""#) {
+                        c.error(t);
                     }
                 }
                 Some(Ok(_)) => {}
@@ -356,4 +413,31 @@ pub async fn open_many(
         super::util::log(format!("{failed} handshakes failed, first: {e}"));
     }
     (open, times, failed, wall)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_envelope_of_a_messages_frame_is_acknowledged_100_ids_a_frame() {
+        let envelope = |i: usize| {
+            format!(r#"{{"id":"e{i}","from":"u","source_device":1,"sent_at":1,"body":"QQ=="}}"#)
+        };
+        let envelopes: Vec<String> = (0..150).map(envelope).collect();
+        let frame = format!(
+            r#"{{"type":"messages","messages":[{}]}}"#,
+            envelopes.join(",")
+        );
+        let acks = ack_frames(&frame);
+        let ids = |range: std::ops::Range<usize>| {
+            let ids: Vec<String> = range.map(|i| format!(r#""e{i}""#)).collect();
+            format!(r#"{{"action":"ack","ids":[{}]}}"#, ids.join(","))
+        };
+        assert_eq!(acks, vec![ids(0..100), ids(100..150)]);
+        assert_eq!(
+            number_after(r#"{"type":"acked","id":null,"acked":37}"#, r#""acked":"#),
+            Some(37)
+        );
+    }
 }

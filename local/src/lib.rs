@@ -22,7 +22,8 @@ pub async fn in_process(config: Config) -> shared::Result<Gateway> {
     let max_body_bytes = config.max_request_bytes;
     let sockets = sockets::Sockets::default();
     let pusher: Arc<dyn shared::storage::Pusher> = Arc::new(sockets.clone());
-    let app = App::from_parts(config, shared::clock::system(), Some(pusher)).await?;
+    let blobs = shared::storage::s3::blobs(&config).await;
+    let app = App::from_parts(config, shared::clock::system(), Some(pusher), blobs).await?;
     Ok(in_process_with(app, sockets, max_body_bytes))
 }
 

@@ -35,16 +35,19 @@ impl App {
 
     /// The same on another clock (tests advance a `ManualClock` instead of sleeping).
     pub async fn from_config_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>> {
-        Self::from_parts(config, clock, None).await
+        Self::from_parts(config, clock, None, None).await
     }
 
     /// With `sockets`, the pusher of the WebSocket gateway: logout, refresh-token reuse and
     /// account deletion then close the ended sessions' open connections (the users function
-    /// needs it; without one they are only refused at their next frame).
+    /// needs it; without one they are only refused at their next frame). With `blobs`
+    /// (`storage::s3::blobs`: only where attachments are served, so the other functions do not
+    /// carry the S3 client) the attachment routes work.
     pub async fn from_parts(
         config: Config,
         clock: SharedClock,
         sockets: Option<Arc<dyn Pusher>>,
+        blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Arc<Self>> {
         let (client, conn) = futures::join!(
             dynamodb::client_from_env(),
@@ -53,13 +56,6 @@ impl App {
         let dynamo = Dynamo::new(client, Tables::with_prefix(&config.table_prefix));
         let redis = RedisStore::new(conn?, &config.redis_prefix, &config.inbox)
             .with_wait(config.redis_wait);
-        let blobs: Option<Arc<dyn BlobStore>> = match &config.attachments {
-            Some(a) => Some(Arc::new(crate::storage::s3::S3::new(
-                crate::storage::s3::client_from_env().await,
-                &a.bucket,
-            ))),
-            None => None,
-        };
         Self::assemble(config, dynamo, redis, clock, sockets, blobs)
     }
 

@@ -114,10 +114,12 @@ impl Stack {
         let (config, dynamodb) = config_with_tables(&env).await;
         let clock = ManualClock::new();
         let sockets = local_gateway::sockets::Sockets::default();
+        let blobs = shared::storage::s3::blobs(&config).await;
         let app = shared::App::from_parts(
             config.clone(),
             clock.clone(),
             Some(Arc::new(sockets.clone())),
+            blobs,
         )
         .await
         .expect("app");

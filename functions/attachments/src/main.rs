@@ -3,6 +3,8 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = shared::App::from_config(shared::Config::load().await?).await?;
+    let config = shared::Config::load().await?;
+    let blobs = shared::storage::s3::blobs(&config).await;
+    let app = shared::App::from_parts(config, shared::clock::system(), None, blobs).await?;
     run(service_fn(|req| attachments::handler(&app, req))).await
 }

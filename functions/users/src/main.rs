@@ -6,6 +6,6 @@ async fn main() -> Result<(), Error> {
     let config = shared::Config::load().await?;
     // Logout and account deletion close the sessions' WebSocket connections through it.
     let sockets = shared::storage::apigateway::ManagementApiPusher::from_config(&config).await?;
-    let app = shared::App::from_parts(config, shared::clock::system(), Some(sockets)).await?;
+    let app = shared::App::from_parts(config, shared::clock::system(), Some(sockets), None).await?;
     run(service_fn(|req| users::handler(&app, req))).await
 }

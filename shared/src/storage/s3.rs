@@ -28,6 +28,15 @@ pub async fn client_from_env() -> Client {
     Client::from_conf(config)
 }
 
+/// The attachments' store as `config` says (`ATTACHMENTS_BUCKET`), for `App::from_parts`.
+pub async fn blobs(config: &crate::config::Config) -> Option<std::sync::Arc<dyn BlobStore>> {
+    let bucket = &config.attachments.as_ref()?.bucket;
+    Some(std::sync::Arc::new(S3::new(
+        client_from_env().await,
+        bucket,
+    )))
+}
+
 impl S3 {
     pub fn new(client: Client, bucket: &str) -> Self {
         Self {
