@@ -1122,3 +1122,24 @@ async fn a_dropped_send_is_not_remembered() {
     assert_eq!(reply_alone(&mut a, typing).await, sent("t-1", "delivered"));
     assert_eq!(receive_pushed(&mut b, 1).await.len(), 1);
 }
+
+/// An `ack` is a frame like any other (`RATE_LIMIT_FRAMES`), charged in the step that deletes:
+/// refused, it acknowledges nothing, so the envelope is handed back when the socket closes.
+#[tokio::test]
+async fn a_rate_limited_ack_acknowledges_nothing() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "3/3600")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    let mut b = connect_ack(&stack, &bob.access).await;
+    send_texts(&mut a, &bob.user_id, "m-", 0..1, "delivered").await;
+    let ids = envelope_ids(&receive_pushed(&mut b, 1).await);
+    let unknown = [uuid::Uuid::new_v4().to_string()];
+    assert_eq!(acked(&mut b, "first", &unknown).await, 0, "frame 1 of 3");
+    assert_eq!(acked(&mut b, "second", &unknown).await, 0, "frame 2 of 3");
+    assert_eq!(acked(&mut b, "third", &unknown).await, 0, "frame 3 of 3");
+    let reply = reply_alone(&mut b, ack_frame(Some("fourth"), &ids)).await;
+    assert_error(&reply, "fourth", "rate_limited");
+    assert_eq!(inbox_len(&stack, &bob.user_id).await, 0, "still in flight");
+    drop(b);
+    wait_inbox_len(&stack, &bob.user_id, 1).await;
+}

@@ -20,9 +20,9 @@ use shared::config::{Bucket, InboxLimits, RedisWait};
 use shared::model::{Device, DeviceAddress, DeviceList};
 use shared::storage::redis::{connect_cluster, RedisStore};
 use shared::storage::{
-    Addressed, Claim, Connected, ConnectionRegistry, Delivery, Fanned, Fanout, Health, Inbox,
-    Provisioning, RateDecision, RateLimiter, Registration, Remembering, Revocations, SendLog,
-    StoredEnvelope,
+    Addressed, Charge, Claim, Connected, ConnectionRegistry, Delivery, Fanned, Fanout, Health,
+    Inbox, Provisioning, RateDecision, RateLimiter, Registration, Remembering, Revocations,
+    SendLog, StoredEnvelope,
 };
 use shared::validation::{base64, encode};
 use uuid::Uuid;
@@ -204,7 +204,19 @@ async fn every_redis_path_runs_on_the_cluster() {
         }
         // Unacknowledged (an ack-mode connection): back at the head once released.
         assert_eq!(store.pending(device, now).await.unwrap(), 0);
-        assert_eq!(store.ack(device, &["unknown".into()]).await.unwrap(), 0);
+        let frames = format!("frames:{{{}}}", device.user_id);
+        let charge = Charge {
+            key: &frames,
+            bucket: Bucket::new(10, 1),
+            cost: 1,
+        };
+        assert_eq!(
+            store
+                .ack(device, &["unknown".into()], charge)
+                .await
+                .unwrap(),
+            (RateDecision::Allowed, 0)
+        );
         store.release(device).await.unwrap();
         assert_eq!(store.pending(device, now).await.unwrap(), 4);
         assert_eq!(

@@ -118,10 +118,16 @@ pub(crate) async fn limit(
     which: Limit<'_>,
     cost: u32,
 ) -> Result<()> {
-    match limiter
+    let decision = limiter
         .take(&which.key(), which.bucket(limits), cost)
-        .await?
-    {
+        .await?;
+    decided(&which, decision)
+}
+
+/// A limit's decision (taken by the limiter, or by a storage step that charged it itself) as a
+/// result: a refusal is `RateLimited` with whole seconds to wait.
+pub(crate) fn decided(which: &Limit<'_>, decision: RateDecision) -> Result<()> {
+    match decision {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { retry_after_ms } => {
             let retry_after_secs = retry_after_ms.div_ceil(1000).max(1);

@@ -181,7 +181,7 @@ impl Relay {
     /// revoked; `Unauthorized` otherwise (the caller then ends the connection: [`Self::end`]).
     /// Logout and deletion close the session's connections themselves, so Redis is asked again
     /// only every `session_check` (two GETs), not on every frame.
-    async fn sender(&self, connection_id: &str) -> Result<Registration> {
+    pub(super) async fn sender(&self, connection_id: &str) -> Result<Registration> {
         let now = self.clock.now_ms();
         let known = self
             .senders

@@ -6,11 +6,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::relay::{Payload, Relay, Sent};
-use super::{limit, Limit};
+use super::{decided, limit, Limit};
 use crate::error::{Error, Result};
 use crate::frames::Delivery;
 use crate::model::DeviceAddress;
-use crate::storage::{Claim, Remembering};
+use crate::storage::{Charge, Claim, Remembering};
 
 /// Sends with ids are remembered for 24 h, at most the last 10,000 per device (a client sending
 /// at the message rate limit's pace remembers less than a day; one whose function died while
@@ -49,9 +49,21 @@ fn content_hash(to: &str, payload: &Payload, online_only: bool) -> String {
 impl Relay {
     /// `ack`: deletes the connection's device's in-flight envelopes with these ids; returns how
     /// many there were. Unknown, repeated or other users' ids change nothing.
+    /// The frame's rate limit is charged by the same Redis step that deletes.
     pub async fn ack(&self, connection_id: &str, ids: &[String]) -> Result<u64> {
-        let device = self.frame_from(connection_id).await?.device();
-        self.inbox.ack(device, ids).await
+        let device = self.sender(connection_id).await?.device();
+        let which = Limit::Frames {
+            user: device.user_id,
+        };
+        let key = which.key();
+        let charge = Charge {
+            key: &key,
+            bucket: which.bucket(&self.limits),
+            cost: 1,
+        };
+        let (decision, acked) = self.inbox.ack(device, ids, charge).await?;
+        decided(&which, decision)?;
+        Ok(acked)
     }
 
     /// A send remembered by (device, id): the first stores and records its answer; a repeat

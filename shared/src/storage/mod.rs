@@ -125,6 +125,15 @@ pub trait Revocations: Send + Sync {
     async fn is_revoked(&self, session_id: Uuid) -> Result<bool>;
 }
 
+/// A rate limit's cost taken by a storage operation in its own atomic step (the bucket's key in
+/// the slot of the keys it writes), so a frame costs one round trip rather than two.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge<'a> {
+    pub key: &'a str,
+    pub bucket: Bucket,
+    pub cost: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateDecision {
     Allowed,
@@ -279,8 +288,14 @@ pub trait Inbox: Send + Sync {
     /// Puts envelopes back at the head, in their original order.
     async fn requeue(&self, device: DeviceAddress, envelopes: &[StoredEnvelope]) -> Result<()>;
     /// Deletes the device's in-flight envelopes with these envelope ids (acknowledged); returns
-    /// how many there were.
-    async fn ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64>;
+    /// how many there were. `charge` is taken in the same atomic step (its key is in the
+    /// device's slot): refused, nothing is deleted.
+    async fn ack(
+        &self,
+        device: DeviceAddress,
+        ids: &[String],
+        charge: Charge<'_>,
+    ) -> Result<(RateDecision, u64)>;
     /// Puts every in-flight envelope of the device back at the head in its order (an ack-mode
     /// connection closed).
     async fn release(&self, device: DeviceAddress) -> Result<()>;

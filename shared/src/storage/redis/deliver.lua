@@ -66,8 +66,16 @@ local function deliver(inbox, conns_key, stats, in_flight, acks_key, env)
   if #conns > 0 then reclaim(inbox, stats, in_flight, now, max, max_bytes, ARGV[3]) end
   -- Connected, nothing waiting and nobody acknowledging: storing and taking it back would
   -- cancel out, so hand it over directly (the caller puts it in the inbox if the push fails).
-  if #conns > 0 and #acking == 0 and redis.call('LLEN', inbox) == 0 then
+  local idle = #conns > 0 and redis.call('LLEN', inbox) == 0
+  if idle and #acking == 0 then
     return {2, conns, {env}, {}}
+  end
+  -- Connected in ack mode with nothing waiting: what storing and taking it back would leave is
+  -- this envelope alone in flight, so put it there directly (the in-flight cap still applies).
+  if idle and #env <= max_bytes and redis.call('LLEN', in_flight) < max then
+    redis.call('RPUSH', in_flight, ARGV[8] .. '|' .. env)
+    redis.call('EXPIRE', in_flight, ARGV[3])
+    return {3, conns, {env}, acking}
   end
   settle(inbox, stats)
   if #env > max_bytes then return {0, {}, {}, {}} end

@@ -4,13 +4,16 @@
 -- next 'take' after the lease puts such leftovers back at the head of the inbox. In ack mode the
 -- written envelopes stay until acknowledged ('ack') or released ('release': the connection
 -- closed), or the lease ends.
--- KEYS: 1 inbox list, 2 inbox accounting, 3 in-flight list (one hash slot: {user})
+-- KEYS: 1 inbox list, 2 inbox accounting, 3 in-flight list, 4 ('ack' only) the frame rate
+--       limit's bucket (one hash slot: {user})
 -- ARGV: 1 'take', 'done', 'ack' or 'release', 2 lease until ms, 3 now ms, 4 max envelopes,
 --       5 max bytes, 6 ttl seconds, then
 --   take: 7 batch size. Returns the batch, oldest first.
 --   done: 7 n, 8 … 7+n the envelopes of the batch to drop from the list, then those of them
 --         not written (they go back to the head), oldest first.
---   ack: 7… envelope ids. Returns how many entries were deleted.
+--   ack: 7 bucket capacity, 8 refill per ms, 9 cost, 10… envelope ids. The frame is charged in
+--        the same step (bucket.lua): refused, nothing is deleted. Returns {allowed (1/0), retry
+--        after ms, how many entries were deleted}.
 --   release: nothing more.
 local inbox, stats, flight = KEYS[1], KEYS[2], KEYS[3]
 local lease, now = ARGV[2], tonumber(ARGV[3])
@@ -26,8 +29,10 @@ if ARGV[1] == 'done' then
 end
 
 if ARGV[1] == 'ack' then
+  local charged = take_tokens(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+  if charged[1] == 0 then return {0, charged[2], 0} end
   local ids, wanted = {}, 0
-  for i = 7, #ARGV do
+  for i = 10, #ARGV do
     if not ids[ARGV[i]] then wanted = wanted + 1 end
     ids[ARGV[i]] = true
   end
@@ -50,7 +55,7 @@ if ARGV[1] == 'ack' then
   end
   local deleted = 0
   for _, item in ipairs(doomed) do deleted = deleted + redis.call('LREM', flight, 1, item) end
-  return deleted
+  return {1, 0, deleted}
 end
 
 if ARGV[1] == 'release' then

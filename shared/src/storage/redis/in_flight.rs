@@ -5,12 +5,13 @@ use std::sync::LazyLock;
 use super::{envelope, Lua, RedisStore};
 use crate::error::Result;
 use crate::model::DeviceAddress;
-use crate::storage::StoredEnvelope;
+use crate::storage::{Charge, RateDecision, StoredEnvelope};
 
 static IN_FLIGHT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(concat!(
         include_str!("accounting.lua"),
         "\n",
+        include_str!("bucket.lua"),
         include_str!("in_flight.lua")
     ))
 });
@@ -23,11 +24,25 @@ impl RedisStore {
         lease_until_ms: u64,
         now_ms: u64,
     ) -> redis::Cmd {
-        let mut call = IN_FLIGHT.call(&[
-            &self.keys.inbox(device),
-            &self.keys.inbox_accounting(device),
-            &self.keys.in_flight(device),
-        ]);
+        self.in_flight_call_with(device, op, lease_until_ms, now_ms, None)
+    }
+
+    fn in_flight_call_with(
+        &self,
+        device: DeviceAddress,
+        op: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        bucket: Option<&str>,
+    ) -> redis::Cmd {
+        let (inbox, stats, flight) = (
+            self.keys.inbox(device),
+            self.keys.inbox_accounting(device),
+            self.keys.in_flight(device),
+        );
+        let mut keys = vec![inbox.as_str(), stats.as_str(), flight.as_str()];
+        keys.extend(bucket);
+        let mut call = IN_FLIGHT.call(&keys);
         call.arg(op)
             .arg(lease_until_ms)
             .arg(now_ms)
@@ -69,16 +84,30 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn in_flight_ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
+    /// `ack`, with the frame's charge taken in the same script: one round trip per `ack` frame.
+    pub(super) async fn in_flight_ack(
+        &self,
+        device: DeviceAddress,
+        ids: &[String],
+        charge: Charge<'_>,
+    ) -> Result<(RateDecision, u64)> {
         let now = self.clock.now_ms();
-        let mut call = self.in_flight_call(device, "ack", now, now);
+        let bucket = self.bucket_key(charge.key);
+        let mut call = self.in_flight_call_with(device, "ack", now, now, Some(&bucket));
+        call.arg(charge.bucket.capacity)
+            .arg(charge.bucket.refill_per_ms())
+            .arg(charge.cost);
         for id in ids {
             call.arg(id);
         }
-        self.run(&IN_FLIGHT, &call).await
+        let (allowed, retry_after_ms, deleted): (i64, i64, u64) =
+            self.run(&IN_FLIGHT, &call).await?;
+        Ok(if allowed == 1 {
+            (RateDecision::Allowed, deleted)
+        } else {
+            let retry_after_ms = retry_after_ms.max(1) as u64;
+            (RateDecision::Limited { retry_after_ms }, 0)
+        })
     }
 
     pub(super) async fn in_flight_release(&self, device: DeviceAddress) -> Result<()> {

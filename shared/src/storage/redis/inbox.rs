@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use super::{envelope, Lua, RedisStore};
 use crate::error::{Error, Result};
 use crate::model::{DeviceAddress, DeviceId, DeviceList, UserId};
-use crate::storage::{Delivery, Fanned, Fanout, Inbox, StoredEnvelope, POP_BATCH};
+use crate::storage::{
+    Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, StoredEnvelope, POP_BATCH,
+};
 
 /// Each inbox script starts with the accounting prelude (Lua has no includes in Redis).
 macro_rules! inbox_script {
@@ -210,8 +212,13 @@ impl Inbox for RedisStore {
         Ok(())
     }
 
-    async fn ack(&self, device: DeviceAddress, ids: &[String]) -> Result<u64> {
-        self.in_flight_ack(device, ids).await
+    async fn ack(
+        &self,
+        device: DeviceAddress,
+        ids: &[String],
+        charge: Charge<'_>,
+    ) -> Result<(RateDecision, u64)> {
+        self.in_flight_ack(device, ids, charge).await
     }
 
     async fn release(&self, device: DeviceAddress) -> Result<()> {

@@ -14,7 +14,12 @@ use crate::storage::{RateDecision, RateLimiter, Revocations};
 /// instance (each Lambda, the local gateway) takes from the same buckets, and one clock — the
 /// server's — keeps refills consistent whatever the skew between their hosts, inside the one
 /// atomic script. So a test's `ManualClock` does not refill buckets; only waiting does.
-static TOKEN_BUCKET: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_bucket.lua")));
+static TOKEN_BUCKET: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        include_str!("bucket.lua"),
+        include_str!("token_bucket.lua")
+    ))
+});
 static TOKEN_BUCKETS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("token_buckets.lua")));
 
 #[async_trait]
