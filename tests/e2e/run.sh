@@ -3,8 +3,9 @@
 #   RELAY_URL  base URL of the relay (default http://127.0.0.1:8080); the
 #              WebSocket URL is derived from it (ws://HOST/ws) unless
 #              RELAY_WS_URL is set.
-# Installs the pinned packages with `npm ci` only when node_modules is missing
-# or older than package-lock.json. Extra arguments go to `node --test`
+# The clients are the client library's (clients/js): its pinned packages are installed with
+# `npm ci` there only when its node_modules is missing or older than its package-lock.json.
+# This suite has no dependencies of its own. Extra arguments go to `node --test`
 # (e.g. ./run.sh --test-name-pattern=Kyber).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,10 +21,17 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 
-stamp=node_modules/.package-lock.json
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] ||
-   ! node -e "import('@signalapp/libsignal-client').then(S => S.KEMKeyPair.generate())" >/dev/null 2>&1; then
-  npm ci --no-audit --no-fund
+# npm ci in DIR when its node_modules is missing, older than its lockfile, or (libsignal) broken.
+npm_ci_if_stale() { # dir [module to import]
+  local stamp="$1/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$1/package-lock.json" -nt "$stamp" ] ||
+     { [ -n "${2:-}" ] && ! (cd "$1" && node -e "import('$2').then(S => S.KEMKeyPair.generate())") >/dev/null 2>&1; }; then
+    (cd "$1" && npm ci --no-audit --no-fund)
+  fi
+}
+npm_ci_if_stale ../../clients/js @signalapp/libsignal-client
+if node -e 'process.exit(Object.keys(require("./package.json").dependencies || {}).length ? 0 : 1)'; then
+  npm_ci_if_stale .
 fi
 
 echo "e2e: relay at $RELAY_URL"

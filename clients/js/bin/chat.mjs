@@ -1,0 +1,528 @@
+#!/usr/bin/env node
+// A terminal chat on the relay, built on RelayClient only (no raw HTTP here): the messages are
+// end-to-end encrypted with the Signal protocol; the relay only sees ciphertext.
+//
+//   node clients/js/bin/chat.mjs NAME [--url URL] [--link]     (./local/chat is the wrapper)
+//
+// State (keys, sessions, tokens) lives in a FileStore in $RELAY_CHAT_DIR/NAME (default
+// <repo>/.local/chat/NAME). The first run registers NAME (password from RELAY_CHAT_PASSWORD or
+// asked without echo); later runs reopen the stored account. With --link, NAME names the local
+// profile of a new device of an existing account (the account's username comes with the link).
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import readline from 'node:readline';
+import * as lib from '../src/index.mjs';
+
+const { RelayClient, FileStore } = lib;
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(HERE, '..', '..', '..');
+const DEBUG = !!process.env.RELAY_CHAT_DEBUG;
+const NAME_RE = /^[a-z0-9_.-]{3,32}$/;
+
+const USAGE = `usage: ./local/chat NAME [--url URL] [--link]
+
+  ./local/chat alice             opens the account alice (the first run registers it)
+  ./local/chat alice2 --link     a new device of an existing account: prints a link string
+                                 to type as /link STRING in a running chat of that account
+  --url URL                      the relay (default $RELAY_URL, else http://127.0.0.1:8080)
+
+State: $RELAY_CHAT_DIR/NAME (default .local/chat/NAME). RELAY_CHAT_PASSWORD: the password of
+a first run (else it is asked for).`;
+
+const HELP = `commands:
+  /to NAME        talk to NAME (every line you type is sent to them, encrypted)
+  /devices        the devices of your account
+  /link STRING    link the new device that \`./local/chat OTHER --link\` started
+  /me             who and where you are
+  /logout         end this device's session on the relay and leave (the keys stay; the next
+                  run asks for the password)
+  /help           this help
+  /quit           leave (Ctrl-D and Ctrl-C too)
+a line that does not start with / is a message (start it with // to send a leading /)`;
+
+// ---------------------------------------------------------------------------------------------
+// Output: one line at a time, above the prompt the person is typing at.
+
+let rl = null; // the readline interface once the chat is open
+const tty = !!process.stdout.isTTY;
+let termGone = false; // the terminal was closed (SIGHUP, EIO/EPIPE): write nothing more
+
+function out(line) {
+  if (termGone) return;
+  if (rl && tty) {
+    readline.cursorTo(process.stdout, 0);
+    readline.clearLine(process.stdout, 0);
+    process.stdout.write(line + '\n');
+    rl.prompt(true);
+  } else {
+    process.stdout.write(line + '\n');
+  }
+}
+
+const note = (s) => out(`-- ${s}`);
+const fail = (s) => out(`!! ${s}`);
+
+/** Text from the network, safe to print: no terminal escapes or other control characters. */
+function clean(s) {
+  return String(s)
+    .replace(/\r\n?/g, '\n')
+    .replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '\ufffd')
+    .replace(/\n/g, '\n        ');
+}
+
+function hhmm(d) {
+  const t = d instanceof Date && !Number.isNaN(d.getTime()) ? d : new Date();
+  return `${String(t.getHours()).padStart(2, '0')}:${String(t.getMinutes()).padStart(2, '0')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one clear line each, never a stack trace (RELAY_CHAT_DEBUG=1 shows them).
+
+function is(e, cls) {
+  const C = lib[cls];
+  return (typeof C === 'function' && e instanceof C) || e?.name === cls || e?.constructor?.name === cls;
+}
+
+let URL_ = '';
+
+/** One line for an error; `ctx` names what was being done (peer, username…). */
+function describe(e, ctx = {}) {
+  if (DEBUG && e?.stack) process.stderr.write(e.stack + '\n');
+  if (is(e, 'ServerUnavailableError')) return `cannot reach the relay at ${URL_} — is ./local/up running?`;
+  if (is(e, 'RateLimitedError')) {
+    const s = Number(e.retryAfter);
+    return `rate limited by the relay: retry in ${Number.isFinite(s) && s > 0 ? Math.ceil(s) : 'a few'} s`;
+  }
+  if (is(e, 'UnknownUserError')) return ctx.peer ? `no user named ${ctx.peer}` : 'unknown user';
+  if (is(e, 'UsernameTakenError')) return `the username ${ctx.username ?? ''} is taken`;
+  if (e?.code === 'store_in_use' && e.lock) {
+    return `${ctx.name ?? 'this account'} is open in another chat (${e.lock}); quit that one first`;
+  }
+  if (is(e, 'AuthError') && e.code === 'account_unknown') return firstLine(e.message);
+  if (is(e, 'AuthError')) return ctx.auth ?? 'the relay refused the credentials (wrong password, or the session was ended)';
+  if (is(e, 'PreKeysExhaustedError')) {
+    return `${ctx.peer ?? 'the recipient'} has no prekeys left: they must come online once (their client refills them), then try again`;
+  }
+  if (is(e, 'MismatchedDevicesError')) return `the devices of ${ctx.peer ?? 'the recipient'} kept changing while sending; try again`;
+  if (is(e, 'ApiError')) {
+    const code = e.code && e.code !== 'error' ? ` (${e.code})` : '';
+    return `the relay refused: ${firstLine(e.message)}${code}`;
+  }
+  return firstLine(e?.message ?? String(e));
+}
+
+function firstLine(s) {
+  return String(s ?? '').split('\n')[0] || 'unknown error';
+}
+
+class Exit extends Error {
+  constructor(message, code = 1) {
+    super(message);
+    this.exitCode = code;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments, password prompt.
+
+function parseArgs(argv) {
+  const o = { name: null, url: null, link: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--link') o.link = true;
+    else if (a === '--url') {
+      if (i + 1 >= argv.length) throw new Exit(`--url needs a URL\n${USAGE}`, 2);
+      o.url = argv[++i];
+    } else if (a.startsWith('--url=')) o.url = a.slice(6);
+    else if (a === '-h' || a === '--help') throw new Exit(USAGE, 0);
+    else if (a.startsWith('-')) throw new Exit(`unknown option ${a}\n${USAGE}`, 2);
+    else if (o.name === null) o.name = a;
+    else throw new Exit(`one NAME only (got ${o.name} and ${a})\n${USAGE}`, 2);
+  }
+  if (!o.name) throw new Exit(USAGE, 2);
+  o.name = o.name.toLowerCase();
+  if (!NAME_RE.test(o.name)) throw new Exit(`NAME must be 3 to 32 characters of a-z 0-9 _ . - (got ${JSON.stringify(o.name)})`, 2);
+  o.url = (o.url || process.env.RELAY_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+  if (!/^https?:\/\/[^/]+/.test(o.url)) throw new Exit(`--url must be an http:// or https:// URL (got ${o.url})`, 2);
+  return o;
+}
+
+/** Reads a line from the terminal without echoing it (a plain line when stdin is not a TTY). */
+function askHidden(prompt) {
+  const stdin = process.stdin;
+  process.stdout.write(prompt);
+  if (!stdin.isTTY) {
+    return new Promise((res, rej) => {
+      const r = readline.createInterface({ input: stdin });
+      r.once('line', (l) => { r.close(); process.stdout.write('\n'); res(l); });
+      r.once('close', () => rej(new Exit('no password given (stdin closed)', 1)));
+    });
+  }
+  return new Promise((res, rej) => {
+    let buf = '';
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.setEncoding('utf8');
+    const done = (err, v) => {
+      stdin.removeListener('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stdout.write('\n');
+      err ? rej(err) : res(v);
+    };
+    const onData = (chunk) => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') return done(null, buf);
+        if (ch === '\u0003') return done(new Exit('cancelled', 130));
+        if (ch === '\u0004') return buf ? undefined : done(new Exit('cancelled', 130));
+        if (ch === '\u007f' || ch === '\b') buf = buf.slice(0, -1);
+        else if (ch === '\u0015') buf = '';
+        else if (ch >= ' ') buf += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+async function newPassword(name) {
+  const env = process.env.RELAY_CHAT_PASSWORD;
+  if (env) return env;
+  if (!process.stdin.isTTY) throw new Exit('set RELAY_CHAT_PASSWORD (no terminal to ask for a password on)');
+  for (;;) {
+    const p = await askHidden(`new password for ${name} (8 to 128 characters): `);
+    if ([...p].length < 8 || [...p].length > 128) { process.stdout.write('the password must be 8 to 128 characters\n'); continue; }
+    const again = await askHidden('again: ');
+    if (again === p) return p;
+    process.stdout.write('the two passwords differ\n');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening the account: stored, registered, or linked.
+
+async function storeHasAccount(store) {
+  const doc = await store.load();
+  return Boolean(doc?.account);
+}
+
+async function openAccount(o, store, dir) {
+  const base = { url: o.url, store };
+  if (await storeHasAccount(store)) {
+    const password = process.env.RELAY_CHAT_PASSWORD || undefined;
+    try {
+      return await RelayClient.open({ ...base, password, register: false });
+    } catch (e) {
+      if (!is(e, 'AuthError')) throw e;
+      // The relay refused the stored session, and the password too (or none was given): the
+      // account is gone (./local/up --reset, deleted). Asking for a password would not help.
+      if (e.code === 'account_unknown') throw new Exit(unknownAccount(e, dir, o));
+      if (password || !process.stdin.isTTY) {
+        throw new Exit(password ? wrongPassword(dir) : `the stored session of ${o.name} has ended (logged out or revoked); run again with RELAY_CHAT_PASSWORD`);
+      }
+      note(`the stored session of ${o.name} has ended (logged out or revoked elsewhere): log in again`);
+      const p = await askHidden(`password: `);
+      try {
+        return await RelayClient.open({ ...base, password: p, register: false });
+      } catch (e2) {
+        if (is(e2, 'AuthError') && e2.code === 'account_unknown') throw new Exit(unknownAccount(e2, dir, o));
+        if (is(e2, 'AuthError')) throw new Exit(wrongPassword(dir));
+        throw e2;
+      }
+    }
+  }
+  const password = await newPassword(o.name);
+  try {
+    const c = await RelayClient.open({ ...base, username: o.name, password, register: true });
+    note(`registered ${o.name} (its keys are kept in ${dir})`);
+    return c;
+  } catch (e) {
+    if (is(e, 'UsernameTakenError')) {
+      throw new Exit(`the username ${o.name} is taken, and its keys are not in ${dir}; if the account is yours, link this terminal as a new device of it: ./local/chat ${o.name}2 --link`);
+    }
+    if (is(e, 'AuthError')) throw new Exit(`wrong password for ${o.name}`);
+    throw e;
+  }
+}
+
+function unknownAccount(e, dir, o) {
+  const m = /^the account (\S+)/.exec(e.message);
+  const name = m?.[1] ?? o.name;
+  const wrong = /or the password given is wrong/.test(e.message) ? ' (or RELAY_CHAT_PASSWORD is wrong)' : '';
+  return `the account ${name} in ${dir} is not known to the relay at ${o.url} (was its data reset?); remove ${dir} to start again${wrong}`;
+}
+
+function wrongPassword(dir) {
+  return `wrong password for the account in ${dir} (or the relay no longer has that account: ./local/up --reset deletes them; then delete ${dir} too)`;
+}
+
+async function linkAccount(o, store, dir) {
+  if (await storeHasAccount(store)) {
+    throw new Exit(`${dir} already holds an account: run ./local/chat ${o.name} (without --link), or pick another NAME for the new device`);
+  }
+  const { linkString, done, cancel } = await RelayClient.startLinking({ url: o.url, store });
+  out('To make this terminal a new device of your account, type this line in a running chat');
+  out('of that account (./local/chat NAME):');
+  out('');
+  out(`  /link ${linkString}`);
+  out('');
+  out('waiting for it (Ctrl-C cancels)…');
+  let onInt;
+  const stop = new Promise((_, rej) => {
+    onInt = () => {
+      Promise.resolve(cancel?.()).catch(() => {});
+      rej(new Exit('cancelled', 130));
+    };
+    process.once('SIGINT', onInt);
+  });
+  let client;
+  try {
+    client = await Promise.race([done, stop]);
+  } finally {
+    process.removeListener('SIGINT', onInt);
+  }
+  note(`linked: this is device ${client.deviceId} of ${client.username ?? client.userId}`);
+  return client;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chat.
+
+async function chat(o, client) {
+  const me = client.username ?? o.name;
+  let peer = null; // { name, userId }
+  let lastState = null;
+  let closing = false;
+  let sessionEnded = false; // an AuthError: the client stopped reconnecting
+
+  const setPrompt = () => rl.setPrompt(peer ? `(${me}) ${peer.name}> ` : `(${me})> `);
+  const who = (u) => clean(u?.username ?? u?.userId ?? '?');
+
+  client.on('message', (m) => {
+    const body = m.text != null ? clean(m.text) : `<${m.bytes?.length ?? 0} bytes>`;
+    if (m.sync) {
+      out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
+      return;
+    }
+    out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
+    if (!peer && m.from?.username) {
+      peer = { name: m.from.username, userId: m.from.userId };
+      setPrompt();
+      note(`talking to ${peer.name} (/to NAME to change)`);
+    }
+  });
+  client.on('state', (s) => {
+    if (closing || s === lastState) return;
+    if (s === 'online') note(lastState === 'offline' ? 'online again' : 'online');
+    else if (s === 'offline') {
+      note(sessionEnded ? 'offline: the session has ended (/quit, then run the chat again)' : `offline: cannot reach the relay at ${URL_}; reconnecting…`);
+    }
+    else if (s === 'connecting' && lastState === null) note(`connecting to ${URL_}…`);
+    if (s !== 'connecting') lastState = s;
+  });
+  client.on('error', (e) => {
+    // Unreachable while offline: the offline line says it already.
+    if (is(e, 'ServerUnavailableError') && lastState === 'offline') return;
+    if (is(e, 'AuthError')) {
+      if (sessionEnded) return;
+      sessionEnded = true;
+    }
+    fail(describe(e, { auth: 'the session has ended (logged out or revoked elsewhere): /quit, then run the chat again (it asks for the password)' }));
+  });
+
+  rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty, historySize: 200 });
+  started = true; // from here on, a stray error is one line in the chat
+  setPrompt();
+  out(`${me}, device ${client.deviceId} (/help for the commands)`);
+
+  let quitting = false;
+  const quit = async (code = 0) => {
+    if (quitting) return;
+    quitting = closing = true;
+    // Whatever happens below, the process ends (a socket that does not close holds nothing up).
+    setTimeout(() => process.exit(code), 4000);
+    try {
+      await Promise.race([client.close(), new Promise((r) => setTimeout(r, 3000))]);
+    } catch { /* closing anyway */ }
+    try {
+      const r = rl;
+      rl = null;
+      r?.close();
+      if (!termGone) {
+        if (tty) {
+          readline.cursorTo(process.stdout, 0);
+          readline.clearLine(process.stdout, 0);
+        }
+        process.stdout.write('bye\n');
+      }
+    } catch { /* the terminal is gone */ }
+    process.exit(code);
+  };
+  quitChat = quit;
+  rl.on('close', () => quit(0));
+  rl.on('SIGINT', () => quit(0));
+  process.on('SIGTERM', () => quit(0));
+  process.on('SIGHUP', () => {
+    termGone = true; // the terminal was closed: leave without a word
+    quit(0);
+  });
+
+  try {
+    await client.connect();
+  } catch (e) {
+    fail(describe(e));
+  }
+  rl.prompt();
+
+  let queue = Promise.resolve(); // lines are handled in order (sends stay in order)
+  rl.on('line', (line) => {
+    // /quit at once, even behind a send that waits for the relay to come back.
+    if (/^\/(quit|exit|q)\s*$/i.test(line.trim())) return void quit(0);
+    queue = queue.then(() => handle(line)).catch((e) => fail(describe(e))).finally(() => { if (rl && !closing) rl.prompt(true); });
+  });
+
+  async function handle(raw) {
+    const line = raw.replace(/\s+$/, '');
+    if (!line.trim()) return;
+    if (line.startsWith('/') && !line.startsWith('//')) {
+      const [cmd, ...rest] = line.trim().split(/\s+/);
+      const arg = rest.join(' ');
+      switch (cmd.toLowerCase()) {
+        case '/to': return to(arg);
+        case '/devices': return devices();
+        case '/link': return link(arg);
+        case '/me': case '/whoami':
+          return note(`${me}, user ${client.userId}, device ${client.deviceId}, relay ${URL_}${peer ? `, talking to ${peer.name}` : ''}`);
+        case '/help': case '/?': return out(HELP);
+        case '/logout': return logout();
+        case '/quit': case '/exit': case '/q': return quit(0);
+        default: return fail(`unknown command ${cmd} (/help lists them)`);
+      }
+    }
+    const text = line.startsWith('//') ? line.slice(1) : line;
+    if (!peer) return fail('nobody to send to yet: /to NAME first');
+    if (lastState === 'offline') note('offline: the message goes out when the relay is back (if within 30 s)');
+    try {
+      const r = await client.send(peer.name, text);
+      out(`  → ${peer.name}: ${deliveries(r)}`);
+    } catch (e) {
+      fail(`not sent: ${describe(e, { peer: peer.name })}`);
+    }
+  }
+
+  async function logout() {
+    try {
+      closing = true;
+      await client.logout();
+      note(`logged out: the session of this device has ended (its keys stay in the store; the next run asks for the password)`);
+    } catch (e) {
+      closing = false;
+      return fail(`logout failed: ${describe(e)}`);
+    }
+    closing = false;
+    return quit(0);
+  }
+
+  async function to(arg) {
+    const name = arg.trim().toLowerCase();
+    if (!name) return fail(peer ? `talking to ${peer.name}; /to NAME to change` : 'usage: /to NAME');
+    if (!NAME_RE.test(name)) return fail(`no user named ${name} (usernames are 3 to 32 characters of a-z 0-9 _ . -)`);
+    try {
+      const userId = await client.lookup(name);
+      peer = { name, userId };
+      setPrompt();
+      note(`talking to ${name}${name === me ? ' (yourself: your other devices get it)' : ''}`);
+    } catch (e) {
+      fail(describe(e, { peer: name }));
+    }
+  }
+
+  async function devices() {
+    try {
+      const list = await client.devices();
+      for (const d of list) {
+        const id = d.id ?? d.deviceId ?? d.device_id;
+        const created = d.createdAt ?? d.created_at;
+        const when = created ? new Date(created) : null;
+        const at = when && !Number.isNaN(when.getTime()) ? ` linked ${when.toISOString().slice(0, 16).replace('T', ' ')} UTC` : '';
+        out(`  device ${id}${id === 1 ? ' (primary)' : ''}${at}${id === client.deviceId ? '  ← this one' : ''}`);
+      }
+    } catch (e) {
+      fail(describe(e));
+    }
+  }
+
+  async function link(arg) {
+    const s = arg.trim();
+    if (!s) return fail('usage: /link STRING (the string `./local/chat NAME --link` printed)');
+    try {
+      note('sending the account to the new device…');
+      const r = await client.linkDevice(s);
+      const id = r?.deviceId ?? r?.device_id ?? r?.id ?? (typeof r === 'number' ? r : null);
+      if (id) note(`linked device ${id}`);
+      else note('sent the account to the new device, but it has not linked itself yet (/devices lists the devices)');
+    } catch (e) {
+      fail(`linking failed: ${describe(e)}`);
+    }
+  }
+}
+
+function deliveries(r) {
+  const list = [...(r?.deliveries ?? [])];
+  if (!list.length) return 'sent';
+  if (list.length === 1) return String(list[0].delivery);
+  list.sort((a, b) => a.deviceId - b.deviceId);
+  return list.map((d) => `device ${d.deviceId} ${d.delivery}`).join(', ');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  URL_ = o.url;
+  const dir = join(process.env.RELAY_CHAT_DIR || join(REPO, '.local', 'chat'), o.name);
+  const store = new FileStore(dir);
+  let client;
+  try {
+    client = o.link ? await linkAccount(o, store, dir) : await openAccount(o, store, dir);
+  } catch (e) {
+    if (e?.code === 'store_in_use' && !(e instanceof Exit)) {
+      throw new Exit(`${o.name} is open in another chat (${e.lock ?? join(dir, 'lock')}); quit that one first`);
+    }
+    throw e;
+  }
+  await chat(o, client);
+}
+
+let started = false;
+let quitChat = null; // the chat's quit(), once it runs
+
+// A closed terminal (EIO, EPIPE): nothing can be written any more; leave at once.
+function terminalGone() {
+  termGone = true;
+  if (quitChat) quitChat(0);
+  else process.exit(1);
+}
+const isTerminalError = (e) => ['EIO', 'EPIPE', 'ENXIO', 'EBADF', 'ERR_STREAM_DESTROYED'].includes(e?.code);
+process.stdout.on('error', terminalGone);
+process.stdin.on('error', terminalGone);
+
+process.on('unhandledRejection', (e) => {
+  if (termGone || isTerminalError(e)) return terminalGone();
+  if (!started) { process.stderr.write(`chat: ${describe(e)}\n`); process.exit(1); }
+  fail(describe(e));
+});
+process.on('uncaughtException', (e) => {
+  if (termGone || isTerminalError(e)) return terminalGone();
+  if (!started) { process.stderr.write(`chat: ${describe(e)}\n`); process.exit(1); }
+  fail(describe(e));
+});
+
+main().catch((e) => {
+  if (e instanceof Exit) {
+    (e.exitCode === 0 ? process.stdout : process.stderr).write(`${e.exitCode === 0 ? '' : 'chat: '}${e.message}\n`);
+    process.exit(e.exitCode);
+  }
+  process.stderr.write(`chat: ${describe(e)}\n`);
+  process.exit(1);
+});

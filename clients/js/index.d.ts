@@ -1,0 +1,182 @@
+// Types of relay-client (the high-level API, the stores, the errors; the low-level modules are
+// plain JavaScript under src/ and are typed loosely here).
+import { EventEmitter } from 'node:events';
+
+export interface Store {
+  load(): Promise<object | null>;
+  save(doc: object): Promise<void>;
+  clear(): Promise<void>;
+  /** Optional: exclusive use while a client has the store open. */
+  acquire?(): Promise<void>;
+  release?(): Promise<void>;
+}
+export class MemoryStore implements Store {
+  constructor(initial?: object | null);
+  load(): Promise<object | null>;
+  save(doc: object): Promise<void>;
+  clear(): Promise<void>;
+}
+/**
+ * One JSON file, <dir>/account.json: atomic writes (tmp + fsync + rename), mode 0600, directory
+ * 0700; <dir>/lock held while a client has it open (RelayError 'store_in_use' for another process).
+ */
+export class FileStore implements Store {
+  constructor(dir: string, opts?: { file?: string });
+  readonly dir: string;
+  readonly path: string;
+  load(): Promise<object | null>;
+  save(doc: object): Promise<void>;
+  clear(): Promise<void>;
+  acquire(): Promise<void>;
+  release(): Promise<void>;
+}
+
+export interface RefillOptions {
+  /** Upload `oneTime` EC one-time prekeys when fewer than this are left (default 20). */
+  below?: number;
+  oneTime?: number; // default 100
+  /** Upload `kyber` Kyber one-time prekeys when fewer than this are left (default 5). */
+  kyberBelow?: number;
+  kyber?: number; // default 20
+}
+
+export interface OpenOptions {
+  /** Base URL of the relay; default process.env.RELAY_URL || 'http://127.0.0.1:8080'. */
+  url?: string;
+  store: Store;
+  username?: string;
+  /** Required to register; used to log in when the stored refresh token no longer works. */
+  password?: string;
+  /** Register `username` when the store is empty (default true). */
+  register?: boolean;
+  /** Ack mode (`&ack=1`, docs/api.md §6.9), default true. */
+  ack?: boolean;
+  refill?: RefillOptions;
+  /** Keep the password in the store (default false). */
+  savePassword?: boolean;
+  /** How long send() waits for the connection to come back (default 30000 ms). */
+  sendTimeoutMs?: number;
+}
+
+export interface Peer {
+  userId: string;
+  deviceId: number;
+  /** Only when the claimed name was checked to map to userId (or it is this account). */
+  username?: string;
+}
+
+export interface Message {
+  /** The envelope id (the relay's; the same on a redelivery). */
+  id: string;
+  from: Peer;
+  /** The text; null for a message of bytes. */
+  text: string | null;
+  /** The content's bytes (the UTF-8 of the text for a text message). */
+  bytes: Uint8Array;
+  sentAt: Date;
+  /** A copy of what this account sent from another of its devices. */
+  sync: boolean;
+  /** Sync copies: the person it was sent to. */
+  to?: { userId: string; username?: string };
+}
+
+export type State = 'connecting' | 'online' | 'offline';
+
+export interface Delivery {
+  deviceId: number;
+  delivery: 'delivered' | 'queued' | 'dropped';
+}
+
+export interface SendResult {
+  /** The send's id (kept across retries: the relay stores it once). */
+  id: string;
+  /** Overall: 'dropped' if any device's is, else 'queued' if any is, else 'delivered'. */
+  delivery: 'delivered' | 'queued' | 'dropped';
+  deliveries: Delivery[];
+}
+
+export interface DeviceInfo {
+  id: number;
+  registrationId: number;
+  createdAt: Date;
+  /** This client's device. */
+  current: boolean;
+}
+
+export interface Linking {
+  /** ADDRESS.KEY: the provisioning address and the new device's ephemeral public key (base64url). */
+  linkString: string;
+  address: string;
+  /** The new device's client (not connected yet), once the primary has linked it. */
+  done: Promise<RelayClient>;
+  cancel(): Promise<void>;
+}
+
+export class RelayClient extends EventEmitter {
+  static open(opts: OpenOptions): Promise<RelayClient>;
+  static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; sendTimeoutMs?: number }): Promise<Linking>;
+  readonly url: string;
+  readonly userId: string;
+  readonly deviceId: number;
+  readonly username: string;
+  readonly state: State;
+  on(event: 'message', listener: (m: Message) => void): this;
+  on(event: 'state', listener: (s: State) => void): this;
+  on(event: 'error', listener: (e: RelayError) => void): this;
+  /**
+   * Connects and fetches what waits; keeps the connection afterwards. Rejects when the first
+   * attempt fails; the client keeps retrying in the background unless it is an AuthError.
+   */
+  connect(): Promise<void>;
+  send(to: string, content: string | Uint8Array, opts?: { timeoutMs?: number }): Promise<SendResult>;
+  lookup(username: string): Promise<string>;
+  devices(): Promise<DeviceInfo[]>;
+  /**
+   * On the primary: links the device that printed `linkString`. Resolves to the id the relay gave
+   * the new device (seen in GET /v1/devices once it has linked itself), or null when it did not
+   * show up within `timeoutMs` (default 60000).
+   */
+  linkDevice(linkString: string, opts?: { timeoutMs?: number }): Promise<{ deviceId: number | null }>;
+  close(): Promise<void>;
+  logout(): Promise<void>;
+}
+
+export function parseLinkString(linkString: string): { address: string; publicKey: unknown };
+
+export class RelayError extends Error {
+  /** E.g. 'store_in_use' (FileStore locked by another process: `lock`, `pid` set). */
+  code: string;
+  /** HTTP status (or the error frame's), 0 when the relay could not be reached. */
+  status: number;
+  /** store_in_use: the lock file and the pid holding it. */
+  lock?: string;
+  pid?: number;
+}
+export class RateLimitedError extends RelayError {
+  /** Seconds to wait. */
+  retryAfter: number;
+}
+export class PreKeysExhaustedError extends RelayError {
+  devices?: number[];
+}
+export class UnknownUserError extends RelayError {}
+/** 401. code 'account_unknown': the stored account (or device) is no longer known to the relay. */
+export class AuthError extends RelayError {}
+export class UsernameTakenError extends RelayError {}
+export class ServerUnavailableError extends RelayError {}
+export class MismatchedDevicesError extends RelayError {}
+export class ApiError extends RelayError {}
+
+// Low level (see src/*.mjs).
+export const RELAY_URL: string;
+export function relayUrls(url?: string): { url: string; wsUrl: string; provisioningUrl: string };
+export function request(method: string, path: string, opts?: { body?: unknown; token?: string; rawBody?: string; retries429?: number; url?: string; timeoutMs?: number }): Promise<{ status: number; headers: Headers; json: any; text: string }>;
+export function call(method: string, path: string, opts?: { body?: unknown; token?: string; rawBody?: string; retries429?: number; url?: string; timeoutMs?: number }): Promise<any>;
+export function waitForRelay(timeoutMs?: number, opts?: { url?: string }): Promise<void>;
+export const RelaySocket: any;
+export const ProvisioningSocket: any;
+export const SignalParty: any;
+export const RelayUser: any;
+export const RelayDevice: any;
+export function sealProvisioningMessage(recipientPub: unknown, payload: object, opts: { address: string }): Buffer;
+export function openProvisioningMessage(privateKey: unknown, bytes: Uint8Array, opts: { address: string }): any;

@@ -1,0 +1,14 @@
+// relay-client: a JavaScript client of the Relay server.
+//   High level: RelayClient (client.mjs) with a store (MemoryStore, FileStore) and typed errors.
+//   Low level: HTTP (request, call), RelaySocket / ProvisioningSocket, SignalParty and its stores,
+//   RelayUser / RelayDevice, provisioning seal/open, attachments.
+export { RelayClient, parseLinkString, DEFAULT_REFILL } from './client.mjs';
+export { MemoryStore, FileStore } from './store.mjs';
+export * from './errors.mjs';
+export * from './http.mjs';
+export * from './socket.mjs';
+export * from './signal.mjs';
+export * from './provisioning.mjs';
+export { RelayUser, uniqueUsername, randomPassword } from './user.mjs';
+export { RelayDevice, deliveries } from './devices.mjs';
+export * from './attachments.mjs';
