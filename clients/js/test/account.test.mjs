@@ -1,6 +1,6 @@
 // Registration, sending between two clients, reopening an account from a FileStore in a new
 // RelayClient, and the typed errors (wrong password, unknown user, username taken, server down).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -16,25 +16,16 @@ import {
   ServerUnavailableError,
   call,
 } from '../src/index.mjs';
-import { startStack, freePort } from './stack.mjs';
-import { name, password, tempDir, record } from './util.mjs';
+import { freePort } from './stack.mjs';
+import { name, password, tempDir, record, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  stack = await startStack();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
-const track = (c) => (clients.push(c), c);
+const { stack, track } = stackSuite();
 
 test('registers into a FileStore, exchanges messages, reopens from the store in a new client', async () => {
   const aliceName = name('alice');
   const alicePw = password();
   const dir = join(tempDir(), 'alice');
-  const alice = track(await RelayClient.open({ url: stack.url, store: new FileStore(dir), username: aliceName, password: alicePw }));
+  const alice = track(await RelayClient.open({ url: stack().url, store: new FileStore(dir), username: aliceName, password: alicePw }));
   assert.equal(alice.username, aliceName);
   assert.equal(alice.deviceId, 1);
   assert.match(alice.userId, /^[0-9a-f-]{36}$/);
@@ -49,7 +40,7 @@ test('registers into a FileStore, exchanges messages, reopens from the store in 
   assert.equal(typeof doc.refreshToken, 'string');
 
   const bobName = name('bob');
-  const bob = track(await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: bobName, password: password() }));
+  const bob = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: bobName, password: password() }));
   const bobSeen = record(bob);
   const states = [];
   alice.on('state', (s) => states.push(s));
@@ -75,10 +66,10 @@ test('registers into a FileStore, exchanges messages, reopens from the store in 
   // Not while another live process holds the store; a dead one's lock is taken over.
   const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
   writeFileSync(join(dir, 'lock'), String(other.pid));
-  await assert.rejects(RelayClient.open({ url: stack.url, store: new FileStore(dir) }), (e) => e instanceof RelayError && e.code === 'store_in_use');
+  await assert.rejects(RelayClient.open({ url: stack().url, store: new FileStore(dir) }), (e) => e instanceof RelayError && e.code === 'store_in_use');
   other.kill('SIGKILL');
   await new Promise((res) => other.once('exit', res));
-  const alice2 = track(await RelayClient.open({ url: stack.url, store: new FileStore(dir) }));
+  const alice2 = track(await RelayClient.open({ url: stack().url, store: new FileStore(dir) }));
   assert.equal(alice2.userId, alice.userId);
   assert.equal(alice2.username, aliceName);
   const aliceSeen = record(alice2);
@@ -106,29 +97,29 @@ test('typed errors: wrong password, unknown user, username taken, empty store', 
   const carolName = name('carol');
   const pw = password();
   const store = new MemoryStore();
-  const carol = track(await RelayClient.open({ url: stack.url, store, username: carolName, password: pw }));
+  const carol = track(await RelayClient.open({ url: stack().url, store, username: carolName, password: pw }));
 
   await assert.rejects(carol.lookup(name('nobody')), (e) => e instanceof UnknownUserError && e instanceof RelayError && e.status === 404);
   await assert.rejects(carol.send(name('nobody'), 'hi'), UnknownUserError);
   await assert.rejects(carol.send('00000000-0000-4000-8000-000000000000', 'hi'), UnknownUserError);
 
   await assert.rejects(
-    RelayClient.open({ url: stack.url, store: new MemoryStore(), username: carolName, password: password() }),
+    RelayClient.open({ url: stack().url, store: new MemoryStore(), username: carolName, password: password() }),
     (e) => e instanceof UsernameTakenError && e.code === 'username_taken' && e.status === 409,
   );
   await assert.rejects(
-    RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('x'), password: password(), register: false }),
+    RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('x'), password: password(), register: false }),
     UnknownUserError,
   );
 
   // After a logout the store's refresh token is dead: the password is needed, a wrong one is refused.
   await carol.logout();
-  await assert.rejects(RelayClient.open({ url: stack.url, store }), (e) => e instanceof AuthError && e.status === 401);
+  await assert.rejects(RelayClient.open({ url: stack().url, store }), (e) => e instanceof AuthError && e.status === 401);
   await assert.rejects(
-    RelayClient.open({ url: stack.url, store, password: 'wrong-password' }),
+    RelayClient.open({ url: stack().url, store, password: 'wrong-password' }),
     (e) => e instanceof AuthError && e.code === 'invalid_credentials',
   );
-  const again = track(await RelayClient.open({ url: stack.url, store, password: pw }));
+  const again = track(await RelayClient.open({ url: stack().url, store, password: pw }));
   assert.equal(again.userId, carol.userId);
 });
 
@@ -140,17 +131,17 @@ test('typed errors: server down', async () => {
   );
 
   const store = new MemoryStore();
-  const dave = track(await RelayClient.open({ url: stack.url, store, username: name('dave'), password: password(), sendTimeoutMs: 2000 }));
-  const erin = track(await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('erin'), password: password() }));
+  const dave = track(await RelayClient.open({ url: stack().url, store, username: name('dave'), password: password(), sendTimeoutMs: 2000 }));
+  const erin = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('erin'), password: password() }));
   await dave.connect();
-  await stack.down();
+  await stack().down();
   try {
     await assert.rejects(dave.send(erin.userId, 'while down'), ServerUnavailableError);
-    await assert.rejects(RelayClient.open({ url: stack.url, store }), ServerUnavailableError);
-    const fresh = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('f'), password: password() }).catch((e) => e);
+    await assert.rejects(RelayClient.open({ url: stack().url, store }), ServerUnavailableError);
+    const fresh = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('f'), password: password() }).catch((e) => e);
     assert.ok(fresh instanceof ServerUnavailableError);
   } finally {
-    await stack.up();
+    await stack().up();
   }
   // Back up: the same client reconnects by itself and sends.
   const r = await dave.send(erin.userId, 'after the outage', { timeoutMs: 60_000 });
@@ -161,13 +152,13 @@ test('an account the relay no longer knows (deleted, or its data reset): a clear
   const n = name('gone');
   const pw = password();
   const dir = join(tempDir(), 'gone');
-  const c = await RelayClient.open({ url: stack.url, store: new FileStore(dir), username: n, password: pw });
+  const c = await RelayClient.open({ url: stack().url, store: new FileStore(dir), username: n, password: pw });
   // The account is deleted behind the store's back (the low-level layer: DELETE /v1/users/me).
-  await call('DELETE', '/v1/users/me', { url: stack.url, token: c.device.token });
+  await call('DELETE', '/v1/users/me', { url: stack().url, token: c.device.token });
   await c.close();
 
-  const expected = `the account ${n} in ${dir} is not known to the relay at ${stack.url} (was its data reset?); remove ${dir} to start again`;
-  await assert.rejects(RelayClient.open({ url: stack.url, store: new FileStore(dir) }), (e) => {
+  const expected = `the account ${n} in ${dir} is not known to the relay at ${stack().url} (was its data reset?); remove ${dir} to start again`;
+  await assert.rejects(RelayClient.open({ url: stack().url, store: new FileStore(dir) }), (e) => {
     assert.ok(e instanceof AuthError, `${e.name}: ${e.message}`);
     assert.equal(e.code, 'account_unknown');
     assert.equal(e.message, expected);
@@ -176,12 +167,12 @@ test('an account the relay no longer knows (deleted, or its data reset): a clear
   assert.ok(!existsSync(join(dir, 'lock')), 'the lock is given up');
   // A password does not help (it cannot tell a wrong password from a deleted account: both 401).
   await assert.rejects(
-    RelayClient.open({ url: stack.url, store: new FileStore(dir), password: pw }),
+    RelayClient.open({ url: stack().url, store: new FileStore(dir), password: pw }),
     (e) => e instanceof AuthError && e.code === 'account_unknown' && e.message.startsWith(expected),
   );
   // A store that was logged out (no refresh token) still asks for the password: not this error.
   const store = new MemoryStore();
-  const d = await RelayClient.open({ url: stack.url, store, username: name('out'), password: pw });
+  const d = await RelayClient.open({ url: stack().url, store, username: name('out'), password: pw });
   await d.logout();
-  await assert.rejects(RelayClient.open({ url: stack.url, store }), (e) => e instanceof AuthError && e.code === 'unauthorized');
+  await assert.rejects(RelayClient.open({ url: stack().url, store }), (e) => e instanceof AuthError && e.code === 'unauthorized');
 });

@@ -1,33 +1,23 @@
 // Ack mode: a client killed before acknowledging gets the message again when the account is
 // reopened, and reports it exactly once (deduplicated by envelope id once it was processed).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { RelayClient, MemoryStore, FileStore } from '../src/index.mjs';
-import { startStack } from './stack.mjs';
-import { name, password, record, tempDir, waitFor, sleep } from './util.mjs';
+import { name, password, record, tempDir, waitFor, sleep, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  stack = await startStack();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
-const track = (c) => (clients.push(c), c);
+const { stack, track } = stackSuite();
 
 test('killed before decrypting or before acknowledging: the message comes back, reported once', async () => {
   const bobName = name('bob');
   const bobPw = password();
   const dir = join(tempDir(), 'bob');
-  const alice = track(await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('alice'), password: password() }));
+  const alice = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('alice'), password: password() }));
   await alice.connect();
 
   // 1. Bob dies as the envelope arrives, before decrypting it.
   const bob1 = track(await RelayClient.open({
-    url: stack.url, store: new FileStore(dir), username: bobName, password: bobPw,
+    url: stack().url, store: new FileStore(dir), username: bobName, password: bobPw,
     hooks: { beforeDecrypt: () => 'crash' },
   }));
   const s1 = record(bob1);
@@ -38,7 +28,7 @@ test('killed before decrypting or before acknowledging: the message comes back, 
 
   // 2. Reopened: m1 again; this one dies after saving and reporting, before acknowledging.
   const bob2 = track(await RelayClient.open({
-    url: stack.url, store: new FileStore(dir),
+    url: stack().url, store: new FileStore(dir),
     hooks: { beforeAck: () => 'crash' },
   }));
   const s2 = record(bob2);
@@ -47,7 +37,7 @@ test('killed before decrypting or before acknowledging: the message comes back, 
   await waitFor(() => bob2.crashed, 'bob2 killed');
 
   // 3. Reopened again: the relay delivers m1 again (never acknowledged), the client drops it.
-  const bob3 = track(await RelayClient.open({ url: stack.url, store: new FileStore(dir) }));
+  const bob3 = track(await RelayClient.open({ url: stack().url, store: new FileStore(dir) }));
   const s3 = record(bob3);
   await bob3.connect();
   await sleep(2000);
@@ -58,7 +48,7 @@ test('killed before decrypting or before acknowledging: the message comes back, 
   await bob3.close();
 
   // 4. Everything was acknowledged: a fourth opening gets nothing.
-  const bob4 = track(await RelayClient.open({ url: stack.url, store: new FileStore(dir) }));
+  const bob4 = track(await RelayClient.open({ url: stack().url, store: new FileStore(dir) }));
   const s4 = record(bob4);
   await bob4.connect();
   assert.equal(await bob4.socket.list(), 0, 'nothing waits in the inbox');

@@ -1,28 +1,18 @@
 // Linking a second device (provisioning message sealed client-side) and mismatched-device
 // recovery: Alice has a session with Bob's device 1 only; after Bob links device 2 her next send
 // is refused (mismatched_devices), fixed and reaches both. Sync copies to one's own devices.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore, RelayError } from '../src/index.mjs';
-import { startStack } from './stack.mjs';
-import { name, password, record } from './util.mjs';
+import { name, password, record, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  stack = await startStack();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
-const track = (c) => (clients.push(c), c);
+const { stack, track } = stackSuite();
 
 test('links a device; a send after it recovers from mismatched_devices and reaches both; sync copies', async () => {
   const aliceName = name('alice');
   const bobName = name('bob');
-  const alice = track(await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: aliceName, password: password() }));
-  const bob1 = track(await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: bobName, password: password() }));
+  const alice = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: aliceName, password: password() }));
+  const bob1 = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: bobName, password: password() }));
   const a = record(alice);
   const b1 = record(bob1);
   await alice.connect();
@@ -33,7 +23,7 @@ test('links a device; a send after it recovers from mismatched_devices and reach
 
   await assert.rejects(bob1.linkDevice('not a link string'), (e) => e instanceof RelayError && e.code === 'invalid_link_string');
   const store2 = new MemoryStore();
-  const { linkString, done } = await RelayClient.startLinking({ url: stack.url, store: store2 });
+  const { linkString, done } = await RelayClient.startLinking({ url: stack().url, store: store2 });
   assert.match(linkString, /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{44}$/);
   assert.deepEqual(await bob1.linkDevice(linkString), { deviceId: 2 }, 'linkDevice resolves to the id the relay gave the new device');
   const bob2 = track(await done);

@@ -1,27 +1,18 @@
 // Reconnects after the relay restarts: messages sent while it was down, by a client that waits
 // for its own reconnect and retries, arrive once. A send whose reply was lost to a dropped
 // connection is sent again with the same id after the reconnect, and stored once.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore } from '../src/index.mjs';
-import { startStack } from './stack.mjs';
-import { name, password, record, waitFor, sleep } from './util.mjs';
+import { name, password, record, waitFor, sleep, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  stack = await startStack();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
+const { stack, clients } = stackSuite();
 
 test('reconnects after a restart; sends made while the relay was down arrive exactly once', async () => {
   const aliceName = name('alice');
   const bobName = name('bob');
-  const alice = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: aliceName, password: password(), sendTimeoutMs: 90_000 });
-  const bob = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: bobName, password: password() });
+  const alice = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: aliceName, password: password(), sendTimeoutMs: 90_000 });
+  const bob = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: bobName, password: password() });
   clients.push(alice, bob);
   const a = record(alice);
   const b = record(bob);
@@ -30,11 +21,11 @@ test('reconnects after a restart; sends made while the relay was down arrive exa
   await alice.send(bobName, 'before');
   assert.equal((await b.next()).text, 'before');
 
-  await stack.down();
+  await stack().down();
   await waitFor(() => alice.state !== 'online' && bob.state !== 'online', 'both clients offline');
   const sends = [alice.send(bobName, 'while down 1'), alice.send(bobName, 'while down 2')];
   await sleep(1500); // a few reconnect attempts fail meanwhile
-  await stack.up();
+  await stack().up();
   const replies = await Promise.all(sends);
   for (const r of replies) assert.equal(r.deliveries.length, 1);
 
@@ -55,10 +46,10 @@ test('reconnects after a restart; sends made while the relay was down arrive exa
 test('a reply lost to a dropped connection: the same frame again after the reconnect, stored once', async () => {
   let drops = 0;
   const carol = await RelayClient.open({
-    url: stack.url, store: new MemoryStore(), username: name('carol'), password: password(),
+    url: stack().url, store: new MemoryStore(), username: name('carol'), password: password(),
     hooks: { afterSendFrame: (frame) => (frame.to !== carol.userId && drops++ === 0 ? 'drop' : undefined) },
   });
-  const dave = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('dave'), password: password() });
+  const dave = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('dave'), password: password() });
   clients.push(carol, dave);
   const c = record(carol);
   const d = record(dave);

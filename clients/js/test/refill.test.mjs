@@ -3,34 +3,25 @@
 // recipient whose one-time prekeys are used up while its client is not running: bundles are
 // strict (BUNDLE_WITHOUT_ONE_TIME unset, docs/api.md §5.16), so send() rejects with
 // PreKeysExhaustedError until that client comes online and refills.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore, RelayUser, PreKeysExhaustedError, call } from '../src/index.mjs';
-import { startStack } from './stack.mjs';
-import { name, password, record, waitFor } from './util.mjs';
+import { name, password, record, waitFor, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  // Strict bundle fetches (the default): a device without one-time prekeys gets 412, whatever
-  // the calling shell's environment says.
-  stack = await startStack({ env: { BUNDLE_WITHOUT_ONE_TIME: null } });
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
+// Strict bundle fetches (the default): a device without one-time prekeys gets 412, whatever
+// the calling shell's environment says.
+const { stack, clients } = stackSuite({ env: { BUNDLE_WITHOUT_ONE_TIME: null } });
 
 test('refills one-time prekeys below the threshold, at connect and after a PreKey message', async () => {
   const refill = { below: 20, oneTime: 30, kyberBelow: 5, kyber: 10 };
   const store = new MemoryStore();
-  const bob = await RelayClient.open({ url: stack.url, store, username: name('bob'), password: password(), refill });
+  const bob = await RelayClient.open({ url: stack().url, store, username: name('bob'), password: password(), refill });
   clients.push(bob);
-  const count = () => call('GET', '/v1/keys/count', { url: stack.url, token: bob.device.token });
+  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token: bob.device.token });
   assert.deepEqual(await count(), { one_time_prekeys: 30, kyber_one_time_prekeys: 10 }, 'registered with refill.oneTime / refill.kyber');
 
   // Another user takes 12 bundles: 18 EC keys left (< 20), the 10 Kyber one-time keys are gone.
-  const carol = await RelayUser.create('carol', { url: stack.url, oneTimePreKeys: 1, kyberOneTimePreKeys: 0 });
+  const carol = await RelayUser.create('carol', { url: stack().url, oneTimePreKeys: 1, kyberOneTimePreKeys: 0 });
   for (let i = 0; i < 12; i++) await carol.fetchBundle(bob.userId);
   assert.deepEqual(await count(), { one_time_prekeys: 18, kyber_one_time_prekeys: 0 });
 
@@ -45,14 +36,14 @@ test('refills one-time prekeys below the threshold, at connect and after a PreKe
   for (let i = 0; i < 30; i++) await carol.fetchBundle(bob.userId);
   assert.equal((await count()).one_time_prekeys, 18);
   const seen = record(bob);
-  const alice = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('alice'), password: password() });
+  const alice = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('alice'), password: password() });
   clients.push(alice);
   await alice.send(bob.userId, 'a first message (PreKey)');
   assert.equal((await seen.next()).text, 'a first message (PreKey)');
   await waitFor(async () => (await count()).one_time_prekeys === 47, 'the refill after a PreKey message');
 
   // A session started on a refilled key works.
-  const dave = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('dave'), password: password() });
+  const dave = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('dave'), password: password() });
   clients.push(dave);
   for (let i = 0; i < 17; i++) await carol.fetchBundle(bob.userId); // only refilled keys left
   await dave.send(bob.userId, 'on a refilled key');
@@ -66,16 +57,16 @@ test('one-time prekeys used up while the recipient is away: send() rejects with 
   const erinName = name('erin');
   const erinStore = new MemoryStore();
   // Erin registers with 3 one-time prekeys and is not running (never connected: nothing refills).
-  const erin = await RelayClient.open({ url: stack.url, store: erinStore, username: erinName, password: password(), refill });
+  const erin = await RelayClient.open({ url: stack().url, store: erinStore, username: erinName, password: password(), refill });
   const erinId = erin.userId;
   await erin.close();
 
-  const carol = await RelayUser.create('carol', { url: stack.url, oneTimePreKeys: 1, kyberOneTimePreKeys: 0 });
+  const carol = await RelayUser.create('carol', { url: stack().url, oneTimePreKeys: 1, kyberOneTimePreKeys: 0 });
   for (let i = 0; i < 3; i++) await carol.fetchBundle(erinId);
   const raw = await carol.fetchBundleRaw(erinId);
   assert.equal(raw.status, 412, `the pool is empty: ${raw.text}`);
 
-  const frank = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('frank'), password: password() });
+  const frank = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('frank'), password: password() });
   clients.push(frank);
   const f = record(frank);
   await frank.connect();
@@ -89,11 +80,11 @@ test('one-time prekeys used up while the recipient is away: send() rejects with 
   assert.deepEqual(f.errors.map((e) => e.message), []);
 
   // Erin comes online once: her client refills, and the same send goes through.
-  const erin2 = await RelayClient.open({ url: stack.url, store: erinStore, refill });
+  const erin2 = await RelayClient.open({ url: stack().url, store: erinStore, refill });
   clients.push(erin2);
   const e2 = record(erin2);
   await erin2.connect();
-  const count = () => call('GET', '/v1/keys/count', { url: stack.url, token: erin2.device.token });
+  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token: erin2.device.token });
   await waitFor(async () => (await count()).one_time_prekeys >= 3, 'the refill at connect');
   await frank.send(erinName, 'hello again');
   assert.equal((await e2.next()).text, 'hello again');

@@ -1,25 +1,16 @@
 // Token refresh: with 6-second access tokens (no leeway) the client refreshes and `renew`s its
 // socket before each token ends, so it stays online and sends long after the first one expired.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore } from '../src/index.mjs';
-import { startStack } from './stack.mjs';
-import { name, password, record, sleep, waitFor } from './util.mjs';
+import { name, password, record, sleep, waitFor, stackSuite } from './util.mjs';
 
-let stack;
-const clients = [];
-before(async () => {
-  stack = await startStack({ env: { ACCESS_TOKEN_TTL_SECS: 6, JWT_LEEWAY_SECS: 0, WS_SESSION_CHECK_SECS: 0 } });
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  await stack?.stop();
-});
+const { stack, clients } = stackSuite({ env: { ACCESS_TOKEN_TTL_SECS: 6, JWT_LEEWAY_SECS: 0, WS_SESSION_CHECK_SECS: 0 } });
 
 test('stays online across token expiries (refresh + renew) and sends after the first token expired', async () => {
   const aliceStore = new MemoryStore();
-  const alice = await RelayClient.open({ url: stack.url, store: aliceStore, username: name('alice'), password: password() });
-  const bob = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('bob'), password: password() });
+  const alice = await RelayClient.open({ url: stack().url, store: aliceStore, username: name('alice'), password: password() });
+  const bob = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('bob'), password: password() });
   clients.push(alice, bob);
   const a = record(alice);
   const b = record(bob);
@@ -47,8 +38,8 @@ test('stays online across token expiries (refresh + renew) and sends after the f
 });
 
 test('offline: no token refreshes and no errors while the relay is down; the reconnect refreshes the expired token first', async () => {
-  const carol = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('carol'), password: password() });
-  const dave = await RelayClient.open({ url: stack.url, store: new MemoryStore(), username: name('dave'), password: password() });
+  const carol = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('carol'), password: password() });
+  const dave = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('dave'), password: password() });
   clients.push(carol, dave);
   const c = record(carol);
   const d = record(dave);
@@ -62,7 +53,7 @@ test('offline: no token refreshes and no errors while the relay is down; the rec
     return refresh();
   };
 
-  await stack.down();
+  await stack().down();
   try {
     await waitFor(() => carol.state === 'offline' && dave.state === 'offline', 'both offline', 30_000);
     await sleep(9_000); // more than a token's life, and the 5 s retry period of the timer
@@ -71,7 +62,7 @@ test('offline: no token refreshes and no errors while the relay is down; the rec
     assert.deepEqual(c.errors.map((e) => `${e.name}: ${e.message}`), [], 'no error events while offline');
     assert.deepEqual(d.errors.map((e) => `${e.name}: ${e.message}`), []);
   } finally {
-    await stack.up();
+    await stack().up();
   }
   await waitFor(() => carol.state === 'online' && dave.state === 'online', 'both online again', 90_000, 200);
   assert.ok(carol.tokenExpiresAt > Date.now(), 'a new token before the reconnect');

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { before, after } from 'node:test';
 import { uniqueUsername } from '../src/index.mjs';
+import { startStack } from './stack.mjs';
 
 export { sleep };
 
@@ -54,4 +56,26 @@ export async function waitFor(fn, what, timeoutMs = 20_000, stepMs = 100) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(stepMs);
   }
+}
+
+/**
+ * The per-file stack of a test file: started before its first test (`startStack(opts)`), stopped
+ * after its last, with every client passed to `track` (or pushed to `clients`) closed first.
+ * `stack()` is the running stack.
+ */
+export function stackSuite(opts) {
+  let running;
+  const clients = [];
+  before(async () => {
+    running = await startStack(opts);
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await running?.stop();
+  });
+  return {
+    stack: () => running,
+    clients,
+    track: (c) => (clients.push(c), c),
+  };
 }
