@@ -138,7 +138,7 @@ fn one() -> usize {
 /// (`?token=…&ack=1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AckMode {
-    /// The receivers connect in ack mode and acknowledge every `messages` frame with `ack`.
+    /// The receivers connect in ack mode and acknowledge what they read with `ack` frames.
     pub receivers: bool,
     /// The senders connect in ack mode too, so that every send (each has an `id`) is
     /// idempotent: remembered by (sender device, id).
@@ -285,7 +285,7 @@ impl OnlineDevices {
 pub struct OnlineAcks {
     /// Every connection fire-and-forget: the reference.
     pub fire_and_forget: Online,
-    /// The receivers in ack mode, acknowledging every `messages` frame.
+    /// The receivers in ack mode, acknowledging every envelope.
     pub ack: Online,
     /// The senders in ack mode as well: every send remembered by its id.
     pub idempotent: Online,
@@ -403,7 +403,7 @@ pub async fn online_devices(
 }
 
 /// Scenario 1d: as scenario 1 (single-device form), on `pairs` new pairs, three times: every
-/// connection fire-and-forget; the receivers in ack mode, acknowledging every `messages` frame;
+/// connection fire-and-forget; the receivers in ack mode, acknowledging every envelope;
 /// the senders in ack mode too, every send idempotent (each carries an id).
 pub async fn online_acks(
     stack: &Stack,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
@@ -102,15 +102,16 @@ pub fn envelope_ids(text: &str) -> impl Iterator<Item = &str> + '_ {
     })
 }
 
-/// The `ack` frames that acknowledge every envelope of a `messages` frame (one frame, unless
-/// it carries more than [`ACK_IDS_MAX`] envelopes).
-pub fn ack_frames(messages: &str) -> Vec<String> {
-    let ids: Vec<String> = envelope_ids(messages)
-        .map(|id| format!(r#""{id}""#))
-        .collect();
+/// The `ack` frames that acknowledge these envelope ids (quoted), [`ACK_IDS_MAX`] a frame.
+pub fn ack_frames(ids: &[String]) -> Vec<String> {
     ids.chunks(ACK_IDS_MAX)
         .map(|chunk| format!(r#"{{"action":"ack","ids":[{}]}}"#, chunk.join(",")))
         .collect()
+}
+
+/// The ids of a `messages` frame's envelopes, quoted for an `ack` frame.
+pub fn quoted_ids(messages: &str) -> impl Iterator<Item = String> + '_ {
+    envelope_ids(messages).map(|id| format!(r#""{id}""#))
 }
 
 /// The number after `"key":` in a frame (`"acked":3` in an `acked` reply).
@@ -229,8 +230,9 @@ pub async fn run_sender(
 }
 
 /// Times every message pushed to this connection until `stop`; returns (receive ns, latency ns).
-/// With `ack` (a connection in ack mode), acknowledges the envelopes of every `messages` frame
-/// as it arrives, one `ack` frame per `messages` frame, as a client would.
+/// With `ack` (a connection in ack mode), acknowledges what it has read as a client would that
+/// handles every frame already received and then acknowledges them together: one `ack` frame
+/// (up to 100 ids) once no further frame is waiting, so a busy receiver sends fewer acks.
 pub async fn run_receiver(
     mut ws: WsStream,
     base: Instant,
@@ -239,10 +241,14 @@ pub async fn run_receiver(
     ack: bool,
 ) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
+    let mut unacked: Vec<String> = Vec::new();
     'read: loop {
-        tokio::select! {
+        let mut next = tokio::select! {
             _ = stop.changed() => break,
-            msg = ws.next() => match msg {
+            msg = ws.next() => Some(msg),
+        };
+        while let Some(msg) = next.take() {
+            match msg {
                 Some(Ok(Message::Text(t))) => {
                     let t = t.as_str();
                     let now = ns_since(base);
@@ -251,15 +257,8 @@ pub async fn run_receiver(
                         c.received.fetch_add(1, Relaxed);
                     }
                     if t.contains(r#""type":"messages""#) {
-                        if !ack {
-                            continue;
-                        }
-                        for frame in ack_frames(t) {
-                            if ws.send(Message::Text(frame.into())).await.is_err() {
-                                c.error("socket closed while acknowledging");
-                                break 'read;
-                            }
-                            c.ack_frames.fetch_add(1, Relaxed);
+                        if ack {
+                            unacked.extend(quoted_ids(t));
                         }
                     } else if t.contains(r#""type":"acked""#) {
                         let n = number_after(t, r#""acked":"#).unwrap_or(0);
@@ -269,9 +268,19 @@ pub async fn run_receiver(
                     }
                 }
                 Some(Ok(_)) => {}
-                _ => break,
+                _ => break 'read,
             }
+            // A frame already read is handled before acknowledging (`next` is cancel-safe).
+            next = ws.next().now_or_never();
         }
+        for frame in ack_frames(&unacked) {
+            if ws.send(Message::Text(frame.into())).await.is_err() {
+                c.error("socket closed while acknowledging");
+                break 'read;
+            }
+            c.ack_frames.fetch_add(1, Relaxed);
+        }
+        unacked.clear();
     }
     let _ = ws.close(None).await;
     out
@@ -420,7 +429,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_envelope_of_a_messages_frame_is_acknowledged_100_ids_a_frame() {
+    fn every_envelope_read_is_acknowledged_100_ids_a_frame() {
         let envelope = |i: usize| {
             format!(r#"{{"id":"e{i}","from":"u","source_device":1,"sent_at":1,"body":"QQ=="}}"#)
         };
@@ -429,7 +438,8 @@ mod tests {
             r#"{{"type":"messages","messages":[{}]}}"#,
             envelopes.join(",")
         );
-        let acks = ack_frames(&frame);
+        let read: Vec<String> = quoted_ids(&frame).collect();
+        let acks = ack_frames(&read);
         let ids = |range: std::ops::Range<usize>| {
             let ids: Vec<String> = range.map(|i| format!(r#""e{i}""#)).collect();
             format!(r#"{{"action":"ack","ids":[{}]}}"#, ids.join(","))

@@ -677,9 +677,11 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
             assert!(seen.contains_key(id), "an envelope never seen before: {e}");
             stats.duplicates += 1;
         }
+        // A killed connection whose close the relay handles only now hands back the device's
+        // whole in-flight list (docs/api.md §6.9), this fetch's too: those come round again.
         for chunk in envelope_ids(&got).chunks(100) {
             let n = acked(&mut b, "final", chunk).await;
-            assert_eq!(n as usize, chunk.len(), "in flight on this connection");
+            assert!(n as usize <= chunk.len(), "{n} acked of {}", chunk.len());
             stats.acked_in_replies_read += n;
         }
     }
@@ -1123,23 +1125,37 @@ async fn a_dropped_send_is_not_remembered() {
     assert_eq!(receive_pushed(&mut b, 1).await.len(), 1);
 }
 
-/// An `ack` is a frame like any other (`RATE_LIMIT_FRAMES`), charged in the step that deletes:
-/// refused, it acknowledges nothing, so the envelope is handed back when the socket closes.
+/// An `ack` that acknowledges nothing is a frame like any other (`RATE_LIMIT_FRAMES`), refused
+/// once the budget is spent; one that deletes envelopes costs nothing, so a receiver can always
+/// acknowledge what it was sent.
 #[tokio::test]
-async fn a_rate_limited_ack_acknowledges_nothing() {
+async fn useless_acks_are_rate_limited_and_useful_acks_are_free() {
     let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "3/3600")]).await;
     let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     let mut b = connect_ack(&stack, &bob.access).await;
-    send_texts(&mut a, &bob.user_id, "m-", 0..1, "delivered").await;
-    let ids = envelope_ids(&receive_pushed(&mut b, 1).await);
+    send_texts(&mut a, &bob.user_id, "m-", 0..2, "delivered").await;
+    let ids = envelope_ids(&receive_pushed(&mut b, 2).await);
+    assert_eq!(acked(&mut b, "useful", &ids[..1]).await, 1, "costs nothing");
     let unknown = [uuid::Uuid::new_v4().to_string()];
-    assert_eq!(acked(&mut b, "first", &unknown).await, 0, "frame 1 of 3");
-    assert_eq!(acked(&mut b, "second", &unknown).await, 0, "frame 2 of 3");
-    assert_eq!(acked(&mut b, "third", &unknown).await, 0, "frame 3 of 3");
-    let reply = reply_alone(&mut b, ack_frame(Some("fourth"), &ids)).await;
+    for n in 1..=3 {
+        assert_eq!(
+            acked(&mut b, "useless", &unknown).await,
+            0,
+            "frame {n} of 3"
+        );
+    }
+    let reply = reply_alone(&mut b, ack_frame(Some("fourth"), &unknown)).await;
     assert_error(&reply, "fourth", "rate_limited");
-    assert_eq!(inbox_len(&stack, &bob.user_id).await, 0, "still in flight");
+    let reply = reply_alone(&mut b, json!({"action": "ping", "id": "p"})).await;
+    assert_error(&reply, "p", "rate_limited");
+    // The budget is spent, and acknowledging what was delivered still works.
+    assert_eq!(acked(&mut b, "useful-2", &ids[1..]).await, 1);
     drop(b);
-    wait_inbox_len(&stack, &bob.user_id, 1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        inbox_len(&stack, &bob.user_id).await,
+        0,
+        "both acknowledged"
+    );
 }

@@ -49,7 +49,9 @@ fn content_hash(to: &str, payload: &Payload, online_only: bool) -> String {
 impl Relay {
     /// `ack`: deletes the connection's device's in-flight envelopes with these ids; returns how
     /// many there were. Unknown, repeated or other users' ids change nothing.
-    /// The frame's rate limit is charged by the same Redis step that deletes.
+    /// The frame's rate limit is charged by the same Redis step, and only when the ack deletes
+    /// nothing: useful acks are bounded by the envelopes paid sends stored, useless ones by the
+    /// frame limit.
     pub async fn ack(&self, connection_id: &str, ids: &[String]) -> Result<u64> {
         let device = self.sender(connection_id).await?.device();
         let which = Limit::Frames {

@@ -288,8 +288,9 @@ pub trait Inbox: Send + Sync {
     /// Puts envelopes back at the head, in their original order.
     async fn requeue(&self, device: DeviceAddress, envelopes: &[StoredEnvelope]) -> Result<()>;
     /// Deletes the device's in-flight envelopes with these envelope ids (acknowledged); returns
-    /// how many there were. `charge` is taken in the same atomic step (its key is in the
-    /// device's slot): refused, nothing is deleted.
+    /// how many there were. When none is, `charge` is taken in the same atomic step (its key is
+    /// in the device's slot); an ack that deletes costs nothing (a paid send stored each
+    /// envelope, and each is deleted once).
     async fn ack(
         &self,
         device: DeviceAddress,

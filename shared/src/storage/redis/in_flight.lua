@@ -11,9 +11,10 @@
 --   take: 7 batch size. Returns the batch, oldest first.
 --   done: 7 n, 8 … 7+n the envelopes of the batch to drop from the list, then those of them
 --         not written (they go back to the head), oldest first.
---   ack: 7 bucket capacity, 8 refill per ms, 9 cost, 10… envelope ids. The frame is charged in
---        the same step (bucket.lua): refused, nothing is deleted. Returns {allowed (1/0), retry
---        after ms, how many entries were deleted}.
+--   ack: 7 bucket capacity, 8 refill per ms, 9 cost, 10… envelope ids. An ack that deletes
+--        nothing is charged to the bucket in the same step (bucket.lua); one that deletes is
+--        not: each envelope is deleted once, and a paid send stored it. Returns {allowed (1/0),
+--        retry after ms, how many entries were deleted}.
 --   release: nothing more.
 local inbox, stats, flight = KEYS[1], KEYS[2], KEYS[3]
 local lease, now = ARGV[2], tonumber(ARGV[3])
@@ -29,8 +30,6 @@ if ARGV[1] == 'done' then
 end
 
 if ARGV[1] == 'ack' then
-  local charged = take_tokens(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
-  if charged[1] == 0 then return {0, charged[2], 0} end
   local ids, wanted = {}, 0
   for i = 10, #ARGV do
     if not ids[ARGV[i]] then wanted = wanted + 1 end
@@ -55,6 +54,10 @@ if ARGV[1] == 'ack' then
   end
   local deleted = 0
   for _, item in ipairs(doomed) do deleted = deleted + redis.call('LREM', flight, 1, item) end
+  if deleted == 0 then
+    local charged = take_tokens(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+    if charged[1] == 0 then return {0, charged[2], 0} end
+  end
   return {1, 0, deleted}
 end
 

@@ -84,7 +84,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// `ack`, with the frame's charge taken in the same script: one round trip per `ack` frame.
+    /// `ack`, with the frame's charge (when it deletes nothing) taken in the same script: one
+    /// round trip per `ack` frame.
     pub(super) async fn in_flight_ack(
         &self,
         device: DeviceAddress,
