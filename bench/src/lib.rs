@@ -21,7 +21,7 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL]
+                   [--dynamodb-url URL] [--only acks]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -30,7 +30,8 @@ with --quick). --bin-dir holds the local-gateway, users, keys and connection bin
 (default: target/release; --gateway-dir: local-gateway's, when built otherwise).
 ./local/bench builds them and runs this. The gateway embeds Dynoxide on a file, as
 ./local/up runs it; --dynamodb-url uses another DynamoDB-API server instead. --render redraws DIR's benchmarks.svg and
-benchmarks.md from its benchmarks.json (notes in the page are kept).";
+benchmarks.md from its benchmarks.json (notes in the page are kept). --only acks runs
+scenario 1d alone (ack mode beside fire-and-forget) and prints its figures, writing nothing.";
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -54,6 +55,8 @@ pub struct Opts {
     pub command: String,
     /// Another DynamoDB engine than the embedded Dynoxide (e.g. a Dynoxide or moto process).
     pub dynamodb_url: Option<String>,
+    /// Scenario 1d alone, printed (`--only acks`): for working on ack mode's cost.
+    pub only_acks: bool,
 }
 
 impl Opts {
@@ -80,6 +83,7 @@ impl Opts {
                 cold_repeats: 1,
                 command: String::new(),
                 dynamodb_url: None,
+                only_acks: false,
             }
         } else {
             Self {
@@ -101,6 +105,7 @@ impl Opts {
                 cold_repeats: 5,
                 command: String::new(),
                 dynamodb_url: None,
+                only_acks: false,
             }
         };
         let mut shown = vec!["./local/bench".to_string()];
@@ -144,6 +149,10 @@ impl Opts {
                     shown.push(format!("--dynamodb-url {url}"));
                     o.dynamodb_url = Some(url);
                 }
+                "--only" => match value(a)?.as_str() {
+                    "acks" => o.only_acks = true,
+                    other => return Err(format!("--only takes acks, not {other:?}")),
+                },
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
             }
@@ -261,15 +270,25 @@ pub async fn run(o: Opts) -> Result<(), String> {
         scenarios::echo_load(&echo_url, o.pairs, o.warmup, o.duration, o.pipeline).await;
     echo.stop().await;
 
-    log(format!(
-        "1 · online relay: {} pairs for {:?} (+{:?} warm-up), pipeline {}",
-        o.pairs, o.duration, o.warmup, o.pipeline
-    ));
     let servers = scenarios::Servers {
         gateway: gw.pid,
         redis: util::local_redis_pid(&mut redis).await,
         redis_stats: Some(redis.clone()),
+        redis_prefix: config.redis_prefix.clone(),
     };
+    if o.only_acks {
+        let acks =
+            scenarios::online_acks(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers)
+                .await;
+        print_acks(&acks);
+        gw.stop().await;
+        return Ok(());
+    }
+
+    log(format!(
+        "1 · online relay: {} pairs for {:?} (+{:?} warm-up), pipeline {}",
+        o.pairs, o.duration, o.warmup, o.pipeline
+    ));
     if servers.redis.is_none() {
         log("redis-server's process cannot be read: CPU per send is the gateway's only");
     }
@@ -362,6 +381,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         gateway: gw_cluster.pid,
         redis: None,
         redis_stats: None,
+        redis_prefix: String::new(),
     };
     let online_cluster = scenarios::online(
         &cluster_stack,
@@ -547,4 +567,24 @@ pub async fn run(o: Opts) -> Result<(), String> {
     ));
     let _ = std::fs::remove_dir_all(&logs);
     Ok(())
+}
+
+/// `--only acks`: each run's rate, its ratio to fire-and-forget's, CPU and Redis per message.
+fn print_acks(acks: &scenarios::OnlineAcks) {
+    let runs = [("fire-and-forget", &acks.fire_and_forget)]
+        .into_iter()
+        .chain(acks.ack_runs());
+    for (label, run) in runs {
+        println!(
+            "{label:<24} {:>8.0} msg/s  {:>5.1} %  cpu {:>6.1} us (gateway {:.1}, redis {:.1})  \
+             redis {}  errors {}",
+            run.msgs_per_s,
+            100.0 * acks.rate_ratio(run),
+            run.cpu.total_us(),
+            run.cpu.gateway_us,
+            run.cpu.redis_us.unwrap_or(0.0),
+            serde_json::to_string(&run.redis).unwrap_or_default(),
+            run.errors,
+        );
+    }
 }

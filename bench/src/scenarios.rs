@@ -125,9 +125,13 @@ pub struct Online {
     /// `ack` frames the receivers sent (ack mode).
     #[serde(default)]
     pub ack_frames: u64,
-    /// Envelopes the `acked` replies said were deleted (ack mode).
+    /// Envelope ids the receivers acknowledged (ack mode, in quiet `ack` frames).
     #[serde(default)]
     pub acked: u64,
+    /// Envelopes left in the recipients' in-flight lists and inboxes once the run settled (ack
+    /// mode; read in Redis): 0 when every envelope was deleted by its ack.
+    #[serde(default)]
+    pub left: u64,
 }
 
 fn one() -> usize {
@@ -163,9 +167,32 @@ pub struct Servers {
     pub redis: Option<u32>,
     /// A connection to the redis-server the gateway uses, for `INFO commandstats`.
     pub redis_stats: Option<redis::aio::ConnectionManager>,
+    /// The relay's key prefix in that server (`RELAY_REDIS_PREFIX`).
+    pub redis_prefix: String,
 }
 
 impl Servers {
+    /// Envelopes in the in-flight lists and inboxes of `recipients`' devices; `None` without a
+    /// Redis connection.
+    async fn left(&self, recipients: &[Inbound]) -> Option<u64> {
+        let mut redis = self.redis_stats.clone()?;
+        let keys = shared::storage::redis::RedisKeys::new(&self.redis_prefix);
+        let mut pipe = redis::pipe();
+        for r in recipients {
+            let user: uuid::Uuid = r.to.user_id.parse().ok()?;
+            let devices: Vec<u32> = match r.to.devices.is_empty() {
+                true => vec![1],
+                false => r.to.devices.iter().map(|&(d, _)| d as u32).collect(),
+            };
+            for d in devices {
+                let device = shared::model::DeviceAddress::new(user, d);
+                pipe.llen(keys.in_flight(device)).llen(keys.inbox(device));
+            }
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut redis).await.ok()?;
+        Some(lens.iter().sum())
+    }
+
     /// CPU seconds so far: the gateway's, and redis-server's when it can be read.
     fn cpu_secs(&self) -> (f64, Option<f64>) {
         (
@@ -516,11 +543,16 @@ async fn online_run(
         let _ = t.await;
     }
     let settle = Instant::now() + Duration::from_secs(10);
-    let unsettled = || {
-        c.get(&c.received) < fanout * c.get(&c.delivered)
-            || (mode.receivers && c.get(&c.acked) < c.get(&c.received))
-    };
-    while unsettled() && Instant::now() < settle {
+    let mut left = 0;
+    loop {
+        let read = c.get(&c.received) >= fanout * c.get(&c.delivered)
+            && (!mode.receivers || c.get(&c.acked) >= c.get(&c.received));
+        if read && mode.receivers {
+            left = servers.left(recipients).await.unwrap_or(u64::MAX);
+        }
+        if (read && left == 0) || Instant::now() >= settle {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = stop_tx.send(true);
@@ -549,6 +581,7 @@ async fn online_run(
         ack_mode: mode,
         ack_frames: c.get(&c.ack_frames),
         acked: c.get(&c.acked),
+        left,
     }
 }
 

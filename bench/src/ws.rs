@@ -102,25 +102,22 @@ pub fn envelope_ids(text: &str) -> impl Iterator<Item = &str> + '_ {
     })
 }
 
-/// The `ack` frames that acknowledge these envelope ids (quoted), [`ACK_IDS_MAX`] a frame.
+/// The quiet `ack` frames (no `acked` reply) that acknowledge these envelope ids (quoted),
+/// [`ACK_IDS_MAX`] a frame.
 pub fn ack_frames(ids: &[String]) -> Vec<String> {
     ids.chunks(ACK_IDS_MAX)
-        .map(|chunk| format!(r#"{{"action":"ack","ids":[{}]}}"#, chunk.join(",")))
+        .map(|chunk| {
+            format!(
+                r#"{{"action":"ack","quiet":true,"ids":[{}]}}"#,
+                chunk.join(",")
+            )
+        })
         .collect()
 }
 
 /// The ids of a `messages` frame's envelopes, quoted for an `ack` frame.
 pub fn quoted_ids(messages: &str) -> impl Iterator<Item = String> + '_ {
     envelope_ids(messages).map(|id| format!(r#""{id}""#))
-}
-
-/// The number after `"key":` in a frame (`"acked":3` in an `acked` reply).
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let rest = &text[text.find(key)? + key.len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The overall delivery of a `sent` reply: its first `delivery` (each device's follows it).
@@ -153,7 +150,7 @@ pub struct Counters {
     pub received: AtomicU64,
     /// `ack` frames the receivers sent (ack mode).
     pub ack_frames: AtomicU64,
-    /// Envelopes the `acked` replies say were deleted (ack mode).
+    /// Envelope ids the receivers acknowledged (ack mode).
     pub acked: AtomicU64,
     pub first_error: Mutex<Option<String>>,
 }
@@ -260,9 +257,6 @@ pub async fn run_receiver(
                         if ack {
                             unacked.extend(quoted_ids(t));
                         }
-                    } else if t.contains(r#""type":"acked""#) {
-                        let n = number_after(t, r#""acked":"#).unwrap_or(0);
-                        c.acked.fetch_add(n, Relaxed);
                     } else if t.contains(r#""type":"error""#) {
                         c.error(t);
                     }
@@ -280,6 +274,7 @@ pub async fn run_receiver(
             }
             c.ack_frames.fetch_add(1, Relaxed);
         }
+        c.acked.fetch_add(unacked.len() as u64, Relaxed);
         unacked.clear();
     }
     let _ = ws.close(None).await;
@@ -442,12 +437,11 @@ mod tests {
         let acks = ack_frames(&read);
         let ids = |range: std::ops::Range<usize>| {
             let ids: Vec<String> = range.map(|i| format!(r#""e{i}""#)).collect();
-            format!(r#"{{"action":"ack","ids":[{}]}}"#, ids.join(","))
+            format!(
+                r#"{{"action":"ack","quiet":true,"ids":[{}]}}"#,
+                ids.join(",")
+            )
         };
         assert_eq!(acks, vec![ids(0..100), ids(100..150)]);
-        assert_eq!(
-            number_after(r#"{"type":"acked","id":null,"acked":37}"#, r#""acked":"#),
-            Some(37)
-        );
     }
 }

@@ -56,6 +56,10 @@ pub struct AckFrame {
     /// Envelope ids (`id` of each envelope), 1 to 100, each at most 64 bytes.
     #[schema(min_items = 1, max_items = 100)]
     pub ids: Vec<String>,
+    /// `true`: no `acked` reply when the ack succeeds (an error is still answered). Saves a
+    /// frame per ack for a client that does not need the count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet: bool,
 }
 
 /// `renew`: an access token from `POST /v1/sessions/refresh` (or a new login) of the
@@ -181,6 +185,8 @@ impl ClientFrame {
             token: Option<String>,
             #[serde(default)]
             ids: Option<Value>,
+            #[serde(default)]
+            quiet: Option<bool>,
         }
         let frame: Loose = serde_json::from_str(text).map_err(|_| {
             (
@@ -231,7 +237,11 @@ impl ClientFrame {
             }
             "provision" => Ok(Self::Provision(correlation(id))),
             "ack" => match ack_ids(frame.ids) {
-                Ok(ids) => Ok(Self::Ack(AckFrame { id, ids })),
+                Ok(ids) => Ok(Self::Ack(AckFrame {
+                    id,
+                    ids,
+                    quiet: frame.quiet.unwrap_or(false),
+                })),
                 Err(e) => Err((id, e)),
             },
             "fetch" => Ok(Self::Fetch(correlation(id))),

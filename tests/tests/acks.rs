@@ -1159,3 +1159,55 @@ async fn useless_acks_are_rate_limited_and_useful_acks_are_free() {
         "both acknowledged"
     );
 }
+
+/// A quiet `ack` (`"quiet": true`): the envelopes are deleted and nothing is answered; the
+/// frame's errors still are.
+fn quiet_ack(id: &str, ids: &[String]) -> Value {
+    json!({"action": "ack", "id": id, "ids": ids, "quiet": true})
+}
+
+#[tokio::test]
+async fn a_quiet_ack_deletes_without_a_reply_and_its_errors_are_still_answered() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "3/3600")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    let mut b = connect_ack(&stack, &bob.access).await;
+    send_texts(&mut a, &bob.user_id, "q", 0..3, "delivered").await;
+    let ids = envelope_ids(&receive_pushed(&mut b, 3).await);
+
+    // Two acknowledged quietly: the next reply is the ping's (frames are answered in order).
+    b.send(quiet_ack("q-1", &ids[..2])).await;
+    let reply = reply_alone(&mut b, json!({"action": "ping", "id": "p-1"})).await;
+    assert_eq!(reply["type"], "pong", "a quiet ack answered: {reply}");
+    // `quiet: false` is the usual ack, answered.
+    let loud = json!({"action": "ack", "id": "loud", "ids": ids[..1], "quiet": false});
+    assert_eq!(
+        reply_alone(&mut b, loud).await,
+        json!({"type": "acked", "id": "loud", "acked": 0}),
+        "already deleted by the quiet ack"
+    );
+    // Errors of a quiet ack are answered: a malformed one, a mistyped `quiet`, rate limited.
+    let reply = reply_alone(&mut b, quiet_ack("empty", &[])).await;
+    assert_error(&reply, "empty", "invalid_frame");
+    let mistyped = json!({"action": "ack", "id": "typed", "ids": ids, "quiet": "yes"});
+    let reply = reply_alone(&mut b, mistyped).await;
+    assert_eq!(reply["code"], "invalid_frame", "{reply}");
+    assert_eq!(reply["id"], Value::Null, "{reply}");
+    // Useless acks pay the frame limit (3: the ping, the loud ack, this one), quiet or not.
+    let unknown = [uuid::Uuid::new_v4().to_string()];
+    b.send(quiet_ack("useless-1", &unknown)).await;
+    let reply = reply_alone(&mut b, quiet_ack("useless-2", &unknown)).await;
+    assert_error(&reply, "useless-2", "rate_limited");
+
+    // The socket drops: only the envelope never acknowledged goes back to the inbox (a fetch
+    // would be a frame over the spent budget: Redis is read instead).
+    drop(b);
+    wait_inbox_len(&stack, &bob.user_id, 1).await;
+    let inbox: Vec<String> = stack
+        .redis()
+        .await
+        .lrange(stack.inbox_key(&bob.user_id), 0, -1)
+        .await
+        .expect("LRANGE");
+    assert!(inbox[0].contains(&ids[2]), "not the third: {inbox:?}");
+}

@@ -341,6 +341,17 @@ async fn connection_function_answers_websocket_events() {
     .await
     .unwrap();
     assert_eq!(text(&pong), json!({"type": "pong"}));
+    // A quiet ack is answered with no body at all (API Gateway then sends nothing back).
+    let quiet = r#"{"action":"ack","id":"q","ids":["x"],"quiet":true}"#;
+    let quiet = connection::handler(&relay, ws_event("$default", "c1", Value::Null, Some(quiet)))
+        .await
+        .unwrap();
+    assert_eq!((quiet.status_code, quiet.body), (200, None));
+    let loud = r#"{"action":"ack","id":"l","ids":["x"]}"#;
+    let loud = connection::handler(&relay, ws_event("$default", "c1", Value::Null, Some(loud)))
+        .await
+        .unwrap();
+    assert_eq!(text(&loud), json!({"type": "acked", "id": "l", "acked": 0}));
     let send = json!({"action": "send", "to": tokens[1].0, "id": "e1", "body": "aGk="}).to_string();
     let sent = connection::handler(&relay, ws_event("$default", "c1", Value::Null, Some(&send)))
         .await

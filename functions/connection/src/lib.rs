@@ -67,21 +67,24 @@ pub async fn handler(
             match frame(relay, connection_id, text).await {
                 // The session is over (logout, deletion, token expiry): the refusal is the
                 // connection's last frame, written before it is closed.
-                refusal @ ServerFrame::Error { .. } if refusal.code() == Some("unauthorized") => {
+                Some(refusal @ ServerFrame::Error { .. })
+                    if refusal.code() == Some("unauthorized") =>
+                {
                     relay.end(connection_id, &refusal.to_json()).await;
                     reply(200, None)
                 }
-                answer => reply(200, Some(answer.to_json())),
+                answer => reply(200, answer.map(|a| a.to_json())),
             }
         }
     })
 }
 
-/// One client frame in, its reply frame out (pushed frames go through the relay's pusher).
-async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
+/// One client frame in, its reply frame out (pushed frames go through the relay's pusher);
+/// none for a quiet `ack` that succeeded.
+async fn frame(relay: &Relay, connection_id: &str, text: &str) -> Option<ServerFrame> {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
-        Err((id, e)) => return refused(id, e),
+        Err((id, e)) => return Some(refused(id, e)),
     };
     let id = frame.id().cloned();
     let answer: Result<ServerFrame> = match frame {
@@ -105,10 +108,10 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
                     devices: sent.devices,
                 })
         }
-        ClientFrame::Ack(ack) => relay
-            .ack(connection_id, &ack.ids)
-            .await
-            .map(|acked| ServerFrame::Acked { id: ack.id, acked }),
+        ClientFrame::Ack(ack) => match relay.ack(connection_id, &ack.ids).await {
+            Ok(_) if ack.quiet => return None,
+            answer => answer.map(|acked| ServerFrame::Acked { id: ack.id, acked }),
+        },
         ClientFrame::Provision(_) => {
             relay
                 .provision(connection_id)
@@ -132,7 +135,7 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> ServerFrame {
             .await
             .map(|valid_until| ServerFrame::Renewed { valid_until }),
     };
-    answer.unwrap_or_else(|e| refused(id, e))
+    Some(answer.unwrap_or_else(|e| refused(id, e)))
 }
 
 /// `$connect`'s answer: 200, or the refusal as an HTTP error (the handshake fails).
