@@ -227,22 +227,27 @@ pub async fn run_sender(
 }
 
 /// Times every message pushed to this connection until `stop`; returns (receive ns, latency ns).
-/// With `ack` (a connection in ack mode), acknowledges what it has read as a client would that
-/// handles every frame already received and then acknowledges them together: one `ack` frame
-/// (up to 100 ids) once no further frame is waiting, so a busy receiver sends fewer acks.
+/// With `ack` (a connection in ack mode), acknowledges what it has read in quiet `ack` frames (up
+/// to 100 ids each) as a client would that handles every frame already received and then
+/// acknowledges them together: once no further frame is waiting (`Duration::ZERO`), or, with a
+/// window, once the oldest envelope not yet acknowledged has waited that long (or 100 wait).
 pub async fn run_receiver(
     mut ws: WsStream,
     base: Instant,
     mut stop: watch::Receiver<bool>,
     c: Arc<Counters>,
-    ack: bool,
+    ack: Option<Duration>,
 ) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut unacked: Vec<String> = Vec::new();
+    // When the acknowledgements waiting in `unacked` are due (with a window).
+    let mut due: Option<tokio::time::Instant> = None;
     'read: loop {
         let mut next = tokio::select! {
             _ = stop.changed() => break,
             msg = ws.next() => Some(msg),
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                if due.is_some() => None,
         };
         while let Some(msg) = next.take() {
             match msg {
@@ -254,7 +259,7 @@ pub async fn run_receiver(
                         c.received.fetch_add(1, Relaxed);
                     }
                     if t.contains(r#""type":"messages""#) {
-                        if ack {
+                        if ack.is_some() {
                             unacked.extend(quoted_ids(t));
                         }
                     } else if t.contains(r#""type":"error""#) {
@@ -267,6 +272,16 @@ pub async fn run_receiver(
             // A frame already read is handled before acknowledging (`next` is cancel-safe).
             next = ws.next().now_or_never();
         }
+        let (Some(window), false) = (ack, unacked.is_empty()) else {
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        let waited = due.is_some_and(|at| now >= at);
+        if !window.is_zero() && !waited && unacked.len() < ACK_IDS_MAX {
+            due.get_or_insert(now + window);
+            continue;
+        }
+        due = None;
         for frame in ack_frames(&unacked) {
             if ws.send(Message::Text(frame.into())).await.is_err() {
                 c.error("socket closed while acknowledging");

@@ -529,33 +529,47 @@ impl KeysUploadRequest {
     }
 }
 
+/// A new device's keys, at registration and at linking: the batches' shapes, then every
+/// signature against the identity key; the signed and last-resort keys go into its profile.
+fn new_device(
+    registration_id: u32,
+    identity_key: Vec<u8>,
+    signed_prekey: &SignedPreKeyIn,
+    kyber_last_resort: Option<&SignedPreKeyIn>,
+    one_time: &[PreKeyIn],
+    kyber_one_time: &[SignedPreKeyIn],
+) -> Result<NewDevice> {
+    let (one_time, kyber_one_time) = one_time_batches(one_time, kyber_one_time, 1)?;
+    let upload = KeyUpload {
+        signed_prekey: signed(Some(signed_prekey), "signed_prekey", false)?,
+        kyber_last_resort: signed(kyber_last_resort, "kyber_last_resort_prekey", true)?,
+        one_time,
+        kyber_one_time,
+    }
+    .verified(&identity_key)?;
+    Ok(NewDevice {
+        profile: Profile {
+            registration_id,
+            identity_key,
+            signed_prekey: upload.signed_prekey.expect("validated above"),
+            kyber_last_resort: upload.kyber_last_resort,
+        },
+        one_time: upload.one_time,
+        kyber_one_time: upload.kyber_one_time,
+    })
+}
+
 impl LinkDeviceRequest {
     /// Shape checks, then every signature against the account's identity key.
     pub fn validate(&self, identity_key: &[u8]) -> Result<NewDevice> {
-        let registration_id = v::registration_id(self.registration_id)?;
-        let (one_time, kyber_one_time) =
-            one_time_batches(&self.one_time_prekeys, &self.kyber_one_time_prekeys, 1)?;
-        let upload = KeyUpload {
-            signed_prekey: signed(Some(&self.signed_prekey), "signed_prekey", false)?,
-            kyber_last_resort: signed(
-                self.kyber_last_resort_prekey.as_ref(),
-                "kyber_last_resort_prekey",
-                true,
-            )?,
-            one_time,
-            kyber_one_time,
-        }
-        .verified(identity_key)?;
-        Ok(NewDevice {
-            profile: Profile {
-                registration_id,
-                identity_key: identity_key.to_vec(),
-                signed_prekey: upload.signed_prekey.expect("validated above"),
-                kyber_last_resort: upload.kyber_last_resort,
-            },
-            one_time: upload.one_time,
-            kyber_one_time: upload.kyber_one_time,
-        })
+        new_device(
+            v::registration_id(self.registration_id)?,
+            identity_key.to_vec(),
+            &self.signed_prekey,
+            self.kyber_last_resort_prekey.as_ref(),
+            &self.one_time_prekeys,
+            &self.kyber_one_time_prekeys,
+        )
     }
 }
 
@@ -567,25 +581,19 @@ impl RegisterRequest {
         v::password(&self.password)?;
         let registration_id = v::registration_id(self.registration_id)?;
         let identity_key = v::ec_public_key("identity_key", &self.identity_key)?;
-        let (one_time, kyber_one_time) =
-            one_time_batches(&self.one_time_prekeys, &self.kyber_one_time_prekeys, 1)?;
-        let upload = KeyUpload {
-            signed_prekey: signed(Some(&self.signed_prekey), "signed_prekey", false)?,
-            kyber_last_resort: signed(
-                self.kyber_last_resort_prekey.as_ref(),
-                "kyber_last_resort_prekey",
-                true,
-            )?,
-            one_time,
-            kyber_one_time,
-        }
-        .verified(&identity_key)?;
-        let profile = Profile {
+        let device = new_device(
             registration_id,
             identity_key,
-            signed_prekey: upload.signed_prekey.expect("validated above"),
-            kyber_last_resort: upload.kyber_last_resort,
-        };
-        Ok((username, profile, upload.one_time, upload.kyber_one_time))
+            &self.signed_prekey,
+            self.kyber_last_resort_prekey.as_ref(),
+            &self.one_time_prekeys,
+            &self.kyber_one_time_prekeys,
+        )?;
+        Ok((
+            username,
+            device.profile,
+            device.one_time,
+            device.kyber_one_time,
+        ))
     }
 }

@@ -993,10 +993,7 @@ export class RelayClient extends EventEmitter {
   /** Closes the socket and stops every timer (no more reconnects). Waits for what is being saved. */
   async close() {
     if (this.closed) return;
-    this.closed = true;
-    this.wantConnected = false;
-    for (const k of ['reconnect', 'refresh']) clearTimeout(this.timers[k]);
-    clearInterval(this.timers.ping);
+    this.stopTimers();
     const sock = this.socket;
     this.socket = null;
     if (sock) await sock.close().catch(() => {});
@@ -1015,17 +1012,22 @@ export class RelayClient extends EventEmitter {
     }
     this.device.refreshToken = null;
     this.device.token = null;
+    await this.persist(); // while the store is still this client's: close() releases it
     await this.close();
-    await this.persist();
+  }
+
+  /** Marks the client closed and stops its timers: no more reconnects, refreshes or pings. */
+  stopTimers() {
+    this.closed = true;
+    this.wantConnected = false;
+    for (const k of ['reconnect', 'refresh']) clearTimeout(this.timers[k]);
+    clearInterval(this.timers.ping);
   }
 
   /** For tests: dies as a killed process would (socket dropped without a Close, nothing more saved or acknowledged). */
   async crash() {
     this.crashed = true;
-    this.closed = true;
-    this.wantConnected = false;
-    for (const k of ['reconnect', 'refresh']) clearTimeout(this.timers[k]);
-    clearInterval(this.timers.ping);
+    this.stopTimers();
     const sock = this.socket;
     this.socket = null;
     if (sock) await sock.terminate().catch(() => {});
