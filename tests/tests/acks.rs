@@ -138,6 +138,65 @@ async fn unacked_envelopes_come_back_in_order_after_a_dropped_socket_and_never_a
     assert!(!inflight, "in-flight entries left after every ack");
 }
 
+/// Seconds left before the in-flight list of `user_id`'s device 1 expires (`TTL`).
+async fn in_flight_ttl(stack: &Stack, user_id: &str) -> i64 {
+    stack
+        .redis()
+        .await
+        .ttl(user_key(stack, user_id, "inflight"))
+        .await
+        .expect("TTL")
+}
+
+#[tokio::test]
+async fn acks_out_of_order_delete_just_those_and_renew_the_expiry_of_what_stays_in_flight() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    let mut b = connect_ack(&stack, &bob.access).await;
+    send_texts(&mut a, &bob.user_id, "m", 0..5, "delivered").await;
+    let got = receive_pushed(&mut b, 5).await;
+    assert_eq!(texts(&got), names("m", 0..5));
+    let ids = envelope_ids(&got);
+    let ttl = stack.config.inbox.ttl.as_secs() as i64;
+    let mut redis = stack.redis().await;
+    let key = user_key(&stack, &bob.user_id, "inflight");
+    assert!(
+        in_flight_ttl(&stack, &bob.user_id).await > ttl - 60,
+        "the list expires with the inbox"
+    );
+
+    // Not the oldest: m1 and m3 go, the others stay in their order.
+    let _: () = redis.expire(&key, 100).await.expect("EXPIRE");
+    let picked = [ids[1].clone(), ids[3].clone()];
+    assert_eq!(acked(&mut b, "middle", &picked).await, 2);
+    assert!(
+        in_flight_ttl(&stack, &bob.user_id).await > ttl - 60,
+        "an ack that leaves envelopes in flight renews the list's expiry"
+    );
+    // The oldest: m0 goes.
+    let _: () = redis.expire(&key, 100).await.expect("EXPIRE");
+    assert_eq!(acked(&mut b, "oldest", &ids[..1]).await, 1);
+    assert!(in_flight_ttl(&stack, &bob.user_id).await > ttl - 60);
+
+    drop(b);
+    wait_inbox_len(&stack, &bob.user_id, 2).await;
+    let mut b = connect_ack(&stack, &bob.access).await;
+    let again = b.fetch_all().await;
+    assert_eq!(
+        texts(&again),
+        ["m2", "m4"],
+        "exactly the unacknowledged, in order"
+    );
+    assert_eq!(&again[..], &[got[2].clone(), got[4].clone()]);
+    assert_eq!(acked(&mut b, "rest", &envelope_ids(&again)).await, 2);
+    assert_eq!(
+        in_flight_ttl(&stack, &bob.user_id).await,
+        -2,
+        "nothing left in flight"
+    );
+}
+
 #[tokio::test]
 async fn an_unacked_envelope_comes_back_on_the_same_connection_after_the_lease() {
     let stack = Stack::start().await;

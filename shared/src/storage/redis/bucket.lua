@@ -1,4 +1,4 @@
--- Prelude of the scripts that take from a token bucket (limits.rs, in_flight.lua's 'ack'): one
+-- Prelude of the scripts that take from a token bucket (limits.rs, ack.lua): one
 -- bucket, read and written in the script's atomic step. The time is Redis' own (`TIME`), so
 -- every instance refills by the same clock. Cost 0 only asks; below 0 gives tokens back, never
 -- above capacity, and always answers allowed. Returns {allowed (1/0), retry after ms}.

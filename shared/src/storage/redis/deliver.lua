@@ -54,9 +54,15 @@ local max, max_bytes, now = tonumber(ARGV[2]), tonumber(ARGV[7]), tonumber(ARGV[
 local function deliver(inbox, conns_key, stats, in_flight, acks_key, env)
   redis.call('ZREMRANGEBYSCORE', conns_key, '-inf', ARGV[4])
   local conns = redis.call('ZREVRANGE', conns_key, 0, -1)
+  -- The ack-mode connections still live: those of the set among the live ones just read.
   local acking = {}
-  for _, c in ipairs(redis.call('SMEMBERS', acks_key)) do
-    if redis.call('ZSCORE', conns_key, c) then table.insert(acking, c) end
+  local members = redis.call('SMEMBERS', acks_key)
+  if #members > 0 then
+    local live = {}
+    for _, c in ipairs(conns) do live[c] = true end
+    for _, c in ipairs(members) do
+      if live[c] then table.insert(acking, c) end
+    end
   end
   if ARGV[5] == '1' then
     if #conns == 0 then return {0, {}, {}, {}} end
@@ -71,11 +77,16 @@ local function deliver(inbox, conns_key, stats, in_flight, acks_key, env)
     return {2, conns, {env}, {}}
   end
   -- Connected in ack mode with nothing waiting: what storing and taking it back would leave is
-  -- this envelope alone in flight, so put it there directly (the in-flight cap still applies).
-  if idle and #env <= max_bytes and redis.call('LLEN', in_flight) < max then
-    redis.call('RPUSH', in_flight, ARGV[8] .. '|' .. env)
-    redis.call('EXPIRE', in_flight, ARGV[3])
-    return {3, conns, {env}, acking}
+  -- this envelope alone in flight, so put it there directly (the in-flight cap still applies:
+  -- over it, the push is taken back and the envelope goes the ordinary way). A list that
+  -- existed keeps its expiry: every ack that leaves it non-empty renews it (ack.lua).
+  if idle and #env <= max_bytes then
+    local len = redis.call('RPUSH', in_flight, ARGV[8] .. '|' .. env)
+    if len <= max then
+      if len == 1 then redis.call('EXPIRE', in_flight, ARGV[3]) end
+      return {3, conns, {env}, acking}
+    end
+    redis.call('RPOP', in_flight)
   end
   settle(inbox, stats)
   if #env > max_bytes then return {0, {}, {}, {}} end

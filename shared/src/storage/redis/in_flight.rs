@@ -1,4 +1,5 @@
-//! Fetch batches in flight (`in_flight.lua`): the `take` and `settle` of `Inbox`.
+//! Envelopes in flight: fetch batches (`in_flight.lua`: the `take` and `settle` of `Inbox`) and
+//! what ack-mode connections hold until they acknowledge it (`ack.lua`).
 
 use std::sync::LazyLock;
 
@@ -10,11 +11,13 @@ use crate::storage::{Charge, RateDecision, StoredEnvelope};
 static IN_FLIGHT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(concat!(
         include_str!("accounting.lua"),
-        "\n",
-        include_str!("bucket.lua"),
         include_str!("in_flight.lua")
     ))
 });
+/// Acks are most of the in-flight calls of a busy ack-mode connection: their script carries only
+/// the bucket's prelude (each prelude line runs again on every call).
+static ACK: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("bucket.lua"), include_str!("ack.lua"))));
 
 impl RedisStore {
     fn in_flight_call(
@@ -24,25 +27,12 @@ impl RedisStore {
         lease_until_ms: u64,
         now_ms: u64,
     ) -> redis::Cmd {
-        self.in_flight_call_with(device, op, lease_until_ms, now_ms, None)
-    }
-
-    fn in_flight_call_with(
-        &self,
-        device: DeviceAddress,
-        op: &str,
-        lease_until_ms: u64,
-        now_ms: u64,
-        bucket: Option<&str>,
-    ) -> redis::Cmd {
         let (inbox, stats, flight) = (
             self.keys.inbox(device),
             self.keys.inbox_accounting(device),
             self.keys.in_flight(device),
         );
-        let mut keys = vec![inbox.as_str(), stats.as_str(), flight.as_str()];
-        keys.extend(bucket);
-        let mut call = IN_FLIGHT.call(&keys);
+        let mut call = IN_FLIGHT.call(&[inbox.as_str(), stats.as_str(), flight.as_str()]);
         call.arg(op)
             .arg(lease_until_ms)
             .arg(now_ms)
@@ -92,17 +82,16 @@ impl RedisStore {
         ids: &[String],
         charge: Charge<'_>,
     ) -> Result<(RateDecision, u64)> {
-        let now = self.clock.now_ms();
-        let bucket = self.bucket_key(charge.key);
-        let mut call = self.in_flight_call_with(device, "ack", now, now, Some(&bucket));
-        call.arg(charge.bucket.capacity)
+        let (flight, bucket) = (self.keys.in_flight(device), self.bucket_key(charge.key));
+        let mut call = ACK.call(&[flight.as_str(), bucket.as_str()]);
+        call.arg(self.inbox_ttl_secs)
+            .arg(charge.bucket.capacity)
             .arg(charge.bucket.refill_per_ms())
             .arg(charge.cost);
         for id in ids {
             call.arg(id);
         }
-        let (allowed, retry_after_ms, deleted): (i64, i64, u64) =
-            self.run(&IN_FLIGHT, &call).await?;
+        let (allowed, retry_after_ms, deleted): (i64, i64, u64) = self.run(&ACK, &call).await?;
         Ok(if allowed == 1 {
             (RateDecision::Allowed, deleted)
         } else {
