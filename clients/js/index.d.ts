@@ -40,6 +40,13 @@ export interface RefillOptions {
   kyber?: number; // default 20
 }
 
+export interface RotateOptions {
+  /** Make a new signed prekey and Kyber last-resort prekey when the current one is this old (default 2 days). */
+  everyMs?: number;
+  /** Delete retired ones this old, except the newest retired one (default 30 days). */
+  keepMs?: number;
+}
+
 export interface OpenOptions {
   /** Base URL of the relay; default process.env.RELAY_URL || 'http://127.0.0.1:8080'. */
   url?: string;
@@ -52,6 +59,7 @@ export interface OpenOptions {
   /** Ack mode (`&ack=1`, docs/api.md §6.9), default true. */
   ack?: boolean;
   refill?: RefillOptions;
+  rotate?: RotateOptions;
   /** Keep the password in the store (default false). */
   savePassword?: boolean;
   /** How long send() waits for the connection to come back (default 30000 ms). */
@@ -114,7 +122,7 @@ export interface Linking {
 
 export class RelayClient extends EventEmitter {
   static open(opts: OpenOptions): Promise<RelayClient>;
-  static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; sendTimeoutMs?: number }): Promise<Linking>;
+  static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; rotate?: RotateOptions; sendTimeoutMs?: number }): Promise<Linking>;
   readonly url: string;
   readonly userId: string;
   readonly deviceId: number;
@@ -137,6 +145,11 @@ export class RelayClient extends EventEmitter {
    * show up within `timeoutMs` (default 60000).
    */
   linkDevice(linkString: string, opts?: { timeoutMs?: number }): Promise<{ deviceId: number | null }>;
+  /**
+   * Rotates the signed and Kyber last-resort prekeys when due (the client also checks at connect,
+   * after a PreKey message and at every ping). Null when not due.
+   */
+  rotateIfDue(): Promise<{ signedPreKeyId: number; kyberLastResortId: number } | null>;
   close(): Promise<void>;
   logout(): Promise<void>;
 }

@@ -4,7 +4,8 @@
 #   RELAY_GATEWAY_BIN  the gateway binary (default target/debug/local-gateway, built here with
 #                      `cargo build -p local-gateway` when missing)
 # Installs the pinned packages with `npm ci` only when node_modules is missing or older than
-# package-lock.json. Extra arguments go to `node --test` (e.g. --test-name-pattern=refill).
+# package-lock.json. Extra arguments go to `node --test` (e.g. --test-name-pattern=refill, or
+# test/refill.test.mjs).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(cd ../.. && pwd)"
@@ -31,7 +32,12 @@ if [ ! -x "$RELAY_GATEWAY_BIN" ]; then
   (cd "$ROOT" && cargo build --quiet -p local-gateway)
 fi
 
+# Options go before the files (node --test reads what follows a file as files); with no file
+# named, every test file runs.
 if [ "$#" -gt 0 ]; then
-  exec npm test -- "$@"
+  files=()
+  for a in "$@"; do [[ "$a" == -* ]] || files+=("$a"); done
+  [ "${#files[@]}" -gt 0 ] || set -- "$@" test/*.test.mjs
+  exec node --test --test-timeout=180000 "$@"
 fi
 exec npm test

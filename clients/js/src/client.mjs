@@ -24,6 +24,9 @@ import {
 } from './errors.mjs';
 
 export const DEFAULT_REFILL = Object.freeze({ below: 20, oneTime: 100, kyberBelow: 5, kyber: 20 });
+// Signal's schedule: a new signed prekey (and Kyber last-resort prekey) every 2 days; retired
+// ones kept 30 days, as long as the relay keeps a message.
+export const DEFAULT_ROTATE = Object.freeze({ everyMs: 2 * 86_400_000, keepMs: 30 * 86_400_000 });
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const STORE_FORMAT = 'relay-client';
 const PROCESSED_KEEP = 2000; // envelope ids remembered for deduplication (ack-mode redeliveries)
@@ -37,6 +40,15 @@ const b64url = (bytes) => Buffer.from(bytes).toString('base64url');
 
 function defaultUrl(url) {
   return String(url || process.env.RELAY_URL || RELAY_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+}
+
+/** `rotate` options over the defaults; intervals must be positive numbers of milliseconds. */
+function rotateOptions(rotate = {}) {
+  const r = { ...DEFAULT_ROTATE, ...rotate };
+  for (const k of ['everyMs', 'keepMs']) {
+    if (typeof r[k] !== 'number' || !(r[k] > 0)) throw new TypeError(`rotate.${k} must be a positive number of milliseconds`);
+  }
+  return Object.freeze(r);
 }
 
 /** Network failures of the WebSocket handshake as typed errors. */
@@ -91,6 +103,7 @@ export class RelayClient extends EventEmitter {
     register = true,
     ack = true,
     refill = {},
+    rotate = {},
     savePassword = false,
     sendTimeoutMs = 30_000,
     hooks = {},
@@ -98,18 +111,18 @@ export class RelayClient extends EventEmitter {
     if (!store || typeof store.load !== 'function') throw new TypeError('RelayClient.open needs a store (FileStore or MemoryStore)');
     await store.acquire?.();
     try {
-      return await RelayClient.openLocked({ url, store, username, password, register, ack, refill, savePassword, sendTimeoutMs, hooks });
+      return await RelayClient.openLocked({ url, store, username, password, register, ack, refill, rotate, savePassword, sendTimeoutMs, hooks });
     } catch (e) {
       await store.release?.().catch(() => {});
       throw e;
     }
   }
 
-  static async openLocked({ url, store, username, password, register, ack, refill, savePassword, sendTimeoutMs, hooks }) {
+  static async openLocked({ url, store, username, password, register, ack, refill, rotate, savePassword, sendTimeoutMs, hooks }) {
     const base = defaultUrl(url);
     const refillOpts = { ...DEFAULT_REFILL, ...refill };
     const doc = await store.load();
-    const common = { url: base, store, ack, refill: refillOpts, savePassword, sendTimeoutMs, hooks };
+    const common = { url: base, store, ack, refill: refillOpts, rotate: rotateOptions(rotate), savePassword, sendTimeoutMs, hooks };
     if (doc?.account) {
       if (doc.format !== STORE_FORMAT) throw new RelayError(`${store} does not hold a relay-client account`, { code: 'store_mismatch' });
       if (username && String(username).toLowerCase() !== doc.account.username) {
@@ -151,7 +164,7 @@ export class RelayClient extends EventEmitter {
    * { linkString, done, cancel }. `linkString` goes to the primary (`linkDevice`); `done` resolves
    * to the RelayClient of the new device (not connected yet) once the primary has linked it.
    */
-  static async startLinking({ url, store, ack = true, refill = {}, sendTimeoutMs = 30_000, hooks = {} } = {}) {
+  static async startLinking({ url, store, ack = true, refill = {}, rotate = {}, sendTimeoutMs = 30_000, hooks = {} } = {}) {
     if (!store || typeof store.load !== 'function') throw new TypeError('RelayClient.startLinking needs a store');
     const base = defaultUrl(url);
     await store.acquire?.();
@@ -164,6 +177,7 @@ export class RelayClient extends EventEmitter {
       throw new RelayError(`${store} already holds the account ${existing.account.username}`, { code: 'store_in_use' });
     }
     const refillOpts = { ...DEFAULT_REFILL, ...refill };
+    const rotateOpts = rotateOptions(rotate);
     const ephemeral = S.PrivateKey.generate();
     let prov;
     try {
@@ -203,7 +217,7 @@ export class RelayClient extends EventEmitter {
         const res = await call('POST', '/v1/devices', { url: base, retries429: 0, body: device.linkBody(payload.code) });
         if (res?.user_id !== payload.user_id) throw new RelayError(`POST /v1/devices: user_id ${res?.user_id} is not ${payload.user_id}`, { code: 'link_failed' });
         device.setUserId(res.user_id, res.device_id);
-        const client = new RelayClient({ url: base, store, ack, refill: refillOpts, sendTimeoutMs, hooks, device, password: null, doc: null });
+        const client = new RelayClient({ url: base, store, ack, refill: refillOpts, rotate: rotateOpts, sendTimeoutMs, hooks, device, password: null, doc: null });
         await client.applyTokens(res);
         return client;
       } catch (e) {
@@ -218,12 +232,13 @@ export class RelayClient extends EventEmitter {
   }
 
   /** Use RelayClient.open() or RelayClient.startLinking(). */
-  constructor({ url, store, ack, refill, savePassword = false, sendTimeoutMs, hooks = {}, device, password, doc }) {
+  constructor({ url, store, ack, refill, rotate = DEFAULT_ROTATE, savePassword = false, sendTimeoutMs, hooks = {}, device, password, doc }) {
     super();
     this.url = url;
     this.store = store;
     this.ack = Boolean(ack);
     this.refill = refill;
+    this.rotate = rotate;
     this.savePassword = savePassword;
     this.sendTimeoutMs = sendTimeoutMs;
     this.hooks = hooks;
@@ -248,6 +263,7 @@ export class RelayClient extends EventEmitter {
     this.connecting = null;
     this.ownDevices = null; // { at, ids }
     this.refilling = null;
+    this.rotating = null;
   }
 
   get userId() {
@@ -294,6 +310,30 @@ export class RelayClient extends EventEmitter {
     // A rotated refresh token is the only one that works from now on: keep it at once.
     await this.persist();
     this.scheduleRefresh();
+    this.renewSocket();
+  }
+
+  /**
+   * Gives the open socket the newest access token (`renew`), after every refresh: the timer's,
+   * and one an HTTP call made (freshToken), which would otherwise leave the socket on an older
+   * token that ends before the next timer. A refused renew drops the socket: the reconnect uses
+   * the new token.
+   */
+  renewSocket() {
+    const sock = this.socket;
+    if (this.closed || !sock || sock.closed) return;
+    const token = this.device.token;
+    (async () => {
+      try {
+        const r = await sock.renew(token);
+        if (r.type !== 'renewed') {
+          if (r.code !== 'unavailable' && r.code !== 'internal') this.reportError(errorFromFrame(r, 'renew'));
+          await sock.terminate();
+        }
+      } catch {
+        /* the socket closed meanwhile: the reconnect uses the new token */
+      }
+    })();
   }
 
   async login() {
@@ -411,7 +451,7 @@ export class RelayClient extends EventEmitter {
     this.timers.refresh = null;
     if (this.closed || !this.isOnline()) return;
     try {
-      await this.refreshTokens(); // schedules the next one
+      await this.refreshTokens(); // schedules the next one and renews the socket
     } catch (e) {
       if (e instanceof AuthError) {
         this.reportError(e);
@@ -422,19 +462,6 @@ export class RelayClient extends EventEmitter {
       // An unreachable relay shows in the state events; only other failures are reported.
       if (!(e instanceof ServerUnavailableError)) this.reportError(e);
       if (!this.closed && this.isOnline()) this.scheduleRefresh(5000);
-      return;
-    }
-    const sock = this.socket;
-    if (sock && !sock.closed) {
-      try {
-        const r = await sock.renew(this.device.token);
-        if (r.type !== 'renewed') {
-          if (r.code !== 'unavailable' && r.code !== 'internal') this.reportError(errorFromFrame(r, 'renew'));
-          await sock.terminate(); // reconnect with the new token
-        }
-      } catch {
-        /* the socket closed meanwhile: the reconnect uses the new token */
-      }
     }
   }
 
@@ -522,7 +549,7 @@ export class RelayClient extends EventEmitter {
       if (!this.timers.refresh) this.scheduleRefresh(); // stopped while offline
       this.setState('online');
       await this.fetchAll(sock);
-      this.checkRefill().catch((e) => this.reportBackground(e));
+      this.checkKeys().catch((e) => this.reportBackground(e));
     })().finally(() => {
       this.connecting = null;
     });
@@ -586,6 +613,7 @@ export class RelayClient extends EventEmitter {
     clearInterval(this.timers.ping);
     this.timers.ping = setInterval(async () => {
       if (sock.closed) return;
+      this.rotateIfDue().catch((e) => this.reportBackground(e)); // a local check until it is due
       try {
         await sock.request({ action: 'ping' }, (f) => f.type === 'pong' || (f.type === 'error' && !f.id), 'pong', 15_000);
       } catch {
@@ -686,7 +714,7 @@ export class RelayClient extends EventEmitter {
         }
       }
     }
-    if (preKeyMessage) this.checkRefill().catch((e) => this.reportBackground(e));
+    if (preKeyMessage) this.checkKeys().catch((e) => this.reportBackground(e));
   }
 
   async toMessage(env, bytes) {
@@ -749,6 +777,50 @@ export class RelayClient extends EventEmitter {
   }
 
   // ------------------------------------------------------------ keys
+
+  /** Prekey upkeep, at connect and after a PreKey message: rotation when due, then the refill. */
+  async checkKeys() {
+    let failed = null;
+    await this.rotateIfDue().catch((e) => {
+      failed = e;
+    });
+    await this.checkRefill();
+    if (failed) throw failed;
+  }
+
+  /**
+   * Replaces the signed prekey and the Kyber last-resort prekey once the current signed prekey is
+   * `rotate.everyMs` old (checked at connect, after a PreKey message and at every ping): the new
+   * keys are saved, uploaded (PUT /v1/keys), then made current. Retired ones are deleted once
+   * `rotate.keepMs` old, except the newest retired one (a message built from a bundle fetched
+   * before the rotation still decrypts). Resolves to the new key ids, or null when not due.
+   */
+  rotateIfDue() {
+    if (this.rotating) return this.rotating;
+    const current = this.device.signedPreKey;
+    if (this.closed || (current && Date.now() - current.timestamp() < this.rotate.everyMs)) return Promise.resolve(null);
+    this.rotating = (async () => {
+      const next = await this.signal.run(async () => {
+        const n = this.device.newRotation();
+        await this.persist(); // the private halves first
+        return n;
+      });
+      const body = {
+        signed_prekey: RelayDevice.signedPreKeyJson(next.signed),
+        kyber_last_resort_prekey: RelayDevice.signedPreKeyJson(next.kyber),
+      };
+      await this.withAuth(() => call('PUT', '/v1/keys', { url: this.url, retries429: 0, body, token: this.device.token }));
+      return this.signal.run(async () => {
+        this.device.adoptRotation(next);
+        this.device.pruneRetired(this.rotate.keepMs);
+        await this.persist();
+        return { signedPreKeyId: next.signed.id(), kyberLastResortId: next.kyber.id() };
+      });
+    })().finally(() => {
+      this.rotating = null;
+    });
+    return this.rotating;
+  }
 
   /** Tops up one-time prekeys (EC, Kyber) when the relay holds fewer than the thresholds. */
   checkRefill() {
@@ -998,6 +1070,7 @@ export class RelayClient extends EventEmitter {
     this.socket = null;
     if (sock) await sock.close().catch(() => {});
     await this.rx.catch(() => {});
+    await this.rotating?.catch(() => {}); // a rotation uploaded is made current and saved first
     await this.signal.run(() => {});
     await this.store.release?.().catch(() => {});
     this.setState('offline');

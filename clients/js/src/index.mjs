@@ -2,7 +2,7 @@
 //   High level: RelayClient (client.mjs) with a store (MemoryStore, FileStore) and typed errors.
 //   Low level: HTTP (request, call), RelaySocket / ProvisioningSocket, SignalParty and its stores,
 //   RelayUser / RelayDevice, provisioning seal/open, attachments.
-export { RelayClient, parseLinkString, DEFAULT_REFILL } from './client.mjs';
+export { RelayClient, parseLinkString, DEFAULT_REFILL, DEFAULT_ROTATE } from './client.mjs';
 export { MemoryStore, FileStore } from './store.mjs';
 export * from './errors.mjs';
 export * from './http.mjs';

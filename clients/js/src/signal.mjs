@@ -339,6 +339,49 @@ export class SignalParty {
     return out;
   }
 
+  /**
+   * A new signed prekey and a new Kyber last-resort prekey, kept in the stores beside the current
+   * ones (so what arrives for them decrypts from now on); adoptRotation() makes them current once
+   * the relay has them.
+   */
+  newRotation() {
+    return { signed: this.newSignedPreKey(), kyber: this.newKyberPreKeys(1, { lastResort: true })[0] };
+  }
+
+  adoptRotation({ signed, kyber }) {
+    this.signedPreKey = signed;
+    this.kyberLastResort = kyber;
+  }
+
+  /**
+   * Deletes signed and Kyber last-resort prekeys that are no longer current and were made more
+   * than `keepMs` before `now`, except the newest one retired before the current one (Signal's
+   * rule: a message built from a bundle fetched just before the last rotation still decrypts,
+   * however long the device was away). Returns the deleted ids.
+   */
+  pruneRetired(keepMs, now = Date.now()) {
+    const prune = (records, current, onDelete) => {
+      if (!current) return [];
+      const retired = [...records.values()].filter((r) => r.id() !== current.id());
+      const older = retired.filter((r) => r.timestamp() <= current.timestamp());
+      const newest = older.reduce((a, r) => (!a || r.timestamp() > a.timestamp() ? r : a), null);
+      const gone = retired.filter((r) => r !== newest && now - r.timestamp() > keepMs).map((r) => r.id());
+      for (const id of gone) {
+        records.delete(id);
+        onDelete?.(id);
+      }
+      return gone;
+    };
+    const k = this.kyberPreKeyStore;
+    const lastResort = new Map([...k.records].filter(([id]) => k.lastResort.has(id)));
+    const kyber = prune(lastResort, this.kyberLastResort, (id) => {
+      k.records.delete(id);
+      k.lastResort.delete(id);
+      for (const used of k.usedBaseKeys) if (used.startsWith(`${id}:`)) k.usedBaseKeys.delete(used);
+    });
+    return { signed: prune(this.signedPreKeyStore.records, this.signedPreKey), kyber };
+  }
+
   // ------------------------------------------------------ JSON (the API's shapes)
 
   static preKeyJson(rec) {
