@@ -34,6 +34,10 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const PING_EVERY_MS = 45_000;
 const OWN_DEVICES_TTL_MS = 30_000;
+// Acknowledgements are gathered (docs/api.md §6.9): one quiet ack once the oldest has waited
+// this long, or once a frame's worth of ids (100) waits.
+const ACK_GATHER_MS = 20;
+const ACK_MAX_IDS = 100;
 
 const utf8 = new TextDecoder();
 const b64url = (bytes) => Buffer.from(bytes).toString('base64url');
@@ -264,6 +268,7 @@ export class RelayClient extends EventEmitter {
     this.ownDevices = null; // { at, ids }
     this.refilling = null;
     this.rotating = null;
+    this.acks = null; // { sock, ids, timer }: acknowledgements being gathered
   }
 
   get userId() {
@@ -705,16 +710,41 @@ export class RelayClient extends EventEmitter {
       await this.crash();
       return;
     }
-    if (this.ack && ackIds.length && !sock.closed) {
-      for (let i = 0; i < ackIds.length; i += 100) {
-        try {
-          await sock.ack(ackIds.slice(i, i + 100));
-        } catch {
-          break; // closed: they come again and are deduplicated
-        }
+    if (this.ack) this.queueAcks(ackIds, sock);
+    if (preKeyMessage) this.checkKeys().catch((e) => this.reportBackground(e));
+  }
+
+  /**
+   * Acknowledges processed (decrypted and saved) envelopes received on `sock`: gathered for
+   * ACK_GATHER_MS, or until ACK_MAX_IDS wait, into one quiet ack (docs/api.md §6.9).
+   */
+  queueAcks(ids, sock) {
+    if (!ids.length) return;
+    if (this.acks && this.acks.sock !== sock) this.flushAcks();
+    this.acks ??= { sock, ids: [], timer: null };
+    this.acks.ids.push(...ids);
+    if (this.acks.ids.length >= ACK_MAX_IDS) {
+      this.flushAcks();
+    } else if (!this.acks.timer) {
+      this.acks.timer = setTimeout(() => this.flushAcks(), ACK_GATHER_MS);
+      this.acks.timer.unref?.();
+    }
+  }
+
+  /** Sends the gathered acknowledgements now. On a closed socket they are dropped: the envelopes come again and are deduplicated. */
+  flushAcks() {
+    const q = this.acks;
+    this.acks = null;
+    if (!q) return;
+    clearTimeout(q.timer);
+    if (this.crashed) return;
+    for (let i = 0; i < q.ids.length && !q.sock.closed; i += ACK_MAX_IDS) {
+      try {
+        q.sock.quietAck(q.ids.slice(i, i + ACK_MAX_IDS));
+      } catch {
+        return;
       }
     }
-    if (preKeyMessage) this.checkKeys().catch((e) => this.reportBackground(e));
   }
 
   async toMessage(env, bytes) {
@@ -1068,8 +1098,12 @@ export class RelayClient extends EventEmitter {
     this.stopTimers();
     const sock = this.socket;
     this.socket = null;
+    // Ack mode: what arrives from now on stays in flight, and closing the connection puts it back.
+    if (sock && this.ack) sock.onEnvelopes = () => {};
+    await this.rx.catch(() => {}); // what was received is processed, saved and acknowledged
+    this.flushAcks();
     if (sock) await sock.close().catch(() => {});
-    await this.rx.catch(() => {});
+    await this.rx.catch(() => {}); // fire-and-forget: what arrived before the close too
     await this.rotating?.catch(() => {}); // a rotation uploaded is made current and saved first
     await this.signal.run(() => {});
     await this.store.release?.().catch(() => {});

@@ -5,6 +5,9 @@ import WebSocket from 'ws';
 import { randomUUID } from 'node:crypto';
 import { RELAY_WS_URL, RELAY_PROVISIONING_URL, WS_TIMEOUT_MS, relayUrls } from './http.mjs';
 
+const FRAMES_KEPT = 200;
+const UNMATCHED_KEPT = 1000;
+
 // ---------------------------------------------------------------- WebSocket
 
 /** A socket closed before the awaited reply (or a frame sent on a closed socket). */
@@ -73,8 +76,9 @@ export class RelaySocket {
   constructor(ws) {
     this.ws = ws;
     this.inbox = []; // envelopes {id, from, sent_at, body}
-    this.frames = []; // every frame received, for debugging/assertions
-    this.unmatched = []; // non-message frames nobody waited for
+    // Bounded: a socket of the high-level client lives for days.
+    this.frames = []; // the last FRAMES_KEPT frames received, for debugging
+    this.unmatched = []; // the last UNMATCHED_KEPT non-message frames nobody waited for (yet)
     this.waiters = []; // {match(frame), resolve, reject, timer}
     this.inboxWaiters = [];
     this.closed = false;
@@ -106,6 +110,7 @@ export class RelaySocket {
       f = { type: '__unparseable__', raw: data.toString(), error: e.message };
     }
     this.frames.push(f);
+    if (this.frames.length > FRAMES_KEPT * 2) this.frames.splice(0, this.frames.length - FRAMES_KEPT);
     if (f.type === 'messages') {
       if (this.onEnvelopes) {
         this.onEnvelopes(f.messages || []);
@@ -121,6 +126,7 @@ export class RelaySocket {
       w.ok(f);
     } else {
       this.unmatched.push(f);
+      if (this.unmatched.length > UNMATCHED_KEPT) this.unmatched.shift();
     }
   }
 
@@ -290,6 +296,15 @@ export class RelaySocket {
     );
     this.sendFrame(frame);
     return reply;
+  }
+
+  /**
+   * A quiet `ack` (`"quiet": true`, docs/api.md §6.3): deletes the envelopes and waits for
+   * nothing; only a failure is answered (an `error` frame with the returned frame id).
+   */
+  quietAck(ids, { id = randomUUID() } = {}) {
+    this.sendFrame({ action: 'ack', id, ids, quiet: true });
+    return id;
   }
 
   /**

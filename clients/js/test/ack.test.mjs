@@ -1,9 +1,10 @@
 // Ack mode: a client killed before acknowledging gets the message again when the account is
-// reopened, and reports it exactly once (deduplicated by envelope id once it was processed).
+// reopened, and reports it exactly once (deduplicated by envelope id once it was processed); and
+// acknowledgements are gathered into quiet acks, each envelope acknowledged once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { RelayClient, MemoryStore, FileStore } from '../src/index.mjs';
+import { RelayClient, MemoryStore, FileStore, RelaySocket } from '../src/index.mjs';
 import { name, password, record, tempDir, waitFor, sleep, stackSuite } from './util.mjs';
 
 const { stack, track } = stackSuite();
@@ -55,4 +56,53 @@ test('killed before decrypting or before acknowledging: the message comes back, 
   await sleep(1500);
   assert.deepEqual(s4.messages, []);
   for (const s of [s1, s2, s3, s4]) assert.deepEqual(s.errors.map((e) => e.message), []);
+});
+
+test('acknowledgements are gathered into quiet acks of at most 100 ids; each envelope acknowledged once, none left', async () => {
+  const bobName = name('bob');
+  const store = new MemoryStore();
+  const alice = track(await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('alice'), password: password() }));
+  const bob = track(await RelayClient.open({ url: stack().url, store, username: bobName, password: password() }));
+  const seen = record(bob);
+  await alice.connect();
+  // 150 wait in the inbox (fetched in batches at connect), 30 more arrive live.
+  for (let i = 0; i < 150; i++) await alice.send(bobName, `queued ${i}`);
+  const acks = [];
+  const connect = RelaySocket.connect;
+  RelaySocket.connect = async (...args) => {
+    const sock = await connect.apply(RelaySocket, args);
+    const sendFrame = sock.sendFrame.bind(sock);
+    sock.sendFrame = (f) => {
+      if (f?.action === 'ack') acks.push(f);
+      return sendFrame(f);
+    };
+    return sock;
+  };
+  try {
+    await bob.connect();
+  } finally {
+    RelaySocket.connect = connect;
+  }
+  await Promise.all(Array.from({ length: 30 }, (_, i) => alice.send(bobName, `live ${i}`)));
+  await waitFor(() => seen.messages.length === 180, '180 messages');
+  await waitFor(() => acks.reduce((n, f) => n + f.ids.length, 0) === 180, 'every id acknowledged');
+  await sleep(200);
+  const ids = acks.flatMap((f) => f.ids);
+  assert.deepEqual([...new Set(ids)].sort(), seen.messages.map((m) => m.id).sort(), 'each envelope acknowledged exactly once');
+  assert.equal(ids.length, 180);
+  for (const f of acks) {
+    assert.equal(f.quiet, true, 'quiet');
+    assert.ok(f.ids.length >= 1 && f.ids.length <= 100, `${f.ids.length} ids in one frame`);
+  }
+  assert.ok(acks.length < 180, `gathered: ${acks.length} ack frames for 180 envelopes`);
+  assert.ok(bob.socket.frames.length <= 400, 'the socket keeps a bounded history of frames');
+  assert.equal(bob.socket.unmatched.filter((f) => f.type === 'acked' || f.type === 'error').length, 0, 'quiet acks get no replies');
+  const token = bob.device.token;
+  await bob.close();
+
+  // Nothing left in flight: the closed ack-mode connection would have put it back in the inbox.
+  const raw = await RelaySocket.connect(token, { url: stack().url, ack: true });
+  assert.deepEqual(await raw.fetch(), []);
+  await raw.close();
+  assert.deepEqual(seen.errors.map((e) => e.message), []);
 });
