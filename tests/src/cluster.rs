@@ -66,6 +66,20 @@ pub fn query(port: u16, args: &[&str]) -> Option<String> {
     (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
 }
 
+/// Whether the node on `port` answers `PING` within `wait`.
+fn answers_within(port: u16, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if query(port, &["PING"]).is_some_and(|s| s.trim() == "PONG") {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -80,22 +94,38 @@ impl Cluster {
     pub fn start(primaries: usize, replicas: usize) -> Self {
         remove_stale_dirs();
         let count = primaries * (1 + replicas);
-        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let mut ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let dir =
             std::env::temp_dir().join(format!("relay-cluster-{}-{}", std::process::id(), ports[0]));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let (spawn_ports, spawn_dir) = (ports.clone(), dir.clone());
-        let pids: HashMap<u16, i32> = on_lasting_thread(move || {
+        let mut pids: HashMap<u16, i32> = on_lasting_thread(move || {
             spawn_ports
                 .iter()
                 .map(|&port| (port, spawn_node(port, &spawn_dir)))
                 .collect()
         });
-        for &port in &ports {
-            wait_until(&format!("redis-server on port {port}"), 20, || {
-                query(port, &["PING"]).is_some_and(|s| s.trim() == "PONG")
-            });
+        // A node that does not answer (its port taken meanwhile by another process) is started
+        // again on other ports, twice at most.
+        for port in ports.iter_mut() {
+            for attempt in 1.. {
+                if answers_within(*port, Duration::from_secs(20)) {
+                    break;
+                }
+                assert!(attempt < 3, "redis-server on port {port} within 20 s");
+                let pid = pids.remove(port).expect("the node's pid");
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                *port = free_port();
+                let (again, spawn_dir) = (*port, dir.clone());
+                pids.insert(
+                    again,
+                    on_lasting_thread(move || spawn_node(again, &spawn_dir)),
+                );
+            }
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));

@@ -4,10 +4,11 @@
 //! test process exactly as `local-gateway --dynamodb-memory` runs it. moto_server, the second
 //! DynamoDB engine, starts only for the suites that ask for it.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::process;
@@ -31,12 +32,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A port nothing listens on, never the same twice in this process: the port is free again
+/// once this returns, and the kernel may hand it to the next caller before the server it was
+/// asked for binds it (a cluster picks a dozen ports at once, one of its nodes once failed to
+/// start).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if GIVEN.lock().expect("ports given").insert(port) {
+            return port;
+        }
+    }
 }
 
 fn wait_for(port: u16, what: &str, secs: u64) {

@@ -94,14 +94,16 @@ async fn a_full_inbox_keeps_its_thousand_in_send_order_and_refuses_the_sender_wh
 
 #[tokio::test]
 async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
-    let stack = Stack::with_env(&[("INBOX_TTL_SECS", "2")]).await;
+    // The gateway's clock is real time plus what the test adds: "new" has 2 s of real time left
+    // when bob fetches, slack for a slow machine.
+    let stack = Stack::with_env(&[("INBOX_TTL_SECS", "4")]).await;
     let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
     a.send_message(&bob.user_id, "old", b"old").await;
-    stack.advance(Duration::from_millis(1200));
+    stack.advance(Duration::from_millis(2500));
     // This send renews the key's TTL, so only the envelope's own expiry can keep "old" out.
     a.send_message(&bob.user_id, "new", b"new").await;
-    stack.advance(Duration::from_millis(1000));
+    stack.advance(Duration::from_millis(2000));
     let mut b = bob.connect(&stack).await;
     b.send(json!({"action": "list"})).await;
     assert_eq!(b.recv().await["pending"], 1);
@@ -115,8 +117,8 @@ async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
     a.send_message(&carol.user_id, "later", b"later").await;
     let mut redis = stack.redis().await;
     let ttl: i64 = redis.ttl(stack.inbox_key(&carol.user_id)).await.unwrap();
-    assert!((1..=2).contains(&ttl), "native TTL {ttl}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!((1..=4).contains(&ttl), "native TTL {ttl}");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(!stack.has_inbox(&carol.user_id).await, "key did not expire");
     assert!(b.fetch_all().await.is_empty());
 }
