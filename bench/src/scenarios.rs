@@ -191,7 +191,7 @@ impl Servers {
             };
             for d in devices {
                 let device = shared::model::DeviceAddress::new(user, d);
-                pipe.llen(keys.in_flight(device)).llen(keys.inbox(device));
+                pipe.zcard(keys.in_flight(device)).llen(keys.inbox(device));
             }
         }
         let lens: Vec<u64> = pipe.query_async(&mut redis).await.ok()?;

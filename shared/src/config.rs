@@ -180,6 +180,18 @@ pub struct InboxLimits {
     pub max_bytes: u64,
 }
 
+impl InboxLimits {
+    /// Envelopes and bytes that accounts younger than `NEW_ACCOUNT_AGE_SECS`, together, may hold
+    /// in one inbox: a quarter of each cap, so throwaway accounts can never crowd out a contact.
+    pub fn new_accounts_part(&self) -> (u32, u64) {
+        ((self.max_messages / 4).max(1), self.max_bytes / 4)
+    }
+}
+
+/// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
+/// a send (a larger envelope than that frees is `dropped`).
+pub const MOST_EVICTIONS_PER_ENVELOPE: u32 = 64;
+
 /// Stored size of an envelope beside its base64 body: the JSON fields and the expiry prefix.
 pub const ENVELOPE_OVERHEAD_BYTES: u64 = 256;
 

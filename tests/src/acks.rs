@@ -157,7 +157,7 @@ pub async fn frames_within(ws: &mut Ws, wait: Duration) -> Vec<Value> {
     }
 }
 
-/// The Redis key of a device-1 key of `user_id` with this suffix (`inflight`, `ack-conns`, …),
+/// The Redis key of a device-1 key of `user_id` with this suffix (`in-flight`, `ack-conns`, …),
 /// as the spec names them.
 pub fn user_key(stack: &Stack, user_id: &str, suffix: &str) -> String {
     format!("{}{{{user_id}}}:{suffix}", stack.config.redis_prefix)

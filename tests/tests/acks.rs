@@ -132,7 +132,7 @@ async fn unacked_envelopes_come_back_in_order_after_a_dropped_socket_and_never_a
     let inflight: bool = stack
         .redis()
         .await
-        .exists(user_key(&stack, &bob.user_id, "inflight"))
+        .exists(user_key(&stack, &bob.user_id, "in-flight"))
         .await
         .expect("EXISTS");
     assert!(!inflight, "in-flight entries left after every ack");
@@ -143,7 +143,7 @@ async fn in_flight_ttl(stack: &Stack, user_id: &str) -> i64 {
     stack
         .redis()
         .await
-        .ttl(user_key(stack, user_id, "inflight"))
+        .ttl(user_key(stack, user_id, "in-flight"))
         .await
         .expect("TTL")
 }
@@ -160,7 +160,7 @@ async fn acks_out_of_order_delete_just_those_and_renew_the_expiry_of_what_stays_
     let ids = envelope_ids(&got);
     let ttl = stack.config.inbox.ttl.as_secs() as i64;
     let mut redis = stack.redis().await;
-    let key = user_key(&stack, &bob.user_id, "inflight");
+    let key = user_key(&stack, &bob.user_id, "in-flight");
     assert!(
         in_flight_ttl(&stack, &bob.user_id).await > ttl - 60,
         "the list expires with the inbox"
@@ -401,13 +401,14 @@ async fn unacked_envelopes_in_flight_count_toward_the_inbox_cap() {
     assert_eq!(texts(&later), names("m", 7..9));
     send_texts(&mut a, &bob.user_id, "m", 9..10, "dropped").await;
 
-    // Bob goes: the five unacknowledged fill the inbox, still refusing Alice.
+    // Bob goes: the five unacknowledged fill the inbox; now that they wait there, Alice's next
+    // one replaces her oldest (first in, first out).
     drop(b);
     wait_inbox_len(&stack, &bob.user_id, 5).await;
-    send_texts(&mut a, &bob.user_id, "m", 10..11, "dropped").await;
+    send_texts(&mut a, &bob.user_id, "m", 10..11, "queued").await;
     let mut b = connect_ack(&stack, &bob.access).await;
     let again = b.fetch_all().await;
-    assert_eq!(texts(&again), ["m2", "m3", "m4", "m7", "m8"]);
+    assert_eq!(texts(&again), ["m3", "m4", "m7", "m8", "m10"]);
     assert_eq!(acked(&mut b, "rest", &envelope_ids(&again)).await, 5);
 }
 
@@ -505,7 +506,7 @@ async fn without_ack_mode_a_written_envelope_is_gone_and_acks_acknowledge_nothin
     let inflight: bool = stack
         .redis()
         .await
-        .exists(user_key(&stack, &bob.user_id, "inflight"))
+        .exists(user_key(&stack, &bob.user_id, "in-flight"))
         .await
         .expect("EXISTS");
     assert!(
@@ -781,7 +782,7 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
     let inflight: bool = stack
         .redis()
         .await
-        .exists(user_key(&stack, &bob.user_id, "inflight"))
+        .exists(user_key(&stack, &bob.user_id, "in-flight"))
         .await
         .expect("EXISTS");
     assert!(!inflight, "in-flight entries left");
@@ -1188,7 +1189,7 @@ async fn a_dropped_send_is_not_remembered() {
 /// once the budget is spent; one that deletes envelopes costs nothing, so a receiver can always
 /// acknowledge what it was sent.
 #[tokio::test]
-async fn useless_acks_are_rate_limited_and_useful_acks_are_free() {
+async fn useless_acks_are_rate_limited_and_useful_acks_are_given_their_token_back() {
     let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "3/3600")]).await;
     let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
@@ -1208,14 +1209,21 @@ async fn useless_acks_are_rate_limited_and_useful_acks_are_free() {
     assert_error(&reply, "fourth", "rate_limited");
     let reply = reply_alone(&mut b, json!({"action": "ping", "id": "p"})).await;
     assert_error(&reply, "p", "rate_limited");
-    // The budget is spent, and acknowledging what was delivered still works.
-    assert_eq!(acked(&mut b, "useful-2", &ids[1..]).await, 1);
+    // The token is taken before anything else: with the budget spent even a useful ack is
+    // refused, and what it named stays in flight, delivered again after the connection.
+    let reply = reply_alone(&mut b, ack_frame(Some("useful-2"), &ids[1..])).await;
+    assert_error(&reply, "useful-2", "rate_limited");
     drop(b);
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        inbox_len(&stack, &bob.user_id).await,
-        0,
-        "both acknowledged"
+    wait_inbox_len(&stack, &bob.user_id, 1).await;
+    let waiting: Vec<String> = stack
+        .redis()
+        .await
+        .lrange(stack.inbox_key(&bob.user_id), 0, -1)
+        .await
+        .expect("LRANGE");
+    assert!(
+        waiting[0].contains(&ids[1]),
+        "the unacknowledged one waits: {waiting:?}"
     );
 }
 
@@ -1269,4 +1277,122 @@ async fn a_quiet_ack_deletes_without_a_reply_and_its_errors_are_still_answered()
         .await
         .expect("LRANGE");
     assert!(inbox[0].contains(&ids[2]), "not the third: {inbox:?}");
+}
+
+/// Redis' own time per script call since the last `CONFIG RESETSTAT` (INFO commandstats,
+/// EVALSHA and EVAL together): what the calls cost the server, whatever the machine's load.
+async fn script_usec_per_call(redis: &mut shared::storage::redis::RedisConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("INFO");
+    let (mut calls, mut usec) = (0.0, 0.0);
+    for line in info.lines() {
+        let Some(stats) = line
+            .strip_prefix("cmdstat_evalsha:")
+            .or_else(|| line.strip_prefix("cmdstat_eval:"))
+        else {
+            continue;
+        };
+        for field in stats.split(',') {
+            match field.split_once('=') {
+                Some(("calls", v)) => calls += v.parse::<f64>().unwrap(),
+                Some(("usec", v)) => usec += v.parse::<f64>().unwrap(),
+                _ => {}
+            }
+        }
+    }
+    assert!(calls > 0.0, "no script ran: {info}");
+    usec / calls
+}
+
+/// An `ack` costs Redis the same whatever its device holds in flight. The attack: an account
+/// parks ~8 MB in its own in-flight envelopes (sent by a second account of its own, written to
+/// an ack-mode connection, never acknowledged), then floods `ack` frames of ids that were never
+/// delivered, at the default frame limit, while another user pings. When acks looked for their
+/// ids through the envelopes in flight, each such frame copied the 8 MB into the script
+/// (milliseconds of Redis time each, stalling every other user); by id it is a few lookups.
+/// Measured in Redis' own time per call, on a redis-server of the test's own, against the same
+/// flood with nothing in flight.
+#[tokio::test]
+async fn useless_acks_cost_redis_the_same_whatever_is_in_flight() {
+    let (port, _redis) = relay_tests::servers::start_redis();
+    let url = format!("redis://127.0.0.1:{port}");
+    let stack = Stack::with_env(&[("REDIS_URL", &url), ("RATE_LIMIT_FRAMES", "300/1")]).await;
+    let (attacker, feeder) = User::pair(&stack).await;
+    let bystander = User::create(&stack, 1, 0).await;
+    let mut a = connect_ack(&stack, &attacker.access).await;
+    assert!(a.fetch_all().await.is_empty());
+    let mut b = bystander.connect(&stack).await;
+    let mut redis = stack.redis().await;
+    let never: Vec<String> = (0..100).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    assert_eq!(acked(&mut a, "warm", &never).await, 0);
+
+    // 200 useless acks of 100 ids each while the bystander pings 50 times; Redis' time per
+    // script call over that.
+    let mut flood_while_pinging = async |a: &mut Ws, b: &mut Ws| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut redis)
+            .await
+            .expect("RESETSTAT");
+        let flood = async {
+            for n in 0..200 {
+                let reply = ack(a, Some(&format!("u{n}")), &never).await;
+                assert!(
+                    reply["type"] == "acked" || reply["code"] == "rate_limited",
+                    "{reply}"
+                );
+            }
+        };
+        let pings = async {
+            for n in 0..50 {
+                b.send(json!({"action": "ping", "id": format!("p{n}")}))
+                    .await;
+                let reply = b.recv().await;
+                assert_eq!(reply["type"], "pong", "{reply}");
+            }
+        };
+        futures::join!(flood, pings);
+        script_usec_per_call(&mut redis).await
+    };
+    let at_rest = flood_while_pinging(&mut a, &mut b).await;
+
+    let mut f = feeder.connect(&stack).await;
+    let mut parked = 0;
+    for i in 0..100 {
+        let reply = f
+            .send_message(&attacker.user_id, &format!("p{i}"), &[5u8; 64 * 1024])
+            .await;
+        if reply["delivery"] == "delivered" {
+            parked += 1;
+            receive_pushed(&mut a, 1).await;
+        }
+    }
+    let mut check = stack.redis().await;
+    let in_flight: usize = check
+        .zcard(user_key(&stack, &attacker.user_id, "in-flight"))
+        .await
+        .expect("ZCARD");
+    assert_eq!(in_flight, parked);
+    let bytes: u64 = check
+        .hget(
+            user_key(&stack, &attacker.user_id, "in-flight-envelopes"),
+            "#b",
+        )
+        .await
+        .expect("HGET");
+    assert!(bytes > 7_000_000, "{bytes} bytes in flight");
+    assert!(
+        bytes <= stack.config.inbox.max_bytes,
+        "in flight stays under INBOX_MAX_BYTES: {bytes}"
+    );
+
+    let loaded = flood_while_pinging(&mut a, &mut b).await;
+    eprintln!("Redis time per script call: {at_rest:.1} µs at rest, {loaded:.1} µs with {bytes} bytes in flight");
+    assert!(
+        loaded < 3.0 * at_rest + 50.0,
+        "{loaded:.0} µs per script call with {bytes} bytes in flight, {at_rest:.0} µs with none"
+    );
 }

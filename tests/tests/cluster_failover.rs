@@ -164,6 +164,7 @@ async fn every_redis_path_runs_on_the_cluster() {
             session_id: Uuid::new_v4(),
             valid_until_ms: now + 60_000,
             ack: true,
+            new_account_until_ms: 0,
         };
         store
             .register(&connection, &registration, now)

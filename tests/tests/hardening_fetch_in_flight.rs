@@ -117,6 +117,7 @@ async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
         session_id: Uuid::new_v4(),
         valid_until_ms: now + 600_000,
         ack: false,
+        new_account_until_ms: 0,
     };
     store
         .register("ghost", &ghost, now)

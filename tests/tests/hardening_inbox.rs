@@ -1,4 +1,5 @@
-//! Issue 12, findings 3 and 4: one account can neither fill Redis nor wipe another's inbox.
+//! One account can neither fill Redis nor wipe another's inbox, and a full inbox keeps the
+//! newest envelopes, made room for at the expense of the largest holder (docs/api.md §6.6).
 //! Over real WebSockets against the local gateway and a real Redis (a cluster too:
 //! `RELAY_TEST_REDIS=cluster`).
 
@@ -54,8 +55,31 @@ fn by_sender(envelopes: &[Value]) -> HashMap<String, usize> {
     counts
 }
 
+/// The stored bodies of `envelopes`, as text.
+fn bodies(envelopes: &[Value]) -> Vec<String> {
+    envelopes
+        .iter()
+        .map(|e| {
+            let raw = shared::validation::base64("body", e["body"].as_str().unwrap()).unwrap();
+            String::from_utf8(raw).unwrap()
+        })
+        .collect()
+}
+
+/// The holders list beside `user_id`'s inbox keeps step with it, entry for entry.
+async fn assert_holders_in_step(stack: &Stack, user_id: &str) {
+    let mut redis = stack.redis().await;
+    let user = uuid::Uuid::parse_str(user_id).unwrap();
+    let holders: usize = redis
+        .llen(stack.redis_keys().inbox_holders(user))
+        .await
+        .expect("LLEN");
+    let stored: usize = redis.llen(stack.inbox_key(user_id)).await.expect("LLEN");
+    assert_eq!(holders, stored, "one holder per stored envelope");
+}
+
 #[tokio::test]
-async fn a_flooder_fills_only_its_share_and_is_told_dropped() {
+async fn a_flooder_makes_room_from_its_own_oldest_never_from_a_smaller_holder() {
     let stack = Stack::with_env(&[("INBOX_MAX", "20")]).await;
     let (victim, friend) = User::pair(&stack).await;
     let flooder = User::create(&stack, 1, 0).await;
@@ -63,23 +87,22 @@ async fn a_flooder_fills_only_its_share_and_is_told_dropped() {
     send_all_queued(&mut f, &victim.user_id, "f", 0..3, b"hi").await;
 
     let mut m = flooder.connect(&stack).await;
-    let mut told = HashMap::<String, usize>::new();
     for i in 0..60 {
         let body = format!("spam {i}");
         let reply = m
             .send_message(&victim.user_id, &format!("m{i}"), body.as_bytes())
             .await;
-        *told.entry(delivery(&reply).to_string()).or_default() += 1;
+        assert_eq!(
+            delivery(&reply),
+            "queued",
+            "stored, at its own expense: {reply}"
+        );
     }
-    assert_eq!(
-        told,
-        HashMap::from([("queued".into(), 17), ("dropped".into(), 43)]),
-        "the flooder fills the free room, then is refused, honestly"
-    );
 
-    // A sender with a small share still gets in: the flooder's oldest makes room.
+    // A sender with a small share still gets in: the largest holder's oldest makes room.
     let reply = f.send_message(&victim.user_id, "f3", b"still here?").await;
     assert_eq!(delivery(&reply), "queued");
+    assert_holders_in_step(&stack, &victim.user_id).await;
 
     let mut v = victim.connect(&stack).await;
     let got = v.fetch_all().await;
@@ -90,14 +113,16 @@ async fn a_flooder_fills_only_its_share_and_is_told_dropped() {
         "the friend's mail survived the flood"
     );
     assert_eq!(counts[&flooder.user_id], 16);
-    let first = got
+    let flooded: Vec<Value> = got
         .iter()
-        .find(|e| e["from"] == flooder.user_id.as_str())
-        .unwrap();
+        .filter(|e| e["from"] == flooder.user_id.as_str())
+        .cloned()
+        .collect();
+    let newest: Vec<String> = (44..60).map(|i| format!("spam {i}")).collect();
     assert_eq!(
-        shared::validation::base64("body", first["body"].as_str().unwrap()).unwrap(),
-        b"spam 1",
-        "the flooder's own oldest envelope made room"
+        bodies(&flooded),
+        newest,
+        "the flooder's newest sixteen, in order"
     );
     assert_eq!(inbox_bytes(&stack, &victim.user_id).await, (0, 0));
 }
@@ -140,12 +165,10 @@ async fn concurrent_floods_of_large_messages_stay_under_the_inbox_byte_cap() {
     let (stored, accounted) = inbox_bytes(&stack, &victim.user_id).await;
     assert!(stored <= cap, "{stored} bytes stored, cap {cap}");
     assert_eq!(stored, accounted, "the accounting matches the list");
-    // Three fit; a flooder holding nothing yet may then push out one holding more, until
-    // each holds an equal share and every one of them is refused.
-    assert!(
-        (3..=5).contains(&queued),
-        "{queued} of 24 maximum-size messages stored in a {cap}-byte inbox"
-    );
+    assert_holders_in_step(&stack, &victim.user_id).await;
+    // Each was stored when it came, at the expense of the largest holder's oldest (the
+    // flooders': the friend's smaller envelope is never the largest share).
+    assert_eq!(queued, 24, "every send was stored when it came");
 
     // The friend's later large message still gets in, at the flooders' expense.
     let reply = f
@@ -162,6 +185,88 @@ async fn concurrent_floods_of_large_messages_stay_under_the_inbox_byte_cap() {
         by_sender(&got)[&friend.user_id],
         2,
         "both of the friend's kept"
+    );
+}
+
+/// Logs `user` in again (after the clock moved past its access token's lifetime).
+async fn log_in_again(stack: &Stack, user: &mut User) {
+    user.access = user.log_in(stack).await.0;
+}
+
+#[tokio::test]
+async fn throwaway_accounts_cannot_evict_a_contacts_queued_messages() {
+    let age = 86_400;
+    let stack = Stack::with_env(&[("NEW_ACCOUNT_AGE_SECS", &age.to_string())]).await;
+    let (mut victim, mut contact) = User::pair(&stack).await;
+    stack.advance(std::time::Duration::from_secs(age + 1));
+    log_in_again(&stack, &mut victim).await;
+    log_in_again(&stack, &mut contact).await;
+    let mut c = contact.connect(&stack).await;
+    send_all_queued(&mut c, &victim.user_id, "c", 0..10, &[3u8; 64 * KIB]).await;
+
+    // 86 fresh accounts send two maximum-size messages each, a few at a time.
+    let throwaways = futures::future::join_all((0..86).map(|_| User::create(&stack, 1, 0))).await;
+    let mut told = HashMap::<String, usize>::new();
+    for chunk in throwaways.chunks(8) {
+        let runs = chunk.iter().map(|t| {
+            let to = victim.user_id.clone();
+            let stack = &stack;
+            async move {
+                let mut ws = t.connect(stack).await;
+                let mut answers = Vec::new();
+                for i in 0..2 {
+                    let reply = ws
+                        .send_message(&to, &format!("t{i}"), &[9u8; 64 * KIB])
+                        .await;
+                    answers.push(delivery(&reply).to_string());
+                }
+                answers
+            }
+        });
+        for answers in futures::future::join_all(runs).await {
+            for a in answers {
+                *told.entry(a).or_default() += 1;
+            }
+        }
+    }
+    let queued = told.get("queued").copied().unwrap_or(0);
+    assert!(
+        queued > 0,
+        "a first contact from a new account still gets in: {told:?}"
+    );
+    assert!(told.get("dropped").copied().unwrap_or(0) > 0, "{told:?}");
+
+    // New accounts together hold at most their part (a quarter of each cap).
+    let (_, part_bytes) = stack.config.inbox.new_accounts_part();
+    let accounting = stack
+        .redis_keys()
+        .inbox_accounting(uuid::Uuid::parse_str(&victim.user_id).unwrap());
+    let held: Option<u64> = stack
+        .redis()
+        .await
+        .hget(&accounting, "b:~")
+        .await
+        .expect("HGET");
+    assert!(held.unwrap_or(0) <= part_bytes, "{held:?} > {part_bytes}");
+    assert_holders_in_step(&stack, &victim.user_id).await;
+    let (stored, accounted) = inbox_bytes(&stack, &victim.user_id).await;
+    assert_eq!(stored, accounted);
+
+    let mut v = victim.connect(&stack).await;
+    let got = v.fetch_all().await;
+    let from_contact: Vec<&Value> = got
+        .iter()
+        .filter(|e| e["from"] == contact.user_id.as_str())
+        .collect();
+    assert_eq!(
+        from_contact.len(),
+        10,
+        "every message of the contact is kept"
+    );
+    assert!(
+        got.len() - 10 <= queued,
+        "{} from new accounts",
+        got.len() - 10
     );
 }
 

@@ -219,6 +219,7 @@ async fn throwaway_accounts_cannot_drain_a_targets_one_time_keys() {
     let stack = Stack::with_env(&[
         ("RATE_LIMIT_BUNDLE_TARGET_NEW", "3/3600"),
         ("RATE_LIMIT_BUNDLE_TARGET", "5/3600"),
+        ("NEW_ACCOUNT_AGE_SECS", "86400"),
     ])
     .await;
     let mut bob = User::create(&stack, 10, 0).await;

@@ -70,7 +70,7 @@ async fn connected_recipient_gets_the_message_at_once() {
 }
 
 #[tokio::test]
-async fn a_full_inbox_keeps_its_thousand_in_send_order_and_refuses_the_sender_who_filled_it() {
+async fn a_full_inbox_keeps_the_newest_thousand_in_send_order() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
     let mut a = alice.connect(&stack).await;
@@ -78,18 +78,28 @@ async fn a_full_inbox_keeps_its_thousand_in_send_order_and_refuses_the_sender_wh
         let r = a
             .send_message(&bob.user_id, &i.to_string(), &i.to_be_bytes())
             .await;
-        // Alice holds the whole inbox: her 1001st is refused, not stored over her 1st
-        // (docs/api.md §6.6; tests/tests/hardening_inbox.rs has the senders' shares).
-        let expected = if i < 1000 { "queued" } else { "dropped" };
-        assert_eq!(r["delivery"], expected, "message {i}");
+        // Alice holds the whole inbox: her 1001st is stored over her 1st, first in, first out
+        // (docs/api.md §6.6; tests/tests/hardening_inbox.rs has several senders' shares).
+        assert_eq!(r["delivery"], "queued", "message {i}");
     }
+    let holders: usize = stack
+        .redis()
+        .await
+        .llen(
+            stack
+                .redis_keys()
+                .inbox_holders(uuid::Uuid::parse_str(&bob.user_id).unwrap()),
+        )
+        .await
+        .expect("LLEN");
+    assert_eq!(holders, 1000, "one holder per stored envelope");
     let mut b = bob.connect(&stack).await;
     let got = b.fetch_all().await;
     let seq: Vec<u32> = got
         .iter()
         .map(|e| u32::from_be_bytes(body_of(e).try_into().unwrap()))
         .collect();
-    assert_eq!(seq, (0..1000).collect::<Vec<_>>());
+    assert_eq!(seq, (5..1005).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -98,7 +98,12 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
     let (proxy, dynamo_counts) = counting_proxy(servers().dynamodb_url.clone()).await;
     let (redis_port, _redis) = start_redis();
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    let stack = Stack::with_env(&[("REDIS_URL", redis_url.as_str())]).await;
+    // New accounts, as a first contact is (the test environment has none by default).
+    let stack = Stack::with_env(&[
+        ("REDIS_URL", redis_url.as_str()),
+        ("NEW_ACCOUNT_AGE_SECS", "86400"),
+    ])
+    .await;
     let config = stack.config.clone();
     // A second gateway on the same tables and Redis whose DynamoDB client goes through the proxy.
     std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &proxy);

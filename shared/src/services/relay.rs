@@ -40,6 +40,9 @@ pub struct Relay {
     /// Live connections per device (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
     pub(crate) max_connections: u32,
     pub(crate) device_limits: DeviceLimits,
+    /// `NEW_ACCOUNT_AGE_SECS`: a younger account's sends are held to the new accounts' part of
+    /// each inbox.
+    pub(crate) new_account_age: std::time::Duration,
     pub(crate) clock: crate::clock::SharedClock,
 }
 
@@ -77,7 +80,10 @@ impl Relay {
             1,
         )
         .await?;
-        let (_, now) = self.register(connection_id, &who, ack).await?;
+        let new_account_until_ms = self.new_account_until(who.user_id).await?;
+        let (_, now) = self
+            .register(connection_id, &who, ack, new_account_until_ms)
+            .await?;
         let device = DeviceAddress::new(who.user_id, who.device_id);
         self.evict_oldest(device, connection_id, now).await?;
         tracing::info!(user_id = %who.user_id, device_id = who.device_id, connection_id, ack, "connected");
@@ -91,6 +97,7 @@ impl Relay {
         connection_id: &str,
         who: &Principal,
         ack: bool,
+        new_account_until_ms: u64,
     ) -> Result<(Registration, u64)> {
         let now = self.clock.now_ms();
         let registration = Registration {
@@ -99,12 +106,32 @@ impl Relay {
             session_id: who.session_id,
             valid_until_ms: who.valid_until.saturating_mul(1000),
             ack,
+            new_account_until_ms,
         };
         self.registry
             .register(connection_id, &registration, now)
             .await?;
         self.remember(connection_id, registration, now);
         Ok((registration, now))
+    }
+
+    /// Until when (Unix ms) the account counts as new, `NEW_ACCOUNT_AGE_SECS` after it was
+    /// created; 0 once it is established (or its age is unknown). Read once per connection: an
+    /// account's sends are held to the new accounts' part of each inbox meanwhile.
+    async fn new_account_until(&self, user_id: UserId) -> Result<u64> {
+        let age_ms = self.new_account_age.as_millis() as u64;
+        if age_ms == 0 {
+            return Ok(0);
+        }
+        let Some(created_secs) = self.users.created_at(user_id).await? else {
+            return Ok(0);
+        };
+        let until = created_secs.saturating_mul(1000).saturating_add(age_ms);
+        Ok(if until > self.clock.now_ms() {
+            until
+        } else {
+            0
+        })
     }
 
     /// Holds the user to `max_connections`: every send carries the list of the recipient's
@@ -255,23 +282,26 @@ impl Relay {
         id: Option<&str>,
     ) -> Result<Sent> {
         let from = self.sender(connection_id).await?;
+        let new_account = self.clock.now_ms() < from.new_account_until_ms;
         match id {
             // An ack-mode connection's sends with an id are remembered: a repeat stores nothing.
             Some(id) if from.ack => {
-                self.send_once(from.device(), id, to, payload, online_only)
+                self.send_once(from.device(), new_account, id, to, payload, online_only)
                     .await
             }
             _ => {
-                self.send_from(from.device(), to, payload, online_only)
+                self.send_from(from.device(), new_account, to, payload, online_only)
                     .await
             }
         }
     }
 
-    /// A send from `from` (the connection's device, already authenticated).
+    /// A send from `from` (the connection's device, already authenticated); `new_account`: its
+    /// account is younger than `NEW_ACCOUNT_AGE_SECS`.
     pub(crate) async fn send_from(
         &self,
         from: DeviceAddress,
+        new_account: bool,
         to: &str,
         payload: Payload,
         online_only: bool,
@@ -339,7 +369,7 @@ impl Relay {
                 Ok(Addressed {
                     device_id,
                     registration_id,
-                    envelope: StoredEnvelope::new(expires, &json),
+                    envelope: StoredEnvelope::new(expires, &json).sent_by_new_account(new_account),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -675,7 +705,14 @@ impl Relay {
             Ok(_) | Err(Error::Unauthorized) => return Err(refused()),
             Err(e) => return Err(e),
         };
-        let (registration, _) = self.register(connection_id, &who, current.ack).await?;
+        let (registration, _) = self
+            .register(
+                connection_id,
+                &who,
+                current.ack,
+                current.new_account_until_ms,
+            )
+            .await?;
         tracing::info!(user_id = %device.user_id, connection_id, "connection renewed");
         Ok(registration.valid_until_ms)
     }

@@ -74,6 +74,7 @@ impl Relay {
     pub(crate) async fn send_once(
         &self,
         from: DeviceAddress,
+        new_account: bool,
         id: &str,
         to: &str,
         payload: Payload,
@@ -117,7 +118,10 @@ impl Relay {
                 }
             }
         }
-        match self.send_from(from, to, payload, online_only).await {
+        match self
+            .send_from(from, new_account, to, payload, online_only)
+            .await
+        {
             // Nothing was stored anywhere: a repeat may try again.
             Ok(sent) if sent.devices.iter().all(|d| d.delivery == Delivery::Dropped) => {
                 if let Err(forget) = self.sent_log.forget(from, id).await {

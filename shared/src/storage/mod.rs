@@ -159,6 +159,9 @@ pub trait RateLimiter: Send + Sync {
 pub struct StoredEnvelope {
     expires_at_ms: u64,
     json: String,
+    /// Sent by an account younger than `NEW_ACCOUNT_AGE_SECS`: such envelopes, together, hold
+    /// only a bounded part of an inbox (docs/api.md §6.6).
+    new_account: bool,
 }
 
 impl StoredEnvelope {
@@ -166,7 +169,17 @@ impl StoredEnvelope {
         Self {
             expires_at_ms,
             json: json.to_string(),
+            new_account: false,
         }
+    }
+
+    pub fn sent_by_new_account(mut self, new_account: bool) -> Self {
+        self.new_account = new_account;
+        self
+    }
+
+    pub fn from_new_account(&self) -> bool {
+        self.new_account
     }
 
     pub fn expires_at_ms(&self) -> u64 {
@@ -315,6 +328,9 @@ pub struct Registration {
     pub valid_until_ms: u64,
     /// Ack mode (`ack=1`): what is written to it waits in flight until acknowledged.
     pub ack: bool,
+    /// Unix ms until which the account counts as new (`NEW_ACCOUNT_AGE_SECS`): what it sends
+    /// then is held to the new accounts' part of each inbox. 0: an established account.
+    pub new_account_until_ms: u64,
 }
 
 impl Registration {

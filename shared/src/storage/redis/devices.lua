@@ -1,7 +1,7 @@
 -- Takes an account's device list (from the user store, which holds the truth) unless the copy
 -- here is as new: lists are versioned, so whichever order concurrent links and removals arrive
 -- in, the newest stays. A device that left the list, or whose value changed (its id reused by a
--- newly linked device), loses its inbox, accounting, in-flight list and connection sets: what
+-- newly linked device), loses its inbox, holders, accounting, envelopes in flight and connection sets: what
 -- was queued for the old device is no use to the new one, nor what it sent with ids. (Its
 -- sockets are closed by the caller.)
 -- KEYS: 1 devices hash (slot {user}); the device keys are named from ARGV[1] in the same slot,
@@ -19,8 +19,9 @@ local old = redis.call('HGETALL', KEYS[1])
 for i = 1, #old, 2 do
   local d = old[i]
   if d ~= 'v' and new[d] ~= old[i + 1] then
-    for _, name in ipairs({'inbox', 'inbox-senders', 'inflight', 'conns', 'conn-order',
-        'ack-conns', 'sent', 'sent-times'}) do
+    for _, name in ipairs({'inbox', 'inbox-holders', 'inbox-senders', 'in-flight',
+        'in-flight-envelopes', 'inflight', 'conns', 'conn-order', 'ack-conns', 'sent',
+        'sent-times'}) do
       redis.call('DEL', key(d, name))
     end
   end

@@ -1,5 +1,5 @@
-//! Envelopes in flight: fetch batches (`in_flight.lua`: the `take` and `settle` of `Inbox`) and
-//! what ack-mode connections hold until they acknowledge it (`ack.lua`).
+//! Envelopes in flight, kept by id: fetch batches (`in_flight.lua`: the `take` and `settle` of
+//! `Inbox`) and what ack-mode connections hold until they acknowledge it (`ack.lua`).
 
 use std::sync::LazyLock;
 
@@ -10,12 +10,13 @@ use crate::storage::{Charge, RateDecision, StoredEnvelope};
 
 static IN_FLIGHT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(concat!(
-        include_str!("accounting.lua"),
+        include_str!("store.lua"),
         include_str!("in_flight.lua")
     ))
 });
 /// Acks are most of the in-flight calls of a busy ack-mode connection: their script carries only
-/// the bucket's prelude (each prelude line runs again on every call).
+/// the bucket's prelude (each prelude line runs again on every call), and touches envelopes by
+/// id only.
 static ACK: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("bucket.lua"), include_str!("ack.lua"))));
 
@@ -27,12 +28,16 @@ impl RedisStore {
         lease_until_ms: u64,
         now_ms: u64,
     ) -> redis::Cmd {
-        let (inbox, stats, flight) = (
-            self.keys.inbox(device),
-            self.keys.inbox_accounting(device),
-            self.keys.in_flight(device),
-        );
-        let mut call = IN_FLIGHT.call(&[inbox.as_str(), stats.as_str(), flight.as_str()]);
+        let [inbox, holders, stats, flight, parked] = self.keys.device_store(device);
+        let legacy = self.keys.legacy_in_flight(device);
+        let mut call = IN_FLIGHT.call(&[
+            inbox.as_str(),
+            holders.as_str(),
+            stats.as_str(),
+            flight.as_str(),
+            parked.as_str(),
+            legacy.as_str(),
+        ]);
         call.arg(op)
             .arg(lease_until_ms)
             .arg(now_ms)
@@ -82,8 +87,12 @@ impl RedisStore {
         ids: &[String],
         charge: Charge<'_>,
     ) -> Result<(RateDecision, u64)> {
-        let (flight, bucket) = (self.keys.in_flight(device), self.bucket_key(charge.key));
-        let mut call = ACK.call(&[flight.as_str(), bucket.as_str()]);
+        let (flight, parked, bucket) = (
+            self.keys.in_flight(device),
+            self.keys.in_flight_parked(device),
+            self.bucket_key(charge.key),
+        );
+        let mut call = ACK.call(&[flight.as_str(), parked.as_str(), bucket.as_str()]);
         call.arg(self.inbox_ttl_secs)
             .arg(charge.bucket.capacity)
             .arg(charge.bucket.refill_per_ms())

@@ -12,10 +12,10 @@ use crate::storage::{
     Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, StoredEnvelope, POP_BATCH,
 };
 
-/// Each inbox script starts with the accounting prelude (Lua has no includes in Redis).
+/// Each inbox script starts with the store's prelude (Lua has no includes in Redis).
 macro_rules! inbox_script {
     ($file:literal) => {
-        LazyLock::new(|| Lua::new(concat!(include_str!("accounting.lua"), include_str!($file))))
+        LazyLock::new(|| Lua::new(concat!(include_str!("store.lua"), include_str!($file))))
     };
 }
 static DELIVER: LazyLock<Lua> = inbox_script!("deliver.lua");
@@ -63,10 +63,9 @@ impl Inbox for RedisStore {
         ];
         for &d in devices {
             let device = DeviceAddress::new(user_id, d);
+            keys.extend(self.keys.device_store(device));
             keys.extend([
-                self.keys.inbox(device),
-                self.keys.inbox_accounting(device),
-                self.keys.in_flight(device),
+                self.keys.legacy_in_flight(device),
                 self.keys.conns(device),
                 self.keys.conn_order(device),
                 self.keys.ack_conns(device),
@@ -87,13 +86,8 @@ impl Inbox for RedisStore {
         let mut keys = vec![self.keys.devices(to)];
         for a in &send.envelopes {
             let device = DeviceAddress::new(to, a.device_id);
-            keys.extend([
-                self.keys.inbox(device),
-                self.keys.conns(device),
-                self.keys.inbox_accounting(device),
-                self.keys.in_flight(device),
-                self.keys.ack_conns(device),
-            ]);
+            keys.extend(self.keys.device_store(device));
+            keys.extend([self.keys.conns(device), self.keys.ack_conns(device)]);
         }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut call = DELIVER.call(&key_refs);
@@ -110,7 +104,10 @@ impl Inbox for RedisStore {
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
             )
-            .arg(if send.legacy { 1 } else { 0 });
+            .arg(if send.legacy { 1 } else { 0 })
+            .arg(self.inbox_new_part.0)
+            .arg(self.inbox_new_part.1)
+            .arg(crate::config::MOST_EVICTIONS_PER_ENVELOPE);
         for a in &send.envelopes {
             call.arg(a.device_id)
                 .arg(a.registration_id.map(|r| r.to_string()).unwrap_or_default())
@@ -162,10 +159,7 @@ impl Inbox for RedisStore {
     }
 
     async fn pop(&self, device: DeviceAddress, max: usize) -> Result<Vec<StoredEnvelope>> {
-        let mut call = POP.call(&[
-            &self.keys.inbox(device),
-            &self.keys.inbox_accounting(device),
-        ]);
+        let mut call = POP.call(&self.keys.device_store(device));
         call.arg(max.max(1));
         let popped: Vec<String> = self.run(&POP, &call).await?;
         Ok(popped.iter().map(|e| envelope::decode(e)).collect())
@@ -197,10 +191,7 @@ impl Inbox for RedisStore {
         if envelopes.is_empty() {
             return Ok(());
         }
-        let mut call = REQUEUE.call(&[
-            &self.keys.inbox(device),
-            &self.keys.inbox_accounting(device),
-        ]);
+        let mut call = REQUEUE.call(&self.keys.device_store(device));
         call.arg(self.inbox_max)
             .arg(self.inbox_max_bytes)
             .arg(self.inbox_ttl_secs);
@@ -226,10 +217,7 @@ impl Inbox for RedisStore {
     }
 
     async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64> {
-        let mut call = PENDING.call(&[
-            &self.keys.inbox(device),
-            &self.keys.inbox_accounting(device),
-        ]);
+        let mut call = PENDING.call(&self.keys.device_store(device));
         call.arg(now_ms);
         self.run(&PENDING, &call).await
     }

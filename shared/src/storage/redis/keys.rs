@@ -38,8 +38,9 @@ impl RedisKeys {
         self.device_key(device.into(), "inbox")
     }
 
-    /// Who holds how much of a device's inbox (hash: `b` total stored bytes, `n:<sender>` and
-    /// `b:<sender>`), kept by the inbox scripts beside the list, slot `{user}`.
+    /// Who holds how much of a device's inbox (hash: `b` total stored bytes, `n:<holder>` and
+    /// `b:<holder>`, `n:~` and `b:~` for new accounts together), kept by the inbox scripts beside
+    /// the list, slot `{user}`.
     pub fn inbox_accounting(&self, device: impl Into<DeviceAddress>) -> String {
         self.device_key(device.into(), "inbox-senders")
     }
@@ -90,10 +91,40 @@ impl RedisKeys {
         format!("{}:conn_sessions", self.user_base(user_id))
     }
 
-    /// Envelopes a fetch or a delivery took and is writing (list of `<lease_until_ms>|<envelope>`),
+    /// Who holds each envelope of a device's inbox (list beside it, entry for entry: `<sender>`,
+    /// or `~<sender>` for a new account), slot `{user}`.
+    pub fn inbox_holders(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "inbox-holders")
+    }
+
+    /// A device's envelopes in flight: being written by a fetch or a delivery, or written to an
+    /// ack-mode connection and not yet acknowledged (sorted set: envelope id → lease end ms),
     /// slot `{user}`.
     pub fn in_flight(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "in-flight")
+    }
+
+    /// The envelopes in flight themselves (hash: envelope id → `<seq>|<entry>`, `#seq` their
+    /// order, `#b` their bytes), slot `{user}`.
+    pub fn in_flight_parked(&self, device: impl Into<DeviceAddress>) -> String {
+        self.device_key(device.into(), "in-flight-envelopes")
+    }
+
+    /// The in-flight list of relays before envelopes in flight were kept by id (list of
+    /// `<lease_until_ms>|<entry>`); only emptied back into the inbox.
+    pub fn legacy_in_flight(&self, device: impl Into<DeviceAddress>) -> String {
         self.device_key(device.into(), "inflight")
+    }
+
+    /// A device's store as `store.lua` takes it: inbox, holders, accounting, flight, parked.
+    pub fn device_store(&self, device: DeviceAddress) -> [String; 5] {
+        [
+            self.inbox(device),
+            self.inbox_holders(device),
+            self.inbox_accounting(device),
+            self.in_flight(device),
+            self.in_flight_parked(device),
+        ]
     }
 
     /// Connection → user, device, session and token expiry, slot `{connection}`.
@@ -138,7 +169,7 @@ mod tests {
         assert_eq!(k.inbox(DeviceAddress::new(u, 1)), k.inbox(u));
         assert_eq!(
             k.in_flight(DeviceAddress::new(u, 2)),
-            format!("p:{{{u}}}:d2:inflight")
+            format!("p:{{{u}}}:d2:in-flight")
         );
     }
 }

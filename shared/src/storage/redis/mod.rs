@@ -9,8 +9,10 @@
 //! |---|---|---|
 //! | `<prefix>{<user>}:devices` (version, device → registration) | `{user}` | devices script, deliver script, `close` |
 //! | `<prefix>{<user>}[:d<n>]:inbox` (device n; device 1 without `:d1`) | `{user}` | scripts (deliver, pop, requeue, pending, devices), `close` |
-//! | `<prefix>{<user>}[:d<n>]:inbox-senders` (bytes per sender) | `{user}` | the same scripts, `close` |
-//! | `<prefix>{<user>}[:d<n>]:inflight` (batches being written) | `{user}` | in-flight and deliver scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:inbox-holders` (the holder of each inbox entry) | `{user}` | the same scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:inbox-senders` (envelopes and bytes per holder) | `{user}` | the same scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:in-flight`, `:in-flight-envelopes` (envelopes in flight by id) | `{user}` | in-flight, ack and deliver scripts, `close` |
+//! | `<prefix>{<user>}[:d<n>]:inflight` (the in-flight list of older relays) | `{user}` | in-flight script (empties it), `close` |
 //! | `<prefix>{<user>}[:d<n>]:conns` | `{user}` | deliver script, register script, remove (MULTI) |
 //! | `<prefix>{<user>}:conn_sessions` (connection → session and device) | `{user}` | register script, remove (MULTI), `connections` |
 //! | `<prefix>{<user>}[:d<n>]:conn-order` (arrival of each connection) | `{user}` | evict script |
@@ -21,8 +23,9 @@
 //! | `<prefix>rl:<name>` | its own | token-bucket script, its only key |
 //! | `<prefix>rl:msg…:{<sender>}…` (a send's three buckets) | `{sender}` | `token_buckets.lua`, all three at once |
 //!
-//! Every change to an inbox list goes through a script that also keeps its `inbox-senders` hash
-//! (`accounting.lua`): the byte cap and the refusal of a dominant sender read it.
+//! Every change to a device's envelopes goes through `store.lua`, the prelude of the inbox
+//! scripts, which keeps the inbox, its holders and its accounting in step: the caps and the
+//! choice of what a full inbox evicts read them.
 //!
 //! Registering a connection writes two slots (the user's set and the connection → user key), so
 //! it is two single-slot requests, not one transaction: see `registry.rs`.
@@ -161,6 +164,8 @@ pub struct RedisStore {
     inbox_max: u32,
     inbox_max_bytes: u64,
     inbox_ttl_secs: u64,
+    /// What new accounts together may hold of an inbox (`InboxLimits::new_accounts_part`).
+    inbox_new_part: (u32, u64),
     wait: Option<std::sync::Arc<ReplicaWait>>,
     /// Revocation lifetimes follow it: `App::assemble` hands over the App's clock. (Token
     /// buckets read Redis' own `TIME` instead: see `limits.rs`.)
@@ -180,6 +185,7 @@ impl RedisStore {
             inbox_max: inbox.max_messages,
             inbox_max_bytes: inbox.max_bytes,
             inbox_ttl_secs: inbox.ttl.as_secs(),
+            inbox_new_part: inbox.new_accounts_part(),
             wait: None,
             clock: crate::clock::system(),
         }
@@ -363,7 +369,7 @@ impl Lua {
 
     /// `EVALSHA hash numkeys keys…`, to which the caller appends the arguments. Every key the
     /// script touches is in `keys`, and they share one hash slot.
-    pub(crate) fn call(&self, keys: &[&str]) -> Cmd {
+    pub(crate) fn call<K: redis::ToRedisArgs>(&self, keys: &[K]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.hash).arg(keys.len()).arg(keys);
         cmd

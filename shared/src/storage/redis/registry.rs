@@ -20,24 +20,26 @@ use crate::storage::{Connected, ConnectionRegistry, Registration};
 static REGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("register.lua")));
 static EVICT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("evict.lua")));
 
-/// The connection key's value: `<user>|<session>|<valid_until_ms>|<device>|<ack 0/1>`.
+/// The connection key's value:
+/// `<user>|<session>|<valid_until_ms>|<device>|<ack 0/1>|<new_account_until_ms>`.
 fn encode(r: &Registration) -> String {
     format!(
-        "{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}",
         r.user_id,
         r.session_id,
         r.valid_until_ms,
         r.device_id,
-        u8::from(r.ack)
+        u8::from(r.ack),
+        r.new_account_until_ms
     )
 }
 
 /// None for anything else, e.g. a bare user id written before sessions were recorded: such a
 /// connection is refused and its client reconnects, rather than kept without a session to check.
 /// A value without a device (written before devices) is device 1's, without a mode
-/// fire-and-forget.
+/// fire-and-forget, without an account age an established account's.
 fn decode(raw: &str) -> Option<Registration> {
-    let mut parts = raw.splitn(5, '|');
+    let mut parts = raw.splitn(6, '|');
     Some(Registration {
         user_id: Uuid::parse_str(parts.next()?).ok()?,
         session_id: Uuid::parse_str(parts.next()?).ok()?,
@@ -47,6 +49,7 @@ fn decode(raw: &str) -> Option<Registration> {
             None => PRIMARY_DEVICE,
         },
         ack: parts.next() == Some("1"),
+        new_account_until_ms: parts.next().and_then(|t| t.parse().ok()).unwrap_or(0),
     })
 }
 
@@ -122,6 +125,7 @@ impl ConnectionRegistry for RedisStore {
                     session_id: Uuid::nil(),
                     valid_until_ms: 0,
                     ack: false,
+                    new_account_until_ms: 0,
                 },
                 Err(_) => return Ok(None),
             },
@@ -222,8 +226,14 @@ mod tests {
             session_id: Uuid::new_v4(),
             valid_until_ms: 1_764_000_000_000,
             ack: true,
+            new_account_until_ms: 1_763_000_000_000,
         };
         assert_eq!(decode(&encode(&r)), Some(r));
+        let before_ages = format!("{}|{}|{}|3|1", r.user_id, r.session_id, r.valid_until_ms);
+        assert_eq!(
+            decode(&before_ages).map(|r| (r.ack, r.new_account_until_ms)),
+            Some((true, 0))
+        );
         let plain = Registration { ack: false, ..r };
         assert_eq!(decode(&encode(&plain)), Some(plain));
         assert_eq!(decode(&r.user_id.to_string()), None);
