@@ -1121,6 +1121,65 @@ async fn a_repeat_within_a_day_is_answered_from_memory_and_after_a_day_is_a_new_
     assert_eq!(texts(&b.fetch_all().await), ["daily", "daily"]);
 }
 
+/// What docs/api.md §6.9 lets a device's remembered sends hold in Redis.
+const REMEMBERED_BUDGET: u64 = 256 * 1024;
+
+/// All the memory Redis reports for `key` (`MEMORY USAGE … SAMPLES 0`); 0 when it is absent.
+async fn memory_usage(stack: &Stack, key: &str) -> u64 {
+    let used: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut stack.redis().await)
+        .await
+        .expect("MEMORY USAGE");
+    used.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn remembered_sends_stay_within_their_byte_budget_and_the_newest_still_answer() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let log = user_key(&stack, &alice.user_id, "sent");
+    let times = user_key(&stack, &alice.user_id, "sent-times");
+    let mut redis = stack.redis().await;
+    let mut a = connect_ack(&stack, &alice.access).await;
+
+    // Well past the budget, which keeps about 500 sends to a one-device recipient.
+    let ids = names("budget-", 0..800);
+    for id in &ids {
+        let reply = reply_alone(&mut a, single(&bob.user_id, id, id.as_bytes())).await;
+        assert_eq!(reply, sent(id, "queued"));
+    }
+    let held = memory_usage(&stack, &log).await + memory_usage(&stack, &times).await;
+    let counted: u64 = redis.hget(&log, "bytes").await.expect("HGET bytes");
+    let kept: usize = redis.zcard(&times).await.expect("ZCARD");
+    assert!(
+        held <= counted && counted <= REMEMBERED_BUDGET,
+        "Redis holds {held} bytes, counted {counted}, budget {REMEMBERED_BUDGET}"
+    );
+    assert!((400..ids.len()).contains(&kept), "{kept} sends remembered");
+
+    // The newest are remembered: answered as at first, nothing stored again. (Sends claimed in
+    // one millisecond leave in any order, so only the boundary is blurred.)
+    let stored = inbox_len(&stack, &bob.user_id).await;
+    assert_eq!(stored, ids.len());
+    for id in &ids[ids.len() - 300..] {
+        let repeat = reply_alone(&mut a, single(&bob.user_id, id, id.as_bytes())).await;
+        assert_eq!(repeat, sent(id, "queued"), "repeat of {id}");
+    }
+    assert_eq!(
+        inbox_len(&stack, &bob.user_id).await,
+        stored,
+        "a repeat stored"
+    );
+    // The oldest are forgotten: their ids are free for other content.
+    let reply = reply_alone(&mut a, single(&bob.user_id, &ids[0], b"other content")).await;
+    assert_eq!(reply, sent(&ids[0], "queued"));
+    assert_eq!(inbox_len(&stack, &bob.user_id).await, stored + 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections the relay closes itself hand back what they held at once
 // ---------------------------------------------------------------------------------------------

@@ -401,15 +401,16 @@ pub enum Claim {
     Conflict,
 }
 
-/// How long and how many sends a device's log remembers.
+/// How long and how much a device's log of sends remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Remembering {
     /// How long an answer is remembered (ms).
     pub window_ms: u64,
     /// How long an unanswered claim holds (ms): a first send that died lets a repeat send then.
     pub lapse_ms: u64,
-    /// Most sends remembered per device; the oldest go first.
-    pub most: u64,
+    /// Most bytes the remembered sends of a device may hold in the store, counted as the store
+    /// holds them; the oldest go first.
+    pub budget_bytes: u64,
 }
 
 /// Sends remembered by (sender device, id), so a repeat stores nothing new.
