@@ -1180,6 +1180,50 @@ async fn remembered_sends_stay_within_their_byte_budget_and_the_newest_still_ans
     assert_eq!(inbox_len(&stack, &bob.user_id).await, stored + 1);
 }
 
+/// A log written before its cost was counted (no `bytes` field, up to the 10,000 entries the
+/// old cap allowed) is counted at the device's next send with an id and brought within budget.
+#[tokio::test]
+async fn a_log_from_before_the_budget_is_brought_within_it_at_the_next_send() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let log = user_key(&stack, &alice.user_id, "sent");
+    let times = user_key(&stack, &alice.user_id, "sent-times");
+    let mut redis = stack.redis().await;
+    let answer = r#"{"delivery":"queued","devices":[{"device_id":1,"delivery":"queued"}]}"#;
+    let entries: Vec<(String, String)> = (0..2_000)
+        .map(|i| {
+            let content = id_hash(&format!("content-{i}"));
+            (id_hash(&format!("old-{i}")), format!("{content}|{answer}"))
+        })
+        .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let claimed: Vec<(u64, String)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (field, _))| (now_ms - 60_000 + i as u64, field.clone()))
+        .collect();
+    let () = redis.hset_multiple(&log, &entries).await.expect("HSET");
+    let () = redis.zadd_multiple(&times, &claimed).await.expect("ZADD");
+    assert!(memory_usage(&stack, &log).await > REMEMBERED_BUDGET);
+
+    let mut a = connect_ack(&stack, &alice.access).await;
+    let reply = reply_alone(&mut a, single(&bob.user_id, "after", b"after")).await;
+    assert_eq!(reply, sent("after", "queued"));
+    let held = memory_usage(&stack, &log).await + memory_usage(&stack, &times).await;
+    let counted: u64 = redis.hget(&log, "bytes").await.expect("HGET bytes");
+    assert!(
+        held <= counted && counted <= REMEMBERED_BUDGET,
+        "Redis holds {held} bytes, counted {counted}"
+    );
+    for (id, kept) in [("after", true), ("old-1999", true), ("old-0", false)] {
+        let there: bool = redis.hexists(&log, id_hash(id)).await.expect("HEXISTS");
+        assert_eq!(there, kept, "{id}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections the relay closes itself hand back what they held at once
 // ---------------------------------------------------------------------------------------------
