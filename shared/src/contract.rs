@@ -252,13 +252,25 @@ fn reason(status: u16) -> &'static str {
         400 => "Invalid request, malformed JSON or a bad signature",
         401 => "Missing, invalid, expired or revoked token, or invalid credentials",
         404 => "Not found",
-        409 => "Username taken",
         412 => "No one-time prekey left",
         413 => "Request body too large",
         429 => "Rate limited; see Retry-After",
         500 => "Internal error",
         503 => "A backing store is unavailable; nothing was changed",
         _ => "See docs/api.md",
+    }
+}
+
+/// A 409 means something else on each route that gives one (docs/api.md §4.2).
+fn conflict(route: HttpRoute) -> &'static str {
+    match route {
+        HttpRoute::Register => "Username taken",
+        HttpRoute::LinkDevice => {
+            "Too many devices, or a registration id a device removed from the new device's id \
+             had (registration_id_reused: generate another, the code stays usable)"
+        }
+        HttpRoute::ProvisioningCode => "Too many devices",
+        _ => "Conflict: see docs/api.md",
     }
 }
 
@@ -274,8 +286,12 @@ fn operation(route: HttpRoute) -> Value {
     let mut errors: Vec<u16> = doc.errors.iter().chain(&COMMON_ERRORS).copied().collect();
     errors.sort_unstable();
     for status in errors {
+        let description = match status {
+            409 => conflict(route),
+            _ => reason(status),
+        };
         let mut response =
-            json!({"description": reason(status), "content": json_content("ErrorBody")});
+            json!({"description": description, "content": json_content("ErrorBody")});
         if status == 429 {
             response["headers"] = json!({"Retry-After": {
                 "description": "Seconds to wait before trying again",

@@ -33,6 +33,9 @@ pub enum Error {
     AttachmentNotFound,
     #[error("the account has the most devices it may have")]
     TooManyDevices,
+    /// A link would give a device id a registration id a removed device under it had.
+    #[error("registration_id was used by a removed device under the id this device would get; generate another")]
+    RegistrationIdReused,
     #[error("linking code is wrong, expired or already used")]
     InvalidCode,
     #[error("provisioning address is unknown, expired or already used")]
@@ -112,6 +115,7 @@ impl Error {
             | Self::UnknownAddress => 404,
             Self::UsernameTaken
             | Self::TooManyDevices
+            | Self::RegistrationIdReused
             | Self::MismatchedDevices { .. }
             | Self::IdReused => 409,
             Self::StaleDevices(_) => 410,
@@ -138,6 +142,7 @@ impl Error {
             Self::DeviceNotFound => "device_not_found",
             Self::AttachmentNotFound => "attachment_not_found",
             Self::TooManyDevices => "too_many_devices",
+            Self::RegistrationIdReused => "registration_id_reused",
             Self::InvalidCode => "invalid_code",
             Self::UnknownAddress => "unknown_address",
             Self::MismatchedDevices { .. } => "mismatched_devices",

@@ -299,6 +299,36 @@ impl DeviceList {
     }
 }
 
+/// How many registration ids of removed devices an account keeps per device id.
+pub const RETIRED_REGISTRATIONS_KEPT: usize = 8;
+
+/// The registration ids devices removed from an account had, per device id, newest last (at
+/// most [`RETIRED_REGISTRATIONS_KEPT`] each). A sender names a device only by (device id,
+/// registration id): a device linked under a freed id with one of its predecessors'
+/// registration ids would be handed what senders still encrypt for the predecessor, which it
+/// cannot decrypt. Refusing that link keeps such sends `stale_devices`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetiredRegistrations(pub std::collections::BTreeMap<DeviceId, Vec<u32>>);
+
+impl RetiredRegistrations {
+    /// Whether a device under `device_id` with `registration_id` would repeat a predecessor.
+    pub fn repeats(&self, device_id: DeviceId, registration_id: u32) -> bool {
+        self.0
+            .get(&device_id)
+            .is_some_and(|ids| ids.contains(&registration_id))
+    }
+
+    /// Remembers a removed device's registration id under its device id (the oldest beyond
+    /// [`RETIRED_REGISTRATIONS_KEPT`] go).
+    pub fn retire(&mut self, device: &Device) {
+        let ids = self.0.entry(device.device_id).or_default();
+        ids.retain(|&r| r != device.registration_id);
+        ids.push(device.registration_id);
+        let over = ids.len().saturating_sub(RETIRED_REGISTRATIONS_KEPT);
+        ids.drain(..over);
+    }
+}
+
 /// A new device with its keys, validated against the account's identity key.
 #[derive(Debug, Clone)]
 pub struct NewDevice {

@@ -1122,6 +1122,114 @@ async fn a_repeat_within_a_day_is_answered_from_memory_and_after_a_day_is_a_new_
     assert_eq!(texts(&b.fetch_all().await), ["daily", "daily"]);
 }
 
+/// What docs/api.md §6.9 lets a device's remembered sends hold in Redis.
+const REMEMBERED_BUDGET: u64 = 256 * 1024;
+
+/// All the memory Redis reports for `key` (`MEMORY USAGE … SAMPLES 0`); 0 when it is absent.
+async fn memory_usage(stack: &Stack, key: &str) -> u64 {
+    let used: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut stack.redis().await)
+        .await
+        .expect("MEMORY USAGE");
+    used.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn remembered_sends_stay_within_their_byte_budget_and_the_newest_still_answer() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let log = user_key(&stack, &alice.user_id, "sent");
+    let times = user_key(&stack, &alice.user_id, "sent-times");
+    let mut redis = stack.redis().await;
+    let mut a = connect_ack(&stack, &alice.access).await;
+
+    // Well past the budget, which keeps about 500 sends to a one-device recipient.
+    let ids = names("budget-", 0..800);
+    for id in &ids {
+        let reply = reply_alone(&mut a, single(&bob.user_id, id, id.as_bytes())).await;
+        assert_eq!(reply, sent(id, "queued"));
+    }
+    let held = memory_usage(&stack, &log).await + memory_usage(&stack, &times).await;
+    assert!(
+        held <= REMEMBERED_BUDGET,
+        "Redis holds {held} bytes, budget {REMEMBERED_BUDGET}"
+    );
+    let counted: Option<u64> = redis.hget(&log, "bytes").await.expect("HGET bytes");
+    assert!(
+        counted.is_some_and(|c| held <= c && c <= REMEMBERED_BUDGET),
+        "Redis holds {held} bytes, counted {counted:?}"
+    );
+    let kept: usize = redis.zcard(&times).await.expect("ZCARD");
+    assert!((400..ids.len()).contains(&kept), "{kept} sends remembered");
+
+    // The newest are remembered: answered as at first, nothing stored again. (Sends claimed in
+    // one millisecond leave in any order, so only the boundary is blurred.)
+    let stored = inbox_len(&stack, &bob.user_id).await;
+    assert_eq!(stored, ids.len());
+    for id in &ids[ids.len() - 300..] {
+        let repeat = reply_alone(&mut a, single(&bob.user_id, id, id.as_bytes())).await;
+        assert_eq!(repeat, sent(id, "queued"), "repeat of {id}");
+    }
+    assert_eq!(
+        inbox_len(&stack, &bob.user_id).await,
+        stored,
+        "a repeat stored"
+    );
+    // The oldest are forgotten: their ids are free for other content.
+    let reply = reply_alone(&mut a, single(&bob.user_id, &ids[0], b"other content")).await;
+    assert_eq!(reply, sent(&ids[0], "queued"));
+    assert_eq!(inbox_len(&stack, &bob.user_id).await, stored + 1);
+}
+
+/// A log written before its cost was counted (no `bytes` field, up to the 10,000 entries the
+/// old cap allowed) is counted at the device's next send with an id and brought within budget.
+#[tokio::test]
+async fn a_log_from_before_the_budget_is_brought_within_it_at_the_next_send() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let log = user_key(&stack, &alice.user_id, "sent");
+    let times = user_key(&stack, &alice.user_id, "sent-times");
+    let mut redis = stack.redis().await;
+    let answer = r#"{"delivery":"queued","devices":[{"device_id":1,"delivery":"queued"}]}"#;
+    let entries: Vec<(String, String)> = (0..2_000)
+        .map(|i| {
+            let content = id_hash(&format!("content-{i}"));
+            (id_hash(&format!("old-{i}")), format!("{content}|{answer}"))
+        })
+        .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let claimed: Vec<(u64, String)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (field, _))| (now_ms - 60_000 + i as u64, field.clone()))
+        .collect();
+    let () = redis.hset_multiple(&log, &entries).await.expect("HSET");
+    let () = redis.zadd_multiple(&times, &claimed).await.expect("ZADD");
+    assert!(memory_usage(&stack, &log).await > REMEMBERED_BUDGET);
+
+    let mut a = connect_ack(&stack, &alice.access).await;
+    let reply = reply_alone(&mut a, single(&bob.user_id, "after", b"after")).await;
+    assert_eq!(reply, sent("after", "queued"));
+    let held = memory_usage(&stack, &log).await + memory_usage(&stack, &times).await;
+    assert!(held <= REMEMBERED_BUDGET, "Redis holds {held} bytes");
+    let counted: Option<u64> = redis.hget(&log, "bytes").await.expect("HGET bytes");
+    assert!(
+        counted.is_some_and(|c| held <= c && c <= REMEMBERED_BUDGET),
+        "Redis holds {held} bytes, counted {counted:?}"
+    );
+    for (id, kept) in [("after", true), ("old-1999", true), ("old-0", false)] {
+        let there: bool = redis.hexists(&log, id_hash(id)).await.expect("HEXISTS");
+        assert_eq!(there, kept, "{id}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections the relay closes itself hand back what they held at once
 // ---------------------------------------------------------------------------------------------

@@ -1201,6 +1201,62 @@ async fn a_removed_devices_id_is_reused_and_its_old_registration_id_is_stale() {
     assert_eq!(b2.fetch_all().await.len(), 1);
 }
 
+/// Senders name a device by (device id, registration id) alone: a device relinked under its
+/// predecessor's id and registration id would be handed what was encrypted for the predecessor.
+#[tokio::test]
+async fn a_relinked_device_may_not_repeat_its_predecessors_registration_id() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let bob1 = Device::primary(&bob);
+    let old = link(&stack, &bob, 2002).await;
+    assert_eq!(remove_device(&stack, &bob.access, "2").await.0, 204);
+
+    // Refused before the code is spent: the same code then links with another registration id.
+    let first = code(&stack, &bob.access).await;
+    let keys = |registration_id| device_keys(&bob.identity, &first, registration_id, 2, 0);
+    assert_error(
+        &add_device(&stack, &keys(2002)).await,
+        409,
+        "registration_id_reused",
+        "the removed device's registration id under its device id",
+    );
+    assert_eq!(device_ids(&stack, &bob.access).await, vec![1]);
+    let (status, answer) = add_device(&stack, &keys(3003)).await;
+    assert_eq!(status, 200, "another registration id: {answer}");
+    let new = device_from(&answer, 3003);
+    assert_eq!(new.device_id, 2);
+
+    // A send still encrypted for the removed device is stale, and nothing reaches its successor.
+    let mut a = alice.connect(&stack).await;
+    let r = send_messages(
+        &mut a,
+        &bob.user_id,
+        "for-old",
+        vec![bob1.message(b"x"), old.message(b"for the removed device")],
+    )
+    .await;
+    assert_stale(&r, "for-old", &[2]);
+    assert_nothing_stored(&stack, &[&bob1, &new]).await;
+
+    // A sender silent through a whole generation holds a session with the first one: its
+    // registration id stays refused under id 2, but not under another device id.
+    assert_eq!(remove_device(&stack, &bob.access, "2").await.0, 204);
+    let second = code(&stack, &bob.access).await;
+    let keys = |registration_id| device_keys(&bob.identity, &second, registration_id, 2, 0);
+    for registration_id in [2002, 3003] {
+        assert_error(
+            &add_device(&stack, &keys(registration_id)).await,
+            409,
+            "registration_id_reused",
+            "an earlier generation's registration id",
+        );
+    }
+    let (status, answer) = add_device(&stack, &keys(4004)).await;
+    assert_eq!((status, answer["device_id"].as_u64()), (200, Some(2)));
+    let third = link(&stack, &bob, 2002).await;
+    assert_eq!(third.device_id, 3, "id 3 never had 2002");
+}
+
 #[tokio::test]
 async fn the_connection_cap_applies_per_device() {
     let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "1")]).await;

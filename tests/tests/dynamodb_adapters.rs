@@ -15,7 +15,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::crypto::tokens::now_secs;
 use shared::model::{
-    DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE,
+    DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, RetiredRegistrations,
+    SignedKey, PRIMARY_DEVICE, RETIRED_REGISTRATIONS_KEPT,
 };
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
@@ -573,6 +574,64 @@ async fn accounts_from_before_devices_get_a_list(e: Engine) {
     assert_eq!(db.devices(user).await.unwrap().unwrap(), list);
 }
 
+/// A removal retires the device's registration id under its device id (the newest
+/// `RETIRED_REGISTRATIONS_KEPT`), and a link that would repeat one there is refused; a user
+/// item from before they were kept has none.
+async fn relinks_may_not_repeat_a_retired_registration_id(e: Engine) {
+    let db = e.db;
+    let user = registered(&db).await;
+    let (_, retired) = db.device_history(user).await.unwrap().unwrap();
+    assert_eq!(retired, RetiredRegistrations::default());
+    assert_eq!(db.device_history(Uuid::new_v4()).await.unwrap(), None);
+
+    assert_eq!(
+        db.add_device(user, &new_device(200, 1), 6).await.unwrap().0,
+        2
+    );
+    let left = db.remove_device(user, 2).await.unwrap();
+    assert!(matches!(
+        db.add_device(user, &new_device(200, 1), 6).await,
+        Err(Error::RegistrationIdReused)
+    ));
+    assert_eq!(
+        db.devices(user).await.unwrap().unwrap(),
+        left,
+        "nothing written"
+    );
+    for generation in 1..=RETIRED_REGISTRATIONS_KEPT as u32 {
+        let (id, _) = db
+            .add_device(user, &new_device(200 + generation, 1), 6)
+            .await
+            .unwrap();
+        assert_eq!(id, 2);
+        db.remove_device(user, 2).await.unwrap();
+    }
+    let (list, retired) = db.device_history(user).await.unwrap().unwrap();
+    assert_eq!(list.devices.len(), 1);
+    let kept: Vec<u32> = (1..=RETIRED_REGISTRATIONS_KEPT as u32)
+        .map(|g| 200 + g)
+        .collect();
+    assert_eq!(retired.0.get(&2), Some(&kept), "the newest, oldest first");
+    for &r in &kept {
+        assert!(matches!(
+            db.add_device(user, &new_device(r, 1), 6).await,
+            Err(Error::RegistrationIdReused)
+        ));
+    }
+    // The oldest beyond the bound is forgotten; device id 3 never had any of them.
+    assert_eq!(
+        db.add_device(user, &new_device(200, 1), 6).await.unwrap().0,
+        2
+    );
+    assert_eq!(
+        db.add_device(user, &new_device(kept[0], 1), 6)
+            .await
+            .unwrap()
+            .0,
+        3
+    );
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -604,4 +663,5 @@ on_both_engines!(
     sessions_need_the_user,
     devices_link_and_go_under_the_cap,
     accounts_from_before_devices_get_a_list,
+    relinks_may_not_repeat_a_retired_registration_id,
 );

@@ -218,7 +218,7 @@ export class RelayClient extends EventEmitter {
           retries429: 0,
         });
         device.password = null;
-        const res = await call('POST', '/v1/devices', { url: base, retries429: 0, body: device.linkBody(payload.code) });
+        const res = await device.postLink(payload.code);
         if (res?.user_id !== payload.user_id) throw new RelayError(`POST /v1/devices: user_id ${res?.user_id} is not ${payload.user_id}`, { code: 'link_failed' });
         device.setUserId(res.user_id, res.device_id);
         const client = new RelayClient({ url: base, store, ack, refill: refillOpts, rotate: rotateOpts, sendTimeoutMs, hooks, device, password: null, doc: null });

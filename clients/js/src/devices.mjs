@@ -4,11 +4,11 @@
 // device, including the client's answers to `mismatched_devices` and `stale_devices`.
 import { randomUUID } from 'node:crypto';
 import { S, SignalParty, b64, unb64, deviceAddress, parseAddressKey } from './signal.mjs';
-import { call, request } from './http.mjs';
+import { call, errorCode, request } from './http.mjs';
 import { RelaySocket, ProvisioningSocket } from './socket.mjs';
 import { RelayUser } from './user.mjs';
 import { PROVISIONING_VERSION, sealProvisioningMessage, openProvisioningMessage } from './provisioning.mjs';
-import { errorFromFrame, MismatchedDevicesError } from './errors.mjs';
+import { errorFromFrame, errorFromResponse, MismatchedDevicesError } from './errors.mjs';
 
 export { PROVISIONING_VERSION, sealProvisioningMessage, openProvisioningMessage };
 
@@ -99,6 +99,21 @@ export class RelayDevice extends RelayUser {
   }
 
   /**
+   * POST /v1/devices with the linking code: the answer (user_id, device_id, tokens). A
+   * registration id that a device removed from the id this one would get had is refused with
+   * the code left usable (409 registration_id_reused): this device draws another and asks
+   * again, so that nothing a sender encrypted for the removed device can reach it.
+   */
+  async postLink(code, { attempts = 3 } = {}) {
+    for (let attempt = 1; ; attempt++) {
+      const res = await request('POST', '/v1/devices', { url: this.url, retries429: this.retries429, body: this.linkBody(code) });
+      if (res.status >= 200 && res.status <= 299) return res.json;
+      if (errorCode(res) !== 'registration_id_reused' || attempt >= attempts) throw errorFromResponse('POST', '/v1/devices', res);
+      this.newRegistrationId();
+    }
+  }
+
+  /**
    * Links a new device to `primary`'s account through the provisioning flow and
    * returns it (logged in, not connected). `trace` (optional object) receives every
    * intermediate value for assertions: ephemeral key, socket, address frame, code
@@ -137,7 +152,7 @@ export class RelayDevice extends RelayUser {
 
       const dev = new RelayDevice(role, { url: primary.url, ...opts, identity, username: payload.username });
       dev.password = null; // a linked device never learns the account's password
-      const res = await call('POST', '/v1/devices', { url: dev.url, retries429: dev.retries429, body: dev.linkBody(payload.code) });
+      const res = await dev.postLink(payload.code);
       trace.linked = res;
       if (res?.user_id !== payload.user_id) throw new Error(`POST /v1/devices: user_id ${res?.user_id} ≠ ${payload.user_id}`);
       dev.setUserId(res.user_id, res.device_id);

@@ -233,6 +233,19 @@ export class SignalParty {
     this.kyberOneTimePreKeys = this.newKyberPreKeys(kyberOneTimePreKeys);
   }
 
+  /**
+   * Draws another registration id. Only before the device is registered: a link refused with
+   * 409 registration_id_reused (a device removed from the id this one would get had it), when
+   * no session or peer knows the old id yet.
+   */
+  newRegistrationId() {
+    let next;
+    do next = randomInt(1, 16381);
+    while (next === this.registrationId);
+    this.registrationId = next;
+    this.identityStore = new MemIdentityKeyStore(this.identity, next);
+  }
+
   // ------------------------------------------------------ persistence
 
   /**

@@ -3,7 +3,7 @@
 // is refused (mismatched_devices), fixed and reaches both. Sync copies to one's own devices.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RelayClient, MemoryStore, RelayError } from '../src/index.mjs';
+import { RelayClient, MemoryStore, RelayError, RelayDevice } from '../src/index.mjs';
 import { name, password, record, stackSuite } from './util.mjs';
 
 const { stack, track } = stackSuite();
@@ -67,4 +67,18 @@ test('links a device; a send after it recovers from mismatched_devices and reach
   for (const x of [a, b1, b2]) assert.deepEqual(x.errors.map((e) => e.message), []);
   assert.equal(b1.messages.length, 3, JSON.stringify(b1.messages.map((m) => m.text)));
   assert.equal(b2.messages.length, 2, JSON.stringify(b2.messages.map((m) => m.text)));
+});
+
+test('a relinked device repeating its predecessor\'s registration id draws another and links with the same code', async () => {
+  const primary = await RelayDevice.primary('carol', { url: stack().url });
+  const first = await RelayDevice.link(primary, 'carol', { registrationId: 2002 });
+  assert.equal(first.deviceId, 2);
+  assert.equal((await primary.removeDeviceRaw(2)).status, 204);
+  const trace = {};
+  const second = await RelayDevice.link(primary, 'carol', { registrationId: 2002 }, trace);
+  assert.equal(second.deviceId, 2);
+  assert.notEqual(second.registrationId, 2002, 'refused with registration_id_reused, then another');
+  const listed = (await primary.listDevices()).find((d) => d.device_id === 2);
+  assert.equal(listed.registration_id, second.registrationId);
+  await Promise.all([primary, first, second].map((d) => d.dispose().catch(() => {})));
 });

@@ -155,15 +155,18 @@ impl Devices {
             .await?
             .ok_or(Error::InvalidCode)?;
         let device = req.validate(&primary.identity_key)?;
-        // A full account keeps the code (a device removed meanwhile makes room); the store
-        // checks the cap again as it adds.
-        let devices = accounts
+        // A full account keeps the code (a device removed meanwhile makes room), and so does a
+        // registration id the new device must change; the store checks both again as it adds.
+        let (devices, retired) = accounts
             .users
-            .devices(owner)
+            .device_history(owner)
             .await?
             .ok_or(Error::InvalidCode)?;
         if devices.devices.len() >= self.device_limits.max_devices as usize {
             return Err(Error::TooManyDevices);
+        }
+        if retired.repeats(devices.next_free(), device.profile.registration_id) {
+            return Err(Error::RegistrationIdReused);
         }
         // Used up here, once: of two requests with one code, one goes on.
         if self.provisioning.take_code(&hash).await? != Some(owner) {

@@ -12,13 +12,15 @@ use crate::frames::Delivery;
 use crate::model::DeviceAddress;
 use crate::storage::{Charge, Claim, Remembering};
 
-/// Sends with ids are remembered for 24 h, at most the last 10,000 per device (a client sending
-/// at the message rate limit's pace remembers less than a day; one whose function died while
-/// sending may send again after a minute, longer than any send takes).
+/// Sends with ids are remembered for 24 h, in at most 256 KiB of Redis per device, the oldest
+/// dropped first: some 500 sends to one-device recipients, what a client retrying the sends it
+/// got no answer for needs many times over, while a device sending more in a day remembers
+/// less than a day. One whose function died while sending may send again after a minute,
+/// longer than any send takes.
 const REMEMBERING: Remembering = Remembering {
     window_ms: 24 * 3600 * 1000,
     lapse_ms: 60_000,
-    most: 10_000,
+    budget_bytes: 256 * 1024,
 };
 /// How long a repeat waits for the answer of a concurrent first send, and how often it looks.
 const REPEAT_WAIT: Duration = Duration::from_secs(5);

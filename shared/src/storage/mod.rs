@@ -13,7 +13,7 @@ use crate::config::Bucket;
 use crate::error::Result;
 use crate::model::{
     Bundle, Credentials, DeviceAddress, DeviceId, DeviceList, KeyCounts, KeyUpload, NewAccount,
-    NewDevice, Profile, UserId, UserOut,
+    NewDevice, Profile, RetiredRegistrations, UserId, UserOut,
 };
 
 #[async_trait]
@@ -30,17 +30,24 @@ pub trait UserStore: Send + Sync {
     async fn delete(&self, user_id: UserId) -> Result<()>;
     /// The account's devices; `None` when the account does not exist.
     async fn devices(&self, user_id: UserId) -> Result<Option<DeviceList>>;
+    /// The account's devices and the registration ids of those removed from it; `None` when
+    /// the account does not exist.
+    async fn device_history(
+        &self,
+        user_id: UserId,
+    ) -> Result<Option<(DeviceList, RetiredRegistrations)>>;
     /// Adds a device with its keys under the smallest free id, unless the account has `max`
-    /// devices (`TooManyDevices`) or is gone (`UserNotFound`); concurrent calls never share an
-    /// id or pass `max`. Returns the new id and the new list.
+    /// devices (`TooManyDevices`), a device removed from that id had the new device's
+    /// registration id (`RegistrationIdReused`), or the account is gone (`UserNotFound`);
+    /// concurrent calls never share an id or pass `max`. Returns the new id and the new list.
     async fn add_device(
         &self,
         user_id: UserId,
         device: &NewDevice,
         max: u32,
     ) -> Result<(DeviceId, DeviceList)>;
-    /// Removes a linked device and its keys (`DeviceNotFound` when it is not one); returns the
-    /// list left.
+    /// Removes a linked device and its keys (`DeviceNotFound` when it is not one), retiring its
+    /// registration id under its device id; returns the list left.
     async fn remove_device(&self, user_id: UserId, device_id: DeviceId) -> Result<DeviceList>;
 }
 
@@ -410,15 +417,16 @@ pub enum Claim {
     Conflict,
 }
 
-/// How long and how many sends a device's log remembers.
+/// How long and how much a device's log of sends remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Remembering {
     /// How long an answer is remembered (ms).
     pub window_ms: u64,
     /// How long an unanswered claim holds (ms): a first send that died lets a repeat send then.
     pub lapse_ms: u64,
-    /// Most sends remembered per device; the oldest go first.
-    pub most: u64,
+    /// Most bytes the remembered sends of a device may hold in the store, counted as the store
+    /// holds them; the oldest go first.
+    pub budget_bytes: u64,
 }
 
 /// Sends remembered by (sender device, id), so a repeat stores nothing new.

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::Item;
 use crate::error::{Error, Result};
 use crate::model::{
-    Device, DeviceAddress, DeviceList, OneTimeKey, Profile, SignedKey, PRIMARY_DEVICE,
+    Device, DeviceAddress, DeviceList, OneTimeKey, Profile, RetiredRegistrations, SignedKey,
+    PRIMARY_DEVICE,
 };
 
 pub const PROFILE_SK: &str = "profile";
@@ -209,6 +210,46 @@ pub fn device_list_from(item: &Item) -> Result<Option<DeviceList>> {
     }))
 }
 
+/// The user item's attribute of [`RetiredRegistrations`].
+pub const RETIRED: &str = "retired_registrations";
+
+/// `"<device id>"` → list of registration ids, oldest first (a list keeps the order a set
+/// would lose, and the oldest is the one to drop).
+pub fn retired_attr(retired: &RetiredRegistrations) -> AttributeValue {
+    AttributeValue::M(
+        retired
+            .0
+            .iter()
+            .map(|(id, ids)| {
+                let list = AttributeValue::L(ids.iter().map(n).collect());
+                (id.to_string(), list)
+            })
+            .collect(),
+    )
+}
+
+/// The retired registration ids of a user item; none for an item written before they were kept.
+pub fn retired_from(item: &Item) -> Result<RetiredRegistrations> {
+    let Some(map) = item.get(RETIRED) else {
+        return Ok(RetiredRegistrations::default());
+    };
+    let map = map.as_m().map_err(|_| corrupt(RETIRED))?;
+    let retired = map
+        .iter()
+        .map(|(id, list)| {
+            let ids = list
+                .as_l()
+                .map_err(|_| corrupt(RETIRED))?
+                .iter()
+                .map(|v| v.as_n().ok().and_then(|v| v.parse().ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| corrupt(RETIRED))?;
+            Ok((id.parse().map_err(|_| corrupt(RETIRED))?, ids))
+        })
+        .collect::<Result<_>>()?;
+    Ok(RetiredRegistrations(retired))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +292,27 @@ mod tests {
         assert_eq!(list.version, 4);
         assert_eq!(list.devices, vec![d(1, 7), d(3, 9)]);
         assert_eq!(device_list_from(&Item::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn retired_registrations_round_trip_oldest_first_and_keep_the_newest() {
+        let gone = |device_id, registration_id| Device {
+            device_id,
+            registration_id,
+            created_at: 5,
+        };
+        let mut retired = RetiredRegistrations::default();
+        for r in 1..=crate::model::RETIRED_REGISTRATIONS_KEPT as u32 + 2 {
+            retired.retire(&gone(2, r));
+        }
+        retired.retire(&gone(3, 7));
+        retired.retire(&gone(2, 5));
+        let item = Item::from([(RETIRED.to_string(), retired_attr(&retired))]);
+        let back = retired_from(&item).unwrap();
+        assert_eq!(back, retired);
+        assert_eq!(back.0[&2], [3, 4, 6, 7, 8, 9, 10, 5]);
+        assert!(back.repeats(2, 5) && back.repeats(3, 7));
+        assert!(!back.repeats(2, 1) && !back.repeats(3, 5) && !back.repeats(4, 7));
+        assert_eq!(retired_from(&Item::new()).unwrap(), Default::default());
     }
 }

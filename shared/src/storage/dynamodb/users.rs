@@ -9,8 +9,8 @@ use super::items::{self, get_s, get_uuid, key, keys_pk, n, name_pk, s, user_pk, 
 use super::{sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
 use crate::model::{
-    Credentials, Device, DeviceAddress, DeviceId, DeviceList, NewAccount, NewDevice, UserId,
-    UserOut, PRIMARY_DEVICE,
+    Credentials, Device, DeviceAddress, DeviceId, DeviceList, NewAccount, NewDevice,
+    RetiredRegistrations, UserId, UserOut, PRIMARY_DEVICE,
 };
 use crate::storage::{KeyStore, UserStore};
 
@@ -94,21 +94,30 @@ impl Dynamo {
         })
     }
 
-    /// Replaces the list if it is still at `seen` (and the item still has none when it is an
-    /// item from before devices); false when another change came first.
+    /// Replaces the list (and the retired registration ids, when given) if it is still at
+    /// `seen` (and the item still has none when it is an item from before devices); false when
+    /// another change came first.
     async fn write_list(
         &self,
         user_id: UserId,
         item: &Item,
         next: &DeviceList,
         profile: Option<(DeviceId, &crate::model::Profile)>,
+        retired: Option<&RetiredRegistrations>,
     ) -> Result<bool> {
+        let mut set = "SET devices = :d, devices_version = :next".to_string();
+        if retired.is_some() {
+            set.push_str(&format!(", {} = :r", items::RETIRED));
+        }
         let mut update = Update::builder()
             .table_name(&self.tables.users)
             .key("pk", s(user_pk(user_id)))
-            .update_expression("SET devices = :d, devices_version = :next")
+            .update_expression(set)
             .expression_attribute_values(":d", items::devices_attr(&next.devices))
             .expression_attribute_values(":next", n(next.version));
+        if let Some(retired) = retired {
+            update = update.expression_attribute_values(":r", items::retired_attr(retired));
+        }
         update = if item.contains_key("devices_version") {
             update
                 .condition_expression("devices_version = :seen")
@@ -332,6 +341,19 @@ impl UserStore for Dynamo {
         }
     }
 
+    async fn device_history(
+        &self,
+        user_id: UserId,
+    ) -> Result<Option<(DeviceList, RetiredRegistrations)>> {
+        match self.user_item(user_id).await? {
+            Some(item) => Ok(Some((
+                self.list_of(user_id, &item).await?,
+                items::retired_from(&item)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     async fn add_device(
         &self,
         user_id: UserId,
@@ -348,6 +370,11 @@ impl UserStore for Dynamo {
             if device_id > crate::model::MAX_DEVICE_ID {
                 return Err(Error::TooManyDevices);
             }
+            // Read with the list it guards: the write below is conditional on the list's
+            // version, which every removal (the only writer of this attribute) increments.
+            if items::retired_from(&item)?.repeats(device_id, device.profile.registration_id) {
+                return Err(Error::RegistrationIdReused);
+            }
             let mut next = list.clone();
             next.version += 1;
             next.devices.push(Device {
@@ -359,7 +386,13 @@ impl UserStore for Dynamo {
             // The list and the profile go in one transaction; the one-time keys follow (too many
             // for one), so a fetch in between finds the device without them for a moment.
             if !self
-                .write_list(user_id, &item, &next, Some((device_id, &device.profile)))
+                .write_list(
+                    user_id,
+                    &item,
+                    &next,
+                    Some((device_id, &device.profile)),
+                    None,
+                )
                 .await?
             {
                 continue;
@@ -386,9 +419,10 @@ impl UserStore for Dynamo {
         for _ in 0..DEVICE_LIST_ATTEMPTS {
             let item = self.user_item(user_id).await?.ok_or(Error::UserNotFound)?;
             let list = self.list_of(user_id, &item).await?;
-            if device_id == PRIMARY_DEVICE || list.get(device_id).is_none() {
-                return Err(Error::DeviceNotFound);
-            }
+            let removed = match list.get(device_id) {
+                Some(d) if device_id != PRIMARY_DEVICE => *d,
+                _ => return Err(Error::DeviceNotFound),
+            };
             // Keys before the list: while the id is still listed no link can take it, so this
             // never deletes the keys of a device linked under the same id afterwards.
             if !keys_removed {
@@ -405,7 +439,12 @@ impl UserStore for Dynamo {
                     .copied()
                     .collect(),
             };
-            if self.write_list(user_id, &item, &next, None).await? {
+            let mut retired = items::retired_from(&item)?;
+            retired.retire(&removed);
+            if self
+                .write_list(user_id, &item, &next, None, Some(&retired))
+                .await?
+            {
                 return Ok(next);
             }
         }

@@ -1,6 +1,6 @@
-//! `SendLog` on Redis (`sent.lua`): per sender device, a hash of the remembered sends and a
-//! sorted set of when each was claimed, in the sender's slot; ids are hashed (they are the
-//! client's: up to 128 bytes of anything).
+//! `SendLog` on Redis (`sent.lua`): per sender device, a hash of the remembered sends (with
+//! what they cost, held to the policy's budget) and a sorted set of when each was claimed, in
+//! the sender's slot; ids are hashed (they are the client's: up to 128 bytes of anything).
 
 use std::sync::LazyLock;
 
@@ -43,7 +43,7 @@ impl SendLog for RedisStore {
         call.arg(content_hash)
             .arg(policy.window_ms)
             .arg(policy.lapse_ms)
-            .arg(policy.most.max(1));
+            .arg(policy.budget_bytes);
         let reply: Vec<String> = self.run(&SENT, &call).await?;
         match reply.first().map(String::as_str) {
             Some("new") => Ok(Claim::New),
@@ -64,7 +64,10 @@ impl SendLog for RedisStore {
         policy: Remembering,
     ) -> Result<()> {
         let mut call = self.sent_call(sender, "record", id, now_ms);
-        call.arg(content_hash).arg(answer).arg(policy.window_ms);
+        call.arg(content_hash)
+            .arg(answer)
+            .arg(policy.window_ms)
+            .arg(policy.budget_bytes);
         let _: Vec<String> = self.run(&SENT, &call).await?;
         Ok(())
     }
