@@ -321,3 +321,85 @@ fn rss_kib() -> u64 {
         })
         .expect("VmRSS in /proc/self/status")
 }
+
+/// A flood of `ack` frames, pipelined without waiting for replies, at the default frame limit:
+/// fuzzed ids (envelope ids that were delivered, never delivered, garbage up to 64 bytes,
+/// repeats), some quiet. Each loud frame gets one reply, `acked` or an `error`; each quiet one
+/// only an `error`; every delivered envelope is acknowledged at most once; other users are still
+/// served and the connection stays open.
+#[tokio::test]
+async fn an_ack_flood_is_answered_frame_by_frame_and_hurts_no_one() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "300/1")]).await;
+    let (flooder, feeder) = User::pair(&stack).await;
+    let bystander = User::create(&stack, 1, 0).await;
+    let url = format!("{}&ack=1", stack.ws_url(&flooder.access));
+    let mut ws = Ws::connect(&url).await.expect("ack-mode handshake");
+    let mut f = feeder.connect(&stack).await;
+    let mut delivered = Vec::new();
+    for i in 0..20 {
+        let reply = f
+            .send_message(&flooder.user_id, &format!("m{i}"), b"to be acknowledged")
+            .await;
+        assert_eq!(reply["delivery"], "delivered", "{reply}");
+    }
+    while delivered.len() < 20 {
+        let frame = ws.recv().await;
+        for e in frame["messages"].as_array().expect("a messages frame") {
+            delivered.push(e["id"].as_str().unwrap().to_string());
+        }
+    }
+
+    let mut rng = StdRng::seed_from_u64(SEED ^ 0xac);
+    const FLOOD: usize = 600;
+    let mut loud = 0;
+    for n in 0..FLOOD {
+        let ids: Vec<String> = (0..rng.gen_range(1..=100))
+            .map(|_| match rng.gen_range(0..4) {
+                0 => delivered[rng.gen_range(0..delivered.len())].clone(),
+                1 => uuid::Uuid::new_v4().to_string(),
+                2 => random_string(&mut rng, 20)
+                    .chars()
+                    .filter(|c| c.len_utf8() == 1)
+                    .collect(),
+                _ => "x".repeat(64),
+            })
+            .collect();
+        let quiet = rng.gen_bool(0.3);
+        loud += usize::from(!quiet);
+        let frame = json!({"action": "ack", "id": format!("a{n}"), "ids": ids, "quiet": quiet});
+        ws.stream
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("sent");
+    }
+    ws.send(json!({"action": "ping", "id": "last"})).await;
+    let (mut acked, mut errors, mut replies) = (0u64, 0, 0);
+    loop {
+        let Answer::Reply(r) = answer(&mut ws).await else {
+            panic!("the flood closed the connection")
+        };
+        // The closing ping: answered `pong`, or refused under its own id past the limit.
+        if r["type"] == "pong" || r["id"] == "last" {
+            break;
+        }
+        match r["type"].as_str() {
+            Some("acked") => acked += r["acked"].as_u64().unwrap(),
+            Some("error") => {
+                assert!(
+                    ["rate_limited", "invalid_frame"].contains(&r["code"].as_str().unwrap()),
+                    "{r}"
+                );
+                errors += 1;
+            }
+            _ => panic!("not a reply to an ack: {r}"),
+        }
+        replies += 1;
+    }
+    assert!(replies >= loud, "{replies} replies to {loud} loud acks");
+    assert!(errors > 0, "600 frames at 300/s were all allowed");
+    assert!(acked <= 20, "{acked} acknowledgements of 20 envelopes");
+
+    let mut b = bystander.connect(&stack).await;
+    b.send(json!({"action": "ping", "id": "p"})).await;
+    assert_eq!(b.recv().await, json!({"type": "pong"}));
+}
