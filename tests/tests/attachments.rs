@@ -126,6 +126,16 @@ async fn an_upload_longer_or_shorter_than_the_signed_length_is_refused_and_nothi
     assert_eq!(get(&url).await, (200, bytes));
 }
 
+/// The upload headers other than `content-length`, as lines of a raw request.
+fn signed_besides_length(upload: &Upload) -> String {
+    upload
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "content-length")
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_granted() {
     let stack = Stack::start().await;
@@ -139,8 +149,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
     let mut more = bytes.clone();
     more.extend_from_slice(&random_bytes(1000));
     let head = format!(
-        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let answer = raw_request(&upload.url, &head, &more, true).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -154,8 +165,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
     // The signed Content-Length, then fewer bytes and the end of the stream: nothing is stored.
     let upload = Upload::grant(&stack, &alice.access, n as u64).await;
     let head = format!(
-        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let answer = raw_request(&upload.url, &head, &bytes[..n - 1], true).await;
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -164,8 +176,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
 
     // No Content-Length at all (chunked, any length): the signed header is missing.
     let head = format!(
-        "PUT {} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let mut chunked = format!("{:x}\r\n", n + 1000).into_bytes();
     chunked.extend_from_slice(&more);
@@ -420,4 +433,85 @@ async fn without_a_bucket_the_routes_are_unavailable() {
     assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
     let (status, body) = download(&stack, Some(&alice.access), &unissued_id()).await;
     assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+}
+
+/// A `GET` of `url`: the status and the `content-type` and `content-disposition` served.
+async fn served_as(url: &str) -> (u16, String, String) {
+    let response = reqwest::get(url).await.expect("GET from storage");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let served = (
+        response.status().as_u16(),
+        header("content-type"),
+        header("content-disposition"),
+    );
+    let _ = response.bytes().await;
+    served
+}
+
+#[tokio::test]
+async fn downloads_are_octet_stream_attachments_whatever_the_uploader_sends() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let page = b"<html><script>alert(document.domain)</script></html>".to_vec();
+    let upload = Upload::grant(&stack, &alice.access, page.len() as u64).await;
+    for (name, value) in [
+        ("content-type", "application/octet-stream"),
+        ("content-disposition", "attachment"),
+    ] {
+        assert!(
+            upload.headers.contains(&(name.into(), value.into())),
+            "{name} is an upload header to send: {:?}",
+            upload.headers
+        );
+    }
+
+    // A page: its type replaced, or the disposition left out, breaks the signature.
+    let as_html: Vec<(String, String)> = upload
+        .headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "content-type" => (k.clone(), "text/html".to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let inline: Vec<(String, String)> = upload
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "content-disposition")
+        .cloned()
+        .collect();
+    for (what, headers) in [("text/html", as_html), ("no disposition", inline)] {
+        let (status, answer) = put(&upload.url, &headers, page.clone(), true).await;
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(
+            s3_code(answer.as_bytes()),
+            "SignatureDoesNotMatch",
+            "{what}"
+        );
+    }
+    let url = download_url(&stack, &bob.access, &upload.id).await;
+    assert_eq!(get(&url).await.0, 404, "nothing was stored");
+
+    let (status, answer) = upload.put(&page).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        served_as(&url).await,
+        (
+            200,
+            "application/octet-stream".to_string(),
+            "attachment".to_string()
+        )
+    );
+    assert!(
+        url.contains("response-content-type=application%2Foctet-stream")
+            && url.contains("response-content-disposition=attachment"),
+        "storage that honours overrides serves the same: {url}"
+    );
 }
