@@ -95,9 +95,15 @@ impl Default for RateLimits {
             login_failures_user: Bucket::new(10, 600),
             auth: Bucket::new(5, 1),
             bundle: Bucket::new(120, 60),
-            bundle_pair: Bucket::new(10, 60),
+            // One requester's share of a target's budget (below): 3 fetches at once, then one
+            // every 20 minutes, a twentieth of `bundle_target` and under a third of
+            // `bundle_target_new`, so one requester hammering cannot lock out the others.
+            // First contact from each of a few devices fits; each fetch takes at most one key
+            // of every device of the target.
+            bundle_pair: Bucket::new(3, 3600),
             messages: Bucket::new(200, 1),
-            // A target's usual batch of 100 one-time keys lasts at least an hour however many
+            // Fetches of one target, each taking at most one key of each of its devices: a
+            // device's usual batch of 100 one-time keys lasts at least an hour however many
             // accounts ask; contacts made in one sitting (a group of dozens) still fit.
             bundle_target: Bucket::new(60, 3600),
             // Throwaway accounts share a far smaller budget, so draining a target takes aged
@@ -831,6 +837,12 @@ mod tests {
             }
         );
         assert_eq!(c.rate_limits.bundle_target_new, Bucket::new(10, 3600));
+        // One requester's share stays well below the smaller of the target's budgets.
+        assert_eq!(c.rate_limits.bundle_pair, Bucket::new(3, 3600));
+        assert!(
+            c.rate_limits.bundle_pair.refill_per_ms()
+                < c.rate_limits.bundle_target_new.refill_per_ms() / 3.0
+        );
         for (var, value) in [
             ("MAX_ONE_TIME_PREKEYS", "99"),
             ("MAX_ONE_TIME_PREKEYS", "lots"),

@@ -1,5 +1,6 @@
 //! Use cases, written against the storage traits only.
 
+mod account_age;
 pub mod accounts;
 pub mod attachments;
 pub mod auth;
@@ -8,6 +9,8 @@ pub mod directory;
 pub mod relay;
 mod relay_acks;
 mod relay_provisioning;
+
+pub use account_age::AccountAge;
 
 use crate::config::{Bucket, RateLimits};
 use crate::error::{Error, Result};
