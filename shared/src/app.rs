@@ -103,6 +103,7 @@ impl App {
         let attachments = match (blobs, &config.attachments) {
             (Some(blobs), Some(settings)) => Some(Attachments {
                 blobs,
+                age,
                 limiter: redis_arc.clone(),
                 limits: config.rate_limits,
                 config: settings.clone(),

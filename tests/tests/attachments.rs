@@ -415,7 +415,12 @@ async fn a_malformed_id_is_attachment_not_found_and_an_id_never_uploaded_is_a_st
 
 #[tokio::test]
 async fn upload_grants_are_rate_limited_per_user() {
-    let stack = Stack::with_env(&[("RATE_LIMIT_ATTACHMENTS", "2/3600")]).await;
+    // Every account established: the bucket of accounts past their first day.
+    let stack = Stack::with_env(&[
+        ("RATE_LIMIT_ATTACHMENTS", "2/3600"),
+        ("NEW_ACCOUNT_AGE_SECS", "0"),
+    ])
+    .await;
     let (alice, bob) = User::pair(&stack).await;
     let first = Upload::grant(&stack, &alice.access, 10).await;
     Upload::grant(&stack, &alice.access, 10).await;
@@ -514,4 +519,64 @@ async fn downloads_are_octet_stream_attachments_whatever_the_uploader_sends() {
             && url.contains("response-content-disposition=attachment"),
         "storage that honours overrides serves the same: {url}"
     );
+}
+
+/// The environment with the attachment upload limits at their defaults (empty is unset).
+const DEFAULT_UPLOAD_LIMITS: [(&str, &str); 3] = [
+    ("RATE_LIMIT_ATTACHMENTS", ""),
+    ("RATE_LIMIT_ATTACHMENTS_NEW", ""),
+    ("RATE_LIMIT_ATTACHMENTS_IP", ""),
+];
+
+/// Asks for upload URLs until one is refused; how many were granted (at most `max`).
+async fn grants_until_refused(
+    stack: &Stack,
+    token: &str,
+    max: usize,
+) -> (usize, reqwest::Response) {
+    for granted in 0..max {
+        let r = create_response(stack, Some(token), 10).await;
+        if r.status() != 200 {
+            return (granted, r);
+        }
+    }
+    panic!("{max} upload URLs and no refusal");
+}
+
+#[tokio::test]
+async fn new_accounts_and_one_address_have_upload_budgets_of_their_own() {
+    let stack = Stack::with_env(&DEFAULT_UPLOAD_LIMITS).await;
+    let start = std::time::Instant::now();
+    let veteran = User::create(&stack, 1, 0).await;
+    // The veteran ages past NEW_ACCOUNT_AGE_SECS (one day); its tokens with it.
+    stack.advance(Duration::from_secs(86_400 + 1));
+    let veteran_access = veteran.log_in(&stack).await.0;
+
+    // A fresh account: 10 URLs at once, then one every 6 minutes.
+    let fresh = User::create(&stack, 1, 0).await;
+    let (granted, refused) = grants_until_refused(&stack, &fresh.access, 40).await;
+    assert_eq!(granted, 10, "a new account's budget");
+    assert_rate_limited(refused, 360).await;
+    // An established account has the larger one (30 at once, then one a minute).
+    let (granted, refused) = grants_until_refused(&stack, &veteran_access, 40).await;
+    assert_eq!(granted, 30, "an established account's budget");
+    assert_rate_limited(refused, 60).await;
+
+    // Every account here shares 127.0.0.1: 120 URLs at once, then one every 15 s, however many
+    // accounts ask. 40 are spent; eight more fresh accounts take the other 80.
+    for _ in 0..8 {
+        let sybil = User::create(&stack, 1, 0).await;
+        let (granted, _) = grants_until_refused(&stack, &sybil.access, 40).await;
+        assert_eq!(granted, 10);
+    }
+    // The address's bucket refills while this runs (Redis' clock, not the stack's): the next
+    // account gets what came back since, and is refused well before its own 10.
+    let late = User::create(&stack, 1, 0).await;
+    let (granted, refused) = grants_until_refused(&stack, &late.access, 10).await;
+    let refilled = start.elapsed().as_secs() / 15 + 1;
+    assert!(
+        granted < 10 && granted as u64 <= refilled,
+        "{granted} granted past the address's budget ({refilled} refilled)"
+    );
+    assert_rate_limited(refused, 15).await;
 }
