@@ -160,14 +160,17 @@ def check_attachments(resources: dict) -> list[str]:
             granted |= s3
     if role_id and granted != ATTACHMENTS_S3_ACTIONS:
         errors.append(f"{role_id}: must allow {sorted(ATTACHMENTS_S3_ACTIONS)} (it presigns both), found {sorted(granted)}")
-    # Its code reads no table.
+    # Its code reads one item: the uploader's account age, from the users table.
     role = (resources.get(role_id) or {}).get("Properties") or {}
-    if any(
-        str(a).lower().startswith("dynamodb:")
-        for st in statements(role.get("Policies"))
-        for a in as_list(st.get("Action") or [])
-    ):
-        errors.append(f"{role_id}: the attachments function uses no DynamoDB table; its role must not either")
+    for st in statements(role.get("Policies")):
+        actions = {str(a) for a in as_list(st.get("Action") or [])}
+        if not any(a.lower().startswith("dynamodb:") for a in actions):
+            continue
+        if actions != {"dynamodb:GetItem"} or as_list(st.get("Resource")) != [{"Fn::GetAtt": ["UsersTable", "Arn"]}]:
+            errors.append(
+                f"{role_id}: the attachments function only reads the users table; its DynamoDB "
+                f"permissions must be dynamodb:GetItem on UsersTable, found {sorted(actions)} on {st.get('Resource')}"
+            )
     return errors
 
 

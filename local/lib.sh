@@ -4,7 +4,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.local"
 # What ./local/up keeps across restarts (Redis' append-only file, the DynamoDB database file, the
-# attachments' objects, the development JWT secret); only ./local/up --reset deletes it.
+# attachments' objects, the development JWT and S3 secrets); only ./local/up --reset deletes it.
 DATA="${RELAY_DATA_DIR:-$STATE}"
 VENV="$STATE/venv"
 MOTO_VERSION="5.2.5"
@@ -132,21 +132,30 @@ start_s3() { # port dir [bucket]
   wait_port 127.0.0.1 "$1" 20
 }
 
-# Dummy credentials: the local engines accept any, and real AWS credentials are never needed
-# locally. Always these, whatever the shell exported: the local S3 server is given them on its
-# command line (visible in `ps`), and presigned URLs carry the access key id.
+# Local credentials, whatever the shell exported (real AWS credentials are never needed locally):
+# the DynamoDB engines accept any; the local S3 server accepts only these. The access key id is
+# public (every presigned URL carries it), so the secret is random, generated once per data
+# directory like the JWT secret; a fixed one would let anyone list, read, overwrite or delete
+# the attachments. s3s-fs takes it on its command line (it reads no other source), so local
+# users who can list processes can read it, as they can read the data directory.
 local_aws_env() {
   export AWS_ACCESS_KEY_ID=local
-  export AWS_SECRET_ACCESS_KEY=local
+  AWS_SECRET_ACCESS_KEY="$(kept_secret s3_secret)"
+  export AWS_SECRET_ACCESS_KEY
   unset AWS_SESSION_TOKEN AWS_PROFILE
   export AWS_REGION="${AWS_REGION:-us-east-1}"
 }
 
 # A development JWT secret, generated once and kept under .local/ (never committed).
 dev_secret() {
-  local f="$DATA/jwt_secret"
+  kept_secret jwt_secret
+}
+
+# A random secret kept in $DATA/NAME (mode 600), made the first time it is asked for.
+kept_secret() { # name
+  local f="$DATA/$1"
   mkdir -p "$DATA"
-  [ -s "$f" ] || { random_secret >"$f"; chmod 600 "$f"; }
+  [ -s "$f" ] || (umask 077 && random_secret >"$f")
   cat "$f"
 }
 

@@ -9,7 +9,7 @@ use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
-    directory::KeyDirectory, relay::Relay,
+    directory::KeyDirectory, relay::Relay, AccountAge,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -86,6 +86,11 @@ impl App {
             tokens,
             limits: config.rate_limits,
         };
+        let age = AccountAge::new(
+            dynamo_arc.clone(),
+            clock.clone(),
+            config.keys.new_account_age,
+        );
         let keys = KeyDirectory {
             keys: dynamo_arc.clone(),
             users: dynamo_arc.clone(),
@@ -93,12 +98,12 @@ impl App {
             limits: config.rate_limits,
             key_limits: config.keys,
             device_limits: config.devices,
-            clock: clock.clone(),
-            established: Default::default(),
+            age: age.clone(),
         };
         let attachments = match (blobs, &config.attachments) {
             (Some(blobs), Some(settings)) => Some(Attachments {
                 blobs,
+                age,
                 limiter: redis_arc.clone(),
                 limits: config.rate_limits,
                 config: settings.clone(),

@@ -80,6 +80,11 @@ pub struct RateLimits {
     pub provisioning: Bucket,
     /// Attachment uploads (presigned upload URLs) per user.
     pub attachments: Bucket,
+    /// Attachment uploads per account younger than `KeyLimits::new_account_age`, instead of
+    /// `attachments`.
+    pub attachments_new: Bucket,
+    /// Attachment uploads per client IP, all accounts together.
+    pub attachments_ip: Bucket,
     /// Attachment downloads (presigned download URLs) per user.
     pub attachment_downloads: Bucket,
     /// `POST /v1/devices` (a linking code presented) per client IP.
@@ -95,9 +100,15 @@ impl Default for RateLimits {
             login_failures_user: Bucket::new(10, 600),
             auth: Bucket::new(5, 1),
             bundle: Bucket::new(120, 60),
-            bundle_pair: Bucket::new(10, 60),
+            // One requester's share of a target's budget (below): 3 fetches at once, then one
+            // every 20 minutes, a twentieth of `bundle_target` and under a third of
+            // `bundle_target_new`, so one requester hammering cannot lock out the others.
+            // First contact from each of a few devices fits; each fetch takes at most one key
+            // of every device of the target.
+            bundle_pair: Bucket::new(3, 3600),
             messages: Bucket::new(200, 1),
-            // A target's usual batch of 100 one-time keys lasts at least an hour however many
+            // Fetches of one target, each taking at most one key of each of its devices: a
+            // device's usual batch of 100 one-time keys lasts at least an hour however many
             // accounts ask; contacts made in one sitting (a group of dozens) still fit.
             bundle_target: Bucket::new(60, 3600),
             // Throwaway accounts share a far smaller budget, so draining a target takes aged
@@ -130,6 +141,13 @@ impl Default for RateLimits {
             // A person sharing photos in bursts fits; a loop filling storage does not (30 at
             // once, then one a minute).
             attachments: Bucket::new(30, 1800),
+            // A new account costs only a registration: until it is a day old, 10 at once (1 GiB
+            // at the largest size), then one every 6 minutes, so registering many accounts does
+            // not multiply what can be stored.
+            attachments_new: Bucket::new(10, 3600),
+            // Four accounts' worth: a household or office behind one address fits, while one
+            // host with many accounts gets 4 URLs a minute however many it registers.
+            attachments_ip: Bucket::new(120, 1800),
             // Scrolling back through a chat full of photos fits; a loop making storage serve one
             // file over and over (paid per GB) gets one URL every 6 s.
             attachment_downloads: Bucket::new(120, 720),
@@ -210,7 +228,8 @@ pub const DEFAULT_INBOX_MAX_BYTES: u64 = 8 * 1024 * 1024;
 pub struct KeyLimits {
     /// One-time prekeys stored per user and per kind (EC, Kyber).
     pub max_one_time_prekeys: u64,
-    /// Requesters whose account is younger fetch from the `bundle_target_new` budget.
+    /// Accounts younger than this fetch from the `bundle_target_new` budget and upload from
+    /// `attachments_new`.
     pub new_account_age: Duration,
 }
 
@@ -476,6 +495,9 @@ impl Config {
                 provisioning: env.bucket("RATE_LIMIT_PROVISIONING", defaults.provisioning)?,
                 link: env.bucket("RATE_LIMIT_LINK", defaults.link)?,
                 attachments: env.bucket("RATE_LIMIT_ATTACHMENTS", defaults.attachments)?,
+                attachments_new: env
+                    .bucket("RATE_LIMIT_ATTACHMENTS_NEW", defaults.attachments_new)?,
+                attachments_ip: env.bucket("RATE_LIMIT_ATTACHMENTS_IP", defaults.attachments_ip)?,
                 attachment_downloads: env.bucket(
                     "RATE_LIMIT_ATTACHMENT_DOWNLOADS",
                     defaults.attachment_downloads,
@@ -832,6 +854,21 @@ mod tests {
     }
 
     #[test]
+    fn attachment_upload_budgets_per_account_age_and_address() {
+        let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
+        let c = Config::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(c.rate_limits.attachments, Bucket::new(30, 1800));
+        assert_eq!(c.rate_limits.attachments_new, Bucket::new(10, 3600));
+        assert_eq!(c.rate_limits.attachments_ip, Bucket::new(120, 1800));
+        for var in ["RATE_LIMIT_ATTACHMENTS_NEW", "RATE_LIMIT_ATTACHMENTS_IP"] {
+            let mut bad = base.to_vec();
+            bad.push((var, "10"));
+            let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
     fn key_limits_and_their_buckets() {
         let base = [("JWT_SECRET", SECRET), ("REDIS_URL", "redis://x")];
         let c = Config::from_lookup(lookup(&base)).unwrap();
@@ -843,6 +880,12 @@ mod tests {
             }
         );
         assert_eq!(c.rate_limits.bundle_target_new, Bucket::new(10, 3600));
+        // One requester's share stays well below the smaller of the target's budgets.
+        assert_eq!(c.rate_limits.bundle_pair, Bucket::new(3, 3600));
+        assert!(
+            c.rate_limits.bundle_pair.refill_per_ms()
+                < c.rate_limits.bundle_target_new.refill_per_ms() / 3.0
+        );
         for (var, value) in [
             ("MAX_ONE_TIME_PREKEYS", "99"),
             ("MAX_ONE_TIME_PREKEYS", "lots"),

@@ -126,6 +126,16 @@ async fn an_upload_longer_or_shorter_than_the_signed_length_is_refused_and_nothi
     assert_eq!(get(&url).await, (200, bytes));
 }
 
+/// The upload headers other than `content-length`, as lines of a raw request.
+fn signed_besides_length(upload: &Upload) -> String {
+    upload
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "content-length")
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_granted() {
     let stack = Stack::start().await;
@@ -139,8 +149,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
     let mut more = bytes.clone();
     more.extend_from_slice(&random_bytes(1000));
     let head = format!(
-        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let answer = raw_request(&upload.url, &head, &more, true).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -154,8 +165,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
     // The signed Content-Length, then fewer bytes and the end of the stream: nothing is stored.
     let upload = Upload::grant(&stack, &alice.access, n as u64).await;
     let head = format!(
-        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nContent-Length: {n}\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let answer = raw_request(&upload.url, &head, &bytes[..n - 1], true).await;
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -164,8 +176,9 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
 
     // No Content-Length at all (chunked, any length): the signed header is missing.
     let head = format!(
-        "PUT {} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
-        target(&upload.url)
+        "PUT {} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{}",
+        target(&upload.url),
+        signed_besides_length(&upload)
     );
     let mut chunked = format!("{:x}\r\n", n + 1000).into_bytes();
     chunked.extend_from_slice(&more);
@@ -402,7 +415,12 @@ async fn a_malformed_id_is_attachment_not_found_and_an_id_never_uploaded_is_a_st
 
 #[tokio::test]
 async fn upload_grants_are_rate_limited_per_user() {
-    let stack = Stack::with_env(&[("RATE_LIMIT_ATTACHMENTS", "2/3600")]).await;
+    // Every account established: the bucket of accounts past their first day.
+    let stack = Stack::with_env(&[
+        ("RATE_LIMIT_ATTACHMENTS", "2/3600"),
+        ("NEW_ACCOUNT_AGE_SECS", "0"),
+    ])
+    .await;
     let (alice, bob) = User::pair(&stack).await;
     let first = Upload::grant(&stack, &alice.access, 10).await;
     Upload::grant(&stack, &alice.access, 10).await;
@@ -420,4 +438,145 @@ async fn without_a_bucket_the_routes_are_unavailable() {
     assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
     let (status, body) = download(&stack, Some(&alice.access), &unissued_id()).await;
     assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+}
+
+/// A `GET` of `url`: the status and the `content-type` and `content-disposition` served.
+async fn served_as(url: &str) -> (u16, String, String) {
+    let response = reqwest::get(url).await.expect("GET from storage");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let served = (
+        response.status().as_u16(),
+        header("content-type"),
+        header("content-disposition"),
+    );
+    let _ = response.bytes().await;
+    served
+}
+
+#[tokio::test]
+async fn downloads_are_octet_stream_attachments_whatever_the_uploader_sends() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let page = b"<html><script>alert(document.domain)</script></html>".to_vec();
+    let upload = Upload::grant(&stack, &alice.access, page.len() as u64).await;
+    for (name, value) in [
+        ("content-type", "application/octet-stream"),
+        ("content-disposition", "attachment"),
+    ] {
+        assert!(
+            upload.headers.contains(&(name.into(), value.into())),
+            "{name} is an upload header to send: {:?}",
+            upload.headers
+        );
+    }
+
+    // A page: its type replaced, or the disposition left out, breaks the signature.
+    let as_html: Vec<(String, String)> = upload
+        .headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "content-type" => (k.clone(), "text/html".to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let inline: Vec<(String, String)> = upload
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "content-disposition")
+        .cloned()
+        .collect();
+    for (what, headers) in [("text/html", as_html), ("no disposition", inline)] {
+        let (status, answer) = put(&upload.url, &headers, page.clone(), true).await;
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(
+            s3_code(answer.as_bytes()),
+            "SignatureDoesNotMatch",
+            "{what}"
+        );
+    }
+    let url = download_url(&stack, &bob.access, &upload.id).await;
+    assert_eq!(get(&url).await.0, 404, "nothing was stored");
+
+    let (status, answer) = upload.put(&page).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        served_as(&url).await,
+        (
+            200,
+            "application/octet-stream".to_string(),
+            "attachment".to_string()
+        )
+    );
+    assert!(
+        url.contains("response-content-type=application%2Foctet-stream")
+            && url.contains("response-content-disposition=attachment"),
+        "storage that honours overrides serves the same: {url}"
+    );
+}
+
+/// The environment with the attachment upload limits at their defaults (empty is unset).
+const DEFAULT_UPLOAD_LIMITS: [(&str, &str); 3] = [
+    ("RATE_LIMIT_ATTACHMENTS", ""),
+    ("RATE_LIMIT_ATTACHMENTS_NEW", ""),
+    ("RATE_LIMIT_ATTACHMENTS_IP", ""),
+];
+
+/// Asks for upload URLs until one is refused; how many were granted (at most `max`).
+async fn grants_until_refused(
+    stack: &Stack,
+    token: &str,
+    max: usize,
+) -> (usize, reqwest::Response) {
+    for granted in 0..max {
+        let r = create_response(stack, Some(token), 10).await;
+        if r.status() != 200 {
+            return (granted, r);
+        }
+    }
+    panic!("{max} upload URLs and no refusal");
+}
+
+#[tokio::test]
+async fn new_accounts_and_one_address_have_upload_budgets_of_their_own() {
+    let stack = Stack::with_env(&DEFAULT_UPLOAD_LIMITS).await;
+    let start = std::time::Instant::now();
+    let veteran = User::create(&stack, 1, 0).await;
+    // The veteran ages past NEW_ACCOUNT_AGE_SECS (one day); its tokens with it.
+    stack.advance(Duration::from_secs(86_400 + 1));
+    let veteran_access = veteran.log_in(&stack).await.0;
+
+    // A fresh account: 10 URLs at once, then one every 6 minutes.
+    let fresh = User::create(&stack, 1, 0).await;
+    let (granted, refused) = grants_until_refused(&stack, &fresh.access, 40).await;
+    assert_eq!(granted, 10, "a new account's budget");
+    assert_rate_limited(refused, 360).await;
+    // An established account has the larger one (30 at once, then one a minute).
+    let (granted, refused) = grants_until_refused(&stack, &veteran_access, 40).await;
+    assert_eq!(granted, 30, "an established account's budget");
+    assert_rate_limited(refused, 60).await;
+
+    // Every account here shares 127.0.0.1: 120 URLs at once, then one every 15 s, however many
+    // accounts ask. 40 are spent; eight more fresh accounts take the other 80.
+    for _ in 0..8 {
+        let sybil = User::create(&stack, 1, 0).await;
+        let (granted, _) = grants_until_refused(&stack, &sybil.access, 40).await;
+        assert_eq!(granted, 10);
+    }
+    // The address's bucket refills while this runs (Redis' clock, not the stack's): the next
+    // account gets what came back since, and is refused well before its own 10.
+    let late = User::create(&stack, 1, 0).await;
+    let (granted, refused) = grants_until_refused(&stack, &late.access, 10).await;
+    let refilled = start.elapsed().as_secs() / 15 + 1;
+    assert!(
+        granted < 10 && granted as u64 <= refilled,
+        "{granted} granted past the address's budget ({refilled} refilled)"
+    );
+    assert_rate_limited(refused, 15).await;
 }

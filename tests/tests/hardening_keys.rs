@@ -10,6 +10,7 @@ use curve25519_dalek::scalar::Scalar;
 use relay_tests::client::{
     assert_rate_limited, ec_key, error_code, get_auth, post, unique_username, Identity,
 };
+use relay_tests::devices::{device_bundle, link_with_keys};
 use relay_tests::{Stack, User};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
@@ -376,4 +377,111 @@ async fn username_lookups_are_rate_limited_per_requester() {
     )
     .await;
     assert_eq!((status, &b["user_id"]), (200, &json!(alice.user_id)));
+}
+
+/// The bundle limits at their defaults (an empty variable is unset), the others out of the way.
+const DEFAULT_BUNDLE_LIMITS: [(&str, &str); 4] = [
+    ("RATE_LIMIT_BUNDLE", ""),
+    ("RATE_LIMIT_BUNDLE_PAIR", ""),
+    ("RATE_LIMIT_BUNDLE_TARGET", ""),
+    ("RATE_LIMIT_BUNDLE_TARGET_NEW", ""),
+];
+
+/// A user with six devices (the default `MAX_DEVICES`), `keys` one-time prekeys each.
+async fn six_devices(stack: &Stack, keys: u32) -> User {
+    let user = User::create(stack, keys, 0).await;
+    for registration_id in 2..=6 {
+        link_with_keys(stack, &user, registration_id, keys, 0).await;
+    }
+    user
+}
+
+/// `requester` fetches `target`'s bundles on all three routes at once (device 1's, device 2's,
+/// every device's): the statuses.
+async fn first_contact(stack: &Stack, requester: &str, target: &str) -> Vec<u16> {
+    let single_path = format!("/v1/users/{target}/bundle");
+    let (single, one, all) = tokio::join!(
+        get_auth(stack, &single_path, requester),
+        device_bundle(stack, requester, target, "2"),
+        device_bundle(stack, requester, target, "*"),
+    );
+    vec![single.0, one.0, all.0]
+}
+
+/// 20 concurrent every-device fetches of `target` by `hammer`, twice over, the second round
+/// beside `victim`'s first contact: the victim gets through, and the hammer got 3 fetches.
+async fn hammer_beside_first_contact(stack: &Stack, hammer: &str, victim: &str, target: &str) {
+    let round =
+        || futures::future::join_all((0..20).map(|_| device_bundle(stack, hammer, target, "*")));
+    let first = round().await;
+    let (second, contact) = tokio::join!(round(), first_contact(stack, victim, target));
+    assert_eq!(
+        contact,
+        [200, 200, 200],
+        "the other requester is locked out"
+    );
+    let statuses: Vec<u16> = first.iter().chain(&second).map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "one requester's share: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 429].contains(s)),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_established_requester_hammering_cannot_lock_others_out_of_a_targets_bundles() {
+    let stack = Stack::with_env(&DEFAULT_BUNDLE_LIMITS).await;
+    let bob = six_devices(&stack, 20).await;
+    let (mut hammer, mut victim) = User::pair(&stack).await;
+    stack.advance(Duration::from_secs(86_400 + 1));
+    log_in_again(&stack, &mut hammer).await;
+    log_in_again(&stack, &mut victim).await;
+    hammer_beside_first_contact(&stack, &hammer.access, &victim.access, &bob.user_id).await;
+}
+
+#[tokio::test]
+async fn one_new_account_hammering_cannot_lock_other_new_accounts_out_of_a_targets_bundles() {
+    let stack = Stack::with_env(&DEFAULT_BUNDLE_LIMITS).await;
+    let bob = six_devices(&stack, 20).await;
+    let (throwaway, newcomer) = User::pair(&stack).await;
+    hammer_beside_first_contact(&stack, &throwaway.access, &newcomer.access, &bob.user_id).await;
+}
+
+#[tokio::test]
+async fn fetches_refused_for_exhausted_keys_leave_the_targets_budget_to_its_next_contact() {
+    let stack = Stack::with_env(&DEFAULT_BUNDLE_LIMITS).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let first = User::create(&stack, 1, 0).await;
+    assert_eq!(first.bundle_of(&stack, &bob.user_id).await.0, 200);
+    // Bob's only key is gone: four new accounts try three times each on both routes, more
+    // than the new accounts' budget of 10 holds. Each is told the keys are gone, every time.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let late = User::create(&stack, 1, 0).await;
+        for route in ["single", "*", "1"] {
+            let (status, body) = match route {
+                "single" => late.bundle_of(&stack, &bob.user_id).await,
+                which => device_bundle(&stack, &late.access, &bob.user_id, which).await,
+            };
+            if status == 412 {
+                assert_eq!(error_code(&body), "prekeys_exhausted", "{body}");
+            }
+            statuses.push(status);
+        }
+    }
+    assert_eq!(statuses, [412; 12], "refused fetches spent the budget");
+    // Bob's client refills; the next new contact is served.
+    let (status, b) = bob
+        .put_keys(
+            &stack,
+            &json!({"one_time_prekeys": bob.identity.one_time(100..105)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let next = User::create(&stack, 1, 0).await;
+    assert_eq!(next.bundle_of(&stack, &bob.user_id).await.0, 200);
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use relay_tests::attachments::{download_url, get, random_bytes, Upload};
 use relay_tests::client::{login, refresh, User};
 use relay_tests::servers::{free_port, workspace_root};
 use relay_tests::Stack;
@@ -23,6 +24,7 @@ struct Ports {
     gateway: u16,
     redis: u16,
     dynamodb: u16,
+    s3: u16,
 }
 
 impl Ports {
@@ -31,6 +33,7 @@ impl Ports {
             gateway: free_port(),
             redis: free_port(),
             dynamodb: free_port(),
+            s3: free_port(),
         }
     }
 }
@@ -65,6 +68,7 @@ fn up_command(data: &Path, ports: &Ports, args: &[&str]) -> Command {
         .env("RELAY_LISTEN", format!("127.0.0.1:{}", ports.gateway))
         .env("RELAY_REDIS_PORT", ports.redis.to_string())
         .env("RELAY_DYNAMODB_PORT", ports.dynamodb.to_string())
+        .env("RELAY_S3_PORT", ports.s3.to_string())
         .env("RELAY_GATEWAY_BIN", gateway_bin())
         .env("JWT_SECRET", SECRET)
         .env("ARGON2_M_KIB", "4096")
@@ -72,6 +76,8 @@ fn up_command(data: &Path, ports: &Ports, args: &[&str]) -> Command {
         .envs(relay_tests::stack::limits_off())
         .env_remove("REDIS_URL")
         .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("ATTACHMENTS_BUCKET")
         .env_remove("RELAY_TABLE_PREFIX")
         .env_remove("RELAY_REDIS_PREFIX")
         .process_group(0);
@@ -343,6 +349,104 @@ async fn reset_asks_first_and_then_wipes_the_data() {
     let up = Up::start(&data, &ports).await;
     let (status, body) = login(&stack, &alice.username, &alice.password).await;
     assert_eq!(status, 401, "gone after reset: {body}");
+    up.terminate();
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// An S3 client of the local stack's server signing with `secret` (and the access key id every
+/// presigned URL shows).
+async fn s3_signing_with(ports: &Ports, access_key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let url = format!("http://127.0.0.1:{}", ports.s3);
+    let shared = shared::storage::aws::sdk_config(Some(&url)).await;
+    let credentials =
+        aws_sdk_s3::config::Credentials::new(access_key, secret, None, None, "local-up-test");
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The access key id of a presigned URL (`X-Amz-Credential=<id>%2F<date>%2F…`).
+fn access_key_of(url: &str) -> String {
+    let credential = url
+        .split("X-Amz-Credential=")
+        .nth(1)
+        .expect("a presigned URL");
+    credential.split("%2F").next().expect("an id").to_string()
+}
+
+/// What an S3 client can do with the local stack's bucket: list it, read, overwrite and
+/// delete `key`; the failures' messages, one per operation that was refused.
+async fn s3_refusals(client: &aws_sdk_s3::Client, key: &str) -> Vec<String> {
+    const BUCKET: &str = "relay-attachments";
+    let list = client.list_objects_v2().bucket(BUCKET).send().await;
+    let read = client.get_object().bucket(BUCKET).key(key).send().await;
+    let overwrite = client
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(b"replaced".to_vec().into())
+        .send()
+        .await;
+    let delete = client.delete_object().bucket(BUCKET).key(key).send().await;
+    [
+        list.err().map(|e| format!("list: {e:?}")),
+        read.err().map(|e| format!("read: {e:?}")),
+        overwrite.err().map(|e| format!("overwrite: {e:?}")),
+        delete.err().map(|e| format!("delete: {e:?}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_s3_server_takes_only_the_data_directorys_random_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let (data, ports) = (data_dir("s3"), Ports::new());
+    let up = Up::start(&data, &ports).await;
+    let secret_file = data.join("s3_secret");
+    let secret = std::fs::read_to_string(&secret_file).expect("s3_secret");
+    assert!(secret.len() >= 32, "a random secret: {secret:?}");
+    let mode = std::fs::metadata(&secret_file)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "s3_secret is the owner's only: {mode:o}");
+
+    // The relay and the server share it: a granted upload is stored.
+    let stack = attach(&ports).await;
+    let alice = User::create(&stack, 1, 0).await;
+    let bytes = random_bytes(1000);
+    let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+    assert!(!upload.url.contains(&secret), "{}", upload.url);
+    assert_eq!(upload.put(&bytes).await.0, 200);
+    let key = format!("attachments/{}", upload.id);
+
+    // What anyone can read off a URL, or used to be the secret, gets nothing.
+    let access_key = access_key_of(&upload.url);
+    for guess in ["local", access_key.as_str()] {
+        let refused = s3_refusals(&s3_signing_with(&ports, &access_key, guess).await, &key).await;
+        assert_eq!(refused.len(), 4, "signed with {guess:?}: {refused:?}");
+    }
+    let url = download_url(&stack, &alice.access, &upload.id).await;
+    assert_eq!(get(&url).await, (200, bytes.clone()), "nothing was changed");
+
+    // Kept per data directory: the same secret after a restart, and the upload still there.
+    up.terminate();
+    let up = Up::start(&data, &ports).await;
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), secret);
+    let url = download_url(&stack, &alice.access, &upload.id).await;
+    assert_eq!(get(&url).await, (200, bytes));
+    let owner = s3_signing_with(&ports, &access_key, secret.trim()).await;
+    let listed = owner
+        .list_objects_v2()
+        .bucket("relay-attachments")
+        .send()
+        .await
+        .expect("the secret's holder lists the bucket");
+    assert_eq!(listed.key_count(), Some(1), "{listed:?}");
     up.terminate();
     let _ = std::fs::remove_dir_all(data);
 }

@@ -24,9 +24,8 @@ async fn create(app: &App, req: &Request) -> Response<Body> {
     let run = async {
         let who = app.auth.authenticate(http::bearer(req)).await?;
         let attachments = app.attachments()?;
-        attachments
-            .create(&who, http::body(req, app.config.max_request_bytes)?)
-            .await
+        let body = http::body(req, app.config.max_request_bytes)?;
+        attachments.create(&who, &http::source_ip(req), body).await
     };
     http::respond(run.await)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
-use super::{limit, Limit};
+use super::{give_back, limit, AccountAge, Limit};
 use crate::config::{AttachmentsConfig, RateLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
@@ -18,6 +18,7 @@ use crate::validation;
 #[derive(Clone)]
 pub struct Attachments {
     pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) age: AccountAge,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) limits: RateLimits,
     pub(crate) config: AttachmentsConfig,
@@ -37,10 +38,12 @@ fn well_formed(id: &str) -> bool {
 }
 
 impl Attachments {
-    /// `POST /v1/attachments`: a fresh id and a presigned `PUT` of exactly `size` bytes.
+    /// `POST /v1/attachments` from `source_ip`: a fresh id and a presigned `PUT` of exactly
+    /// `size` bytes.
     pub async fn create(
         &self,
         who: &Principal,
+        source_ip: &str,
         req: AttachmentRequest,
     ) -> Result<AttachmentUploadOut> {
         let max = self.config.max_bytes;
@@ -49,13 +52,7 @@ impl Attachments {
                 "size must be 1 to {max} bytes (ATTACHMENT_MAX_BYTES)"
             )));
         }
-        limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::Attachments { user: who.user_id },
-            1,
-        )
-        .await?;
+        self.charge_upload(who, source_ip).await?;
         let mut raw = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let id = validation::encode_url(&raw);
@@ -73,6 +70,28 @@ impl Attachments {
             upload_headers: signed.headers.into_iter().collect(),
             expires_in: ttl.as_secs(),
         })
+    }
+
+    /// Storage is paid for by the byte and accounts cost only a registration: besides its own
+    /// bucket (a smaller one while the account is new), an upload spends its address's, so
+    /// neither fresh accounts nor many accounts from one host multiply what can be stored.
+    /// The address is charged only once the account's bucket allowed the upload, so an account
+    /// refused by its own bucket cannot spend what others behind the same address (a carrier's
+    /// NAT) need; and the account gets its token back when the address refuses.
+    async fn charge_upload(&self, who: &Principal, source_ip: &str) -> Result<()> {
+        let user = who.user_id;
+        let own = if self.age.is_new(user).await? {
+            Limit::AttachmentsNew { user }
+        } else {
+            Limit::Attachments { user }
+        };
+        let (limiter, limits) = (self.limiter.as_ref(), &self.limits);
+        limit(limiter, limits, own, 1).await?;
+        let by_address = limit(limiter, limits, Limit::AttachmentsIp { ip: source_ip }, 1).await;
+        if by_address.is_err() {
+            give_back(limiter, limits, own, 1).await;
+        }
+        by_address
     }
 
     /// `GET /v1/attachments/{attachment_id}`: a presigned `GET` (object storage answers 404 for

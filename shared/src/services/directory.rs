@@ -1,10 +1,8 @@
 //! The key directory: upload, count and bundle fetch.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::{limit, Limit};
-use crate::clock::SharedClock;
+use super::{give_back, limit, AccountAge, Limit};
 use crate::config::{DeviceLimits, KeyLimits, RateLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
@@ -22,14 +20,8 @@ pub struct KeyDirectory {
     pub(crate) limits: RateLimits,
     pub(crate) key_limits: KeyLimits,
     pub(crate) device_limits: DeviceLimits,
-    pub(crate) clock: SharedClock,
-    /// Requesters found established: an account only ever ages, so a warm function asks the
-    /// user store about each at most once.
-    pub(crate) established: Arc<Mutex<HashSet<UserId>>>,
+    pub(crate) age: AccountAge,
 }
-
-/// Bounds the in-process set of established requesters of a warm function.
-const ESTABLISHED_CACHE_MAX: usize = 100_000;
 
 impl KeyDirectory {
     /// `PUT /v1/keys`
@@ -63,12 +55,10 @@ impl KeyDirectory {
     /// `GET /v1/users/{user_id}/bundle`: device 1's bundle, in the shape from before devices.
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
         let budget = self.charge_requester(who, target).await?;
-        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
-        let bundles = match self
-            .keys
-            .take_bundles(target, &[PRIMARY_DEVICE], false)
-            .await
-        {
+        let bundles = self
+            .take_within(budget, target, &[PRIMARY_DEVICE], false)
+            .await;
+        let bundles = match bundles {
             Err(Error::DevicesExhausted(_)) => return Err(Error::PrekeysExhausted),
             other => other?,
         };
@@ -101,11 +91,13 @@ impl KeyDirectory {
             Some(_) => return Err(Error::DeviceNotFound),
             None => list.devices.iter().map(|d| d.device_id).collect(),
         };
-        let cost = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
-        limit(self.limiter.as_ref(), &self.limits, budget, cost).await?;
         let bundles = self
-            .keys
-            .take_bundles(target, &wanted, self.device_limits.bundle_without_one_time)
+            .take_within(
+                budget,
+                target,
+                &wanted,
+                self.device_limits.bundle_without_one_time,
+            )
             .await?;
         tracing::info!(devices = bundles.len(), "bundles handed out");
         let identity_key = bundles
@@ -119,10 +111,23 @@ impl KeyDirectory {
         })
     }
 
-    /// Charges the requester's buckets (one fetch) and returns the target's budget to charge,
-    /// one per device whose keys are handed out.
+    /// Charges the requester's buckets (one fetch) and returns the target's budget to charge.
     async fn charge_requester(&self, who: &Principal, target: UserId) -> Result<Limit<'static>> {
         let requester = who.user_id;
+        // The pair bucket keeps one requester to a small share of someone else's budget; one's
+        // own budget is one's own (a new device fetches its account's other devices).
+        let pair = async {
+            if requester == target {
+                return Ok(());
+            }
+            limit(
+                self.limiter.as_ref(),
+                &self.limits,
+                Limit::BundlePair { requester, target },
+                1,
+            )
+            .await
+        };
         let (a, b, is_new) = futures::join!(
             limit(
                 self.limiter.as_ref(),
@@ -130,13 +135,8 @@ impl KeyDirectory {
                 Limit::Bundle { requester },
                 1
             ),
-            limit(
-                self.limiter.as_ref(),
-                &self.limits,
-                Limit::BundlePair { requester, target },
-                1
-            ),
-            self.is_new(requester),
+            pair,
+            self.age.is_new(requester),
         );
         a.and(b)?;
         // The target's budget: established requesters share one, accounts younger than
@@ -149,35 +149,28 @@ impl KeyDirectory {
             Limit::BundleTarget { target }
         })
     }
-}
 
-impl KeyDirectory {
-    /// Whether the requester's account is younger than `NEW_ACCOUNT_AGE_SECS`: read beside the
-    /// requester's rate limits (no added latency) until the account is found established.
-    async fn is_new(&self, requester: UserId) -> Result<bool> {
-        let age = self.key_limits.new_account_age.as_secs();
-        if age == 0
-            || self
-                .established
-                .lock()
-                .expect("cache lock")
-                .contains(&requester)
-        {
-            return Ok(false);
+    /// Takes one token of the target's budget, then the devices' keys; a fetch that hands out
+    /// no keys (412, unknown user, a store failure) gives the token back, so requests refused
+    /// for another reason never spend what the target's next contact needs. One token per
+    /// fetch however many devices it covers: a fetch takes at most one key of each device, so
+    /// the budget bounds how fast any one device's keys go.
+    async fn take_within(
+        &self,
+        budget: Limit<'static>,
+        target: UserId,
+        devices: &[DeviceId],
+        allow_without_one_time: bool,
+    ) -> Result<Vec<Bundle>> {
+        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
+        let taken = self
+            .keys
+            .take_bundles(target, devices, allow_without_one_time)
+            .await;
+        if taken.is_err() {
+            give_back(self.limiter.as_ref(), &self.limits, budget, 1).await;
         }
-        let is_new = match self.users.created_at(requester).await? {
-            Some(created) => self.clock.now_secs() < created.saturating_add(age),
-            // A token outliving its account gets no more than a new one.
-            None => true,
-        };
-        if !is_new {
-            let mut cache = self.established.lock().expect("cache lock");
-            if cache.len() >= ESTABLISHED_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(requester);
-        }
-        Ok(is_new)
+        taken
     }
 }
 

@@ -1,5 +1,6 @@
 //! Use cases, written against the storage traits only.
 
+mod account_age;
 pub mod accounts;
 pub mod attachments;
 pub mod auth;
@@ -8,6 +9,8 @@ pub mod directory;
 pub mod relay;
 mod relay_acks;
 mod relay_provisioning;
+
+pub use account_age::AccountAge;
 
 use crate::config::{Bucket, RateLimits};
 use crate::error::{Error, Result};
@@ -53,6 +56,11 @@ pub enum Limit<'a> {
     Link { ip: &'a str },
     /// Attachment uploads per user (`RATE_LIMIT_ATTACHMENTS`).
     Attachments { user: UserId },
+    /// Attachment uploads per account younger than `NEW_ACCOUNT_AGE_SECS`, instead of
+    /// `Attachments` (`RATE_LIMIT_ATTACHMENTS_NEW`).
+    AttachmentsNew { user: UserId },
+    /// Attachment uploads per client IP, whatever the account (`RATE_LIMIT_ATTACHMENTS_IP`).
+    AttachmentsIp { ip: &'a str },
     /// Attachment downloads per user (`RATE_LIMIT_ATTACHMENT_DOWNLOADS`).
     AttachmentDownloads { user: UserId },
 }
@@ -81,6 +89,8 @@ impl Limit<'_> {
             Self::Provisioning { user } => format!("provisioning:{user}"),
             Self::Link { ip } => format!("link:{ip}"),
             Self::Attachments { user } => format!("attachments:{user}"),
+            Self::AttachmentsNew { user } => format!("attachments-new:{user}"),
+            Self::AttachmentsIp { ip } => format!("attachments-ip:{ip}"),
             Self::AttachmentDownloads { user } => format!("attachment-downloads:{user}"),
         }
     }
@@ -105,6 +115,8 @@ impl Limit<'_> {
             Self::Provisioning { .. } => limits.provisioning,
             Self::Link { .. } => limits.link,
             Self::Attachments { .. } => limits.attachments,
+            Self::AttachmentsNew { .. } => limits.attachments_new,
+            Self::AttachmentsIp { .. } => limits.attachments_ip,
             Self::AttachmentDownloads { .. } => limits.attachment_downloads,
         }
     }
@@ -229,6 +241,8 @@ mod tests {
             Limit::Provisioning { user: a },
             Limit::Link { ip: "203.0.113.7" },
             Limit::Attachments { user: a },
+            Limit::AttachmentsNew { user: a },
+            Limit::AttachmentsIp { ip: "203.0.113.7" },
             Limit::AttachmentDownloads { user: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
@@ -252,6 +266,8 @@ mod tests {
             provisioning: Bucket::new(11, 1),
             link: Bucket::new(12, 1),
             attachments: Bucket::new(13, 1),
+            attachments_new: Bucket::new(131, 1),
+            attachments_ip: Bucket::new(132, 1),
             attachment_downloads: Bucket::new(14, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
@@ -276,6 +292,8 @@ mod tests {
                 limits.provisioning,
                 limits.link,
                 limits.attachments,
+                limits.attachments_new,
+                limits.attachments_ip,
                 limits.attachment_downloads,
             ]
         );

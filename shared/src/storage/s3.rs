@@ -46,6 +46,12 @@ impl S3 {
     }
 }
 
+/// What every download is served as, whatever its uploader sent: the bytes are ciphertext, and a
+/// browser opening a download URL must save them, never render them (an upload of `text/html`
+/// would otherwise come back as a page on storage's origin).
+pub const DOWNLOAD_CONTENT_TYPE: &str = "application/octet-stream";
+pub const DOWNLOAD_CONTENT_DISPOSITION: &str = "attachment";
+
 fn presigning(ttl: Duration) -> Result<PresigningConfig> {
     PresigningConfig::expires_in(ttl).map_err(|e| Error::Internal(format!("presigning: {e}")))
 }
@@ -71,6 +77,10 @@ impl BlobStore for S3 {
             .bucket(&self.bucket)
             .key(key)
             .content_length(length)
+            // Signed, so an upload with any other type or disposition is refused: storage
+            // keeps these and serves them back.
+            .content_type(DOWNLOAD_CONTENT_TYPE)
+            .content_disposition(DOWNLOAD_CONTENT_DISPOSITION)
             .presigned(presigning(ttl)?)
             .await
             .map_err(|e| Error::Internal(format!("presign upload: {e}")))?;
@@ -83,9 +93,73 @@ impl BlobStore for S3 {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            // S3 serves these instead of what is stored (objects signed before the upload
+            // fixed them included); the local server ignores them and serves what is stored.
+            .response_content_type(DOWNLOAD_CONTENT_TYPE)
+            .response_content_disposition(DOWNLOAD_CONTENT_DISPOSITION)
             .presigned(presigning(ttl)?)
             .await
             .map_err(|e| Error::Internal(format!("presign download: {e}")))?;
         Ok(presigned(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+    fn local_s3() -> S3 {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("id", "secret", None, None, "test"))
+            .endpoint_url("http://127.0.0.1:9")
+            .force_path_style(true)
+            .build();
+        S3::new(Client::from_conf(config), "bucket")
+    }
+
+    fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+        let (_, query) = url.split_once('?')?;
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    #[tokio::test]
+    async fn uploads_are_signed_and_downloads_asked_for_as_octet_stream_attachments() {
+        let s3 = local_s3();
+        let ttl = Duration::from_secs(60);
+        let up = s3.presign_upload("attachments/x", 10, ttl).await.unwrap();
+        assert_eq!(
+            query_param(&up.url, "X-Amz-SignedHeaders"),
+            Some("content-disposition%3Bcontent-length%3Bcontent-type%3Bhost"),
+            "{}",
+            up.url
+        );
+        for (name, value) in [
+            ("content-type", DOWNLOAD_CONTENT_TYPE),
+            ("content-disposition", DOWNLOAD_CONTENT_DISPOSITION),
+            ("content-length", "10"),
+        ] {
+            assert!(
+                up.headers.contains(&(name.to_string(), value.to_string())),
+                "{:?}",
+                up.headers
+            );
+        }
+        let down = s3.presign_download("attachments/x", ttl).await.unwrap();
+        assert_eq!(
+            query_param(&down.url, "response-content-type"),
+            Some("application%2Foctet-stream"),
+            "{}",
+            down.url
+        );
+        assert_eq!(
+            query_param(&down.url, "response-content-disposition"),
+            Some("attachment")
+        );
+        assert_eq!(query_param(&down.url, "X-Amz-SignedHeaders"), Some("host"));
     }
 }

@@ -1,0 +1,58 @@
+//! Whether an account is new (younger than `NEW_ACCOUNT_AGE_SECS`): new accounts cost nothing but
+//! a registration, so the budgets others depend on (a target's bundles, storage) give them less.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::SharedClock;
+use crate::error::Result;
+use crate::model::UserId;
+use crate::storage::UserStore;
+
+/// Bounds the in-process set of established accounts of a warm function.
+const ESTABLISHED_CACHE_MAX: usize = 100_000;
+
+#[derive(Clone)]
+pub struct AccountAge {
+    users: Arc<dyn UserStore>,
+    clock: SharedClock,
+    /// `NEW_ACCOUNT_AGE_SECS`; zero: no account is new.
+    new_for: Duration,
+    /// Accounts found established: an account only ever ages, so a warm function asks the user
+    /// store about each at most once.
+    established: Arc<Mutex<HashSet<UserId>>>,
+}
+
+impl AccountAge {
+    pub fn new(users: Arc<dyn UserStore>, clock: SharedClock, new_for: Duration) -> Self {
+        Self {
+            users,
+            clock,
+            new_for,
+            established: Default::default(),
+        }
+    }
+
+    /// Whether `user`'s account is younger than `NEW_ACCOUNT_AGE_SECS`: one read of the user
+    /// store until the account is found established, none after.
+    pub async fn is_new(&self, user: UserId) -> Result<bool> {
+        let age = self.new_for.as_secs();
+        if age == 0 || self.established.lock().expect("cache lock").contains(&user) {
+            return Ok(false);
+        }
+        let is_new = match self.users.created_at(user).await? {
+            Some(created) => self.clock.now_secs() < created.saturating_add(age),
+            // A token outliving its account gets no more than a new one.
+            None => true,
+        };
+        if !is_new {
+            let mut cache = self.established.lock().expect("cache lock");
+            if cache.len() >= ESTABLISHED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(user);
+        }
+        Ok(is_new)
+    }
+}
