@@ -522,10 +522,12 @@ async fn downloads_are_octet_stream_attachments_whatever_the_uploader_sends() {
 }
 
 /// The environment with the attachment upload limits at their defaults (empty is unset).
-const DEFAULT_UPLOAD_LIMITS: [(&str, &str); 3] = [
+const DEFAULT_UPLOAD_LIMITS: [(&str, &str); 4] = [
     ("RATE_LIMIT_ATTACHMENTS", ""),
     ("RATE_LIMIT_ATTACHMENTS_NEW", ""),
     ("RATE_LIMIT_ATTACHMENTS_IP", ""),
+    // The default age (tests/limits-off.env counts no account as new).
+    ("NEW_ACCOUNT_AGE_SECS", "86400"),
 ];
 
 /// Asks for upload URLs until one is refused; how many were granted (at most `max`).

@@ -380,11 +380,13 @@ async fn username_lookups_are_rate_limited_per_requester() {
 }
 
 /// The bundle limits at their defaults (an empty variable is unset), the others out of the way.
-const DEFAULT_BUNDLE_LIMITS: [(&str, &str); 4] = [
+const DEFAULT_BUNDLE_LIMITS: [(&str, &str); 5] = [
     ("RATE_LIMIT_BUNDLE", ""),
     ("RATE_LIMIT_BUNDLE_PAIR", ""),
     ("RATE_LIMIT_BUNDLE_TARGET", ""),
     ("RATE_LIMIT_BUNDLE_TARGET_NEW", ""),
+    // The default age (tests/limits-off.env counts no account as new).
+    ("NEW_ACCOUNT_AGE_SECS", "86400"),
 ];
 
 /// A user with six devices (the default `MAX_DEVICES`), `keys` one-time prekeys each.
