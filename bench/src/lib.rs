@@ -1,6 +1,7 @@
 //! The relay benchmark: starts its own stack (redis-server, `local-gateway` processes with
 //! Dynoxide embedded), runs five bounded scenarios and their floors, and reports.
 
+pub mod ackflood;
 pub mod attachments;
 pub mod bundle;
 pub mod coldstart;
@@ -21,7 +22,7 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL] [--only acks]
+                   [--dynamodb-url URL] [--only acks|ackflood]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -31,7 +32,18 @@ with --quick). --bin-dir holds the local-gateway, users, keys and connection bin
 ./local/bench builds them and runs this. The gateway embeds Dynoxide on a file, as
 ./local/up runs it; --dynamodb-url uses another DynamoDB-API server instead. --render redraws DIR's benchmarks.svg and
 benchmarks.md from its benchmarks.json (notes in the page are kept). --only acks runs
-scenario 1d alone (ack mode beside fire-and-forget) and prints its figures, writing nothing.";
+scenario 1d alone (ack mode beside fire-and-forget), --only ackflood scenario 7 alone
+(another user's ping while one account floods useless acks); either prints its figures
+and the floors it was measured beside, writing nothing.";
+
+/// A scenario run alone (`--only`), printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Scenario 1d: ack mode beside fire-and-forget (`--only acks`).
+    Acks,
+    /// Scenario 7: another user's ping during an ack flood (`--only ackflood`).
+    AckFlood,
+}
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -55,8 +67,8 @@ pub struct Opts {
     pub command: String,
     /// Another DynamoDB engine than the embedded Dynoxide (e.g. a Dynoxide or moto process).
     pub dynamodb_url: Option<String>,
-    /// Scenario 1d alone, printed (`--only acks`): for working on ack mode's cost.
-    pub only_acks: bool,
+    /// One scenario alone, printed (`--only acks`, `--only ackflood`): for working on its cost.
+    pub only: Option<Only>,
 }
 
 impl Opts {
@@ -83,7 +95,7 @@ impl Opts {
                 cold_repeats: 1,
                 command: String::new(),
                 dynamodb_url: None,
-                only_acks: false,
+                only: None,
             }
         } else {
             Self {
@@ -105,7 +117,7 @@ impl Opts {
                 cold_repeats: 5,
                 command: String::new(),
                 dynamodb_url: None,
-                only_acks: false,
+                only: None,
             }
         };
         let mut shown = vec!["./local/bench".to_string()];
@@ -150,8 +162,9 @@ impl Opts {
                     o.dynamodb_url = Some(url);
                 }
                 "--only" => match value(a)?.as_str() {
-                    "acks" => o.only_acks = true,
-                    other => return Err(format!("--only takes acks, not {other:?}")),
+                    "acks" => o.only = Some(Only::Acks),
+                    "ackflood" => o.only = Some(Only::AckFlood),
+                    other => return Err(format!("--only takes acks or ackflood, not {other:?}")),
                 },
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
@@ -262,6 +275,23 @@ pub async fn run(o: Opts) -> Result<(), String> {
 
     log("floor: Redis round trips");
     let redis_floor = floors::redis_floor(&mut redis, o.quick).await;
+    let redis_pid = util::local_redis_pid(&mut redis).await;
+    let flood = || AckFloodRun {
+        gateway_dir: &gateway_dir,
+        env: &env,
+        logs: &logs,
+        dynamodb_url: &dynamodb_url,
+        redis: &redis,
+        redis_pid,
+        plan: ackflood::Plan::new(o.quick),
+    };
+    if o.only == Some(Only::AckFlood) {
+        let a = run_ack_flood(flood()).await?;
+        print_floors(&redis_floor, None);
+        ackflood::print(&a);
+        gw.stop().await;
+        return Ok(());
+    }
 
     log("floor: WebSocket echo server");
     let echo = start_echo(&logs.join("echo.log")).await;
@@ -272,14 +302,15 @@ pub async fn run(o: Opts) -> Result<(), String> {
 
     let servers = scenarios::Servers {
         gateway: gw.pid,
-        redis: util::local_redis_pid(&mut redis).await,
+        redis: redis_pid,
         redis_stats: Some(redis.clone()),
         redis_prefix: config.redis_prefix.clone(),
     };
-    if o.only_acks {
+    if o.only == Some(Only::Acks) {
         let acks =
             scenarios::online_acks(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers)
                 .await;
+        print_floors(&redis_floor, Some(&echo_floor));
         print_acks(&acks);
         gw.stop().await;
         return Ok(());
@@ -330,6 +361,14 @@ pub async fn run(o: Opts) -> Result<(), String> {
                 run.errors
             ));
         }
+    }
+
+    let ack_flood = run_ack_flood(flood()).await?;
+    if let Some(e) = &ack_flood.first_error {
+        log(format!(
+            "ack flood: {} errors, first: {e}",
+            ack_flood.errors
+        ));
     }
 
     let size = if o.quick { 4 << 20 } else { 50 << 20 };
@@ -537,6 +576,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         online_devices: Some(online_devices),
         online_acks: Some(online_acks),
         attachments: Some(attachments),
+        ack_flood: Some(ack_flood),
         online_cluster,
         offline,
         bundle,
@@ -567,6 +607,68 @@ pub async fn run(o: Opts) -> Result<(), String> {
     ));
     let _ = std::fs::remove_dir_all(&logs);
     Ok(())
+}
+
+/// What scenario 7 needs of the run: where the gateway is, the run's environment, and its Redis.
+struct AckFloodRun<'a> {
+    gateway_dir: &'a Path,
+    env: &'a HashMap<String, String>,
+    logs: &'a Path,
+    dynamodb_url: &'a str,
+    redis: &'a redis::aio::ConnectionManager,
+    redis_pid: Option<u32>,
+    plan: ackflood::Plan,
+}
+
+/// Scenario 7 on a gateway of its own, with the default frame limit (`RATE_LIMIT_FRAMES` as a
+/// deployment has it; the run's other limits stay out of the way) and its own engine in memory
+/// (the first gateway holds the database file); the same redis-server.
+async fn run_ack_flood(r: AckFloodRun<'_>) -> Result<ackflood::AckFlood, String> {
+    let mut env = r.env.clone();
+    env.remove("RATE_LIMIT_FRAMES");
+    let config = shared::Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| e.to_string())?;
+    let frames = config.rate_limits.frames;
+    let frames_limit = format!("{}/{}", frames.capacity, frames.period.as_secs());
+    log(format!(
+        "7 · ack flood: a gateway of its own, RATE_LIMIT_FRAMES {frames_limit}"
+    ));
+    let gw = start_gateway(
+        r.gateway_dir,
+        &env,
+        &["--dynamodb-memory".to_string()],
+        true,
+        &r.logs.join("gateway-ackflood.log"),
+    )
+    .await;
+    let stack = Stack::attach(
+        ([127, 0, 0, 1], gw.port).into(),
+        config.clone(),
+        r.dynamodb_url,
+    )
+    .await;
+    let servers = scenarios::Servers {
+        gateway: gw.pid,
+        redis: r.redis_pid,
+        redis_stats: Some(r.redis.clone()),
+        redis_prefix: config.redis_prefix.clone(),
+    };
+    let a = ackflood::ack_flood(&stack, &servers, &frames_limit, r.plan).await;
+    gw.stop().await;
+    Ok(a)
+}
+
+/// `--only`: the floors measured in the same run.
+fn print_floors(redis: &floors::RedisFloor, echo: Option<&scenarios::EchoFloor>) {
+    println!(
+        "floor: Redis PING p50 {:.3} ms  p99 {:.3} ms; pipelined PING {:.0} ops/s; RPUSH+LPOP p50 {:.3} ms",
+        redis.ping.p50_ms, redis.ping.p99_ms, redis.pipelined_ping_ops_per_s, redis.rpush_lpop.p50_ms
+    );
+    if let Some(e) = echo {
+        println!(
+            "floor: WebSocket echo {:.0} frames/s, RTT p50 {:.2} ms  p99 {:.2} ms ({} connections, pipeline {})",
+            e.frames_per_s, e.latency.p50_ms, e.latency.p99_ms, e.connections, e.pipeline
+        );
+    }
 }
 
 /// `--only acks`: each run's rate, its ratio to fire-and-forget's, CPU and Redis per message.

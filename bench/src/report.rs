@@ -5,6 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::ackflood::{AckFlood, PING_RATIO_TARGET};
 use super::bundle::{BundleLevel, BundleScale};
 use super::coldstart::ColdStart;
 use super::floors::RedisFloor;
@@ -34,6 +35,10 @@ pub struct Results {
     /// (absent from runs before attachments).
     #[serde(default)]
     pub attachments: Option<crate::attachments::Attachments>,
+    /// Another user's ping while one account floods useless acks with ~8 MiB in flight
+    /// (absent from runs before envelopes in flight were kept by id).
+    #[serde(default)]
+    pub ack_flood: Option<AckFlood>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -353,6 +358,63 @@ fn ack_rows(a: &OnlineAcks, echo: &EchoFloor) -> Vec<Row> {
     rows
 }
 
+/// Scenario 7: another user's ping at rest and during one account's flood of useless acks.
+fn ack_flood_rows(a: &AckFlood, redis: &RedisFloor) -> Vec<Row> {
+    let name = format!(
+        "7 · ack flood ({} envelopes, {:.1} MiB in flight; acks of 100 unknown ids, RATE_LIMIT_FRAMES {})",
+        a.in_flight,
+        super::util::mib(a.in_flight_bytes),
+        a.frames_limit
+    );
+    let p50_p99 = |l: &Lat| format!("{} / {}", ms(l.p50_ms), ms(l.p99_ms));
+    let scripts = a.redis_script_us_per_ack.map_or(String::new(), |us| {
+        format!("; {us:.0} µs of Redis' in scripts")
+    });
+    let cpu = match a.redis_cpu_us_per_ack {
+        Some(redis) => format!(
+            "{:.0} µs (gateway {:.0} + Redis {redis:.0}{scripts})",
+            a.gateway_cpu_us_per_ack + redis,
+            a.gateway_cpu_us_per_ack
+        ),
+        None => format!(
+            "{:.0} µs (gateway; Redis not read)",
+            a.gateway_cpu_us_per_ack
+        ),
+    };
+    vec![
+        row(
+            &name,
+            "another user's ping p50 / p99, at rest",
+            p50_p99(&a.rest),
+            format!("Redis PING {}", p50_p99(&redis.ping)),
+            times(a.rest.p50_ms, redis.ping.p50_ms),
+        ),
+        row(
+            &name,
+            "the same during the flood",
+            p50_p99(&a.loaded),
+            format!("at rest {}", p50_p99(&a.rest)),
+            format!(
+                "p50 {:.2}× at rest (target ≤ {PING_RATIO_TARGET}×), p99 {:.2}×",
+                a.ratio(),
+                a.p99_ratio()
+            ),
+        ),
+        plain(
+            &name,
+            "acks answered",
+            format!(
+                "{} ({:.0}% rate_limited), {} envelopes deleted, {} still in flight after",
+                rate(a.acks_per_s, "/s"),
+                100.0 * a.acks_rate_limited as f64 / a.acks.max(1) as f64,
+                a.acked,
+                a.in_flight_after
+            ),
+        ),
+        plain(&name, "server CPU per ack", cpu),
+    ]
+}
+
 pub fn rows(r: &Results) -> Vec<Row> {
     let f = &r.floors;
     let o = &r.online;
@@ -417,6 +479,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
     }
     if let Some(a) = &r.online_acks {
         rows.extend(ack_rows(a, e));
+    }
+    if let Some(a) = &r.ack_flood {
+        rows.extend(ack_flood_rows(a, &f.redis));
     }
     if let Some(a) = &r.attachments {
         let name = format!(
@@ -684,6 +749,27 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
                     && run.left == 0,
             });
         }
+    }
+    if let Some(a) = &r.ack_flood {
+        t.push(Target {
+            name: "ack flood".into(),
+            goal: format!(
+                "another user's ping p50 ≤ {PING_RATIO_TARGET}× at rest while one account floods useless acks"
+            ),
+            measured: format!(
+                "p50 {} vs {} ({:.2}×), p99 {} vs {}, {:.0} acks/s, {} envelopes ({:.1} MiB) in flight, {} errors",
+                ms(a.loaded.p50_ms),
+                ms(a.rest.p50_ms),
+                a.ratio(),
+                ms(a.loaded.p99_ms),
+                ms(a.rest.p99_ms),
+                a.acks_per_s,
+                a.in_flight,
+                super::util::mib(a.in_flight_bytes),
+                a.errors
+            ),
+            met: a.met(),
+        });
     }
     if let Some(l) = r.bundle.iter().find(|l| l.concurrency == 8) {
         let b = &l.scenario;

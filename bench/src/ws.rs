@@ -121,7 +121,7 @@ pub fn quoted_ids(messages: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// The overall delivery of a `sent` reply: its first `delivery` (each device's follows it).
-fn overall_delivery(sent: &str) -> &str {
+pub fn overall_delivery(sent: &str) -> &str {
     const KEY: &str = r#""delivery":""#;
     sent.find(KEY)
         .map(|at| &sent[at + KEY.len()..])
