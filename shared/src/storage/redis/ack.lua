@@ -1,7 +1,7 @@
 -- `ack` of a connection in ack mode (after bucket.lua): deletes the device's in-flight envelopes
--- with these ids. The frame's token is taken first, so a refused ack costs one bucket read;
--- it is given back when the ack deleted something (each envelope is deleted once, and a paid
--- send stored it), so only useless acks spend the frame limit.
+-- with these ids. The frame's bucket is read first: without a token the ack is refused before
+-- any other work. The token is spent only when the ack deleted nothing (each envelope is
+-- deleted once, and a paid send stored it), so only useless acks spend the frame limit.
 -- Worst case: one bucket read and write, one O(1) lookup per id (at most MAX_ACK_IDS), and
 -- three more commands per envelope deleted; no envelope is copied into the script.
 -- KEYS: 1 flight (sorted set: envelope id → lease end), 2 parked (hash: envelope id →
@@ -11,8 +11,10 @@
 local flight, parked, bucket = KEYS[1], KEYS[2], KEYS[3]
 local ttl, cap, rate, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local charged = take_tokens(bucket, cap, rate, cost)
-if charged[1] == 0 then return {0, charged[2], 0} end
+local tokens = read_bucket(bucket, cap, rate)
+if tokens[1] < math.max(cost, 1) then
+  return {0, math.ceil((math.max(cost, 1) - tokens[1]) / rate), 0}
+end
 
 local deleted, bytes = 0, 0
 for i = 5, #ARGV do
@@ -27,9 +29,11 @@ for i = 5, #ARGV do
     deleted = deleted + 1
   end
 end
-if deleted == 0 then return {1, 0, 0} end
+if deleted == 0 then
+  write_bucket(bucket, cap, rate, tokens[1] - cost, tokens[2])
+  return {1, 0, 0}
+end
 
-take_tokens(bucket, cap, rate, -cost)
 if redis.call('ZCARD', flight) == 0 then
   redis.call('DEL', flight, parked)
 else
