@@ -76,6 +76,11 @@ impl Queue {
         (queue, rx)
     }
 
+    /// A handle that kills the connection without keeping its queue open.
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch(self.kill.clone())
+    }
+
     /// Queues a frame; false when the connection is gone, or when the frame would pass the
     /// bound (the connection is then killed).
     pub fn send(&self, mut out: Outgoing) -> bool {
@@ -120,6 +125,15 @@ impl Queue {
     /// Bytes waiting for the socket (queued, or fed and not yet flushed).
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// Kills a connection as [`Queue::kill`] does, for a task that must not hold its queue open.
+pub struct KillSwitch(Arc<watch::Sender<bool>>);
+
+impl KillSwitch {
+    pub fn kill(&self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -251,5 +265,21 @@ mod tests {
             queue.send(Outgoing::close(Some(1000))),
             "a close always passes"
         );
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_kills_without_holding_the_queue() {
+        let (queue, mut rx) = Queue::new(100);
+        let switch = queue.kill_switch();
+        let killed = queue.killed();
+        drop(queue);
+        assert!(
+            rx.recv().await.is_none(),
+            "the queue closed with its last sender"
+        );
+        switch.kill();
+        tokio::time::timeout(Duration::from_secs(1), killed)
+            .await
+            .expect("killed");
     }
 }
