@@ -21,6 +21,7 @@ use shared::Error;
 use tokio::sync::mpsc;
 use tungstenite::error::ProtocolError;
 
+use crate::cli::Settings;
 use crate::events::{self, HttpParts};
 use crate::functions::Functions;
 use crate::routes;
@@ -34,11 +35,16 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Bound of each connection's outbound queue (`RELAY_WS_QUEUE_BYTES`).
     pub queue_bytes: usize,
+    /// A connection with no message either way for this long is closed
+    /// (`RELAY_WS_IDLE_TIMEOUT_SECS`).
+    pub idle_timeout: Duration,
 }
 
 impl Gateway {
-    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
-        self.queue_bytes = bytes;
+    /// The gateway's own settings applied to every connection opened from now on.
+    pub fn with_settings(mut self, settings: &Settings) -> Self {
+        self.queue_bytes = settings.queue_bytes;
+        self.idle_timeout = settings.idle_timeout;
         self
     }
 }
@@ -156,6 +162,9 @@ async fn http_api(
 
 /// API Gateway's limit for one WebSocket message.
 const MAX_INBOUND_MESSAGE: usize = 128 * 1024;
+
+/// API Gateway's idle connection timeout (fixed there; `RELAY_WS_IDLE_TIMEOUT_SECS` here).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long a closing connection's writer may take to send what is queued and the Close.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
@@ -337,7 +346,12 @@ async fn connection(
         shared::storage::redis::CONNECTION_TTL_MS,
     ));
     tokio::pin!(lifetime);
-    let mut control = ControlBudget::new(tokio::time::Instant::now());
+    // API Gateway closes a connection with no message either way for its idle timeout. Control
+    // frames are not messages: only what is read here and what is queued for the client counts.
+    let idle = tokio::time::sleep(gw.idle_timeout);
+    tokio::pin!(idle);
+    let mut last_read = tokio::time::Instant::now();
+    let mut control = ControlBudget::new(last_read);
     // Frames of one connection are handled in order, one at a time.
     loop {
         let msg = tokio::select! {
@@ -353,6 +367,16 @@ async fn connection(
                 None => break,
             },
             _ = &mut lifetime => {
+                queue.send(Outgoing::close(None));
+                break;
+            }
+            _ = &mut idle => {
+                let active_until = last_read.max(queue.last_frame_at()) + gw.idle_timeout;
+                if active_until > tokio::time::Instant::now() {
+                    idle.as_mut().reset(active_until);
+                    continue;
+                }
+                tracing::info!(connection_id = %id, "idle connection closed");
                 queue.send(Outgoing::close(None));
                 break;
             }
@@ -376,6 +400,7 @@ async fn connection(
             }
             Message::Close(_) => break,
         };
+        last_read = tokio::time::Instant::now();
         let resp = gw
             .functions
             .websocket(events::websocket_event(

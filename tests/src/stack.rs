@@ -126,7 +126,7 @@ impl Stack {
         let settings = local_gateway::cli::Settings::from_lookup(|k| env.get(k).cloned())
             .expect("gateway settings");
         let gateway = local_gateway::in_process_with(app, sockets, config.max_request_bytes)
-            .with_queue_bytes(settings.queue_bytes);
+            .with_settings(&settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -436,3 +436,102 @@ async fn a_binary_frame_closes_with_1003_as_on_api_gateway() {
     let mut fresh = bob.connect(&stack).await;
     assert!(answers_ping(&mut fresh).await, "the gateway still serves");
 }
+
+/// Seconds of the idle timeout the stacks below run with (API Gateway's is 600).
+const IDLE_SECS: u64 = 2;
+
+/// Time for a close that is due to arrive, on a loaded machine.
+const CLOSE_WAIT: Duration = Duration::from_secs(IDLE_SECS * 5);
+
+// A provisioning socket lasts `PROVISIONING_TTL_SECS`, yet one that sent nothing more was only
+// closed at the 2-hour limit. The gateway now plays API Gateway's idle timeout: a socket with no
+// message either way for it is closed, so an idle provisioning socket ends within the timeout
+// (at the defaults, when its lifetime does).
+#[tokio::test]
+async fn an_idle_provisioning_socket_is_closed_at_the_idle_timeout() {
+    let stack = Stack::with_env(&[
+        ("PROVISIONING_TTL_SECS", "1"),
+        ("RELAY_WS_IDLE_TIMEOUT_SECS", &IDLE_SECS.to_string()),
+    ])
+    .await;
+    let (mut ws, _address) = relay_tests::devices::provisioning_socket(&stack).await;
+    let idle_from = tokio::time::Instant::now();
+    let (closed, frames) = relay_tests::client::closed_within(&mut ws, CLOSE_WAIT).await;
+    assert!(
+        closed,
+        "an idle provisioning socket still open after {CLOSE_WAIT:?}"
+    );
+    assert!(frames.is_empty(), "{frames:?}");
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_secs(IDLE_SECS) - Duration::from_millis(100),
+        "closed after {idle:?} idle, before the timeout"
+    );
+}
+
+// A provisioning socket that keeps pinging is refused at its first frame after its lifetime and
+// closed (on AWS too: the connection function does it, and API Gateway's idle timeout takes the
+// idle ones).
+#[tokio::test]
+async fn a_provisioning_socket_is_closed_at_its_first_frame_after_its_lifetime() {
+    let stack = Stack::with_env(&[("PROVISIONING_TTL_SECS", "1")]).await;
+    let (mut ws, _address) = relay_tests::devices::provisioning_socket(&stack).await;
+    let opened = tokio::time::Instant::now();
+    let refusal = loop {
+        assert!(
+            opened.elapsed() < CLOSE_WAIT,
+            "a provisioning socket still served {CLOSE_WAIT:?} after its 1 s lifetime"
+        );
+        ws.send(json!({"action": "ping"})).await;
+        let reply = ws.recv().await;
+        if reply["type"] != "pong" {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refusal["code"], "unauthorized", "{refusal}");
+    assert!(closed_within(&mut ws, Duration::from_secs(5)).await);
+}
+
+// What counts as activity is a message either way: frames the client sends and frames it is
+// sent. WebSocket Pings are not messages (API Gateway's timeout counts messages), so a client
+// that only sends Pings is closed as idle.
+#[tokio::test]
+async fn messages_either_way_keep_a_connection_open_and_pings_do_not() {
+    let stack = Stack::with_env(&[("RELAY_WS_IDLE_TIMEOUT_SECS", &IDLE_SECS.to_string())]).await;
+    let (alice, carol) = User::pair(&stack).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut sender = alice.connect(&stack).await;
+    // Sends nothing: it is only sent to.
+    let mut listener = carol.connect(&stack).await;
+    let mut talker = bob.connect(&stack).await;
+    let mut pinger = bob.connect(&stack).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(IDLE_SECS * 2);
+    let mut every = tokio::time::interval(Duration::from_millis(400));
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        every.tick().await;
+        n += 1;
+        let reply = sender
+            .send_message(&carol.user_id, &format!("m-{n}"), b"hi")
+            .await;
+        assert_eq!(reply["delivery"], "delivered", "{reply}");
+        assert!(
+            answers_ping(&mut talker).await,
+            "a connection that talks was closed"
+        );
+        // Refused once the connection is closed, which it is expected to be.
+        let _ = pinger
+            .stream
+            .send(Message::Ping(b"p".to_vec().into()))
+            .await;
+    }
+    assert!(
+        answers_ping(&mut listener).await,
+        "a connection that was sent messages was closed"
+    );
+    assert!(
+        closed_within(&mut pinger, CLOSE_WAIT).await,
+        "a connection that only sent Pings is not idle"
+    );
+}
