@@ -12,7 +12,8 @@ usage: local-gateway [--create-tables] [--lambda-endpoint URL]
 Serves the relay on RELAY_LISTEN (default 127.0.0.1:8080), and the Management API
 (/@connections/{id}) on RELAY_MANAGEMENT_LISTEN (a loopback address; default 127.0.0.1:0, a free
 port, required with --lambda-endpoint). RELAY_WS_QUEUE_BYTES bounds each connection's outbound
-queue (default 1048576).
+queue (default 1048576); RELAY_WS_IDLE_TIMEOUT_SECS closes a connection without a message either
+way for that long (default 600, API Gateway's).
   --create-tables        create missing tables (from infra/tables.json) before serving
   --lambda-endpoint URL  send events to functions behind a Lambda invoke API instead of calling
                          the handlers in this process
@@ -73,6 +74,9 @@ pub struct Settings {
     /// `RELAY_WS_QUEUE_BYTES`: bytes a connection's outbound queue may hold before the
     /// connection is dropped (a client that does not read).
     pub queue_bytes: usize,
+    /// `RELAY_WS_IDLE_TIMEOUT_SECS`: a connection with no message either way for this long is
+    /// closed, as API Gateway closes it (whose timeout is fixed at the default).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -108,10 +112,23 @@ impl Settings {
                     format!("environment variable RELAY_WS_QUEUE_BYTES is invalid: expected a whole number of bytes, at least {min} (one frame), got {v:?}")
                 })?,
         };
+        let idle_timeout = match get("RELAY_WS_IDLE_TIMEOUT_SECS") {
+            None => crate::server::DEFAULT_IDLE_TIMEOUT,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    format!("environment variable RELAY_WS_IDLE_TIMEOUT_SECS is invalid: expected a whole number of seconds, at least 1, got {v:?}")
+                })?,
+        };
         Ok(Self {
             listen: get("RELAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
             management_listen,
             queue_bytes,
+            idle_timeout,
         })
     }
 }
@@ -134,17 +151,20 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:8080");
         assert_eq!(s.management_listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(s.queue_bytes, crate::sockets::DEFAULT_QUEUE_BYTES);
+        assert_eq!(s.idle_timeout, std::time::Duration::from_secs(600));
         let s = settings(&[
             ("RELAY_MANAGEMENT_LISTEN", "[::1]:9001"),
             ("RELAY_WS_QUEUE_BYTES", "200000"),
+            ("RELAY_WS_IDLE_TIMEOUT_SECS", "30"),
         ])
         .unwrap();
         assert_eq!(s.management_listen, "[::1]:9001".parse().unwrap());
         assert_eq!(s.queue_bytes, 200_000);
+        assert_eq!(s.idle_timeout, std::time::Duration::from_secs(30));
     }
 
     #[test]
-    fn settings_refuse_a_public_management_listener_and_a_tiny_queue() {
+    fn settings_refuse_a_public_management_listener_a_tiny_queue_and_no_idle_timeout() {
         let e = settings(&[("RELAY_MANAGEMENT_LISTEN", "0.0.0.0:9001")]).unwrap_err();
         assert!(
             e.contains("RELAY_MANAGEMENT_LISTEN") && e.contains("loopback"),
@@ -154,6 +174,10 @@ mod tests {
         assert!(e.contains("RELAY_MANAGEMENT_LISTEN"), "{e}");
         let e = settings(&[("RELAY_WS_QUEUE_BYTES", "1000")]).unwrap_err();
         assert!(e.contains("RELAY_WS_QUEUE_BYTES"), "{e}");
+        for bad in ["0", "ten", "-5"] {
+            let e = settings(&[("RELAY_WS_IDLE_TIMEOUT_SECS", bad)]).unwrap_err();
+            assert!(e.contains("RELAY_WS_IDLE_TIMEOUT_SECS"), "{e}");
+        }
     }
 
     fn parse(args: &[&str]) -> Result<Options, String> {

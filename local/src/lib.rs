@@ -36,6 +36,7 @@ pub fn in_process_with(app: Arc<App>, sockets: sockets::Sockets, max_body_bytes:
         sockets,
         max_body_bytes,
         queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
+        idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
     }
 }
 
@@ -46,6 +47,7 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
         sockets: sockets::Sockets::default(),
         max_body_bytes,
         queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
+        idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
     }
 }
 
@@ -84,7 +86,7 @@ pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>
         }
         None => in_process(Config::from_env()?).await?,
     }
-    .with_queue_bytes(settings.queue_bytes);
+    .with_settings(&settings);
     tracing::info!(
         listen = %listener.local_addr()?,
         management = %management_listener.local_addr()?,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use aws_lambda_events::encodings::Body as EventBody;
@@ -20,10 +21,11 @@ use shared::Error;
 use tokio::sync::mpsc;
 use tungstenite::error::ProtocolError;
 
+use crate::cli::Settings;
 use crate::events::{self, HttpParts};
 use crate::functions::Functions;
 use crate::routes;
-use crate::socket_writer::SocketWriter;
+use crate::socket_writer::{Ended, SocketWriter};
 use crate::sockets::{Outgoing, Queue, Sockets};
 
 #[derive(Clone)]
@@ -33,11 +35,16 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Bound of each connection's outbound queue (`RELAY_WS_QUEUE_BYTES`).
     pub queue_bytes: usize,
+    /// A connection with no message either way for this long is closed
+    /// (`RELAY_WS_IDLE_TIMEOUT_SECS`).
+    pub idle_timeout: Duration,
 }
 
 impl Gateway {
-    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
-        self.queue_bytes = bytes;
+    /// The gateway's own settings applied to every connection opened from now on.
+    pub fn with_settings(mut self, settings: &Settings) -> Self {
+        self.queue_bytes = settings.queue_bytes;
+        self.idle_timeout = settings.idle_timeout;
         self
     }
 }
@@ -156,13 +163,69 @@ async fn http_api(
 /// API Gateway's limit for one WebSocket message.
 const MAX_INBOUND_MESSAGE: usize = 128 * 1024;
 
+/// API Gateway's idle connection timeout (fixed there; `RELAY_WS_IDLE_TIMEOUT_SECS` here).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How long a closing connection's writer may take to send what is queued and the Close.
-const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the socket stays open after a Close for a bad frame. The rest of the frame is unread
 /// (an oversize one is refused at its header), and closing a socket with unread input resets
 /// it, which would destroy the Close before a client still writing that frame reads it.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Control frames (Ping, Pong) one connection may send: a burst of [`CONTROL_FRAMES_BURST`],
+/// then one per [`CONTROL_FRAME_EVERY`]. The gateway answers a Ping itself, no function sees it
+/// and no rate limit counts it, so without this budget one anonymous socket could keep the
+/// gateway writing Pongs as fast as it sends Pings.
+pub const CONTROL_FRAMES_BURST: u32 = 20;
+pub const CONTROL_FRAME_EVERY: Duration = Duration::from_secs(1);
+
+/// The close code for a connection past its control-frame budget (RFC 6455: policy violation).
+const CLOSE_POLICY: u16 = 1008;
+
+/// The close code for a binary frame: API Gateway does not take binary frames and disconnects
+/// the client with it (RFC 6455: unsupported data).
+const CLOSE_BINARY: u16 = 1003;
+
+/// One connection's control-frame budget, a token bucket refilled by whole frames.
+#[derive(Debug)]
+struct ControlBudget {
+    tokens: u32,
+    since: tokio::time::Instant,
+}
+
+impl ControlBudget {
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            tokens: CONTROL_FRAMES_BURST,
+            since: now,
+        }
+    }
+
+    /// Takes one frame's token; false once the budget is spent.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let every = CONTROL_FRAME_EVERY.as_millis();
+        let earned = now.saturating_duration_since(self.since).as_millis() / every;
+        if earned > 0 {
+            let tokens = (u128::from(self.tokens) + earned).min(u128::from(CONTROL_FRAMES_BURST));
+            self.tokens = tokens as u32;
+            // A full bucket earns nothing while it waits.
+            self.since = if self.tokens == CONTROL_FRAMES_BURST {
+                now
+            } else {
+                self.since + CONTROL_FRAME_EVERY * earned as u32
+            };
+        }
+        match self.tokens.checked_sub(1) {
+            Some(left) => {
+                self.tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// The close code (RFC 6455) for a frame the socket refused: 1009 for a message over
 /// [`MAX_INBOUND_MESSAGE`] (as API Gateway closes), 1007 for a text frame that is not UTF-8,
@@ -237,6 +300,12 @@ async fn websocket(
         // dominate); messages are bounded as API Gateway bounds them (128 KB).
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
+        // What the socket holds unwritten: the frames the queue bound lets through (counted
+        // there until flushed) with their headers, and the Pongs tungstenite answers Pings
+        // with by itself, which the queue never sees. Unbounded (the default), a client that
+        // sends Pings and reads nothing grows it without end; bounded, a Pong that does not fit
+        // replaces the one waiting, and a frame that does not fit fails the connection.
+        .max_write_buffer_size(gw.queue_bytes.saturating_mul(2))
         .max_message_size(MAX_INBOUND_MESSAGE)
         .max_frame_size(MAX_INBOUND_MESSAGE)
         .on_upgrade(move |socket| connection(gw, id, ip, socket, queue, rx))
@@ -256,21 +325,33 @@ async fn connection(
 ) {
     let (sink, mut stream) = socket.split();
     let killed = queue.killed();
+    let kill_switch = queue.kill_switch();
     let mut writer = tokio::spawn(async move {
         tokio::select! {
             // Dropping the writer drops the frames it holds: their pushes see the connection gone.
             _ = killed => {}
-            _ = SocketWriter::new(sink, rx).run() => {}
+            ended = SocketWriter::new(sink, rx).run() => {
+                // A socket that failed takes nothing more: the connection ends, reader included.
+                if ended == Ended::Failed {
+                    kill_switch.kill();
+                }
+            }
         }
     });
     let killed = queue.killed();
     tokio::pin!(killed);
     let mut linger = false;
     // API Gateway ends every connection after two hours; so does this gateway.
-    let lifetime = tokio::time::sleep(std::time::Duration::from_millis(
+    let lifetime = tokio::time::sleep(Duration::from_millis(
         shared::storage::redis::CONNECTION_TTL_MS,
     ));
     tokio::pin!(lifetime);
+    // API Gateway closes a connection with no message either way for its idle timeout. Control
+    // frames are not messages: only what is read here and what is queued for the client counts.
+    let idle = tokio::time::sleep(gw.idle_timeout);
+    tokio::pin!(idle);
+    let mut last_read = tokio::time::Instant::now();
+    let mut control = ControlBudget::new(last_read);
     // Frames of one connection are handled in order, one at a time.
     loop {
         let msg = tokio::select! {
@@ -289,14 +370,37 @@ async fn connection(
                 queue.send(Outgoing::close(None));
                 break;
             }
+            _ = &mut idle => {
+                let active_until = last_read.max(queue.last_frame_at()) + gw.idle_timeout;
+                if active_until > tokio::time::Instant::now() {
+                    idle.as_mut().reset(active_until);
+                    continue;
+                }
+                tracing::info!(connection_id = %id, "idle connection closed");
+                queue.send(Outgoing::close(None));
+                break;
+            }
             _ = &mut killed => break,
         };
         let text = match msg {
             Message::Text(t) => t.to_string(),
-            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Message::Binary(_) => {
+                queue.send(Outgoing::close(Some(CLOSE_BINARY)));
+                linger = true;
+                break;
+            }
+            Message::Ping(_) | Message::Pong(_) => {
+                if control.take(tokio::time::Instant::now()) {
+                    continue;
+                }
+                tracing::warn!(connection_id = %id, "control frames past the budget: closing");
+                queue.send(Outgoing::close(Some(CLOSE_POLICY)));
+                linger = true;
+                break;
+            }
             Message::Close(_) => break,
-            _ => continue,
         };
+        last_read = tokio::time::Instant::now();
         let resp = gw
             .functions
             .websocket(events::websocket_event(
@@ -393,5 +497,42 @@ async fn management(
             }
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_budget_allows_a_burst_then_one_frame_per_interval() {
+        let start = tokio::time::Instant::now();
+        let mut budget = ControlBudget::new(start);
+        for i in 0..CONTROL_FRAMES_BURST {
+            assert!(budget.take(start), "frame {i} of the burst");
+        }
+        assert!(!budget.take(start), "past the burst");
+        let almost = start + CONTROL_FRAME_EVERY - Duration::from_millis(1);
+        assert!(!budget.take(almost), "before a whole interval");
+        assert!(
+            budget.take(start + CONTROL_FRAME_EVERY),
+            "one more per interval"
+        );
+        assert!(!budget.take(start + CONTROL_FRAME_EVERY));
+        assert!(budget.take(start + CONTROL_FRAME_EVERY * 2), "and one more");
+    }
+
+    #[test]
+    fn a_full_control_budget_saves_nothing_while_it_waits() {
+        let start = tokio::time::Instant::now();
+        let mut budget = ControlBudget::new(start);
+        let later = start + CONTROL_FRAME_EVERY * 1000;
+        for _ in 0..CONTROL_FRAMES_BURST {
+            assert!(budget.take(later));
+        }
+        assert!(
+            !budget.take(later),
+            "the burst, not a thousand intervals' worth"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! - A close frame flushes the frames before it, answers them, then sends a WebSocket Close.
 //! - The writer stops after a close, after a failed write or flush, or when every sender is
 //!   gone. Frames still queued then are answered `false`, so their senders keep them (a push
-//!   reports the connection gone and the message stays in the inbox).
+//!   reports the connection gone and the message stays in the inbox). It says whether the socket
+//!   failed ([`Ended`]): the connection is then over, whoever still reads from it.
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures::{Sink, SinkExt};
@@ -29,6 +30,15 @@ pub struct SocketWriter<S> {
     /// The queue-bound charges of the frames fed since the last flush: a frame fed to a socket
     /// that takes nothing waits in the socket's buffer, so it counts until it is flushed.
     charges: Vec<Charge>,
+}
+
+/// How the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// After a close, or with the queue (every sender gone).
+    Done,
+    /// A write or a flush failed, e.g. past the socket's write buffer bound.
+    Failed,
 }
 
 /// How a batch ended.
@@ -54,11 +64,15 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
 
     /// Writes batch after batch until a close, a failure, or the end of the queue; then answers
     /// what is left as not written.
-    pub async fn run(mut self) {
+    pub async fn run(mut self) -> Ended {
+        let mut ended = Ended::Done;
         while let Some(first) = self.queue.recv().await {
             match self.write_batch(first).await {
                 Batch::Written => {}
-                Batch::Failed => break,
+                Batch::Failed => {
+                    ended = Ended::Failed;
+                    break;
+                }
                 Batch::Close(code) => {
                     self.close(code).await;
                     break;
@@ -66,6 +80,7 @@ impl<S: Sink<Message> + Unpin> SocketWriter<S> {
             }
         }
         self.fail_pending().await;
+        ended
     }
 
     /// Feeds `first` and the frames already queued behind it, then flushes them once and answers
@@ -254,13 +269,13 @@ mod tests {
     }
 
     /// Runs the writer to its end: it must stop by itself, even while a sender is alive.
-    async fn run(sink: &TestSink, rx: mpsc::UnboundedReceiver<Outgoing>) {
+    async fn run(sink: &TestSink, rx: mpsc::UnboundedReceiver<Outgoing>) -> Ended {
         tokio::time::timeout(
             Duration::from_secs(5),
             SocketWriter::new(sink.clone(), rx).run(),
         )
         .await
-        .expect("the writer stops");
+        .expect("the writer stops")
     }
 
     #[tokio::test]
@@ -364,7 +379,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         // "a" is fed, "b" fails: nothing is flushed, and "c" is never written.
         let acks = queue(&tx, &["a", "b", "c"]);
-        run(&sink, rx).await;
+        assert_eq!(run(&sink, rx).await, Ended::Failed);
         assert_eq!(sink.events(), [text("a")]);
         assert_eq!(answers(acks).await, [Ok(false); 3]);
     }
@@ -375,7 +390,7 @@ mod tests {
         sink.wire().fail_flush = true;
         let (tx, rx) = mpsc::unbounded_channel();
         let acks = queue(&tx, &["a", "b"]);
-        run(&sink, rx).await;
+        assert_eq!(run(&sink, rx).await, Ended::Failed);
         assert_eq!(sink.events(), [text("a"), text("b"), Event::Flush]);
         assert_eq!(answers(acks).await, [Ok(false); 2]);
     }
@@ -387,7 +402,7 @@ mod tests {
         let before = queue(&tx, &["a", "b"]);
         tx.send(close_frame()).unwrap();
         let after = queue(&tx, &["c"]);
-        run(&sink, rx).await;
+        assert_eq!(run(&sink, rx).await, Ended::Done);
         assert_eq!(
             sink.events(),
             // The last flush is the Close frame's own.

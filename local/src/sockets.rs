@@ -2,7 +2,7 @@
 //! only once the frame is handed to the socket, as API Gateway's `PostToConnection` does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ pub struct Queue {
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     kill: Arc<watch::Sender<bool>>,
+    /// When the queue was made, and how long after that a frame was last queued (ms): the
+    /// server's side of the connection's activity, for the idle timeout.
+    created: tokio::time::Instant,
+    last_frame_ms: Arc<AtomicU64>,
 }
 
 impl Queue {
@@ -72,8 +76,20 @@ impl Queue {
             queued: Arc::new(AtomicUsize::new(0)),
             max_bytes,
             kill: Arc::new(kill),
+            created: tokio::time::Instant::now(),
+            last_frame_ms: Arc::new(AtomicU64::new(0)),
         };
         (queue, rx)
+    }
+
+    /// When a frame was last queued for the client (the queue's creation if none was).
+    pub fn last_frame_at(&self) -> tokio::time::Instant {
+        self.created + Duration::from_millis(self.last_frame_ms.load(Ordering::Acquire))
+    }
+
+    /// A handle that kills the connection without keeping its queue open.
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch(self.kill.clone())
     }
 
     /// Queues a frame; false when the connection is gone, or when the frame would pass the
@@ -97,6 +113,10 @@ impl Queue {
             return false;
         }
         out.charge = Some(charge);
+        if bytes > 0 {
+            let since = self.created.elapsed().as_millis() as u64;
+            self.last_frame_ms.fetch_max(since, Ordering::AcqRel);
+        }
         self.tx.send(out).is_ok()
     }
 
@@ -120,6 +140,15 @@ impl Queue {
     /// Bytes waiting for the socket (queued, or fed and not yet flushed).
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// Kills a connection as [`Queue::kill`] does, for a task that must not hold its queue open.
+pub struct KillSwitch(Arc<watch::Sender<bool>>);
+
+impl KillSwitch {
+    pub fn kill(&self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -251,5 +280,36 @@ mod tests {
             queue.send(Outgoing::close(Some(1000))),
             "a close always passes"
         );
+    }
+
+    #[tokio::test]
+    async fn a_queued_frame_is_activity_and_a_close_is_not() {
+        let (queue, _rx) = Queue::new(100);
+        let made = queue.last_frame_at();
+        // Past a whole millisecond, so a frame queued now is later than the queue's creation.
+        let later = made + Duration::from_millis(2);
+        while tokio::time::Instant::now() < later {
+            tokio::task::yield_now().await;
+        }
+        assert!(queue.send(Outgoing::close(None)));
+        assert_eq!(queue.last_frame_at(), made, "a close is no activity");
+        assert!(queue.send(frame("pong")));
+        assert!(queue.last_frame_at() > made, "a frame is");
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_kills_without_holding_the_queue() {
+        let (queue, mut rx) = Queue::new(100);
+        let switch = queue.kill_switch();
+        let killed = queue.killed();
+        drop(queue);
+        assert!(
+            rx.recv().await.is_none(),
+            "the queue closed with its last sender"
+        );
+        switch.kill();
+        tokio::time::timeout(Duration::from_secs(1), killed)
+            .await
+            .expect("killed");
     }
 }

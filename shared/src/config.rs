@@ -78,6 +78,8 @@ pub struct RateLimits {
     pub frames: Bucket,
     /// Linking codes and provisioning messages per account.
     pub provisioning: Bucket,
+    /// Client frames per provisioning socket (it has no user to count them against).
+    pub provisioning_frames: Bucket,
     /// Attachment uploads (presigned upload URLs) per user.
     pub attachments: Bucket,
     /// Attachment uploads per account younger than `KeyLimits::new_account_age`, instead of
@@ -136,6 +138,10 @@ impl Default for RateLimits {
             frames: Bucket::new(300, 1),
             // Linking a device takes a code and a message; a person retrying a few times fits.
             provisioning: Bucket::new(10, 600),
+            // A provisioning socket needs a `provision` and a `ping` now and then (one every few
+            // minutes keeps it from idling out): 5 at once, then one a minute. Its handshake
+            // costs a `connect_ip` token, so one address gets about 10 such frames a second.
+            provisioning_frames: Bucket::new(5, 300),
             // Codes are 256 random bits, so guessing is hopeless anyway; this bounds the cost.
             link: Bucket::new(10, 600),
             // A person sharing photos in bursts fits; a loop filling storage does not (30 at
@@ -493,6 +499,10 @@ impl Config {
                 connect_ip: env.bucket("RATE_LIMIT_CONNECT_IP", defaults.connect_ip)?,
                 frames: env.bucket("RATE_LIMIT_FRAMES", defaults.frames)?,
                 provisioning: env.bucket("RATE_LIMIT_PROVISIONING", defaults.provisioning)?,
+                provisioning_frames: env.bucket(
+                    "RATE_LIMIT_PROVISIONING_FRAMES",
+                    defaults.provisioning_frames,
+                )?,
                 link: env.bucket("RATE_LIMIT_LINK", defaults.link)?,
                 attachments: env.bucket("RATE_LIMIT_ATTACHMENTS", defaults.attachments)?,
                 attachments_new: env

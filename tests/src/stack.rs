@@ -111,6 +111,20 @@ impl Stack {
         for (k, v) in overrides {
             env.insert(k.to_string(), v.to_string());
         }
+        Self::from_env(env).await
+    }
+
+    /// A stack where these variables of `test_env` are unset, so the code's defaults apply (a
+    /// rate limit as deployed, rather than out of the way).
+    pub async fn with_defaults(unset: &[&str]) -> Self {
+        let mut env = test_env();
+        for k in unset {
+            env.remove(*k);
+        }
+        Self::from_env(env).await
+    }
+
+    async fn from_env(env: HashMap<String, String>) -> Self {
         let (config, dynamodb) = config_with_tables(&env).await;
         let clock = ManualClock::new();
         let sockets = local_gateway::sockets::Sockets::default();
@@ -126,7 +140,7 @@ impl Stack {
         let settings = local_gateway::cli::Settings::from_lookup(|k| env.get(k).cloned())
             .expect("gateway settings");
         let gateway = local_gateway::in_process_with(app, sockets, config.max_request_bytes)
-            .with_queue_bytes(settings.queue_bytes);
+            .with_settings(&settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,5 +1,6 @@
-//! Issue 12, findings 7, 9 (close code) and 10: what a hostile or careless client does to the
-//! gateway and the connection registry, over real WebSockets against a real stack.
+//! What a hostile or careless client does to the gateway and the connection registry, over real
+//! WebSockets against a real stack: oversize, binary and control frames, a client that does not
+//! read, idle sockets, handshake floods and the connection cap.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -70,7 +71,7 @@ async fn refused_handshake(url: &str) -> (u16, Option<String>) {
     }
 }
 
-// Finding 10: the Management API writes to any connection whose id one knows; it must not be
+// The Management API writes to any connection whose id one knows; it must not be
 // reachable where clients are.
 #[tokio::test]
 async fn the_management_api_is_not_served_on_the_public_port() {
@@ -106,7 +107,7 @@ async fn the_management_api_is_not_served_on_the_public_port() {
     assert_eq!(resp.status().as_u16(), 410, "unknown connection: Gone");
 }
 
-// Finding 9 (close code): API Gateway closes with 1009 for a message over 128 KB.
+// API Gateway closes with 1009 for a message over 128 KB.
 #[tokio::test]
 async fn an_oversize_frame_closes_with_1009() {
     let stack = Stack::start().await;
@@ -146,7 +147,7 @@ fn numbers_in(frame: &Value) -> Vec<u32> {
         .collect()
 }
 
-// Finding 10: a recipient that never reads must not make the gateway queue without bound; it is
+// A recipient that never reads must not make the gateway queue without bound; it is
 // dropped, and what it did not take stays in its inbox.
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_its_messages_are_kept() {
@@ -217,7 +218,7 @@ async fn a_client_that_never_reads_is_dropped_and_its_messages_are_kept() {
     assert_eq!(all, sent, "messages lost");
 }
 
-// Finding 7: connections per user are capped; the oldest goes.
+// Connections per user are capped; the oldest goes.
 #[tokio::test]
 async fn past_the_cap_the_oldest_connections_are_closed() {
     let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "3")]).await;
@@ -251,7 +252,7 @@ async fn past_the_cap_the_oldest_connections_are_closed() {
     assert_eq!(pushed.len(), 1, "{pushed:?}");
 }
 
-// Finding 7, with real concurrency: 50 handshakes at once with one token.
+// With real concurrency: 50 handshakes at once with one token.
 #[tokio::test]
 async fn concurrent_handshakes_with_one_token_stay_within_the_cap() {
     const CAP: usize = 5;
@@ -269,7 +270,7 @@ async fn concurrent_handshakes_with_one_token_stay_within_the_cap() {
     );
 }
 
-// Finding 7: `$connect` is rate-limited per user...
+// `$connect` is rate-limited per user...
 #[tokio::test]
 async fn handshakes_are_rate_limited_per_user() {
     let stack = Stack::with_env(&[("RATE_LIMIT_CONNECT", "3/3600")]).await;
@@ -298,5 +299,239 @@ async fn handshakes_are_rate_limited_per_ip() {
         refused_handshake(&stack.ws_url(&carol.access)).await.0,
         429,
         "the 4th handshake from one address"
+    );
+}
+
+/// This process's resident memory (Linux): the in-process gateway's included.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// A WebSocket on a TCP socket that takes little, for a client that never reads.
+async fn small_socket(url: &str, addr: std::net::SocketAddr) -> Ws {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let (stream, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("handshake");
+    Ws { stream }
+}
+
+// The gateway answers a Ping itself: a client that sends Pings and reads nothing made it queue
+// Pongs without end, on an anonymous socket (hundreds of MiB in seconds). Past a budget of
+// control frames the socket is closed, and the socket's write buffer is bounded besides.
+#[tokio::test]
+async fn pings_from_a_client_that_reads_nothing_close_its_socket_and_memory_stays_bounded() {
+    const FLOOD_FOR: Duration = Duration::from_secs(20);
+    // Far more than the socket buffers on both sides hold once the gateway stops reading (about
+    // 30,000 of these frames here), and few enough that a gateway that never stops cannot take
+    // the test process down with it (each unanswered Pong is kept: 40 MB at most).
+    const MAX_PINGS: u64 = 300_000;
+    let stack = Stack::start().await;
+    let url = format!("ws://{}/ws?provisioning=1", stack.addr);
+    let ws = small_socket(&url, stack.addr).await;
+    // Only the sending half is used: nothing is ever read.
+    let (mut sink, _unread) = ws.stream.split();
+    let before = rss_kib();
+    let started = tokio::time::Instant::now();
+    let deadline = started + FLOOD_FOR;
+    let mut pings = 0u64;
+    let dropped = loop {
+        if pings >= MAX_PINGS || tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        let ping = Message::Ping(vec![b'p'; 125].into());
+        match tokio::time::timeout_at(deadline, sink.send(ping)).await {
+            Ok(Ok(())) => pings += 1,
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+    };
+    let grown = rss_kib().saturating_sub(before);
+    eprintln!(
+        "{pings} pings in {:?}, connection dropped: {dropped}, RSS +{grown} KiB",
+        started.elapsed()
+    );
+    assert!(
+        dropped,
+        "the socket took {pings} pings in {:?} without reading and is still open",
+        started.elapsed()
+    );
+    assert!(
+        grown < 64 * 1024,
+        "the process grew by {grown} KiB while {pings} pings went unanswered"
+    );
+    // The gateway still serves.
+    let mut fresh = Ws::connect(&url).await.expect("handshake");
+    fresh.send(json!({"action": "provision"})).await;
+    assert_eq!(fresh.recv().await["type"], "provisioning_address");
+}
+
+// The budget's close says why: 1008 (policy violation), after the Pongs of the budget.
+#[tokio::test]
+async fn control_frames_past_their_budget_close_with_1008() {
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut ws = bob.connect(&stack).await;
+    let burst = local_gateway::server::CONTROL_FRAMES_BURST;
+    for _ in 0..burst * 2 {
+        if ws
+            .stream
+            .send(Message::Ping(b"p".to_vec().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut pongs = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.stream.next()).await {
+            Ok(Some(Ok(Message::Pong(_)))) => pongs += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            other => panic!("no Close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    // One more may have been earned while they were sent (one a second).
+    assert!(
+        (burst..=burst + 1).contains(&pongs),
+        "{pongs} Pongs, budget {burst}"
+    );
+}
+
+// API Gateway does not take binary frames: it disconnects the client with 1003 (unsupported
+// data). The gateway read them as lossy UTF-8 instead, so a client could work locally and fail
+// on AWS.
+#[tokio::test]
+async fn a_binary_frame_closes_with_1003_as_on_api_gateway() {
+    let stack = Stack::start().await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut ws = bob.connect(&stack).await;
+    let ping = json!({"action": "ping"}).to_string().into_bytes();
+    ws.stream
+        .send(Message::Binary(ping.into()))
+        .await
+        .expect("send");
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.stream.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(Message::Text(t)))) => panic!("the binary frame was served: {t}"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no Close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1003));
+    let mut fresh = bob.connect(&stack).await;
+    assert!(answers_ping(&mut fresh).await, "the gateway still serves");
+}
+
+/// Seconds of the idle timeout the stacks below run with (API Gateway's is 600).
+const IDLE_SECS: u64 = 2;
+
+/// Time for a close that is due to arrive, on a loaded machine.
+const CLOSE_WAIT: Duration = Duration::from_secs(IDLE_SECS * 5);
+
+// A provisioning socket lasts `PROVISIONING_TTL_SECS`, yet one that sent nothing more was only
+// closed at the 2-hour limit. The gateway now plays API Gateway's idle timeout: a socket with no
+// message either way for it is closed, so an idle provisioning socket ends within the timeout
+// (at the defaults, when its lifetime does).
+#[tokio::test]
+async fn an_idle_provisioning_socket_is_closed_at_the_idle_timeout() {
+    let stack = Stack::with_env(&[
+        ("PROVISIONING_TTL_SECS", "1"),
+        ("RELAY_WS_IDLE_TIMEOUT_SECS", &IDLE_SECS.to_string()),
+    ])
+    .await;
+    let (mut ws, _address) = relay_tests::devices::provisioning_socket(&stack).await;
+    let idle_from = tokio::time::Instant::now();
+    let (closed, frames) = relay_tests::client::closed_within(&mut ws, CLOSE_WAIT).await;
+    assert!(
+        closed,
+        "an idle provisioning socket still open after {CLOSE_WAIT:?}"
+    );
+    assert!(frames.is_empty(), "{frames:?}");
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_secs(IDLE_SECS) - Duration::from_millis(100),
+        "closed after {idle:?} idle, before the timeout"
+    );
+}
+
+// A provisioning socket that keeps pinging is refused at its first frame after its lifetime and
+// closed (on AWS too: the connection function does it, and API Gateway's idle timeout takes the
+// idle ones).
+#[tokio::test]
+async fn a_provisioning_socket_is_closed_at_its_first_frame_after_its_lifetime() {
+    let stack = Stack::with_env(&[("PROVISIONING_TTL_SECS", "1")]).await;
+    let (mut ws, _address) = relay_tests::devices::provisioning_socket(&stack).await;
+    let opened = tokio::time::Instant::now();
+    let refusal = loop {
+        assert!(
+            opened.elapsed() < CLOSE_WAIT,
+            "a provisioning socket still served {CLOSE_WAIT:?} after its 1 s lifetime"
+        );
+        ws.send(json!({"action": "ping"})).await;
+        let reply = ws.recv().await;
+        if reply["type"] != "pong" {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refusal["code"], "unauthorized", "{refusal}");
+    assert!(closed_within(&mut ws, Duration::from_secs(5)).await);
+}
+
+// What counts as activity is a message either way: frames the client sends and frames it is
+// sent. WebSocket Pings are not messages (API Gateway's timeout counts messages), so a client
+// that only sends Pings is closed as idle.
+#[tokio::test]
+async fn messages_either_way_keep_a_connection_open_and_pings_do_not() {
+    let stack = Stack::with_env(&[("RELAY_WS_IDLE_TIMEOUT_SECS", &IDLE_SECS.to_string())]).await;
+    let (alice, carol) = User::pair(&stack).await;
+    let bob = User::create(&stack, 1, 0).await;
+    let mut sender = alice.connect(&stack).await;
+    // Sends nothing: it is only sent to.
+    let mut listener = carol.connect(&stack).await;
+    let mut talker = bob.connect(&stack).await;
+    let mut pinger = bob.connect(&stack).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(IDLE_SECS * 2);
+    let mut every = tokio::time::interval(Duration::from_millis(400));
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        every.tick().await;
+        n += 1;
+        let reply = sender
+            .send_message(&carol.user_id, &format!("m-{n}"), b"hi")
+            .await;
+        assert_eq!(reply["delivery"], "delivered", "{reply}");
+        assert!(
+            answers_ping(&mut talker).await,
+            "a connection that talks was closed"
+        );
+        // Refused once the connection is closed, which it is expected to be.
+        let _ = pinger
+            .stream
+            .send(Message::Ping(b"p".to_vec().into()))
+            .await;
+    }
+    assert!(
+        answers_ping(&mut listener).await,
+        "a connection that was sent messages was closed"
+    );
+    assert!(
+        closed_within(&mut pinger, CLOSE_WAIT).await,
+        "a connection that only sent Pings is not idle"
     );
 }

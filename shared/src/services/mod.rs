@@ -52,6 +52,8 @@ pub enum Limit<'a> {
     Frames { user: UserId },
     /// Linking codes and provisioning messages per account (`RATE_LIMIT_PROVISIONING`).
     Provisioning { user: UserId },
+    /// Client frames per provisioning socket (`RATE_LIMIT_PROVISIONING_FRAMES`).
+    ProvisioningFrames { connection_id: &'a str },
     /// Linking codes presented (`POST /v1/devices`) per client IP (`RATE_LIMIT_LINK`).
     Link { ip: &'a str },
     /// Attachment uploads per user (`RATE_LIMIT_ATTACHMENTS`).
@@ -87,6 +89,9 @@ impl Limit<'_> {
             // In the sender's slot: a send takes it with the message limits in one script.
             Self::Frames { user } => format!("frames:{{{user}}}"),
             Self::Provisioning { user } => format!("provisioning:{user}"),
+            Self::ProvisioningFrames { connection_id } => {
+                format!("provisioning-frames:{connection_id}")
+            }
             Self::Link { ip } => format!("link:{ip}"),
             Self::Attachments { user } => format!("attachments:{user}"),
             Self::AttachmentsNew { user } => format!("attachments-new:{user}"),
@@ -113,6 +118,7 @@ impl Limit<'_> {
             Self::ConnectIp { .. } => limits.connect_ip,
             Self::Frames { .. } => limits.frames,
             Self::Provisioning { .. } => limits.provisioning,
+            Self::ProvisioningFrames { .. } => limits.provisioning_frames,
             Self::Link { .. } => limits.link,
             Self::Attachments { .. } => limits.attachments,
             Self::AttachmentsNew { .. } => limits.attachments_new,
@@ -239,6 +245,9 @@ mod tests {
             Limit::ConnectIp { ip: "203.0.113.7" },
             Limit::Frames { user: a },
             Limit::Provisioning { user: a },
+            Limit::ProvisioningFrames {
+                connection_id: "AAAAAAAAAAAAAAAA",
+            },
             Limit::Link { ip: "203.0.113.7" },
             Limit::Attachments { user: a },
             Limit::AttachmentsNew { user: a },
@@ -264,6 +273,7 @@ mod tests {
             connect_ip: Bucket::new(9, 1),
             frames: Bucket::new(10, 1),
             provisioning: Bucket::new(11, 1),
+            provisioning_frames: Bucket::new(111, 1),
             link: Bucket::new(12, 1),
             attachments: Bucket::new(13, 1),
             attachments_new: Bucket::new(131, 1),
@@ -290,6 +300,7 @@ mod tests {
                 limits.connect_ip,
                 limits.frames,
                 limits.provisioning,
+                limits.provisioning_frames,
                 limits.link,
                 limits.attachments,
                 limits.attachments_new,

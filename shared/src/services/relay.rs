@@ -667,10 +667,11 @@ impl Relay {
         }
     }
 
-    /// `ping`: only a live session's connection (or a provisioning socket) is kept alive.
+    /// `ping`: only a live session's connection (or a provisioning socket) is kept alive, and
+    /// every ping is counted: the user's frame limit, or the provisioning socket's budget.
     pub async fn ping(&self, connection_id: &str) -> Result<()> {
         match self.frame_from(connection_id).await {
-            Err(Error::Unauthorized) if self.is_provisioning(connection_id).await? => Ok(()),
+            Err(Error::Unauthorized) => self.provisioning_frame(connection_id).await,
             other => other.map(|_| ()),
         }
     }

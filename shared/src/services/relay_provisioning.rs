@@ -25,8 +25,23 @@ impl Relay {
     }
 
     /// `provision`: the socket's provisioning address (128 random bits), the same on every ask.
-    /// `(address, seconds it lasts)`; `Unauthorized` on any other connection.
+    /// `(address, seconds it lasts)`. On a device's own connection it is a frame of the user's
+    /// like any other (`RATE_LIMIT_FRAMES`) and refused `invalid_frame`; on a provisioning socket
+    /// it is one of the socket's frames ([`Self::provisioning_frame`]).
     pub async fn provision(&self, connection_id: &str) -> Result<(String, u64)> {
+        match self.frame_from(connection_id).await {
+            // A device's own connection keeps going: the frame was only misplaced.
+            Ok(_) => {
+                return Err(Error::InvalidFrame(
+                    "`provision` is for provisioning sockets only".into(),
+                ))
+            }
+            Err(Error::Unauthorized) => {}
+            Err(e) => return Err(e),
+        }
+        // Charged first: the address lookup is also what tells a provisioning socket from a
+        // dead connection, so a frame past the budget costs one round trip, not the lookup too.
+        self.spend_provisioning_frame(connection_id).await?;
         let mut raw = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let fresh = crate::validation::encode_url(&raw);
@@ -37,15 +52,36 @@ impl Relay {
             .await?
         {
             Some(address) => Ok((address, ttl)),
-            // A device's own connection keeps going: the frame was only misplaced.
-            None if self.registry.registration(connection_id).await?.is_some() => Err(
-                Error::InvalidFrame("`provision` is for provisioning sockets only".into()),
-            ),
             None => Err(Error::Unauthorized),
         }
     }
 
-    pub(crate) async fn is_provisioning(&self, connection_id: &str) -> Result<bool> {
-        self.provisioning.is_socket(connection_id).await
+    /// A frame of a connection that is no device's: allowed while it is a live provisioning
+    /// socket within its frame budget. `Unauthorized` otherwise, which ends the connection.
+    pub(crate) async fn provisioning_frame(&self, connection_id: &str) -> Result<()> {
+        if !self.provisioning.is_socket(connection_id).await? {
+            return Err(Error::Unauthorized);
+        }
+        self.spend_provisioning_frame(connection_id).await
+    }
+
+    /// Takes one frame from the socket's budget (`RATE_LIMIT_PROVISIONING_FRAMES`, in Redis: the
+    /// frames of one socket may reach any function instance). A socket past it has nothing left
+    /// to ask for that a well-behaved client would: it is over, as an expired one is.
+    async fn spend_provisioning_frame(&self, connection_id: &str) -> Result<()> {
+        let spent = limit(
+            self.limiter.as_ref(),
+            &self.limits,
+            Limit::ProvisioningFrames { connection_id },
+            1,
+        )
+        .await;
+        match spent {
+            Err(Error::RateLimited { .. }) => {
+                tracing::info!(connection_id, "provisioning socket past its frame budget");
+                Err(Error::Unauthorized)
+            }
+            other => other,
+        }
     }
 }
