@@ -405,3 +405,48 @@ async fn an_ack_flood_is_answered_frame_by_frame_and_hurts_no_one() {
     b.send(json!({"action": "ping", "id": "p"})).await;
     assert_eq!(b.recv().await, json!({"type": "pong"}));
 }
+
+/// A flood of WebSocket Pings with fuzzed payloads (0 to 125 bytes, the most a control frame
+/// carries), pipelined between text frames, from a client that reads nothing until the end: the
+/// gateway answers within the per-connection control budget, then closes with 1008 (policy
+/// violation); it stays up, serves a fresh connection, and its memory stays bounded.
+#[tokio::test]
+async fn a_ping_flood_is_closed_with_1008_and_the_server_stays_up() {
+    let stack = Stack::start().await;
+    let user = User::create(&stack, 1, 0).await;
+    let mut rng = StdRng::seed_from_u64(SEED ^ 0x9119);
+    let rss_before = rss_kib();
+    let mut ws = user.connect(&stack).await;
+    let mut sent = 0;
+    for n in 0..2000 {
+        let message = if n % 50 == 49 {
+            Message::Text(
+                json!({"action": "list", "id": format!("l{n}")})
+                    .to_string()
+                    .into(),
+            )
+        } else {
+            let payload: Vec<u8> = (0..rng.gen_range(0..=125)).map(|_| rng.gen()).collect();
+            Message::Ping(payload.into())
+        };
+        if ws.stream.send(message).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.stream.next()).await {
+            Err(_) => panic!("no close within 10 s of {sent} frames"),
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("the connection broke without a Close: {e}"),
+            Ok(None) => panic!("the stream ended without a Close"),
+        }
+    };
+    assert_eq!(code, Some(1008), "after {sent} frames");
+    let mut fresh = user.connect(&stack).await;
+    fresh.send(json!({"action": "ping"})).await;
+    assert_eq!(fresh.recv().await, json!({"type": "pong"}));
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the process grew by {grown} KiB");
+}
