@@ -57,3 +57,16 @@ pub fn redis_server(port: u16) -> Command {
     ]);
     cmd
 }
+
+/// This process's resident memory in KiB (Linux): an in-process gateway's included.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .expect("VmRSS in /proc/self/status")
+}

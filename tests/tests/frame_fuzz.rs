@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use relay_tests::process::rss_kib;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -309,19 +310,6 @@ async fn every_fuzzed_frame_is_answered_or_closes_with_its_code() {
         "{FRAMES} frames, {closes} closes, RSS +{grown} KiB, {:?}",
         started.elapsed()
     );
-}
-
-/// This process's resident memory (Linux).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .expect("VmRSS in /proc/self/status")
 }
 
 /// A flood of `ack` frames, pipelined without waiting for replies, at the default frame limit:

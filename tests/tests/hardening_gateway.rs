@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use redis::AsyncCommands;
+use relay_tests::process::rss_kib;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::validation::base64;
@@ -300,19 +301,6 @@ async fn handshakes_are_rate_limited_per_ip() {
         429,
         "the 4th handshake from one address"
     );
-}
-
-/// This process's resident memory (Linux): the in-process gateway's included.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .expect("VmRSS in /proc/self/status")
 }
 
 /// A WebSocket on a TCP socket that takes little, for a client that never reads.
