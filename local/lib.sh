@@ -125,8 +125,9 @@ start_redis() { # port dir [persist]
 # with the credentials of local_aws_env (call that first) and nothing else. Log in DIR.log.
 start_s3() { # port dir [bucket]
   mkdir -p "$2/${3:-$LOCAL_BUCKET}"
+  # `--key=value`: a random secret may begin with `-`, which would read as an option.
   RUST_LOG=error "${RELAY_S3_SERVER:-$S3S_ROOT/bin/s3s-fs}" --host 127.0.0.1 --port "$1" \
-    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$2" \
+    "--access-key=$AWS_ACCESS_KEY_ID" "--secret-key=$AWS_SECRET_ACCESS_KEY" -- "$2" \
     >"${2%/}.log" 2>&1 9>&- &
   PIDS+=($!)
   wait_port 127.0.0.1 "$1" 20
