@@ -101,29 +101,25 @@ impl Settings {
             }
         };
         let min = shared::frames::MAX_FRAME_BYTES;
-        let queue_bytes = match get("RELAY_WS_QUEUE_BYTES") {
-            None => crate::sockets::DEFAULT_QUEUE_BYTES,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= min)
-                .ok_or_else(|| {
-                    format!("environment variable RELAY_WS_QUEUE_BYTES is invalid: expected a whole number of bytes, at least {min} (one frame), got {v:?}")
-                })?,
-        };
-        let idle_timeout = match get("RELAY_WS_IDLE_TIMEOUT_SECS") {
-            None => crate::server::DEFAULT_IDLE_TIMEOUT,
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(std::time::Duration::from_secs)
-                .ok_or_else(|| {
-                    format!("environment variable RELAY_WS_IDLE_TIMEOUT_SECS is invalid: expected a whole number of seconds, at least 1, got {v:?}")
-                })?,
-        };
+        let queue_bytes = at_least(
+            get("RELAY_WS_QUEUE_BYTES"),
+            "RELAY_WS_QUEUE_BYTES",
+            min as u64,
+            "bytes",
+            " (one frame)",
+        )?
+        .map_or(crate::sockets::DEFAULT_QUEUE_BYTES, |n| n as usize);
+        let idle_timeout = at_least(
+            get("RELAY_WS_IDLE_TIMEOUT_SECS"),
+            "RELAY_WS_IDLE_TIMEOUT_SECS",
+            1,
+            "seconds",
+            "",
+        )?
+        .map_or(
+            crate::server::DEFAULT_IDLE_TIMEOUT,
+            std::time::Duration::from_secs,
+        );
         Ok(Self {
             listen: get("RELAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
             management_listen,
@@ -131,6 +127,24 @@ impl Settings {
             idle_timeout,
         })
     }
+}
+
+/// A whole-number setting `var` of at least `min` `unit` (`why` says why, in the error); None
+/// when it is not set.
+fn at_least(
+    value: Option<String>,
+    var: &str,
+    min: u64,
+    unit: &str,
+    why: &str,
+) -> Result<Option<u64>, String> {
+    value
+        .map(|v| {
+            v.trim().parse::<u64>().ok().filter(|n| *n >= min).ok_or_else(|| {
+                format!("environment variable {var} is invalid: expected a whole number of {unit}, at least {min}{why}, got {v:?}")
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

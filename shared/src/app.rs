@@ -154,7 +154,7 @@ impl App {
             timings: self.config.relay,
             max_connections: self.config.max_connections_per_user,
             device_limits: self.config.devices,
-            new_account_age: self.config.keys.new_account_age,
+            age: self.keys.age.clone(),
             clock: self.clock.clone(),
         }
     }

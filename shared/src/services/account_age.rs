@@ -37,22 +37,29 @@ impl AccountAge {
     /// Whether `user`'s account is younger than `NEW_ACCOUNT_AGE_SECS`: one read of the user
     /// store until the account is found established, none after.
     pub async fn is_new(&self, user: UserId) -> Result<bool> {
-        let age = self.new_for.as_secs();
-        if age == 0 || self.established.lock().expect("cache lock").contains(&user) {
-            return Ok(false);
+        Ok(self.new_until_ms(user).await? > self.clock.now_ms())
+    }
+
+    /// Until when (Unix ms) `user`'s account counts as new; 0 once it is established. One read of
+    /// the user store until the account is found established, none after.
+    pub async fn new_until_ms(&self, user: UserId) -> Result<u64> {
+        let age_ms = self.new_for.as_millis() as u64;
+        if age_ms == 0 || self.established.lock().expect("cache lock").contains(&user) {
+            return Ok(0);
         }
-        let is_new = match self.users.created_at(user).await? {
-            Some(created) => self.clock.now_secs() < created.saturating_add(age),
+        let until = match self.users.created_at(user).await? {
+            Some(created_secs) => created_secs.saturating_mul(1000).saturating_add(age_ms),
             // A token outliving its account gets no more than a new one.
-            None => true,
+            None => self.clock.now_ms().saturating_add(age_ms),
         };
-        if !is_new {
-            let mut cache = self.established.lock().expect("cache lock");
-            if cache.len() >= ESTABLISHED_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(user);
+        if until > self.clock.now_ms() {
+            return Ok(until);
         }
-        Ok(is_new)
+        let mut cache = self.established.lock().expect("cache lock");
+        if cache.len() >= ESTABLISHED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(user);
+        Ok(0)
     }
 }

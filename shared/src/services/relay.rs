@@ -40,9 +40,9 @@ pub struct Relay {
     /// Live connections per device (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
     pub(crate) max_connections: u32,
     pub(crate) device_limits: DeviceLimits,
-    /// `NEW_ACCOUNT_AGE_SECS`: a younger account's sends are held to the new accounts' part of
-    /// each inbox.
-    pub(crate) new_account_age: std::time::Duration,
+    /// Whether a connection's account is new: its sends are then held to the new accounts'
+    /// part of each inbox.
+    pub(crate) age: super::AccountAge,
     pub(crate) clock: crate::clock::SharedClock,
 }
 
@@ -80,7 +80,9 @@ impl Relay {
             1,
         )
         .await?;
-        let new_account_until_ms = self.new_account_until(who.user_id).await?;
+        // Read once per connection: meanwhile its sends are held to the new accounts' part of
+        // each inbox.
+        let new_account_until_ms = self.age.new_until_ms(who.user_id).await?;
         let (_, now) = self
             .register(connection_id, &who, ack, new_account_until_ms)
             .await?;
@@ -113,25 +115,6 @@ impl Relay {
             .await?;
         self.remember(connection_id, registration, now);
         Ok((registration, now))
-    }
-
-    /// Until when (Unix ms) the account counts as new, `NEW_ACCOUNT_AGE_SECS` after it was
-    /// created; 0 once it is established (or its age is unknown). Read once per connection: an
-    /// account's sends are held to the new accounts' part of each inbox meanwhile.
-    async fn new_account_until(&self, user_id: UserId) -> Result<u64> {
-        let age_ms = self.new_account_age.as_millis() as u64;
-        if age_ms == 0 {
-            return Ok(0);
-        }
-        let Some(created_secs) = self.users.created_at(user_id).await? else {
-            return Ok(0);
-        };
-        let until = created_secs.saturating_mul(1000).saturating_add(age_ms);
-        Ok(if until > self.clock.now_ms() {
-            until
-        } else {
-            0
-        })
     }
 
     /// Holds the user to `max_connections`: every send carries the list of the recipient's
