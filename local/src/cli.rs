@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::dynamodb_engine::Storage;
+use shared::config::settings;
+use shared::config::{invalid, Env};
 
 pub const USAGE: &str = "\
 usage: local-gateway [--create-tables] [--lambda-endpoint URL]
@@ -63,6 +65,13 @@ impl Options {
     }
 }
 
+/// API Gateway's idle connection timeout (fixed there; `RELAY_WS_IDLE_TIMEOUT_SECS` here).
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(settings::RELAY_WS_IDLE_TIMEOUT_SECS.default_number());
+
+/// Bytes a connection's outbound queue may hold by default (`RELAY_WS_QUEUE_BYTES`).
+pub const DEFAULT_QUEUE_BYTES: usize = settings::RELAY_WS_QUEUE_BYTES.default_number() as usize;
+
 /// The gateway's own settings, from the environment (the relay's are `shared::Config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -85,66 +94,40 @@ impl Settings {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let management_listen = match get("RELAY_MANAGEMENT_LISTEN") {
-            None => ([127, 0, 0, 1], 0).into(),
-            Some(v) => {
-                let addr: SocketAddr = v.trim().parse().map_err(|_| {
-                    format!("environment variable RELAY_MANAGEMENT_LISTEN is invalid: expected HOST:PORT, got {v:?}")
-                })?;
-                if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "environment variable RELAY_MANAGEMENT_LISTEN is invalid: expected a loopback address (the Management API has no authentication), got {v:?}"
-                    ));
-                }
-                addr
-            }
-        };
-        let min = shared::frames::MAX_FRAME_BYTES;
-        let queue_bytes = at_least(
-            get("RELAY_WS_QUEUE_BYTES"),
-            "RELAY_WS_QUEUE_BYTES",
-            min as u64,
-            "bytes",
-            " (one frame)",
-        )?
-        .map_or(crate::sockets::DEFAULT_QUEUE_BYTES, |n| n as usize);
-        let idle_timeout = at_least(
-            get("RELAY_WS_IDLE_TIMEOUT_SECS"),
-            "RELAY_WS_IDLE_TIMEOUT_SECS",
-            1,
-            "seconds",
-            "",
-        )?
-        .map_or(
-            crate::server::DEFAULT_IDLE_TIMEOUT,
-            std::time::Duration::from_secs,
-        );
+        let env = Env::new(&get);
+        let raw = env.string(&settings::RELAY_MANAGEMENT_LISTEN);
+        let management_listen: SocketAddr = raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid(&settings::RELAY_MANAGEMENT_LISTEN, "HOST:PORT").to_string())?;
+        if !management_listen.ip().is_loopback() {
+            return Err(invalid(
+                &settings::RELAY_MANAGEMENT_LISTEN,
+                "a loopback address (the Management API has no authentication)",
+            )
+            .to_string());
+        }
+        let queue_bytes = env
+            .number_at_least(
+                &settings::RELAY_WS_QUEUE_BYTES,
+                shared::frames::MAX_FRAME_BYTES,
+                "a whole number of bytes, at least one frame (128000)",
+            )
+            .map_err(|e| e.to_string())?;
+        let idle_secs = env
+            .number_at_least(
+                &settings::RELAY_WS_IDLE_TIMEOUT_SECS,
+                1,
+                "a whole number of seconds, at least 1",
+            )
+            .map_err(|e| e.to_string())?;
         Ok(Self {
-            listen: get("RELAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            listen: env.string(&settings::RELAY_LISTEN),
             management_listen,
             queue_bytes,
-            idle_timeout,
+            idle_timeout: std::time::Duration::from_secs(idle_secs),
         })
     }
-}
-
-/// A whole-number setting `var` of at least `min` `unit` (`why` says why, in the error); None
-/// when it is not set.
-fn at_least(
-    value: Option<String>,
-    var: &str,
-    min: u64,
-    unit: &str,
-    why: &str,
-) -> Result<Option<u64>, String> {
-    value
-        .map(|v| {
-            v.trim().parse::<u64>().ok().filter(|n| *n >= min).ok_or_else(|| {
-                format!("environment variable {var} is invalid: expected a whole number of {unit}, at least {min}{why}, got {v:?}")
-            })
-        })
-        .transpose()
 }
 
 #[cfg(test)]
@@ -164,7 +147,7 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080");
         assert_eq!(s.management_listen, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(s.queue_bytes, crate::sockets::DEFAULT_QUEUE_BYTES);
+        assert_eq!(s.queue_bytes, DEFAULT_QUEUE_BYTES);
         assert_eq!(s.idle_timeout, std::time::Duration::from_secs(600));
         let s = settings(&[
             ("RELAY_MANAGEMENT_LISTEN", "[::1]:9001"),

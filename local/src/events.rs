@@ -3,7 +3,7 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest};
 use base64::Engine;
 use http::{HeaderMap, Method};
-use shared::crypto::tokens::now_millis;
+use shared::clock::unix_ms;
 
 use crate::routes::Route;
 
@@ -33,7 +33,7 @@ pub fn http_event(route: &Route, parts: HttpParts<'_>) -> ApiGatewayV2httpReques
         .get("host")
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
-    ctx.time_epoch = now_millis() as i64;
+    ctx.time_epoch = unix_ms() as i64;
     ctx.http.method = parts.method;
     ctx.http.path = Some(parts.path.to_string());
     ctx.http.protocol = Some("HTTP/1.1".into());
@@ -82,7 +82,7 @@ pub fn websocket_event(
     ctx.connection_id = Some(connection_id.to_string());
     ctx.stage = Some("local".into());
     ctx.request_id = Some(uuid::Uuid::new_v4().to_string());
-    ctx.request_time_epoch = now_millis() as i64;
+    ctx.request_time_epoch = unix_ms() as i64;
     ctx.message_direction = Some("IN".into());
     ctx.identity.source_ip = Some(source_ip.to_string());
     ev

@@ -13,6 +13,7 @@ pub mod sockets;
 
 use std::sync::Arc;
 
+use shared::config::{settings, Env};
 use shared::{App, Config};
 
 pub use server::{management_router, router, serve, serve_management, Gateway};
@@ -35,8 +36,8 @@ pub fn in_process_with(app: Arc<App>, sockets: sockets::Sockets, max_body_bytes:
         functions: Arc::new(functions::InProcess { app, relay }),
         sockets,
         max_body_bytes,
-        queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
-        idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
+        queue_bytes: cli::DEFAULT_QUEUE_BYTES,
+        idle_timeout: cli::DEFAULT_IDLE_TIMEOUT,
     }
 }
 
@@ -46,8 +47,8 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
         functions: Arc::new(lambda::LambdaEndpoint::new(endpoint)),
         sockets: sockets::Sockets::default(),
         max_body_bytes,
-        queue_bytes: sockets::DEFAULT_QUEUE_BYTES,
-        idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
+        queue_bytes: cli::DEFAULT_QUEUE_BYTES,
+        idle_timeout: cli::DEFAULT_IDLE_TIMEOUT,
     }
 }
 
@@ -55,7 +56,7 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
 /// listener, then serve until Ctrl-C or SIGTERM.
 pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>> {
     if options.create_tables {
-        let prefix = std::env::var("RELAY_TABLE_PREFIX").unwrap_or_else(|_| "relay".into());
+        let prefix = Env::new(&|k| std::env::var(k).ok()).string(&settings::RELAY_TABLE_PREFIX);
         let client = shared::storage::dynamodb::client_from_env().await;
         shared::storage::dynamodb::tables::create_tables(&client, &prefix).await?;
     }
@@ -78,10 +79,9 @@ pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>
         .map_err(|e| format!("cannot listen on {management} (RELAY_MANAGEMENT_LISTEN): {e}"))?;
     let gateway = match &options.lambda_endpoint {
         Some(endpoint) => {
-            let max_body = std::env::var("RELAY_MAX_REQUEST_BYTES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(shared::config::DEFAULT_MAX_REQUEST_BYTES);
+            // The functions read the relay's settings; the gateway needs only the body limit.
+            let max_body =
+                Env::new(&|k| std::env::var(k).ok()).number(&settings::RELAY_MAX_REQUEST_BYTES)?;
             lambda_mode(endpoint, max_body)
         }
         None => in_process(Config::from_env()?).await?,

@@ -163,9 +163,6 @@ async fn http_api(
 /// API Gateway's limit for one WebSocket message.
 const MAX_INBOUND_MESSAGE: usize = 128 * 1024;
 
-/// API Gateway's idle connection timeout (fixed there; `RELAY_WS_IDLE_TIMEOUT_SECS` here).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// How long a closing connection's writer may take to send what is queued and the Close.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
 

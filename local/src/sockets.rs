@@ -47,9 +47,6 @@ impl Drop for Charge {
     }
 }
 
-/// Gateway default for [`Queue`]'s byte bound (`RELAY_WS_QUEUE_BYTES`).
-pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
-
 /// One connection's outbound queue, bounded in bytes. A client that does not read leaves its
 /// frames here (its socket buffers full); past the bound the connection is dropped instead of
 /// growing the gateway's memory: pushes waiting on it fail `Gone` (the relay puts their envelopes
@@ -171,7 +168,7 @@ impl Sockets {
     pub fn insert(&self, id: &str, queue: Queue, source_ip: String) {
         let conn = Connection {
             queue,
-            connected_at_ms: shared::crypto::tokens::now_millis(),
+            connected_at_ms: shared::clock::unix_ms(),
             source_ip,
         };
         self.inner

@@ -24,7 +24,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        system_ms()
+        unix_ms()
     }
 }
 
@@ -32,11 +32,18 @@ pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-fn system_ms() -> u64 {
+/// The system's Unix time in milliseconds, for code that has no `Clock` passed in (the local
+/// gateway's event timestamps, test fixtures); domain code asks its injected clock instead.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The system's Unix time in seconds (see `unix_ms`).
+pub fn unix_secs() -> u64 {
+    unix_ms() / 1000
 }
 
 /// The system's clock plus an offset that only grows: a test moves time forward with
@@ -59,7 +66,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        system_ms() + self.ahead_ms.load(Ordering::SeqCst)
+        unix_ms() + self.ahead_ms.load(Ordering::SeqCst)
     }
 }
 

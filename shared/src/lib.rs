@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod error;
 pub mod frames;
 pub mod http;
+pub mod ids;
 pub mod model;
 pub mod routes;
 pub mod secrets;

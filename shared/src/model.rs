@@ -8,37 +8,7 @@ use crate::crypto::xeddsa;
 use crate::error::{Error, Result};
 use crate::validation as v;
 
-pub type UserId = Uuid;
-/// A device of an account: 1 is the primary (made at registration), linked devices take the
-/// smallest free id from 2 on.
-pub type DeviceId = u32;
-pub const PRIMARY_DEVICE: DeviceId = 1;
-/// The largest device id the API accepts (Signal's device ids are bytes too).
-pub const MAX_DEVICE_ID: DeviceId = 255;
-
-/// One device of one user: what an inbox, a connection and a set of prekeys belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DeviceAddress {
-    pub user_id: UserId,
-    pub device_id: DeviceId,
-}
-
-impl DeviceAddress {
-    pub fn new(user_id: UserId, device_id: DeviceId) -> Self {
-        Self { user_id, device_id }
-    }
-
-    pub fn primary(user_id: UserId) -> Self {
-        Self::new(user_id, PRIMARY_DEVICE)
-    }
-}
-
-/// A bare user id addresses its primary device (what every address was before devices).
-impl From<UserId> for DeviceAddress {
-    fn from(user_id: UserId) -> Self {
-        Self::primary(user_id)
-    }
-}
+pub use crate::ids::{DeviceAddress, DeviceId, UserId, MAX_DEVICE_ID, PRIMARY_DEVICE};
 
 // ---- wire: requests ----
 

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{settings, Config, ConfigError};
 
 /// Variables that may be given as the id of a secret instead (variable, variable naming the
 /// secret): the secret's SecretString is the value.
 pub const SECRET_VARIABLES: [(&str, &str); 2] = [
-    ("JWT_SECRET", "JWT_SECRET_ID"),
-    ("REDIS_URL", "REDIS_URL_SECRET_ID"),
+    (settings::JWT_SECRET.var, settings::JWT_SECRET_ID.var),
+    (settings::REDIS_URL.var, settings::REDIS_URL_SECRET_ID.var),
 ];
 
 /// Where secret values come from (Secrets Manager on AWS; anything in tests of the config).

@@ -2,9 +2,13 @@
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::{settings, Env};
+
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("RELAY_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let env = Env::new(&|k| std::env::var(k).ok());
+    let filter = EnvFilter::try_new(env.string(&settings::RUST_LOG))
+        .unwrap_or_else(|_| EnvFilter::new(settings::RUST_LOG.default));
+    let json = env.string(&settings::RELAY_LOG_FORMAT) == "json";
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -7,11 +7,10 @@ use base64::Engine;
 
 use crate::error::{Error, Result};
 
-pub const EC_KEY_LEN: usize = 33;
-pub const EC_KEY_PREFIX: u8 = 0x05;
+pub use crate::crypto::xeddsa::{EC_KEY_LEN, EC_KEY_PREFIX, SIGNATURE_LEN};
+/// A serialized Kyber-1024 public key: the type byte, then the key (libsignal's format).
 pub const KYBER_KEY_LEN: usize = 1569;
 pub const KYBER_KEY_PREFIX: u8 = 0x08;
-pub const SIGNATURE_LEN: usize = 64;
 pub const MAX_KEY_ID: u64 = (1 << 31) - 1;
 pub const MAX_BATCH: usize = 100;
 /// Signal registration ids are 14-bit.
@@ -36,14 +35,14 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 /// A device id in a path: a number from 1 to 255.
-pub fn device_id(value: &str) -> Result<crate::model::DeviceId> {
+pub fn device_id(value: &str) -> Result<crate::ids::DeviceId> {
     // Plain decimal only: no sign, no leading zero, so each device has one spelling.
     let plain =
         !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && !value.starts_with('0');
     plain
-        .then(|| value.parse::<crate::model::DeviceId>().ok())
+        .then(|| value.parse::<crate::ids::DeviceId>().ok())
         .flatten()
-        .filter(|d| (1..=crate::model::MAX_DEVICE_ID).contains(d))
+        .filter(|d| (1..=crate::ids::MAX_DEVICE_ID).contains(d))
         .ok_or_else(|| Error::invalid("device_id must be a number from 1 to 255"))
 }
 

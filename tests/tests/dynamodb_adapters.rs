@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
-use shared::crypto::tokens::now_secs;
+use shared::clock::unix_secs;
 use shared::model::{
     DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, RetiredRegistrations,
     SignedKey, PRIMARY_DEVICE, RETIRED_REGISTRATIONS_KEPT,
@@ -106,7 +106,7 @@ async fn sessions_need_the_user(e: Engine) {
     let db = e.db;
     let user = registered(&db).await;
     let (kept, late) = (Uuid::new_v4(), Uuid::new_v4());
-    let exp = now_secs() + 3600;
+    let exp = unix_secs() + 3600;
     let record = |hash: &str| SessionRecord {
         device_id: 1,
         refresh_hash: hash.into(),
@@ -289,7 +289,7 @@ async fn expired_sessions_are_filtered_when_read(e: Engine) {
     let db = e.db;
     let user = registered(&db).await;
     let (live, expired) = (Uuid::new_v4(), Uuid::new_v4());
-    let now = now_secs();
+    let now = unix_secs();
     let record = |hash: &str, expires_at| SessionRecord {
         device_id: 1,
         refresh_hash: hash.into(),
@@ -356,7 +356,7 @@ async fn sessions_rotate_conditionally_and_delete_all(e: Engine) {
     let db = e.db.clone();
     let user = registered(&db).await;
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-    let exp = now_secs() + 3600;
+    let exp = unix_secs() + 3600;
     for id in &ids {
         let r = SessionRecord {
             device_id: 1,
@@ -484,7 +484,7 @@ async fn devices_link_and_go_under_the_cap(e: Engine) {
     let record = SessionRecord {
         device_id: 3,
         refresh_hash: "h".into(),
-        expires_at: now_secs() + 3600,
+        expires_at: unix_secs() + 3600,
         previous: None,
     };
     assert!(

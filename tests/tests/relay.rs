@@ -142,7 +142,7 @@ async fn messages_for_a_vanished_connection_are_kept_for_the_next_fetch() {
         .redis_keys()
         .conns(uuid::Uuid::parse_str(&bob.user_id).unwrap());
     let mut redis = stack.redis().await;
-    let far = shared::crypto::tokens::now_millis() + 3_600_000;
+    let far = shared::clock::unix_ms() + 3_600_000;
     let _: () = redis.zadd(&conns, "ghost-connection", far).await.unwrap();
     let mut a = alice.connect(&stack).await;
     for i in 0..3u8 {

@@ -1,6 +1,7 @@
 //! `relay-contract`: the machine-readable contract generated from the code (`shared::contract`).
 //!   relay-contract            prints docs/openapi.json and docs/frames.schema.json to stdout
-//!   relay-contract --write    writes them into docs/ (run after changing a route, field or frame)
+//!   relay-contract --write    writes them into docs/, and the configuration tables of README.md
+//!                             and docs/api.md (run after changing a route, field, frame or setting)
 //!   relay-contract --check    exits 1, naming each difference, while docs/ differs from the code
 
 use std::path::Path;
@@ -37,6 +38,32 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    let api_doc = std::fs::read_to_string(root.join("docs/api.md")).unwrap_or_default();
+    for path in shared::config::reference::DOCUMENTS {
+        let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+        let Some(generated) = shared::config::reference::regenerate(path, &text, &api_doc) else {
+            eprintln!("relay-contract: {path} has no generated configuration table (its markers)");
+            return ExitCode::FAILURE;
+        };
+        match mode.as_str() {
+            "--write" if generated != text => {
+                if let Err(e) = std::fs::write(root.join(path), generated) {
+                    eprintln!("relay-contract: {path}: {e}");
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("relay-contract: wrote the configuration table of {path}");
+            }
+            "--check" if generated != text => {
+                eprintln!("relay-contract: {path}: the configuration table differs from the code");
+                stale = true;
+            }
+            _ => {}
+        }
+    }
+    for d in shared::config::reference::rate_limit_differences(&api_doc) {
+        eprintln!("relay-contract: {d} (edit docs/api.md §7.1 by hand)");
+        stale = true;
     }
     if stale {
         eprintln!(

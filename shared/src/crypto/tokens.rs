@@ -1,7 +1,5 @@
 //! Access tokens (HS256 JWTs) and opaque refresh tokens.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::clock::SharedClock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,18 +27,18 @@ pub struct Claims {
 }
 
 fn primary() -> u32 {
-    crate::model::PRIMARY_DEVICE
+    crate::ids::PRIMARY_DEVICE
 }
 
 fn is_primary(device: &u32) -> bool {
-    *device == crate::model::PRIMARY_DEVICE
+    *device == crate::ids::PRIMARY_DEVICE
 }
 
 /// The caller an access token proves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
-    pub device_id: crate::model::DeviceId,
+    pub device_id: crate::ids::DeviceId,
     pub session_id: Uuid,
     /// Unix seconds at which the token stops being accepted (leeway included).
     pub valid_until: u64,
@@ -53,20 +51,6 @@ pub struct TokenIssuer {
     validation: Validation,
     config: JwtConfig,
     clock: SharedClock,
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl TokenIssuer {
@@ -112,7 +96,7 @@ impl TokenIssuer {
     pub fn issue_access(
         &self,
         user_id: Uuid,
-        device_id: crate::model::DeviceId,
+        device_id: crate::ids::DeviceId,
         session_id: Uuid,
     ) -> Result<String> {
         let iat = self.now_secs();
@@ -304,11 +288,15 @@ mod tests {
             .unwrap()
         };
         assert!(
-            issuer.verify_access(&mk(now_secs() - 30)).is_ok(),
+            issuer
+                .verify_access(&mk(crate::clock::unix_secs() - 30))
+                .is_ok(),
             "within leeway"
         );
         assert!(
-            issuer.verify_access(&mk(now_secs() - 120)).is_err(),
+            issuer
+                .verify_access(&mk(crate::clock::unix_secs() - 120))
+                .is_err(),
             "past leeway"
         );
     }

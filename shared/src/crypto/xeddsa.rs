@@ -8,7 +8,12 @@ use curve25519_dalek::scalar::Scalar;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
-use crate::validation::{EC_KEY_LEN, EC_KEY_PREFIX, SIGNATURE_LEN};
+/// A serialized EC public key as Signal writes it: the type byte `EC_KEY_PREFIX`, then the
+/// Montgomery u-coordinate (32 bytes, little-endian).
+pub const EC_KEY_LEN: usize = 33;
+pub const EC_KEY_PREFIX: u8 = 0x05;
+/// An XEdDSA signature: R (32 bytes) and s (32 bytes), the sign bit in the top bit of the last.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// Why a u-coordinate is refused as a public key. Honest keys (a clamped scalar times the base
 /// point, as libsignal makes them) never hit any of these.

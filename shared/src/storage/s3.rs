@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::Client;
 
+use crate::config::{settings, Env};
 use crate::error::{Error, Result};
 use crate::storage::{BlobStore, Presigned};
 
@@ -21,7 +22,8 @@ pub struct S3 {
 /// (`AWS_ENDPOINT_URL_S3`, a local server) buckets are addressed in the path.
 pub async fn client_from_env() -> Client {
     let shared = crate::storage::aws::sdk_config(None).await;
-    let local = std::env::var("AWS_ENDPOINT_URL_S3").is_ok_and(|v| !v.is_empty());
+    let env = |k: &str| std::env::var(k).ok();
+    let local = Env::new(&env).set(&settings::AWS_ENDPOINT_URL_S3).is_some();
     let config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(local)
         .build();
