@@ -213,7 +213,10 @@ export class Connection {
     return Boolean(this.#socket && !this.#socket.closed && this.#state === 'online');
   }
 
-  /** The open socket, waiting for the (re)connection until `deadline` (ms since epoch); `sendTimeoutMs` names the wait in the error. */
+  /**
+   * The open socket, waiting for the (re)connection until `deadline` (ms since epoch);
+   * `sendTimeoutMs` is the wait the error names.
+   */
   async onlineSocket(deadline, sendTimeoutMs) {
     if (!this.#wantConnected && !this.#closed) this.connect().catch(() => {});
     for (;;) {

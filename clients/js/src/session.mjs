@@ -17,7 +17,10 @@ export function relayBaseUrl(url) {
   return String(url || process.env.RELAY_URL || RELAY_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 }
 
-/** The device of the account in the store document `doc` (RelayError `store_mismatch` when it is not `username`'s). */
+/**
+ * The device of the account in the store document `doc` (RelayError `store_mismatch` when the
+ * store is not a relay-client's or the account not `username`'s).
+ */
 export function storedDevice(doc, { url, store, username }) {
   if (doc.format !== STORE_FORMAT) throw new RelayError(`${store} does not hold a relay-client account`, { code: 'store_mismatch' });
   if (username && String(username).toLowerCase() !== doc.account.username) {
@@ -175,7 +178,10 @@ export class Session {
     }
   }
 
-  /** The refresh token was issued recently enough not to have simply expired: its refusal means the session is gone. */
+  /**
+   * The refresh token was issued recently enough not to have simply expired: its refusal means
+   * the session is gone.
+   */
   #sessionWasRecent() {
     return !this.#refreshedAt || Date.now() - this.#refreshedAt < REFRESH_TOKEN_RECENT_MS;
   }

@@ -33,8 +33,8 @@ export class WsHandshakeError extends Error {
  */
 export class RelaySocket {
   /**
-   * `ack: true` opens the connection in ack mode (`&ack=1`, docs/api.md §6.9): what the relay writes to
-   * it stays in flight until acknowledged with ack(). Without it, fire-and-forget (as before).
+   * `ack: true` opens the connection in ack mode (`&ack=1`, docs/api.md §6.9): what the relay
+   * writes to it stays in flight until acknowledged with ack(). Without it, fire-and-forget.
    */
   static async connect(token, { timeoutMs = WS_TIMEOUT_MS, ack = false, url, wsUrl } = {}) {
     const base = wsUrl || (url ? relayUrls(url).wsUrl : RELAY_WS_URL);
