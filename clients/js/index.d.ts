@@ -123,6 +123,8 @@ export interface Linking {
 export class RelayClient extends EventEmitter {
   static open(opts: OpenOptions): Promise<RelayClient>;
   static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; rotate?: RotateOptions; sendTimeoutMs?: number }): Promise<Linking>;
+  /** Use RelayClient.open() or RelayClient.startLinking(). */
+  private constructor();
   readonly url: string;
   readonly userId: string;
   readonly deviceId: number;

@@ -1,5 +1,5 @@
-// Encrypted attachments (issue 15), the client's side: the file is encrypted on the device
-// (AES-256-GCM under a fresh random key), the ciphertext goes straight to object storage through
+// Encrypted attachments (docs/api.md §5.17, §5.18), the client's side: the file is encrypted on
+// the device (AES-256-GCM under a fresh random key), the ciphertext goes straight to object storage through
 // the URL the relay presigns (POST /v1/attachments → PUT upload_url), and the pointer — id, key,
 // IV, digest (SHA-256 of the uploaded bytes), size — travels inside a Signal message. The
 // recipient asks the relay for a download URL (GET /v1/attachments/{id}), downloads, checks size

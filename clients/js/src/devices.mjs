@@ -1,5 +1,5 @@
-// Several devices per account (issue 13): the provisioning (linking) flow with client-side
-// encryption the relay cannot read (provisioning.mjs), multi-device bundles → one libsignal
+// Several devices per account (docs/api.md §3.4, §3.5): the provisioning (linking) flow with
+// client-side encryption the relay cannot read (provisioning.mjs), multi-device bundles → one libsignal
 // session per ProtocolAddress(user_id, device_id), and the send form with one ciphertext per
 // device, including the client's answers to `mismatched_devices` and `stale_devices`.
 import { randomUUID } from 'node:crypto';

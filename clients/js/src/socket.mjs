@@ -33,8 +33,8 @@ export class WsHandshakeError extends Error {
  */
 export class RelaySocket {
   /**
-   * `ack: true` opens the connection in ack mode (`&ack=1`, issue 14): what the relay writes to
-   * it stays in flight until acknowledged with ack(). Without it, fire-and-forget (as before).
+   * `ack: true` opens the connection in ack mode (`&ack=1`, docs/api.md §6.9): what the relay
+   * writes to it stays in flight until acknowledged with ack(). Without it, fire-and-forget.
    */
   static async connect(token, { timeoutMs = WS_TIMEOUT_MS, ack = false, url, wsUrl } = {}) {
     const base = wsUrl || (url ? relayUrls(url).wsUrl : RELAY_WS_URL);
@@ -281,7 +281,7 @@ export class RelaySocket {
   }
 
   /**
-   * {"action":"ack","id","ids"} (ack mode, issue 14): acknowledges envelopes by their `id`.
+   * {"action":"ack","id","ids"} (ack mode): acknowledges envelopes by their `id`.
    * Resolves with the `acked` reply (`acked`: how many were in flight and are now deleted) or the
    * `error` frame of that id (never rejects on an error frame). `id: null` sends no frame id (the
    * reply's id is then null).

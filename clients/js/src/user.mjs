@@ -117,7 +117,10 @@ export class RelayUser extends SignalParty {
     return request('GET', `/v1/users?username=${encodeURIComponent(username)}`, { url: this.url, retries429: this.retries429, token: this.token });
   }
 
-  /** Connects (once); `{ ack: true }` opens it in ack mode (`&ack=1`, issue 14). */
+  /**
+   * Connects (once); `{ ack: true }` opens it in ack mode (`&ack=1`, docs/api.md §6.9): what it
+   * receives stays in flight until acknowledged.
+   */
   async connect({ ack = false } = {}) {
     if (this.socket && !this.socket.closed) return this.socket;
     this.socket = await RelaySocket.connect(this.token, { ack, url: this.url });

@@ -17,7 +17,7 @@ import {
   call,
 } from '../src/index.mjs';
 import { freePort } from './stack.mjs';
-import { name, password, tempDir, record, stackSuite } from './util.mjs';
+import { name, password, tempDir, record, stackSuite, login } from './util.mjs';
 
 const { stack, track } = stackSuite();
 
@@ -154,7 +154,7 @@ test('an account the relay no longer knows (deleted, or its data reset): a clear
   const dir = join(tempDir(), 'gone');
   const c = await RelayClient.open({ url: stack().url, store: new FileStore(dir), username: n, password: pw });
   // The account is deleted behind the store's back (the low-level layer: DELETE /v1/users/me).
-  await call('DELETE', '/v1/users/me', { url: stack().url, token: c.device.token });
+  await call('DELETE', '/v1/users/me', { url: stack().url, token: await login(stack().url, n, pw) });
   await c.close();
 
   const expected = `the account ${n} in ${dir} is not known to the relay at ${stack().url} (was its data reset?); remove ${dir} to start again`;

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startStack, freePort, REPO_ROOT } from './stack.mjs';
+import { login } from './util.mjs';
 import { RelayClient, FileStore, MemoryStore, RelayUser, call } from '../src/index.mjs';
 
 const SOCKET = `relay-chat-test-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -357,7 +358,7 @@ test('an account the relay no longer knows (its data reset): a clear message, no
   // gina registered (through the library, the chat's own store format), then deleted on the relay.
   const dir = join(chatDir, 'gina');
   const gina = await RelayClient.open({ url: stack.url, store: new FileStore(dir), username: 'gina', password: PASSWORD });
-  await call('DELETE', '/v1/users/me', { url: stack.url, token: gina.device.token });
+  await call('DELETE', '/v1/users/me', { url: stack.url, token: await login(stack.url, 'gina', PASSWORD) });
   await gina.close();
   const since = mark('bob');
   type('bob', `${CHAT} gina --url ${stack.url}`);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore } from '../src/index.mjs';
-import { name, password, record, waitFor, sleep, stackSuite } from './util.mjs';
+import { name, password, record, waitFor, sleep, stackSuite, watchRelay } from './util.mjs';
 
 const { stack, clients } = stackSuite();
 
@@ -43,14 +43,17 @@ test('reconnects after a restart; sends made while the relay was down arrive exa
   assert.deepEqual(b.errors.map((e) => e.message), []);
 });
 
-test('a reply lost to a dropped connection: the same frame again after the reconnect, stored once', async () => {
-  let drops = 0;
-  const carol = await RelayClient.open({
-    url: stack().url, store: new MemoryStore(), username: name('carol'), password: password(),
-    hooks: { afterSendFrame: (frame) => (frame.to !== carol.userId && drops++ === 0 ? 'drop' : undefined) },
-  });
+test('a reply lost to a dropped connection: the same frame again after the reconnect, stored once', async (t) => {
+  const w = watchRelay();
+  t.after(() => w.restore());
+  const carol = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('carol'), password: password() });
   const dave = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('dave'), password: password() });
   clients.push(carol, dave);
+  // The connection is lost right after Carol's first send to Dave left, before its reply is read.
+  let drops = 0;
+  w.onFrame((f, sock, userId) => {
+    if (userId === carol.userId && f.action === 'send' && f.to !== carol.userId && drops++ === 0) sock.ws.terminate();
+  });
   const c = record(carol);
   const d = record(dave);
   await carol.connect();

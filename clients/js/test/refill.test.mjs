@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore, RelayUser, PreKeysExhaustedError, call } from '../src/index.mjs';
-import { name, password, record, waitFor, stackSuite } from './util.mjs';
+import { name, password, record, waitFor, stackSuite, login } from './util.mjs';
 
 // Strict bundle fetches (the default): a device without one-time prekeys gets 412, whatever
 // the calling shell's environment says.
@@ -15,9 +15,12 @@ const { stack, clients } = stackSuite({ env: { BUNDLE_WITHOUT_ONE_TIME: null } }
 test('refills one-time prekeys below the threshold, at connect and after a PreKey message', async () => {
   const refill = { below: 20, oneTime: 30, kyberBelow: 5, kyber: 10 };
   const store = new MemoryStore();
-  const bob = await RelayClient.open({ url: stack().url, store, username: name('bob'), password: password(), refill });
+  const bobName = name('bob');
+  const bobPw = password();
+  const bob = await RelayClient.open({ url: stack().url, store, username: bobName, password: bobPw, refill });
   clients.push(bob);
-  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token: bob.device.token });
+  const token = await login(stack().url, bobName, bobPw);
+  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token });
   assert.deepEqual(await count(), { one_time_prekeys: 30, kyber_one_time_prekeys: 10 }, 'registered with refill.oneTime / refill.kyber');
 
   // Another user takes 12 bundles: 18 EC keys left (< 20), the 10 Kyber one-time keys are gone.
@@ -55,9 +58,10 @@ test('refills one-time prekeys below the threshold, at connect and after a PreKe
 test('one-time prekeys used up while the recipient is away: send() rejects with PreKeysExhaustedError', async () => {
   const refill = { below: 20, oneTime: 3, kyberBelow: 5, kyber: 2 };
   const erinName = name('erin');
+  const erinPw = password();
   const erinStore = new MemoryStore();
   // Erin registers with 3 one-time prekeys and is not running (never connected: nothing refills).
-  const erin = await RelayClient.open({ url: stack().url, store: erinStore, username: erinName, password: password(), refill });
+  const erin = await RelayClient.open({ url: stack().url, store: erinStore, username: erinName, password: erinPw, refill });
   const erinId = erin.userId;
   await erin.close();
 
@@ -84,7 +88,8 @@ test('one-time prekeys used up while the recipient is away: send() rejects with 
   clients.push(erin2);
   const e2 = record(erin2);
   await erin2.connect();
-  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token: erin2.device.token });
+  const token = await login(stack().url, erinName, erinPw);
+  const count = () => call('GET', '/v1/keys/count', { url: stack().url, token });
   await waitFor(async () => (await count()).one_time_prekeys >= 3, 'the refill at connect');
   await frank.send(erinName, 'hello again');
   assert.equal((await e2.next()).text, 'hello again');

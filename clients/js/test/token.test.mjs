@@ -3,11 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelayClient, MemoryStore } from '../src/index.mjs';
-import { name, password, record, sleep, waitFor, stackSuite } from './util.mjs';
+import { name, password, record, sleep, waitFor, stackSuite, watchRelay, tokenClaims } from './util.mjs';
 
 const { stack, clients } = stackSuite({ env: { ACCESS_TOKEN_TTL_SECS: 6, JWT_LEEWAY_SECS: 0, WS_SESSION_CHECK_SECS: 0 } });
 
-test('stays online across token expiries (refresh + renew) and sends after the first token expired', async () => {
+test('stays online across token expiries (refresh + renew) and sends after the first token expired', async (t) => {
+  const w = watchRelay();
+  t.after(() => w.restore());
   const aliceStore = new MemoryStore();
   const alice = await RelayClient.open({ url: stack().url, store: aliceStore, username: name('alice'), password: password() });
   const bob = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('bob'), password: password() });
@@ -16,16 +18,16 @@ test('stays online across token expiries (refresh + renew) and sends after the f
   const b = record(bob);
   await alice.connect();
   await bob.connect();
-  const firstToken = alice.device.token;
+  const firstToken = w.accessTokens(alice.userId).at(-1);
   const firstRefresh = (await aliceStore.load()).refreshToken;
-  const socket = alice.socket;
+  const [socket] = w.sockets(alice.userId);
 
   await sleep(14_000); // more than two token lifetimes
-  assert.notEqual(alice.device.token, firstToken, 'a new access token');
+  assert.notEqual(w.accessTokens(alice.userId).at(-1), firstToken, 'a new access token');
   assert.notEqual((await aliceStore.load()).refreshToken, firstRefresh, 'the rotated refresh token is in the store');
   assert.deepEqual(a.states, ['connecting', 'online'], 'alice never went offline');
   assert.deepEqual(b.states, ['connecting', 'online'], 'bob never went offline');
-  assert.ok(alice.socket === socket, 'the same connection (renewed, not reconnected)');
+  assert.ok(w.sockets(alice.userId).length === 1 && !socket.closed, 'the same connection (renewed, not reconnected)');
 
   const r = await alice.send(bob.userId, 'after the first token expired');
   assert.deepEqual(r.deliveries, [{ deviceId: 1, delivery: 'delivered' }]);
@@ -37,7 +39,9 @@ test('stays online across token expiries (refresh + renew) and sends after the f
   assert.deepEqual(b.errors.map((e) => e.message), []);
 });
 
-test('offline: no token refreshes and no errors while the relay is down; the reconnect refreshes the expired token first', async () => {
+test('offline: no token refreshes and no errors while the relay is down; the reconnect refreshes the expired token first', async (t) => {
+  const w = watchRelay(); // from the start: every token Carol is issued
+  t.after(() => w.restore());
   const carol = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('carol'), password: password() });
   const dave = await RelayClient.open({ url: stack().url, store: new MemoryStore(), username: name('dave'), password: password() });
   clients.push(carol, dave);
@@ -47,17 +51,18 @@ test('offline: no token refreshes and no errors while the relay is down; the rec
   await dave.connect();
   // Refreshes outside a reconnect attempt (a reconnect sets the state to 'connecting' first).
   let offlineRefreshes = 0;
-  const refresh = carol.refreshTokens.bind(carol);
-  carol.refreshTokens = () => {
-    if (carol.state === 'offline') offlineRefreshes++;
-    return refresh();
-  };
+  w.onRequest(({ method, path, body }) => {
+    const carols = (path === '/v1/sessions/refresh' && w.refreshTokens(carol.userId).includes(body?.refresh_token))
+      || (path === '/v1/sessions' && body?.username === carol.username);
+    if (method === 'POST' && carols && carol.state === 'offline') offlineRefreshes++;
+  });
+  const tokenEnd = () => tokenClaims(w.accessTokens(carol.userId).at(-1)).exp * 1000;
 
   await stack().down();
   try {
     await waitFor(() => carol.state === 'offline' && dave.state === 'offline', 'both offline', 30_000);
     await sleep(9_000); // more than a token's life, and the 5 s retry period of the timer
-    assert.ok(Date.now() > carol.tokenExpiresAt, 'the access token expired while offline');
+    assert.ok(Date.now() > tokenEnd(), 'the access token expired while offline');
     assert.equal(offlineRefreshes, 0, 'no refresh while offline (only a reconnect attempt refreshes)');
     assert.deepEqual(c.errors.map((e) => `${e.name}: ${e.message}`), [], 'no error events while offline');
     assert.deepEqual(d.errors.map((e) => `${e.name}: ${e.message}`), []);
@@ -65,13 +70,14 @@ test('offline: no token refreshes and no errors while the relay is down; the rec
     await stack().up();
   }
   await waitFor(() => carol.state === 'online' && dave.state === 'online', 'both online again', 90_000, 200);
-  assert.ok(carol.tokenExpiresAt > Date.now(), 'a new token before the reconnect');
+  assert.ok(tokenEnd() > Date.now(), 'a new token before the reconnect');
   await carol.send(dave.userId, 'after the outage');
   assert.equal((await d.next(30_000)).text, 'after the outage');
   // Online again, the timer runs: still online after two more token lifetimes.
-  const socket = carol.socket;
+  const sockets = w.sockets(carol.userId).length;
+  const socket = w.sockets(carol.userId).at(-1);
   await sleep(8_000);
-  assert.ok(carol.socket === socket && carol.state === 'online', 'renewed on the same connection');
+  assert.ok(w.sockets(carol.userId).length === sockets && !socket.closed && carol.state === 'online', 'renewed on the same connection');
   assert.deepEqual(c.errors.map((e) => `${e.name}: ${e.message}`), []);
   assert.deepEqual(d.errors.map((e) => `${e.name}: ${e.message}`), []);
 });

@@ -1,0 +1,162 @@
+// What arrives on the socket: envelopes decrypted in arrival order, the session state and the
+// envelope ids saved, the messages reported, and only then acknowledged (ack mode), gathered into
+// quiet acks. A redelivery of an envelope already processed is acknowledged, not reported again.
+import { deviceAddress, MSG_PREKEY } from './signal.mjs';
+import { RelayError } from './errors.mjs';
+
+const PROCESSED_KEEP = 2000; // envelope ids remembered for deduplication (ack-mode redeliveries)
+// Acknowledgements are gathered (docs/api.md §6.9): one quiet ack once the oldest has waited
+// this long, or once a frame's worth of ids waits.
+const ACK_GATHER_MS = 20;
+const ACK_MAX_IDS = 100;
+
+const utf8 = new TextDecoder();
+
+/**
+ * The receiving side of `session`'s device. Decryption runs under `signal` (a Lock); names are
+ * checked with `directory`. Reports through `onMessage(message)`, `onError(e)` and
+ * `onPreKeyMessage()` (a session was started with one of this device's prekeys).
+ */
+export class Inbound {
+  #session;
+  #signal;
+  #directory;
+  #ack;
+  #on;
+  #processed;
+  #rx = Promise.resolve(); // envelopes are processed one batch at a time, in arrival order
+  #acks = null; // { sock, ids, timer }: acknowledgements being gathered
+
+  constructor({ session, signal, directory, ack, processed = [], onMessage, onError, onPreKeyMessage }) {
+    this.#session = session;
+    this.#signal = signal;
+    this.#directory = directory;
+    this.#ack = Boolean(ack);
+    this.#processed = new Set(processed);
+    this.#on = { message: onMessage, error: onError, preKeyMessage: onPreKeyMessage };
+  }
+
+  /** The envelope ids to keep in the store (the newest PROCESSED_KEEP). */
+  processedIds() {
+    return [...this.#processed].slice(-PROCESSED_KEEP);
+  }
+
+  /** Envelopes received on `sock`, processed after those received before them. */
+  enqueue(envs, sock) {
+    this.#rx = this.#rx.then(() => this.#process(envs, sock)).catch((e) => this.#on.error(e));
+  }
+
+  /** Resolves once everything enqueued so far is processed, saved and its acknowledgement queued. */
+  drained() {
+    return this.#rx;
+  }
+
+  async #process(envs, sock) {
+    const device = this.#session.device;
+    const ackIds = [];
+    const out = [];
+    let preKeyMessage = false;
+    await this.#signal.run(async () => {
+      for (const env of envs) {
+        if (this.#processed.has(env.id)) {
+          ackIds.push(env.id); // a redelivery of what was already processed and saved
+          continue;
+        }
+        try {
+          const d = await device.decryptFrom(deviceAddress(env.from, env.source_device ?? 1), env.body);
+          if (d.type === MSG_PREKEY) preKeyMessage = true;
+          out.push({ env, bytes: d.bytes });
+        } catch (e) {
+          this.#on.error(new RelayError(
+            `could not decrypt message ${env.id} from ${env.from}.${env.source_device ?? 1}: ${e.message}`,
+            { code: 'decrypt_failed', cause: e },
+          ));
+        }
+        this.#processed.add(env.id);
+        ackIds.push(env.id);
+      }
+      if (this.#processed.size > PROCESSED_KEEP * 2) this.#processed = new Set(this.processedIds());
+      await this.#session.persist(); // sessions and processed ids saved before anything is acknowledged
+    });
+    for (const { env, bytes } of out) this.#on.message(await this.#toMessage(env, bytes));
+    if (this.#ack) this.#queueAcks(ackIds, sock);
+    if (preKeyMessage) this.#on.preKeyMessage();
+  }
+
+  /**
+   * Acknowledges processed (decrypted and saved) envelopes received on `sock`: gathered for
+   * ACK_GATHER_MS, or until ACK_MAX_IDS wait, into one quiet ack (docs/api.md §6.9).
+   */
+  #queueAcks(ids, sock) {
+    if (!ids.length) return;
+    if (this.#acks && this.#acks.sock !== sock) this.flushAcks();
+    this.#acks ??= { sock, ids: [], timer: null };
+    this.#acks.ids.push(...ids);
+    if (this.#acks.ids.length >= ACK_MAX_IDS) {
+      this.flushAcks();
+    } else if (!this.#acks.timer) {
+      this.#acks.timer = setTimeout(() => this.flushAcks(), ACK_GATHER_MS);
+      this.#acks.timer.unref?.();
+    }
+  }
+
+  /**
+   * Sends the gathered acknowledgements now. On a closed socket they are dropped: the envelopes
+   * come again and are deduplicated.
+   */
+  flushAcks() {
+    const q = this.#acks;
+    this.#acks = null;
+    if (!q) return;
+    clearTimeout(q.timer);
+    for (let i = 0; i < q.ids.length && !q.sock.closed; i += ACK_MAX_IDS) {
+      try {
+        q.sock.quietAck(q.ids.slice(i, i + ACK_MAX_IDS));
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /** The `message` event of a decrypted envelope: our JSON content, or raw bytes. */
+  async #toMessage(env, bytes) {
+    const { userId, username } = this.#session.device;
+    let content = null;
+    try {
+      const c = JSON.parse(utf8.decode(bytes));
+      if (c && c.v === 1 && (typeof c.text === 'string' || typeof c.b64 === 'string')) content = c;
+    } catch {
+      /* not ours: raw bytes */
+    }
+    const m = {
+      id: env.id,
+      from: { userId: env.from, deviceId: env.source_device ?? 1 },
+      text: null,
+      bytes: null,
+      sentAt: new Date(env.sent_at),
+      sync: env.from === userId,
+    };
+    if (content && typeof content.text === 'string') {
+      m.text = content.text;
+      m.bytes = new Uint8Array(Buffer.from(content.text, 'utf8'));
+    } else if (content) {
+      m.bytes = new Uint8Array(Buffer.from(content.b64, 'base64'));
+    } else {
+      m.bytes = new Uint8Array(bytes);
+      m.text = utf8.decode(bytes);
+    }
+    if (m.sync) {
+      m.from.username = username;
+      if (content?.to) {
+        m.to = { userId: String(content.to) };
+        if (typeof content.to_name === 'string') m.to.username = content.to_name;
+      }
+    } else if (typeof content?.name === 'string') {
+      const name = await this.#directory.verifyName(content.name, env.from);
+      if (name) m.from.username = name;
+    } else if (this.#directory.nameOf(env.from) !== undefined) {
+      m.from.username = this.#directory.nameOf(env.from);
+    }
+    return m;
+  }
+}
