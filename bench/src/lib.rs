@@ -22,7 +22,7 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL] [--only acks|ackflood]
+                   [--dynamodb-url URL] [--only acks|ackflood|bundle]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -33,14 +33,18 @@ with --quick). --bin-dir holds the local-gateway, users, keys and connection bin
 ./local/up runs it; --dynamodb-url uses another DynamoDB-API server instead. --render redraws DIR's benchmarks.svg and
 benchmarks.md from its benchmarks.json (notes in the page are kept). --only acks runs
 scenario 1d alone (ack mode beside fire-and-forget), --only ackflood scenario 7 alone
-(another user's ping while one account floods useless acks); either prints its figures
-and the floors it was measured beside, writing nothing.";
+(another user's ping while one account floods useless acks), --only bundle scenario 3's
+concurrency levels (bundle fetches beside their storage floor; with --gateway-dir, the
+gateway as one profile builds it); each prints its figures and the floors it was measured
+beside, writing nothing.";
 
 /// A scenario run alone (`--only`), printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Only {
     /// Scenario 1d: ack mode beside fire-and-forget (`--only acks`).
     Acks,
+    /// Scenario 3's concurrency levels: bundle fetches beside their floor (`--only bundle`).
+    Bundle,
     /// Scenario 7: another user's ping during an ack flood (`--only ackflood`).
     AckFlood,
 }
@@ -164,7 +168,12 @@ impl Opts {
                 "--only" => match value(a)?.as_str() {
                     "acks" => o.only = Some(Only::Acks),
                     "ackflood" => o.only = Some(Only::AckFlood),
-                    other => return Err(format!("--only takes acks or ackflood, not {other:?}")),
+                    "bundle" => o.only = Some(Only::Bundle),
+                    other => {
+                        return Err(format!(
+                            "--only takes acks, ackflood or bundle, not {other:?}"
+                        ))
+                    }
                 },
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
@@ -285,6 +294,13 @@ pub async fn run(o: Opts) -> Result<(), String> {
         redis_pid,
         plan: ackflood::Plan::new(o.quick),
     };
+    if o.only == Some(Only::Bundle) {
+        let (levels, _) = bundle_levels(&o, &stack, &redis, gw.pid).await;
+        print_floors(&redis_floor, None);
+        print_bundle_levels(&levels);
+        gw.stop().await;
+        return Ok(());
+    }
     if o.only == Some(Only::AckFlood) {
         let a = run_ack_flood(flood()).await?;
         print_floors(&redis_floor, None);
@@ -446,28 +462,14 @@ pub async fn run(o: Opts) -> Result<(), String> {
     ));
     let offline = scenarios::offline(&stack, o.offline_messages, 16).await;
 
-    // (concurrency, fetches, storage paths of the floor)
-    let plan: Vec<(usize, usize, usize)> = if o.quick {
-        vec![(1, 20, 20), (8, 60, 40), (16, 60, 40)]
-    } else {
-        vec![(1, 300, 300), (8, o.fetches, 1000), (16, o.fetches, 1000)]
-    };
-    let needed: usize = plan.iter().map(|(_, n, f)| n + f).sum::<usize>() + 16;
-    let keys = (needed as f64 / o.bundle_users as f64).ceil() as u32 + 10;
-    log(format!(
-        "3 · bundle fetch: registering {} users with {keys} one-time prekeys of each kind",
-        o.bundle_users
-    ));
-    let users = scenarios::create_users(&stack, o.bundle_users, keys).await;
-    let ids: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    let (bundle, users) = bundle_levels(&o, &stack, &redis, gw.pid).await;
     let getitem = floors::getitem_floor(
         &stack.dynamodb,
         &stack.table("keys"),
-        &ids[0],
+        &users[0].user_id,
         if o.quick { 50 } else { 300 },
     )
     .await;
-    let bundle = bundle::levels(&stack, &redis, &users, keys, gw.pid, &plan).await;
     let (small, large, scale_n) = if o.quick {
         (1_000, 10_000, 20)
     } else {
@@ -655,6 +657,51 @@ async fn run_ack_flood(r: AckFloodRun<'_>) -> Result<ackflood::AckFlood, String>
     let a = ackflood::ack_flood(&stack, &servers, &frames_limit, r.plan).await;
     gw.stop().await;
     Ok(a)
+}
+
+/// Scenario 3's concurrency levels on `bundle_users` fresh users, and the users (the report's
+/// floor reads one of them).
+async fn bundle_levels(
+    o: &Opts,
+    stack: &Stack,
+    redis: &redis::aio::ConnectionManager,
+    gateway_pid: u32,
+) -> (Vec<bundle::BundleLevel>, Vec<relay_tests::User>) {
+    // (concurrency, fetches, storage paths of the floor)
+    let plan: Vec<(usize, usize, usize)> = if o.quick {
+        vec![(1, 20, 20), (8, 60, 40), (16, 60, 40)]
+    } else {
+        vec![(1, 300, 300), (8, o.fetches, 1000), (16, o.fetches, 1000)]
+    };
+    let needed: usize = plan.iter().map(|(_, n, f)| n + f).sum::<usize>() + 16;
+    let keys = (needed as f64 / o.bundle_users as f64).ceil() as u32 + 10;
+    log(format!(
+        "3 · bundle fetch: registering {} users with {keys} one-time prekeys of each kind",
+        o.bundle_users
+    ));
+    let users = scenarios::create_users(stack, o.bundle_users, keys).await;
+    let bundle = bundle::levels(stack, redis, &users, keys, gateway_pid, &plan).await;
+    (bundle, users)
+}
+
+/// `--only bundle`: each level's latency and rate beside its storage floor.
+fn print_bundle_levels(levels: &[bundle::BundleLevel]) {
+    for l in levels {
+        println!(
+            "bundle c={:<3} p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0}/s  \
+             floor p95 {:>6.2} ms ({:.1}x)  cpu {:.0} us (engine {:.0})  errors {}",
+            l.concurrency,
+            l.scenario.latency.p50_ms,
+            l.scenario.latency.p95_ms,
+            l.scenario.latency.p99_ms,
+            l.scenario.fetches_per_s,
+            l.floor.p95_ms,
+            l.scenario.latency.p95_ms / l.floor.p95_ms.max(1e-9),
+            l.cpu.gateway_us,
+            l.cpu.engine_us,
+            l.scenario.errors,
+        );
+    }
 }
 
 /// `--only`: the floors measured in the same run.

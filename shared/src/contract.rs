@@ -440,12 +440,7 @@ mod tests {
     use crate::frames::ClientFrame;
 
     fn committed(path: &str) -> Value {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(path);
-        let text =
-            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+        serde_json::from_str(&crate::repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     #[test]

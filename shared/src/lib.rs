@@ -20,3 +20,13 @@ pub mod validation;
 pub use app::App;
 pub use config::Config;
 pub use error::{Error, Result};
+
+/// A file of the repository as committed, for tests that hold generated documents against the
+/// code.
+#[cfg(test)]
+pub(crate) fn repo_file(path: &str) -> String {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}

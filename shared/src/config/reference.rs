@@ -135,18 +135,11 @@ pub fn rate_limit_differences(api_doc: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn committed(path: &str) -> String {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(path);
-        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-    }
-
     #[test]
     fn the_configuration_tables_of_readme_and_api_md_match_the_code() {
-        let api_doc = committed(API_DOC);
+        let api_doc = crate::repo_file(API_DOC);
         for path in DOCUMENTS {
-            let text = committed(path);
+            let text = crate::repo_file(path);
             let generated = regenerate(path, &text, &api_doc)
                 .unwrap_or_else(|| panic!("{path} has no generated configuration table"));
             assert!(
@@ -163,8 +156,8 @@ mod tests {
     /// default changed there are each caught.
     #[test]
     fn the_checks_catch_a_hand_edited_row_and_a_wrong_rate_limit_line() {
-        let api_doc = committed(API_DOC);
-        let text = committed("README.md");
+        let api_doc = crate::repo_file(API_DOC);
+        let text = crate::repo_file("README.md");
         let edited = text.replacen("| `INBOX_MAX` | `1000` |", "| `INBOX_MAX` | `500` |", 1);
         assert_ne!(edited, text, "README.md has the INBOX_MAX row");
         assert_ne!(regenerate("README.md", &edited, &api_doc).unwrap(), edited);
