@@ -58,4 +58,35 @@ mod tests {
         assert!(!decode(Value::Array(vec![s("kept")])).unwrap());
         assert!(decode(Value::Int(1)).is_err());
     }
+
+    /// The script names a removed device's keys from their suffixes: the same as `RedisKeys`.
+    #[test]
+    fn the_keys_a_removed_device_loses_are_those_of_redis_keys() {
+        let body = DEVICES.body;
+        let list = &body[body.find("ipairs({").unwrap() + 8..];
+        let list = &list[..list.find("})").unwrap()];
+        let mut in_script: Vec<String> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('\'').to_string())
+            .collect();
+        let keys = RedisKeys::new("");
+        let device = crate::model::DeviceAddress::new(uuid::Uuid::nil(), 2);
+        let base = format!("{}:d2:", keys.user_base(device.user_id));
+        let mut in_rust: Vec<String> = keys
+            .device_store(device)
+            .into_iter()
+            .chain([
+                keys.legacy_in_flight(device),
+                keys.conns(device),
+                keys.conn_order(device),
+                keys.ack_conns(device),
+                keys.sent(device),
+                keys.sent_times(device),
+            ])
+            .map(|k| k.strip_prefix(&base).unwrap().to_string())
+            .collect();
+        in_script.sort();
+        in_rust.sort();
+        assert_eq!(in_script, in_rust);
+    }
 }
