@@ -40,8 +40,9 @@ local function drain_legacy()
 end
 
 if op == 'settle' then
-  local n, mine = tonumber(ARGV[OP_ARGS_AT]), {}
+  local n = tonumber(ARGV[OP_ARGS_AT])  -- entries in the batch
   local batch_at = OP_ARGS_AT + 1
+  local mine = {}
   for i = batch_at, batch_at + n - 1 do
     -- Only this taker's lease: after it lapsed, the envelope may be another taker's (or back in
     -- the inbox), and is not put back twice.
@@ -68,7 +69,8 @@ end
 -- op == 'take'
 drain_legacy()
 reclaim(s, now, max, max_bytes, ttl)
-local batch = pop_head(s, tonumber(ARGV[OP_ARGS_AT]))
+local batch_size = tonumber(ARGV[OP_ARGS_AT])
+local batch = pop_head(s, batch_size)
 for _, e in ipairs(batch) do park(s, lease, e) end
 settle(s)
 if #batch > 0 then settle_flight(s, ttl) end
