@@ -335,12 +335,11 @@ pub async fn pending(ws: &mut Ws) -> u64 {
 
 /// The Redis key of a device's inbox: `{user}:inbox` for device 1, `{user}:d<n>:inbox` else.
 pub fn device_inbox_key(stack: &Stack, user_id: &str, device_id: u64) -> String {
-    let prefix = &stack.config.redis_prefix;
-    if device_id == 1 {
-        format!("{prefix}{{{user_id}}}:inbox")
-    } else {
-        format!("{prefix}{{{user_id}}}:d{device_id}:inbox")
-    }
+    let user_id = uuid::Uuid::parse_str(user_id).expect("a user id");
+    let device_id = u32::try_from(device_id).expect("a device id");
+    stack
+        .redis_keys()
+        .inbox(shared::model::DeviceAddress::new(user_id, device_id))
 }
 
 pub use crate::client::closed_within;

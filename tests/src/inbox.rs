@@ -1,7 +1,10 @@
 //! The inbox adapter as the suites from before devices use it: an account with only its primary
-//! device (1), and one envelope at a time sent to that device.
+//! device (1), and one envelope at a time sent to that device; and what only tests do to the
+//! Redis adapters (take envelopes without a fetch, read a connection's user).
 
-use shared::model::{Device, DeviceList, UserId, PRIMARY_DEVICE};
+use redis::AsyncCommands;
+use shared::model::{Device, DeviceAddress, DeviceList, UserId, PRIMARY_DEVICE};
+use shared::storage::redis::RedisStore;
 use shared::storage::{Addressed, Delivery, Fanned, Fanout, Inbox, StoredEnvelope};
 use shared::{Error, Result};
 
@@ -62,4 +65,36 @@ pub async fn deliver_one<I: Inbox + ?Sized>(
         }
         Fanned::Stale(devices) => Err(Error::StaleDevices(devices)),
     }
+}
+
+/// Takes up to `max` envelopes from the head of a device's inbox for good, oldest first: a fetch
+/// batch taken into flight and settled as written, so the inbox's accounting stays in step.
+pub async fn pop<I: Inbox + ?Sized>(
+    store: &I,
+    device: DeviceAddress,
+    max: usize,
+) -> Result<Vec<StoredEnvelope>> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let lease_until_ms = now_ms + 30_000;
+    let batch = store
+        .take_in_flight(device, max, lease_until_ms, now_ms)
+        .await?;
+    store
+        .settle_in_flight(device, &batch, lease_until_ms, &[])
+        .await?;
+    Ok(batch)
+}
+
+/// The user a connection is registered for, read from its key (`RedisKeys::conn`:
+/// `<user>|<session>|…`); `None` when it is not registered.
+pub async fn user_of(store: &RedisStore, connection_id: &str) -> Option<UserId> {
+    let raw: Option<String> = store
+        .connection()
+        .get(store.keys().conn(connection_id))
+        .await
+        .expect("GET");
+    raw.and_then(|s| uuid::Uuid::parse_str(s.split('|').next().unwrap_or_default()).ok())
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_tests::cluster::{Cluster, NODE_TIMEOUT_MS};
-use relay_tests::inbox::{deliver_one, open};
+use relay_tests::inbox::{deliver_one, open, pop, user_of};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::config::{Bucket, InboxLimits, RedisWait};
@@ -97,7 +97,7 @@ async fn every_redis_path_runs_on_the_cluster() {
         }
         let user = Uuid::new_v4();
         let users = per_primary
-            .entry(cluster.primary_of(&store.inbox_key(user)))
+            .entry(cluster.primary_of(&store.keys().inbox(user)))
             .or_default();
         if users.len() < 4 {
             users.push(user);
@@ -106,7 +106,7 @@ async fn every_redis_path_runs_on_the_cluster() {
     let mut primaries_used = HashSet::new();
     let users: Vec<Uuid> = per_primary.values().flatten().copied().collect();
     for (i, user) in users.into_iter().enumerate() {
-        primaries_used.insert(cluster.primary_of(&store.inbox_key(user)));
+        primaries_used.insert(cluster.primary_of(&store.keys().inbox(user)));
         let other = Uuid::new_v4();
         let now = now_ms();
 
@@ -135,7 +135,7 @@ async fn every_redis_path_runs_on_the_cluster() {
         }
         let device = user.into();
         assert_eq!(store.pending(device, now).await.unwrap(), 3);
-        let popped = store.pop(device, 2).await.unwrap();
+        let popped = pop(&store, device, 2).await.unwrap();
         assert_eq!(popped.len(), 2);
         store.requeue(device, &popped).await.unwrap();
         assert_eq!(store.pending(device, now).await.unwrap(), 3);
@@ -170,7 +170,7 @@ async fn every_redis_path_runs_on_the_cluster() {
             .register(&connection, &registration, now)
             .await
             .unwrap();
-        assert_eq!(store.user_of(&connection).await.unwrap(), Some(user));
+        assert_eq!(user_of(&store, &connection).await, Some(user));
         assert_eq!(
             store.registration(&connection).await.unwrap(),
             Some(registration)
@@ -224,13 +224,13 @@ async fn every_redis_path_runs_on_the_cluster() {
             store.unregister(&connection).await.unwrap(),
             Some(registration)
         );
-        assert_eq!(store.user_of(&connection).await.unwrap(), None);
+        assert_eq!(user_of(&store, &connection).await, None);
         store
             .register(&connection, &registration, now)
             .await
             .unwrap();
         store.remove(device, &connection).await.unwrap();
-        assert_eq!(store.user_of(&connection).await.unwrap(), None);
+        assert_eq!(user_of(&store, &connection).await, None);
         assert_eq!(
             deliver_one(&store, user, &envelope("t"), true, now, now + 30_000)
                 .await

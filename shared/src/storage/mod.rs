@@ -282,8 +282,6 @@ pub trait Inbox: Send + Sync {
     /// envelopes for immediate push into its in-flight list (leased until `lease_until_ms`),
     /// all in one atomic step.
     async fn deliver(&self, send: &Fanout, now_ms: u64, lease_until_ms: u64) -> Result<Fanned>;
-    /// Takes up to `max` envelopes from the head (oldest first).
-    async fn pop(&self, device: DeviceAddress, max: usize) -> Result<Vec<StoredEnvelope>>;
     /// Moves up to `max` envelopes from the head into the device's in-flight list, leased until
     /// `lease_until_ms`, so a taker that dies while writing them loses nothing. In the same
     /// atomic step, envelopes an earlier taker left in flight past their lease (a fetch that
@@ -367,9 +365,6 @@ pub trait ConnectionRegistry: Send + Sync {
     /// Forgets the connection; returns what it was.
     async fn unregister(&self, connection_id: &str) -> Result<Option<Registration>>;
     async fn registration(&self, connection_id: &str) -> Result<Option<Registration>>;
-    async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
-        Ok(self.registration(connection_id).await?.map(|r| r.user_id))
-    }
     /// Forgets a connection found gone while pushing to it.
     async fn remove(&self, device: DeviceAddress, connection_id: &str) -> Result<()>;
     /// Keeps the device's `max` most recently connected registrations, `connection_id` (just

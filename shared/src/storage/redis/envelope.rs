@@ -1,7 +1,8 @@
 //! How an envelope is stored in a Redis inbox list: `[~]<expires_at_ms>|<client JSON>`, one
 //! string, so delivery hands the stored JSON over without re-serializing; `~` marks one sent by
-//! a new account (store.lua counts those together). The Lua scripts read the prefix
-//! (`store.lua`: `^~?(%d+)|`); this module is the only Rust that writes or reads it.
+//! a new account (`scripts/prelude_store.lua` counts those together). The Lua scripts read the
+//! prefix (`prelude_store.lua`: `^~?(%d+)|`); this module is the only Rust that writes or reads
+//! it.
 
 use crate::storage::StoredEnvelope;
 

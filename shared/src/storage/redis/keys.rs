@@ -116,7 +116,7 @@ impl RedisKeys {
         self.device_key(device.into(), "inflight")
     }
 
-    /// A device's store as `store.lua` takes it: inbox, holders, accounting, flight, parked.
+    /// A device's store as `scripts/prelude_store.lua` takes it: inbox, holders, accounting, flight, parked.
     pub fn device_store(&self, device: DeviceAddress) -> [String; 5] {
         [
             self.inbox(device),

@@ -8,7 +8,7 @@
 //! | key | slot | used by |
 //! |---|---|---|
 //! | `<prefix>{<user>}:devices` (version, device → registration) | `{user}` | devices script, deliver script, `close` |
-//! | `<prefix>{<user>}[:d<n>]:inbox` (device n; device 1 without `:d1`) | `{user}` | scripts (deliver, pop, requeue, pending, devices), `close` |
+//! | `<prefix>{<user>}[:d<n>]:inbox` (device n; device 1 without `:d1`) | `{user}` | scripts (deliver, in-flight, requeue, pending, devices), `close` |
 //! | `<prefix>{<user>}[:d<n>]:inbox-holders` (the holder of each inbox entry) | `{user}` | the same scripts, `close` |
 //! | `<prefix>{<user>}[:d<n>]:inbox-senders` (envelopes and bytes per holder) | `{user}` | the same scripts, `close` |
 //! | `<prefix>{<user>}[:d<n>]:in-flight`, `:in-flight-envelopes` (envelopes in flight by id) | `{user}` | in-flight, ack and deliver scripts, `close` |
@@ -23,28 +23,31 @@
 //! | `<prefix>rl:<name>` | its own | token-bucket script, its only key |
 //! | `<prefix>rl:msg…:{<sender>}…` (a send's three buckets) | `{sender}` | `token_buckets.lua`, all three at once |
 //!
-//! Every change to a device's envelopes goes through `store.lua`, the prelude of the inbox
-//! scripts, which keeps the inbox, its holders and its accounting in step: the caps and the
-//! choice of what a full inbox evicts read them.
+//! The scripts, their preludes and their one caller each are in `scripts/`. Every change to a
+//! device's envelopes goes through `scripts/prelude_store.lua`, which keeps the inbox, its
+//! holders and its accounting in step: the caps and the choice of what a full inbox evicts read
+//! them.
 //!
 //! Registering a connection writes two slots (the user's set and the connection → user key), so
 //! it is two single-slot requests, not one transaction: see `registry.rs`.
 
+mod envelope;
 mod in_flight;
 mod inbox;
-pub use inbox::CONNECTION_TTL_MS;
-mod envelope;
 mod keys;
+mod limits;
 mod provisioning;
 mod registry;
+mod scripts;
 mod sent_log;
+
+pub use inbox::CONNECTION_TTL_MS;
 pub use keys::RedisKeys;
-mod limits;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -161,11 +164,7 @@ pub(crate) fn unavailable(e: redis::RedisError) -> Error {
 pub struct RedisStore {
     conn: RedisConnection,
     keys: RedisKeys,
-    inbox_max: u32,
-    inbox_max_bytes: u64,
-    inbox_ttl_secs: u64,
-    /// What new accounts together may hold of an inbox (`InboxLimits::new_accounts_part`).
-    inbox_new_part: (u32, u64),
+    caps: scripts::InboxCaps,
     wait: Option<std::sync::Arc<ReplicaWait>>,
     /// Revocation lifetimes follow it: `App::assemble` hands over the App's clock. (Token
     /// buckets read Redis' own `TIME` instead: see `limits.rs`.)
@@ -182,10 +181,12 @@ impl RedisStore {
         Self {
             conn: conn.into(),
             keys: RedisKeys::new(prefix),
-            inbox_max: inbox.max_messages,
-            inbox_max_bytes: inbox.max_bytes,
-            inbox_ttl_secs: inbox.ttl.as_secs(),
-            inbox_new_part: inbox.new_accounts_part(),
+            caps: scripts::InboxCaps {
+                max: inbox.max_messages,
+                max_bytes: inbox.max_bytes,
+                ttl_secs: inbox.ttl.as_secs(),
+                new_part: inbox.new_accounts_part(),
+            },
             wait: None,
             clock: crate::clock::system(),
         }
@@ -222,11 +223,6 @@ impl RedisStore {
         &self.keys
     }
 
-    /// Device 1's inbox (tests and older callers).
-    pub fn inbox_key(&self, user_id: Uuid) -> String {
-        self.keys.inbox(user_id)
-    }
-
     fn marker_key(&self, user_id: Uuid) -> String {
         self.keys.marker(user_id)
     }
@@ -239,28 +235,18 @@ impl RedisStore {
         self.keys.revoked(session_id)
     }
 
-    fn bucket_key(&self, name: &str) -> String {
-        self.keys.bucket(name)
-    }
-
-    /// Runs a script call made by [`Lua::call`], sending the source instead on NOSCRIPT (a node
-    /// that never saw it, e.g. a replica just promoted). Unlike `SCRIPT LOAD`, which a cluster
-    /// client sends to every primary (and which fails while one is down), this stays on the node
-    /// of the script's keys.
-    async fn run<T: redis::FromRedisValue>(&self, lua: &Lua, call: &Cmd) -> Result<T> {
+    /// Runs a script call, by its SHA1, sending the source instead on NOSCRIPT (a node that never
+    /// saw it); the reply is for the script's decoder.
+    async fn run(&self, call: &scripts::Call) -> Result<Value> {
         let mut conn = self.connection();
-        match call.query_async(&mut conn).await {
+        match call.evalsha().query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(lua.source);
-                for arg in call.args_iter().skip(2) {
-                    if let redis::Arg::Simple(bytes) = arg {
-                        eval.arg(bytes);
-                    }
-                }
-                Ok(eval.query_async(&mut conn).await.map_err(unavailable)?)
+                call.eval()
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
             }
-            other => Ok(other.map_err(unavailable)?),
+            other => other.map_err(unavailable),
         }
     }
 
@@ -350,29 +336,6 @@ impl ReplicaWait {
                 None
             }
         }
-    }
-}
-
-/// A Lua script, run by its SHA1 (`EVALSHA`) with its source at hand for NOSCRIPT.
-pub(crate) struct Lua {
-    source: &'static str,
-    hash: String,
-}
-
-impl Lua {
-    pub(crate) fn new(source: &'static str) -> Self {
-        Self {
-            source,
-            hash: Script::new(source).get_hash().to_string(),
-        }
-    }
-
-    /// `EVALSHA hash numkeys keys…`, to which the caller appends the arguments. Every key the
-    /// script touches is in `keys`, and they share one hash slot.
-    pub(crate) fn call<K: redis::ToRedisArgs>(&self, keys: &[K]) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.hash).arg(keys.len()).arg(keys);
-        cmd
     }
 }
 

@@ -6,19 +6,15 @@
 //! gone expires by its score (the deliver script drops it, registering prunes the hash), and the
 //! key expires with the connection.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::{Lua, RedisStore, CONNECTION_TTL_MS};
+use super::scripts::{evict, evict::Evict, register, register::Register};
+use super::{RedisStore, CONNECTION_TTL_MS};
 use crate::error::Result;
 use crate::model::{DeviceAddress, UserId, PRIMARY_DEVICE};
 use crate::storage::{Connected, ConnectionRegistry, Registration};
-
-static REGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("register.lua")));
-static EVICT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("evict.lua")));
 
 /// The connection key's value:
 /// `<user>|<session>|<valid_until_ms>|<device>|<ack 0/1>|<new_account_until_ms>`.
@@ -77,33 +73,25 @@ impl ConnectionRegistry for RedisStore {
         registration: &Registration,
         now_ms: u64,
     ) -> Result<()> {
-        let user_id = registration.user_id;
-        let device = DeviceAddress::new(user_id, registration.device_id);
-        // Deliveries stop going to the connection once its token has expired.
-        let ends_ms = registration.valid_until_ms.min(now_ms + CONNECTION_TTL_MS);
-        let mut by_user = REGISTER.call(&[
-            &self.keys.conns(device),
-            &self.keys.conn_sessions(user_id),
-            &self.keys.ack_conns(device),
-        ]);
-        by_user
-            .arg(connection_id)
-            .arg(ends_ms)
-            .arg(registration.session_id.to_string())
-            .arg(now_ms)
-            .arg(CONNECTION_TTL_MS)
-            .arg(registration.device_id)
-            .arg(u8::from(registration.ack));
+        let by_user = Register {
+            connection_id,
+            registration,
+            // Deliveries stop going to the connection once its token has expired.
+            ends_ms: registration.valid_until_ms.min(now_ms + CONNECTION_TTL_MS),
+            now_ms,
+            ttl_ms: CONNECTION_TTL_MS,
+        }
+        .call(&self.keys);
         let mut b = self.connection();
-        let (set, key): (Result<i64>, redis::RedisResult<()>) = futures::join!(
-            self.run(&REGISTER, &by_user),
+        let (set, key): (Result<redis::Value>, redis::RedisResult<()>) = futures::join!(
+            self.run(&by_user),
             b.pset_ex(
                 self.conn_key(connection_id),
                 encode(registration),
                 CONNECTION_TTL_MS,
             )
         );
-        set?;
+        register::decode(set?)?;
         key.map_err(super::unavailable)?;
         Ok(())
     }
@@ -144,16 +132,6 @@ impl ConnectionRegistry for RedisStore {
         Ok(raw.as_deref().and_then(decode))
     }
 
-    async fn user_of(&self, connection_id: &str) -> Result<Option<UserId>> {
-        let raw: Option<String> = self
-            .connection()
-            .get(self.conn_key(connection_id))
-            .await
-            .map_err(super::unavailable)?;
-        // A connection registered in the older format is still removed on disconnect.
-        Ok(raw.and_then(|s| Uuid::parse_str(s.split('|').next().unwrap_or_default()).ok()))
-    }
-
     async fn remove(&self, device: DeviceAddress, connection_id: &str) -> Result<()> {
         let user_id = device.user_id;
         let mut by_user = redis::pipe();
@@ -182,23 +160,15 @@ impl ConnectionRegistry for RedisStore {
         max: u32,
         now_ms: u64,
     ) -> Result<Vec<(String, bool)>> {
-        let mut call = EVICT.call(&[
-            &self.keys.conns(device),
-            &self.keys.conn_order(device),
-            &self.keys.ack_conns(device),
-        ]);
-        call.arg(connection_id)
-            .arg(now_ms)
-            .arg(max)
-            .arg(CONNECTION_TTL_MS);
-        let (evicted, acking): (Vec<String>, Vec<String>) = self.run(&EVICT, &call).await?;
-        Ok(evicted
-            .into_iter()
-            .map(|c| {
-                let ack = acking.contains(&c);
-                (c, ack)
-            })
-            .collect())
+        let call = Evict {
+            device,
+            connection_id,
+            max,
+            now_ms,
+            ttl_ms: CONNECTION_TTL_MS,
+        }
+        .call(&self.keys);
+        evict::decode(self.run(&call).await?)
     }
 
     async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Connected)>> {

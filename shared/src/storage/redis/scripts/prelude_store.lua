@@ -1,6 +1,7 @@
--- Prelude of the inbox scripts (inbox.rs and in_flight.rs put it before each): a device's stored
--- envelopes, and the only code that writes them. Five keys of one hash slot ({user}), passed by
--- every script in this order and named here once (`device_store`):
+-- Prelude `store`: a device's stored envelopes and their accounting, and the only code that
+-- writes them (scripts/mod.rs names the scripts it goes before; Lua in Redis has no includes).
+-- A device store is five keys of one hash slot ({user}), passed by every script that takes it
+-- in this order (`device_store`; RedisKeys::device_store builds them):
 --   inbox    list of entries `[~]<expires_at_ms>|<client JSON>`, oldest first (envelope.rs);
 --            `~` marks an envelope sent by an account younger than NEW_ACCOUNT_AGE_SECS
 --   holders  list beside `inbox`, entry for entry: who holds each envelope (`<sender>`, or
@@ -8,13 +9,14 @@
 --            copying envelopes into the script
 --   stats    hash: `b` the inbox's bytes; per holder `n:<holder>` and `b:<holder>`; `n:~` and
 --            `b:~` the new accounts' envelopes together
---   flight   sorted set: envelope id → lease end (ms) of the envelopes in flight (being written
---            by a fetch or a delivery, or written to an ack-mode connection and not acknowledged)
---   parked   hash: envelope id → `<seq>|<entry>` of the envelopes in flight; `#seq` orders them,
---            `#b` counts their bytes
+--   flight   sorted set: envelope id → lease end (ms) of the envelopes in flight
+--            (prelude_in_flight.lua)
+--   parked   hash: envelope id → `<seq>|<entry>` of the envelopes in flight
+--            (prelude_in_flight.lua)
 -- Every step reads and writes O(1) per envelope it moves; the one scan, of `holders` (at most
 -- INBOX_MAX short strings, never envelopes), finds the oldest envelope of the holder evicted.
 
+-- The device store whose first key is keys[at].
 local function device_store(keys, at)
   return {inbox = keys[at], holders = keys[at + 1], stats = keys[at + 2],
           flight = keys[at + 3], parked = keys[at + 4]}
@@ -36,13 +38,9 @@ local function is_new(holder)
   return string.byte(holder, 1) == 126
 end
 
--- `[~]<expires_at_ms>|{"id":"<uuid>",…}`: the expiry and the envelope's id, its first field.
+-- `[~]<expires_at_ms>|…`: the entry's expiry.
 local function expiry_of(e)
   return tonumber(string.match(e, '^~?(%d+)|'))
-end
-
-local function id_of(e)
-  return string.match(e, '^~?%d+|{"id":"([^"]*)"') or e
 end
 
 local function count(stats, holder, sign, bytes)
@@ -160,39 +158,6 @@ local function largest(shares, max, max_bytes, me)
   return top
 end
 
--- Envelopes in flight.
-local function parked_bytes(s)
-  return math.max(0, tonumber(redis.call('HGET', s.parked, '#b')) or 0)
-end
-
-local function park(s, lease, e)
-  local seq = redis.call('HINCRBY', s.parked, '#seq', 1)
-  local value = seq .. '|' .. e
-  local id = id_of(e)
-  redis.call('HSET', s.parked, id, value)
-  redis.call('HINCRBY', s.parked, '#b', #value)
-  redis.call('ZADD', s.flight, lease, id)
-end
-
--- Removes one envelope from flight by id; false when it was not there.
-local function unpark(s, id)
-  if redis.call('ZREM', s.flight, id) == 0 then return false end
-  local bytes = redis.call('HSTRLEN', s.parked, id)
-  redis.call('HDEL', s.parked, id)
-  redis.call('HINCRBY', s.parked, '#b', -bytes)
-  return true
-end
-
--- Nothing in flight: the hash's counters go with it. Otherwise both keys last the inbox's TTL.
-local function settle_flight(s, ttl)
-  if redis.call('ZCARD', s.flight) == 0 then
-    redis.call('DEL', s.flight, s.parked)
-  else
-    redis.call('EXPIRE', s.flight, ttl)
-    redis.call('EXPIRE', s.parked, ttl)
-  end
-end
-
 -- Drops expired envelopes from the head (the oldest).
 local function drop_expired(s, now)
   while true do
@@ -218,32 +183,4 @@ local function put_back(s, envs, max, max_bytes, ttl)
     shares = read_shares(s)
   end
   touch(s, ttl)
-end
-
--- Envelopes in flight whose lease ended before `now` (all of them when `now` is nil) go back to
--- the head of the inbox in the order they were taken: a taker that died, or an ack-mode delivery
--- never acknowledged. Entries still leased stay. Reads only the envelopes it moves back.
-local function reclaim(s, now, max, max_bytes, ttl)
-  local stale
-  if now then
-    if #redis.call('ZRANGEBYSCORE', s.flight, '-inf', now, 'LIMIT', 0, 1) == 0 then return end
-    stale = redis.call('ZRANGEBYSCORE', s.flight, '-inf', now)
-  else
-    stale = redis.call('ZRANGE', s.flight, 0, -1)
-  end
-  if #stale == 0 then return end
-  local back = {}
-  for i, id in ipairs(stale) do
-    local v = redis.call('HGET', s.parked, id)
-    unpark(s, id)
-    if v then
-      local seq, e = string.match(v, '^(%d+)|(.*)$')
-      if e then back[#back + 1] = {tonumber(seq), e} end
-    end
-  end
-  table.sort(back, function(x, y) return x[1] < y[1] end)
-  local envs = {}
-  for i, pair in ipairs(back) do envs[i] = pair[2] end
-  put_back(s, envs, max, max_bytes, ttl)
-  settle_flight(s, ttl)
 end

@@ -1,6 +1,7 @@
--- A send to every device of one recipient: the device check and, per device, store-then-drain,
--- in one atomic step, so a send is stored for the whole device set or for none, and a message
--- is never left waiting while its device is connected and has fetched. (After store.lua.)
+-- deliver (preludes: store, in_flight). A send to every device of one recipient: the device
+-- check and, per device, store-then-drain, in one atomic step, so a send is stored for the whole
+-- device set or for none, and a message is never left waiting while its device is connected and
+-- has fetched.
 -- A full inbox keeps the newest: room is made from the oldest envelopes of the holder with the
 -- largest share (the sender itself on a tie, so one sender overflowing an inbox gets exactly
 -- first in, first out). New accounts (entries marked `~`) together hold at most their part of
@@ -10,35 +11,60 @@
 -- reclaim of lapsed leases (each envelope once per lease), the accounting hash read once
 -- (a field pair per holder, at most INBOX_MAX), and at most `most_evictions` evictions, each a
 -- scan of holders (short strings) from where the last one of that holder stopped.
--- KEYS: 1 the recipient's devices hash, then per target device i (from 0): 2+7i … 6+7i its
---       store (store.lua: inbox, holders, stats, flight, parked), 7+7i connection set,
---       8+7i ack-mode connections (one hash slot: {user})
--- ARGV: see the names below; then per target i: 14+3i device id, 15+3i registration id
---       ('' = unchecked), 16+3i entry (`[~]<expires_at_ms>|<json>`, storage/redis/envelope.rs)
--- Returns {-1} unknown recipient (no devices hash), {-2, missing, extra, targets} mismatched,
--- {-3, stale} stale registrations, or {1, r1, r2, …} with per target {code, connections,
--- envelopes, ack-mode connections}: code 0 dropped, 1 queued, 2 online (the envelope handed
--- over, not stored), 3 online (envelopes taken into flight, as a fetch takes them:
--- in_flight.lua settles them, or puts them back after the lease; what is written to an
--- ack-mode connection stays there until acknowledged).
-local n = tonumber(ARGV[1])
-local max = tonumber(ARGV[2])
-local ttl = ARGV[3]
-local now = tonumber(ARGV[4])
-local online_only = ARGV[5] == '1'
-local pop_batch = tonumber(ARGV[6])
-local max_bytes = tonumber(ARGV[7])
-local lease = tonumber(ARGV[8])
-local self_device = ARGV[9]
-local legacy_form = ARGV[10] == '1'
-local new_part_max = tonumber(ARGV[11])
-local new_part_bytes = tonumber(ARGV[12])
-local most_evictions = tonumber(ARGV[13])
-local TARGETS_AT = 14
+-- Replies:
+--   {'unknown_recipient'}                    no devices hash: the caller asks the user store
+--   {'mismatched', missing, extra, targets}  the send's devices are not the recipient's
+--                                            targets (sorted ids); nothing stored
+--   {'stale', devices}                       these registration ids differ; nothing stored
+--   {'done', outcome…}                       one outcome per target, in the send's order:
+--     {'dropped'}                            not stored (online only and offline, or no room)
+--     {'queued'}                             stored; the device is not connected
+--     {'handed_over', connections, {entry}}  connected, nothing waiting: the entry handed over,
+--                                            not stored
+--     {'in_flight', connections, entries, ack-mode connections}
+--                                            connected: these entries taken into flight, as a
+--                                            fetch takes them (in_flight.lua settles them, or
+--                                            puts them back after the lease; what is written to
+--                                            an ack-mode connection stays until acknowledged)
+-- One hash slot: {user}.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local devices_key = KEYS[1]            -- hash: `v` version, device id → `<registration id>:…`
+local target_count = tonumber(ARGV[1])
+local max = tonumber(ARGV[2])          -- INBOX_MAX
+local ttl = ARGV[3]                    -- seconds
+local now = tonumber(ARGV[4])          -- ms
+local online_only = ARGV[5] == '1'
+local pop_batch = tonumber(ARGV[6])    -- most envelopes taken out to push
+local max_bytes = tonumber(ARGV[7])    -- INBOX_MAX_BYTES
+local lease = tonumber(ARGV[8])        -- lease end (ms) of what is taken into flight
+local self_device = ARGV[9]            -- the sending device on a send to one's own account, or ''
+local legacy_form = ARGV[10] == '1'    -- the send form from before devices
+local new_part_max = tonumber(ARGV[11])    -- what new accounts together may hold: envelopes
+local new_part_bytes = tonumber(ARGV[12])  -- and bytes
+local most_evictions = tonumber(ARGV[13])  -- per envelope
+
+-- Then, per target t = 1 … target_count, TARGET_KEYS keys from KEYS[TARGET_KEYS_AT] on and
+-- TARGET_FIELDS arguments from ARGV[TARGET_FIELDS_AT] on:
+local TARGET_KEYS, TARGET_KEYS_AT = 7, 2
+local TARGET_FIELDS, TARGET_FIELDS_AT = 3, 14
+local function target(t)
+  local k = TARGET_KEYS_AT + (t - 1) * TARGET_KEYS
+  local a = TARGET_FIELDS_AT + (t - 1) * TARGET_FIELDS
+  return {
+    store = device_store(KEYS, k),     -- KEYS[k … k+4] (prelude_store.lua)
+    conns_key = KEYS[k + 5],           -- sorted set: connection → registration end
+    ack_conns_key = KEYS[k + 6],       -- set: its connections in ack mode
+    device_id = ARGV[a],
+    registration_id = ARGV[a + 1],     -- '' = unchecked
+    entry = ARGV[a + 2],               -- `[~]<expires_at_ms>|<json>` (envelope.rs)
+  }
+end
+local addressed = {}
+for t = 1, target_count do addressed[t] = target(t) end
+
+if redis.call('EXISTS', devices_key) == 0 then return {'unknown_recipient'} end
 local registered, targets = {}, {}
-local flat = redis.call('HGETALL', KEYS[1])
+local flat = redis.call('HGETALL', devices_key)
 for i = 1, #flat, 2 do
   local d = flat[i]
   if d ~= 'v' then
@@ -53,8 +79,8 @@ end
 local wanted, given = {}, {}
 for _, d in ipairs(targets) do wanted[d] = true end
 local missing, extra, stale = {}, {}, {}
-for i = 0, n - 1 do
-  local d, r = ARGV[TARGETS_AT + 3 * i], ARGV[TARGETS_AT + 1 + 3 * i]
+for _, a in ipairs(addressed) do
+  local d, r = a.device_id, a.registration_id
   given[d] = true
   if not wanted[d] then
     table.insert(extra, tonumber(d))
@@ -68,8 +94,8 @@ for _, d in ipairs(targets) do
   table.insert(sorted, tonumber(d))
 end
 table.sort(missing); table.sort(extra); table.sort(stale); table.sort(sorted)
-if #missing > 0 or #extra > 0 then return {-2, missing, extra, sorted} end
-if #stale > 0 then return {-3, stale} end
+if #missing > 0 or #extra > 0 then return {'mismatched', missing, extra, sorted} end
+if #stale > 0 then return {'stale', stale} end
 
 -- Makes room for `env` in the device's inbox; false when it cannot be stored.
 local function make_room(s, env)
@@ -128,8 +154,8 @@ local function deliver(s, conns_key, acks_key, env)
     end
   end
   if online_only then
-    if #conns == 0 then return {0, {}, {}, {}} end
-    return {2, conns, {env}, {}}
+    if #conns == 0 then return {'dropped'} end
+    return {'handed_over', conns, {env}}
   end
   -- Connected: what an ack-mode connection left unacknowledged past its lease goes first.
   if #conns > 0 then reclaim(s, now, max, max_bytes, ttl) end
@@ -137,7 +163,7 @@ local function deliver(s, conns_key, acks_key, env)
   -- cancel out, so hand it over directly (the caller puts it in the inbox if the push fails).
   local idle = #conns > 0 and redis.call('LLEN', s.inbox) == 0
   if idle and #acking == 0 then
-    return {2, conns, {env}, {}}
+    return {'handed_over', conns, {env}}
   end
   -- Connected in ack mode with nothing waiting: what storing and taking it back would leave is
   -- this envelope alone in flight, so park it directly, within the caps (over one, it goes the
@@ -147,30 +173,28 @@ local function deliver(s, conns_key, acks_key, env)
     if in_flight < max and parked_bytes(s) + #env <= max_bytes then
       park(s, lease, env)
       if in_flight == 0 then settle_flight(s, ttl) end
-      return {3, conns, {env}, acking}
+      return {'in_flight', conns, {env}, acking}
     end
   end
   settle(s)
-  if #env > max_bytes then return {0, {}, {}, {}} end
+  if #env > max_bytes then return {'dropped'} end
   drop_expired(s, now)
   if not make_room(s, env) then
     settle(s)
-    return {0, {}, {}, {}}
+    return {'dropped'}
   end
   push_tail(s, env)
   touch(s, ttl)
-  if #conns == 0 then return {1, {}, {}, {}} end
+  if #conns == 0 then return {'queued'} end
   local popped = pop_head(s, pop_batch)
   for _, e in ipairs(popped) do park(s, lease, e) end
   settle(s)
   settle_flight(s, ttl)
-  return {3, conns, popped, acking}
+  return {'in_flight', conns, popped, acking}
 end
 
-local results = {1}
-for i = 0, n - 1 do
-  local k = 2 + 7 * i
-  table.insert(results,
-    deliver(device_store(KEYS, k), KEYS[k + 5], KEYS[k + 6], ARGV[TARGETS_AT + 2 + 3 * i]))
+local results = {'done'}
+for _, a in ipairs(addressed) do
+  table.insert(results, deliver(a.store, a.conns_key, a.ack_conns_key, a.entry))
 end
 return results

@@ -1,20 +1,27 @@
--- Sends remembered by id, per sender device (storage/redis/sent_log.rs): a hash of
+-- sent. Sends remembered by id, per sender device (storage/redis/sent_log.rs): a hash of
 -- `<id hash>` → `<content hash>|<answer>` (answer empty while the first send is under way) plus
 -- the field `bytes`, what its entries cost, and a sorted set of when each was claimed. Entries
 -- past the memory window go, and the oldest go while the cost is over the device's budget: the
 -- device never holds more than its budget.
--- KEYS: 1 the hash, 2 the claim times (one hash slot: {sender})
--- ARGV: 1 op ('claim', 'record' or 'release'), 2 id hash, 3 now ms, then
---   claim: 4 content hash, 5 window ms, 6 ms an unanswered claim lasts, 7 budget bytes.
---          Returns {'new'}, {'conflict'}, {'done', answer} or {'pending'}.
---   record: 4 content hash, 5 answer, 6 window ms, 7 budget bytes.
---   release: nothing more.
 -- Work: every entry is added once and removed once (aged out, evicted or released), so a call
 -- costs O(1) amortized; the most one call removes is a budget's worth. A hash written before
 -- `bytes` was kept is counted once, by one walk of its entries (at most the 10,000 the old cap
 -- allowed).
-local log, times = KEYS[1], KEYS[2]
-local op, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Replies: 'claim' {'new'}, {'conflict'}, {'done', answer} or {'pending'}; 'record'
+-- {'recorded'} or {'unclaimed'} (the claim is gone or another's: nothing written); 'release'
+-- {'released'}.
+-- One hash slot: {sender}.
+
+local log = KEYS[1]                    -- hash: id hash → `<content hash>|<answer>`, `bytes`
+local times = KEYS[2]                  -- sorted set: id hash → when claimed (ms)
+local op = ARGV[1]                     -- 'claim', 'record' or 'release'
+local id = ARGV[2]                     -- id hash
+local now = tonumber(ARGV[3])          -- ms
+-- Then, by op:
+--   claim    ARGV[4] content hash, ARGV[5] window ms, ARGV[6] ms an unanswered claim lasts,
+--            ARGV[7] budget bytes
+--   record   ARGV[4] content hash, ARGV[5] answer, ARGV[6] window ms, ARGV[7] budget bytes
+--   release  nothing
 local TOTAL = 'bytes'
 
 -- What an entry costs Redis: its field twice (hash and sorted set), its value, and what Redis
@@ -79,23 +86,24 @@ end
 
 if op == 'release' then
   save(drop(id, total()))
-  return {}
+  return {'released'}
 end
 
-local content = ARGV[4]
-
 if op == 'record' then
+  local content, answer = ARGV[4], ARGV[5]
   local window, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
   -- Only onto its own unanswered claim: not one aged out or evicted meanwhile (no time index
   -- would ever drop it), nor one a later repeat took over after the claim lapsed.
-  if redis.call('HGET', log, id) ~= content .. '|' then return {} end
+  if redis.call('HGET', log, id) ~= content .. '|' then return {'unclaimed'} end
   local t = total()
-  t = put(id, content .. '|' .. ARGV[5], t)
+  t = put(id, content .. '|' .. answer, t)
   save(within_budget(budget, t))
   expire(window)
-  return {}
+  return {'recorded'}
 end
 
+-- op == 'claim'
+local content = ARGV[4]
 local window, lapse, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local t = total()
 local old = redis.call('ZRANGEBYSCORE', times, '-inf', now - window)

@@ -1,7 +1,6 @@
--- Prelude of the scripts that take from a token bucket (limits.rs, ack.lua): one
--- bucket, read and written in the script's atomic step. The time is Redis' own (`TIME`), so
--- every instance refills by the same clock. Cost 0 only asks; below 0 gives tokens back, never
--- above capacity, and always answers allowed. Returns {allowed (1/0), retry after ms}.
+-- Prelude `bucket`: one token bucket, read and written in the script's atomic step (the scripts
+-- it goes before: scripts/mod.rs). The time is Redis' own (`TIME`), so every instance refills by
+-- the same clock. A bucket is a hash: `tokens` and `ts` (ms of the last write).
 
 -- The bucket as of now: {tokens, now ms}.
 local function read_bucket(key, cap, rate)
@@ -18,17 +17,19 @@ local function write_bucket(key, cap, rate, tokens, now)
   redis.call('PEXPIRE', key, math.ceil(cap / rate) + 1000)
 end
 
+-- Cost 0 only asks; below 0 gives tokens back, never above capacity, and always answers
+-- allowed. Returns {'allowed'} or {'limited', retry after ms}.
 local function take_tokens(key, cap, rate, cost)
   local bucket = read_bucket(key, cap, rate)
   local tokens, now = bucket[1], bucket[2]
   if cost < 0 then
     write_bucket(key, cap, rate, math.min(cap, tokens - cost), now)
-    return {1, 0}
+    return {'allowed'}
   end
   local need = math.max(cost, 1)
   if tokens < need then
-    return {0, math.ceil((need - tokens) / rate)}
+    return {'limited', math.ceil((need - tokens) / rate)}
   end
   if cost > 0 then write_bucket(key, cap, rate, tokens - cost, now) end
-  return {1, 0}
+  return {'allowed'}
 end
