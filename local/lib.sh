@@ -58,7 +58,7 @@ ensure_moto() {
   export MOTO_SERVER="$VENV/bin/moto_server"
 }
 
-# schemathesis, the OpenAPI-driven fuzzer of tests/tests/contract_fuzz.rs (a venv of its own,
+# schemathesis, the OpenAPI-driven fuzzer of tests/tests/contract.rs (a venv of its own,
 # so that its dependencies and moto's are kept apart).
 ensure_schemathesis() {
   pip_tool "$FUZZ_VENV" "schemathesis==$SCHEMATHESIS_VERSION" schemathesis "$SCHEMATHESIS_VERSION" schemathesis

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use relay_tests::client::{post, put_auth, unique_username};
+use relay_tests::client::put_auth;
 use relay_tests::devices::{self, Device};
-use relay_tests::{Identity, Stack, User};
+use relay_tests::{Stack, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -23,7 +23,13 @@ pub async fn create_users(stack: &Stack, n: usize, keys: u32) -> Vec<User> {
     futures::stream::iter(0..n)
         .map(|_| async move {
             let first = keys.clamp(1, 100);
-            let u = create_user(stack, first, if keys > 1 { first } else { 0 }).await;
+            // A DynamoDB engine may refuse concurrent registrations with a conflict (503).
+            let u = User::builder(stack)
+                .one_time_prekeys(first)
+                .kyber_one_time_prekeys(if keys > 1 { first } else { 0 })
+                .attempts(5)
+                .create()
+                .await;
             let mut have = first;
             while have < keys {
                 let more = (keys - have).min(100);
@@ -46,45 +52,6 @@ pub async fn create_users(stack: &Stack, n: usize, keys: u32) -> Vec<User> {
         .buffer_unordered(4)
         .collect()
         .await
-}
-
-/// `User::create`, retried: a DynamoDB engine may answer concurrent transactions with a conflict,
-/// which the relay reports as 503 (nothing written).
-async fn create_user(stack: &Stack, n: u32, k: u32) -> User {
-    let identity = Identity::new();
-    let username = unique_username("b");
-    let password = "correct horse battery".to_string();
-    let registration = identity.registration(&username, &password, n, k);
-    let mut attempt = 0;
-    let user_id = loop {
-        attempt += 1;
-        let (status, body) = post(stack, "/v1/users", &registration).await;
-        match status {
-            200 => break body["user_id"].as_str().expect("user_id").to_string(),
-            503 if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
-            _ => panic!("register: {status} {body}"),
-        }
-    };
-    let login = json!({"username": username, "password": password});
-    let mut attempt = 0;
-    let tokens = loop {
-        attempt += 1;
-        let (status, body) = post(stack, "/v1/sessions", &login).await;
-        match status {
-            200 => break body,
-            503 if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
-            _ => panic!("login: {status} {body}"),
-        }
-    };
-    let token = |k: &str| tokens[k].as_str().expect("token").to_string();
-    User {
-        username,
-        password,
-        user_id,
-        access: token("access_token"),
-        refresh: token("refresh_token"),
-        identity,
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

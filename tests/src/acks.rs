@@ -1,4 +1,4 @@
-//! Ack mode and idempotent sends (issue 14): ack-mode connections (`?ack=1`), `ack` frames, and
+//! Ack mode and idempotent sends: ack-mode connections (`?ack=1`), `ack` frames, and
 //! the small readers the suite needs to tell a pushed frame, a quiet socket and a closed one
 //! apart.
 
@@ -173,19 +173,27 @@ pub async fn inbox_len(stack: &Stack, user_id: &str) -> usize {
         .expect("LLEN")
 }
 
-/// Waits (5 s at most) until `user_id`'s device-1 inbox holds `count` envelopes: the relay has
-/// handled a disconnect that puts unacknowledged envelopes back.
+/// Waits until `user_id`'s device-1 inbox holds `count` envelopes: the relay has handled a
+/// disconnect that puts unacknowledged envelopes back.
 pub async fn wait_inbox_len(stack: &Stack, user_id: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let len = inbox_len(stack, user_id).await;
-        if len == count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the inbox holds {len} envelopes, not {count}, 5 s after the disconnect"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::eventually_eq(
+        "the envelopes in the inbox after the disconnect",
+        count,
+        async || inbox_len(stack, user_id).await,
+    )
+    .await
+}
+
+/// Waits until no connection of `user_id`'s device 1 is registered: the relay has handled the
+/// disconnect of every socket the test dropped or closed (it unregisters a connection, then
+/// hands back what the connection held, in the same `$disconnect`).
+pub async fn wait_disconnected(stack: &Stack, user_id: &str) {
+    let device = uuid::Uuid::parse_str(user_id).expect("a user id");
+    let key = stack.redis_keys().conns(device);
+    let mut redis = stack.redis().await;
+    crate::eventually_eq("the device's registered connections", 0, async || {
+        let n: usize = redis.zcard(&key).await.expect("ZCARD");
+        n
+    })
+    .await
 }

@@ -193,28 +193,91 @@ pub fn error_code(body: &Value) -> &str {
     code
 }
 
-impl User {
-    /// Registers with `n` one-time prekeys and `k` Kyber one-time prekeys, then logs in.
-    pub async fn create(stack: &Stack, n: u32, k: u32) -> Self {
+/// A user to register: `User::builder(&stack)`, the counts it needs, then `create`.
+pub struct NewUser<'a> {
+    stack: &'a Stack,
+    one_time_prekeys: u32,
+    kyber_one_time_prekeys: u32,
+    attempts: u64,
+}
+
+impl NewUser<'_> {
+    /// EC one-time prekeys uploaded with the registration (default 1: one first contact).
+    pub fn one_time_prekeys(mut self, count: u32) -> Self {
+        self.one_time_prekeys = count;
+        self
+    }
+
+    /// Kyber one-time prekeys uploaded with the registration, beside the last-resort Kyber key
+    /// every registration has (default 0: bundles carry the last-resort key).
+    pub fn kyber_one_time_prekeys(mut self, count: u32) -> Self {
+        self.kyber_one_time_prekeys = count;
+        self
+    }
+
+    /// Registration and login tried up to `attempts` times while answered 503 (a DynamoDB
+    /// engine may refuse concurrent transactions with a conflict, nothing written), as a client
+    /// under load retries; default 1: a refusal fails the test.
+    pub fn attempts(mut self, attempts: u64) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Registers, then logs in.
+    pub async fn create(self) -> User {
+        let stack = self.stack;
         let identity = Identity::new();
         let username = unique_username("u");
         let password = "correct horse battery".to_string();
-        let (status, body) = post(
-            stack,
-            "/v1/users",
-            &identity.registration(&username, &password, n, k),
-        )
-        .await;
+        let registration = identity.registration(
+            &username,
+            &password,
+            self.one_time_prekeys,
+            self.kyber_one_time_prekeys,
+        );
+        let (status, body) = self
+            .retried(|| post(stack, "/v1/users", &registration))
+            .await;
         assert_eq!(status, 200, "register: {body}");
         let user_id = body["user_id"].as_str().expect("user_id").to_string();
-        let (access, refresh) = session(stack, &username, &password).await;
-        Self {
+        let (status, tokens) = self.retried(|| login(stack, &username, &password)).await;
+        assert_eq!(status, 200, "login: {tokens}");
+        let token = |name: &str| tokens[name].as_str().expect("token").to_string();
+        User {
+            access: token("access_token"),
+            refresh: token("refresh_token"),
             username,
             password,
             user_id,
-            access,
-            refresh,
             identity,
+        }
+    }
+
+    async fn retried<F: std::future::Future<Output = (u16, Value)>>(
+        &self,
+        mut request: impl FnMut() -> F,
+    ) -> (u16, Value) {
+        let mut attempt = 1;
+        loop {
+            let (status, body) = request().await;
+            if status != 503 || attempt >= self.attempts {
+                return (status, body);
+            }
+            // Backing off, as a client does: the conflict is another request's transaction.
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl User {
+    /// A user to register on `stack`, with 1 EC and no Kyber one-time prekeys unless told.
+    pub fn builder(stack: &Stack) -> NewUser<'_> {
+        NewUser {
+            stack,
+            one_time_prekeys: 1,
+            kyber_one_time_prekeys: 0,
+            attempts: 1,
         }
     }
 
@@ -227,8 +290,8 @@ impl User {
     /// Alice and Bob, one one-time prekey each: the two ends of most relay tests.
     pub async fn pair(stack: &Stack) -> (Self, Self) {
         (
-            Self::create(stack, 1, 0).await,
-            Self::create(stack, 1, 0).await,
+            Self::builder(stack).create().await,
+            Self::builder(stack).create().await,
         )
     }
 
@@ -338,6 +401,23 @@ impl Ws {
             } else {
                 return f;
             }
+        }
+    }
+
+    /// The frames the server queued for this socket before its answer to a `ping` sent now.
+    /// The relay pushes what a request makes it push before it answers the request, and one
+    /// socket's frames arrive in order: once a request is answered, whatever it pushed here
+    /// comes before this pong, so an empty answer shows that nothing was pushed, without a
+    /// quiet wait that only makes that likely.
+    pub async fn frames_before_pong(&mut self) -> Vec<Value> {
+        self.send(json!({"action": "ping"})).await;
+        let mut frames = Vec::new();
+        loop {
+            let f = self.recv().await;
+            if f["type"] == "pong" {
+                return frames;
+            }
+            frames.push(f);
         }
     }
 

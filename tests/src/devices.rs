@@ -1,4 +1,4 @@
-//! Several devices per account (issue 13): linking a device (the provisioning socket, linking
+//! Several devices per account: linking a device (the provisioning socket, linking
 //! codes, `POST /v1/devices`), per-device sessions and bundles, and sends in the per-device form.
 
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct Device {
 }
 
 impl Device {
-    /// The primary device (1) of a user registered with `User::create`, with its first session.
+    /// The primary device (1) of a user registered with `User::builder(..).create()`, with its first session.
     pub fn primary(user: &User) -> Self {
         Self {
             user_id: user.user_id.clone(),
@@ -369,4 +369,23 @@ pub async fn has_device_inbox(stack: &Stack, user_id: &str, device_id: u64) -> b
         .exists(device_inbox_key(stack, user_id, device_id))
         .await
         .expect("EXISTS")
+}
+
+/// Waits until the provisioning socket that `address` was issued to is gone for the relay: its
+/// `$disconnect` has been handled (after the gateway dropped the socket), so a message to the
+/// address can no longer reach it.
+pub async fn wait_provisioning_socket_gone(stack: &Stack, address: &str) {
+    use redis::AsyncCommands;
+    let keys = stack.redis_keys();
+    let mut redis = stack.redis().await;
+    let connection: String = redis
+        .get(keys.provisioning(address))
+        .await
+        .expect("the address's socket");
+    let socket = keys.provisioning_socket(&connection);
+    crate::eventually("the provisioning socket's disconnect", async || {
+        let open: bool = redis.exists(&socket).await.expect("EXISTS");
+        !open
+    })
+    .await
 }

@@ -67,11 +67,16 @@ pub fn limits_off() -> Vec<(String, String)> {
 }
 
 pub fn set_aws_env() {
-    let s = servers();
     // The SDK reads these; every stack of the process uses the same DynamoDB and S3 servers.
-    std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
-    std::env::set_var("AWS_ENDPOINT_URL_S3", &s.s3_url);
-    set_aws_credentials();
+    // Set once: the tests of the binary run on threads beside each other, and the environment
+    // is the process's.
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let s = servers();
+        std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url);
+        std::env::set_var("AWS_ENDPOINT_URL_S3", &s.s3_url);
+        set_aws_credentials();
+    });
 }
 
 /// The harness's dummy credentials: DynamoDB engines accept any; the S3 server is started with

@@ -1,6 +1,6 @@
-//! Issue 14: acknowledged delivery ("ack mode", `?ack=1`) and idempotent sends, over real
+//! Acknowledged delivery ("ack mode", `?ack=1`) and idempotent sends, over real
 //! WebSockets against the local gateway and a real Redis (a cluster too:
-//! `RELAY_TEST_REDIS=cluster`). The contract: docs/api.md §6 and the issue's API notes.
+//! `RELAY_TEST_REDIS=cluster`). The contract: docs/api.md §6.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,8 +10,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 use relay_tests::acks::{
-    ack, ack_frame, ack_lease, acked, connect_ack, envelope_ids, frames_within, inbox_len, names,
-    next_frame, receive_pushed, reply_alone, texts, user_key, wait_inbox_len, with_query, Next,
+    ack, ack_frame, ack_lease, acked, connect_ack, envelope_ids, inbox_len, names, next_frame,
+    receive_pushed, reply_alone, texts, user_key, wait_disconnected, wait_inbox_len, with_query,
+    Next,
 };
 use relay_tests::devices::{
     assert_mismatched, assert_stale, link, message, pending, send_frame, Device,
@@ -23,9 +24,6 @@ use sha2::{Digest, Sha256};
 use shared::validation::encode;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Long enough for the relay to handle a disconnect (or to show it wrongly put something back).
-const SETTLE: Duration = Duration::from_millis(300);
 
 /// A lease and a second: every unacknowledged envelope is due again.
 fn past_lease(stack: &Stack) -> Duration {
@@ -111,7 +109,7 @@ async fn unacked_envelopes_come_back_in_order_after_a_dropped_socket_and_never_a
         json!({"type": "acked", "id": "ack-all", "acked": 6})
     );
     b.close().await;
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
 
     let mut b = connect_ack(&stack, &bob.access).await;
     assert!(b.fetch_all().await.is_empty(), "delivered after its ack");
@@ -127,7 +125,7 @@ async fn unacked_envelopes_come_back_in_order_after_a_dropped_socket_and_never_a
         "delivered after its ack, past the lease"
     );
     b.close().await;
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     assert!(!stack.has_inbox(&bob.user_id).await, "inbox key left");
     let inflight: bool = stack
         .redis()
@@ -274,8 +272,7 @@ async fn after_the_lease_another_connection_of_the_device_fetches_it() {
         (two, one)
     };
     assert!(
-        frames_within(&mut holder, SETTLE).await.is_empty()
-            && frames_within(&mut other, SETTLE).await.is_empty(),
+        holder.frames_before_pong().await.is_empty() && other.frames_before_pong().await.is_empty(),
         "pushed twice"
     );
 
@@ -302,7 +299,7 @@ async fn after_the_lease_another_connection_of_the_device_fetches_it() {
 async fn acking_unknown_foreign_or_malformed_ids_changes_nothing() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let carol = User::create(&stack, 1, 0).await;
+    let carol = User::builder(&stack).create().await;
     let mut a = connect_ack(&stack, &alice.access).await;
     let mut b = connect_ack(&stack, &bob.access).await;
     let mut c = connect_ack(&stack, &carol.access).await;
@@ -389,7 +386,7 @@ async fn unacked_envelopes_in_flight_count_toward_the_inbox_cap() {
     // Alice holds all of it: her next ones are refused.
     send_texts(&mut a, &bob.user_id, "m", 5..7, "dropped").await;
     assert!(
-        frames_within(&mut b, SETTLE).await.is_empty(),
+        b.frames_before_pong().await.is_empty(),
         "a dropped message was pushed"
     );
 
@@ -429,7 +426,7 @@ async fn an_envelope_that_expires_in_flight_is_never_delivered_again() {
     stack.advance(Duration::from_secs(31));
     assert_eq!(texts(&b.fetch_all().await), ["m1"]);
     drop(b);
-    tokio::time::sleep(SETTLE).await;
+    wait_inbox_len(&stack, &bob.user_id, 1).await;
     let mut b = connect_ack(&stack, &bob.access).await;
     assert_eq!(
         texts(&b.fetch_all().await),
@@ -459,7 +456,7 @@ async fn online_only_messages_are_fire_and_forget_in_ack_mode_too() {
     );
 
     drop(b);
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     assert_eq!(inbox_len(&stack, &bob.user_id).await, 0);
     let mut b = connect_ack(&stack, &bob.access).await;
     assert!(
@@ -494,14 +491,14 @@ async fn without_ack_mode_a_written_envelope_is_gone_and_acks_acknowledge_nothin
     drop(b);
 
     // Written by a fetch.
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     send_texts(&mut a, &bob.user_id, "m", 1..2, "queued").await;
     let mut b = bob.connect(&stack).await;
     let fetched = b.fetch_all().await;
     assert_eq!(texts(&fetched), ["m1"]);
     drop(b);
 
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     assert!(!stack.has_inbox(&bob.user_id).await, "inbox key left");
     let inflight: bool = stack
         .redis()
@@ -546,7 +543,7 @@ async fn ack_true_opts_in_too_and_any_other_value_is_fire_and_forget() {
     b.close().await;
 
     for value in ["ack=0", "ack=false", "ack=yes", "ack="] {
-        tokio::time::sleep(SETTLE).await;
+        wait_disconnected(&stack, &bob.user_id).await;
         let mut b = Ws::connect(&with_query(&stack, &bob.access, value))
             .await
             .expect("handshake");
@@ -555,7 +552,7 @@ async fn ack_true_opts_in_too_and_any_other_value_is_fire_and_forget() {
         assert_eq!(reply, sent(&text, "delivered"));
         receive_pushed(&mut b, 1).await;
         drop(b);
-        tokio::time::sleep(SETTLE).await;
+        wait_disconnected(&stack, &bob.user_id).await;
         assert_eq!(
             inbox_len(&stack, &bob.user_id).await,
             0,
@@ -601,7 +598,7 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
     const PER_SENDER: usize = 50;
     const TOTAL: usize = SENDERS * PER_SENDER;
     let stack = Stack::start().await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     let seed: u64 = std::env::var("ACKS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -611,7 +608,7 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
 
     let mut senders = Vec::new();
     for _ in 0..SENDERS {
-        senders.push(User::create(&stack, 1, 0).await);
+        senders.push(User::builder(&stack).create().await);
     }
     let mut sends = Vec::new();
     for (s, sender) in senders.iter().enumerate() {
@@ -724,7 +721,7 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
 
     // The last connection's unacknowledged envelopes are back in the inbox: process them (each
     // one a duplicate now) and ack them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     let mut b = connect_ack(&stack, &bob.access).await;
     for round in 0.. {
         assert!(round < 20, "fetches keep bringing envelopes");
@@ -771,13 +768,13 @@ async fn random_socket_kills_lose_nothing_and_leave_the_inbox_empty() {
     assert_eq!(pending(&mut b).await, 0);
     assert!(b.fetch_all().await.is_empty());
     b.close().await;
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     stack.advance(past_lease(&stack));
     let mut b = connect_ack(&stack, &bob.access).await;
     assert!(b.fetch_all().await.is_empty(), "redelivered past the lease");
     assert_eq!(pending(&mut b).await, 0);
     b.close().await;
-    tokio::time::sleep(SETTLE).await;
+    wait_disconnected(&stack, &bob.user_id).await;
     assert!(!stack.has_inbox(&bob.user_id).await, "inbox key left");
     let inflight: bool = stack
         .redis()
@@ -815,7 +812,7 @@ async fn a_send_repeated_with_its_id_is_stored_once_and_answered_the_same_each_t
     // With Bob online now, a repeat still answers what the first send did and delivers nothing.
     assert_eq!(reply_alone(&mut a, frame).await, first);
     assert!(
-        frames_within(&mut b, SETTLE).await.is_empty(),
+        b.frames_before_pong().await.is_empty(),
         "a repeat delivered"
     );
     assert!(b.fetch_all().await.is_empty(), "a repeat stored");
@@ -833,7 +830,7 @@ async fn a_send_repeated_with_its_id_is_stored_once_and_answered_the_same_each_t
     }
     assert_eq!(texts(&receive_pushed(&mut b, 1).await), ["live once"]);
     assert!(
-        frames_within(&mut b, SETTLE).await.is_empty(),
+        b.frames_before_pong().await.is_empty(),
         "a repeat delivered"
     );
     assert!(b.fetch_all().await.is_empty(), "a repeat stored");
@@ -864,7 +861,7 @@ async fn concurrent_repeats_store_one_envelope_and_get_five_identical_answers() 
     }
     assert_eq!(texts(&receive_pushed(&mut b, 1).await), ["burst"]);
     assert!(
-        frames_within(&mut b, SETTLE).await.is_empty(),
+        b.frames_before_pong().await.is_empty(),
         "a repeat delivered"
     );
     assert!(b.fetch_all().await.is_empty(), "a repeat stored");
@@ -882,7 +879,7 @@ async fn concurrent_repeats_store_one_envelope_and_get_five_identical_answers() 
     }
     assert_eq!(texts(&receive_pushed(&mut b, 1).await), ["rapid"]);
     assert!(
-        frames_within(&mut b, SETTLE).await.is_empty(),
+        b.frames_before_pong().await.is_empty(),
         "a repeat delivered"
     );
     assert!(b.fetch_all().await.is_empty(), "a repeat stored");
@@ -892,7 +889,7 @@ async fn concurrent_repeats_store_one_envelope_and_get_five_identical_answers() 
 async fn a_reused_id_with_other_content_is_refused_and_stores_nothing() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let carol = User::create(&stack, 1, 0).await;
+    let carol = User::builder(&stack).create().await;
     let mut a = connect_ack(&stack, &alice.access).await;
     let original = single(&bob.user_id, "r-1", b"first");
     let first = reply_alone(&mut a, original.clone()).await;
@@ -923,7 +920,7 @@ async fn a_reused_id_with_other_content_is_refused_and_stores_nothing() {
 async fn a_refused_send_is_not_remembered_and_its_id_can_be_used_again() {
     let stack = Stack::start().await;
     let (alice, bob) = User::pair(&stack).await;
-    let carol = User::create(&stack, 1, 0).await;
+    let carol = User::builder(&stack).create().await;
     let bob2 = link(&stack, &bob, 2002).await;
     let mut a = connect_ack(&stack, &alice.access).await;
 
@@ -1429,7 +1426,7 @@ async fn useless_acks_cost_redis_the_same_whatever_is_in_flight() {
     let url = format!("redis://127.0.0.1:{port}");
     let stack = Stack::with_env(&[("REDIS_URL", &url), ("RATE_LIMIT_FRAMES", "300/1")]).await;
     let (attacker, feeder) = User::pair(&stack).await;
-    let bystander = User::create(&stack, 1, 0).await;
+    let bystander = User::builder(&stack).create().await;
     let mut a = connect_ack(&stack, &attacker.access).await;
     assert!(a.fetch_all().await.is_empty());
     let mut b = bystander.connect(&stack).await;

@@ -1,4 +1,4 @@
-//! Attachments (issue 15) over real HTTP: the relay signs, the bytes go straight to and from the
+//! Attachments over real HTTP: the relay signs, the bytes go straight to and from the
 //! process's S3-API server (s3s-fs, which checks SigV4 signatures, presigned URLs' expiry and the
 //! signed headers). What the signed request allows is what storage accepts: exactly the granted
 //! length, at the granted key, until the URL expires.
@@ -11,7 +11,7 @@ use relay_tests::attachments::{
     target, unissued_id, with_changed_signature, without_param, Upload,
 };
 use relay_tests::client::{assert_rate_limited, error_code};
-use relay_tests::{Stack, User};
+use relay_tests::{eventually, Stack, User};
 use serde_json::json;
 
 const MIB: usize = 1024 * 1024;
@@ -75,7 +75,7 @@ async fn a_mebibyte_goes_up_and_comes_back_the_same_through_the_presigned_urls()
 #[tokio::test]
 async fn ids_are_22_characters_of_base64url_and_never_repeat() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let mut ids = HashSet::new();
     for _ in 0..50 {
         let upload = Upload::grant(&stack, &alice.access, 10).await;
@@ -91,7 +91,7 @@ async fn ids_are_22_characters_of_base64url_and_never_repeat() {
 #[tokio::test]
 async fn an_upload_longer_or_shorter_than_the_signed_length_is_refused_and_nothing_stored() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let bytes = random_bytes(4096);
     let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
 
@@ -139,7 +139,7 @@ fn signed_besides_length(upload: &Upload) -> String {
 #[tokio::test]
 async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_granted() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let n = 2048;
     let bytes = random_bytes(n);
 
@@ -192,7 +192,7 @@ async fn a_body_that_lies_about_its_framing_never_stores_more_or_less_than_grant
 #[tokio::test]
 async fn expired_upload_and_download_urls_are_refused() {
     let stack = Stack::with_env(&[("ATTACHMENT_URL_TTL_SECS", "1")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let bytes = random_bytes(1000);
 
     let late = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
@@ -208,8 +208,13 @@ async fn expired_upload_and_download_urls_are_refused() {
     );
     let old_download = body["download_url"].as_str().unwrap().to_string();
 
-    // Storage checks its own (wall) clock, so real time must pass.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Storage checks its own (wall) clock, so real time must pass. The download URL was signed
+    // after the late upload's, so once storage refuses it the upload URL has expired too (a GET
+    // stores nothing, where an upload tried too early would).
+    eventually("storage to refuse the expired download URL", async || {
+        get(&old_download).await.0 == 403
+    })
+    .await;
     let (status, answer) = late.put(&bytes).await;
     assert_eq!(status, 403, "{answer}");
     assert_eq!(s3_code(answer.as_bytes()), "AccessDenied");
@@ -228,7 +233,7 @@ async fn expired_upload_and_download_urls_are_refused() {
 #[tokio::test]
 async fn a_url_with_a_changed_or_missing_signature_is_refused() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let bytes = random_bytes(1000);
     let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
 
@@ -273,7 +278,7 @@ async fn a_url_with_a_changed_or_missing_signature_is_refused() {
 #[tokio::test]
 async fn a_url_is_good_for_its_own_key_only() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let bytes = random_bytes(1000);
     let mine = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
     let other = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
@@ -327,7 +332,7 @@ async fn a_url_is_good_for_its_own_key_only() {
 #[tokio::test]
 async fn sizes_outside_1_to_attachment_max_bytes_get_no_url() {
     let stack = Stack::with_env(&[("ATTACHMENT_MAX_BYTES", "1000")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     for size in [1001, 0, u64::MAX] {
         let (status, body) = create(&stack, &alice.access, size).await;
         assert_eq!(status, 400, "size {size}: {body}");
@@ -363,7 +368,7 @@ async fn sizes_outside_1_to_attachment_max_bytes_get_no_url() {
 
     // The default limit: 100 MiB.
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let (status, body) = create(&stack, &alice.access, 100 * MIB as u64 + 1).await;
     assert_eq!(
         (status, error_code(&body)),
@@ -379,7 +384,7 @@ async fn sizes_outside_1_to_attachment_max_bytes_get_no_url() {
 #[tokio::test]
 async fn both_routes_need_a_valid_token() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let upload = Upload::grant(&stack, &alice.access, 10).await;
     for token in [None, Some("not-a-token")] {
         let r = create_response(&stack, token, 10).await;
@@ -393,7 +398,7 @@ async fn both_routes_need_a_valid_token() {
 #[tokio::test]
 async fn a_malformed_id_is_attachment_not_found_and_an_id_never_uploaded_is_a_storage_404() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let id = unissued_id();
     for bad in [
         "short".to_string(),
@@ -433,7 +438,7 @@ async fn upload_grants_are_rate_limited_per_user() {
 #[tokio::test]
 async fn without_a_bucket_the_routes_are_unavailable() {
     let stack = Stack::with_env(&[("ATTACHMENTS_BUCKET", "")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let (status, body) = create(&stack, &alice.access, 10).await;
     assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
     let (status, body) = download(&stack, Some(&alice.access), &unissued_id()).await;
@@ -549,13 +554,13 @@ async fn grants_until_refused(
 async fn new_accounts_and_one_address_have_upload_budgets_of_their_own() {
     let stack = Stack::with_env(&DEFAULT_UPLOAD_LIMITS).await;
     let start = std::time::Instant::now();
-    let veteran = User::create(&stack, 1, 0).await;
+    let veteran = User::builder(&stack).create().await;
     // The veteran ages past NEW_ACCOUNT_AGE_SECS (one day); its tokens with it.
     stack.advance(Duration::from_secs(86_400 + 1));
     let veteran_access = veteran.log_in(&stack).await.0;
 
     // A fresh account: 10 URLs at once, then one every 6 minutes.
-    let fresh = User::create(&stack, 1, 0).await;
+    let fresh = User::builder(&stack).create().await;
     let (granted, refused) = grants_until_refused(&stack, &fresh.access, 40).await;
     assert_eq!(granted, 10, "a new account's budget");
     assert_rate_limited(refused, 360).await;
@@ -567,13 +572,13 @@ async fn new_accounts_and_one_address_have_upload_budgets_of_their_own() {
     // Every account here shares 127.0.0.1: 120 URLs at once, then one every 15 s, however many
     // accounts ask. 40 are spent; eight more fresh accounts take the other 80.
     for _ in 0..8 {
-        let sybil = User::create(&stack, 1, 0).await;
+        let sybil = User::builder(&stack).create().await;
         let (granted, _) = grants_until_refused(&stack, &sybil.access, 40).await;
         assert_eq!(granted, 10);
     }
     // The address's bucket refills while this runs (Redis' clock, not the stack's): the next
     // account gets what came back since, and is refused well before its own 10.
-    let late = User::create(&stack, 1, 0).await;
+    let late = User::builder(&stack).create().await;
     let (granted, refused) = grants_until_refused(&stack, &late.access, 10).await;
     let refilled = start.elapsed().as_secs() / 15 + 1;
     assert!(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use relay_tests::cluster::{Cluster, NODE_TIMEOUT_MS};
 use relay_tests::inbox::{deliver_one, open, pop, user_of};
-use relay_tests::{Stack, User, Ws};
+use relay_tests::{eventually_within, Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::config::{Bucket, InboxLimits, RedisWait};
 use shared::model::{Device, DeviceAddress, DeviceList};
@@ -415,8 +415,8 @@ async fn relay_journey_on_the_cluster() {
     let cluster = start_cluster().await;
     let env = cluster.env();
     let stack = Stack::with_env(&[("REDIS_URL", &env[0].1), ("REDIS_CLUSTER", &env[1].1)]).await;
-    let alice = User::create(&stack, 2, 0).await;
-    let bob = User::create(&stack, 2, 0).await;
+    let alice = User::builder(&stack).one_time_prekeys(2).create().await;
+    let bob = User::builder(&stack).one_time_prekeys(2).create().await;
     assert_eq!(alice.bundle_of(&stack, &bob.user_id).await.0, 200);
     let mut a = alice.connect(&stack).await;
     let reply = a.send_message(&bob.user_id, "m-1", b"hello").await;
@@ -500,7 +500,7 @@ async fn failover(wait: Option<&str>) -> FailoverReport {
         vars.push(("REDIS_WAIT", w));
     }
     let stack = Stack::with_env(&vars).await;
-    let recipient = User::create(&stack, 1, 0).await;
+    let recipient = User::builder(&stack).create().await;
     let inbox = stack.inbox_key(&recipient.user_id);
     let victim = cluster.primary_of(&inbox);
     let shard = cluster
@@ -514,12 +514,17 @@ async fn failover(wait: Option<&str>) -> FailoverReport {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..4 {
-        let user = User::create(&stack, 1, 0).await;
+        let user = User::builder(&stack).create().await;
         let ws = user.connect(&stack).await;
         let to = recipient.user_id.clone();
         tasks.push(tokio::spawn(sender(i, ws, to, log.clone(), stop.clone())));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually_within(
+        Duration::from_secs(30),
+        "a hundred sends queued before the kill",
+        async || log.lock().unwrap().queued.len() >= 100,
+    )
+    .await;
 
     let killed_at = Instant::now();
     cluster.kill(victim);
@@ -544,25 +549,19 @@ async fn failover(wait: Option<&str>) -> FailoverReport {
         .unwrap()
     };
     // Sends flow again: the relay's own connection found the new primary by itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok_since_promotion = log
-            .lock()
-            .unwrap()
-            .queued
-            .iter()
-            .filter(|(_, at)| *at > promoted_at)
-            .count();
-        if ok_since_promotion >= 50 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sends did not recover within 30 s of the promotion"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually_within(
+        Duration::from_secs(30),
+        "fifty sends queued after the promotion",
+        async || {
+            let log = log.lock().unwrap();
+            log.queued
+                .iter()
+                .filter(|(_, at)| *at > promoted_at)
+                .count()
+                >= 50
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -745,7 +744,7 @@ async fn whole_cluster_down_gives_503_and_writes_nothing() {
     let cluster = start_cluster().await;
     let env = cluster.env();
     let stack = Stack::with_env(&[("REDIS_URL", &env[0].1), ("REDIS_CLUSTER", &env[1].1)]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let before = stack.items("users").await.len();
     for port in cluster.alive() {
         cluster.kill(port);

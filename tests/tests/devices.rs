@@ -1,4 +1,4 @@
-//! Several devices per account (issue 13) over real HTTP and WebSockets: registration's device 1,
+//! Several devices per account over real HTTP and WebSockets: registration's device 1,
 //! linking through the provisioning socket and a single-use code, per-device keys and bundles,
 //! sends in the per-device form (mismatched and stale device lists, nothing stored), copies to
 //! one's own other devices, removal, and sends and bundle fetches racing links and removals.
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use redis::AsyncCommands;
 use relay_tests::client::{
     assert_rate_limited, delete_auth, ec_key, error_code, get_auth, put_auth, refresh,
 };
@@ -17,16 +18,16 @@ use relay_tests::devices::{
     closed_within, code, deliveries, device_bundle, device_from, device_ids, device_keys,
     has_device_inbox, ids, link, link_with_keys, list_devices, login_device, message, pending,
     provision, provisioning_address, provisioning_socket, provisioning_url, remove_device,
-    request_code, send_frame, send_messages, token_claims, Device, LINKED_KYBER_LAST_RESORT_ID,
-    LINKED_KYBER_ONE_TIME_FIRST, LINKED_SIGNED_PREKEY_ID, PRIMARY_REGISTRATION_ID,
+    request_code, send_frame, send_messages, token_claims, wait_provisioning_socket_gone, Device,
+    LINKED_KYBER_LAST_RESORT_ID, LINKED_KYBER_ONE_TIME_FIRST, LINKED_SIGNED_PREKEY_ID,
+    PRIMARY_REGISTRATION_ID,
 };
-use relay_tests::{Identity, Stack, User, Ws};
+use relay_tests::{eventually, Identity, Stack, User, Ws};
 use serde_json::{json, Value};
+use sha2::Digest;
 use shared::validation::encode;
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// How long a socket that should get nothing is watched.
-const QUIET: Duration = Duration::from_millis(300);
 
 /// Asserts that the server closes `ws` within `CLOSE_WAIT`; `what` names the socket.
 async fn assert_closes(ws: &mut Ws, what: &str) {
@@ -87,7 +88,7 @@ async fn assert_nothing_stored(stack: &Stack, devices: &[&Device]) {
 #[tokio::test]
 async fn registration_makes_device_1_and_a_login_without_device_id_is_device_1() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let (status, list) = list_devices(&stack, &alice.access).await;
     assert_eq!(status, 200, "{list}");
     let devices = list["devices"].as_array().expect("devices");
@@ -130,7 +131,7 @@ async fn registration_makes_device_1_and_a_login_without_device_id_is_device_1()
 #[tokio::test]
 async fn a_new_device_links_through_the_provisioning_socket_and_a_code() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
 
     // The new device: an anonymous socket and its one-time address.
     let mut new = Ws::connect(&provisioning_url(&stack))
@@ -247,7 +248,7 @@ async fn a_new_device_links_through_the_provisioning_socket_and_a_code() {
 #[tokio::test]
 async fn refused_device_keys_do_not_spend_the_code() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let code = code(&stack, &alice.access).await;
 
     let mut foreign = device_keys(&alice.identity, &code, 2002, 2, 0);
@@ -285,7 +286,7 @@ async fn refused_device_keys_do_not_spend_the_code() {
 #[tokio::test]
 async fn provisioning_messages_are_capped_at_8192_bytes_and_addresses_are_single_use() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let alice2 = link(&stack, &alice, 2002).await;
 
     // One byte over: refused, and nothing reaches the socket.
@@ -296,7 +297,10 @@ async fn provisioning_messages_are_capped_at_8192_bytes_and_addresses_are_single
         "too_large",
         "8193 bytes",
     );
-    assert_eq!(over.recv_within(QUIET).await, None);
+    assert!(
+        over.frames_before_pong().await.is_empty(),
+        "a refused message reached the socket"
+    );
 
     // Not base64: a bad request.
     let (_open, address) = provisioning_socket(&stack).await;
@@ -333,7 +337,7 @@ async fn provisioning_messages_are_capped_at_8192_bytes_and_addresses_are_single
     );
     let (gone, address) = provisioning_socket(&stack).await;
     gone.close().await;
-    tokio::time::sleep(QUIET).await;
+    wait_provisioning_socket_gone(&stack, &address).await;
     assert_error(
         &provision(&stack, &alice.access, &address, &body).await,
         404,
@@ -392,7 +396,7 @@ async fn the_provisioning_socket_keeps_one_address_and_serves_only_provision_and
 async fn linking_codes_provisioning_messages_and_links_are_rate_limited() {
     // Codes per account.
     let stack = Stack::with_env(&[("RATE_LIMIT_PROVISIONING", "2/3600")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     for _ in 0..2 {
         assert_eq!(request_code(&stack, &alice.access).await.0, 200);
     }
@@ -404,7 +408,7 @@ async fn linking_codes_provisioning_messages_and_links_are_rate_limited() {
         .await
         .unwrap();
     assert_rate_limited(r, 3600).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     assert_eq!(
         request_code(&stack, &bob.access).await.0,
         200,
@@ -413,7 +417,7 @@ async fn linking_codes_provisioning_messages_and_links_are_rate_limited() {
 
     // Provisioning messages per account.
     let stack = Stack::with_env(&[("RATE_LIMIT_PROVISIONING", "2/3600")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     for _ in 0..2 {
         let (_ws, address) = provisioning_socket(&stack).await;
         assert_eq!(
@@ -436,7 +440,7 @@ async fn linking_codes_provisioning_messages_and_links_are_rate_limited() {
 
     // Links per client IP, counted whatever the code.
     let stack = Stack::with_env(&[("RATE_LIMIT_LINK", "2/3600")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     for _ in 0..2 {
         let wrong = device_keys(&alice.identity, &unissued_code(), 2002, 1, 0);
         assert_error(
@@ -469,7 +473,7 @@ async fn linking_codes_provisioning_messages_and_links_are_rate_limited() {
 #[tokio::test]
 async fn a_seventh_device_is_refused_with_the_default_cap_of_six() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     for expected in 2..=6u64 {
         let device = link(&stack, &alice, 2000 + expected).await;
         assert_eq!(device.device_id, expected, "the smallest free id");
@@ -489,7 +493,7 @@ async fn a_seventh_device_is_refused_with_the_default_cap_of_six() {
 #[tokio::test]
 async fn a_code_issued_before_the_account_filled_up_is_refused_too_many_devices() {
     let stack = Stack::with_env(&[("MAX_DEVICES", "2")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let first = code(&stack, &alice.access).await;
     let second = code(&stack, &alice.access).await;
     let (status, answer) =
@@ -520,7 +524,7 @@ async fn a_code_issued_before_the_account_filled_up_is_refused_too_many_devices(
 #[tokio::test]
 async fn only_the_primary_deletes_the_account() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let laptop = link(&stack, &alice, 2002).await;
     let refused = stack
         .http
@@ -548,7 +552,7 @@ async fn only_the_primary_deletes_the_account() {
 #[tokio::test]
 async fn expired_codes_and_addresses_are_refused() {
     let stack = Stack::with_env(&[("PROVISIONING_TTL_SECS", "2")]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let mut ws = Ws::connect(&provisioning_url(&stack)).await.unwrap();
     ws.send(json!({"action": "provision"})).await;
     let reply = ws.recv().await;
@@ -562,9 +566,26 @@ async fn expired_codes_and_addresses_are_refused() {
     );
     let code = issued["code"].as_str().unwrap().to_string();
 
-    // Past the lifetime by the relay's clock and by Redis' own (a native TTL).
+    // Past the lifetime by the relay's clock and by Redis' own (a native TTL, which only real
+    // time runs down).
     stack.advance(Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let keys = stack.redis_keys();
+    let code_hash: String = sha2::Sha256::digest(code.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut redis = stack.redis().await;
+    let expiring = [
+        ("the linking code", keys.link_code(&code_hash)),
+        ("the provisioning address", keys.provisioning(&address)),
+    ];
+    for (what, key) in expiring {
+        eventually(&format!("{what} to expire in Redis"), async || {
+            let kept: bool = redis.exists(&key).await.expect("EXISTS");
+            !kept
+        })
+        .await;
+    }
     assert_error(
         &add_device(&stack, &device_keys(&alice.identity, &code, 2002, 1, 0)).await,
         403,
@@ -586,8 +607,8 @@ async fn expired_codes_and_addresses_are_refused() {
 #[tokio::test]
 async fn keys_uploads_counts_and_bundles_are_per_device() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 2, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).one_time_prekeys(2).create().await;
     let bob1 = Device::primary(&bob);
     let bob2 = link_with_keys(&stack, &bob, 2002, 3, 1).await;
     assert_eq!(bob1.counts(&stack).await, (2, 0));
@@ -678,8 +699,8 @@ async fn keys_uploads_counts_and_bundles_are_per_device() {
 #[tokio::test]
 async fn an_exhausted_device_makes_a_strict_bundle_412_and_nothing_is_consumed() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).create().await;
     let bob1 = Device::primary(&bob);
     let bob2 = link_with_keys(&stack, &bob, 2002, 3, 0).await;
     assert_eq!(
@@ -722,8 +743,8 @@ async fn an_exhausted_device_makes_a_strict_bundle_412_and_nothing_is_consumed()
 #[tokio::test]
 async fn with_bundle_without_one_time_an_exhausted_device_comes_without_a_one_time_prekey() {
     let stack = Stack::with_env(&[("BUNDLE_WITHOUT_ONE_TIME", "1")]).await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).create().await;
     let bob2 = link_with_keys(&stack, &bob, 2002, 2, 0).await;
     assert_eq!(
         device_bundle(&stack, &alice.access, &bob.user_id, "*")
@@ -772,7 +793,7 @@ async fn each_connected_device_receives_exactly_its_own_ciphertext() {
     for (ws, body) in [(&mut b1, &b"for one"[..]), (&mut b2, &b"for two"[..])] {
         let frame = ws.recv().await;
         assert_envelope(only_envelope(&frame), body, &alice.user_id, 1);
-        assert_eq!(ws.recv_within(QUIET).await, None, "a second push");
+        assert!(ws.frames_before_pong().await.is_empty(), "a second push");
         assert_eq!(pending(ws).await, 0);
     }
 }
@@ -972,8 +993,8 @@ async fn the_old_form_reaches_a_single_device_and_is_mismatched_for_two() {
 #[tokio::test]
 async fn copies_to_ones_own_devices_skip_the_sending_device() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).create().await;
     let alice1 = Device::primary(&alice);
     let alice2 = link(&stack, &alice, 2002).await;
     let me = alice.user_id.as_str();
@@ -985,7 +1006,10 @@ async fn copies_to_ones_own_devices_skip_the_sending_device() {
     assert_eq!(r["type"], "sent", "{r}");
     assert_eq!(deliveries(&r), vec![(2, "delivered".into())]);
     assert_envelope(only_envelope(&a2.recv().await), b"sync", me, 1);
-    assert_eq!(a1.recv_within(QUIET).await, None, "an echo to the sender");
+    assert!(
+        a1.frames_before_pong().await.is_empty(),
+        "an echo to the sender"
+    );
 
     // The sending device itself is an extra device.
     let with_self = vec![alice1.message(b"echo"), alice2.message(b"echo")];
@@ -998,7 +1022,10 @@ async fn copies_to_ones_own_devices_skip_the_sending_device() {
     let r = send_messages(&mut a2, me, "back", vec![alice1.message(b"from two")]).await;
     assert_eq!(deliveries(&r), vec![(1, "delivered".into())], "{r}");
     assert_envelope(only_envelope(&a1.recv().await), b"from two", me, 2);
-    assert_eq!(a2.recv_within(QUIET).await, None, "an echo to the sender");
+    assert!(
+        a2.frames_before_pong().await.is_empty(),
+        "an echo to the sender"
+    );
 
     // The old form to oneself: accepted as the target set (device 2) has one device.
     a1.send(json!({"action": "send", "to": me, "id": "old", "body": encode(b"old copy")}))
@@ -1116,8 +1143,8 @@ async fn removing_a_device_ends_its_socket_tokens_keys_and_inbox() {
 #[tokio::test]
 async fn a_linked_device_may_remove_itself_but_no_other_and_device_1_stays() {
     let stack = Stack::start().await;
-    let bob = User::create(&stack, 1, 0).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
+    let alice = User::builder(&stack).create().await;
     let bob2 = link(&stack, &bob, 2002).await;
     let bob3 = link(&stack, &bob, 3003).await;
 
@@ -1260,7 +1287,7 @@ async fn a_relinked_device_may_not_repeat_its_predecessors_registration_id() {
 #[tokio::test]
 async fn the_connection_cap_applies_per_device() {
     let stack = Stack::with_env(&[("MAX_CONNECTIONS_PER_USER", "1")]).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     let bob1 = Device::primary(&bob);
     let bob2 = link(&stack, &bob, 2002).await;
     let mut first = bob1.connect(&stack).await;
@@ -1284,8 +1311,8 @@ async fn the_connection_cap_applies_per_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_concurrent_star_bundles_hand_out_each_key_at_most_once() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 25, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).one_time_prekeys(25).create().await;
     let bob1 = Device::primary(&bob);
     let bob2 = link_with_keys(&stack, &bob, 2002, 25, 0).await;
     let results = futures::future::join_all(
@@ -1415,13 +1442,11 @@ impl Race {
 
     /// Waits until `n` sends were accepted, so that the change lands while sends run.
     async fn accepted_at_least(&self, n: usize) {
-        for _ in 0..1000 {
-            if self.accepted.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("fewer than {n} sends accepted before the change");
+        eventually(
+            &format!("{n} sends accepted before the change"),
+            async || self.accepted.load(Ordering::SeqCst) >= n,
+        )
+        .await
     }
 }
 

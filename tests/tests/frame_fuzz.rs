@@ -257,9 +257,13 @@ async fn answer(ws: &mut Ws) -> Answer {
 
 #[tokio::test]
 async fn every_fuzzed_frame_is_answered_or_closes_with_its_code() {
+    // It measures the resident memory of the whole process.
+    if !relay_tests::run_alone!() {
+        return;
+    }
     let started = Instant::now();
     let stack = Stack::start().await;
-    let user = User::create(&stack, 1, 0).await;
+    let user = User::builder(&stack).create().await;
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut ws = user.connect(&stack).await;
     let rss_before = rss_kib();
@@ -319,9 +323,13 @@ async fn every_fuzzed_frame_is_answered_or_closes_with_its_code() {
 /// served and the connection stays open.
 #[tokio::test]
 async fn an_ack_flood_is_answered_frame_by_frame_and_hurts_no_one() {
+    // Its frames must outrun the limit's refill: other tests of the process would slow them.
+    if !relay_tests::run_alone!() {
+        return;
+    }
     let stack = Stack::with_env(&[("RATE_LIMIT_FRAMES", "300/1")]).await;
     let (flooder, feeder) = User::pair(&stack).await;
-    let bystander = User::create(&stack, 1, 0).await;
+    let bystander = User::builder(&stack).create().await;
     let url = format!("{}&ack=1", stack.ws_url(&flooder.access));
     let mut ws = Ws::connect(&url).await.expect("ack-mode handshake");
     let mut f = feeder.connect(&stack).await;
@@ -400,8 +408,12 @@ async fn an_ack_flood_is_answered_frame_by_frame_and_hurts_no_one() {
 /// violation); it stays up, serves a fresh connection, and its memory stays bounded.
 #[tokio::test]
 async fn a_ping_flood_is_closed_with_1008_and_the_server_stays_up() {
+    // It measures the resident memory of the whole process.
+    if !relay_tests::run_alone!() {
+        return;
+    }
     let stack = Stack::start().await;
-    let user = User::create(&stack, 1, 0).await;
+    let user = User::builder(&stack).create().await;
     let mut rng = StdRng::seed_from_u64(SEED ^ 0x9119);
     let rss_before = rss_kib();
     let mut ws = user.connect(&stack).await;

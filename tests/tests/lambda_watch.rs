@@ -18,10 +18,20 @@ struct Watch(Child);
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: signals to the process group this test created.
         unsafe {
-            libc::kill(-(self.0.id() as i32), libc::SIGTERM);
+            libc::kill(group, libc::SIGTERM);
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // A moment to stop cleanly, then whatever is left is killed.
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < deadline {
+            let exited = matches!(self.0.try_wait(), Ok(Some(_)));
+            if exited && unsafe { libc::kill(group, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         unsafe {
             libc::kill(-(self.0.id() as i32), libc::SIGKILL);
         }

@@ -1,13 +1,23 @@
-//! The message relay over real WebSockets against the local gateway and a real redis-server.
+//! The message relay over real WebSockets against the local gateway and a real Redis (a cluster
+//! too: `RELAY_TEST_REDIS=cluster`): delivery, queues, expiry, bad frames, pushes; a fetch that
+//! dies mid-write loses nothing, and a fetch ends at its deadline.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use relay_tests::acks::inbox_len;
 use relay_tests::client::{delete_auth, error_code};
+use relay_tests::eventually;
+use relay_tests::inbox::deliver_one;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
+use shared::frames::Envelope;
+use shared::storage::{
+    ConnectionRegistry, Delivery, Inbox, Registration, StoredEnvelope, POP_BATCH,
+};
 use shared::validation::{base64, encode};
+use uuid::Uuid;
 
 fn body_of(envelope: &Value) -> Vec<u8> {
     base64("body", envelope["body"].as_str().expect("body")).expect("base64 body")
@@ -16,8 +26,8 @@ fn body_of(envelope: &Value) -> Vec<u8> {
 #[tokio::test]
 async fn offline_cycle_delivers_exact_bytes_once_and_leaves_nothing_stored() {
     let stack = Stack::start().await;
-    let alice = User::create(&stack, 1, 0).await;
-    let bob = User::create(&stack, 3, 0).await;
+    let alice = User::builder(&stack).create().await;
+    let bob = User::builder(&stack).one_time_prekeys(3).create().await;
     assert_eq!(alice.bundle_of(&stack, &bob.user_id).await.0, 200);
     let payload: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
     let mut a = alice.connect(&stack).await;
@@ -123,13 +133,16 @@ async fn expired_envelopes_are_never_delivered_and_the_key_expires() {
         vec![b"new".to_vec()]
     );
     // Carol never connects: her inbox key carries the native TTL and vanishes with it.
-    let carol = User::create(&stack, 1, 0).await;
+    let carol = User::builder(&stack).create().await;
     a.send_message(&carol.user_id, "later", b"later").await;
     let mut redis = stack.redis().await;
     let ttl: i64 = redis.ttl(stack.inbox_key(&carol.user_id)).await.unwrap();
     assert!((1..=4).contains(&ttl), "native TTL {ttl}");
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert!(!stack.has_inbox(&carol.user_id).await, "key did not expire");
+    // Redis expires the key by its own clock: real time has to pass.
+    eventually("Carol's inbox key to expire", async || {
+        !stack.has_inbox(&carol.user_id).await
+    })
+    .await;
     assert!(b.fetch_all().await.is_empty());
 }
 
@@ -169,7 +182,7 @@ async fn messages_for_a_vanished_connection_are_kept_for_the_next_fetch() {
 #[tokio::test]
 async fn handshake_refuses_missing_invalid_expired_and_revoked_tokens() {
     let stack = Stack::with_env(&[("ACCESS_TOKEN_TTL_SECS", "1"), ("JWT_LEEWAY_SECS", "0")]).await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     let base = format!("ws://{}/ws", stack.addr);
     assert_eq!(Ws::connect(&base).await.err(), Some(401), "missing");
     assert_eq!(
@@ -191,7 +204,7 @@ async fn handshake_refuses_missing_invalid_expired_and_revoked_tokens() {
         "expired"
     );
     let stack = Stack::start().await;
-    let carol = User::create(&stack, 1, 0).await;
+    let carol = User::builder(&stack).create().await;
     assert!(Ws::connect(&stack.ws_url(&carol.access)).await.is_ok());
     assert_eq!(
         delete_auth(&stack, "/v1/sessions/current", &carol.access).await,
@@ -241,10 +254,10 @@ async fn online_only_is_delivered_live_or_dropped_never_stored() {
 #[tokio::test]
 async fn five_hundred_messages_from_ten_senders_arrive_exactly_once() {
     let stack = Stack::start().await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     let mut senders = Vec::new();
     for _ in 0..10 {
-        senders.push(User::create(&stack, 1, 0).await);
+        senders.push(User::builder(&stack).create().await);
     }
     let bob_id = bob.user_id.clone();
     let tasks: Vec<_> = senders
@@ -267,15 +280,20 @@ async fn five_hundred_messages_from_ten_senders_arrive_exactly_once() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Bob connects once some messages wait for him, while the others are being sent.
+    eventually("a first message queued for Bob", async || {
+        inbox_len(&stack, &bob_id).await > 0
+    })
+    .await;
     let mut b = bob.connect(&stack).await;
     let mut seen: Vec<Value> = b.fetch_all().await;
     for t in tasks {
         t.await.unwrap();
     }
-    // Anything sent after the fetch arrived live; drain what is left and any frame in flight.
+    // Anything sent after the fetch arrived live; drain what is left and any frame in flight
+    // (every send is answered, so whatever it pushed comes before the pong).
     seen.extend(b.fetch_all().await);
-    while let Some(f) = b.recv_within(Duration::from_millis(300)).await {
+    for f in b.frames_before_pong().await {
         seen.extend(f["messages"].as_array().cloned().unwrap_or_default());
     }
     let tags: Vec<String> = seen
@@ -345,7 +363,7 @@ async fn deleting_the_account_erases_the_inbox() {
 async fn the_management_api_pusher_reaches_live_connections_and_reports_gone_ones() {
     use shared::storage::{apigateway::ManagementApiPusher, PushError};
     let stack = Stack::start().await;
-    let bob = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack).create().await;
     let mut b = bob.connect(&stack).await;
     let mut config = stack.config.clone();
     // The Management API has a loopback listener of its own, not the public one.
@@ -419,4 +437,156 @@ async fn a_send_behind_a_long_backlog_reports_queued_and_nothing_is_lost() {
         .map(|e| u32::from_be_bytes(body_of(e).try_into().unwrap()))
         .collect();
     assert_eq!(seq, (0..151).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetches interrupted mid-write or past their deadline
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `count` messages `m0`, `m1`, … from `from` to `to`, each stored (`queued`).
+async fn queue(from: &mut Ws, to: &User, count: usize) {
+    for i in 0..count {
+        let reply = from
+            .send_message(&to.user_id, &format!("m{i}"), format!("m{i}").as_bytes())
+            .await;
+        assert_eq!(reply["delivery"], "queued", "{reply}");
+    }
+}
+
+/// The message texts of fetched envelopes, in the order they arrived.
+fn texts(envelopes: &[Value]) -> Vec<String> {
+    envelopes
+        .iter()
+        .map(|e| {
+            let body = shared::validation::base64("body", e["body"].as_str().unwrap()).unwrap();
+            String::from_utf8(body).unwrap()
+        })
+        .collect()
+}
+
+fn expected(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("m{i}")).collect()
+}
+
+#[tokio::test]
+async fn a_batch_left_in_flight_by_a_crashed_fetch_arrives_in_order_once() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    const COUNT: usize = 150;
+    queue(&mut a, &bob, COUNT).await;
+
+    // A fetch takes its first batch, as the relay's fetch does, and dies before writing it.
+    let store = stack.redis_store().await;
+    let lease = stack.config.relay.fetch_lease;
+    let now = shared::clock::system().now_ms();
+    let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
+    let taken = store
+        .take_in_flight(
+            bob_id.into(),
+            POP_BATCH,
+            now + lease.as_millis() as u64,
+            now,
+        )
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), POP_BATCH);
+    drop(taken);
+
+    // Once the dead fetch's lease has passed, the next fetch gets everything, oldest first.
+    stack.advance(lease + Duration::from_secs(1));
+    let mut b = bob.connect(&stack).await;
+    assert_eq!(texts(&b.fetch_all().await), expected(COUNT));
+    assert!(b.fetch_all().await.is_empty(), "delivered twice");
+}
+
+#[tokio::test]
+async fn a_fetch_past_its_deadline_stops_and_says_fetch_again() {
+    // Deadline 0: each fetch writes one frame (always at least one), then stops.
+    let stack = Stack::with_env(&[("FETCH_DEADLINE_MS", "0")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    const COUNT: usize = 150;
+    queue(&mut a, &bob, COUNT).await;
+
+    let mut b = bob.connect(&stack).await;
+    b.send(json!({"action": "fetch"})).await;
+    let mut first = Vec::new();
+    let reply = b.until_reply(&mut first).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert_eq!(first.len(), POP_BATCH, "one frame of one batch");
+    b.send(json!({"action": "list"})).await;
+    assert_eq!(b.recv().await["pending"], COUNT - POP_BATCH);
+
+    let rest = b.fetch_all().await;
+    let all: Vec<Value> = first.into_iter().chain(rest).collect();
+    assert_eq!(texts(&all), expected(COUNT));
+}
+
+/// A send to a connected recipient takes the waiting backlog out of the inbox to push it; if the
+/// function dies while pushing, the backlog waits in flight and the next fetch after the lease
+/// gets it, in order, once.
+#[tokio::test]
+async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    const WAITING: usize = 3;
+    queue(&mut a, &bob, WAITING).await;
+
+    // Bob shows up on a connection of a function instance that then dies: the delivery takes
+    // the backlog and the new envelope for that connection, and nothing is ever pushed.
+    let store = stack.redis_store().await;
+    let now = shared::clock::system().now_ms();
+    let lease = stack.config.relay.fetch_lease;
+    let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
+    let ghost = Registration {
+        user_id: bob_id,
+        device_id: 1,
+        session_id: Uuid::new_v4(),
+        valid_until_ms: now + 600_000,
+        ack: false,
+        new_account_until_ms: 0,
+    };
+    store
+        .register("ghost", &ghost, now)
+        .await
+        .expect("register");
+    let json = serde_json::to_string(&Envelope {
+        id: Uuid::new_v4(),
+        from: Uuid::parse_str(&alice.user_id).unwrap(),
+        source_device: 1,
+        sent_at: now,
+        body: shared::validation::encode(format!("m{WAITING}").as_bytes()),
+    })
+    .unwrap();
+    let envelope = StoredEnvelope::new(now + 3_600_000, &json);
+    let outcome = deliver_one(
+        &store,
+        bob_id,
+        &envelope,
+        false,
+        now,
+        now + lease.as_millis() as u64,
+    )
+    .await
+    .expect("deliver");
+    let Some(Delivery::Online {
+        envelopes,
+        in_flight,
+        ..
+    }) = outcome
+    else {
+        panic!("expected an online delivery, got {outcome:?}");
+    };
+    assert_eq!(envelopes.len(), WAITING + 1);
+    assert!(in_flight);
+    drop(envelopes);
+    store.unregister("ghost").await.expect("unregister");
+
+    stack.advance(lease + Duration::from_secs(1));
+    let mut b = bob.connect(&stack).await;
+    assert_eq!(texts(&b.fetch_all().await), expected(WAITING + 1));
+    assert!(b.fetch_all().await.is_empty(), "delivered twice");
 }

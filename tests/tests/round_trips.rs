@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use relay_tests::client::User;
 use relay_tests::servers::{servers, start_redis};
-use relay_tests::Stack;
+use relay_tests::{eventually, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -88,13 +88,37 @@ async fn redis_monitor(port: u16) -> Counts {
     counts
 }
 
-async fn settle_and_take(counts: &Counts) -> BTreeMap<String, u64> {
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    std::mem::take(&mut *counts.lock().unwrap())
+/// A connection that sends a marker command (`ECHO`, which the relay never sends) to Redis, as
+/// is, without the handshake a client library sends.
+struct Marker(TcpStream);
+
+impl Marker {
+    async fn connect(port: u16) -> Self {
+        Self(TcpStream::connect(("127.0.0.1", port)).await.unwrap())
+    }
+
+    /// The commands counted so far. MONITOR lists commands in the order Redis runs them: once
+    /// it lists the marker, sent now, every command run before it has been counted.
+    async fn take(&mut self, counts: &Counts) -> BTreeMap<String, u64> {
+        self.0.write_all(b"ECHO marker\r\n").await.unwrap();
+        let mut reply = [0u8; 64];
+        let _ = self.0.read(&mut reply).await.unwrap();
+        eventually("MONITOR to list the marker", async || {
+            counts.lock().unwrap().contains_key("echo")
+        })
+        .await;
+        let mut taken = std::mem::take(&mut *counts.lock().unwrap());
+        taken.remove("echo");
+        taken
+    }
 }
 
 #[tokio::test]
 async fn round_trips_per_bundle_fetch_and_per_message() {
+    // It points the process's DynamoDB endpoint at its proxy and counts what goes through.
+    if !relay_tests::run_alone!() {
+        return;
+    }
     let (proxy, dynamo_counts) = counting_proxy(servers().dynamodb_url.clone()).await;
     let (redis_port, _redis) = start_redis();
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
@@ -117,16 +141,21 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
     ));
     let counted = Stack::attach(addr, config, &servers().dynamodb_url).await;
 
-    let bob = User::create(&stack, 20, 20).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let bob = User::builder(&stack)
+        .one_time_prekeys(20)
+        .kyber_one_time_prekeys(20)
+        .create()
+        .await;
+    let alice = User::builder(&stack).create().await;
     let redis_counts = redis_monitor(redis_port).await;
+    let mut marker = Marker::connect(redis_port).await;
     assert_eq!(
         alice.bundle_of(&counted, &bob.user_id).await.0,
         200,
         "warm-up"
     );
     dynamo_counts.lock().unwrap().clear();
-    settle_and_take(&redis_counts).await;
+    marker.take(&redis_counts).await;
     const FETCHES: u64 = 10;
     for _ in 0..FETCHES {
         assert_eq!(alice.bundle_of(&counted, &bob.user_id).await.0, 200);
@@ -137,7 +166,7 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
         .iter()
         .map(|(k, v)| (k.clone(), v / FETCHES))
         .collect();
-    let per_fetch_redis = settle_and_take(&redis_counts).await;
+    let per_fetch_redis = marker.take(&redis_counts).await;
     println!(
         "per bundle fetch: DynamoDB {dynamo:?}, Redis {per_fetch_redis:?} over {FETCHES} fetches"
     );
@@ -163,7 +192,7 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
     let mut a = alice.connect(&counted).await;
     a.send_message(&bob.user_id, "warm", b"warm").await;
     b.recv().await;
-    settle_and_take(&redis_counts).await;
+    marker.take(&redis_counts).await;
     const MESSAGES: u64 = 50;
     for i in 0..MESSAGES {
         assert_eq!(
@@ -172,7 +201,7 @@ async fn round_trips_per_bundle_fetch_and_per_message() {
         );
         b.recv().await;
     }
-    let per_message = settle_and_take(&redis_counts).await;
+    let per_message = marker.take(&redis_counts).await;
     println!(
         "per relayed message (recipient online): Redis {per_message:?} over {MESSAGES} messages"
     );

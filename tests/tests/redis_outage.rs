@@ -9,7 +9,7 @@ async fn redis_going_down_gives_503_and_writes_nothing() {
     let (port, mut redis) = start_redis();
     let url = format!("redis://127.0.0.1:{port}");
     let stack = Stack::with_env(&[("REDIS_URL", url.as_str())]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let before = stack.items("users").await.len();
     redis.kill().unwrap();
     redis.wait().unwrap();

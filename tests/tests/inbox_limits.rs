@@ -82,7 +82,7 @@ async fn assert_holders_in_step(stack: &Stack, user_id: &str) {
 async fn a_flooder_makes_room_from_its_own_oldest_never_from_a_smaller_holder() {
     let stack = Stack::with_env(&[("INBOX_MAX", "20")]).await;
     let (victim, friend) = User::pair(&stack).await;
-    let flooder = User::create(&stack, 1, 0).await;
+    let flooder = User::builder(&stack).create().await;
     let mut f = friend.connect(&stack).await;
     send_all_queued(&mut f, &victim.user_id, "f", 0..3, b"hi").await;
 
@@ -141,7 +141,7 @@ async fn concurrent_floods_of_large_messages_stay_under_the_inbox_byte_cap() {
     // Three flooders, each on its own connection, sending at once.
     let mut flooders = Vec::new();
     for _ in 0..3 {
-        let user = User::create(&stack, 1, 0).await;
+        let user = User::builder(&stack).create().await;
         let ws = user.connect(&stack).await;
         flooders.push((user, ws));
     }
@@ -205,7 +205,8 @@ async fn throwaway_accounts_cannot_evict_a_contacts_queued_messages() {
     send_all_queued(&mut c, &victim.user_id, "c", 0..10, &[3u8; 64 * KIB]).await;
 
     // 86 fresh accounts send two maximum-size messages each, a few at a time.
-    let throwaways = futures::future::join_all((0..86).map(|_| User::create(&stack, 1, 0))).await;
+    let throwaways =
+        futures::future::join_all((0..86).map(|_| User::builder(&stack).create())).await;
     let mut told = HashMap::<String, usize>::new();
     for chunk in throwaways.chunks(8) {
         let runs = chunk.iter().map(|t| {
@@ -274,7 +275,7 @@ async fn throwaway_accounts_cannot_evict_a_contacts_queued_messages() {
 async fn the_byte_quota_limits_what_one_sender_writes() {
     let stack = Stack::with_env(&[("RATE_LIMIT_MESSAGE_BYTES", "200000/3600")]).await;
     let (sender, a) = User::pair(&stack).await;
-    let b = User::create(&stack, 1, 0).await;
+    let b = User::builder(&stack).create().await;
     let mut ws = sender.connect(&stack).await;
     for (i, to) in [&a, &b, &a].iter().enumerate() {
         let reply = ws
@@ -299,7 +300,7 @@ async fn the_pair_limit_is_per_recipient_and_a_refusal_costs_nothing() {
     ])
     .await;
     let (sender, victim) = User::pair(&stack).await;
-    let other = User::create(&stack, 1, 0).await;
+    let other = User::builder(&stack).create().await;
     let mut ws = sender.connect(&stack).await;
     send_all_queued(&mut ws, &victim.user_id, "m", 0..5, b"x").await;
     for i in 5..8 {
@@ -324,7 +325,7 @@ async fn the_pair_limit_is_per_recipient_and_a_refusal_costs_nothing() {
 async fn fetching_and_listing_keep_the_accounting_exact() {
     let stack = Stack::with_env(&[("INBOX_MAX", "10")]).await;
     let (victim, friend) = User::pair(&stack).await;
-    let flooder = User::create(&stack, 1, 0).await;
+    let flooder = User::builder(&stack).create().await;
     let mut f = friend.connect(&stack).await;
     let mut m = flooder.connect(&stack).await;
     for i in 0..8 {

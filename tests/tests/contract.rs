@@ -80,12 +80,16 @@ fn fuzz(stack: &Stack, user: &User, operations: &[&str], exclude: bool, label: &
 async fn the_running_relay_answers_as_openapi_json_says_on_every_route() {
     let stack = Stack::start().await;
     let stack_ref = &stack;
-    let user = User::create(stack_ref, 5, 2).await;
+    let user = User::builder(stack_ref)
+        .one_time_prekeys(5)
+        .kyber_one_time_prekeys(2)
+        .create()
+        .await;
     // Logging out or deleting the account would end the token for the routes after them: those
     // two run last, on a user of their own.
     let ending = ["Logout", "DeleteMe"];
     let keeping = tokio::task::block_in_place(|| fuzz(stack_ref, &user, &ending, true, "routes"));
-    let last = User::create(stack_ref, 1, 0).await;
+    let last = User::builder(stack_ref).create().await;
     let ended = tokio::task::block_in_place(|| fuzz(stack_ref, &last, &ending, false, "ending"));
     assert!(keeping > 100 && ended > 0, "{keeping} + {ended} requests");
     eprintln!("schemathesis: {} requests in all", keeping + ended);

@@ -1,16 +1,19 @@
-//! Every client frame counts against the user's frame limit (`RATE_LIMIT_FRAMES`): frames that
-//! cost the relay a Redis round trip without sending anything (`ping`, `list`, `fetch`,
-//! `provision`) cannot be looped, and a refused frame leaves the connection open. A provisioning
-//! socket's frames count against the socket's own budget (`RATE_LIMIT_PROVISIONING_FRAMES`).
+//! What a client frame may be and how many a client may send. Every client frame counts against
+//! the user's frame limit (`RATE_LIMIT_FRAMES`): frames that cost the relay a Redis round trip
+//! without sending anything (`ping`, `list`, `fetch`, `provision`) cannot be looped, and a refused
+//! frame leaves the connection open. A provisioning socket's frames count against the socket's
+//! own budget (`RATE_LIMIT_PROVISIONING_FRAMES`). A frame `id` is a string of at most 128 bytes;
+//! anything else is refused with an `invalid_frame` error that does not echo it, and nothing is
+//! stored.
 
 use std::time::Duration;
 
 use futures::SinkExt;
-use relay_tests::client::{closed_within, User};
+use relay_tests::client::closed_within;
 use relay_tests::devices::{provisioning_address, provisioning_socket, provisioning_url};
-use relay_tests::stack::Stack;
-use relay_tests::Ws;
-use serde_json::json;
+use relay_tests::{Stack, User, Ws};
+use serde_json::{json, Value};
+use shared::validation::encode;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -51,7 +54,7 @@ async fn provision_on_a_devices_own_connection_counts_against_the_frame_limit() 
     const BATCH: usize = 500;
     const MAX_FRAMES: usize = 20_000;
     let stack = Stack::with_defaults(&["RATE_LIMIT_FRAMES"]).await;
-    let alice = User::create(&stack, 1, 0).await;
+    let alice = User::builder(&stack).create().await;
     let mut ws = alice.connect(&stack).await;
     let provision = json!({"action": "provision"}).to_string();
     let mut answered = 0;
@@ -134,4 +137,59 @@ async fn a_provisioning_socket_past_its_frame_budget_is_refused_and_closed() {
     let (mut other, _) = provisioning_socket(&stack).await;
     other.send(json!({"action": "ping"})).await;
     assert_eq!(other.recv().await["type"], "pong");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame ids
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn frame_ids_are_strings_of_at_most_128_bytes() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let mut a = alice.connect(&stack).await;
+    let send =
+        |id: Value| json!({"action": "send", "to": bob.user_id, "id": id, "body": encode(b"hi")});
+
+    for bad in [
+        json!("x".repeat(100 * 1024)),
+        json!("x".repeat(129)),
+        json!(42),
+        json!({"nested": ["x"]}),
+        json!(["x"]),
+        json!(true),
+    ] {
+        a.send(send(bad.clone())).await;
+        let e = a.recv().await;
+        let shown: String = bad.to_string().chars().take(40).collect();
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str(), e["id"].is_null()),
+            (Some("error"), Some("invalid_frame"), true),
+            "id {shown}: the reply was {}",
+            e.to_string().chars().take(200).collect::<String>()
+        );
+        assert!(e["message"].as_str().unwrap().contains("128 bytes"), "{e}");
+    }
+    a.send(json!({"action": "ping", "id": "p".repeat(129)}))
+        .await;
+    assert_eq!(a.recv().await["code"], "invalid_frame");
+
+    // Nothing of the refused sends reached bob's inbox.
+    let mut b = bob.connect(&stack).await;
+    b.send(json!({"action": "list"})).await;
+    assert_eq!(b.recv().await, json!({"type": "inbox", "pending": 0}));
+
+    // 128 bytes (of multi-byte characters, too) are fine and echoed; so is no id at all.
+    for id in ["i".repeat(128), "é".repeat(64)] {
+        let reply = a.send_message(&bob.user_id, &id, b"ok").await;
+        assert_eq!(reply["type"], "sent", "{reply}");
+        assert_eq!(reply["id"], id.as_str());
+    }
+    a.send(json!({"action": "send", "to": bob.user_id, "body": encode(b"no id")}))
+        .await;
+    let reply = a.recv().await;
+    assert_eq!(
+        (&reply["type"], &reply["id"]),
+        (&json!("sent"), &Value::Null)
+    );
 }
