@@ -285,3 +285,20 @@ impl Drop for Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A rate limit added to the code but not to `tests/limits-off.env` would throttle every
+    /// suite that assumes the limits are out of the way.
+    #[test]
+    fn limits_off_lifts_every_rate_limit() {
+        let off = super::limits_off();
+        for setting in shared::config::RateLimits::SETTINGS {
+            assert!(
+                off.iter().any(|(var, _)| var == setting.var),
+                "tests/limits-off.env does not set {}",
+                setting.var
+            );
+        }
+    }
+}
