@@ -7,9 +7,10 @@ use crate::config::Config;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
+use crate::services::relay::{self, Relay};
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
-    directory::KeyDirectory, relay::Relay, AccountAge,
+    directory::KeyDirectory, AccountAge, Limiter,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -74,6 +75,7 @@ impl App {
         let redis_arc = Arc::new(redis.clone());
         let dynamo_arc = Arc::new(dynamo.clone());
         let auth = Authenticator::new(tokens.clone(), redis_arc.clone());
+        let limiter = Limiter::new(redis_arc.clone(), config.rate_limits);
         let accounts = Accounts {
             users: dynamo_arc.clone(),
             sessions: dynamo_arc.clone(),
@@ -81,10 +83,9 @@ impl App {
             inbox: redis_arc.clone(),
             connections: redis_arc.clone(),
             sockets,
-            limiter: redis_arc.clone(),
+            limiter: limiter.clone(),
             hashing: PasswordHashing::new(config.argon2)?,
             tokens,
-            limits: config.rate_limits,
         };
         let age = AccountAge::new(
             dynamo_arc.clone(),
@@ -94,8 +95,7 @@ impl App {
         let keys = KeyDirectory {
             keys: dynamo_arc.clone(),
             users: dynamo_arc.clone(),
-            limiter: redis_arc.clone(),
-            limits: config.rate_limits,
+            limiter: limiter.clone(),
             key_limits: config.keys,
             device_limits: config.devices,
             age: age.clone(),
@@ -104,8 +104,7 @@ impl App {
             (Some(blobs), Some(settings)) => Some(Attachments {
                 blobs,
                 age,
-                limiter: redis_arc.clone(),
-                limits: config.rate_limits,
+                limiter: limiter.clone(),
                 config: settings.clone(),
             }),
             _ => None,
@@ -139,24 +138,19 @@ impl App {
     /// The relay service, pushing through `pusher`.
     pub fn relay(&self, pusher: Arc<dyn Pusher>) -> Relay {
         let redis = Arc::new(self.redis.clone());
-        Relay {
+        let parts = relay::Parts {
             auth: self.auth.clone(),
+            limiter: self.accounts.limiter.clone(),
+            age: self.keys.age.clone(),
             inbox: redis.clone(),
             registry: redis.clone(),
             users: Arc::new(self.dynamo.clone()),
             provisioning: redis.clone(),
-            sent_log: redis.clone(),
-            limiter: redis,
+            sent_log: redis,
             pusher,
-            limits: self.config.rate_limits,
-            inbox_limits: self.config.inbox,
-            senders: Default::default(),
-            timings: self.config.relay,
-            max_connections: self.config.max_connections_per_user,
-            device_limits: self.config.devices,
-            age: self.keys.age.clone(),
             clock: self.clock.clone(),
-        }
+        };
+        Relay::new(parts, &self.config)
     }
 
     /// `GET /healthz`: both stores answer.

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::{give_back, limit, Limit};
-use crate::config::RateLimits;
+use super::{Limit, Limiter};
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::{Principal, RefreshToken, TokenIssuer};
 use crate::error::{Error, Result};
@@ -15,8 +14,8 @@ use crate::model::{
     RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut, MAX_DEVICE_ID, PRIMARY_DEVICE,
 };
 use crate::storage::{
-    ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher, RateLimiter, Revocations,
-    Rotation, SessionRecord, SessionStore, UserStore,
+    ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher, Revocations, Rotation,
+    SessionRecord, SessionStore, UserStore,
 };
 use crate::validation;
 
@@ -35,15 +34,14 @@ pub struct Accounts {
     /// Closes the WebSocket connections of ended sessions; without it (a function that has no
     /// Management API endpoint) they are refused at their next frame instead.
     pub(crate) sockets: Option<Arc<dyn Pusher>>,
-    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) limiter: Limiter,
     pub(crate) hashing: PasswordHashing,
     pub(crate) tokens: TokenIssuer,
-    pub(crate) limits: RateLimits,
 }
 
 impl Accounts {
     async fn limit_auth(&self, ip: &str) -> Result<()> {
-        limit(self.limiter.as_ref(), &self.limits, Limit::Auth { ip }, 1).await
+        self.limiter.take(Limit::Auth { ip }).await
     }
 
     /// `POST /v1/users`
@@ -89,7 +87,7 @@ impl Accounts {
         // Only a wrong password keeps its token; anything else was no guess.
         if !matches!(checked, Err(Error::InvalidCredentials)) {
             for which in &charged {
-                give_back(self.limiter.as_ref(), &self.limits, *which, 1).await;
+                self.limiter.give_back(*which, 1).await;
             }
         }
         let creds = match checked {
@@ -125,9 +123,9 @@ impl Accounts {
         let buckets = std::iter::once(Limit::LoginFailures { ip })
             .chain(name.map(|username| Limit::LoginFailuresUser { username }));
         for which in buckets {
-            if let Err(e) = limit(self.limiter.as_ref(), &self.limits, which, 1).await {
+            if let Err(e) = self.limiter.take(which).await {
                 for taken in &charged {
-                    give_back(self.limiter.as_ref(), &self.limits, *taken, 1).await;
+                    self.limiter.give_back(*taken, 1).await;
                 }
                 if matches!(e, Error::RateLimited { .. }) {
                     let per = match which {
@@ -379,13 +377,7 @@ impl Accounts {
     /// not, taken or not) costs the same.
     pub async fn lookup(&self, who: &Principal, username: &str) -> Result<UserOut> {
         let requester = who.user_id;
-        limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::Lookup { requester },
-            1,
-        )
-        .await?;
+        self.limiter.take(Limit::Lookup { requester }).await?;
         let name = validation::username(username).map_err(|_| Error::UserNotFound)?;
         self.users
             .find_by_name(&name)

@@ -7,20 +7,19 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
-use super::{give_back, limit, AccountAge, Limit};
-use crate::config::{AttachmentsConfig, RateLimits};
+use super::{AccountAge, Limit, Limiter};
+use crate::config::AttachmentsConfig;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
 use crate::model::{AttachmentDownloadOut, AttachmentRequest, AttachmentUploadOut};
-use crate::storage::{BlobStore, RateLimiter};
+use crate::storage::BlobStore;
 use crate::validation;
 
 #[derive(Clone)]
 pub struct Attachments {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) age: AccountAge,
-    pub(crate) limiter: Arc<dyn RateLimiter>,
-    pub(crate) limits: RateLimits,
+    pub(crate) limiter: Limiter,
     pub(crate) config: AttachmentsConfig,
 }
 
@@ -85,11 +84,13 @@ impl Attachments {
         } else {
             Limit::Attachments { user }
         };
-        let (limiter, limits) = (self.limiter.as_ref(), &self.limits);
-        limit(limiter, limits, own, 1).await?;
-        let by_address = limit(limiter, limits, Limit::AttachmentsIp { ip: source_ip }, 1).await;
+        self.limiter.take(own).await?;
+        let by_address = self
+            .limiter
+            .take(Limit::AttachmentsIp { ip: source_ip })
+            .await;
         if by_address.is_err() {
-            give_back(limiter, limits, own, 1).await;
+            self.limiter.give_back(own, 1).await;
         }
         by_address
     }
@@ -98,13 +99,9 @@ impl Attachments {
     /// an id never uploaded or expired).
     pub async fn download(&self, who: &Principal, id: &str) -> Result<AttachmentDownloadOut> {
         // Each URL makes storage serve (and bill) the file again: counted before anything else.
-        limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::AttachmentDownloads { user: who.user_id },
-            1,
-        )
-        .await?;
+        self.limiter
+            .take(Limit::AttachmentDownloads { user: who.user_id })
+            .await?;
         if !well_formed(id) {
             return Err(Error::AttachmentNotFound);
         }

@@ -9,14 +9,14 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::accounts::Accounts;
-use super::{limit, Limit};
+use super::Limit;
 use crate::config::DeviceLimits;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
 use crate::frames::ServerFrame;
 use crate::model::{
-    DeviceAddress, DeviceId, DevicesOut, LinkDeviceRequest, ProvisioningCodeOut, TokensOut,
-    PRIMARY_DEVICE,
+    DeviceAddress, DeviceId, DeviceList, DevicesOut, LinkDeviceRequest, ProvisioningCodeOut,
+    TokensOut, PRIMARY_DEVICE,
 };
 use crate::storage::{KeyStore, Provisioning, PushError};
 use crate::validation;
@@ -44,12 +44,7 @@ impl Devices {
             return Err(Error::Forbidden);
         }
         self.limit_provisioning(who).await?;
-        let list = self
-            .accounts
-            .users
-            .devices(who.user_id)
-            .await?
-            .ok_or(Error::UserNotFound)?;
+        let list = self.device_list(who).await?;
         if list.devices.len() >= self.device_limits.max_devices as usize {
             return Err(Error::TooManyDevices);
         }
@@ -67,16 +62,21 @@ impl Devices {
         })
     }
 
+    /// The account's devices, as the user store lists them.
+    async fn device_list(&self, who: &Principal) -> Result<DeviceList> {
+        self.accounts
+            .users
+            .devices(who.user_id)
+            .await?
+            .ok_or(Error::UserNotFound)
+    }
+
     async fn limit_provisioning(&self, who: &Principal) -> Result<()> {
-        let accounts = &self.accounts;
         let user = who.user_id;
-        limit(
-            accounts.limiter.as_ref(),
-            &accounts.limits,
-            Limit::Provisioning { user },
-            1,
-        )
-        .await
+        self.accounts
+            .limiter
+            .take(Limit::Provisioning { user })
+            .await
     }
 
     /// `PUT /v1/provisioning/{address}`: writes the opaque message to the provisioning socket
@@ -136,13 +136,7 @@ impl Devices {
     /// leaves the code usable.
     pub async fn link(&self, req: LinkDeviceRequest, ip: &str) -> Result<TokensOut> {
         let accounts = &self.accounts;
-        limit(
-            accounts.limiter.as_ref(),
-            &accounts.limits,
-            Limit::Link { ip },
-            1,
-        )
-        .await?;
+        accounts.limiter.take(Limit::Link { ip }).await?;
         let hash = code_hash(&req.code);
         let owner = self
             .provisioning
@@ -192,12 +186,7 @@ impl Devices {
 
     /// `GET /v1/devices`
     pub async fn list(&self, who: &Principal) -> Result<DevicesOut> {
-        let list = self
-            .accounts
-            .users
-            .devices(who.user_id)
-            .await?
-            .ok_or(Error::UserNotFound)?;
+        let list = self.device_list(who).await?;
         Ok(DevicesOut {
             devices: list.devices.iter().map(Into::into).collect(),
         })

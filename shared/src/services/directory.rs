@@ -2,22 +2,21 @@
 
 use std::sync::Arc;
 
-use super::{give_back, limit, AccountAge, Limit};
-use crate::config::{DeviceLimits, KeyLimits, RateLimits};
+use super::{AccountAge, Limit, Limiter};
+use crate::config::{DeviceLimits, KeyLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
 use crate::model::{
     Bundle, BundleOut, DeviceAddress, DeviceBundleOut, DeviceId, DevicesBundleOut, KeyCounts,
     KeyUpload, KeysUploadRequest, SignedPreKeyOut, UserId, PRIMARY_DEVICE,
 };
-use crate::storage::{KeyStore, RateLimiter, UserStore};
+use crate::storage::{KeyStore, UserStore};
 
 #[derive(Clone)]
 pub struct KeyDirectory {
     pub(crate) keys: Arc<dyn KeyStore>,
     pub(crate) users: Arc<dyn UserStore>,
-    pub(crate) limiter: Arc<dyn RateLimiter>,
-    pub(crate) limits: RateLimits,
+    pub(crate) limiter: Limiter,
     pub(crate) key_limits: KeyLimits,
     pub(crate) device_limits: DeviceLimits,
     pub(crate) age: AccountAge,
@@ -28,13 +27,7 @@ impl KeyDirectory {
     pub async fn upload(&self, who: &Principal, req: KeysUploadRequest) -> Result<KeyCounts> {
         let user = who.user_id;
         let device = DeviceAddress::new(user, who.device_id);
-        limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::KeysUpload { user },
-            1,
-        )
-        .await?;
+        self.limiter.take(Limit::KeysUpload { user }).await?;
         let (profile, stored) =
             futures::try_join!(self.keys.profile(device), self.keys.counts(device))?;
         let profile = profile.ok_or(Error::UserNotFound)?;
@@ -120,21 +113,12 @@ impl KeyDirectory {
             if requester == target {
                 return Ok(());
             }
-            limit(
-                self.limiter.as_ref(),
-                &self.limits,
-                Limit::BundlePair { requester, target },
-                1,
-            )
-            .await
+            self.limiter
+                .take(Limit::BundlePair { requester, target })
+                .await
         };
         let (a, b, is_new) = futures::join!(
-            limit(
-                self.limiter.as_ref(),
-                &self.limits,
-                Limit::Bundle { requester },
-                1
-            ),
+            self.limiter.take(Limit::Bundle { requester }),
             pair,
             self.age.is_new(requester),
         );
@@ -162,13 +146,13 @@ impl KeyDirectory {
         devices: &[DeviceId],
         allow_without_one_time: bool,
     ) -> Result<Vec<Bundle>> {
-        limit(self.limiter.as_ref(), &self.limits, budget, 1).await?;
+        self.limiter.take(budget).await?;
         let taken = self
             .keys
             .take_bundles(target, devices, allow_without_one_time)
             .await;
         if taken.is_err() {
-            give_back(self.limiter.as_ref(), &self.limits, budget, 1).await;
+            self.limiter.give_back(budget, 1).await;
         }
         taken
     }

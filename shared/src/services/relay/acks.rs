@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::relay::{Payload, Relay, Sent};
-use super::{decided, limit, Limit};
+use super::{Payload, Relay, Sent};
 use crate::error::{Error, Result};
 use crate::frames::Delivery;
 use crate::model::DeviceAddress;
+use crate::services::Limit;
 use crate::storage::{Charge, Claim, Remembering};
 
 /// Sends with ids are remembered for 24 h, in at most 256 KiB of Redis per device, the oldest
@@ -62,18 +62,18 @@ impl Relay {
         let key = which.key();
         let charge = Charge {
             key: &key,
-            bucket: which.bucket(&self.limits),
+            bucket: self.limiter.bucket(&which),
             cost: 1,
         };
         let (decision, acked) = self.inbox.ack(device, ids, charge).await?;
-        decided(&which, decision)?;
+        self.limiter.decided(&which, decision)?;
         Ok(acked)
     }
 
     /// A send remembered by (device, id): the first stores and records its answer; a repeat
     /// with the same content gets that answer (waiting for it while the first is under way),
     /// one with other content is refused. A refused send is forgotten, so it may be retried.
-    pub(crate) async fn send_once(
+    pub(super) async fn send_once(
         &self,
         from: DeviceAddress,
         new_account: bool,
@@ -83,29 +83,51 @@ impl Relay {
         online_only: bool,
     ) -> Result<Sent> {
         let hash = content_hash(to, &payload, online_only);
+        if let Some(answer) = self.claim(from, id, &hash).await? {
+            return Ok(answer);
+        }
+        match self
+            .send_from(from, new_account, to, payload, online_only)
+            .await
+        {
+            // Nothing was stored anywhere: a repeat may try again.
+            Ok(sent) if sent.devices.iter().all(|d| d.delivery == Delivery::Dropped) => {
+                self.forget_send(from, id).await;
+                Ok(sent)
+            }
+            Ok(sent) => {
+                self.record_send(from, id, &hash, &sent).await?;
+                Ok(sent)
+            }
+            Err(e) => {
+                self.forget_send(from, id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims the id for this send: `None` when it is new (the caller sends), the first send's
+    /// answer for a repeat (waiting for it while the first is under way).
+    async fn claim(&self, from: DeviceAddress, id: &str, hash: &str) -> Result<Option<Sent>> {
         let deadline = self.clock.now_ms() + REPEAT_WAIT.as_millis() as u64;
         let mut charged = false;
         loop {
             match self
                 .sent_log
-                .claim(from, id, &hash, self.clock.now_ms(), REMEMBERING)
+                .claim(from, id, hash, self.clock.now_ms(), REMEMBERING)
                 .await?
             {
-                Claim::New => break,
+                Claim::New => return Ok(None),
                 // A repeat is a frame like any other (a first send pays with the send's limits).
                 _ if !charged => {
-                    limit(
-                        self.limiter.as_ref(),
-                        &self.limits,
-                        Limit::Frames { user: from.user_id },
-                        1,
-                    )
-                    .await?;
+                    self.limiter
+                        .take(Limit::Frames { user: from.user_id })
+                        .await?;
                     charged = true;
-                    continue;
                 }
                 Claim::Done(answer) => {
                     return serde_json::from_str(&answer)
+                        .map(Some)
                         .map_err(|e| Error::Internal(format!("remembered answer: {e}")))
                 }
                 Claim::Conflict => return Err(Error::IdReused),
@@ -120,36 +142,32 @@ impl Relay {
                 }
             }
         }
-        match self
-            .send_from(from, new_account, to, payload, online_only)
+    }
+
+    /// Records a stored send's answer for its repeats.
+    async fn record_send(
+        &self,
+        from: DeviceAddress,
+        id: &str,
+        hash: &str,
+        sent: &Sent,
+    ) -> Result<()> {
+        let answer = serde_json::to_string(sent).map_err(|e| Error::Internal(e.to_string()))?;
+        // Stored either way: a failure here only means a repeat may store again.
+        if let Err(e) = self
+            .sent_log
+            .record(from, id, hash, &answer, self.clock.now_ms(), REMEMBERING)
             .await
         {
-            // Nothing was stored anywhere: a repeat may try again.
-            Ok(sent) if sent.devices.iter().all(|d| d.delivery == Delivery::Dropped) => {
-                if let Err(forget) = self.sent_log.forget(from, id).await {
-                    forget.log();
-                }
-                Ok(sent)
-            }
-            Ok(sent) => {
-                let answer =
-                    serde_json::to_string(&sent).map_err(|e| Error::Internal(e.to_string()))?;
-                // Stored either way: a failure here only means a repeat may store again.
-                if let Err(e) = self
-                    .sent_log
-                    .record(from, id, &hash, &answer, self.clock.now_ms(), REMEMBERING)
-                    .await
-                {
-                    e.log();
-                }
-                Ok(sent)
-            }
-            Err(e) => {
-                if let Err(forget) = self.sent_log.forget(from, id).await {
-                    forget.log();
-                }
-                Err(e)
-            }
+            e.log();
+        }
+        Ok(())
+    }
+
+    /// Forgets a send that stored nothing, so that it may be retried.
+    async fn forget_send(&self, from: DeviceAddress, id: &str) {
+        if let Err(e) = self.sent_log.forget(from, id).await {
+            e.log();
         }
     }
 }

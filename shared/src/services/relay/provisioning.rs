@@ -3,20 +3,16 @@
 
 use rand::RngCore;
 
-use super::relay::Relay;
-use super::{limit, Limit};
+use super::Relay;
 use crate::error::{Error, Result};
+use crate::services::Limit;
 
 impl Relay {
     /// `$connect` of a provisioning socket (no token): counted per IP like any handshake.
     pub async fn connect_provisioning(&self, connection_id: &str, source_ip: &str) -> Result<()> {
-        limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::ConnectIp { ip: source_ip },
-            1,
-        )
-        .await?;
+        self.limiter
+            .take(Limit::ConnectIp { ip: source_ip })
+            .await?;
         self.provisioning
             .open_socket(connection_id, self.device_limits.provisioning_ttl.as_secs())
             .await?;
@@ -58,7 +54,7 @@ impl Relay {
 
     /// A frame of a connection that is no device's: allowed while it is a live provisioning
     /// socket within its frame budget. `Unauthorized` otherwise, which ends the connection.
-    pub(crate) async fn provisioning_frame(&self, connection_id: &str) -> Result<()> {
+    pub(super) async fn provisioning_frame(&self, connection_id: &str) -> Result<()> {
         if !self.provisioning.is_socket(connection_id).await? {
             return Err(Error::Unauthorized);
         }
@@ -69,13 +65,10 @@ impl Relay {
     /// frames of one socket may reach any function instance). A socket past it has nothing left
     /// to ask for that a well-behaved client would: it is over, as an expired one is.
     async fn spend_provisioning_frame(&self, connection_id: &str) -> Result<()> {
-        let spent = limit(
-            self.limiter.as_ref(),
-            &self.limits,
-            Limit::ProvisioningFrames { connection_id },
-            1,
-        )
-        .await;
+        let spent = self
+            .limiter
+            .take(Limit::ProvisioningFrames { connection_id })
+            .await;
         match spent {
             Err(Error::RateLimited { .. }) => {
                 tracing::info!(connection_id, "provisioning socket past its frame budget");

@@ -1,0 +1,286 @@
+//! Writing what was taken from a device's inbox to its connections, and settling it in the
+//! inbox: one writer for the push after a send and for `fetch` (and for any fan-out that takes
+//! envelopes for a device and holds its connections).
+
+use super::Relay;
+use crate::error::{Error, Result};
+use crate::frames::{pack_messages, Delivery};
+use crate::model::DeviceAddress;
+use crate::storage::{Delivery as Stored, PushError, StoredEnvelope, POP_BATCH};
+
+/// Where a device's envelopes may be written: its live connections, best first (latest-ending
+/// registration), and those of them in ack mode.
+pub(super) struct Route {
+    pub device: DeviceAddress,
+    pub connections: Vec<String>,
+    pub acking: Vec<String>,
+}
+
+/// Envelopes taken out of a device's inbox to be written.
+pub(super) struct Taken {
+    pub envelopes: Vec<StoredEnvelope>,
+    /// They wait in the device's in-flight list, leased until then; `None`: handed over without
+    /// being stored.
+    pub lease_until: Option<u64>,
+    /// What is not written goes back to the head of the inbox, in order; otherwise it is
+    /// dropped (an online-only send).
+    pub requeue: bool,
+}
+
+/// No frame is written at or after `at_ms` once one has been (`wrote`: by an earlier batch of
+/// the same fetch), so every fetch makes progress and none outlives its function.
+#[derive(Clone, Copy)]
+pub(super) struct Deadline {
+    pub at_ms: u64,
+    pub wrote: bool,
+}
+
+/// What became of envelopes given to [`Relay::write`].
+pub(super) struct Written {
+    /// The unexpired envelopes no connection took, in order.
+    pub unsent: Vec<StoredEnvelope>,
+    /// At least one frame was written.
+    pub wrote: bool,
+    /// The last connection tried stopped taking frames (it is dropped from the registry when
+    /// gone).
+    pub failure: Option<PushError>,
+    /// Writing stopped at the deadline.
+    pub late: bool,
+    /// Whether the inbox recorded the outcome (the leased envelopes settled, or the unsent put
+    /// back); when it did not, leased envelopes stay in flight until their lease ends.
+    pub recorded: Result<()>,
+}
+
+impl Relay {
+    /// One device's part of a stored send (`sent`, its envelope): when the device is online,
+    /// what was taken for it is written ([`Self::write`]), and the send counts as delivered
+    /// there only if its own envelope was written.
+    pub(super) async fn push_stored(
+        &self,
+        device: DeviceAddress,
+        outcome: Stored,
+        sent: &StoredEnvelope,
+        online_only: bool,
+        lease_until: u64,
+    ) -> Delivery {
+        let (connections, acking, envelopes, in_flight) = match outcome {
+            Stored::Dropped => return Delivery::Dropped,
+            Stored::Queued => return Delivery::Queued,
+            Stored::Online {
+                connections,
+                ack_connections,
+                envelopes,
+                in_flight,
+            } => (connections, ack_connections, envelopes, in_flight),
+        };
+        // With a long backlog the new envelope may not be among those taken.
+        let taken_sent = envelopes.contains(sent);
+        let route = Route {
+            device,
+            connections,
+            acking,
+        };
+        let taken = Taken {
+            envelopes,
+            lease_until: in_flight.then_some(lease_until),
+            requeue: !online_only,
+        };
+        let written = self.write(&route, taken, None).await;
+        // On failure they stay in flight and a fetch after the lease gets them back.
+        if let Err(e) = written.recorded {
+            e.log();
+        }
+        match (taken_sent && !written.unsent.contains(sent), online_only) {
+            (true, _) => Delivery::Delivered,
+            (false, true) => Delivery::Dropped,
+            (false, false) => Delivery::Queued,
+        }
+    }
+
+    /// Writes `taken` to the route's connections in frames, in order, moving on to the next
+    /// connection when one fails (one found gone leaves the registry). Expired envelopes are
+    /// dropped. What was written to an ack-mode connection stays in flight until acknowledged;
+    /// the rest of a leased batch leaves the in-flight list, its unsent part back at the head
+    /// (when `requeue`).
+    pub(super) async fn write(
+        &self,
+        route: &Route,
+        taken: Taken,
+        deadline: Option<Deadline>,
+    ) -> Written {
+        let now = self.clock.now_ms();
+        let mut pending: Vec<StoredEnvelope> = taken
+            .envelopes
+            .iter()
+            .filter(|e| !e.is_expired(now))
+            .cloned()
+            .collect();
+        let mut awaiting_ack: Vec<StoredEnvelope> = Vec::new();
+        let (mut wrote, mut failure, mut late) = (false, None, false);
+        for conn in &route.connections {
+            if pending.is_empty() || late {
+                break;
+            }
+            let stop = deadline.map(|d| Deadline {
+                wrote: d.wrote || wrote,
+                ..d
+            });
+            let frames = self.write_frames(conn, &pending, stop).await;
+            wrote |= frames.sent > 0;
+            late = frames.late;
+            let written = pending.drain(..frames.sent);
+            if route.acking.contains(conn) {
+                awaiting_ack.extend(written);
+            } else {
+                drop(written);
+            }
+            if let Some(PushError::Gone) = frames.failure {
+                if let Err(e) = self.registry.remove(route.device, conn).await {
+                    e.log();
+                }
+            }
+            failure = frames.failure;
+        }
+        let recorded = self
+            .settle(route.device, taken, &awaiting_ack, &pending)
+            .await;
+        Written {
+            unsent: pending,
+            wrote,
+            failure,
+            late,
+            recorded,
+        }
+    }
+
+    /// Writes envelopes to one connection in frames until one fails or the deadline passes.
+    async fn write_frames(
+        &self,
+        connection_id: &str,
+        envelopes: &[StoredEnvelope],
+        deadline: Option<Deadline>,
+    ) -> Frames {
+        let mut frames = Frames {
+            sent: 0,
+            failure: None,
+            late: false,
+        };
+        for (frame, count) in pack_messages(envelopes.iter().map(StoredEnvelope::json)) {
+            if let Some(d) = deadline {
+                if (d.wrote || frames.sent > 0) && self.clock.now_ms() >= d.at_ms {
+                    frames.late = true;
+                    break;
+                }
+            }
+            match self.pusher.push(connection_id, &frame).await {
+                Ok(()) => frames.sent += count,
+                Err(e) => {
+                    if let PushError::Failed(detail) = &e {
+                        tracing::warn!(connection_id, detail = %detail, "push failed");
+                    }
+                    frames.failure = Some(e);
+                    break;
+                }
+            }
+        }
+        frames
+    }
+
+    /// Records in the inbox what became of `taken`: a leased batch leaves the in-flight list
+    /// but for what awaits an acknowledgement, its `unsent` part back at the head when
+    /// `requeue`; envelopes handed over unstored are put back only when unsent and `requeue`.
+    async fn settle(
+        &self,
+        device: DeviceAddress,
+        taken: Taken,
+        awaiting_ack: &[StoredEnvelope],
+        unsent: &[StoredEnvelope],
+    ) -> Result<()> {
+        let unsent = if taken.requeue { unsent } else { &[] };
+        let Some(lease_until) = taken.lease_until else {
+            return match unsent {
+                [] => Ok(()),
+                unsent => self.inbox.requeue(device, unsent).await,
+            };
+        };
+        let settled: Vec<StoredEnvelope> = taken
+            .envelopes
+            .into_iter()
+            .filter(|e| !awaiting_ack.contains(e))
+            .collect();
+        // Everything taken awaits an acknowledgement: nothing to settle.
+        if settled.is_empty() {
+            return Ok(());
+        }
+        self.inbox
+            .settle_in_flight(device, &settled, lease_until, unsent)
+            .await
+    }
+
+    /// `fetch`: writes the inbox to the connection, oldest first; `Ok` means drained. Each batch
+    /// waits in the inbox's in-flight list while it is written, so a function that crashes or
+    /// times out mid-fetch loses nothing (a fetch after the lease puts it back). After
+    /// `fetch_deadline` no further frame is written (the first always is, so every fetch makes
+    /// progress): the rest stays in the inbox and the answer is `FetchUnfinished`.
+    pub async fn fetch(&self, connection_id: &str) -> Result<()> {
+        let registration = self.frame_from(connection_id).await?;
+        let device = registration.device();
+        let started = self.clock.now_ms();
+        let at_ms = started + self.timings.fetch_deadline.as_millis() as u64;
+        let lease_until = started + self.timings.fetch_lease.as_millis() as u64;
+        let connections = vec![connection_id.to_string()];
+        let route = Route {
+            device,
+            acking: if registration.ack {
+                connections.clone()
+            } else {
+                vec![]
+            },
+            connections,
+        };
+        let mut wrote = false;
+        loop {
+            let now = self.clock.now_ms();
+            if wrote && now >= at_ms {
+                return match self.inbox.pending(device, now).await? {
+                    0 => Ok(()),
+                    _ => Err(Error::FetchUnfinished),
+                };
+            }
+            let envelopes = self
+                .inbox
+                .take_in_flight(device, POP_BATCH, lease_until, now)
+                .await?;
+            if envelopes.is_empty() {
+                return Ok(());
+            }
+            let taken = Taken {
+                envelopes,
+                lease_until: Some(lease_until),
+                requeue: true,
+            };
+            let written = self
+                .write(&route, taken, Some(Deadline { at_ms, wrote }))
+                .await;
+            wrote |= written.wrote;
+            written.recorded?;
+            match written.failure {
+                None if written.late => return Err(Error::FetchUnfinished),
+                None => {}
+                Some(_) => {
+                    return Err(Error::Unavailable(
+                        "connection could not be written; messages kept".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// How far writing to one connection went.
+struct Frames {
+    /// Envelopes written, from the first.
+    sent: usize,
+    failure: Option<PushError>,
+    late: bool,
+}

@@ -1,0 +1,263 @@
+//! `send`: one ciphertext per device of the recipient, charged, checked against the recipient's
+//! devices, stored for all of them or none, then pushed to those online.
+
+use uuid::Uuid;
+
+use super::Relay;
+use crate::error::{Error, Result};
+use crate::frames::{Delivery, DeviceDelivery, DeviceMessage, Envelope};
+use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
+use crate::services::Limit;
+use crate::storage::{Addressed, Delivery as Stored, Fanned, Fanout, StoredEnvelope};
+use crate::validation;
+
+/// What a `send` carries: one body (the form from before devices) or one per device.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Body(String),
+    Devices(Vec<DeviceMessage>),
+}
+
+/// The outcome of a `send`: overall and per device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sent {
+    pub delivery: Delivery,
+    pub devices: Vec<DeviceDelivery>,
+}
+
+/// One device's ciphertext, decoded, with the registration id the sender knows for it.
+struct Part {
+    device_id: DeviceId,
+    registration_id: Option<u32>,
+    bytes: Vec<u8>,
+}
+
+impl Relay {
+    /// `send`: relays one ciphertext per device of `to` from the connection's device, checked
+    /// against `to`'s devices and stored for all of them or none.
+    pub async fn send(
+        &self,
+        connection_id: &str,
+        to: &str,
+        payload: Payload,
+        online_only: bool,
+        id: Option<&str>,
+    ) -> Result<Sent> {
+        let from = self.sender(connection_id).await?;
+        let new_account = self.clock.now_ms() < from.new_account_until_ms;
+        match id {
+            // An ack-mode connection's sends with an id are remembered: a repeat stores nothing.
+            Some(id) if from.ack => {
+                self.send_once(from.device(), new_account, id, to, payload, online_only)
+                    .await
+            }
+            _ => {
+                self.send_from(from.device(), new_account, to, payload, online_only)
+                    .await
+            }
+        }
+    }
+
+    /// A send from `from` (the connection's device, already authenticated); `new_account`: its
+    /// account is younger than `NEW_ACCOUNT_AGE_SECS`.
+    pub(super) async fn send_from(
+        &self,
+        from: DeviceAddress,
+        new_account: bool,
+        to: &str,
+        payload: Payload,
+        online_only: bool,
+    ) -> Result<Sent> {
+        let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
+        let legacy = matches!(payload, Payload::Body(_));
+        let parts = self.parts(payload)?;
+        self.charge_send(from.user_id, to, &parts).await?;
+        let now = self.clock.now_ms();
+        let mut fanout = Fanout {
+            to,
+            sender_device: (to == from.user_id).then_some(from.device_id),
+            legacy,
+            online_only,
+            envelopes: self.envelopes(from, new_account, parts, now)?,
+        };
+        // What a delivery takes out of an inbox to push waits in flight until written, so a
+        // function that dies while pushing loses nothing (a fetch after the lease gets it).
+        let lease = now + self.timings.fetch_lease.as_millis() as u64;
+        let outcomes = self.store(&mut fanout, now, lease).await?;
+        let pushes =
+            outcomes
+                .into_iter()
+                .zip(&fanout.envelopes)
+                .map(|((device_id, outcome), sent)| {
+                    let device = DeviceAddress::new(to, device_id);
+                    self.push_device(device, outcome, &sent.envelope, online_only, lease)
+                });
+        let devices = futures::future::join_all(pushes).await;
+        let delivery = overall(&devices);
+        tracing::debug!(from = %from.user_id, %to, ?delivery, "message relayed");
+        Ok(Sent { delivery, devices })
+    }
+
+    /// One recipient device's part of the send, pushed when it is online.
+    async fn push_device(
+        &self,
+        device: DeviceAddress,
+        outcome: Stored,
+        sent: &StoredEnvelope,
+        online_only: bool,
+        lease: u64,
+    ) -> DeviceDelivery {
+        let delivery = self
+            .push_stored(device, outcome, sent, online_only, lease)
+            .await;
+        DeviceDelivery {
+            device_id: device.device_id,
+            delivery,
+        }
+    }
+
+    /// The payload's ciphertexts, decoded and each within the body cap.
+    fn parts(&self, payload: Payload) -> Result<Vec<Part>> {
+        match payload {
+            Payload::Body(body) => Ok(vec![Part {
+                device_id: PRIMARY_DEVICE,
+                registration_id: None,
+                bytes: self.body_bytes(&body)?,
+            }]),
+            Payload::Devices(messages) => messages
+                .into_iter()
+                .map(|m| {
+                    Ok(Part {
+                        device_id: m.device_id,
+                        registration_id: Some(m.registration_id),
+                        bytes: self.body_bytes(&m.body)?,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn body_bytes(&self, body: &str) -> Result<Vec<u8>> {
+        let bytes = validation::base64("body", body)
+            .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
+        if bytes.len() > self.inbox_limits.max_body_bytes {
+            return Err(Error::MessageTooLarge);
+        }
+        Ok(bytes)
+    }
+
+    /// One step for the sender's frame, its messages, the bytes it may write into Redis and its
+    /// share of this one recipient; a refusal by any takes nothing from the others.
+    async fn charge_send(&self, sender: UserId, recipient: UserId, parts: &[Part]) -> Result<()> {
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+        let body_cost = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.limiter
+            .take_all(&[
+                (Limit::Frames { user: sender }, 1),
+                (Limit::Messages { sender }, count),
+                (Limit::MessageBytes { sender }, body_cost),
+                (Limit::MessagePair { sender, recipient }, count),
+            ])
+            .await
+    }
+
+    /// Each part as the inbox stores it: a client-facing envelope with a fresh id, expiring
+    /// after the inbox TTL.
+    fn envelopes(
+        &self,
+        from: DeviceAddress,
+        new_account: bool,
+        parts: Vec<Part>,
+        now: u64,
+    ) -> Result<Vec<Addressed>> {
+        let expires = now + self.inbox_limits.ttl.as_millis() as u64;
+        parts
+            .into_iter()
+            .map(|part| {
+                let json = serde_json::to_string(&Envelope {
+                    id: Uuid::new_v4(),
+                    from: from.user_id,
+                    source_device: from.device_id,
+                    sent_at: now,
+                    body: validation::encode(&part.bytes),
+                })
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok(Addressed {
+                    device_id: part.device_id,
+                    registration_id: part.registration_id,
+                    envelope: StoredEnvelope::new(expires, &json).sent_by_new_account(new_account),
+                })
+            })
+            .collect()
+    }
+
+    /// Stores the send, checked against the recipient's devices. The relay's copy of the device
+    /// list is refreshed from the user store when it is missing, and once before a mismatch is
+    /// reported (the copy may lag a link or removal whose last step failed). A send in the form
+    /// from before devices goes to the recipient's one device, whichever it is.
+    async fn store(
+        &self,
+        fanout: &mut Fanout,
+        now: u64,
+        lease: u64,
+    ) -> Result<Vec<(DeviceId, Stored)>> {
+        let mut refreshed = false;
+        // A legacy send follows the recipient's one device; bounded, as the list may keep moving.
+        for _ in 0..4 {
+            match self.inbox.deliver(fanout, now, lease).await? {
+                Fanned::Done(outcomes) => return Ok(outcomes),
+                Fanned::Mismatched { targets, .. }
+                    if fanout.legacy
+                        && targets.len() == 1
+                        && fanout.envelopes[0].device_id != targets[0] =>
+                {
+                    fanout.envelopes[0].device_id = targets[0];
+                }
+                outcome if !refreshed => {
+                    refreshed = true;
+                    let Some(list) = self.users.devices(fanout.to).await? else {
+                        return Err(Error::UnknownRecipient);
+                    };
+                    self.inbox.set_devices(fanout.to, &list).await?;
+                    if outcome == Fanned::UnknownInbox {
+                        continue;
+                    }
+                    // Checked again against the list just read (`set_devices` keeps a newer one).
+                }
+                Fanned::UnknownInbox => return Err(Error::UnknownRecipient),
+                Fanned::Mismatched {
+                    missing,
+                    extra,
+                    targets,
+                } => {
+                    return Err(if fanout.legacy {
+                        Error::MismatchedDevices {
+                            missing: targets,
+                            extra: vec![],
+                        }
+                    } else {
+                        Error::MismatchedDevices { missing, extra }
+                    })
+                }
+                Fanned::Stale(stale) => return Err(Error::StaleDevices(stale)),
+            }
+        }
+        Err(Error::unavailable(
+            "relay",
+            "the recipient's device list kept changing",
+        ))
+    }
+}
+
+/// `dropped` if any device's is, else `queued` if any device's is, else `delivered`.
+fn overall(devices: &[DeviceDelivery]) -> Delivery {
+    let any = |d: Delivery| devices.iter().any(|x| x.delivery == d);
+    if any(Delivery::Dropped) {
+        Delivery::Dropped
+    } else if any(Delivery::Queued) {
+        Delivery::Queued
+    } else {
+        Delivery::Delivered
+    }
+}
