@@ -198,7 +198,7 @@ fn redis_commands(r: &RedisPerSend) -> String {
     )
 }
 
-/// The most two devices' server CPU per send may be, in times one device's (issue 13).
+/// The most two devices' server CPU per send may be, in times one device's.
 pub const TWO_DEVICES_CPU_TARGET: f64 = 1.5;
 
 /// Scenario 1c: one device per recipient beside two, in the per-device form of `send`.
@@ -255,7 +255,7 @@ fn device_rows(d: &OnlineDevices, echo: &EchoFloor) -> Vec<Row> {
     ]
 }
 
-/// The least share of fire-and-forget's messages/s that ack mode must keep (issue 14).
+/// The least share of fire-and-forget's messages/s that ack mode must keep.
 pub const ACK_RATE_TARGET: f64 = 0.7;
 
 /// Scenario 1d: receivers in ack mode (then senders too) beside fire-and-forget, same users.
@@ -657,7 +657,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
     rows
 }
 
-/// Issue 15: the relay's own CPU per attachment stays under this.
+/// The relay's own CPU per attachment stays under this.
 const ATTACHMENT_CPU_TARGET_MS: f64 = 5.0;
 
 pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
@@ -713,7 +713,7 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
     }
     if let Some(a) = &r.online_acks {
         let ff = &a.fire_and_forget;
-        // Issue 14's target is ack mode's; idempotent sends (a claim and an answer remembered per
+        // The target is ack mode's; idempotent sends (a claim and an answer remembered per
         // send) are reported beside it, in the scenario's rows.
         let runs = [("online, ack mode", &a.ack)];
         for (name, run) in runs {

@@ -83,7 +83,7 @@ export async function counts(user) {
   return { one_time_prekeys: c.one_time_prekeys, kyber_one_time_prekeys: c.kyber_one_time_prekeys };
 }
 
-// ---------------------------------------------------------------- devices (issue 13)
+// ---------------------------------------------------------------- devices
 
 /**
  * Per-file hooks for the multi-device scenarios: returns { primary(role, opts),
@@ -146,7 +146,7 @@ export function assertDeviceEnvelope(env, { from, body, sentAfter } = {}) {
   else assert.ok(Number.isInteger(env.source_device), 'source_device');
 }
 
-// ---------------------------------------------------------------- ack mode (issue 14)
+// ---------------------------------------------------------------- ack mode
 
 /**
  * The relay's lease (`FETCH_LEASE_MS`, default 30000): unacknowledged envelopes are due again

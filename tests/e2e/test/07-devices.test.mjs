@@ -1,4 +1,4 @@
-// Several devices per account (issue 13), with libsignal for real: one PQXDH
+// Several devices per account, with libsignal for real: one PQXDH
 // session per ProtocolAddress(user_id, device_id), one ciphertext per device.
 //  1. Alice links a second device through the provisioning flow (the provisioning
 //     message is encrypted to the new device's ephemeral key: the relay cannot read it).

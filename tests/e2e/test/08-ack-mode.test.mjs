@@ -1,4 +1,4 @@
-// Ack mode and idempotent sends (issue 14) with real Signal clients: a receiver that dies
+// Ack mode and idempotent sends with real Signal clients: a receiver that dies
 // between delivery and decryption gets the envelope again and decrypts it once (libsignal
 // refuses a true duplicate, the session goes on); a sender that lost its `sent` reply repeats
 // the send with the same id and gets the same reply, with one envelope stored; a reused id with
@@ -205,7 +205,7 @@ test('fire-and-forget (no ack=1): a pushed message is gone after the write, acks
   assert.equal(m1.reply.delivery, 'delivered');
   const [e1] = await b1.nextMessages(1);
   assertEnvelope(e1, { from: alice, body: m1.body });
-  await bob.crash(); // before decrypting: as before issue 14, the message is lost
+  await bob.crash(); // before decrypting: as in fire-and-forget mode, the message is lost
 
   await sleep(SETTLE_MS);
   const b2 = await bob.connect();

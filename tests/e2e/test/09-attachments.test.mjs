@@ -1,4 +1,4 @@
-// Encrypted attachments through presigned object-storage URLs (issue 15) with real Signal
+// Encrypted attachments through presigned object-storage URLs with real Signal
 // clients: Alice encrypts a 5 MiB file with AES-256-GCM under a fresh random key, uploads the
 // ciphertext straight to object storage through the URL the relay presigned, and sends the
 // pointer (id, key, IV, digest, size) inside a Signal message; Bob gets it over the WebSocket,
