@@ -4,7 +4,9 @@
 The functions dispatch on requestContext.routeKey, so the HTTP API route keys must be exactly
 those of the route table in the Rust code (shared::routes, printed by `relay-routes`); the WebSocket API must route on $request.body.action to the connection function
 with a route response on $default; every function must be a cargo-lambda build of its own
-binary on provided.al2023/arm64 and see the environment the code reads. The attachments bucket
+binary on provided.al2023/arm64 and see the environment the code reads, and every variable the
+template sets must be one the code declares (the `settings` `relay-routes` prints, from
+shared/src/config), so a misspelt one is not silently ignored. The attachments bucket
 must be private, encrypted, expiring and reachable by browsers, and only the attachments
 function may touch it, with PutObject/GetObject on attachments/* alone (a presigned URL can do
 what its signer may). cfn-lint checks the template's syntax and types, not these facts. Exit
@@ -226,6 +228,17 @@ def check(template: dict, table: dict) -> list[str]:
         policies = json.dumps(((resources.get(role) or {}).get("Properties") or {}).get("Policies"))
         if "secretsmanager:GetSecretValue" not in policies or "${JwtSecretId}-??????" not in policies:
             errors.append(f"{logical_id}: its role must be allowed GetSecretValue on the JWT secret only")
+    # Every variable the template sets is one the code declares (shared/src/config/settings.rs
+    # and rate_limits.rs): a misspelt name would be ignored and its default used silently.
+    declared = set(table.get("settings") or [])
+    if declared:
+        for logical_id, res in [("Globals.Function", globals_fn)] + [
+            (k, v.get("Properties") or {}) for k, v in resources.items()
+            if v.get("Type") == "AWS::Serverless::Function"
+        ]:
+            variables = ((res.get("Environment") or {}).get("Variables")) or {}
+            for name in sorted(set(variables) - declared):
+                errors.append(f"{logical_id} sets {name}, which the code does not read")
     for function, names in FUNCTION_ENV.items():
         if function not in BINARIES:
             continue

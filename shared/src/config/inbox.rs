@@ -49,10 +49,6 @@ impl Default for InboxLimits {
     }
 }
 
-/// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
-/// a send (a larger envelope than that frees is `dropped`).
-pub const MOST_EVICTIONS_PER_ENVELOPE: u32 = 64;
-
 /// Stored size of an envelope beside its base64 body: the JSON fields and the expiry prefix.
 pub const ENVELOPE_OVERHEAD_BYTES: u64 = 256;
 

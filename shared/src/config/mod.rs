@@ -19,7 +19,6 @@ pub use devices::{DeviceLimits, KeyLimits};
 pub use env::{invalid, Env};
 pub use inbox::{
     stored_envelope_bytes, InboxLimits, DEFAULT_INBOX_MAX_BYTES, ENVELOPE_OVERHEAD_BYTES,
-    MOST_EVICTIONS_PER_ENVELOPE,
 };
 pub use jwt::{Argon2Params, JwtConfig};
 pub use rate_limits::{Bucket, Limit, RateLimits};

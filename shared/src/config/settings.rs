@@ -84,6 +84,8 @@ settings! {
         "HS256 key for access tokens; `./local/up` generates one into `.local/jwt_secret`";
     JWT_SECRET_ID = "" shown "unset",
         "instead of `JWT_SECRET`: the id of a Secrets Manager secret whose SecretString is the key, read once at a function's cold start (what the AWS template sets, so the value is not in the Lambda configuration)";
+    JWT_SECRET_GENERATION = "" shown "unset",
+        "not read by the relay: the template sets it from its `JwtSecretGeneration` parameter, so that changing it after a key rotation starts new function instances, which read the new key at their cold start";
     JWT_ISSUER = "relay", "`iss` claim of access tokens";
     JWT_AUDIENCE = "relay-clients", "`aud` claim of access tokens";
     ACCESS_TOKEN_TTL_SECS = "900", "access token lifetime; also `expires_in`";

@@ -12,6 +12,10 @@ use crate::storage::{
     Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, StoredEnvelope, POP_BATCH,
 };
 
+/// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
+/// a send (a larger envelope than that frees is `dropped`).
+pub const MOST_EVICTIONS_PER_ENVELOPE: u32 = 64;
+
 /// API Gateway closes WebSocket connections after two hours; registrations expire with them.
 pub const CONNECTION_TTL_MS: u64 = 2 * 3600 * 1000;
 
@@ -56,7 +60,7 @@ impl Inbox for RedisStore {
             now_ms,
             lease_until_ms,
             pop_batch: POP_BATCH,
-            most_evictions: crate::config::MOST_EVICTIONS_PER_ENVELOPE,
+            most_evictions: MOST_EVICTIONS_PER_ENVELOPE,
         };
         let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         if let Fanned::Done(outcomes) = &fanned {
