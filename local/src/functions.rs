@@ -57,6 +57,7 @@ impl Functions for InProcess {
             Function::Users => users::handler(&self.app, req).await,
             Function::Keys => keys::handler(&self.app, req).await,
             Function::Attachments => attachments::handler(&self.app, req).await,
+            Function::Groups => groups::handler(&self.app, req).await,
             // No HTTP route is the connection function's (`shared::routes` tests it).
             Function::Connection => Ok(shared::http::error(&shared::Error::RouteNotFound)),
         };

@@ -55,6 +55,14 @@ struct FrameSchemas;
 /// A parameter of a route: (name, `query` or `path`, description).
 type Param = (&'static str, &'static str, &'static str);
 
+const GROUP_ID: Param = ("group_id", "path", "The group's id (a UUID)");
+const MEMBER_ID: Param = ("user_id", "path", "The user's id (a UUID)");
+const IF_VERSION: Param = (
+    "if_version",
+    "query",
+    "Change only if the group is still at this version (else `409 version_conflict`)",
+);
+
 /// What the document says of one route; the match in [`describe`] has an arm per route, so a
 /// route added to the table cannot be left out of the document.
 struct RouteDoc {
@@ -233,6 +241,74 @@ fn describe(route: HttpRoute) -> RouteDoc {
             )],
             ok: (200, Some("AttachmentDownloadOut")),
             errors: &[401, 404, 429],
+        },
+        CreateGroup => RouteDoc {
+            summary: "Create a group: the caller its admin, the listed users invited",
+            bearer: true,
+            body: Some("CreateGroupRequest"),
+            params: &[],
+            ok: (201, Some("GroupOut")),
+            errors: &[400, 401, 404, 409, 429],
+        },
+        ListGroups => RouteDoc {
+            summary: "The caller's groups and invitations, a page at a time",
+            bearer: true,
+            body: None,
+            params: &[(
+                "after",
+                "query",
+                "The `next` of the previous page: the page after that group id",
+            )],
+            ok: (200, Some("GroupsOut")),
+            errors: &[400, 401, 429],
+        },
+        GetGroup => RouteDoc {
+            summary: "A group's info and roster (members and invitees only)",
+            bearer: true,
+            body: None,
+            params: &[GROUP_ID],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 404, 429],
+        },
+        InviteMembers => RouteDoc {
+            summary: "Invite users to the group (admins)",
+            bearer: true,
+            body: Some("InviteRequest"),
+            params: &[GROUP_ID],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 403, 404, 409, 429],
+        },
+        JoinGroup => RouteDoc {
+            summary: "Accept an invitation: the caller becomes a member",
+            bearer: true,
+            body: Some("VersionedRequest"),
+            params: &[GROUP_ID],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 404, 409, 429],
+        },
+        RemoveMember => RouteDoc {
+            summary: "Remove a user from the group (admins), or leave or decline (anyone, themselves)",
+            bearer: true,
+            body: None,
+            params: &[GROUP_ID, MEMBER_ID, IF_VERSION],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 403, 404, 409, 429],
+        },
+        SetRole => RouteDoc {
+            summary: "Make a member an admin or a plain member (admins)",
+            bearer: true,
+            body: Some("RoleRequest"),
+            params: &[GROUP_ID, MEMBER_ID],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 403, 404, 409, 429],
+        },
+        SetMeta => RouteDoc {
+            summary: "Replace the group's opaque, client-encrypted meta blob (admins)",
+            bearer: true,
+            body: Some("MetaRequest"),
+            params: &[GROUP_ID],
+            ok: (200, Some("GroupOut")),
+            errors: &[400, 401, 403, 404, 409, 429],
         },
     }
 }

@@ -51,6 +51,26 @@ pub enum Error {
     StaleDevices(Vec<u32>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Not in the group's roster (or no such group): existence does not leak.
+    #[error("group not found")]
+    GroupNotFound,
+    #[error("only an admin of the group may do this")]
+    NotAnAdmin,
+    /// A group send or change by a user who is not a joined member.
+    #[error("not a member of the group")]
+    NotAMember,
+    #[error("the group has the most members it may have")]
+    GroupFull,
+    /// `if_version` no longer matches: nothing was changed; the current group (wire JSON) goes
+    /// back with the error.
+    #[error("the group changed since that version")]
+    VersionConflict(Box<serde_json::Value>),
+    /// A group send's device map is not the members' devices: nothing was stored.
+    #[error("the devices of the message are not the members' devices")]
+    GroupMismatchedDevices(Vec<UserDevices>),
+    /// A group send named devices whose registration id changed: nothing was stored.
+    #[error("some devices of the message were registered again")]
+    GroupStaleDevices(Vec<UserDevices>),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("unknown recipient")]
@@ -72,6 +92,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// One member's part of a refused group send: the devices the map lacks (`missing`), names but
+/// the member does not have (`extra`), or names with an old registration id (`stale`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UserDevices {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: uuid::Uuid,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<u32>,
+}
+
 /// The body of every HTTP error response.
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -87,6 +121,10 @@ pub struct ErrorDetail {
     /// `prekeys_exhausted` of a multi-device bundle: the devices without a one-time prekey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<u32>>,
+    /// `version_conflict`: the group as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub group: Option<serde_json::Value>,
 }
 
 impl Error {
@@ -106,19 +144,23 @@ impl Error {
             | Self::InvalidFrame(_)
             | Self::MessageTooLarge => 400,
             Self::InvalidCredentials | Self::Unauthorized => 401,
-            Self::Forbidden | Self::InvalidCode => 403,
+            Self::Forbidden | Self::InvalidCode | Self::NotAnAdmin | Self::NotAMember => 403,
             Self::UserNotFound
             | Self::RouteNotFound
             | Self::UnknownRecipient
             | Self::DeviceNotFound
             | Self::AttachmentNotFound
+            | Self::GroupNotFound
             | Self::UnknownAddress => 404,
             Self::UsernameTaken
             | Self::TooManyDevices
             | Self::RegistrationIdReused
             | Self::MismatchedDevices { .. }
+            | Self::GroupMismatchedDevices(_)
+            | Self::GroupFull
+            | Self::VersionConflict(_)
             | Self::IdReused => 409,
-            Self::StaleDevices(_) => 410,
+            Self::StaleDevices(_) | Self::GroupStaleDevices(_) => 410,
             Self::PrekeysExhausted | Self::DevicesExhausted(_) => 412,
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
@@ -145,8 +187,15 @@ impl Error {
             Self::RegistrationIdReused => "registration_id_reused",
             Self::InvalidCode => "invalid_code",
             Self::UnknownAddress => "unknown_address",
-            Self::MismatchedDevices { .. } => "mismatched_devices",
-            Self::StaleDevices(_) => "stale_devices",
+            Self::MismatchedDevices { .. } | Self::GroupMismatchedDevices(_) => {
+                "mismatched_devices"
+            }
+            Self::StaleDevices(_) | Self::GroupStaleDevices(_) => "stale_devices",
+            Self::GroupNotFound => "group_not_found",
+            Self::NotAnAdmin => "not_an_admin",
+            Self::NotAMember => "not_a_member",
+            Self::GroupFull => "group_full",
+            Self::VersionConflict(_) => "version_conflict",
             Self::IdReused => "id_reused",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
@@ -189,6 +238,10 @@ impl Error {
                 message: self.public_message(),
                 devices: match self {
                     Self::DevicesExhausted(devices) => Some(devices.clone()),
+                    _ => None,
+                },
+                group: match self {
+                    Self::VersionConflict(group) => Some((**group).clone()),
                     _ => None,
                 },
             },

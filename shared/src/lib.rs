@@ -7,6 +7,7 @@ pub mod contract;
 pub mod crypto;
 pub mod error;
 pub mod frames;
+pub mod groups;
 pub mod http;
 pub mod ids;
 pub mod model;

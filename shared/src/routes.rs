@@ -10,10 +10,17 @@ pub enum Function {
     Keys,
     Connection,
     Attachments,
+    Groups,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [Self::Users, Self::Keys, Self::Connection, Self::Attachments];
+    pub const ALL: [Function; 5] = [
+        Self::Users,
+        Self::Keys,
+        Self::Connection,
+        Self::Attachments,
+        Self::Groups,
+    ];
 
     /// The name the function is built and deployed (and run under cargo lambda watch) as.
     pub fn name(self) -> &'static str {
@@ -22,6 +29,7 @@ impl Function {
             Self::Keys => "keys",
             Self::Connection => "connection",
             Self::Attachments => "attachments",
+            Self::Groups => "groups",
         }
     }
 }
@@ -47,10 +55,18 @@ pub enum HttpRoute {
     DeviceBundle,
     CreateAttachment,
     GetAttachment,
+    CreateGroup,
+    ListGroups,
+    GetGroup,
+    InviteMembers,
+    JoinGroup,
+    RemoveMember,
+    SetRole,
+    SetMeta,
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 18] = [
+    pub const ALL: [HttpRoute; 26] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
@@ -69,6 +85,14 @@ impl HttpRoute {
         Self::DeviceBundle,
         Self::CreateAttachment,
         Self::GetAttachment,
+        Self::CreateGroup,
+        Self::ListGroups,
+        Self::GetGroup,
+        Self::InviteMembers,
+        Self::JoinGroup,
+        Self::RemoveMember,
+        Self::SetRole,
+        Self::SetMeta,
     ];
 
     /// The API Gateway route key (`METHOD /path/{param}`).
@@ -92,6 +116,14 @@ impl HttpRoute {
             Self::DeviceBundle => "GET /v1/users/{user_id}/devices/{device_id}/bundle",
             Self::CreateAttachment => "POST /v1/attachments",
             Self::GetAttachment => "GET /v1/attachments/{attachment_id}",
+            Self::CreateGroup => "POST /v1/groups",
+            Self::ListGroups => "GET /v1/groups",
+            Self::GetGroup => "GET /v1/groups/{group_id}",
+            Self::InviteMembers => "POST /v1/groups/{group_id}/members",
+            Self::JoinGroup => "POST /v1/groups/{group_id}/join",
+            Self::RemoveMember => "DELETE /v1/groups/{group_id}/members/{user_id}",
+            Self::SetRole => "PATCH /v1/groups/{group_id}/members/{user_id}",
+            Self::SetMeta => "PUT /v1/groups/{group_id}/meta",
         }
     }
 
@@ -113,6 +145,14 @@ impl HttpRoute {
                 Function::Keys
             }
             Self::CreateAttachment | Self::GetAttachment => Function::Attachments,
+            Self::CreateGroup
+            | Self::ListGroups
+            | Self::GetGroup
+            | Self::InviteMembers
+            | Self::JoinGroup
+            | Self::RemoveMember
+            | Self::SetRole
+            | Self::SetMeta => Function::Groups,
         }
     }
 
@@ -153,7 +193,7 @@ mod tests {
             assert_eq!(HttpRoute::from_key(r.key()), Some(r));
             let (method, path) = r.key().split_once(' ').expect("METHOD /path");
             assert!(
-                ["GET", "POST", "PUT", "DELETE"].contains(&method),
+                ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method),
                 "{method}"
             );
             assert!(path.starts_with('/'), "{path}");

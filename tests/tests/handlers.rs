@@ -57,6 +57,7 @@ async fn call(app: &shared::App, function: &str, req: lambda_http::Request) -> (
     let resp = match function {
         "users" => users::handler(app, req).await,
         "attachments" => attachments::handler(app, req).await,
+        "groups" => groups::handler(app, req).await,
         _ => keys::handler(app, req).await,
     }
     .unwrap();
@@ -85,6 +86,7 @@ async fn each_route_of_the_table_is_served_by_its_function_only() {
             Function::Users => ("users", "keys"),
             Function::Keys => ("keys", "users"),
             Function::Attachments => ("attachments", "keys"),
+            Function::Groups => ("groups", "keys"),
             Function::Connection => unreachable!("no HTTP route is the connection function's"),
         };
         let (status, body) = call(&app, own, event()).await;

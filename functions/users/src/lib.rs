@@ -29,7 +29,15 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::Bundle
             | HttpRoute::DeviceBundle
             | HttpRoute::CreateAttachment
-            | HttpRoute::GetAttachment,
+            | HttpRoute::GetAttachment
+            | HttpRoute::CreateGroup
+            | HttpRoute::ListGroups
+            | HttpRoute::GetGroup
+            | HttpRoute::InviteMembers
+            | HttpRoute::JoinGroup
+            | HttpRoute::RemoveMember
+            | HttpRoute::SetRole
+            | HttpRoute::SetMeta,
         )
         | None => http::error(&Error::RouteNotFound),
     })

@@ -206,6 +206,19 @@ rate_limits! {
     /// guessing is hopeless anyway; this bounds the cost.
     Link { ip: &'a str } => link, key "link:{ip}",
         RATE_LIMIT_LINK = "10/600", "`POST /v1/devices` per client IP";
+    /// Group changes (create, invite, join, leave, remove, role, meta) per user: setting up a
+    /// few groups at once fits; an invitation flood gets one change a second after 60.
+    GroupChanges { user: UserId } => group_changes, key "group-changes:{user}",
+        RATE_LIMIT_GROUP_CHANGES = "60/60", "group changes per user (`POST`, `PATCH`, `PUT`, `DELETE` of `/v1/groups…`)";
+    /// Group reads per user: a client syncing its groups after a restart fits.
+    GroupReads { user: UserId } => group_reads, key "group-reads:{user}",
+        RATE_LIMIT_GROUP_READS = "120/60", "`GET /v1/groups` and `GET /v1/groups/{group_id}` per user";
+    /// Member devices a sender's group sends reach, in the sender's slot (taken with the message
+    /// limits in one step): a group send costs one token per device it is stored for, so a large
+    /// group of throwaway accounts cannot make the relay write without bound. 40 sends to 1,500
+    /// members at once, then 1,000 devices a second.
+    GroupDeliveries { sender: UserId } => group_deliveries, key "group-deliveries:{{{sender}}}",
+        RATE_LIMIT_GROUP_DELIVERIES = "60000/60", "member devices reached by group sends per sender";
     /// Attachment uploads (presigned upload URLs) per user: a person sharing photos in bursts
     /// fits; a loop filling storage does not (30 at once, then one a minute).
     Attachments { user: UserId } => attachments, key "attachments:{user}",

@@ -124,6 +124,13 @@ settings! {
     ATTACHMENT_URL_TTL_SECS = "300", "lifetime of presigned upload and download URLs, 1 to 604800";
     AWS_ENDPOINT_URL_S3 = "" shown "AWS",
         "an S3-API server instead of AWS S3, addressed path-style (`http://host:port/<bucket>/<key>`); `./local/up` starts s3s-fs on a free port and sets it. URLs are signed with the standard credentials (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`; on AWS the function's role): `./local/up` gives the gateway and its s3s-fs the access key id `local` and a secret key generated once per data directory (`.local/s3_secret`)";
+    GROUP_MAX_MEMBERS = "1500",
+        "roster entries per group, invitees included, 2 to 5000 (§5.19); a change past it: `409 group_full`";
+    GROUP_META_MAX_BYTES = "4096", "largest decoded group `meta` blob (the clients' encrypted name and settings)";
+    GROUP_PUSH_CONCURRENCY = "32",
+        "pushes to online member devices a group send runs at once (on AWS each is a Management API call)";
+    GROUP_PUSH_BUDGET_MS = "5000",
+        "how long a group send pushes to online member devices; the devices not reached by then keep the message in their inbox (as if offline). Below the connection function's timeout";
     MAX_CONNECTIONS_PER_USER = "10",
         "live WebSocket connections per **device** (despite the name), at least 1; a new one past it closes the device's oldest (§6.1)";
     RELAY_MAX_REQUEST_BYTES = "524288", "largest HTTP request body (larger: `413`)";

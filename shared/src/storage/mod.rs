@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::config::Bucket;
 use crate::error::Result;
+use crate::groups::{Group, GroupId};
 use crate::model::{
     Bundle, Credentials, DeviceAddress, DeviceId, DeviceList, KeyCounts, KeyUpload, NewAccount,
     NewDevice, Profile, RetiredRegistrations, UserId, UserOut,
@@ -123,6 +124,49 @@ pub trait SessionStore: Send + Sync {
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>>;
     /// Deletes the sessions of one device and returns their ids.
     async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<Vec<Uuid>>;
+}
+
+/// What a conditional group write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupWrite {
+    Written,
+    /// The stored group is no longer at the expected version (or is gone: `None`); nothing was
+    /// written.
+    Moved(Option<Group>),
+}
+
+/// Groups and, per user, the groups they are in or invited to. Every change is one conditional
+/// write on the group's version, together with the index entries of the users it adds or drops.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// The group, read strongly consistent (a send reads the roster as of its start).
+    async fn get(&self, group_id: GroupId) -> Result<Option<Group>>;
+    /// Writes a new group (version 1) and an index entry for each of its users.
+    async fn create(&self, group: &Group) -> Result<()>;
+    /// Replaces the group if it is still at `expected` (and `group.version` is `expected + 1`),
+    /// adding index entries for `added` and deleting those of `dropped`, all in one transaction.
+    async fn replace(
+        &self,
+        group: &Group,
+        expected: u64,
+        added: &[crate::model::UserId],
+        dropped: &[crate::model::UserId],
+    ) -> Result<GroupWrite>;
+    /// Deletes the group if it is still at `expected`, with the index entries of `dropped` (its
+    /// last users).
+    async fn delete(
+        &self,
+        group_id: GroupId,
+        expected: u64,
+        dropped: &[crate::model::UserId],
+    ) -> Result<GroupWrite>;
+    /// The ids of the groups the user is in or invited to, at most `limit`, after `after`.
+    async fn of_user(
+        &self,
+        user_id: crate::model::UserId,
+        after: Option<GroupId>,
+        limit: u32,
+    ) -> Result<Vec<GroupId>>;
 }
 
 /// Sessions whose access tokens must stop working before they expire.
