@@ -146,14 +146,15 @@ export function groupCommands(client, ui, select) {
       const r = await client.sendGroup(g.groupId, text);
       out(`  → ${label(g)}: ${summary(r)}`);
     } catch (e) {
-      if (e?.code === 'not_a_member') return fail(`not sent: you are no longer a member of ${label(g)}`);
+      // Removed (the relay no longer shows the group to this account) or never joined.
+      if (e?.code === 'not_a_member' || e?.code === 'group_not_found') return fail(`not sent: you are no longer a member of ${label(g)}`);
       fail(`not sent: ${describe(e, { peer: label(g) })}`);
     }
   }
 
   /** `[HH:MM] #group alice: …` for a group message (`you` for one from your other device). */
   function show(m, body, who) {
-    printing = printing.then(async () => {
+    inOrder(async () => {
       const n = await nameOf(m.groupId);
       out(`[${hhmm(m.sentAt)}] #${clean(n)} ${m.sync ? 'you' : who(m.from)}: ${body}`);
     });
@@ -161,7 +162,7 @@ export function groupCommands(client, ui, select) {
 
   /** An invitation arrived. */
   function invited(ev, who) {
-    printing = printing.then(async () => {
+    inOrder(async () => {
       const n = await nameOf(ev.groupId, { fresh: true });
       note(`${who(ev.from)} invited you to #${clean(n)} (/join ${clean(n)})`);
     });
@@ -183,7 +184,12 @@ export function groupCommands(client, ui, select) {
     }
   }
 
-  return { command, send, show, invited, get current() { return current; }, clear: () => setCurrent(null) };
+  /** Prints with `fn` once every line before it is out (a group line may wait for its name). */
+  function inOrder(fn) {
+    printing = printing.then(fn).catch(() => {});
+  }
+
+  return { command, send, show, invited, inOrder, get current() { return current; }, clear: () => setCurrent(null) };
 }
 
 function summary(r) {

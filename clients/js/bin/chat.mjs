@@ -317,16 +317,19 @@ async function chat(o, client) {
   client.on('message', (m) => {
     const body = m.text != null ? clean(m.text) : `<${m.bytes?.length ?? 0} bytes>`;
     if (m.groupId) return groups.show(m, body, who);
-    if (m.sync) {
-      out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
-      return;
-    }
-    out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
-    if (!peer && !groups.current && m.from?.username) {
-      peer = { name: m.from.username, userId: m.from.userId };
-      setPrompt();
-      note(`talking to ${peer.name} (/to NAME to change)`);
-    }
+    // After any group line before it (those may wait for the group's name).
+    groups.inOrder(() => {
+      if (m.sync) {
+        out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
+        return;
+      }
+      out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
+      if (!peer && !groups.current && m.from?.username) {
+        peer = { name: m.from.username, userId: m.from.userId };
+        setPrompt();
+        note(`talking to ${peer.name} (/to NAME to change)`);
+      }
+    });
   });
   client.on('state', (s) => {
     if (closing || s === lastState) return;
