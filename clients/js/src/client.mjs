@@ -129,7 +129,7 @@ export class RelayClient extends EventEmitter {
       onTokens: () => this.#connection.tokensChanged(),
     }));
     const directory = (this.#directory = new Directory(session));
-    const groups = (this.#groups = new Groups({ session, directory, state: doc?.groups }));
+    const groups = (this.#groups = new Groups({ session, directory, state: doc?.groups, onError }));
     this.#keys = new KeyUpkeep({ session, signal, refill, rotate, isClosed: () => this.#connection.closed });
     this.#inbound = new Inbound({
       session,

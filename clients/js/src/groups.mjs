@@ -57,10 +57,12 @@ export class Groups {
   #directory;
   #state; // group id → { keys: [b64…], sending: { distributionId, members: [user id…], holders: ['user.device'…] } | null }
   #sendKey = null;
+  #onError;
 
-  constructor({ session, directory, state = {} }) {
+  constructor({ session, directory, state = {}, onError = () => {} }) {
     this.#session = session;
     this.#directory = directory;
+    this.#onError = onError;
     this.#state = new Map(Object.entries(state ?? {}).map(([id, s]) => [id, { keys: s.keys ?? [], sending: s.sending ?? null }]));
   }
 
@@ -124,12 +126,20 @@ export class Groups {
     return this.#view(g);
   }
 
-  /** The per-group key (when this device has one) to `userIds`, as an invitation. */
+  /**
+   * The per-group key (when this device has one) to `userIds`, as an invitation. Best effort: the
+   * group is made already, and a failure (an invitee out of prekeys) is an `error` event; the key
+   * also rides with every sender key this device hands out later.
+   */
   async #handOut(groupId, userIds) {
     const key = this.keyOf(groupId);
     if (!key || !this.#sendKey) return;
     for (const u of new Set(userIds)) {
-      await this.#sendKey(u, { type: GROUP_KEY, group_id: groupId, key, invite: true });
+      try {
+        await this.#sendKey(u, { type: GROUP_KEY, group_id: groupId, key, invite: true });
+      } catch (e) {
+        this.#onError(new RelayError(`the invitation to ${u} (the group's key) was not sent: ${e.message}`, { code: e.code, cause: e }));
+      }
     }
   }
 
