@@ -110,12 +110,12 @@ export class GroupSender {
     const lacking = Object.entries(devices)
       .filter(([u, list]) => list.some((d) => !chain.holders.includes(`${u}.${d.device_id}`)))
       .map(([u]) => u);
-    if (!lacking.length) return;
+    // Made here even when nobody lacks it (a member alone): groupEncrypt needs the chain.
     const skdm = await this.#signal.run(async () => {
       const m = await distributionMessage(this.#session.device, chain.distributionId);
-      await this.#session.persist();
-      return Buffer.from(m).toString('base64');
+      return Buffer.from(m).toString('base64'); // saved with the ratchet of the 1:1 sends below
     });
+    if (!lacking.length) return;
     const key = this.#groups.keyOf(groupId);
     for (const u of lacking) {
       const content = { type: GROUP_KEY, group_id: groupId, skdm };

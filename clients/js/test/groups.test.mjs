@@ -96,6 +96,9 @@ test('create, invite, join: the name sealed in meta (the relay sees ciphertext),
 });
 
 test('one send reaches every member device (sync copy included); invitees get nothing; the key goes once', async () => {
+  // Watching the frames the clients send (their sockets are wrapped as they open).
+  const watch = watchRelay();
+  const frames = [];
   const alice = await user('alice');
   const alice2 = await linkTo(alice);
   const bob = await user('bob');
@@ -104,9 +107,8 @@ test('one send reaches every member device (sync copy included); invitees get no
   await waitFor(() => bob.r.invites.length, 'bob\'s invitation');
   await bob.c.join(groupId);
 
-  const watch = watchRelay();
-  const frames = [];
   watch.onFrame((f, _sock, userId) => userId === alice.c.userId && f.action === 'send' && frames.push(f));
+  frames.length = 0;
   try {
     const r = await alice.c.sendGroup(groupId, 'hello group');
     assert.equal(r.groupId, groupId);
@@ -181,6 +183,8 @@ test('after a removal the removed member reads nothing and the others get a new 
 });
 
 test('a member links a device: the next send is refused (mismatched_devices), the key reaches it, the send goes through', async () => {
+  const watch = watchRelay();
+  const frames = [];
   const alice = await user('alice');
   const bob = await user('bob');
   const { groupId } = await alice.c.createGroup([bob.username], { name: 'devices' });
@@ -190,8 +194,6 @@ test('a member links a device: the next send is refused (mismatched_devices), th
   assert.equal((await nextIn(bob.r, groupId)).text, 'before');
 
   const bob2 = await linkTo(bob);
-  const watch = watchRelay();
-  const frames = [];
   watch.onFrame((f, _sock, userId) => userId === alice.c.userId && f.group_id && frames.push(f));
   try {
     const r = await alice.c.sendGroup(groupId, 'after the link');
@@ -226,13 +228,13 @@ test('the group state (keys, sender-key chain) survives a reopen of the store', 
 
   await alice.c.close();
   await bob.c.close();
+  const watch = watchRelay();
   const alice2 = track(await RelayClient.open({ url: stack().url, store: alice.store, password: alice.password }));
   const bob2 = track(await RelayClient.open({ url: stack().url, store: bob.store, password: bob.password }));
   const br = record(bob2);
   await alice2.connect();
   await bob2.connect();
   assert.deepEqual((await bob2.group(groupId)).meta, { name: 'kept' }, 'the key that opens the meta was kept');
-  const watch = watchRelay();
   const frames = [];
   watch.onFrame((f, _sock, userId) => userId === alice2.userId && f.action === 'send' && frames.push(f));
   try {
