@@ -147,7 +147,10 @@ export function groupCommands(client, ui, select) {
       out(`  → ${label(g)}: ${summary(r)}`);
     } catch (e) {
       // Removed (the relay no longer shows the group to this account) or never joined.
-      if (e?.code === 'not_a_member' || e?.code === 'group_not_found') return fail(`not sent: you are no longer a member of ${label(g)}`);
+      if (e?.code === 'not_a_member' || e?.code === 'group_not_found') {
+        if (current === g) setCurrent(null);
+        return fail(`not sent: you are no longer a member of ${label(g)}`);
+      }
       fail(`not sent: ${describe(e, { peer: label(g) })}`);
     }
   }

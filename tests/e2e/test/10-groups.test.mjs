@@ -9,7 +9,7 @@
 //     own group sends are refused.
 //  3. Bob links a second device: Alice's next send, with her old map, is refused
 //     (mismatched_devices, missing [2]); she starts a session with it, hands it the sender key and
-//     sends again under the same frame id; all three of Bob's and her devices read it.
+//     sends again under the same frame id; Bob's two devices and her device 2 read it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -56,16 +56,23 @@ async function handKey(sender, to, groupId, distributionId, receivers) {
 /** Own other devices: the sync path of sendToUser (its own account) reaches them. */
 const own = (dev) => ({ userId: dev.userId });
 
-/** Every device in `devs` gets the group envelope `id` with `body` from `from`, and reads `text`. */
-async function readGroup(devs, from, { id, groupId, body, text }) {
+/**
+ * Every device in `devs` gets one group envelope with `body` from `from` (the same envelope id
+ * and `sent_at` for all: the payload is stored once), and reads `text`.
+ */
+async function readGroup(devs, from, { groupId, body, text }) {
+  const envs = [];
   for (const d of devs) {
     const [env] = await d.socket.nextMessages(1, { filter: (e) => e.group_id === groupId });
     assertDeviceEnvelope(env, { from, body });
+    assert.deepEqual(Object.keys(env).sort(), ['body', 'from', 'group_id', 'id', 'sent_at', 'source_device'], JSON.stringify(env));
     assert.equal(env.group_id, groupId);
-    assert.equal(env.id, id, `${d.label()}: the same envelope id for every member device`);
     const pt = await groupDecrypt(d, from.userId, from.deviceId, env.body);
     assert.equal(Buffer.from(pt).toString('utf8'), text, `${d.label()} decrypts`);
+    envs.push(env);
   }
+  assert.equal(new Set(envs.map((e) => e.id)).size, 1, `one envelope id for every member device: ${JSON.stringify(envs.map((e) => e.id))}`);
+  assert.equal(new Set(envs.map((e) => e.sent_at)).size, 1, 'one sent_at');
 }
 
 /**
@@ -108,9 +115,10 @@ test('sender keys: one group frame read by every member device; removal rotates;
   const id1 = randomUUID();
   const sent1 = await alice1.socket.sendGroup(groupId, body1, deviceMap([alice2, bob1, carol1]), { id: id1 });
   assert.equal(sent1.type, 'sent', JSON.stringify(sent1));
+  assert.equal(sent1.id, id1);
   assert.equal(sent1.group_id, groupId);
   assert.equal(sent1.delivered + sent1.queued, 3, JSON.stringify(sent1));
-  await readGroup([alice2, bob1, carol1], alice1, { id: id1, groupId, body: body1, text: 'hello group' });
+  await readGroup([alice2, bob1, carol1], alice1, { groupId, body: body1, text: 'hello group' });
 
   // 2. Carol removed.
   assertOk(await api(alice1, 'DELETE', `/v1/groups/${groupId}/members/${carol1.userId}`), 'remove');
@@ -127,10 +135,12 @@ test('sender keys: one group frame read by every member device; removal rotates;
   const sent2 = await alice1.socket.sendGroup(groupId, body2, deviceMap([alice2, bob1]), { id: id2 });
   assert.equal(sent2.type, 'sent', JSON.stringify(sent2));
   assert.equal(sent2.delivered + sent2.queued, 2, JSON.stringify(sent2));
-  await readGroup([alice2, bob1], alice1, { id: id2, groupId, body: body2, text: 'carol has left' });
+  await readGroup([alice2, bob1], alice1, { groupId, body: body2, text: 'carol has left' });
   await assertNoGroupEnvelope(carol1, alice1, groupId);
   await assert.rejects(groupDecrypt(carol1, alice1.userId, 1, body2), 'Carol holds no key of the new chain');
-  const refused = await carol1.socket.sendGroup(groupId, await groupEncrypt(carol1, randomUUID(), 'still here?'), deviceMap([alice1, alice2, bob1]));
+  const carolChain = randomUUID();
+  await distributionMessage(carol1, carolChain); // a chain of her own, to encrypt with
+  const refused = await carol1.socket.sendGroup(groupId, await groupEncrypt(carol1, carolChain, 'still here?'), deviceMap([alice1, alice2, bob1]));
   assertErrorFrame(refused, refused.id, 'not_a_member');
 
   // 3. Bob links a second device; Alice's map does not know it yet.
@@ -144,12 +154,16 @@ test('sender keys: one group frame read by every member device; removal rotates;
     { user_id: bob1.userId, missing: [2], extra: [] },
   ], JSON.stringify(missing));
   // A Signal client's repair: a session with the new device, the sender key to it (the 1:1
-  // send reaches both of Bob's devices), the same frame again under the same id.
+  // send reaches both of Bob's devices), the message encrypted again (the distribution message
+  // starts the new device at the chain's current step, past the refused ciphertext) and sent
+  // under the same id: nothing was stored for it.
   await alice1.startDeviceSessions(bob1.userId, 2);
   await handKey(alice1, bob1, groupId, d2, [bob1, bob2]);
-  const sent3 = await alice1.socket.sendGroup(groupId, body3, deviceMap([alice2, bob1, bob2]), { id: id3 });
+  const body3b = await groupEncrypt(alice1, d2, 'with your new device');
+  const sent3 = await alice1.socket.sendGroup(groupId, body3b, deviceMap([alice2, bob1, bob2]), { id: id3 });
   assert.equal(sent3.type, 'sent', JSON.stringify(sent3));
+  assert.equal(sent3.id, id3);
   assert.equal(sent3.delivered + sent3.queued, 3, JSON.stringify(sent3));
-  await readGroup([alice2, bob1, bob2], alice1, { id: id3, groupId, body: body3, text: 'with your new device' });
+  await readGroup([alice2, bob1, bob2], alice1, { groupId, body: body3b, text: 'with your new device' });
   await assertNoGroupEnvelope(carol1, alice1, groupId);
 });
