@@ -214,6 +214,10 @@ export class RelayClient extends EventEmitter {
   leave(groupId: string): Promise<Group>;
   /** Admins remove anyone; anyone removes themselves. The next send uses a new sender key. */
   remove(groupId: string, user: string): Promise<Group>;
+  /** Admins only; the group keeps at least one joined admin. */
+  setRole(groupId: string, user: string, role: GroupRole): Promise<Group>;
+  /** Admins only; sealed with the per-group key (RelayError 'no_group_key' without one); null clears it. */
+  setMeta(groupId: string, meta: unknown): Promise<Group>;
   groups(): Promise<GroupListEntry[]>;
   group(groupId: string): Promise<Group>;
   /** One ciphertext under this device's sender key to every member device (own others included). */

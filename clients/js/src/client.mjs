@@ -224,6 +224,16 @@ export class RelayClient extends EventEmitter {
     return this.#groups.remove(groupId, user);
   }
 
+  /** Makes a user of the roster an 'admin' or a plain 'member' (admins only). Resolves the group. */
+  setRole(groupId, user, role) {
+    return this.#groups.setRole(groupId, user, role);
+  }
+
+  /** Replaces the group's meta (admins only), sealed with the per-group key. Resolves the group. */
+  setMeta(groupId, meta) {
+    return this.#groups.setMeta(groupId, meta);
+  }
+
   /** This account's groups and invitations: [{ groupId, role, state }]. */
   groups() {
     return this.#groups.list();

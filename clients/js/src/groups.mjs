@@ -167,6 +167,23 @@ export class Groups {
     return this.#view(g);
   }
 
+  /** Makes a user of the roster an `admin` or a plain `member` (admins only). */
+  async setRole(groupId, user, role) {
+    const [userId] = await this.#userIds([user]);
+    return this.#view(await this.#session.call('PATCH', `/v1/groups/${enc(groupId)}/members/${enc(userId)}`, { role }));
+  }
+
+  /**
+   * Replaces the meta (admins only), sealed with the per-group key (RelayError `no_group_key`
+   * when this device holds none). `null` clears it.
+   */
+  async setMeta(groupId, meta) {
+    const key = this.keyOf(groupId);
+    if (meta !== null && !key) throw new RelayError(`no key of the group ${groupId} to seal its meta with`, { code: 'no_group_key' });
+    const sealed = meta === null ? null : sealMeta(key, meta);
+    return this.#view(await this.#session.call('PUT', `/v1/groups/${enc(groupId)}/meta`, { meta: sealed }));
+  }
+
   /** This account's groups and invitations: [{ groupId, role, state }] (every page). */
   async list() {
     const out = [];
