@@ -93,6 +93,20 @@ test('create, invite, join: the name sealed in meta (the relay sees ciphertext),
   await assert.rejects(dave.c.group(g.groupId), (e) => e instanceof RelayError && e.code === 'group_not_found' && e.status === 404);
   await assert.rejects(bob.c.invite(g.groupId, [dave.username]), (e) => e.code === 'not_an_admin' && e.status === 403);
   await assert.rejects(dave.c.sendGroup(g.groupId, 'let me in'), (e) => e.code === 'not_a_member' || e.code === 'group_not_found');
+
+  // A new name, sealed again; Bob made an admin invites Dave, who gets the key and reads it.
+  const renamed = await alice.c.setMeta(g.groupId, { name: 'bouldering crew' });
+  assert.equal(renamed.version, 3);
+  assert.deepEqual((await bob.c.group(g.groupId)).meta, { name: 'bouldering crew' });
+  await alice.c.setRole(g.groupId, bob.username, 'admin');
+  const withDave = await bob.c.invite(g.groupId, [dave.username]);
+  assert.deepEqual(withDave.members.map((m) => [m.userId, m.role, m.state]).slice(1), [
+    [bob.c.userId, 'admin', 'member'],
+    [carol.c.userId, 'member', 'invited'],
+    [dave.c.userId, 'member', 'invited'],
+  ]);
+  await waitFor(() => dave.r.invites.find((i) => i.groupId === g.groupId), 'dave\'s invitation');
+  assert.deepEqual((await dave.c.group(g.groupId)).meta, { name: 'bouldering crew' });
 });
 
 test('one send reaches every member device (sync copy included); invitees get nothing; the key goes once', async () => {
