@@ -76,10 +76,28 @@ async fn each_route_of_the_table_is_served_by_its_function_only() {
     let app = test_app().await;
     for route in HttpRoute::ALL {
         let (_, pattern) = route.key().split_once(' ').unwrap();
-        let path = pattern.replace("{user_id}", &uuid::Uuid::new_v4().to_string());
-        let params = match route {
-            HttpRoute::Bundle => json!({"user_id": path.split('/').nth(3).unwrap()}),
-            _ => Value::Null,
+        // Each `{name}` of the pattern gets a value, in the path and as API Gateway's path
+        // parameter.
+        let mut params = serde_json::Map::new();
+        let path: Vec<String> = pattern
+            .split('/')
+            .map(|segment| {
+                let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+                    return segment.to_string();
+                };
+                let value = match name {
+                    "device_id" => "2".to_string(),
+                    _ => uuid::Uuid::new_v4().to_string(),
+                };
+                params.insert(name.to_string(), json!(value));
+                value
+            })
+            .collect();
+        let path = path.join("/");
+        let params = if params.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(params)
         };
         let event = || http_event(route.key(), &path, "", None, json!({}), params.clone());
         let (own, other) = match route.function() {
