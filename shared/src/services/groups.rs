@@ -15,7 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::GroupLimits;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::groups::{Change, Group, GroupId, Role};
+use crate::groups::{Change, Group, GroupId};
 use crate::model::{
     CreateGroupRequest, GroupOut, GroupsOut, InviteRequest, MetaRequest, RoleRequest, UserId,
     VersionedRequest,
@@ -170,7 +170,7 @@ impl Groups {
     ) -> Result<GroupOut> {
         let by = who.user_id;
         self.limiter.take(Limit::GroupChanges { user: by }).await?;
-        let role: Role = req.role;
+        let role = req.role;
         self.change(by, group_id, req.if_version, false, |g| {
             g.set_role(by, target, role)
         })
