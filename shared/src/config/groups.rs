@@ -6,10 +6,6 @@ use super::env::{invalid, Env};
 use super::settings as s;
 use super::ConfigError;
 
-/// Largest `GROUP_MAX_MEMBERS`: a roster of 5,000 entries still fits one DynamoDB item (400 KB)
-/// with room to spare, and a send's strongly consistent read of it stays cheap enough.
-const MOST_MEMBERS: usize = 5000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupLimits {
     /// Roster entries per group, invitees included (`GROUP_MAX_MEMBERS`).
@@ -24,10 +20,15 @@ pub struct GroupLimits {
 }
 
 impl GroupLimits {
+    /// Largest `GROUP_MAX_MEMBERS`: at about 70 bytes an entry, a roster of 5,000 (350 KB) still
+    /// fits the one DynamoDB item (400 KB at most) every change rewrites and every group send
+    /// reads (the adapter suite writes one).
+    pub const LARGEST_ROSTER: usize = 5000;
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let max_members: usize = env.number(&s::GROUP_MAX_MEMBERS)?;
         // A group of one is a creator talking to themselves; 2 is the smallest that is a group.
-        if !(2..=MOST_MEMBERS).contains(&max_members) {
+        if !(2..=Self::LARGEST_ROSTER).contains(&max_members) {
             return Err(invalid(&s::GROUP_MAX_MEMBERS, "2 to 5000"));
         }
         Ok(Self {
