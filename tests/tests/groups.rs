@@ -391,7 +391,7 @@ async fn admins_set_roles_and_meta() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_list_pages_by_group_id() {
+async fn the_list_pages_by_group_id_and_account_deletion_leaves_every_page() {
     let stack = Stack::start().await;
     let alice = User::builder(&stack).create().await;
     let mut made: Vec<String> = Vec::new();
@@ -415,6 +415,13 @@ async fn the_list_pages_by_group_id() {
         })
         .collect();
     assert_eq!(listed, made);
+
+    // Deleting the account leaves them all, page after page: each group had only Alice.
+    assert_eq!(
+        delete_auth(&stack, "/v1/users/me", &alice.access).await,
+        204
+    );
+    assert!(stack.items("groups").await.is_empty());
 }
 
 /// Ten invites at one `if_version`, all in flight at once: one is written, nine are refused with
