@@ -44,11 +44,13 @@ struct HttpSchemas;
     crate::frames::SendFrame,
     crate::frames::Correlation,
     crate::frames::DeviceMessage,
+    crate::frames::GroupDevice,
     crate::frames::AckFrame,
     crate::frames::DeviceDelivery,
     crate::frames::ServerFrame,
     crate::frames::Delivery,
     crate::frames::Envelope,
+    crate::error::UserDevices,
 )))]
 struct FrameSchemas;
 
@@ -287,7 +289,8 @@ fn describe(route: HttpRoute) -> RouteDoc {
             errors: &[400, 401, 404, 409, 429],
         },
         RemoveMember => RouteDoc {
-            summary: "Remove a user from the group (admins), or leave or decline (anyone, themselves)",
+            summary:
+                "Remove a user from the group (admins), or leave or decline (anyone, themselves)",
             bearer: true,
             body: None,
             params: &[GROUP_ID, MEMBER_ID, IF_VERSION],

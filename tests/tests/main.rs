@@ -15,6 +15,7 @@ mod devices;
 mod dynamodb_adapters;
 mod frame_fuzz;
 mod frame_limits;
+mod group_sends;
 mod handlers;
 mod inbox_limits;
 mod keys;

@@ -325,6 +325,9 @@ mod tests {
             attachments_new: Bucket::new(131, 1),
             attachments_ip: Bucket::new(132, 1),
             attachment_downloads: Bucket::new(14, 1),
+            group_changes: Bucket::new(15, 1),
+            group_reads: Bucket::new(16, 1),
+            group_deliveries: Bucket::new(17, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
