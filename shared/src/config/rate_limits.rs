@@ -299,6 +299,9 @@ mod tests {
             Limit::AttachmentsNew { user: a },
             Limit::AttachmentsIp { ip: "203.0.113.7" },
             Limit::AttachmentDownloads { user: a },
+            Limit::GroupChanges { user: a },
+            Limit::GroupReads { user: a },
+            Limit::GroupDeliveries { sender: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -355,6 +358,9 @@ mod tests {
                 limits.attachments_new,
                 limits.attachments_ip,
                 limits.attachment_downloads,
+                limits.group_changes,
+                limits.group_reads,
+                limits.group_deliveries,
             ]
         );
     }
