@@ -145,7 +145,7 @@ impl App {
             inbox: redis.clone(),
             registry: redis.clone(),
             users: Arc::new(self.dynamo.clone()),
-            groups: Arc::new(interim::NoGroups),
+            groups: Arc::new(self.dynamo.clone()),
             provisioning: redis.clone(),
             sent_log: redis,
             pusher,
@@ -158,40 +158,5 @@ impl App {
     pub async fn health(&self) -> Result<()> {
         let (d, r) = futures::join!(self.dynamo.ping(), self.redis.ping());
         d.and(r)
-    }
-}
-
-// INTERIM until the DynamoDB group store is merged: no group exists.
-mod interim {
-    use crate::error::Result;
-    use crate::groups::{Group, GroupId};
-    use crate::model::UserId;
-    use crate::storage::{GroupStore, GroupWrite};
-
-    pub struct NoGroups;
-
-    #[async_trait::async_trait]
-    impl GroupStore for NoGroups {
-        async fn get(&self, _: GroupId) -> Result<Option<Group>> {
-            Ok(None)
-        }
-        async fn create(&self, _: &Group) -> Result<()> {
-            Ok(())
-        }
-        async fn replace(
-            &self,
-            _: &Group,
-            _: u64,
-            _: &[UserId],
-            _: &[UserId],
-        ) -> Result<GroupWrite> {
-            Ok(GroupWrite::Moved(None))
-        }
-        async fn delete(&self, _: GroupId, _: u64, _: &[UserId]) -> Result<GroupWrite> {
-            Ok(GroupWrite::Moved(None))
-        }
-        async fn of_user(&self, _: UserId, _: Option<GroupId>, _: u32) -> Result<Vec<GroupId>> {
-            Ok(vec![])
-        }
     }
 }

@@ -466,6 +466,10 @@ async fn sends_racing_a_removal_reach_the_old_or_the_new_roster() {
     assert_eq!(to_bob.len(), accepted_old + accepted_new);
     assert_eq!(to_carol.len(), accepted_old);
     assert!(accepted_old > 0, "some sends went before the removal");
+    assert!(
+        outcomes.iter().any(|(_, _, after, _)| *after),
+        "some sends started after the removal answered"
+    );
     // After the removal answered, Carol's sends are refused too.
     let mut ws = carol.connect(&stack).await;
     let reply = send_group(&mut ws, group_frame(&group, "late", b"x", &[&b1])).await;

@@ -154,25 +154,30 @@ impl Relay {
             StoredEnvelope::shared(expires, id, from.user_id).sent_by_new_account(new_account);
 
         // One script call per member, each in the member's slot.
-        let stores = map.iter().map(|(&member, devices)| {
-            let fanout = SharedFanout {
-                to: member,
-                online_only: send.online_only,
-                entries: devices
-                    .iter()
-                    .map(|d| Addressed {
-                        device_id: d.device_id,
-                        registration_id: Some(d.registration_id),
-                        envelope: entry.clone(),
-                    })
-                    .collect(),
-                remember_ms: repeatable.map(|_| REMEMBERING.window_ms),
-            };
-            async move {
-                let outcome = self.inbox.deliver_shared(&fanout, now, lease).await;
-                (fanout, outcome)
-            }
-        });
+        // Collected first: a lazy iterator of futures borrowing `self` would make the caller's
+        // future not `Send` (a closure's higher-ranked lifetimes).
+        let stores: Vec<_> = map
+            .iter()
+            .map(|(&member, devices)| {
+                let fanout = SharedFanout {
+                    to: member,
+                    online_only: send.online_only,
+                    entries: devices
+                        .iter()
+                        .map(|d| Addressed {
+                            device_id: d.device_id,
+                            registration_id: Some(d.registration_id),
+                            envelope: entry.clone(),
+                        })
+                        .collect(),
+                    remember_ms: repeatable.map(|_| REMEMBERING.window_ms),
+                };
+                async move {
+                    let outcome = self.inbox.deliver_shared(&fanout, now, lease).await;
+                    (fanout, outcome)
+                }
+            })
+            .collect();
         let stored: Vec<_> = futures::stream::iter(stores)
             .buffer_unordered(STORE_CONCURRENCY)
             .collect()
@@ -243,28 +248,31 @@ impl Relay {
             json: Arc::from(json),
         };
         let budget_end = started + self.group_push.push_budget.as_millis() as u64;
-        let pushes = online.into_iter().map(|(device, outcome)| {
-            let known = known.clone();
-            async move {
-                let outcome = match outcome {
-                    // Past the budget: written to no connection, so settled back in the inbox.
-                    Stored::Online {
-                        ack_connections,
-                        envelopes,
-                        in_flight,
-                        ..
-                    } if self.clock.now_ms() >= budget_end => Stored::Online {
-                        connections: Vec::new(),
-                        ack_connections,
-                        envelopes,
-                        in_flight,
-                    },
-                    outcome => outcome,
-                };
-                self.push_stored(device, outcome, entry, online_only, lease, Some(known))
-                    .await
-            }
-        });
+        let pushes: Vec<_> = online
+            .into_iter()
+            .map(|(device, outcome)| {
+                let known = known.clone();
+                async move {
+                    let outcome = match outcome {
+                        // Past the budget: written to no connection, so settled back in the inbox.
+                        Stored::Online {
+                            ack_connections,
+                            envelopes,
+                            in_flight,
+                            ..
+                        } if self.clock.now_ms() >= budget_end => Stored::Online {
+                            connections: Vec::new(),
+                            ack_connections,
+                            envelopes,
+                            in_flight,
+                        },
+                        outcome => outcome,
+                    };
+                    self.push_stored(device, outcome, entry, online_only, lease, Some(known))
+                        .await
+                }
+            })
+            .collect();
         let deliveries: Vec<Delivery> = futures::stream::iter(pushes)
             .buffer_unordered(self.group_push.push_concurrency.max(1))
             .collect()
@@ -334,13 +342,16 @@ impl Relay {
     /// Reads these members' devices from the user store into `current`, and refreshes the
     /// relay's copy with them (a member whose account is gone has none).
     async fn read_devices(&self, users: &[UserId], current: &mut Current) -> Result<()> {
-        let reads = users.iter().map(|&user| async move {
-            let list = self.users.devices(user).await?;
-            if let Some(list) = &list {
-                self.inbox.set_devices(user, list).await?;
-            }
-            Ok::<_, Error>((user, list))
-        });
+        let reads: Vec<_> = users
+            .iter()
+            .map(|&user| async move {
+                let list = self.users.devices(user).await?;
+                if let Some(list) = &list {
+                    self.inbox.set_devices(user, list).await?;
+                }
+                Ok::<_, Error>((user, list))
+            })
+            .collect();
         let lists: Vec<_> = futures::stream::iter(reads)
             .buffer_unordered(STORE_CONCURRENCY)
             .try_collect()
