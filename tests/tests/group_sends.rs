@@ -475,3 +475,34 @@ async fn sends_racing_a_removal_reach_the_old_or_the_new_roster() {
     let reply = send_group(&mut ws, group_frame(&group, "late", b"x", &[&b1])).await;
     assert_eq!(reply["code"], "not_a_member", "{reply}");
 }
+
+/// An entry whose shared envelope is gone (expired with the inbox TTL) is dropped when it comes
+/// to be delivered, and the entries after it still arrive.
+#[tokio::test]
+async fn an_entry_whose_envelope_expired_is_dropped() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let group = group_of(&stack, &[&alice, &bob], &[]).await;
+    let b1 = Device::primary(&bob);
+    let mut sender = alice.connect(&stack).await;
+    for (id, body) in [("1", b"first".as_slice()), ("2", b"second".as_slice())] {
+        let reply = send_group(&mut sender, group_frame(&group, id, body, &[&b1])).await;
+        assert_eq!(counts(&reply), (0, 1, 0));
+    }
+    let first = &entries(&stack, &b1).await[0];
+    let id = Uuid::parse_str(first.split('|').nth(1).unwrap().trim_start_matches('@')).unwrap();
+    let _: () = stack
+        .redis()
+        .await
+        .del(stack.redis_keys().shared(id))
+        .await
+        .unwrap();
+    let mut bob_ws = b1.connect(&stack).await;
+    let fetched = bob_ws.fetch_all().await;
+    assert_eq!(
+        fetched.iter().map(body_of).collect::<Vec<_>>(),
+        vec![b"second".to_vec()]
+    );
+    assert!(bob_ws.fetch_all().await.is_empty());
+    assert_eq!(pending(&mut bob_ws).await, 0);
+}
