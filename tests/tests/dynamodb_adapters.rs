@@ -14,6 +14,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::clock::unix_secs;
+use shared::config::GroupLimits;
 use shared::groups::{Group, Member, MemberState, Membership, Role};
 use shared::model::{
     DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, RetiredRegistrations,
@@ -821,6 +822,34 @@ async fn deleting_a_large_group_drops_every_index_entry(e: Engine) {
     }
 }
 
+/// The largest roster `GROUP_MAX_MEMBERS` allows is one item, written and read back whole.
+async fn the_largest_roster_fits_one_item(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db;
+    let mut g = new_group(0);
+    db.create(&g).await.unwrap();
+    // Admins and members, joined and invited, with 13-digit times: the longest entries there are.
+    g.members
+        .extend((1..GroupLimits::LARGEST_ROSTER as u64).map(|i| {
+            let role = if i % 2 == 0 {
+                Role::Admin
+            } else {
+                Role::Member
+            };
+            let state = if i % 3 == 0 {
+                MemberState::Member
+            } else {
+                MemberState::Invited
+            };
+            roster_entry(role, state, 1_796_000_000_000 + i)
+        }));
+    g.version = 2;
+    assert_eq!(
+        db.replace(&g, 1, &[], &[]).await.unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(GroupStore::get(db.as_ref(), g.id).await.unwrap(), Some(g));
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -857,4 +886,5 @@ on_both_engines!(
     concurrent_group_changes_at_one_version_write_one,
     a_users_groups_page_by_id,
     deleting_a_large_group_drops_every_index_entry,
+    the_largest_roster_fits_one_item,
 );

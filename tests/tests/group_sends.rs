@@ -1,31 +1,23 @@
 //! Group sends over the WebSocket: one frame fanned out to every member device (the sender's
 //! other devices included, never the sending one), the roster and device-map checks, the
 //! envelope stored once with a small entry per device, ack mode and fetch, idempotent repeats,
-//! `online_only`, and sends racing a removal. Groups are written through the group store the
-//! groups function uses, as it writes them.
+//! `online_only`, and sends racing a removal (`DELETE …/members/{user_id}` over HTTP).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 use relay_tests::acks::{ack_frame, connect_ack, reply_alone};
+use relay_tests::client::{delete_auth, post_auth_json};
 use relay_tests::devices::{body_of, link, pending, Device};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::groups::{Group, Member, MemberState, Role};
 use shared::model::DeviceAddress;
 use shared::storage::dynamodb::{Dynamo, Tables};
-use shared::storage::{GroupStore, GroupWrite};
+use shared::storage::GroupStore;
 use shared::validation::encode;
 use uuid::Uuid;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// The stack's group store, as the groups function and the relay use it.
 fn store(stack: &Stack) -> Dynamo {
@@ -35,45 +27,35 @@ fn store(stack: &Stack) -> Dynamo {
     )
 }
 
-/// A new group: `members` joined (the first its admin), `invited` invited.
+/// A new group over HTTP: the first of `members` creates it, the others join, `invited` stay
+/// invited; the group as stored.
 async fn group_of(stack: &Stack, members: &[&User], invited: &[&User]) -> Group {
-    let entry = |user: &User, role, state, since| Member {
-        user_id: Uuid::parse_str(&user.user_id).unwrap(),
-        role,
-        state,
-        since,
-    };
-    let mut roster = Vec::new();
-    for (i, user) in members.iter().enumerate() {
-        let role = if i == 0 { Role::Admin } else { Role::Member };
-        roster.push(entry(user, role, MemberState::Member, i as u64));
+    let listed: Vec<&str> = members[1..]
+        .iter()
+        .chain(invited)
+        .map(|u| u.user_id.as_str())
+        .collect();
+    let (status, body) = post_auth_json(
+        stack,
+        "/v1/groups",
+        &members[0].access,
+        &json!({ "members": listed }),
+    )
+    .await;
+    assert_eq!(status, 201, "create: {body}");
+    let id = Uuid::parse_str(body["group_id"].as_str().unwrap()).unwrap();
+    for member in &members[1..] {
+        let path = format!("/v1/groups/{id}/join");
+        let (status, body) = post_auth_json(stack, &path, &member.access, &json!({})).await;
+        assert_eq!(status, 200, "join: {body}");
     }
-    for user in invited {
-        roster.push(entry(user, Role::Member, MemberState::Invited, 100));
-    }
-    let group = Group {
-        id: Uuid::new_v4(),
-        version: 1,
-        meta: None,
-        created_at: now_ms(),
-        members: roster,
-    };
-    store(stack).create(&group).await.expect("create group");
-    group
+    store(stack).get(id).await.unwrap().expect("the group")
 }
 
-/// Removes `user` from the roster in one conditional write, as `DELETE …/members/{user}` does.
-async fn remove(stack: &Stack, group: &Group, user: &User) -> Group {
-    let user_id = Uuid::parse_str(&user.user_id).unwrap();
-    let mut next = group.clone();
-    next.members.retain(|m| m.user_id != user_id);
-    next.version += 1;
-    let written = store(stack)
-        .replace(&next, group.version, &[], &[user_id])
-        .await
-        .expect("remove");
-    assert_eq!(written, GroupWrite::Written);
-    next
+/// `DELETE /v1/groups/{group}/members/{user}` by `admin`.
+async fn remove(stack: &Stack, admin: &User, group: &Group, user: &User) {
+    let path = format!("/v1/groups/{}/members/{}", group.id, user.user_id);
+    assert_eq!(delete_auth(stack, &path, &admin.access).await, 200);
 }
 
 /// A group `send` frame addressed to `devices`.
@@ -429,7 +411,7 @@ async fn sends_racing_a_removal_reach_the_old_or_the_new_roster() {
     }
     // The removal lands while sends are in flight: after the first one accepted.
     first_reply.notified().await;
-    remove(&stack, &group, &carol).await;
+    remove(&stack, &alice, &group, &carol).await;
     removed.set(tokio::time::Instant::now()).unwrap();
     let mut outcomes = Vec::new();
     for t in tasks {

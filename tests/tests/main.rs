@@ -16,6 +16,7 @@ mod dynamodb_adapters;
 mod frame_fuzz;
 mod frame_limits;
 mod group_sends;
+mod groups;
 mod handlers;
 mod inbox_limits;
 mod keys;

@@ -22,7 +22,7 @@ use self::connections::ConnectionCache;
 use super::auth::Authenticator;
 use super::{AccountAge, Limit, Limiter};
 use crate::clock::SharedClock;
-use crate::config::{settings, Config, DeviceLimits, InboxLimits, RelayTimings};
+use crate::config::{Config, DeviceLimits, GroupLimits, InboxLimits, RelayTimings};
 use crate::error::{Error, Result};
 use crate::storage::{
     ConnectionRegistry, GroupStore, Inbox, Provisioning, Pusher, Registration, SendLog, UserStore,
@@ -41,7 +41,7 @@ pub struct Relay {
     pusher: Arc<dyn Pusher>,
     known: ConnectionCache,
     /// How a group send pushes to the member devices online.
-    group_push: GroupPush,
+    group_push: GroupLimits,
     inbox_limits: InboxLimits,
     timings: RelayTimings,
     /// Live connections per device (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
@@ -77,7 +77,7 @@ impl Relay {
             timings: config.relay,
             max_connections: config.max_connections_per_user,
             device_limits: config.devices,
-            group_push: GroupPush::default(),
+            group_push: config.groups,
             auth: parts.auth,
             limiter: parts.limiter,
             age: parts.age,
@@ -117,24 +117,6 @@ impl Relay {
     pub async fn list(&self, connection_id: &str) -> Result<u64> {
         let device = self.frame_from(connection_id).await?.device();
         self.inbox.pending(device, self.clock.now_ms()).await
-    }
-}
-
-/// How a group send pushes to the member devices online.
-#[derive(Debug, Clone, Copy)]
-struct GroupPush {
-    push_concurrency: usize,
-    push_budget: std::time::Duration,
-}
-
-impl Default for GroupPush {
-    fn default() -> Self {
-        Self {
-            push_concurrency: settings::GROUP_PUSH_CONCURRENCY.default_number() as usize,
-            push_budget: std::time::Duration::from_millis(
-                settings::GROUP_PUSH_BUDGET_MS.default_number(),
-            ),
-        }
     }
 }
 
