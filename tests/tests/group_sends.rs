@@ -12,7 +12,7 @@ use relay_tests::client::{delete_auth, post_auth_json};
 use relay_tests::devices::{body_of, link, pending, Device};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
-use shared::groups::{Group, Member, MemberState, Role};
+use shared::groups::Group;
 use shared::model::DeviceAddress;
 use shared::storage::dynamodb::{Dynamo, Tables};
 use shared::storage::GroupStore;
@@ -286,7 +286,7 @@ async fn ack_mode_acknowledges_the_shared_id_per_device() {
     let id = envelope["id"].as_str().unwrap().to_string();
 
     // Unacknowledged, Bob's copy waits in flight; acknowledged, it is gone.
-    let reply = reply_alone(&mut bob_ws, ack_frame(Some("k"), &[id.clone()])).await;
+    let reply = reply_alone(&mut bob_ws, ack_frame(Some("k"), std::slice::from_ref(&id))).await;
     assert_eq!(reply["acked"], 1, "{reply}");
     assert!(bob_ws.fetch_all().await.is_empty());
 
