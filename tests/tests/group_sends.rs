@@ -488,3 +488,40 @@ async fn an_entry_whose_envelope_expired_is_dropped() {
     assert!(bob_ws.fetch_all().await.is_empty());
     assert_eq!(pending(&mut bob_ws).await, 0);
 }
+
+/// A member whose slot fails (here: a key of the wrong type in it, as a node that refuses the
+/// script) is reported with what was stored; the repeat with the same id from the ack-mode
+/// connection stores only what was missing.
+#[tokio::test]
+async fn a_failure_part_way_is_reported_and_the_repeat_completes_it() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let carol = User::builder(&stack).create().await;
+    let group = group_of(&stack, &[&alice, &bob, &carol], &[]).await;
+    let (b1, c1) = (Device::primary(&bob), Device::primary(&carol));
+    let broken = stack.redis_keys().conns(address(&c1));
+    let mut redis = stack.redis().await;
+    let _: () = redis.set(&broken, "not a sorted set").await.unwrap();
+
+    let mut sender = connect_ack(&stack, &alice.access).await;
+    let frame = group_frame(&group, "p", b"part", &[&b1, &c1]);
+    let reply = send_group(&mut sender, frame.clone()).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert_eq!(reply["id"], "p");
+    assert_eq!(reply["stored_users"], 1, "{reply}");
+    assert_eq!(reply["unstored_users"], json!([carol.user_id]), "{reply}");
+    assert_eq!(entries(&stack, &b1).await.len(), 1);
+    assert!(entries(&stack, &c1).await.is_empty());
+
+    let _: () = redis.del(&broken).await.unwrap();
+    let reply = send_group(&mut sender, frame).await;
+    assert_eq!(counts(&reply), (0, 2, 0), "{reply}");
+    assert_eq!(entries(&stack, &b1).await.len(), 1, "nothing stored twice");
+    let mut carol_ws = c1.connect(&stack).await;
+    let fetched = carol_ws.fetch_all().await;
+    assert_eq!(
+        fetched.iter().map(body_of).collect::<Vec<_>>(),
+        vec![b"part".to_vec()]
+    );
+}
