@@ -198,17 +198,12 @@ export class Groups {
 
   /** The group as the relay has it now (its roster), its meta opened. */
   async get(groupId) {
-    return this.#view(await this.#raw(groupId));
+    return this.#view(await this.fetchRaw(groupId));
   }
 
-  /** GET /v1/groups/{id} as the relay answers it. */
-  #raw(groupId) {
-    return this.#session.call('GET', `/v1/groups/${enc(groupId)}`);
-  }
-
-  /** The group as the relay has it now, unprocessed (the sender reads the roster from it). */
+  /** GET /v1/groups/{id} as the relay answers it (the sender reads the roster from it). */
   fetchRaw(groupId) {
-    return this.#raw(groupId);
+    return this.#session.call('GET', `/v1/groups/${enc(groupId)}`);
   }
 
   // ------------------------------------------------------------ this device's sender key
