@@ -1,0 +1,353 @@
+//! Scenario 8's rows of the table and its targets, and its printout alone (`--only groups`).
+
+use super::groups::{GroupOffline, GroupRuns, Groups};
+use super::report::{cpu, ms, plain, print_rows, print_targets, rate, row, times, Row, Target};
+use super::util::Lat;
+
+/// The most a group send to 1,500 offline devices may take (send → `sent`), p95.
+pub const OFFLINE_P95_TARGET_MS: f64 = 200.0;
+/// The most a group send may take to reach every online member device, p95.
+pub const ONLINE_P95_TARGET_MS: f64 = 500.0;
+/// The least group deliveries/s may be, in times the one-to-one messages/s of the same run.
+pub const DELIVERIES_RATIO_TARGET: f64 = 3.0;
+
+fn p50_p95(l: &Lat) -> String {
+    format!("{} / {}", ms(l.p50_ms), ms(l.p95_ms))
+}
+
+fn p50_p99(l: &Lat) -> String {
+    format!("{} / {}", ms(l.p50_ms), ms(l.p99_ms))
+}
+
+fn bytes(v: f64) -> String {
+    if v.abs() >= 10_240.0 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{v:.0} B")
+    }
+}
+
+/// Group deliveries/s ÷ one-to-one messages/s.
+fn ratio(deliveries: f64, one_to_one: f64) -> f64 {
+    deliveries / one_to_one.max(1e-9)
+}
+
+/// What one send stored: `used_memory` per send and per device, the inbox entries, the payload.
+fn storage(o: &GroupOffline) -> (String, String) {
+    let used = match (o.used_memory_per_send, o.used_memory_per_device()) {
+        (Some(send), Some(device)) => format!(
+            "used_memory +{} per send, {} per device",
+            bytes(send),
+            bytes(device)
+        ),
+        _ => "used_memory not read".into(),
+    };
+    let entries = format!(
+        "entry {} as stored{}",
+        bytes(o.entry_bytes),
+        o.inbox_bytes_per_entry
+            .map_or(String::new(), |b| format!(", inbox list +{} per entry", bytes(b)))
+    );
+    (used, entries)
+}
+
+fn offline_rows(name: &str, o: &GroupOffline) -> Vec<Row> {
+    let floor = o.floor.unwrap_or_default();
+    let label = format!("RPUSH×{} pipelined ", o.devices);
+    let with_floor = |metric: &str, v: f64, f: f64, extra: String| {
+        let floor_text = match o.floor {
+            Some(_) => format!("{label}{}", ms(f)),
+            None => String::new(),
+        };
+        let ratio = match o.floor {
+            Some(_) => format!("{}{extra}", times(v, f)),
+            None => extra.trim_start_matches(", ").to_string(),
+        };
+        row(name, metric, ms(v), floor_text, ratio)
+    };
+    let (used, entries) = storage(o);
+    let payload = format!(
+        "payload {} B ({} B base64)",
+        o.body_bytes, o.body_base64_bytes
+    );
+    vec![
+        with_floor(
+            "send → sent p50",
+            o.latency.p50_ms,
+            floor.p50_ms,
+            String::new(),
+        ),
+        with_floor(
+            "send → sent p95",
+            o.latency.p95_ms,
+            floor.p95_ms,
+            format!(", target ≤ {OFFLINE_P95_TARGET_MS:.0} ms"),
+        ),
+        plain(
+            name,
+            "replies (device counts, all sends)",
+            format!(
+                "{} queued, {} delivered, {} dropped of {}; {} errors",
+                o.queued,
+                o.delivered,
+                o.dropped,
+                o.devices * o.latency.n as u64,
+                o.errors
+            ),
+        ),
+        row(
+            name,
+            "stored per message",
+            used,
+            payload.clone(),
+            o.used_memory_per_device()
+                .map_or("–".into(), |d| format!("{:.1}× payload per device", d / o.body_bytes.max(1) as f64)),
+        ),
+        row(
+            name,
+            "inbox entry per device",
+            entries,
+            payload,
+            o.inbox_bytes_per_entry.map_or("–".into(), |b| {
+                format!("{:.1}× payload", b / o.body_bytes.max(1) as f64)
+            }),
+        ),
+        plain(
+            name,
+            "stored once per message (used_memory − entries)",
+            o.payload_share().map_or("–".into(), bytes),
+        ),
+        plain(
+            name,
+            "send frame",
+            format!("{} ({} devices in the map)", bytes(o.frame_bytes as f64), o.devices),
+        ),
+    ]
+}
+
+fn single_rows(g: &Groups, r: &GroupRuns) -> Vec<Row> {
+    let o = &r.offline;
+    let mut rows = offline_rows(
+        &format!(
+            "8 · group of {} members, all offline ({} sends, one at a time)",
+            o.members, o.sends
+        ),
+        o,
+    );
+    if let Some(on) = &r.online {
+        let name = format!(
+            "8 · the same group, {} members online ({} sends, one at a time)",
+            on.online, on.sends
+        );
+        rows.extend([
+            row(
+                &name,
+                "send → every online device p50 / p95",
+                p50_p95(&on.all_received),
+                format!("all offline {}", p50_p95(&o.latency)),
+                format!(
+                    "p95 {} (target ≤ {ONLINE_P95_TARGET_MS:.0} ms)",
+                    times(on.all_received.p95_ms, o.latency.p95_ms)
+                ),
+            ),
+            plain(&name, "send → each online device p50 / p95", p50_p95(&on.each_received)),
+            plain(&name, "send → sent p50 / p95", p50_p95(&on.sent)),
+            plain(
+                &name,
+                "replies (device counts, all sends)",
+                format!(
+                    "{} delivered, {} queued, {} dropped; {} receipts missed, {} errors",
+                    on.delivered, on.queued, on.dropped, on.missed, on.errors
+                ),
+            ),
+        ]);
+    }
+    rows.extend(many_rows(&r.many, g.one_to_one_msgs_per_s, "1 · one-to-one "));
+    rows
+}
+
+fn many_rows(m: &super::scenarios::Online, one_to_one: f64, label: &str) -> Vec<Row> {
+    let name = format!(
+        "8 · {} groups sending at once, {} devices each (pipeline {})",
+        m.pairs, m.devices, m.pipeline
+    );
+    let mut rows = vec![
+        row(
+            &name,
+            "group deliveries/s (member devices reached)",
+            rate(m.msgs_per_s, "/s"),
+            format!("{label}{}", rate(one_to_one, "msg/s")),
+            format!(
+                "{:.2}× one-to-one (target ≥ {DELIVERIES_RATIO_TARGET:.0}×)",
+                ratio(m.msgs_per_s, one_to_one)
+            ),
+        ),
+        plain(&name, "group sends/s", rate(m.sends_per_s, "/s")),
+        plain(&name, "send → receive p50 / p99", p50_p99(&m.latency)),
+    ];
+    if m.cpu.sends > 0 {
+        rows.push(plain(&name, "server CPU per group send", cpu(&m.cpu)));
+    }
+    if let Some(redis) = &m.redis {
+        rows.push(plain(
+            &name,
+            "Redis commands per group send",
+            format!(
+                "{:.2} round trips (+ {:.1} run by scripts)",
+                redis.round_trips, redis.in_scripts
+            ),
+        ));
+    }
+    if m.errors > 0 {
+        rows.push(plain(
+            &name,
+            "errors",
+            format!(
+                "{}, first: {}",
+                m.errors,
+                m.first_error.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    rows
+}
+
+fn cluster_rows(g: &Groups, c: &GroupRuns) -> Vec<Row> {
+    let name = "8 · groups on a Redis Cluster (3 primaries, 3 replicas)";
+    let (o, s) = (&c.offline, &g.single.offline);
+    let one_to_one = g.one_to_one_cluster_msgs_per_s.unwrap_or(0.0);
+    let (used, _) = storage(o);
+    vec![
+        row(
+            name,
+            &format!("{} offline devices: send → sent p50 / p95", o.devices),
+            p50_p95(&o.latency),
+            format!("single node {}", p50_p95(&s.latency)),
+            format!(
+                "p95 {} (target ≤ {OFFLINE_P95_TARGET_MS:.0} ms)",
+                times(o.latency.p95_ms, s.latency.p95_ms)
+            ),
+        ),
+        row(
+            name,
+            "stored per message",
+            used,
+            s.used_memory_per_device()
+                .map_or("–".into(), |d| format!("single node {} per device", bytes(d))),
+            format!("entry {}", bytes(o.entry_bytes)),
+        ),
+        row(
+            name,
+            &format!("{} groups: group deliveries/s", c.many.pairs),
+            rate(c.many.msgs_per_s, "/s"),
+            format!("1b · one-to-one {}", rate(one_to_one, "msg/s")),
+            format!(
+                "{:.2}× one-to-one (target ≥ {DELIVERIES_RATIO_TARGET:.0}×); {:.0}% of single node",
+                ratio(c.many.msgs_per_s, one_to_one),
+                100.0 * c.many.msgs_per_s / g.single.many.msgs_per_s.max(1e-9)
+            ),
+        ),
+        plain(
+            name,
+            &format!("{} groups: send → receive p50 / p99", c.many.pairs),
+            p50_p99(&c.many.latency),
+        ),
+    ]
+}
+
+/// Scenario 8's rows: the single node's, then the cluster's beside them.
+pub fn rows(g: &Groups) -> Vec<Row> {
+    let mut rows = single_rows(g, &g.single);
+    if let Some(c) = &g.cluster {
+        rows.extend(cluster_rows(g, c));
+    }
+    for (label, r) in [("single node", Some(&g.single)), ("cluster", g.cluster.as_ref())] {
+        if let Some(e) = r.and_then(|r| r.error.as_ref()) {
+            rows.push(plain("8 · groups", &format!("failed on the {label}"), e.clone()));
+        }
+    }
+    rows
+}
+
+fn offline_target(name: &str, o: &GroupOffline) -> Target {
+    let reached = o.queued + o.delivered;
+    Target {
+        name: name.into(),
+        goal: format!("send → sent p95 ≤ {OFFLINE_P95_TARGET_MS:.0} ms, every inbox written"),
+        measured: format!(
+            "p95 {} (p50 {}), {reached} of {} devices reached, {} errors, {} per device stored",
+            ms(o.latency.p95_ms),
+            ms(o.latency.p50_ms),
+            o.devices * o.latency.n as u64,
+            o.errors,
+            o.used_memory_per_device().map_or("–".into(), bytes),
+        ),
+        met: o.latency.n > 0
+            && o.latency.p95_ms <= OFFLINE_P95_TARGET_MS
+            && o.errors == 0
+            && o.dropped == 0
+            && reached == o.devices * o.latency.n as u64,
+    }
+}
+
+fn deliveries_target(name: &str, m: &super::scenarios::Online, one_to_one: f64) -> Target {
+    let x = ratio(m.msgs_per_s, one_to_one);
+    Target {
+        name: name.into(),
+        goal: format!("≥ {DELIVERIES_RATIO_TARGET:.0}× one-to-one msg/s"),
+        measured: format!(
+            "{:.0} deliveries/s vs {:.0} msg/s ({x:.2}×), {} errors",
+            m.msgs_per_s, one_to_one, m.errors
+        ),
+        met: x >= DELIVERIES_RATIO_TARGET && m.latency.n > 0 && m.errors == 0,
+    }
+}
+
+/// Scenario 8's targets, the cluster's beside the single node's.
+pub fn targets(g: &Groups) -> Vec<Target> {
+    let s = &g.single;
+    let mut t = vec![offline_target(
+        &format!("group send, {} offline", s.offline.members),
+        &s.offline,
+    )];
+    if let Some(on) = &s.online {
+        t.push(Target {
+            name: format!("group send, {} online", on.online),
+            goal: format!("every online device has it: p95 ≤ {ONLINE_P95_TARGET_MS:.0} ms"),
+            measured: format!(
+                "p95 {} (p50 {}), {} receipts missed, {} errors",
+                ms(on.all_received.p95_ms),
+                ms(on.all_received.p50_ms),
+                on.missed,
+                on.errors
+            ),
+            met: on.all_received.n > 0
+                && on.all_received.p95_ms <= ONLINE_P95_TARGET_MS
+                && on.missed == 0
+                && on.errors == 0,
+        });
+    }
+    t.push(deliveries_target(
+        "group deliveries",
+        &s.many,
+        g.one_to_one_msgs_per_s,
+    ));
+    if let Some(c) = &g.cluster {
+        t.push(offline_target(
+            &format!("group send, {} offline, cluster", c.offline.members),
+            &c.offline,
+        ));
+        t.push(deliveries_target(
+            "group deliveries, cluster",
+            &c.many,
+            g.one_to_one_cluster_msgs_per_s.unwrap_or(0.0),
+        ));
+    }
+    t
+}
+
+/// `--only groups`: the table and the targets of scenario 8.
+pub fn print(g: &Groups) {
+    print_rows(&rows(g));
+    print_targets(&targets(g));
+}
