@@ -69,14 +69,17 @@ where
 /// `creator`'s new group with every one of `others` a joined member: `POST /v1/groups` with
 /// the first invitees, `POST /v1/groups/{id}/members` for the rest, then each invitee's
 /// `POST /v1/groups/{id}/join`; checked with `GET /v1/groups/{id}`. The group's id.
-pub async fn create_group(stack: &Stack, creator: &User, others: &[&User]) -> Result<String, String> {
+pub async fn create_group(
+    stack: &Stack,
+    creator: &User,
+    others: &[&User],
+) -> Result<String, String> {
     let ids: Vec<&str> = others.iter().map(|u| u.user_id.as_str()).collect();
     let mut batches = ids.chunks(INVITES_PER_REQUEST);
     let first = batches.next().unwrap_or(&[]);
-    let (status, body) = retried(|| {
-        post_auth_json(stack, "/v1/groups", &creator.access, &json!({"members": first}))
-    })
-    .await;
+    let create = json!({"members": first});
+    let (status, body) =
+        retried(|| post_auth_json(stack, "/v1/groups", &creator.access, &create)).await;
     if status != 201 {
         return Err(format!("POST /v1/groups: {status} {body}"));
     }
@@ -86,21 +89,21 @@ pub async fn create_group(stack: &Stack, creator: &User, others: &[&User]) -> Re
         .to_string();
     let members = format!("/v1/groups/{group_id}/members");
     for batch in batches {
-        let (status, body) = retried(|| {
-            post_auth_json(stack, &members, &creator.access, &json!({"user_ids": batch}))
-        })
-        .await;
+        let invite = json!({"user_ids": batch});
+        let (status, body) =
+            retried(|| post_auth_json(stack, &members, &creator.access, &invite)).await;
         if status != 200 {
             return Err(format!("POST {members}: {status} {body}"));
         }
     }
     let join = format!("/v1/groups/{group_id}/join");
+    let empty = json!({});
     let joined: Vec<Result<(), String>> = futures::stream::iter(others)
         .map(|u| {
-            let join = &join;
+            let (join, empty) = (&join, &empty);
             async move {
                 let (status, body) =
-                    retried(|| post_auth_json(stack, join, &u.access, &json!({}))).await;
+                    retried(|| post_auth_json(stack, join, &u.access, empty)).await;
                 match status {
                     200 => Ok(()),
                     _ => Err(format!("POST {join}: {status} {body}")),
@@ -111,8 +114,8 @@ pub async fn create_group(stack: &Stack, creator: &User, others: &[&User]) -> Re
         .collect()
         .await;
     joined.into_iter().collect::<Result<(), String>>()?;
-    let (status, body) =
-        retried(|| get_auth(stack, &format!("/v1/groups/{group_id}"), &creator.access)).await;
+    let group = format!("/v1/groups/{group_id}");
+    let (status, body) = retried(|| get_auth(stack, &group, &creator.access)).await;
     let roster = body["members"].as_array().cloned().unwrap_or_default();
     let joined = roster.iter().filter(|m| m["state"] == "member").count();
     if status != 200 || joined != others.len() + 1 {

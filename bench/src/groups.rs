@@ -71,13 +71,14 @@ impl Plan {
 /// Scenario 8 on one Redis (a node or a cluster).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct GroupRuns {
-    pub offline: GroupOffline,
+    /// The large group, all offline (`None` when its setup failed: see `error`).
+    pub offline: Option<GroupOffline>,
     /// The large group with some members connected (run on the single node only).
     #[serde(default)]
     pub online: Option<GroupOnline>,
     /// The small groups sending at once; `msgs_per_s` is member devices reached per second,
     /// `sends_per_s` group sends answered per second.
-    pub many: Online,
+    pub many: Option<Online>,
     /// Why a part did not run (a setup request refused), when one did not.
     #[serde(default)]
     pub error: Option<String>,
@@ -451,12 +452,7 @@ async fn online(stack: &Stack, group: &LargeGroup, plan: &Plan) -> GroupOnline {
 /// `plan.groups` groups of `plan.group_size` members with two devices each, every device
 /// connected, each group's creator sending from its first device as fast as the run lets it
 /// (pipelined like scenario 1) for `warmup + duration`.
-async fn many(
-    stack: &Stack,
-    plan: &Plan,
-    run: Run,
-    servers: &Servers,
-) -> Result<Online, String> {
+async fn many(stack: &Stack, plan: &Plan, run: Run, servers: &Servers) -> Result<Online, String> {
     let n = plan.groups * plan.group_size;
     log(format!(
         "8 · groups: registering {n} users and linking a second device to each"
@@ -520,7 +516,7 @@ pub async fn run(
     match LargeGroup::make(stack, plan).await {
         Ok(group) => {
             match offline(stack, &group, memory, plan).await {
-                Ok(o) => out.offline = o,
+                Ok(o) => out.offline = Some(o),
                 Err(e) => out.error = Some(e),
             }
             if with_online && out.error.is_none() {
@@ -536,7 +532,7 @@ pub async fn run(
         mode: AckMode::default(),
     };
     match many(stack, plan, run, servers).await {
-        Ok(m) => out.many = m,
+        Ok(m) => out.many = Some(m),
         Err(e) => {
             out.error.get_or_insert(e);
         }
@@ -574,6 +570,10 @@ mod tests {
         let target = group_setup::target(&uuid::Uuid::new_v4().to_string(), &lists, &devices[0][0]);
         let frame = ws::group_send_frame(&target, u64::MAX, Instant::now());
         assert_eq!(target.fanout, 1499);
-        assert!(frame.len() <= shared::frames::MAX_FRAME_BYTES, "{}", frame.len());
+        assert!(
+            frame.len() <= shared::frames::MAX_FRAME_BYTES,
+            "{}",
+            frame.len()
+        );
     }
 }

@@ -81,7 +81,13 @@ pub struct Row {
     pub ratio: String,
 }
 
-pub(crate) fn row(scenario: &str, metric: &str, value: String, floor: String, ratio: String) -> Row {
+pub(crate) fn row(
+    scenario: &str,
+    metric: &str,
+    value: String,
+    floor: String,
+    ratio: String,
+) -> Row {
     Row {
         scenario: scenario.into(),
         metric: metric.into(),
@@ -894,7 +900,7 @@ pub fn print_rows(rows: &[Row]) {
         "scenario", "metric", "value", "floor"
     );
     let mut last = String::new();
-    for x in &rows {
+    for x in rows {
         let s = if x.scenario == last { "" } else { &x.scenario };
         println!(
             "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {}",
