@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::services::relay::{self, Relay};
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
-    directory::KeyDirectory, AccountAge, Limiter,
+    directory::KeyDirectory, groups::Groups, AccountAge, Limiter,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -23,6 +23,7 @@ pub struct App {
     pub accounts: Accounts,
     pub keys: KeyDirectory,
     pub devices: Devices,
+    pub groups: Groups,
     /// None when no bucket is configured (`ATTACHMENTS_BUCKET`).
     pub attachments: Option<Attachments>,
     pub dynamo: Dynamo,
@@ -76,6 +77,13 @@ impl App {
         let dynamo_arc = Arc::new(dynamo.clone());
         let auth = Authenticator::new(tokens.clone(), redis_arc.clone());
         let limiter = Limiter::new(redis_arc.clone(), config.rate_limits);
+        let groups = Groups {
+            groups: dynamo_arc.clone(),
+            users: dynamo_arc.clone(),
+            limiter: limiter.clone(),
+            limits: config.groups,
+            clock: clock.clone(),
+        };
         let accounts = Accounts {
             users: dynamo_arc.clone(),
             sessions: dynamo_arc.clone(),
@@ -83,6 +91,7 @@ impl App {
             inbox: redis_arc.clone(),
             connections: redis_arc.clone(),
             sockets,
+            groups: groups.clone(),
             limiter: limiter.clone(),
             hashing: PasswordHashing::new(config.argon2)?,
             tokens,
@@ -122,6 +131,7 @@ impl App {
             accounts,
             keys,
             devices,
+            groups,
             attachments,
             dynamo,
             redis,

@@ -33,6 +33,17 @@ use crate::routes::HttpRoute;
     crate::model::AttachmentRequest,
     crate::model::AttachmentUploadOut,
     crate::model::AttachmentDownloadOut,
+    crate::model::CreateGroupRequest,
+    crate::model::InviteRequest,
+    crate::model::VersionedRequest,
+    crate::model::RoleRequest,
+    crate::model::MetaRequest,
+    crate::model::GroupOut,
+    crate::model::GroupsOut,
+    crate::groups::Member,
+    crate::groups::Membership,
+    crate::groups::Role,
+    crate::groups::MemberState,
     crate::error::ErrorBody,
     crate::error::ErrorDetail,
 )))]
@@ -287,7 +298,8 @@ fn describe(route: HttpRoute) -> RouteDoc {
             errors: &[400, 401, 404, 409, 429],
         },
         RemoveMember => RouteDoc {
-            summary: "Remove a user from the group (admins), or leave or decline (anyone, themselves)",
+            summary:
+                "Remove a user from the group (admins), or leave or decline (anyone, themselves)",
             bearer: true,
             body: None,
             params: &[GROUP_ID, MEMBER_ID, IF_VERSION],

@@ -67,6 +67,20 @@ pub fn body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T> {
     })
 }
 
+/// A JSON body that may be left out: no body is the type's default.
+pub fn optional_body<T: DeserializeOwned + Default>(req: &Request, max_bytes: usize) -> Result<T> {
+    let empty = match req.body() {
+        Body::Text(t) => t.trim().is_empty(),
+        Body::Binary(b) => b.is_empty(),
+        _ => true,
+    };
+    if empty {
+        Ok(T::default())
+    } else {
+        body(req, max_bytes)
+    }
+}
+
 pub fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

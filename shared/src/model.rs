@@ -10,6 +10,12 @@ use crate::validation as v;
 
 pub use crate::ids::{DeviceAddress, DeviceId, UserId, MAX_DEVICE_ID, PRIMARY_DEVICE};
 
+mod groups;
+pub use groups::{
+    CreateGroupRequest, GroupOut, GroupsOut, InviteRequest, MetaRequest, RoleRequest,
+    VersionedRequest,
+};
+
 // ---- wire: requests ----
 
 /// A public key signed (XEdDSA) by the identity key over its serialized form.

@@ -148,6 +148,11 @@ pub fn user_id(value: &str) -> Result<uuid::Uuid> {
     uuid::Uuid::parse_str(value).map_err(|_| Error::UserNotFound)
 }
 
+/// A group id in a path: not a UUID, so no such group.
+pub fn group_id(value: &str) -> Result<crate::groups::GroupId> {
+    uuid::Uuid::parse_str(value).map_err(|_| Error::GroupNotFound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

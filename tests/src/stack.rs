@@ -248,7 +248,8 @@ impl Stack {
             .expect("EXISTS")
     }
 
-    /// Every item of one of the stack's tables (`users`, `keys`, `sessions`), read directly.
+    /// Every item of one of the stack's tables (`users`, `keys`, `sessions`, `groups`), read
+    /// directly.
     pub async fn items(
         &self,
         name: &str,
@@ -263,13 +264,15 @@ impl Stack {
         out.items.unwrap_or_default()
     }
 
-    /// The stack's table of that role (`users`, `keys`, `sessions`), named as the adapters name it.
+    /// The stack's table of that role (`users`, `keys`, `sessions`, `groups`), named as the
+    /// adapters name it.
     pub fn table(&self, name: &str) -> String {
         let t = shared::storage::dynamodb::Tables::with_prefix(&self.config.table_prefix);
         match name {
             "users" => t.users,
             "keys" => t.keys,
             "sessions" => t.sessions,
+            "groups" => t.groups,
             other => panic!("no table {other:?}"),
         }
     }

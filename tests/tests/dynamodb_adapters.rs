@@ -1,4 +1,4 @@
-//! The DynamoDB adapters (users, keys, sessions) against two independent engines: Dynoxide, the
+//! The DynamoDB adapters (users, keys, sessions, groups) against two independent engines: Dynoxide, the
 //! one the relay runs on locally, and moto_server, written by other people. Each case runs on
 //! both (`dynoxide::…` and `moto::…`); concurrency claims use real concurrent requests.
 //!
@@ -14,13 +14,16 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::clock::unix_secs;
+use shared::config::GroupLimits;
+use shared::groups::{Group, Member, MemberState, Membership, Role};
 use shared::model::{
     DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, RetiredRegistrations,
     SignedKey, PRIMARY_DEVICE, RETIRED_REGISTRATIONS_KEPT,
 };
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
-    KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore, UserStore,
+    GroupStore, GroupWrite, KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore,
+    UserStore,
 };
 use shared::Error;
 use uuid::Uuid;
@@ -632,6 +635,221 @@ async fn relinks_may_not_repeat_a_retired_registration_id(e: Engine) {
     );
 }
 
+fn roster_entry(role: Role, state: MemberState, since: u64) -> Member {
+    Member {
+        user_id: Uuid::new_v4(),
+        role,
+        state,
+        since,
+    }
+}
+
+/// A new group of an admin and `invited` invitees, at version 1.
+fn new_group(invited: usize) -> Group {
+    let mut members = vec![roster_entry(Role::Admin, MemberState::Member, 1)];
+    members.extend((0..invited).map(|_| roster_entry(Role::Member, MemberState::Invited, 1)));
+    Group {
+        id: Uuid::new_v4(),
+        version: 1,
+        meta: Some("bWV0YQ==".into()),
+        created_at: 1,
+        members,
+    }
+}
+
+fn entry_of(g: &Group, i: usize) -> Membership {
+    Membership {
+        group_id: g.id,
+        role: g.members[i].role,
+        state: g.members[i].state,
+    }
+}
+
+/// Every change is conditional on the version it was made from; the index follows the roster.
+async fn groups_change_at_their_version(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db;
+    let g = new_group(2);
+    let (admin, b, c) = (
+        g.members[0].user_id,
+        g.members[1].user_id,
+        g.members[2].user_id,
+    );
+    db.create(&g).await.unwrap();
+    assert_eq!(
+        GroupStore::get(db.as_ref(), g.id).await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(
+        db.of_user(b, None, 10).await.unwrap(),
+        vec![entry_of(&g, 1)]
+    );
+
+    // b joins, c is dropped: one transaction.
+    let mut next = g.clone();
+    next.version = 2;
+    next.members[1].state = MemberState::Member;
+    next.members.remove(2);
+    assert_eq!(
+        db.replace(&next, 1, &[b], &[c]).await.unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(
+        db.of_user(b, None, 10).await.unwrap(),
+        vec![entry_of(&next, 1)]
+    );
+    assert!(db.of_user(c, None, 10).await.unwrap().is_empty());
+
+    // A change made from version 1 again finds version 2 and writes nothing.
+    let mut stale = g.clone();
+    stale.version = 2;
+    stale.meta = None;
+    assert_eq!(
+        db.replace(&stale, 1, &[], &[]).await.unwrap(),
+        GroupWrite::Moved(Some(next.clone()))
+    );
+    assert_eq!(db.of_user(c, None, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        db.delete(g.id, 1, &[admin, b]).await.unwrap(),
+        GroupWrite::Moved(Some(next.clone()))
+    );
+
+    assert_eq!(
+        db.delete(g.id, 2, &[admin, b]).await.unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(GroupStore::get(db.as_ref(), g.id).await.unwrap(), None);
+    assert!(db.of_user(admin, None, 10).await.unwrap().is_empty());
+    assert!(db.of_user(b, None, 10).await.unwrap().is_empty());
+    let mut late = next.clone();
+    late.version = 3;
+    assert_eq!(
+        db.replace(&late, 2, &[], &[]).await.unwrap(),
+        GroupWrite::Moved(None)
+    );
+    assert_eq!(GroupStore::get(db.as_ref(), g.id).await.unwrap(), None);
+}
+
+/// Of concurrent changes made from one version, exactly one is written.
+async fn concurrent_group_changes_at_one_version_write_one(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db.clone();
+    let g = new_group(0);
+    db.create(&g).await.unwrap();
+    let changes: Vec<Group> = (0..10)
+        .map(|_| {
+            let mut next = g.clone();
+            next.version = 2;
+            next.members
+                .push(roster_entry(Role::Member, MemberState::Invited, 2));
+            next
+        })
+        .collect();
+    let results = e
+        .contend(
+            changes
+                .iter()
+                .map(|next| {
+                    db.replace(next, 1, std::slice::from_ref(&next.members[1].user_id), &[])
+                })
+                .collect(),
+        )
+        .await;
+    let won: Vec<usize> = (0..results.len())
+        .filter(|i| results[*i].as_ref().unwrap() == &GroupWrite::Written)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let stored = GroupStore::get(db.as_ref(), g.id).await.unwrap().unwrap();
+    assert_eq!(stored, changes[won[0]]);
+    for (i, (r, next)) in results.iter().zip(&changes).enumerate() {
+        let listed = db.of_user(next.members[1].user_id, None, 10).await.unwrap();
+        if i == won[0] {
+            assert_eq!(listed.len(), 1);
+        } else {
+            assert_eq!(
+                r.as_ref().unwrap(),
+                &GroupWrite::Moved(Some(stored.clone()))
+            );
+            assert!(listed.is_empty(), "a losing change left an index entry");
+        }
+    }
+}
+
+/// A user's groups page by group id.
+async fn a_users_groups_page_by_id(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db;
+    let user = Uuid::new_v4();
+    let mut ids = BTreeSet::new();
+    for _ in 0..5 {
+        let mut g = new_group(0);
+        g.members[0].user_id = user;
+        db.create(&g).await.unwrap();
+        ids.insert(g.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db.of_user(user, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.group_id);
+        seen.extend(page.iter().map(|m| m.group_id));
+    }
+    assert_eq!(seen, ids.into_iter().collect::<Vec<_>>());
+}
+
+/// A group deleted with more index entries than one transaction holds loses all of them.
+async fn deleting_a_large_group_drops_every_index_entry(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db;
+    let mut g = new_group(98);
+    db.create(&g).await.unwrap();
+    let more: Vec<Member> = (0..40)
+        .map(|_| roster_entry(Role::Member, MemberState::Invited, 2))
+        .collect();
+    g.members.extend(more.iter().cloned());
+    g.version = 2;
+    let added: Vec<Uuid> = more.iter().map(|m| m.user_id).collect();
+    assert_eq!(
+        db.replace(&g, 1, &added, &[]).await.unwrap(),
+        GroupWrite::Written
+    );
+    let everyone: Vec<Uuid> = g.members.iter().map(|m| m.user_id).collect();
+    assert_eq!(everyone.len(), 139);
+    assert_eq!(
+        db.delete(g.id, 2, &everyone).await.unwrap(),
+        GroupWrite::Written
+    );
+    for user in [everyone[0], everyone[98], everyone[99], everyone[138]] {
+        assert!(db.of_user(user, None, 10).await.unwrap().is_empty());
+    }
+}
+
+/// The largest roster `GROUP_MAX_MEMBERS` allows is one item, written and read back whole.
+async fn the_largest_roster_fits_one_item(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db;
+    let mut g = new_group(0);
+    db.create(&g).await.unwrap();
+    // Admins and members, joined and invited, with 13-digit times: the longest entries there are.
+    g.members
+        .extend((1..GroupLimits::LARGEST_ROSTER as u64).map(|i| {
+            let role = if i % 2 == 0 {
+                Role::Admin
+            } else {
+                Role::Member
+            };
+            let state = if i % 3 == 0 {
+                MemberState::Member
+            } else {
+                MemberState::Invited
+            };
+            roster_entry(role, state, 1_796_000_000_000 + i)
+        }));
+    g.version = 2;
+    assert_eq!(
+        db.replace(&g, 1, &[], &[]).await.unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(GroupStore::get(db.as_ref(), g.id).await.unwrap(), Some(g));
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -664,4 +882,9 @@ on_both_engines!(
     devices_link_and_go_under_the_cap,
     accounts_from_before_devices_get_a_list,
     relinks_may_not_repeat_a_retired_registration_id,
+    groups_change_at_their_version,
+    concurrent_group_changes_at_one_version_write_one,
+    a_users_groups_page_by_id,
+    deleting_a_large_group_drops_every_index_entry,
+    the_largest_roster_fits_one_item,
 );

@@ -76,10 +76,28 @@ async fn each_route_of_the_table_is_served_by_its_function_only() {
     let app = test_app().await;
     for route in HttpRoute::ALL {
         let (_, pattern) = route.key().split_once(' ').unwrap();
-        let path = pattern.replace("{user_id}", &uuid::Uuid::new_v4().to_string());
-        let params = match route {
-            HttpRoute::Bundle => json!({"user_id": path.split('/').nth(3).unwrap()}),
-            _ => Value::Null,
+        // Each `{name}` of the pattern gets a value, in the path and as API Gateway's path
+        // parameter.
+        let mut params = serde_json::Map::new();
+        let path: Vec<String> = pattern
+            .split('/')
+            .map(|segment| {
+                let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+                    return segment.to_string();
+                };
+                let value = match name {
+                    "device_id" => "2".to_string(),
+                    _ => uuid::Uuid::new_v4().to_string(),
+                };
+                params.insert(name.to_string(), json!(value));
+                value
+            })
+            .collect();
+        let path = path.join("/");
+        let params = if params.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(params)
         };
         let event = || http_event(route.key(), &path, "", None, json!({}), params.clone());
         let (own, other) = match route.function() {
@@ -229,6 +247,139 @@ async fn http_functions_answer_api_gateway_v2_events() {
     )
     .await;
     assert_eq!((s, health), (200, json!({"status": "ok"})));
+}
+
+/// The groups function reads `{group_id}` and `{user_id}` from API Gateway's path parameters and
+/// `if_version` from the query string, and answers a creation with 201.
+#[tokio::test]
+async fn the_groups_function_reads_path_parameters_and_the_query() {
+    let app = test_app().await;
+    let name = unique_username("gr");
+    let reg = Identity::new()
+        .registration(&name, "password123", 1, 0)
+        .to_string();
+    let json_headers = json!({"content-type": "application/json"});
+    let event = |key: &str, path: &str, query: &str, body: Option<&str>, params: Value| {
+        http_event(
+            key,
+            path,
+            query,
+            body.map(|b| (b, false)),
+            json_headers.clone(),
+            params,
+        )
+    };
+    let (s, user) = call(
+        &app,
+        "users",
+        event("POST /v1/users", "/v1/users", "", Some(&reg), Value::Null),
+    )
+    .await;
+    assert_eq!(s, 200, "{user}");
+    let login = json!({"username": name, "password": "password123"}).to_string();
+    let (s, tokens) = call(
+        &app,
+        "users",
+        event(
+            "POST /v1/sessions",
+            "/v1/sessions",
+            "",
+            Some(&login),
+            Value::Null,
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{tokens}");
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let authed = |key: &str, path: &str, query: &str, body: Option<&str>, params: Value| {
+        http_event(
+            key,
+            path,
+            query,
+            body.map(|b| (b, false)),
+            json!({"authorization": bearer, "content-type": "application/json"}),
+            params,
+        )
+    };
+    let uid = user["user_id"].as_str().unwrap();
+
+    let create = json!({"members": []}).to_string();
+    let (s, group) = call(
+        &app,
+        "groups",
+        authed(
+            "POST /v1/groups",
+            "/v1/groups",
+            "",
+            Some(&create),
+            Value::Null,
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{group}");
+    let gid = group["group_id"].as_str().unwrap();
+    let (s, read) = call(
+        &app,
+        "groups",
+        authed(
+            "GET /v1/groups/{group_id}",
+            &format!("/v1/groups/{gid}"),
+            "",
+            None,
+            json!({"group_id": gid}),
+        ),
+    )
+    .await;
+    assert_eq!((s, &read), (200, &group));
+    let member = json!({"group_id": gid, "user_id": uid});
+    let member_path = format!("/v1/groups/{gid}/members/{uid}");
+    let (s, same) = call(
+        &app,
+        "groups",
+        authed(
+            "PATCH /v1/groups/{group_id}/members/{user_id}",
+            &member_path,
+            "",
+            Some(r#"{"role":"admin"}"#),
+            member.clone(),
+        ),
+    )
+    .await;
+    assert_eq!((s, &same), (200, &group));
+    let (s, conflict) = call(
+        &app,
+        "groups",
+        authed(
+            "DELETE /v1/groups/{group_id}/members/{user_id}",
+            &member_path,
+            "if_version=7",
+            None,
+            member.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, conflict["error"]["code"].as_str()),
+        (409, Some("version_conflict"))
+    );
+    assert_eq!(conflict["error"]["group"], group);
+    let (s, gone) = call(
+        &app,
+        "groups",
+        authed(
+            "DELETE /v1/groups/{group_id}/members/{user_id}",
+            &member_path,
+            "if_version=1",
+            None,
+            member,
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{gone}");
+    assert_eq!(
+        (&gone["version"], &gone["members"]),
+        (&json!(2), &json!([]))
+    );
 }
 
 /// Records pushes instead of writing to a socket.

@@ -6,6 +6,7 @@
 mod attachments;
 mod devices;
 mod env;
+mod groups;
 mod inbox;
 mod jwt;
 mod rate_limits;
@@ -17,6 +18,7 @@ mod timings;
 pub use attachments::AttachmentsConfig;
 pub use devices::{DeviceLimits, KeyLimits};
 pub use env::{invalid, Env};
+pub use groups::GroupLimits;
 pub use inbox::{
     stored_envelope_bytes, InboxLimits, DEFAULT_INBOX_MAX_BYTES, ENVELOPE_OVERHEAD_BYTES,
 };
@@ -40,7 +42,8 @@ pub struct Config {
     pub redis_wait: Option<RedisWait>,
     /// Prepended to every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
-    /// DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`.
+    /// DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`,
+    /// `<prefix>-groups`.
     pub table_prefix: String,
     pub jwt: JwtConfig,
     pub argon2: Argon2Params,
@@ -49,6 +52,7 @@ pub struct Config {
     pub keys: KeyLimits,
     pub devices: DeviceLimits,
     pub attachments: Option<AttachmentsConfig>,
+    pub groups: GroupLimits,
     /// Live WebSocket connections per user; a new one past it closes the oldest.
     pub max_connections_per_user: u32,
     /// Largest accepted HTTP request body.
@@ -103,6 +107,7 @@ impl Config {
             keys: KeyLimits::from_env(&env)?,
             devices: DeviceLimits::from_env(&env)?,
             attachments: AttachmentsConfig::from_env(&env)?,
+            groups: GroupLimits::from_env(&env)?,
             max_connections_per_user: env.number_at_least(
                 &settings::MAX_CONNECTIONS_PER_USER,
                 1,

@@ -299,6 +299,9 @@ mod tests {
             Limit::AttachmentsNew { user: a },
             Limit::AttachmentsIp { ip: "203.0.113.7" },
             Limit::AttachmentDownloads { user: a },
+            Limit::GroupChanges { user: a },
+            Limit::GroupReads { user: a },
+            Limit::GroupDeliveries { sender: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -325,6 +328,9 @@ mod tests {
             attachments_new: Bucket::new(131, 1),
             attachments_ip: Bucket::new(132, 1),
             attachment_downloads: Bucket::new(14, 1),
+            group_changes: Bucket::new(15, 1),
+            group_reads: Bucket::new(16, 1),
+            group_deliveries: Bucket::new(17, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
@@ -352,6 +358,9 @@ mod tests {
                 limits.attachments_new,
                 limits.attachments_ip,
                 limits.attachment_downloads,
+                limits.group_changes,
+                limits.group_reads,
+                limits.group_deliveries,
             ]
         );
     }

@@ -100,7 +100,7 @@ settings! {
     AWS_REGION = "us-east-1", "region of DynamoDB, S3 and Secrets Manager (a standard AWS SDK setting)";
     AWS_ENDPOINT_URL_DYNAMODB = "" shown "AWS",
         "a DynamoDB-API server instead of AWS (a standard AWS SDK setting); `./local/up` uses the Dynoxide engine embedded in the gateway (`http://127.0.0.1:15000`) unless this is set";
-    RELAY_TABLE_PREFIX = "relay", "DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`";
+    RELAY_TABLE_PREFIX = "relay", "DynamoDB tables are `<prefix>-users`, `<prefix>-keys`, `<prefix>-sessions`, `<prefix>-groups`";
     INBOX_MAX = "1000",
         "envelopes kept per inbox (one inbox per device), in flight included, at least 1; full: the largest holder's oldest go, the sender's own on a tie, and new accounts together hold at most a quarter (§6.6)";
     INBOX_MAX_BYTES = "8388608" shown "`8388608` (8 MiB)",

@@ -34,6 +34,8 @@ pub struct Accounts {
     /// Closes the WebSocket connections of ended sessions; without it (a function that has no
     /// Management API endpoint) they are refused at their next frame instead.
     pub(crate) sockets: Option<Arc<dyn Pusher>>,
+    /// The deleted account leaves its groups.
+    pub(crate) groups: super::groups::Groups,
     pub(crate) limiter: Limiter,
     pub(crate) hashing: PasswordHashing,
     pub(crate) tokens: TokenIssuer,
@@ -385,7 +387,7 @@ impl Accounts {
             .ok_or(Error::UserNotFound)
     }
 
-    /// `DELETE /v1/users/me`: user, keys, sessions and inbox.
+    /// `DELETE /v1/users/me`: user, keys, sessions, inbox, and the user's place in every group.
     pub async fn delete(&self, who: &Principal) -> Result<()> {
         // The account is the primary device's: a linked device may only remove itself.
         if who.device_id != PRIMARY_DEVICE {
@@ -396,15 +398,20 @@ impl Accounts {
             Some(list) => list.devices.iter().map(|d| d.device_id).collect(),
             None => vec![PRIMARY_DEVICE],
         };
-        // The user goes first: sessions are only created or rotated while the user item exists
-        // (conditional writes), so once it is gone the sessions listed next are all there will
-        // ever be, and revoking them ends every token, including a racing login's.
+        // The groups are left before the user goes, so a failure there leaves an account the
+        // client can delete again (after logging in); once the user is gone no invitation can
+        // name it, and the last step catches one that was being written meanwhile.
+        self.groups.leave_all(who.user_id).await?;
+        // The user goes before the sessions: they are only created or rotated while the user
+        // item exists (conditional writes), so once it is gone the sessions listed next are all
+        // there will ever be, and revoking them ends every token, including a racing login's.
         self.users.delete(who.user_id).await?;
         for session_id in self.sessions.delete_all(who.user_id).await? {
             self.revoke_access(session_id).await?;
         }
         self.close_connections(who.user_id, |_, _| true).await;
         self.inbox.close(who.user_id, &devices).await?;
+        self.groups.leave_all(who.user_id).await?;
         tracing::info!(user_id = %who.user_id, "account deleted");
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod attachments;
 pub mod auth;
 pub mod devices;
 pub mod directory;
+pub mod groups;
 mod limiter;
 pub mod relay;
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::Bucket;
 use crate::error::Result;
-use crate::groups::{Group, GroupId};
+use crate::groups::{Group, GroupId, Membership};
 use crate::model::{
     Bundle, Credentials, DeviceAddress, DeviceId, DeviceList, KeyCounts, KeyUpload, NewAccount,
     NewDevice, Profile, RetiredRegistrations, UserId, UserOut,
@@ -136,7 +136,7 @@ pub enum GroupWrite {
 }
 
 /// Groups and, per user, the groups they are in or invited to. Every change is one conditional
-/// write on the group's version, together with the index entries of the users it adds or drops.
+/// write on the group's version, together with the index entries of the users it touches.
 #[async_trait]
 pub trait GroupStore: Send + Sync {
     /// The group, read strongly consistent (a send reads the roster as of its start).
@@ -144,12 +144,13 @@ pub trait GroupStore: Send + Sync {
     /// Writes a new group (version 1) and an index entry for each of its users.
     async fn create(&self, group: &Group) -> Result<()>;
     /// Replaces the group if it is still at `expected` (and `group.version` is `expected + 1`),
-    /// adding index entries for `added` and deleting those of `dropped`, all in one transaction.
+    /// writing the index entries of `upserted` (users added, or whose role or state changed: the
+    /// index carries both) and deleting those of `dropped`, all in one transaction.
     async fn replace(
         &self,
         group: &Group,
         expected: u64,
-        added: &[crate::model::UserId],
+        upserted: &[crate::model::UserId],
         dropped: &[crate::model::UserId],
     ) -> Result<GroupWrite>;
     /// Deletes the group if it is still at `expected`, with the index entries of `dropped` (its
@@ -160,13 +161,14 @@ pub trait GroupStore: Send + Sync {
         expected: u64,
         dropped: &[crate::model::UserId],
     ) -> Result<GroupWrite>;
-    /// The ids of the groups the user is in or invited to, at most `limit`, after `after`.
+    /// The groups the user is in or invited to with their role and state there, ordered by
+    /// group id, at most `limit`, after `after`.
     async fn of_user(
         &self,
         user_id: crate::model::UserId,
         after: Option<GroupId>,
         limit: u32,
-    ) -> Result<Vec<GroupId>>;
+    ) -> Result<Vec<Membership>>;
 }
 
 /// Sessions whose access tokens must stop working before they expire.

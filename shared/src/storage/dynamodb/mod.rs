@@ -1,5 +1,6 @@
-//! DynamoDB adapters: users, keys and sessions, one struct over one client.
+//! DynamoDB adapters: users, keys, sessions and groups, one struct over one client.
 
+mod groups;
 mod items;
 mod keys;
 mod sessions;
@@ -25,6 +26,7 @@ pub struct Tables {
     pub users: String,
     pub keys: String,
     pub sessions: String,
+    pub groups: String,
 }
 
 impl Tables {
@@ -33,6 +35,7 @@ impl Tables {
             users: format!("{prefix}-users"),
             keys: format!("{prefix}-keys"),
             sessions: format!("{prefix}-sessions"),
+            groups: format!("{prefix}-groups"),
         }
     }
 }

@@ -106,12 +106,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn definitions_name_the_three_tables_the_adapters_use() {
+    fn definitions_name_the_four_tables_the_adapters_use() {
         let defs = definitions();
         let names: Vec<String> = defs.iter().map(|d| table_name("p", d)).collect();
         let t = super::super::Tables::with_prefix("p");
-        assert_eq!(names.len(), 3);
-        for n in [&t.users, &t.keys, &t.sessions] {
+        assert_eq!(names.len(), 4);
+        for n in [&t.users, &t.keys, &t.sessions, &t.groups] {
             assert!(names.contains(n), "{n} missing from infra/tables.json");
         }
     }
