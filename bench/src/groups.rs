@@ -95,6 +95,9 @@ pub struct Groups {
     /// Scenario 1b's, on the cluster.
     #[serde(default)]
     pub one_to_one_cluster_msgs_per_s: Option<f64>,
+    /// Scenario 1's server CPU per message (gateway and Redis), µs.
+    #[serde(default)]
+    pub one_to_one_cpu_us: Option<f64>,
 }
 
 /// The large group, every member offline: each send answered once every member device's inbox
@@ -120,6 +123,12 @@ pub struct GroupOffline {
     pub first_error: Option<String>,
     /// Mean length of the newest inbox entry of the devices reached (the entry as stored).
     pub entry_bytes: f64,
+    /// The envelope those entries point at, stored once: its length (the envelope's JSON) and
+    /// its key's `MEMORY USAGE`.
+    #[serde(default)]
+    pub payload_json_bytes: Option<u64>,
+    #[serde(default)]
+    pub payload_key_bytes: Option<u64>,
     /// The inbox lists' `MEMORY USAGE` growth over the timed sends, per device and send.
     pub inbox_bytes_per_entry: Option<f64>,
     /// Redis' `used_memory` growth over the timed sends, per send (all primaries of a cluster).
@@ -135,6 +144,18 @@ impl GroupOffline {
     pub fn used_memory_per_device(&self) -> Option<f64> {
         self.used_memory_per_send
             .map(|b| b / self.devices.max(1) as f64)
+    }
+
+    /// The payload as stored once: its key's `MEMORY USAGE` when it was read, else the body.
+    pub fn payload_stored(&self) -> u64 {
+        self.payload_key_bytes
+            .unwrap_or(self.body_base64_bytes as u64)
+    }
+
+    /// `used_memory` growth per send, less the payload stored once, per device reached.
+    pub fn per_device_beyond_payload(&self) -> Option<f64> {
+        self.used_memory_per_send
+            .map(|b| (b - self.payload_stored() as f64) / self.devices.max(1) as f64)
     }
 
     /// What one send stores beyond its per-device entries (the payload, once), from

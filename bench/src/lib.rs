@@ -349,6 +349,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
             cluster,
             one_to_one_msgs_per_s: online.msgs_per_s,
             one_to_one_cluster_msgs_per_s: Some(online_cluster.msgs_per_s),
+            one_to_one_cpu_us: (online.cpu.sends > 0).then(|| online.cpu.total_us()),
         };
         print_floors(&redis_floor, None);
         println!(
@@ -465,6 +466,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         cluster: groups_cluster,
         one_to_one_msgs_per_s: online.msgs_per_s,
         one_to_one_cluster_msgs_per_s: Some(online_cluster.msgs_per_s),
+        one_to_one_cpu_us: (online.cpu.sends > 0).then(|| online.cpu.total_us()),
     };
 
     log(format!(

@@ -1,6 +1,7 @@
 //! What a message costs Redis: `used_memory` of the node, or of every primary of a cluster
-//! added up (a replica holds a copy of its primary's), and the inbox lists of the devices a
-//! send reached (the newest entry's length, the lists' `MEMORY USAGE`).
+//! added up (a replica holds a copy of its primary's), without the buffers of clients and
+//! replication (they hold what is in transit, not what is stored); and the inbox lists of the
+//! devices a send reached (the newest entry's length, the lists' `MEMORY USAGE`).
 
 use shared::model::DeviceAddress;
 use shared::storage::redis::{RedisConnection, RedisKeys};
@@ -14,18 +15,32 @@ pub enum Memory {
     Cluster(Vec<u16>),
 }
 
-/// `used_memory` in an `INFO memory` answer.
+/// The `INFO memory` fields of the buffers `used_memory` counts besides stored data: clients'
+/// query and output buffers (the gateway's pipelined script calls, the replicas' streams), the
+/// replication backlog and the AOF buffer.
+const BUFFERS: [&str; 4] = [
+    "mem_clients_normal",
+    "mem_clients_slaves",
+    "mem_replication_backlog",
+    "mem_aof_buffer",
+];
+
+/// `used_memory` in an `INFO memory` answer, less [`BUFFERS`].
 fn used_memory(info: &str) -> Option<u64> {
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))?
-        .trim()
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let buffers: u64 = BUFFERS.iter().filter_map(|b| field(b)).sum();
+    field("used_memory")?.checked_sub(buffers)
 }
 
 impl Memory {
-    /// Bytes Redis has allocated for data and itself, all primaries together; `None` when a
-    /// node cannot be read.
+    /// Bytes Redis has allocated for data and itself but its buffers, all primaries together;
+    /// `None` when a node cannot be read.
     pub async fn used(&self) -> Option<u64> {
         match self {
             Self::Node(conn) => {
@@ -101,14 +116,53 @@ pub async fn newest_entries(conn: &RedisConnection, keys: &[String]) -> Vec<Vec<
     out
 }
 
+/// The envelope a group send's inbox entry points at: such an entry is
+/// `[~]<expires at>|@<envelope id>|<sender>` (a one-to-one entry holds its JSON instead).
+pub fn pointed_at(entry: &[u8]) -> Option<uuid::Uuid> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    let (_, pointer) = entry.split_once("|@")?;
+    pointer.split('|').next()?.parse().ok()
+}
+
+/// A string key's length and its `MEMORY USAGE` (key, value and Redis' overhead); `None` when it
+/// is not there.
+pub async fn string_size(conn: &RedisConnection, key: &str) -> Option<(u64, u64)> {
+    let mut conn = conn.clone();
+    let len: u64 = redis::cmd("STRLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let usage: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    Some((len, usage?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn a_group_entry_names_the_envelope_it_points_at() {
+        let id = uuid::Uuid::new_v4();
+        let from = uuid::Uuid::new_v4();
+        let entry = format!("~1800000000000|@{id}|{from}");
+        assert_eq!(pointed_at(entry.as_bytes()), Some(id));
+        assert_eq!(
+            pointed_at(br#"1800000000000|{"id":"x","body":"QQ=="}"#),
+            None
+        );
+    }
+
+    #[test]
     fn used_memory_is_read_from_info() {
-        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n";
-        assert_eq!(used_memory(info), Some(1_048_576));
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                    mem_clients_normal:1024\r\nmem_replication_backlog:0\r\n";
+        assert_eq!(used_memory(info), Some(1_048_576 - 1024));
         assert_eq!(used_memory("# Memory\r\n"), None);
     }
 }
