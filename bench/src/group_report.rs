@@ -45,10 +45,11 @@ fn storage(o: &GroupOffline) -> (String, String) {
         _ => "used_memory not read".into(),
     };
     let entries = format!(
-        "entry {} as stored{}",
+        "inbox entry {} + holder {} as stored{}",
         bytes(o.entry_bytes),
-        o.inbox_bytes_per_entry.map_or(String::new(), |b| format!(
-            ", inbox list +{} per entry",
+        bytes(o.holder_bytes),
+        o.lists_bytes_per_device.map_or(String::new(), |b| format!(
+            "; the two lists +{} per device",
             bytes(b)
         ))
     );
@@ -110,10 +111,10 @@ fn offline_rows(name: &str, o: &GroupOffline) -> Vec<Row> {
         ),
         row(
             name,
-            "inbox entry per device",
+            "entries per device",
             entries,
             payload,
-            o.inbox_bytes_per_entry.map_or("–".into(), |b| {
+            o.lists_bytes_per_device.map_or("–".into(), |b| {
                 format!("{:.1}× payload", b / o.body_bytes.max(1) as f64)
             }),
         ),
@@ -280,7 +281,11 @@ fn cluster_rows(g: &Groups, c: &GroupRuns) -> Vec<Row> {
                     .map_or(String::new(), |d| {
                         format!("single node {} per device", bytes(d))
                     }),
-                format!("entry {}", bytes(o.entry_bytes)),
+                format!(
+                    "entry {} + holder {}",
+                    bytes(o.entry_bytes),
+                    bytes(o.holder_bytes)
+                ),
             ),
         ]);
     }
@@ -363,13 +368,14 @@ fn storage_target(name: &str, o: &GroupOffline) -> Option<Target> {
         goal: format!("≤ payload + {BYTES_PER_DEVICE_TARGET:.0} B per device"),
         measured: format!(
             "used_memory +{} per send to {} devices: payload {} B + {per_device:.0} B per device \
-             (inbox entry {} as stored{})",
+             (inbox entry {} + holder {} as stored{})",
             bytes(send),
             o.devices,
             payload,
             bytes(o.entry_bytes),
-            o.inbox_bytes_per_entry
-                .map_or(String::new(), |b| format!(", {} in the list", bytes(b)))
+            bytes(o.holder_bytes),
+            o.lists_bytes_per_device
+                .map_or(String::new(), |b| format!(", {} in the lists", bytes(b)))
         ),
         met: o.latency.n > 0 && per_device <= BYTES_PER_DEVICE_TARGET,
     })

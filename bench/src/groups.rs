@@ -123,14 +123,18 @@ pub struct GroupOffline {
     pub first_error: Option<String>,
     /// Mean length of the newest inbox entry of the devices reached (the entry as stored).
     pub entry_bytes: f64,
+    /// Mean length of the newest entry of their lists of who holds each inbox entry.
+    #[serde(default)]
+    pub holder_bytes: f64,
     /// The envelope those entries point at, stored once: its length (the envelope's JSON) and
     /// its key's `MEMORY USAGE`.
     #[serde(default)]
     pub payload_json_bytes: Option<u64>,
     #[serde(default)]
     pub payload_key_bytes: Option<u64>,
-    /// The inbox lists' `MEMORY USAGE` growth over the timed sends, per device and send.
-    pub inbox_bytes_per_entry: Option<f64>,
+    /// The inbox and holders lists' `MEMORY USAGE` growth over the timed sends, per device and
+    /// send.
+    pub lists_bytes_per_device: Option<f64>,
     /// Redis' `used_memory` growth over the timed sends, per send (all primaries of a cluster).
     pub used_memory_per_send: Option<f64>,
     /// The storage floor (single node): one pipelined round trip appending an entry-sized value
@@ -161,7 +165,7 @@ impl GroupOffline {
     /// What one send stores beyond its per-device entries (the payload, once), from
     /// `used_memory`.
     pub fn payload_share(&self) -> Option<f64> {
-        let per_entry = self.inbox_bytes_per_entry?;
+        let per_entry = self.lists_bytes_per_device?;
         self.used_memory_per_send
             .map(|b| b - per_entry * self.devices as f64)
     }
@@ -299,7 +303,8 @@ async fn offline(
         .iter()
         .map(|u| (u.user_id.clone(), 1))
         .collect();
-    let inboxes = redis_memory::inbox_keys(&stack.config.redis_prefix, &reached);
+    let (inboxes, holders) = redis_memory::device_lists(&stack.config.redis_prefix, &reached);
+    let lists: Vec<String> = inboxes.iter().chain(&holders).cloned().collect();
     let conn = stack.redis().await;
     let mut ws = ws::connect(&stack.ws_url(&sender.access)).await;
     for seq in 0..plan.warmup_sends as u64 {
@@ -313,7 +318,7 @@ async fn offline(
     ));
     let (used0, lists0) = (
         memory.used().await,
-        redis_memory::memory_usage(&conn, &inboxes).await,
+        redis_memory::memory_usage(&conn, &lists).await,
     );
     let mut times = Vec::new();
     for i in 0..plan.offline_sends as u64 {
@@ -333,7 +338,7 @@ async fn offline(
     }
     let (used1, lists1) = (
         memory.used().await,
-        redis_memory::memory_usage(&conn, &inboxes).await,
+        redis_memory::memory_usage(&conn, &lists).await,
     );
     let _ = ws.close(None).await;
     out.latency = Lat::from_durations(&times);
@@ -341,12 +346,15 @@ async fn offline(
     out.used_memory_per_send = used0
         .zip(used1)
         .map(|(a, b)| (b as f64 - a as f64) / times.len().max(1) as f64);
-    out.inbox_bytes_per_entry = lists0
+    out.lists_bytes_per_device = lists0
         .zip(lists1)
         .map(|(a, b)| (b as f64 - a as f64) / entries);
+    let mean = |entries: &[Vec<u8>]| {
+        entries.iter().map(Vec::len).sum::<usize>() as f64 / entries.len().max(1) as f64
+    };
     let newest = redis_memory::newest_entries(&conn, &inboxes).await;
-    out.entry_bytes =
-        newest.iter().map(Vec::len).sum::<usize>() as f64 / newest.len().max(1) as f64;
+    out.entry_bytes = mean(&newest);
+    out.holder_bytes = mean(&redis_memory::newest_entries(&conn, &holders).await);
     if let Memory::Node(node) = memory {
         let mut node = node.clone();
         let lists = target.fanout as usize;

@@ -70,16 +70,17 @@ impl Memory {
     }
 }
 
-/// The inboxes of `devices` (user id, device id) with the relay's key `prefix`.
-pub fn inbox_keys(prefix: &str, devices: &[(String, u64)]) -> Vec<String> {
+/// The lists every stored envelope adds an entry to, for each of `devices` (user id, device
+/// id) with the relay's key `prefix`: the inboxes, and the lists of who holds each entry.
+pub fn device_lists(prefix: &str, devices: &[(String, u64)]) -> (Vec<String>, Vec<String>) {
     let keys = RedisKeys::new(prefix);
     devices
         .iter()
         .filter_map(|(user, device)| {
-            let user: uuid::Uuid = user.parse().ok()?;
-            Some(keys.inbox(DeviceAddress::new(user, *device as u32)))
+            let device = DeviceAddress::new(user.parse().ok()?, *device as u32);
+            Some((keys.inbox(device), keys.inbox_holders(device)))
         })
-        .collect()
+        .unzip()
 }
 
 /// `MEMORY USAGE` of every key (exact: every element counted), added up; `None` on an error.
