@@ -155,6 +155,7 @@ impl App {
             inbox: redis.clone(),
             registry: redis.clone(),
             users: Arc::new(self.dynamo.clone()),
+            groups: Arc::new(self.dynamo.clone()),
             provisioning: redis.clone(),
             sent_log: redis,
             pusher,

@@ -55,11 +55,13 @@ struct HttpSchemas;
     crate::frames::SendFrame,
     crate::frames::Correlation,
     crate::frames::DeviceMessage,
+    crate::frames::GroupDevice,
     crate::frames::AckFrame,
     crate::frames::DeviceDelivery,
     crate::frames::ServerFrame,
     crate::frames::Delivery,
     crate::frames::Envelope,
+    crate::error::UserDevices,
 )))]
 struct FrameSchemas;
 

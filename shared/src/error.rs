@@ -86,6 +86,14 @@ pub enum Error {
     /// A backing store did not answer; the detail is logged, not returned.
     #[error("backing store unavailable: {0}")]
     Unavailable(String),
+    /// A group send stored for some members and not for others (a Redis node did not answer):
+    /// code `unavailable`, with what was stored; a repeat with the same id from an ack-mode
+    /// connection stores only what is missing.
+    #[error("the message was stored for {stored_users} members, not for {unstored_users:?}")]
+    GroupSendIncomplete {
+        stored_users: u32,
+        unstored_users: Vec<uuid::Uuid>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -165,7 +173,7 @@ impl Error {
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
             Self::Internal(_) => 500,
-            Self::Unavailable(_) | Self::FetchUnfinished => 503,
+            Self::Unavailable(_) | Self::FetchUnfinished | Self::GroupSendIncomplete { .. } => 503,
         }
     }
 
@@ -202,7 +210,9 @@ impl Error {
             Self::UnknownRecipient => "unknown_recipient",
             Self::MessageTooLarge => "too_large",
             Self::InvalidFrame(_) => "invalid_frame",
-            Self::Unavailable(_) | Self::FetchUnfinished => "unavailable",
+            Self::Unavailable(_) | Self::FetchUnfinished | Self::GroupSendIncomplete { .. } => {
+                "unavailable"
+            }
             Self::Internal(_) => "internal",
         }
     }
@@ -225,6 +235,9 @@ impl Error {
             }
             Self::StaleDevices(stale) => {
                 format!("devices registered again (fetch their bundles): {stale:?}")
+            }
+            Self::GroupSendIncomplete { stored_users, .. } => {
+                format!("stored for {stored_users} members only; send again with the same id")
             }
             other => other.to_string(),
         }

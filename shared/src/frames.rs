@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::error::{Error, UserDevices};
 
 /// The API: each `messages` frame is at most 128,000 bytes; API Gateway's limit is "128 KB", so
 /// the smaller reading of both.
@@ -83,19 +83,31 @@ pub struct Correlation {
     pub id: Option<Value>,
 }
 
-/// `send`: the sender is the connection's user, whatever else the frame says.
+/// `send`: the sender is the connection's user, whatever else the frame says. To one user
+/// (`to`, with `body` or `messages`) or to a group (`group_id`, with `body` and `devices`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SendFrame {
-    /// A string of at most 128 bytes (UTF-8; a UUID by convention), echoed in the reply; not
-    /// used for deduplication.
+    /// A string of at most 128 bytes (UTF-8; a UUID by convention), echoed in the reply; from an
+    /// ack-mode connection a repeat with the same id stores nothing again (§6.9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, max_length = 128)]
     pub id: Option<Value>,
-    /// The recipient's user id (a string that is not a UUID is an `unknown_recipient`).
-    pub to: String,
-    /// One ciphertext for a recipient with exactly one device (the form from before devices):
-    /// standard base64 (padding optional), at most `MESSAGE_MAX_BYTES` decoded. A frame has
-    /// either `body` or `messages`.
+    /// The recipient's user id (a string that is not a UUID is an `unknown_recipient`); not
+    /// with `group_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// A group send: the group's id (the sender must be a joined member). Takes `body` (one
+    /// ciphertext for every member device) and `devices`, not `to` or `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// A group send: every joined member's devices as the sender knows them (user id → its
+    /// devices), the sending device left out (the sender's other devices included); `{}` when
+    /// there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<std::collections::BTreeMap<String, Vec<GroupDevice>>>,
+    /// One ciphertext for a recipient with exactly one device (the form from before devices),
+    /// or for every device of a group send: standard base64 (padding optional), at most
+    /// `MESSAGE_MAX_BYTES` decoded. A frame to one user has either `body` or `messages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// One ciphertext per device of the recipient (without the sending device when sending to
@@ -115,6 +127,14 @@ pub struct DeviceMessage {
     pub registration_id: u32,
     /// Standard base64 (padding optional), at most `MESSAGE_MAX_BYTES` decoded.
     pub body: String,
+}
+
+/// One member device of a group send, with the registration id the sender's sender-key
+/// distribution went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupDevice {
+    pub device_id: u32,
+    pub registration_id: u32,
 }
 
 /// What became of a message for one device.
@@ -160,6 +180,31 @@ fn device_messages(value: Value) -> Result<Vec<DeviceMessage>, Error> {
     Ok(messages)
 }
 
+/// `devices` of a group send: user id → a list of {device_id, registration_id}, each device
+/// once per user.
+fn group_devices(
+    value: Option<Value>,
+) -> Result<std::collections::BTreeMap<String, Vec<GroupDevice>>, Error> {
+    let refused = || {
+        Error::InvalidFrame(
+            "a group send needs `devices`: user id → list of {device_id, registration_id}".into(),
+        )
+    };
+    let devices: std::collections::BTreeMap<String, Vec<GroupDevice>> = value
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(refused)?;
+    for (user, list) in &devices {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = list.iter().find(|d| !seen.insert(d.device_id)) {
+            return Err(Error::InvalidFrame(format!(
+                "device {} of {user} appears twice in `devices`",
+                twice.device_id
+            )));
+        }
+    }
+    Ok(devices)
+}
+
 impl ClientFrame {
     /// Reads a client frame as the API always has: a frame that is not a JSON object with a
     /// string `action`, or with a known field of the wrong type, is refused without an id; an
@@ -179,6 +224,10 @@ impl ClientFrame {
             body: Option<String>,
             #[serde(default)]
             messages: Option<Value>,
+            #[serde(default)]
+            group_id: Option<String>,
+            #[serde(default)]
+            devices: Option<Value>,
             #[serde(default)]
             online_only: Option<bool>,
             #[serde(default)]
@@ -210,6 +259,30 @@ impl ClientFrame {
         })?;
         let correlation = |id| Correlation { id };
         match frame.action.as_str() {
+            "send" if frame.group_id.is_some() => {
+                if frame.to.is_some() || frame.messages.is_some() {
+                    return Err((
+                        id,
+                        Error::InvalidFrame(
+                            "a group send takes `group_id`, `body` and `devices`, not `to` or `messages`"
+                                .into(),
+                        ),
+                    ));
+                }
+                let Some(body) = frame.body else {
+                    return Err((id, Error::InvalidFrame("send needs `body`".into())));
+                };
+                let devices = group_devices(frame.devices).map_err(|e| (id.clone(), e))?;
+                Ok(Self::Send(SendFrame {
+                    id,
+                    to: None,
+                    group_id: frame.group_id,
+                    devices: Some(devices),
+                    body: Some(body),
+                    messages: None,
+                    online_only: frame.online_only,
+                }))
+            }
             "send" => {
                 let Some(to) = frame.to else {
                     return Err((id, Error::InvalidFrame("send needs `to`".into())));
@@ -229,7 +302,9 @@ impl ClientFrame {
                 }
                 Ok(Self::Send(SendFrame {
                     id,
-                    to,
+                    to: Some(to),
+                    group_id: None,
+                    devices: None,
                     body: frame.body,
                     messages,
                     online_only: frame.online_only,
@@ -296,8 +371,20 @@ pub enum ServerFrame {
         /// Overall: `dropped` if any device's is, else `queued` if any device's is, else
         /// `delivered`.
         delivery: Delivery,
-        /// Each device's delivery.
+        /// Each device's delivery (empty for a group send).
         devices: Vec<DeviceDelivery>,
+        /// A group send: the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_id: Option<Uuid>,
+        /// A group send: member devices it was written to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered: Option<u32>,
+        /// A group send: member devices whose inbox it waits in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queued: Option<u32>,
+        /// A group send: member devices it was not stored for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropped: Option<u32>,
     },
     /// Envelopes, oldest first: during a `fetch`, and pushed at any time while connected.
     Messages { messages: Vec<Envelope> },
@@ -333,6 +420,16 @@ pub enum ServerFrame {
         /// `stale_devices`: devices whose registration id changed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stale_devices: Option<Vec<u32>>,
+        /// A group send's `mismatched_devices` or `stale_devices`: per member, what the device
+        /// map lacks, names in excess, or names with an old registration id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<UserDevices>>,
+        /// A group send's `unavailable` part way: members it was stored for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored_users: Option<u32>,
+        /// A group send's `unavailable` part way: members it was not stored for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unstored_users: Option<Vec<Uuid>>,
     },
     /// The reply to `ack`.
     Acked {
@@ -366,6 +463,19 @@ impl ServerFrame {
             Error::StaleDevices(stale) => (None, None, Some(stale.clone())),
             _ => (None, None, None),
         };
+        let users = match e {
+            Error::GroupMismatchedDevices(users) | Error::GroupStaleDevices(users) => {
+                Some(users.clone())
+            }
+            _ => None,
+        };
+        let (stored_users, unstored_users) = match e {
+            Error::GroupSendIncomplete {
+                stored_users,
+                unstored_users,
+            } => (Some(*stored_users), Some(unstored_users.clone())),
+            _ => (None, None),
+        };
         Self::Error {
             id,
             code: e.code().into(),
@@ -373,6 +483,9 @@ impl ServerFrame {
             missing_devices: missing,
             extra_devices: extra,
             stale_devices: stale,
+            users,
+            stored_users,
+            unstored_users,
         }
     }
 
@@ -400,6 +513,10 @@ pub struct Envelope {
     pub source_device: u32,
     /// When the relay accepted it, Unix milliseconds.
     pub sent_at: u64,
+    /// A group send: the group (absent for a one-to-one message). The `id` is then the same for
+    /// every device the send reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<Uuid>,
     /// The ciphertext as sent, standard base64 with padding.
     pub body: String,
 }
@@ -443,6 +560,7 @@ mod tests {
             from: Uuid::from_u128(7),
             source_device: 1,
             sent_at: 1,
+            group_id: None,
             body: "A".repeat(size),
         })
         .unwrap()
@@ -477,12 +595,29 @@ mod tests {
             send.unwrap(),
             ClientFrame::Send(SendFrame {
                 id: Some(json!("7")),
-                to: "x".into(),
+                to: Some("x".into()),
+                group_id: None,
+                devices: None,
                 body: Some(String::new()),
                 messages: None,
                 online_only: None,
             })
         );
+        let group = ClientFrame::parse(
+            r#"{"action":"send","group_id":"g","body":"QQ==","devices":{"u":[{"device_id":2,"registration_id":9}]}}"#,
+        )
+        .unwrap();
+        let ClientFrame::Send(SendFrame {
+            group_id: Some(g),
+            devices: Some(devices),
+            to: None,
+            ..
+        }) = group
+        else {
+            panic!("a group send: {group:?}")
+        };
+        assert_eq!(g, "g");
+        assert_eq!(devices["u"][0].registration_id, 9);
         let fetch = ClientFrame::parse(r#"{"action":"fetch","id":"f"}"#).unwrap();
         assert_eq!(fetch.id(), Some(&json!("f")));
         // What the typed frame serializes to reads back the same.
@@ -515,6 +650,16 @@ mod tests {
             refused(r#"{"action":"send","id":"1","to":"x"}"#).2,
             "send needs `body`"
         );
+        for bad in [
+            r#"{"action":"send","id":"1","group_id":"g","to":"x","body":"","devices":{}}"#,
+            r#"{"action":"send","id":"1","group_id":"g","body":"","messages":[],"devices":{}}"#,
+            r#"{"action":"send","id":"1","group_id":"g","body":""}"#,
+            r#"{"action":"send","id":"1","group_id":"g","devices":{}}"#,
+            r#"{"action":"send","id":"1","group_id":"g","body":"","devices":{"u":[{"device_id":1,"registration_id":1},{"device_id":1,"registration_id":2}]}}"#,
+        ] {
+            assert_eq!(refused(bad).0, Some(json!("1")), "{bad}");
+            assert_eq!(refused(bad).1, "invalid_frame", "{bad}");
+        }
         for bad in [
             "nope",
             "[]",
@@ -563,6 +708,22 @@ mod tests {
             serde_json::from_str::<Value>(&frame.to_json()).unwrap(),
             json!({"type":"error","id":"m-1","code":"unknown_recipient","message":"unknown recipient"})
         );
+        let frame = ServerFrame::error(
+            None,
+            &Error::GroupMismatchedDevices(vec![UserDevices {
+                user_id: Uuid::nil(),
+                missing: vec![2],
+                extra: vec![],
+                stale: vec![],
+            }]),
+        );
+        let value = serde_json::from_str::<Value>(&frame.to_json()).unwrap();
+        assert_eq!(value["code"], "mismatched_devices");
+        assert_eq!(
+            value["users"],
+            json!([{"user_id": Uuid::nil(), "missing": [2]}])
+        );
+        assert!(value.get("missing_devices").is_none());
         let frame = ServerFrame::error(None, &Error::Unavailable("10.0.0.1 refused".into()));
         assert!(!frame.to_json().contains("10.0.0.1"));
         assert!(frame.to_json().contains(r#""id":null"#));

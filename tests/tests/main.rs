@@ -15,6 +15,7 @@ mod devices;
 mod dynamodb_adapters;
 mod frame_fuzz;
 mod frame_limits;
+mod group_sends;
 mod groups;
 mod handlers;
 mod inbox_limits;

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use shared::frames::{ClientFrame, ServerFrame};
-use shared::services::relay::{Payload, Relay};
+use shared::services::relay::{GroupSend, Payload, Relay};
 use shared::Result;
 use tracing::instrument;
 
@@ -88,26 +88,56 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> Option<ServerF
     };
     let id = frame.id().cloned();
     let answer: Result<ServerFrame> = match frame {
-        ClientFrame::Send(send) => {
-            let payload = match (send.messages, send.body) {
-                (Some(messages), _) => Payload::Devices(messages),
-                (None, body) => Payload::Body(body.unwrap_or_default()),
-            };
-            relay
-                .send(
-                    connection_id,
-                    &send.to,
-                    payload,
-                    send.online_only.unwrap_or(false),
-                    send.id.as_ref().and_then(|id| id.as_str()),
-                )
-                .await
-                .map(|sent| ServerFrame::Sent {
-                    id: send.id,
-                    delivery: sent.delivery,
-                    devices: sent.devices,
-                })
-        }
+        ClientFrame::Send(send) => match (send.group_id, send.to) {
+            (Some(group_id), _) => {
+                let group_send = GroupSend {
+                    group_id,
+                    body: send.body.unwrap_or_default(),
+                    devices: send.devices.unwrap_or_default(),
+                    online_only: send.online_only.unwrap_or(false),
+                };
+                relay
+                    .send_group(
+                        connection_id,
+                        group_send,
+                        send.id.as_ref().and_then(|id| id.as_str()),
+                    )
+                    .await
+                    .map(|sent| ServerFrame::Sent {
+                        id: send.id,
+                        delivery: sent.delivery,
+                        devices: vec![],
+                        group_id: Some(sent.group_id),
+                        delivered: Some(sent.delivered),
+                        queued: Some(sent.queued),
+                        dropped: Some(sent.dropped),
+                    })
+            }
+            (None, to) => {
+                let payload = match (send.messages, send.body) {
+                    (Some(messages), _) => Payload::Devices(messages),
+                    (None, body) => Payload::Body(body.unwrap_or_default()),
+                };
+                relay
+                    .send(
+                        connection_id,
+                        &to.unwrap_or_default(),
+                        payload,
+                        send.online_only.unwrap_or(false),
+                        send.id.as_ref().and_then(|id| id.as_str()),
+                    )
+                    .await
+                    .map(|sent| ServerFrame::Sent {
+                        id: send.id,
+                        delivery: sent.delivery,
+                        devices: sent.devices,
+                        group_id: None,
+                        delivered: None,
+                        queued: None,
+                        dropped: None,
+                    })
+            }
+        },
         ClientFrame::Ack(ack) => match relay.ack(connection_id, &ack.ids).await {
             Ok(_) if ack.quiet => return None,
             answer => answer.map(|acked| ServerFrame::Acked { id: ack.id, acked }),

@@ -205,23 +205,43 @@ pub trait RateLimiter: Send + Sync {
     async fn take_all(&self, takes: &[(&str, Bucket, u32)]) -> Result<RateDecision>;
 }
 
-/// An envelope as the inbox keeps it: its expiry and its client-facing JSON, kept together so
-/// delivery never re-serializes. (How an adapter stores it is the adapter's: Redis in
-/// `storage::redis::envelope`.)
+/// An envelope as the inbox keeps it: its expiry and its client-facing JSON (or, for a group
+/// send, a pointer to it), kept together so delivery never re-serializes. (How an adapter stores
+/// it is the adapter's: Redis in `storage::redis::envelope`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
     expires_at_ms: u64,
-    json: String,
+    content: Content,
     /// Sent by an account younger than `NEW_ACCOUNT_AGE_SECS`: such envelopes, together, hold
     /// only a bounded part of an inbox (docs/api.md §6.6).
     new_account: bool,
+}
+
+/// What an inbox entry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The client-facing JSON.
+    Json(String),
+    /// An entry of a group send: the envelope is stored once for every device of the send
+    /// ([`Inbox::put_shared`]) and found by its id; `from` is who the entry counts against in
+    /// the inbox's accounting.
+    Shared { id: Uuid, from: UserId },
 }
 
 impl StoredEnvelope {
     pub fn new(expires_at_ms: u64, json: &str) -> Self {
         Self {
             expires_at_ms,
-            json: json.to_string(),
+            content: Content::Json(json.to_string()),
+            new_account: false,
+        }
+    }
+
+    /// A group send's entry for one device, pointing at the envelope stored once.
+    pub fn shared(expires_at_ms: u64, id: Uuid, from: UserId) -> Self {
+        Self {
+            expires_at_ms,
+            content: Content::Shared { id, from },
             new_account: false,
         }
     }
@@ -239,8 +259,24 @@ impl StoredEnvelope {
         self.expires_at_ms
     }
 
-    pub fn json(&self) -> &str {
-        &self.json
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
+    /// The client-facing JSON, unless the entry points at a shared envelope.
+    pub fn json(&self) -> Option<&str> {
+        match &self.content {
+            Content::Json(json) => Some(json),
+            Content::Shared { .. } => None,
+        }
+    }
+
+    /// The id of the shared envelope the entry points at.
+    pub fn shared_id(&self) -> Option<Uuid> {
+        match self.content {
+            Content::Shared { id, .. } => Some(id),
+            Content::Json(_) => None,
+        }
     }
 
     pub fn is_expired(&self, now_ms: u64) -> bool {
@@ -313,6 +349,28 @@ pub enum Fanned {
     Done(Vec<(DeviceId, Delivery)>),
 }
 
+/// One group member's part of a group send: an entry per device pointing at the envelope
+/// stored once, for the devices the send was checked against.
+#[derive(Debug, Clone)]
+pub struct SharedFanout {
+    pub to: UserId,
+    pub online_only: bool,
+    /// Each device with the registration id it was checked with, and its entry.
+    pub entries: Vec<Addressed>,
+    /// An idempotent send: the member remembers that it was given this envelope (for this
+    /// long, ms), and a repeat gives it nothing again.
+    pub remember_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedFanned {
+    /// The member was given this envelope before (a repeat); nothing stored.
+    Already,
+    /// Each device's outcome, in the order of the entries; a device removed or registered again
+    /// since the check gets nothing (`Dropped`).
+    Done(Vec<(DeviceId, Delivery)>),
+}
+
 /// Message inboxes, one per device, with the connection registry beside them (a user's keys
 /// share a hash slot).
 #[async_trait]
@@ -328,6 +386,24 @@ pub trait Inbox: Send + Sync {
     /// envelopes for immediate push into its in-flight list (leased until `lease_until_ms`),
     /// all in one atomic step.
     async fn deliver(&self, send: &Fanout, now_ms: u64, lease_until_ms: u64) -> Result<Fanned>;
+    /// Stores a group send's envelope once, for the entries that point at it, until
+    /// `expires_at_ms`; a repeat keeps the first.
+    async fn put_shared(&self, id: Uuid, json: &str, expires_at_ms: u64) -> Result<()>;
+    /// The shared envelopes with these ids, in order (`None`: expired).
+    async fn shared(&self, ids: &[Uuid]) -> Result<Vec<Option<String>>>;
+    /// For one member of a group send, in one atomic step: for each device still registered
+    /// with the registration id it was checked with, stores its entry (unless `online_only`)
+    /// and, when the device is connected, takes its waiting envelopes for immediate push, as
+    /// [`Inbox::deliver`] does.
+    async fn deliver_shared(
+        &self,
+        send: &SharedFanout,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<SharedFanned>;
+    /// Each user's devices as the relay checks sends against them (device id, registration id),
+    /// in order; `None` where the relay has no list (ask the user store).
+    async fn devices_of(&self, users: &[UserId]) -> Result<Vec<Option<Vec<(DeviceId, u32)>>>>;
     /// Moves up to `max` envelopes from the head into the device's in-flight list, leased until
     /// `lease_until_ms`, so a taker that dies while writing them loses nothing. In the same
     /// atomic step, envelopes an earlier taker left in flight past their lease (a fetch that

@@ -17,7 +17,7 @@ use crate::storage::{Charge, Claim, Remembering};
 /// got no answer for needs many times over, while a device sending more in a day remembers
 /// less than a day. One whose function died while sending may send again after a minute,
 /// longer than any send takes.
-const REMEMBERING: Remembering = Remembering {
+pub(super) const REMEMBERING: Remembering = Remembering {
     window_ms: 24 * 3600 * 1000,
     lapse_ms: 60_000,
     budget_bytes: 256 * 1024,
@@ -84,7 +84,7 @@ impl Relay {
     ) -> Result<Sent> {
         let hash = content_hash(to, &payload, online_only);
         if let Some(answer) = self.claim(from, id, &hash).await? {
-            return Ok(answer);
+            return remembered(&answer);
         }
         match self
             .send_from(from, new_account, to, payload, online_only)
@@ -108,7 +108,12 @@ impl Relay {
 
     /// Claims the id for this send: `None` when it is new (the caller sends), the first send's
     /// answer for a repeat (waiting for it while the first is under way).
-    async fn claim(&self, from: DeviceAddress, id: &str, hash: &str) -> Result<Option<Sent>> {
+    pub(super) async fn claim(
+        &self,
+        from: DeviceAddress,
+        id: &str,
+        hash: &str,
+    ) -> Result<Option<String>> {
         let deadline = self.clock.now_ms() + REPEAT_WAIT.as_millis() as u64;
         let mut charged = false;
         loop {
@@ -125,11 +130,7 @@ impl Relay {
                         .await?;
                     charged = true;
                 }
-                Claim::Done(answer) => {
-                    return serde_json::from_str(&answer)
-                        .map(Some)
-                        .map_err(|e| Error::Internal(format!("remembered answer: {e}")))
-                }
+                Claim::Done(answer) => return Ok(Some(answer)),
                 Claim::Conflict => return Err(Error::IdReused),
                 Claim::Pending if self.clock.now_ms() < deadline => {
                     tokio::time::sleep(REPEAT_POLL).await
@@ -145,12 +146,12 @@ impl Relay {
     }
 
     /// Records a stored send's answer for its repeats.
-    async fn record_send(
+    pub(super) async fn record_send(
         &self,
         from: DeviceAddress,
         id: &str,
         hash: &str,
-        sent: &Sent,
+        sent: &impl serde::Serialize,
     ) -> Result<()> {
         let answer = serde_json::to_string(sent).map_err(|e| Error::Internal(e.to_string()))?;
         // Stored either way: a failure here only means a repeat may store again.
@@ -165,11 +166,16 @@ impl Relay {
     }
 
     /// Forgets a send that stored nothing, so that it may be retried.
-    async fn forget_send(&self, from: DeviceAddress, id: &str) {
+    pub(super) async fn forget_send(&self, from: DeviceAddress, id: &str) {
         if let Err(e) = self.sent_log.forget(from, id).await {
             e.log();
         }
     }
+}
+
+/// A remembered answer, as the first send recorded it.
+pub(super) fn remembered<T: serde::de::DeserializeOwned>(answer: &str) -> Result<T> {
+    serde_json::from_str(answer).map_err(|e| Error::Internal(format!("remembered answer: {e}")))
 }
 
 #[cfg(test)]

@@ -2,11 +2,16 @@
 //! inbox: one writer for the push after a send and for `fetch` (and for any fan-out that takes
 //! envelopes for a device and holds its connections).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
 use super::Relay;
 use crate::error::{Error, Result};
 use crate::frames::{pack_messages, Delivery};
 use crate::model::DeviceAddress;
-use crate::storage::{Delivery as Stored, PushError, StoredEnvelope, POP_BATCH};
+use crate::storage::{Content, Delivery as Stored, PushError, StoredEnvelope, POP_BATCH};
 
 /// Where a device's envelopes may be written: its live connections, best first (latest-ending
 /// registration), and those of them in ack mode.
@@ -25,7 +30,20 @@ pub(super) struct Taken {
     /// What is not written goes back to the head of the inbox, in order; otherwise it is
     /// dropped (an online-only send).
     pub requeue: bool,
+    /// A group send's envelope the caller holds (its id and JSON): entries pointing at it are
+    /// not read back from the inbox.
+    pub known: Option<Known>,
 }
+
+/// A group send's envelope, by id, as its sender stored it.
+#[derive(Clone)]
+pub(super) struct Known {
+    pub id: Uuid,
+    pub json: Arc<str>,
+}
+
+/// Envelopes ready to be written, each with its client JSON.
+type Ready = Vec<(StoredEnvelope, String)>;
 
 /// No frame is written at or after `at_ms` once one has been (`wrote`: by an earlier batch of
 /// the same fetch), so every fetch makes progress and none outlives its function.
@@ -62,6 +80,7 @@ impl Relay {
         sent: &StoredEnvelope,
         online_only: bool,
         lease_until: u64,
+        known: Option<Known>,
     ) -> Delivery {
         let (connections, acking, envelopes, in_flight) = match outcome {
             Stored::Dropped => return Delivery::Dropped,
@@ -84,6 +103,7 @@ impl Relay {
             envelopes,
             lease_until: in_flight.then_some(lease_until),
             requeue: !online_only,
+            known,
         };
         let written = self.write(&route, taken, None).await;
         // On failure they stay in flight and a fetch after the lease gets them back.
@@ -99,7 +119,8 @@ impl Relay {
 
     /// Writes `taken` to the route's connections in frames, in order, moving on to the next
     /// connection when one fails (one found gone leaves the registry). Expired envelopes are
-    /// dropped. What was written to an ack-mode connection stays in flight until acknowledged;
+    /// dropped, and so are group entries whose envelope expired; one that could not be read
+    /// is not written, nor anything after it (they stay, in order). What was written to an ack-mode connection stays in flight until acknowledged;
     /// the rest of a leased batch leaves the in-flight list, its unsent part back at the head
     /// (when `requeue`).
     pub(super) async fn write(
@@ -109,12 +130,13 @@ impl Relay {
         deadline: Option<Deadline>,
     ) -> Written {
         let now = self.clock.now_ms();
-        let mut pending: Vec<StoredEnvelope> = taken
+        let live: Vec<StoredEnvelope> = taken
             .envelopes
             .iter()
             .filter(|e| !e.is_expired(now))
             .cloned()
             .collect();
+        let (mut pending, held) = self.resolve(live, taken.known.as_ref()).await;
         let mut awaiting_ack: Vec<StoredEnvelope> = Vec::new();
         let (mut wrote, mut failure, mut late) = (false, None, false);
         for conn in &route.connections {
@@ -128,7 +150,7 @@ impl Relay {
             let frames = self.write_frames(conn, &pending, stop).await;
             wrote |= frames.sent > 0;
             late = frames.late;
-            let written = pending.drain(..frames.sent);
+            let written = pending.drain(..frames.sent).map(|(e, _)| e);
             if route.acking.contains(conn) {
                 awaiting_ack.extend(written);
             } else {
@@ -141,6 +163,8 @@ impl Relay {
             }
             failure = frames.failure;
         }
+        let pending: Vec<StoredEnvelope> =
+            pending.into_iter().map(|(e, _)| e).chain(held).collect();
         let recorded = self
             .settle(route.device, taken, &awaiting_ack, &pending)
             .await;
@@ -153,11 +177,64 @@ impl Relay {
         }
     }
 
+    /// The client JSON of each envelope, in order: a group entry's is read from the inbox
+    /// (unless `known`), and one whose envelope expired is dropped. When reading fails, the
+    /// entry and everything after it are held back (second), to be kept in order.
+    async fn resolve(
+        &self,
+        envelopes: Vec<StoredEnvelope>,
+        known: Option<&Known>,
+    ) -> (Ready, Vec<StoredEnvelope>) {
+        let known_id = known.map(|k| k.id);
+        let mut ids: Vec<Uuid> = envelopes
+            .iter()
+            .filter_map(StoredEnvelope::shared_id)
+            .filter(|id| Some(*id) != known_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: Option<HashMap<Uuid, Option<String>>> = if ids.is_empty() {
+            Some(HashMap::new())
+        } else {
+            match self.inbox.shared(&ids).await {
+                Ok(jsons) => Some(ids.into_iter().zip(jsons).collect()),
+                Err(e) => {
+                    e.log();
+                    None
+                }
+            }
+        };
+        let (mut ready, mut held) = (Vec::new(), Vec::new());
+        for e in envelopes {
+            if !held.is_empty() {
+                held.push(e);
+                continue;
+            }
+            let json = match e.content() {
+                Content::Json(json) => json.clone(),
+                Content::Shared { id, .. } => match (known, &found) {
+                    (Some(k), _) if k.id == *id => k.json.to_string(),
+                    (_, Some(found)) => match found.get(id) {
+                        Some(Some(json)) => json.clone(),
+                        // Expired with its entries' inbox TTL: dropped, as they are.
+                        _ => continue,
+                    },
+                    (_, None) => {
+                        held.push(e);
+                        continue;
+                    }
+                },
+            };
+            ready.push((e, json));
+        }
+        (ready, held)
+    }
+
     /// Writes envelopes to one connection in frames until one fails or the deadline passes.
     async fn write_frames(
         &self,
         connection_id: &str,
-        envelopes: &[StoredEnvelope],
+        envelopes: &[(StoredEnvelope, String)],
         deadline: Option<Deadline>,
     ) -> Frames {
         let mut frames = Frames {
@@ -165,7 +242,7 @@ impl Relay {
             failure: None,
             late: false,
         };
-        for (frame, count) in pack_messages(envelopes.iter().map(StoredEnvelope::json)) {
+        for (frame, count) in pack_messages(envelopes.iter().map(|(_, json)| json.as_str())) {
             if let Some(d) = deadline {
                 if (d.wrote || frames.sent > 0) && self.clock.now_ms() >= d.at_ms {
                     frames.late = true;
@@ -258,6 +335,7 @@ impl Relay {
                 envelopes,
                 lease_until: Some(lease_until),
                 requeue: true,
+                known: None,
             };
             let written = self
                 .write(&route, taken, Some(Deadline { at_ms, wrote }))

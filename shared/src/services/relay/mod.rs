@@ -1,28 +1,31 @@
 //! The message relay behind the WebSocket routes: connect, disconnect and client frames.
 //!
 //! `connections`: a connection's life (connect, renew, disconnect, eviction, its cache);
-//! `send`: storing a send for every device of its recipient; `delivery`: writing what was taken
+//! `send`: storing a send for every device of its recipient; `group_send`: one send to every
+//! member device of a group, stored once; `delivery`: writing what was taken
 //! from an inbox to a device's connections (after a send, and for `fetch`); `acks`: ack mode;
 //! `provisioning`: the sockets of devices being linked.
 
 mod acks;
 mod connections;
 mod delivery;
+mod group_send;
 mod provisioning;
 mod send;
 
 use std::sync::Arc;
 
+pub use group_send::{GroupSend, GroupSent};
 pub use send::{Payload, Sent};
 
 use self::connections::ConnectionCache;
 use super::auth::Authenticator;
 use super::{AccountAge, Limit, Limiter};
 use crate::clock::SharedClock;
-use crate::config::{Config, DeviceLimits, InboxLimits, RelayTimings};
+use crate::config::{Config, DeviceLimits, GroupLimits, InboxLimits, RelayTimings};
 use crate::error::{Error, Result};
 use crate::storage::{
-    ConnectionRegistry, Inbox, Provisioning, Pusher, Registration, SendLog, UserStore,
+    ConnectionRegistry, GroupStore, Inbox, Provisioning, Pusher, Registration, SendLog, UserStore,
 };
 
 #[derive(Clone)]
@@ -32,10 +35,13 @@ pub struct Relay {
     inbox: Arc<dyn Inbox>,
     registry: Arc<dyn ConnectionRegistry>,
     users: Arc<dyn UserStore>,
+    groups: Arc<dyn GroupStore>,
     provisioning: Arc<dyn Provisioning>,
     sent_log: Arc<dyn SendLog>,
     pusher: Arc<dyn Pusher>,
     known: ConnectionCache,
+    /// How a group send pushes to the member devices online.
+    group_push: GroupLimits,
     inbox_limits: InboxLimits,
     timings: RelayTimings,
     /// Live connections per device (`MAX_CONNECTIONS_PER_USER`); a new one evicts the oldest.
@@ -56,6 +62,7 @@ pub struct Parts {
     pub inbox: Arc<dyn Inbox>,
     pub registry: Arc<dyn ConnectionRegistry>,
     pub users: Arc<dyn UserStore>,
+    pub groups: Arc<dyn GroupStore>,
     pub provisioning: Arc<dyn Provisioning>,
     pub sent_log: Arc<dyn SendLog>,
     pub pusher: Arc<dyn Pusher>,
@@ -70,12 +77,14 @@ impl Relay {
             timings: config.relay,
             max_connections: config.max_connections_per_user,
             device_limits: config.devices,
+            group_push: config.groups,
             auth: parts.auth,
             limiter: parts.limiter,
             age: parts.age,
             inbox: parts.inbox,
             registry: parts.registry,
             users: parts.users,
+            groups: parts.groups,
             provisioning: parts.provisioning,
             sent_log: parts.sent_log,
             pusher: parts.pusher,
@@ -119,7 +128,7 @@ mod tests {
     fn stored_envelopes_carry_their_expiry() {
         let e = StoredEnvelope::new(42, r#"{"a":"b|c"}"#);
         assert_eq!(e.expires_at_ms(), 42);
-        assert_eq!(e.json(), r#"{"a":"b|c"}"#);
+        assert_eq!(e.json(), Some(r#"{"a":"b|c"}"#));
         assert!(e.is_expired(42) && !e.is_expired(41));
     }
 }

@@ -108,7 +108,7 @@ impl Relay {
         lease: u64,
     ) -> DeviceDelivery {
         let delivery = self
-            .push_stored(device, outcome, sent, online_only, lease)
+            .push_stored(device, outcome, sent, online_only, lease, None)
             .await;
         DeviceDelivery {
             device_id: device.device_id,
@@ -137,7 +137,7 @@ impl Relay {
         }
     }
 
-    fn body_bytes(&self, body: &str) -> Result<Vec<u8>> {
+    pub(super) fn body_bytes(&self, body: &str) -> Result<Vec<u8>> {
         let bytes = validation::base64("body", body)
             .map_err(|_| Error::InvalidFrame("body is not valid base64".into()))?;
         if bytes.len() > self.inbox_limits.max_body_bytes {
@@ -180,6 +180,7 @@ impl Relay {
                     from: from.user_id,
                     source_device: from.device_id,
                     sent_at: now,
+                    group_id: None,
                     body: validation::encode(&part.bytes),
                 })
                 .map_err(|e| Error::Internal(e.to_string()))?;

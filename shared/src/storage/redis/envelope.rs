@@ -1,14 +1,24 @@
-//! How an envelope is stored in a Redis inbox list: `[~]<expires_at_ms>|<client JSON>`, one
-//! string, so delivery hands the stored JSON over without re-serializing; `~` marks one sent by
-//! a new account (`scripts/prelude_store.lua` counts those together). The Lua scripts read the
-//! prefix (`prelude_store.lua`: `^~?(%d+)|`); this module is the only Rust that writes or reads
-//! it.
+//! How an envelope is stored in a Redis inbox list, one string, so delivery hands the stored
+//! JSON over without re-serializing:
+//! - `[~]<expires_at_ms>|<client JSON>`: an envelope of a one-to-one send;
+//! - `[~]<expires_at_ms>|@<envelope id>|<sender>`: a group send's entry (88 bytes), pointing at
+//!   the envelope stored once for every device of the send (`RedisKeys::shared`).
+//!
+//! `~` marks one sent by a new account (`scripts/prelude_store.lua` counts those together). The
+//! Lua scripts read the prefix, the sender and the envelope id of both forms
+//! (`prelude_store.lua`'s `sender_of`, `prelude_in_flight.lua`'s `id_of`); this module is the
+//! only Rust that writes or reads them.
 
-use crate::storage::StoredEnvelope;
+use uuid::Uuid;
+
+use crate::storage::{Content, StoredEnvelope};
 
 pub fn encode(e: &StoredEnvelope) -> String {
     let mark = if e.from_new_account() { "~" } else { "" };
-    format!("{mark}{}|{}", e.expires_at_ms(), e.json())
+    match e.content() {
+        Content::Json(json) => format!("{mark}{}|{json}", e.expires_at_ms()),
+        Content::Shared { id, from } => format!("{mark}{}|@{id}|{from}", e.expires_at_ms()),
+    }
 }
 
 /// A stored string back into an envelope; one without a readable expiry counts as expired
@@ -18,12 +28,21 @@ pub fn decode(stored: &str) -> StoredEnvelope {
         Some(rest) => (true, rest),
         None => (false, stored),
     };
-    match rest.split_once('|') {
-        Some((exp, json)) => {
-            StoredEnvelope::new(exp.parse().unwrap_or(0), json).sent_by_new_account(marked)
-        }
-        None => StoredEnvelope::new(0, ""),
-    }
+    let Some((exp, content)) = rest.split_once('|') else {
+        return StoredEnvelope::new(0, "");
+    };
+    let expires = exp.parse().unwrap_or(0);
+    let envelope = match content.strip_prefix('@') {
+        Some(pointer) => match pointer
+            .split_once('|')
+            .and_then(|(id, from)| Some((Uuid::parse_str(id).ok()?, Uuid::parse_str(from).ok()?)))
+        {
+            Some((id, from)) => StoredEnvelope::shared(expires, id, from),
+            None => StoredEnvelope::new(0, ""),
+        },
+        None => StoredEnvelope::new(expires, content),
+    };
+    envelope.sent_by_new_account(marked)
 }
 
 #[cfg(test)]
@@ -49,8 +68,20 @@ mod tests {
     }
 
     #[test]
+    fn a_group_entry_is_a_small_pointer_that_round_trips() {
+        let (id, from) = (Uuid::new_v4(), Uuid::new_v4());
+        let e = StoredEnvelope::shared(1_800_000_000_000, id, from).sent_by_new_account(true);
+        let stored = encode(&e);
+        assert_eq!(stored, format!("~1800000000000|@{id}|{from}"));
+        assert!(stored.len() <= 100, "{}", stored.len());
+        assert_eq!(decode(&stored), e);
+        assert_eq!(decode(&stored).shared_id(), Some(id));
+    }
+
+    #[test]
     fn an_unreadable_entry_is_expired() {
         assert!(decode("garbage").is_expired(1));
         assert!(decode("x|{}").is_expired(1));
+        assert!(decode("5|@nope|x").is_expired(1));
     }
 }

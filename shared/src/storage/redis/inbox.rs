@@ -2,19 +2,30 @@
 //! connection registry: `registry.rs`).
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use redis::AsyncCommands;
+use uuid::Uuid;
 
-use super::scripts::{deliver::Deliver, devices, pending, requeue};
+use super::scripts::{deliver::Deliver, deliver_shared::DeliverShared, devices, pending, requeue};
 use super::RedisStore;
 use crate::error::Result;
 use crate::model::{DeviceAddress, DeviceId, DeviceList, UserId};
 use crate::storage::{
-    Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, StoredEnvelope, POP_BATCH,
+    Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, SharedFanned, SharedFanout,
+    StoredEnvelope, POP_BATCH,
 };
 
 /// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
 /// a send (a larger envelope than that frees is `dropped`).
 pub const MOST_EVICTIONS_PER_ENVELOPE: u32 = 64;
+
+/// Marks of idempotent group sends a member keeps (`deliver_shared.lua`), the oldest dropped
+/// first: some 1,000 ids (about 100 KB) within the send log's window, many times what the
+/// retries of a member's groups after a failure part way need.
+pub const MOST_GROUP_MARKS: u32 = 1000;
+
+/// Most commands in flight at once when reading many keys of different slots.
+const READ_CONCURRENCY: usize = 64;
 
 /// API Gateway closes WebSocket connections after two hours; registrations expire with them.
 pub const CONNECTION_TTL_MS: u64 = 2 * 3600 * 1000;
@@ -30,6 +41,7 @@ impl Inbox for RedisStore {
     async fn close(&self, user_id: UserId, devices: &[DeviceId]) -> Result<()> {
         let mut keys = vec![
             self.keys.devices(user_id),
+            self.keys.group_marks(user_id),
             self.marker_key(user_id),
             self.keys.conn_sessions(user_id),
         ];
@@ -64,21 +76,88 @@ impl Inbox for RedisStore {
         };
         let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         if let Fanned::Done(outcomes) = &fanned {
-            let stored = outcomes.iter().any(|(_, d)| {
-                matches!(
-                    d,
-                    Delivery::Queued
-                        | Delivery::Online {
-                            in_flight: true,
-                            ..
-                        }
-                )
-            });
-            if stored {
+            if outcomes.iter().any(|(_, d)| stored(d)) {
                 self.wait_for_replicas().await;
             }
         }
         Ok(fanned)
+    }
+
+    async fn put_shared(&self, id: Uuid, json: &str, expires_at_ms: u64) -> Result<()> {
+        // NX: a repeat of the send keeps the envelope its first attempt stored.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys.shared(id))
+            .arg(json)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires_at_ms)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(super::unavailable)?;
+        Ok(())
+    }
+
+    async fn shared(&self, ids: &[Uuid]) -> Result<Vec<Option<String>>> {
+        // One key per slot: a GET each, concurrently (one round trip on a single node, as the
+        // connection pipelines them).
+        let gets: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let mut conn = self.connection();
+                let key = self.keys.shared(id);
+                async move {
+                    let json: Option<String> = conn.get(key).await.map_err(super::unavailable)?;
+                    Ok::<_, crate::error::Error>(json)
+                }
+            })
+            .collect();
+        futures::stream::iter(gets)
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    async fn deliver_shared(
+        &self,
+        send: &SharedFanout,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<SharedFanned> {
+        let deliver = DeliverShared {
+            send,
+            caps: self.caps,
+            now_ms,
+            lease_until_ms,
+            pop_batch: POP_BATCH,
+            most_evictions: MOST_EVICTIONS_PER_ENVELOPE,
+            most_marks: MOST_GROUP_MARKS,
+        };
+        let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
+        if let SharedFanned::Done(outcomes) = &fanned {
+            if outcomes.iter().any(|(_, d)| stored(d)) {
+                self.wait_for_replicas().await;
+            }
+        }
+        Ok(fanned)
+    }
+
+    async fn devices_of(&self, users: &[UserId]) -> Result<Vec<Option<Vec<(DeviceId, u32)>>>> {
+        let reads: Vec<_> = users
+            .iter()
+            .map(|&user_id| {
+                let mut conn = self.connection();
+                let key = self.keys.devices(user_id);
+                async move {
+                    let hash: Vec<(String, String)> =
+                        conn.hgetall(key).await.map_err(super::unavailable)?;
+                    Ok::<_, crate::error::Error>(devices::parse(&hash))
+                }
+            })
+            .collect();
+        futures::stream::iter(reads)
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
     }
 
     async fn take_in_flight(
@@ -130,4 +209,16 @@ impl Inbox for RedisStore {
         let call = pending::call(&self.keys, device, now_ms);
         pending::decode(self.run(&call).await?)
     }
+}
+
+/// Whether an outcome left the envelope in Redis (queued, or taken into flight).
+fn stored(d: &Delivery) -> bool {
+    matches!(
+        d,
+        Delivery::Queued
+            | Delivery::Online {
+                in_flight: true,
+                ..
+            }
+    )
 }

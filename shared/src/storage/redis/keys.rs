@@ -127,6 +127,18 @@ impl RedisKeys {
         ]
     }
 
+    /// The group sends a user's devices were given, by envelope id (sorted set: id → when, ms),
+    /// kept for repeats of idempotent sends, slot `{user}`.
+    pub fn group_marks(&self, user_id: Uuid) -> String {
+        format!("{}:group-marks", self.user_base(user_id))
+    }
+
+    /// A group send's envelope (its client JSON), stored once for the entries of every device
+    /// of the send that point at it, slot `{<envelope id>}`.
+    pub fn shared(&self, envelope_id: Uuid) -> String {
+        format!("{}shared:{{{envelope_id}}}", self.prefix)
+    }
+
     /// Connection → user, device, session and token expiry, slot `{connection}`.
     pub fn conn(&self, connection_id: &str) -> String {
         format!("{}conn:{{{connection_id}}}", self.prefix)

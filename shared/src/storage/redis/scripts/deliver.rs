@@ -84,7 +84,7 @@ impl Deliver<'_> {
 }
 
 /// One target's outcome; its device id is the caller's (outcomes come in the send's order).
-fn outcome(mut reply: Reply) -> Result<Delivery> {
+pub(super) fn outcome(mut reply: Reply) -> Result<Delivery> {
     let online = |reply: &mut Reply, in_flight: bool| -> Result<Delivery> {
         let connections = reply.field("connections")?;
         let entries: Vec<String> = reply.field("entries")?;

@@ -4,7 +4,7 @@ use redis::Value;
 
 use super::{Call, Reply, DEVICES};
 use crate::error::Result;
-use crate::model::{DeviceList, UserId};
+use crate::model::{DeviceId, DeviceList, UserId};
 use crate::storage::redis::RedisKeys;
 
 pub(crate) fn call(keys: &RedisKeys, user_id: UserId, list: &DeviceList) -> Call {
@@ -30,6 +30,25 @@ pub(crate) fn decode(reply: Value) -> Result<bool> {
     };
     reply.end()?;
     Ok(taken)
+}
+
+/// The devices hash as the script writes it (`v` the version, device id →
+/// `<registration id>:<created at>`), read back as (device id, registration id) pairs sorted by
+/// device; `None` for a missing hash.
+pub(crate) fn parse(hash: &[(String, String)]) -> Option<Vec<(DeviceId, u32)>> {
+    if hash.is_empty() {
+        return None;
+    }
+    let mut devices: Vec<(DeviceId, u32)> = hash
+        .iter()
+        .filter_map(|(field, value)| {
+            let device_id = field.parse().ok()?;
+            let registration_id = value.split(':').next()?.parse().ok()?;
+            Some((device_id, registration_id))
+        })
+        .collect();
+    devices.sort_unstable();
+    Some(devices)
 }
 
 #[cfg(test)]
@@ -88,5 +107,21 @@ mod tests {
         in_script.sort();
         in_rust.sort();
         assert_eq!(in_script, in_rust);
+    }
+
+    #[test]
+    fn the_hash_reads_back_as_devices_and_registrations() {
+        let hash = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(
+            parse(&hash(&[("v", "3"), ("2", "77:5"), ("1", "9:1")])),
+            Some(vec![(1, 9), (2, 77)])
+        );
+        assert_eq!(parse(&hash(&[("v", "3")])), Some(vec![]));
     }
 }

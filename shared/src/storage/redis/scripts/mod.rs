@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 pub(crate) mod ack;
 pub(crate) mod deliver;
+pub(crate) mod deliver_shared;
 pub(crate) mod devices;
 pub(crate) mod evict;
 pub(crate) mod in_flight;
@@ -46,6 +47,12 @@ const IN_FLIGHT_PRELUDE: Prelude = Prelude {
     name: "prelude_in_flight.lua",
     source: include_str!("prelude_in_flight.lua"),
 };
+/// One envelope stored for one device and taken for push when it is connected; after `STORE`
+/// and `IN_FLIGHT_PRELUDE`.
+const DELIVER_PRELUDE: Prelude = Prelude {
+    name: "prelude_deliver.lua",
+    source: include_str!("prelude_deliver.lua"),
+};
 /// One token bucket.
 const BUCKET: Prelude = Prelude {
     name: "prelude_bucket.lua",
@@ -54,8 +61,13 @@ const BUCKET: Prelude = Prelude {
 
 pub(crate) static DELIVER: Script = Script::new(
     "deliver.lua",
-    &[STORE, IN_FLIGHT_PRELUDE],
+    &[STORE, IN_FLIGHT_PRELUDE, DELIVER_PRELUDE],
     include_str!("deliver.lua"),
+);
+pub(crate) static DELIVER_SHARED: Script = Script::new(
+    "deliver_shared.lua",
+    &[STORE, IN_FLIGHT_PRELUDE, DELIVER_PRELUDE],
+    include_str!("deliver_shared.lua"),
 );
 pub(crate) static IN_FLIGHT: Script = Script::new(
     "in_flight.lua",
@@ -80,8 +92,9 @@ pub(crate) static TOKEN_BUCKETS: Script =
     Script::new("token_buckets.lua", &[], include_str!("token_buckets.lua"));
 
 #[cfg(test)]
-static ALL: [&Script; 11] = [
+static ALL: [&Script; 12] = [
     &DELIVER,
+    &DELIVER_SHARED,
     &IN_FLIGHT,
     &PENDING,
     &REQUEUE,
@@ -326,7 +339,7 @@ mod tests {
     fn every_script_file_is_declared_once_and_starts_with_its_header() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage/redis/scripts");
-        let preludes = [STORE, IN_FLIGHT_PRELUDE, BUCKET];
+        let preludes = [STORE, IN_FLIGHT_PRELUDE, DELIVER_PRELUDE, BUCKET];
         let mut declared: Vec<&str> = ALL.iter().map(|s| s.name).collect();
         declared.extend(preludes.iter().map(|p| p.name));
         let mut files: Vec<String> = std::fs::read_dir(&dir)

@@ -6,9 +6,10 @@
 --   parked   hash: envelope id → `<seq>|<entry>`; `#seq` orders them, `#b` counts their bytes
 -- Every step is O(1) per envelope it parks, unparks or moves back.
 
--- `[~]<expires_at_ms>|{"id":"<uuid>",…}`: the envelope's id, its first field.
+-- `[~]<expires_at_ms>|{"id":"<uuid>",…}`: the envelope's id, its first field; for a group
+-- send's entry `[~]<expires_at_ms>|@<envelope id>|<sender>`, the id it points at.
 local function id_of(e)
-  return string.match(e, '^~?%d+|{"id":"([^"]*)"') or e
+  return string.match(e, '^~?%d+|{"id":"([^"]*)"') or string.match(e, '^~?%d+|@([^|]*)|') or e
 end
 
 local function parked_bytes(s)

@@ -2,8 +2,9 @@
 -- writes them (scripts/mod.rs names the scripts it goes before; Lua in Redis has no includes).
 -- A device store is five keys of one hash slot ({user}), passed by every script that takes it
 -- in this order (`device_store`; RedisKeys::device_store builds them):
---   inbox    list of entries `[~]<expires_at_ms>|<client JSON>`, oldest first (envelope.rs);
---            `~` marks an envelope sent by an account younger than NEW_ACCOUNT_AGE_SECS
+--   inbox    list of entries `[~]<expires_at_ms>|<client JSON>`, or a group send's pointer
+--            `[~]<expires_at_ms>|@<envelope id>|<sender>`, oldest first (envelope.rs); `~` marks
+--            an envelope sent by an account younger than NEW_ACCOUNT_AGE_SECS
 --   holders  list beside `inbox`, entry for entry: who holds each envelope (`<sender>`, or
 --            `~<sender>` for a new account), so the oldest envelope of a holder is found without
 --            copying envelopes into the script
@@ -23,9 +24,10 @@ local function device_store(keys, at)
 end
 
 -- The sender of an entry: the envelope's `from` (the body is base64 and the id a UUID, so the
--- first `"from":"` is the real one).
+-- first `"from":"` is the real one), or the sender a group send's entry names
+-- (`[~]<expires>|@<envelope id>|<sender>`, envelope.rs).
 local function sender_of(e)
-  return string.match(e, '"from":"([^"]*)"') or '?'
+  return string.match(e, '^~?%d+|@[^|]*|(.*)$') or string.match(e, '"from":"([^"]*)"') or '?'
 end
 
 -- Who an entry counts against: its sender, `~`-prefixed when the sender was a new account.
