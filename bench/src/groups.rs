@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 use relay_tests::devices::Device;
 use relay_tests::{Stack, User};
 use serde::{Deserialize, Serialize};
+use shared::storage::redis::RedisKeys;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -355,6 +356,12 @@ async fn offline(
     let newest = redis_memory::newest_entries(&conn, &inboxes).await;
     out.entry_bytes = mean(&newest);
     out.holder_bytes = mean(&redis_memory::newest_entries(&conn, &holders).await);
+    if let Some(id) = newest.first().and_then(|e| redis_memory::pointed_at(e)) {
+        let key = RedisKeys::new(&stack.config.redis_prefix).shared(id);
+        if let Some((json, usage)) = redis_memory::string_size(&conn, &key).await {
+            (out.payload_json_bytes, out.payload_key_bytes) = (Some(json), Some(usage));
+        }
+    }
     if let Memory::Node(node) = memory {
         let mut node = node.clone();
         let lists = target.fanout as usize;
