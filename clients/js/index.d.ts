@@ -86,6 +86,8 @@ export interface Message {
   sync: boolean;
   /** Sync copies: the person it was sent to. */
   to?: { userId: string; username?: string };
+  /** A group message: the group's id. */
+  groupId?: string;
 }
 
 export type State = 'connecting' | 'online' | 'offline';
@@ -101,6 +103,61 @@ export interface SendResult {
   /** Overall: 'dropped' if any device's is, else 'queued' if any is, else 'delivered'. */
   delivery: 'delivered' | 'queued' | 'dropped';
   deliveries: Delivery[];
+}
+
+export interface GroupSendResult {
+  id: string;
+  groupId: string;
+  delivery: 'delivered' | 'queued' | 'dropped';
+  /** Member devices reached at once, queued, dropped (all 0: no other member device). */
+  delivered: number;
+  queued: number;
+  dropped: number;
+}
+
+export type GroupRole = 'admin' | 'member';
+export type GroupState = 'invited' | 'member';
+
+export interface GroupMember {
+  userId: string;
+  /** When this client knows it (looked up, or a checked claim). */
+  username?: string;
+  role: GroupRole;
+  state: GroupState;
+  since: Date;
+}
+
+export interface Group {
+  groupId: string;
+  version: number;
+  /** The meta opened; null when the group has none; undefined while no key this device holds opens it. */
+  meta: unknown;
+  createdAt: Date;
+  /** In the order users entered. */
+  members: GroupMember[];
+  /** This account's role and state (null once it is no longer in the roster). */
+  role: GroupRole | null;
+  state: GroupState | null;
+}
+
+export interface GroupListEntry {
+  groupId: string;
+  role: GroupRole;
+  state: GroupState;
+}
+
+export interface Invite {
+  groupId: string;
+  from: Peer;
+}
+
+export interface GroupKeyEvent {
+  groupId: string;
+  from: Peer;
+  /** Sent by createGroup/invite: an invitation. */
+  invite: boolean;
+  /** The sender key's distribution id, when the message carried one. */
+  distributionId: string | null;
 }
 
 export interface DeviceInfo {
@@ -133,6 +190,10 @@ export class RelayClient extends EventEmitter {
   on(event: 'message', listener: (m: Message) => void): this;
   on(event: 'state', listener: (s: State) => void): this;
   on(event: 'error', listener: (e: RelayError) => void): this;
+  /** Another account invited this one to a group (the per-group key arrived with it). */
+  on(event: 'invite', listener: (i: Invite) => void): this;
+  /** A group key message arrived (a per-group key, a sender key, or both). */
+  on(event: 'groupKey', listener: (k: GroupKeyEvent) => void): this;
   /**
    * Connects and fetches what waits; keeps the connection afterwards. Rejects when the first
    * attempt fails; the client keeps retrying in the background unless it is an AuthError.
@@ -141,6 +202,26 @@ export class RelayClient extends EventEmitter {
   send(to: string, content: string | Uint8Array, opts?: { timeoutMs?: number }): Promise<SendResult>;
   lookup(username: string): Promise<string>;
   devices(): Promise<DeviceInfo[]>;
+  /**
+   * A group: this account its admin, `users` (usernames or user ids) invited. `meta` (anything
+   * JSON holds) is sealed with a per-group key only members get.
+   */
+  createGroup(users?: string[], meta?: unknown): Promise<Group>;
+  /** Admins only. */
+  invite(groupId: string, users: string | string[]): Promise<Group>;
+  join(groupId: string): Promise<Group>;
+  /** Leaves (or declines). */
+  leave(groupId: string): Promise<Group>;
+  /** Admins remove anyone; anyone removes themselves. The next send uses a new sender key. */
+  remove(groupId: string, user: string): Promise<Group>;
+  /** Admins only; the group keeps at least one joined admin. */
+  setRole(groupId: string, user: string, role: GroupRole): Promise<Group>;
+  /** Admins only; sealed with the per-group key (RelayError 'no_group_key' without one); null clears it. */
+  setMeta(groupId: string, meta: unknown): Promise<Group>;
+  groups(): Promise<GroupListEntry[]>;
+  group(groupId: string): Promise<Group>;
+  /** One ciphertext under this device's sender key to every member device (own others included). */
+  sendGroup(groupId: string, content: string | Uint8Array, opts?: { timeoutMs?: number; onlineOnly?: boolean }): Promise<GroupSendResult>;
   /**
    * On the primary: links the device that printed `linkString`. Resolves to the id the relay gave
    * the new device (seen in GET /v1/devices once it has linked itself), or null when it did not
@@ -193,5 +274,15 @@ export const ProvisioningSocket: any;
 export const SignalParty: any;
 export const RelayUser: any;
 export const RelayDevice: any;
+export class MemSenderKeyStore {}
+export const MSG_SENDER_KEY: number;
+export function distributionMessage(party: unknown, distributionId: string): Promise<Uint8Array>;
+export function processDistribution(party: unknown, userId: string, deviceId: number, bytes: Uint8Array | string): Promise<string>;
+export function groupEncrypt(party: unknown, distributionId: string, plaintext: string | Uint8Array): Promise<string>;
+export function groupDecrypt(party: unknown, userId: string, deviceId: number, body: string | Uint8Array): Promise<Uint8Array>;
+export function distributionIdOf(body: string | Uint8Array): string;
+export function newMetaKey(): string;
+export function sealMeta(key: string, value: unknown): string;
+export function openMeta(key: string, meta: string): unknown;
 export function sealProvisioningMessage(recipientPub: unknown, payload: object, opts: { address: string }): Buffer;
 export function openProvisioningMessage(privateKey: unknown, bytes: Uint8Array, opts: { address: string }): any;

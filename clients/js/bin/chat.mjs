@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 import * as lib from '../src/index.mjs';
+import { groupCommands, GROUP_COMMANDS } from './chat-groups.mjs';
 
 const { RelayClient, FileStore } = lib;
 
@@ -32,6 +33,15 @@ a first run (else it is asked for).`;
 
 const HELP = `commands:
   /to NAME        talk to NAME (every line you type is sent to them, encrypted)
+  /group new NAME USER…
+                  make a group NAME (the name is yours to pick; the relay never sees it) and
+                  invite USERs; you talk in it at once
+  /g NAME         talk in the group NAME
+  /invites        the groups you are invited to
+  /join NAME      accept the invitation to the group NAME (and talk in it)
+  /members        who is in the group you talk in
+  /kick USER      remove USER from the group you talk in (admins)
+  /leave          leave the group you talk in
   /devices        the devices of your account
   /link STRING    link the new device that \`./local/chat OTHER --link\` started
   /me             who and where you are
@@ -295,21 +305,31 @@ async function chat(o, client) {
   let closing = false;
   let sessionEnded = false; // an AuthError: the client stopped reconnecting
 
-  const setPrompt = () => rl.setPrompt(peer ? `(${me}) ${peer.name}> ` : `(${me})> `);
   const who = (u) => clean(u?.username ?? u?.userId ?? '?');
+  // Lines go to the group selected with /g (or made, or joined) when there is one, else to peer.
+  const groups = groupCommands(client, { out, note, fail, clean, hhmm, describe }, () => setPrompt());
+  const setPrompt = () => {
+    const g = groups.current;
+    rl?.setPrompt(g ? `(${me}) #${clean(g.name)}> ` : peer ? `(${me}) ${peer.name}> ` : `(${me})> `);
+  };
 
+  client.on('invite', (ev) => groups.invited(ev, who));
   client.on('message', (m) => {
     const body = m.text != null ? clean(m.text) : `<${m.bytes?.length ?? 0} bytes>`;
-    if (m.sync) {
-      out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
-      return;
-    }
-    out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
-    if (!peer && m.from?.username) {
-      peer = { name: m.from.username, userId: m.from.userId };
-      setPrompt();
-      note(`talking to ${peer.name} (/to NAME to change)`);
-    }
+    if (m.groupId) return groups.show(m, body, who);
+    // After any group line before it (those may wait for the group's name).
+    groups.inOrder(() => {
+      if (m.sync) {
+        out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
+        return;
+      }
+      out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
+      if (!peer && !groups.current && m.from?.username) {
+        peer = { name: m.from.username, userId: m.from.userId };
+        setPrompt();
+        note(`talking to ${peer.name} (/to NAME to change)`);
+      }
+    });
   });
   client.on('state', (s) => {
     if (closing || s === lastState) return;
@@ -387,12 +407,13 @@ async function chat(o, client) {
     if (line.startsWith('/') && !line.startsWith('//')) {
       const [cmd, ...rest] = line.trim().split(/\s+/);
       const arg = rest.join(' ');
+      if (GROUP_COMMANDS.has(cmd.toLowerCase())) return groups.command(cmd.toLowerCase(), rest);
       switch (cmd.toLowerCase()) {
         case '/to': return to(arg);
         case '/devices': return devices();
         case '/link': return link(arg);
         case '/me': case '/whoami':
-          return note(`${me}, user ${client.userId}, device ${client.deviceId}, relay ${URL_}${peer ? `, talking to ${peer.name}` : ''}`);
+          return note(`${me}, user ${client.userId}, device ${client.deviceId}, relay ${URL_}${groups.current ? `, talking in #${clean(groups.current.name)}` : peer ? `, talking to ${peer.name}` : ''}`);
         case '/help': case '/?': return out(HELP);
         case '/logout': return logout();
         case '/quit': case '/exit': case '/q': return quit(0);
@@ -400,7 +421,8 @@ async function chat(o, client) {
       }
     }
     const text = line.startsWith('//') ? line.slice(1) : line;
-    if (!peer) return fail('nobody to send to yet: /to NAME first');
+    if (groups.current) return groups.send(text);
+    if (!peer) return fail('nobody to send to yet: /to NAME first (or /g NAME for a group)');
     if (lastState === 'offline') note('offline: the message goes out when the relay is back (if within 30 s)');
     try {
       const r = await client.send(peer.name, text);
@@ -430,6 +452,7 @@ async function chat(o, client) {
     try {
       const userId = await client.lookup(name);
       peer = { name, userId };
+      groups.clear();
       setPrompt();
       note(`talking to ${name}${name === me ? ' (yourself: your other devices get it)' : ''}`);
     } catch (e) {

@@ -11,6 +11,8 @@
 //   keys.mjs        prekey refill and rotation
 //   directory.mjs   usernames and user ids, this account's devices
 //   linking.mjs     device linking, on the new device and on the primary
+//   groups.mjs      groups: the routes, the sealed meta, the keys this device keeps per group
+//   groupsend.mjs   a group send: sender key handed out, one frame, device lists repaired
 import { EventEmitter } from 'node:events';
 import { Lock } from './lock.mjs';
 import { Session, relayBaseUrl, storedDevice, registerDevice } from './session.mjs';
@@ -20,6 +22,8 @@ import { Outbound } from './outbound.mjs';
 import { KeyUpkeep, refillOptions, rotateOptions } from './keys.mjs';
 import { Directory } from './directory.mjs';
 import { startLinking, linkDevice } from './linking.mjs';
+import { Groups } from './groups.mjs';
+import { GroupSender } from './groupsend.mjs';
 import { RelayError, UnknownUserError, ServerUnavailableError } from './errors.mjs';
 
 export { DEFAULT_REFILL, DEFAULT_ROTATE } from './keys.mjs';
@@ -37,6 +41,8 @@ export class RelayClient extends EventEmitter {
   #inbound;
   #connection;
   #outbound;
+  #groups;
+  #groupSender;
 
   /**
    * Opens the account kept in `store` (logs in with its refresh token, or the password), or
@@ -119,17 +125,21 @@ export class RelayClient extends EventEmitter {
       savePassword,
       doc,
       processedIds: () => this.#inbound.processedIds(),
+      groupState: () => this.#groups.toJSON(),
       onTokens: () => this.#connection.tokensChanged(),
     }));
     const directory = (this.#directory = new Directory(session));
+    const groups = (this.#groups = new Groups({ session, directory, state: doc?.groups, onError }));
     this.#keys = new KeyUpkeep({ session, signal, refill, rotate, isClosed: () => this.#connection.closed });
     this.#inbound = new Inbound({
       session,
       signal,
       directory,
+      groups,
       ack,
       processed: doc?.processed,
       onMessage: (m) => this.#emitSafe('message', m),
+      onGroupKey: (k) => this.#onGroupKey(k).catch(onError),
       onError,
       onPreKeyMessage: () => this.#keys.check().catch(onBackgroundError),
     });
@@ -143,7 +153,9 @@ export class RelayClient extends EventEmitter {
       onError,
       onBackgroundError,
     });
-    this.#outbound = new Outbound({ session, signal, directory, connection: this.#connection, sendTimeoutMs, onError });
+    const outbound = (this.#outbound = new Outbound({ session, signal, directory, connection: this.#connection, sendTimeoutMs, onError }));
+    groups.sendKey = (userId, payload) => outbound.sendPayload(userId, payload);
+    this.#groupSender = new GroupSender({ session, signal, directory, outbound, groups, sendTimeoutMs });
   }
 
   get url() {
@@ -179,6 +191,79 @@ export class RelayClient extends EventEmitter {
    */
   send(to, content, opts) {
     return this.#outbound.send(to, content, opts);
+  }
+
+  // ------------------------------------------------------------ groups
+
+  /**
+   * Creates a group: this account its admin, `users` (usernames or user ids) invited. `meta`
+   * (anything JSON holds, e.g. { name }) is sealed with a per-group key only members get: the
+   * relay keeps ciphertext. Resolves the group (see group()).
+   */
+  createGroup(users = [], meta) {
+    return this.#groups.create(users, meta);
+  }
+
+  /** Invites `users` to a group (admins only). Resolves the group. */
+  invite(groupId, users) {
+    return this.#groups.invite(groupId, Array.isArray(users) ? users : [users]);
+  }
+
+  /** Accepts an invitation. Resolves the group. */
+  join(groupId) {
+    return this.#groups.join(groupId);
+  }
+
+  /** Leaves a group (or declines an invitation). Resolves the group after it. */
+  leave(groupId) {
+    return this.#groups.leave(groupId);
+  }
+
+  /** Removes a member (admins; yourself: leave). The next send uses a new sender key. */
+  remove(groupId, user) {
+    return this.#groups.remove(groupId, user);
+  }
+
+  /** Makes a user of the roster an 'admin' or a plain 'member' (admins only). Resolves the group. */
+  setRole(groupId, user, role) {
+    return this.#groups.setRole(groupId, user, role);
+  }
+
+  /** Replaces the group's meta (admins only), sealed with the per-group key. Resolves the group. */
+  setMeta(groupId, meta) {
+    return this.#groups.setMeta(groupId, meta);
+  }
+
+  /** This account's groups and invitations: [{ groupId, role, state }]. */
+  groups() {
+    return this.#groups.list();
+  }
+
+  /**
+   * A group as the relay has it now: { groupId, version, meta, createdAt, members:
+   * [{ userId, username?, role, state, since }], role, state } (`meta` opened; undefined while
+   * this device holds no key that opens it).
+   */
+  group(groupId) {
+    return this.#groups.get(groupId);
+  }
+
+  /**
+   * Sends text or bytes to every member device of a group, this account's other devices
+   * included: one ciphertext under this device's sender key. Resolves
+   * { id, groupId, delivery, delivered, queued, dropped }.
+   */
+  sendGroup(groupId, content, opts) {
+    return this.#groupSender.send(groupId, content, opts);
+  }
+
+  /** A group key message arrived: an invitation from another account is an 'invite' event. */
+  async #onGroupKey({ groupId, from, invite, distributionId, name }) {
+    const who = { ...from };
+    const checked = name ? await this.#directory.verifyName(name, from.userId).catch(() => undefined) : this.#directory.nameOf(from.userId);
+    if (checked) who.username = checked;
+    if (invite && from.userId !== this.userId) this.#emitSafe('invite', { groupId, from: who });
+    this.#emitSafe('groupKey', { groupId, from: who, invite, distributionId });
   }
 
   /** username → user id (UnknownUserError when there is none). Cached. */

@@ -123,6 +123,8 @@ export function errorFromFrame(frame, what = 'frame') {
     case 'unavailable':
     case 'internal':
       return new ServerUnavailableError(msg, { code: frame.code, frame, status: frame.code === 'internal' ? 500 : 503 });
+    case 'not_a_member':
+      return new ApiError(msg, { code: frame.code, status: 403, frame });
     case 'mismatched_devices':
     case 'stale_devices':
       return new MismatchedDevicesError(msg, { code: frame.code, frame, status: frame.code === 'stale_devices' ? 410 : 409 });

@@ -1,7 +1,11 @@
 // What arrives on the socket: envelopes decrypted in arrival order, the session state and the
 // envelope ids saved, the messages reported, and only then acknowledged (ack mode), gathered into
 // quiet acks. A redelivery of an envelope already processed is acknowledged, not reported again.
+// A group envelope (`group_id`) is decrypted with the sender's sender key; a group key message
+// (1:1) is handed to the groups, never reported as a message.
 import { deviceAddress, MSG_PREKEY } from './signal.mjs';
+import { groupDecrypt } from './senderkeys.mjs';
+import { Groups } from './groups.mjs';
 import { RelayError } from './errors.mjs';
 
 const PROCESSED_KEEP = 2000; // envelope ids remembered for deduplication (ack-mode redeliveries)
@@ -12,28 +16,42 @@ const ACK_MAX_IDS = 100;
 
 const utf8 = new TextDecoder();
 
+/** The content of a group key message, or null for anything else. */
+function groupKeyContent(bytes) {
+  if (bytes.length === 0 || bytes[0] !== 0x7b) return null; // not a JSON object
+  try {
+    const c = JSON.parse(utf8.decode(bytes));
+    return Groups.isKeyMessage(c) ? c : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * The receiving side of `session`'s device. Decryption runs under `signal` (a Lock); names are
- * checked with `directory`. Reports through `onMessage(message)`, `onError(e)` and
- * `onPreKeyMessage()` (a session was started with one of this device's prekeys).
+ * checked with `directory`; group key messages go to `groups`. Reports through
+ * `onMessage(message)`, `onGroupKey({ groupId, from, invite, distributionId })`, `onError(e)`
+ * and `onPreKeyMessage()` (a session was started with one of this device's prekeys).
  */
 export class Inbound {
   #session;
   #signal;
   #directory;
+  #groups;
   #ack;
   #on;
   #processed;
   #rx = Promise.resolve(); // envelopes are processed one batch at a time, in arrival order
   #acks = null; // { sock, ids, timer }: acknowledgements being gathered
 
-  constructor({ session, signal, directory, ack, processed = [], onMessage, onError, onPreKeyMessage }) {
+  constructor({ session, signal, directory, groups, ack, processed = [], onMessage, onGroupKey, onError, onPreKeyMessage }) {
     this.#session = session;
     this.#signal = signal;
     this.#directory = directory;
+    this.#groups = groups;
     this.#ack = Boolean(ack);
     this.#processed = new Set(processed);
-    this.#on = { message: onMessage, error: onError, preKeyMessage: onPreKeyMessage };
+    this.#on = { message: onMessage, groupKey: onGroupKey, error: onError, preKeyMessage: onPreKeyMessage };
   }
 
   /** The envelope ids to keep in the store (the newest PROCESSED_KEEP). */
@@ -55,6 +73,7 @@ export class Inbound {
     const device = this.#session.device;
     const ackIds = [];
     const out = [];
+    const keys = [];
     let preKeyMessage = false;
     await this.#signal.run(async () => {
       for (const env of envs) {
@@ -62,10 +81,18 @@ export class Inbound {
           ackIds.push(env.id); // a redelivery of what was already processed and saved
           continue;
         }
+        const from = { userId: env.from, deviceId: env.source_device ?? 1 };
         try {
-          const d = await device.decryptFrom(deviceAddress(env.from, env.source_device ?? 1), env.body);
-          if (d.type === MSG_PREKEY) preKeyMessage = true;
-          out.push({ env, bytes: d.bytes });
+          if (env.group_id) {
+            out.push({ env, bytes: await groupDecrypt(device, from.userId, from.deviceId, env.body) });
+          } else {
+            const d = await device.decryptFrom(deviceAddress(from.userId, from.deviceId), env.body);
+            if (d.type === MSG_PREKEY) preKeyMessage = true;
+            const key = groupKeyContent(d.bytes);
+            // Processed here, in arrival order: a group message right behind it decrypts.
+            if (key && this.#groups) keys.push({ ...(await this.#groups.receiveKey(from.userId, from.deviceId, key)), from });
+            else out.push({ env, bytes: d.bytes });
+          }
         } catch (e) {
           this.#on.error(new RelayError(
             `could not decrypt message ${env.id} from ${env.from}.${env.source_device ?? 1}: ${e.message}`,
@@ -78,6 +105,7 @@ export class Inbound {
       if (this.#processed.size > PROCESSED_KEEP * 2) this.#processed = new Set(this.processedIds());
       await this.#session.persist(); // sessions and processed ids saved before anything is acknowledged
     });
+    for (const k of keys) this.#on.groupKey?.(k);
     for (const { env, bytes } of out) this.#on.message(await this.#toMessage(env, bytes));
     if (this.#ack) this.#queueAcks(ackIds, sock);
     if (preKeyMessage) this.#on.preKeyMessage();
@@ -136,6 +164,7 @@ export class Inbound {
       sentAt: new Date(env.sent_at),
       sync: env.from === userId,
     };
+    if (env.group_id) m.groupId = env.group_id;
     if (content && typeof content.text === 'string') {
       m.text = content.text;
       m.bytes = new Uint8Array(Buffer.from(content.text, 'utf8'));

@@ -38,10 +38,10 @@ export class Outbound {
    * theirs, then a copy to this account's other devices. Resolves { id, delivery, deliveries }.
    */
   async send(to, content, { timeoutMs = this.#sendTimeoutMs } = {}) {
-    if (this.#connection.closed) throw new RelayError('the client is closed', { code: 'closed' });
+    this.assertOpen();
     const { userId, username } = this.#session.device;
     const deadline = Date.now() + timeoutMs;
-    const peer = await this.#untilDeadline(() => this.#directory.resolve(to), deadline);
+    const peer = await this.untilDeadline(() => this.#directory.resolve(to), deadline);
     const body = typeof content === 'string' ? { v: 1, text: content } : { v: 1, b64: Buffer.from(content).toString('base64') };
     const id = randomUUID();
     const self = peer.userId === userId;
@@ -61,20 +61,41 @@ export class Outbound {
     };
   }
 
-  /** Sessions with this account's other devices (their list cached 30 s). */
-  async #ensureOwnSessions() {
+  /** RelayError `closed` once the client is closed. */
+  assertOpen() {
+    if (this.#connection.closed) throw new RelayError('the client is closed', { code: 'closed' });
+  }
+
+  /**
+   * A structured payload (an object, e.g. a group key message) to every device of `peerId` (this
+   * account's other devices when it is this account), under a new id. Resolves the `sent` reply,
+   * or null for this account when it has no other device.
+   */
+  sendPayload(peerId, payload, { deadline = Date.now() + this.#sendTimeoutMs } = {}) {
+    const { userId, username } = this.#session.device;
+    return this.#sendTo(peerId, { v: 1, ...payload, name: username }, randomUUID(), deadline, { self: peerId === userId });
+  }
+
+  /**
+   * Sessions with this account's other devices (their list cached 30 s), under the Signal lock.
+   * True when one was started.
+   */
+  async ensureOwnSessions() {
     const device = this.#session.device;
     const { userId, deviceId } = device;
-    if (device.knownDevices(userId).length) return;
+    if (device.knownDevices(userId).length) return false;
+    let started = false;
     for (const d of await this.#directory.ownDeviceIds()) {
       if (d !== deviceId && !device.sessionWith(userId, d)) {
         await this.#session.withAuth(() => device.startDeviceSessions(userId, d));
+        started = true;
       }
     }
+    return started;
   }
 
   /** fn(), tried again every second while the relay cannot be reached, until `deadline`. */
-  async #untilDeadline(fn, deadline) {
+  async untilDeadline(fn, deadline) {
     for (;;) {
       try {
         return await fn();
@@ -96,8 +117,8 @@ export class Outbound {
     const plaintext = Buffer.from(JSON.stringify(payload), 'utf8');
     let last;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const messages = await this.#untilDeadline(() => this.#signal.run(async () => {
-        if (self) await this.#ensureOwnSessions();
+      const messages = await this.untilDeadline(() => this.#signal.run(async () => {
+        if (self) await this.ensureOwnSessions();
         else if (device.knownDevices(peerId).length === 0) await session.withAuth(() => device.startDeviceSessions(peerId, '*'));
         const m = await device.encryptForDevices(peerId, plaintext);
         await session.persist(); // the ratchet moved: saved before the ciphertext leaves
@@ -108,7 +129,7 @@ export class Outbound {
         throw new RelayError(`no device of ${peerId} to send to`, { code: 'no_devices' });
       }
       const frame = { action: 'send', to: peerId, id, messages: RelayDevice.wireMessages(messages) };
-      const reply = await this.#deliver(frame, deadline);
+      const reply = await this.deliver(frame, deadline);
       if (reply.type === 'sent') return reply;
       last = reply;
       if (reply.code === 'mismatched_devices') {
@@ -135,7 +156,7 @@ export class Outbound {
    * Sends one frame and returns its reply. A reply lost to a dropped connection: the same frame
    * again (same id) once the client is back online, until `deadline`.
    */
-  async #deliver(frame, deadline) {
+  async deliver(frame, deadline) {
     for (let attempt = 0; ; attempt++) {
       const sock = await this.#connection.onlineSocket(deadline, this.#sendTimeoutMs);
       let reply;

@@ -63,9 +63,10 @@ export class Session {
   #tokenTtlMs = 0;
   #refreshing = null;
   #processedIds;
+  #groupState;
   #onTokens;
 
-  constructor({ url, store, device, password, savePassword = false, doc, processedIds, onTokens }) {
+  constructor({ url, store, device, password, savePassword = false, doc, processedIds, groupState = () => ({}), onTokens }) {
     this.#url = url;
     this.#store = store;
     this.#device = device;
@@ -74,6 +75,7 @@ export class Session {
     this.#passwordSaved = Boolean(doc?.password) && this.#password === doc.password;
     this.#refreshedAt = doc?.refreshedAt ?? null;
     this.#processedIds = processedIds;
+    this.#groupState = groupState;
     this.#onTokens = onTokens;
   }
 
@@ -97,7 +99,10 @@ export class Session {
 
   // ------------------------------------------------------------ the store document
 
-  /** The store document: account, refresh token, Signal state, envelope ids already processed. */
+  /**
+   * The store document: account, refresh token, Signal state, envelope ids already processed,
+   * what this device keeps about its groups (per-group keys, its sender-key chains).
+   */
   toDocument() {
     const d = this.#device;
     const doc = {
@@ -109,6 +114,7 @@ export class Session {
       refreshedAt: this.#refreshedAt ?? null,
       signal: d.exportState(),
       processed: this.#processedIds(),
+      groups: this.#groupState(),
     };
     if (this.#savePassword && this.#password) doc.password = this.#password;
     return doc;

@@ -4,6 +4,7 @@
 // them into JSON and back (what store.mjs keeps in a MemoryStore or a FileStore).
 import * as S from '@signalapp/libsignal-client';
 import { randomInt } from 'node:crypto';
+import { MemSenderKeyStore } from './senderkeys.mjs';
 
 export { S };
 
@@ -225,6 +226,7 @@ export class SignalParty {
     this.preKeyStore = new MemPreKeyStore();
     this.signedPreKeyStore = new MemSignedPreKeyStore();
     this.kyberPreKeyStore = new MemKyberPreKeyStore();
+    this.senderKeyStore = new MemSenderKeyStore();
     this.userId = null;
 
     this.signedPreKey = this.newSignedPreKey();
@@ -251,8 +253,9 @@ export class SignalParty {
   /**
    * Every key and every store as JSON (binary values in standard base64): identity key pair,
    * registration id, the current signed and Kyber last-resort prekeys, every prekey record
-   * (EC, signed, Kyber with its last-resort and used-base-key markers), sessions and the
-   * identities of peers, and the local address. Secrets: keep it where only the owner can read.
+   * (EC, signed, Kyber with its last-resort and used-base-key markers), sessions, sender keys
+   * (groups: this party's chains and those other members distributed), the identities of peers,
+   * and the local address. Secrets: keep it where only the owner can read.
    */
   exportState() {
     const recs = (m) => Object.fromEntries([...m].map(([id, r]) => [id, b64(r.serialize())]));
@@ -273,6 +276,7 @@ export class SignalParty {
       kyber_used_base_keys: [...k.usedBaseKeys].slice(-2000),
       sessions: Object.fromEntries([...this.sessionStore.sessions].map(([a, bytes]) => [a, b64(bytes)])),
       identities: Object.fromEntries([...this.identityStore.known].map(([a, key]) => [a, b64(key.serialize())])),
+      sender_keys: this.senderKeyStore.toJSON(),
     };
   }
 
@@ -286,6 +290,7 @@ export class SignalParty {
     this.preKeyStore = new MemPreKeyStore();
     this.signedPreKeyStore = new MemSignedPreKeyStore();
     this.kyberPreKeyStore = new MemKyberPreKeyStore();
+    this.senderKeyStore = new MemSenderKeyStore(st.sender_keys ?? {});
     for (const [id, r] of Object.entries(st.prekeys ?? {})) this.preKeyStore.records.set(Number(id), S.PreKeyRecord.deserialize(unb64(r)));
     for (const [id, r] of Object.entries(st.signed_prekeys ?? {})) this.signedPreKeyStore.records.set(Number(id), S.SignedPreKeyRecord.deserialize(unb64(r)));
     for (const [id, r] of Object.entries(st.kyber_prekeys ?? {})) this.kyberPreKeyStore.records.set(Number(id), S.KyberPreKeyRecord.deserialize(unb64(r)));

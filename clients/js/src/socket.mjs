@@ -188,6 +188,17 @@ export class RelaySocket {
   }
 
   /**
+   * The group form of send: one `body` for every member device of `groupId`, `devices` = the
+   * sender's view of them ({ user_id: [{device_id, registration_id}, …] }). Resolves with the
+   * `sent` reply or the `error` frame of that id.
+   */
+  async sendGroup(groupId, body, devices, { id = randomUUID(), onlineOnly } = {}) {
+    const frame = { action: 'send', id, group_id: groupId, body, devices };
+    if (onlineOnly) frame.online_only = true;
+    return this.request(frame, (f) => (f.type === 'sent' || f.type === 'error') && f.id === id, `reply to send ${id}`);
+  }
+
+  /**
    * Sends `frame` and resolves with the first frame `match` accepts (rejects when the socket is
    * closed first, or after `timeoutMs`).
    */
