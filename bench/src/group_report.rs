@@ -132,10 +132,13 @@ fn offline_rows(name: &str, o: &GroupOffline) -> Vec<Row> {
         plain(
             name,
             "send frame",
+            // The map grows with every member device: how much room the frame limit leaves.
             format!(
-                "{} ({} devices in the map)",
+                "{} ({} devices in the map), {:.0}% of the {} B frame limit",
                 bytes(o.frame_bytes as f64),
-                o.devices
+                o.devices,
+                100.0 * o.frame_bytes as f64 / shared::frames::MAX_FRAME_BYTES as f64,
+                shared::frames::MAX_FRAME_BYTES
             ),
         ),
     ]
