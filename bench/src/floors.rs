@@ -92,6 +92,41 @@ pub async fn redis_floor(conn: &mut ConnectionManager, quick: bool) -> RedisFloo
     }
 }
 
+/// The floor of a group send to `lists` offline devices: one pipelined round trip that appends
+/// an `entry_bytes` value to each of `lists` lists (the least storage work that leaves every
+/// device an entry), `rounds` times; the lists are deleted after.
+pub async fn fanout_floor(
+    conn: &mut ConnectionManager,
+    lists: usize,
+    entry_bytes: usize,
+    rounds: usize,
+) -> Lat {
+    let prefix = format!("bench:fanout:{}", uuid::Uuid::new_v4());
+    let keys: Vec<String> = (0..lists).map(|i| format!("{prefix}:{i}")).collect();
+    let value = "x".repeat(entry_bytes.max(1));
+    let mut v = Vec::with_capacity(rounds);
+    for round in 0..rounds + 2 {
+        let mut p = redis::pipe();
+        for key in &keys {
+            p.rpush(key, &value).ignore();
+        }
+        let t = Instant::now();
+        let _: () = p.query_async(conn).await.expect("fan-out floor");
+        // The first two rounds warm the connection and create the lists.
+        if round >= 2 {
+            v.push(t.elapsed());
+        }
+    }
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .expect("del");
+    }
+    Lat::from_durations(&v)
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }

@@ -1,11 +1,15 @@
 //! The relay benchmark: starts its own stack (redis-server, `local-gateway` processes with
-//! Dynoxide embedded), runs five bounded scenarios and their floors, and reports.
+//! Dynoxide embedded), runs its bounded scenarios and their floors, and reports.
 
 pub mod ackflood;
 pub mod attachments;
 pub mod bundle;
 pub mod coldstart;
 pub mod floors;
+pub mod group_report;
+pub mod group_setup;
+pub mod groups;
+pub mod redis_memory;
 pub mod report;
 pub mod scenarios;
 pub mod util;
@@ -22,7 +26,7 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL] [--only acks|ackflood|bundle]
+                   [--dynamodb-url URL] [--only acks|ackflood|bundle|groups]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -35,8 +39,9 @@ benchmarks.md from its benchmarks.json (notes in the page are kept). --only acks
 scenario 1d alone (ack mode beside fire-and-forget), --only ackflood scenario 7 alone
 (another user's ping while one account floods useless acks), --only bundle scenario 3's
 concurrency levels (bundle fetches beside their storage floor; with --gateway-dir, the
-gateway as one profile builds it); each prints its figures and the floors it was measured
-beside, writing nothing.";
+gateway as one profile builds it), --only groups scenario 8 (group sends, on the single
+node and on a Redis Cluster, beside scenario 1 and 1b run with it); each prints its figures
+and the floors it was measured beside, writing nothing.";
 
 /// A scenario run alone (`--only`), printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub enum Only {
     Bundle,
     /// Scenario 7: another user's ping during an ack flood (`--only ackflood`).
     AckFlood,
+    /// Scenario 8: group sends, beside scenario 1 (and 1b on the cluster) (`--only groups`).
+    Groups,
 }
 
 #[derive(Debug, Clone)]
@@ -169,9 +176,10 @@ impl Opts {
                     "acks" => o.only = Some(Only::Acks),
                     "ackflood" => o.only = Some(Only::AckFlood),
                     "bundle" => o.only = Some(Only::Bundle),
+                    "groups" => o.only = Some(Only::Groups),
                     other => {
                         return Err(format!(
-                            "--only takes acks, ackflood or bundle, not {other:?}"
+                            "--only takes acks, ackflood, bundle or groups, not {other:?}"
                         ))
                     }
                 },
@@ -220,12 +228,13 @@ pub async fn run(o: Opts) -> Result<(), String> {
     let logs = std::env::temp_dir().join(format!("relay-bench-logs-{}", std::process::id()));
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     let gateway_dir = o.gateway_dir.clone().unwrap_or_else(|| o.bin_dir.clone());
-    for path in [
-        gateway_dir.join("local-gateway"),
-        o.bin_dir.join("users"),
-        o.bin_dir.join("keys"),
-        o.bin_dir.join("connection"),
-    ] {
+    // The function binaries are only exec'd by the cold starts, which no `--only` run measures.
+    let functions = ["users", "keys", "connection"].map(|f| o.bin_dir.join(f));
+    let needed = match o.only {
+        Some(_) => &functions[..0],
+        None => &functions[..],
+    };
+    for path in std::iter::once(&gateway_dir.join("local-gateway")).chain(needed) {
         if !path.is_file() {
             return Err(format!(
                 "{path:?} is missing: build it (./local/bench does) or pass --bin-dir"
@@ -309,6 +318,52 @@ pub async fn run(o: Opts) -> Result<(), String> {
         return Ok(());
     }
 
+    let servers = scenarios::Servers {
+        gateway: gw.pid,
+        redis: redis_pid,
+        redis_stats: Some(redis.clone()),
+        redis_prefix: config.redis_prefix.clone(),
+    };
+    let group_plan = groups::Plan::new(o.quick);
+    let timing = (o.warmup, o.duration, o.pipeline);
+    let on_cluster = || ClusterRun {
+        gateway_dir: &gateway_dir,
+        env: &env,
+        logs: &logs,
+        dynamodb_url: &dynamodb_url,
+        opts: &o,
+        groups: Some(group_plan),
+    };
+    if o.only == Some(Only::Groups) {
+        log(format!(
+            "1 · online relay (the reference of scenario 8): {} pairs",
+            o.pairs
+        ));
+        let online =
+            scenarios::online(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers).await;
+        let memory = redis_memory::Memory::Node(redis.clone());
+        let single = groups::run(&stack, &memory, &servers, &group_plan, timing, true).await;
+        let (online_cluster, cluster) = run_on_cluster(on_cluster()).await?;
+        let g = groups::Groups {
+            single,
+            cluster,
+            one_to_one_msgs_per_s: online.msgs_per_s,
+            one_to_one_cluster_msgs_per_s: Some(online_cluster.msgs_per_s),
+            one_to_one_cpu_us: (online.cpu.sends > 0).then(|| online.cpu.total_us()),
+        };
+        print_floors(&redis_floor, None);
+        println!(
+            "1 · online: {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms; 1b · on the cluster: {:.0} msg/s",
+            online.msgs_per_s,
+            online.latency.p50_ms,
+            online.latency.p99_ms,
+            online_cluster.msgs_per_s
+        );
+        group_report::print(&g);
+        gw.stop().await;
+        return Ok(());
+    }
+
     log("floor: WebSocket echo server");
     let echo = start_echo(&logs.join("echo.log")).await;
     let echo_url = format!("ws://127.0.0.1:{}/ws?token=x", echo.port);
@@ -316,12 +371,6 @@ pub async fn run(o: Opts) -> Result<(), String> {
         scenarios::echo_load(&echo_url, o.pairs, o.warmup, o.duration, o.pipeline).await;
     echo.stop().await;
 
-    let servers = scenarios::Servers {
-        gateway: gw.pid,
-        redis: redis_pid,
-        redis_stats: Some(redis.clone()),
-        redis_prefix: config.redis_prefix.clone(),
-    };
     if o.only == Some(Only::Acks) {
         let acks =
             scenarios::online_acks(&stack, o.pairs, o.warmup, o.duration, o.pipeline, &servers)
@@ -387,6 +436,10 @@ pub async fn run(o: Opts) -> Result<(), String> {
         ));
     }
 
+    log("8 · groups on the single node");
+    let memory = redis_memory::Memory::Node(redis.clone());
+    let groups_single = groups::run(&stack, &memory, &servers, &group_plan, timing, true).await;
+
     let size = if o.quick { 4 << 20 } else { 50 << 20 };
     let rounds = if o.quick { 1 } else { 3 };
     log(format!(
@@ -407,54 +460,14 @@ pub async fn run(o: Opts) -> Result<(), String> {
         log(format!("attachments: {} errors", attachments.errors));
     }
 
-    log("1b · online relay on a local Redis Cluster (3 primaries, 3 replicas)");
-    let cluster = tokio::task::spawn_blocking(|| relay_tests::cluster::Cluster::start(3, 1))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut cluster_env = env.clone();
-    cluster_env.insert("REDIS_URL".into(), cluster.seeds());
-    cluster_env.insert("REDIS_CLUSTER".into(), "true".into());
-    let cluster_config =
-        shared::Config::from_lookup(|k| cluster_env.get(k).cloned()).map_err(|e| e.to_string())?;
-    // Its own engine in memory: the first gateway holds the database file.
-    let gw_cluster = start_gateway(
-        &gateway_dir,
-        &cluster_env,
-        &["--dynamodb-memory".to_string()],
-        true,
-        &logs.join("gateway-cluster.log"),
-    )
-    .await;
-    let cluster_stack = Stack::attach(
-        ([127, 0, 0, 1], gw_cluster.port).into(),
-        cluster_config,
-        &dynamodb_url,
-    )
-    .await;
-    // The cluster's six redis-servers are not read: CPU per send is the gateway's.
-    let cluster_servers = scenarios::Servers {
-        gateway: gw_cluster.pid,
-        redis: None,
-        redis_stats: None,
-        redis_prefix: String::new(),
+    let (online_cluster, groups_cluster) = run_on_cluster(on_cluster()).await?;
+    let groups = groups::Groups {
+        single: groups_single,
+        cluster: groups_cluster,
+        one_to_one_msgs_per_s: online.msgs_per_s,
+        one_to_one_cluster_msgs_per_s: Some(online_cluster.msgs_per_s),
+        one_to_one_cpu_us: (online.cpu.sends > 0).then(|| online.cpu.total_us()),
     };
-    let online_cluster = scenarios::online(
-        &cluster_stack,
-        o.pairs,
-        o.warmup,
-        o.duration,
-        o.pipeline,
-        &cluster_servers,
-    )
-    .await;
-    if let Some(e) = &online_cluster.first_error {
-        log(format!(
-            "online on the cluster: {} errors, first: {e}",
-            online_cluster.errors
-        ));
-    }
-    gw_cluster.stop().await;
-    drop(cluster);
 
     log(format!(
         "2 · offline relay: {} messages",
@@ -579,6 +592,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         online_acks: Some(online_acks),
         attachments: Some(attachments),
         ack_flood: Some(ack_flood),
+        groups: Some(groups),
         online_cluster,
         offline,
         bundle,
@@ -609,6 +623,95 @@ pub async fn run(o: Opts) -> Result<(), String> {
     ));
     let _ = std::fs::remove_dir_all(&logs);
     Ok(())
+}
+
+/// What the cluster runs need of the run: where the gateway is, the run's environment, the
+/// options, and scenario 8's plan when it runs there too.
+struct ClusterRun<'a> {
+    gateway_dir: &'a Path,
+    env: &'a HashMap<String, String>,
+    logs: &'a Path,
+    dynamodb_url: &'a str,
+    opts: &'a Opts,
+    groups: Option<groups::Plan>,
+}
+
+/// Scenario 1b, and scenario 8 but its online part, on a local Redis Cluster (3 primaries, 3
+/// replicas) through a gateway of its own.
+async fn run_on_cluster(
+    r: ClusterRun<'_>,
+) -> Result<(scenarios::Online, Option<groups::GroupRuns>), String> {
+    let o = r.opts;
+    log("1b · online relay on a local Redis Cluster (3 primaries, 3 replicas)");
+    let (cluster, primaries) = tokio::task::spawn_blocking(|| {
+        let cluster = relay_tests::cluster::Cluster::start(3, 1);
+        let primaries: Vec<u16> = cluster.shards().iter().map(|s| s.primary).collect();
+        (cluster, primaries)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut cluster_env = r.env.clone();
+    cluster_env.insert("REDIS_URL".into(), cluster.seeds());
+    cluster_env.insert("REDIS_CLUSTER".into(), "true".into());
+    let cluster_config =
+        shared::Config::from_lookup(|k| cluster_env.get(k).cloned()).map_err(|e| e.to_string())?;
+    // Its own engine in memory: the first gateway holds the database file.
+    let gw_cluster = start_gateway(
+        r.gateway_dir,
+        &cluster_env,
+        &["--dynamodb-memory".to_string()],
+        true,
+        &r.logs.join("gateway-cluster.log"),
+    )
+    .await;
+    let cluster_stack = Stack::attach(
+        ([127, 0, 0, 1], gw_cluster.port).into(),
+        cluster_config,
+        r.dynamodb_url,
+    )
+    .await;
+    // The cluster's six redis-servers are not read: CPU per send is the gateway's.
+    let cluster_servers = scenarios::Servers {
+        gateway: gw_cluster.pid,
+        redis: None,
+        redis_stats: None,
+        redis_prefix: String::new(),
+    };
+    let online_cluster = scenarios::online(
+        &cluster_stack,
+        o.pairs,
+        o.warmup,
+        o.duration,
+        o.pipeline,
+        &cluster_servers,
+    )
+    .await;
+    if let Some(e) = &online_cluster.first_error {
+        log(format!(
+            "online on the cluster: {} errors, first: {e}",
+            online_cluster.errors
+        ));
+    }
+    let mut groups = None;
+    if let Some(plan) = r.groups {
+        log("8 · groups on the Redis Cluster");
+        let memory = redis_memory::Memory::Cluster(primaries);
+        let timing = (o.warmup, o.duration, o.pipeline);
+        groups = Some(
+            groups::run(
+                &cluster_stack,
+                &memory,
+                &cluster_servers,
+                &plan,
+                timing,
+                false,
+            )
+            .await,
+        );
+    }
+    gw_cluster.stop().await;
+    drop(cluster);
+    Ok((online_cluster, groups))
 }
 
 /// What scenario 7 needs of the run: where the gateway is, the run's environment, and its Redis.

@@ -39,6 +39,9 @@ pub struct Results {
     /// (absent from runs before envelopes in flight were kept by id).
     #[serde(default)]
     pub ack_flood: Option<AckFlood>,
+    /// Group sends on the single node and on the cluster (absent from runs before groups).
+    #[serde(default)]
+    pub groups: Option<crate::groups::Groups>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -78,7 +81,13 @@ pub struct Row {
     pub ratio: String,
 }
 
-fn row(scenario: &str, metric: &str, value: String, floor: String, ratio: String) -> Row {
+pub(crate) fn row(
+    scenario: &str,
+    metric: &str,
+    value: String,
+    floor: String,
+    ratio: String,
+) -> Row {
     Row {
         scenario: scenario.into(),
         metric: metric.into(),
@@ -89,7 +98,7 @@ fn row(scenario: &str, metric: &str, value: String, floor: String, ratio: String
 }
 
 /// A figure without a floor.
-fn plain(scenario: &str, metric: &str, value: String) -> Row {
+pub(crate) fn plain(scenario: &str, metric: &str, value: String) -> Row {
     row(scenario, metric, value, String::new(), String::new())
 }
 
@@ -136,7 +145,7 @@ fn percentile_rows(
         .collect()
 }
 
-fn ms(v: f64) -> String {
+pub(crate) fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0} ms")
     } else if v >= 1.0 {
@@ -146,7 +155,7 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn rate(v: f64, unit: &str) -> String {
+pub(crate) fn rate(v: f64, unit: &str) -> String {
     if v >= 10_000.0 {
         format!("{:.1}k {unit}", v / 1e3)
     } else {
@@ -160,7 +169,7 @@ fn delta(v: f64) -> String {
 }
 
 /// A time against its floor: how many times the floor it takes.
-fn times(value: f64, floor: f64) -> String {
+pub(crate) fn times(value: f64, floor: f64) -> String {
     if floor > 0.0 && value > 0.0 {
         format!("{:.1}× floor", value / floor)
     } else {
@@ -178,7 +187,7 @@ fn share(value: f64, floor: f64) -> String {
 }
 
 /// Server CPU per send: the total, and the gateway's and Redis' shares.
-fn cpu(c: &CpuPerSend) -> String {
+pub(crate) fn cpu(c: &CpuPerSend) -> String {
     match c.redis_us {
         Some(redis) => format!(
             "{:.0} µs (gateway {:.0} + Redis {redis:.0})",
@@ -483,6 +492,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
     if let Some(a) = &r.ack_flood {
         rows.extend(ack_flood_rows(a, &f.redis));
     }
+    if let Some(g) = &r.groups {
+        rows.extend(crate::group_report::rows(g));
+    }
     if let Some(a) = &r.attachments {
         let name = format!(
             "6 · attachment of {:.0} MiB ({} rounds)",
@@ -750,6 +762,9 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
             });
         }
     }
+    if let Some(g) = &r.groups {
+        t.extend(crate::group_report::targets(g));
+    }
     if let Some(a) = &r.ack_flood {
         t.push(Target {
             name: "ack flood".into(),
@@ -866,7 +881,12 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
 }
 
 pub fn print(r: &Results) {
-    let rows = rows(r);
+    print_rows(&rows(r));
+    print_targets(&r.targets);
+}
+
+/// The table of `rows`, a scenario's name written once above its rows.
+pub fn print_rows(rows: &[Row]) {
     let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
     let (w0, w1, w2, w3) = (
         w(&|x| x.scenario.chars().count(), 8),
@@ -880,7 +900,7 @@ pub fn print(r: &Results) {
         "scenario", "metric", "value", "floor"
     );
     let mut last = String::new();
-    for x in &rows {
+    for x in rows {
         let s = if x.scenario == last { "" } else { &x.scenario };
         println!(
             "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {}",
@@ -889,8 +909,11 @@ pub fn print(r: &Results) {
         last = x.scenario.clone();
     }
     println!();
+}
+
+pub fn print_targets(targets: &[Target]) {
     println!("targets:");
-    for t in &r.targets {
+    for t in targets {
         println!(
             "  [{}] {:<24} {:<40} {}",
             if t.met { "met   " } else { "missed" },

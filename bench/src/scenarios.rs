@@ -318,12 +318,17 @@ impl OnlineAcks {
 pub const ACK_WINDOW_MS: u64 = 20;
 
 /// A recipient of an online run: where its sender sends, and each device's access token.
-struct Inbound {
+pub(crate) struct Inbound {
     to: Recipient,
     tokens: Vec<String>,
 }
 
 impl Inbound {
+    /// A group sent to: the tokens of every member device it reaches (connected by the run).
+    pub(crate) fn group(to: Recipient, tokens: Vec<String>) -> Self {
+        Self { to, tokens }
+    }
+
     /// A recipient sent to in the single-device form.
     fn single(user: &User) -> Self {
         Self {
@@ -341,6 +346,7 @@ impl Inbound {
                     .iter()
                     .map(|d| (d.device_id, d.registration_id))
                     .collect(),
+                group: None,
             },
             tokens: devices.iter().map(|d| d.access.clone()).collect(),
         }
@@ -458,18 +464,18 @@ pub async fn online_acks(
 
 /// How long an online run lasts, how deep its senders pipeline, and how its clients connect.
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    warmup: Duration,
-    duration: Duration,
-    window: usize,
-    mode: AckMode,
+pub(crate) struct Run {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub window: usize,
+    pub mode: AckMode,
 }
 
 /// One online run: every device of every recipient connected, each sender sending to its
 /// recipient for `warmup + duration`; rate, latency, server CPU and Redis commands are taken over
 /// `duration`. In ack mode the run ends once every envelope received is acknowledged (or after
 /// 10 s), so that none is in flight when the next run connects.
-async fn online_run(
+pub(crate) async fn online_run(
     stack: &Stack,
     senders: &[User],
     recipients: &[Inbound],

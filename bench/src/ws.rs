@@ -37,11 +37,24 @@ pub fn ns_since(base: Instant) -> u64 {
 }
 
 /// Where a sender sends: a user and, for the per-device form of `send`, each of its devices as
-/// `(device_id, registration_id)`; no devices means the single-device form (`"body"`).
+/// `(device_id, registration_id)`; no devices means the single-device form (`"body"`). With
+/// `group`, a group send instead (the user and devices are then unused).
 #[derive(Debug, Clone)]
 pub struct Recipient {
     pub user_id: String,
     pub devices: Vec<(u64, u64)>,
+    pub group: Option<Arc<GroupTarget>>,
+}
+
+/// A group send's target: the group and its `devices` map, written once (a 1,500-member map is
+/// most of a frame, and the sender repeats it on every send).
+#[derive(Debug)]
+pub struct GroupTarget {
+    pub group_id: String,
+    /// The `devices` object of the frame, JSON.
+    pub devices_json: String,
+    /// The member devices the map names: the envelopes one send delivers.
+    pub fanout: u64,
 }
 
 impl Recipient {
@@ -50,17 +63,30 @@ impl Recipient {
         Self {
             user_id: user_id.to_string(),
             devices: Vec::new(),
+            group: None,
+        }
+    }
+
+    /// A group sent to with `group_id`.
+    pub fn group(target: Arc<GroupTarget>) -> Self {
+        Self {
+            user_id: String::new(),
+            devices: Vec::new(),
+            group: Some(target),
         }
     }
 
     /// How many envelopes one send delivers.
     pub fn fanout(&self) -> u64 {
-        self.devices.len().max(1) as u64
+        match &self.group {
+            Some(g) => g.fanout,
+            None => self.devices.len().max(1) as u64,
+        }
     }
 }
 
 /// A body carrying the send time (ns since `base`), a sequence number and a device id.
-fn body(seq: u64, device_id: u64, base: Instant) -> String {
+pub fn body(seq: u64, device_id: u64, base: Instant) -> String {
     let mut body = [0u8; BODY_BYTES];
     body[..8].copy_from_slice(&ns_since(base).to_le_bytes());
     body[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -71,6 +97,9 @@ fn body(seq: u64, device_id: u64, base: Instant) -> String {
 /// A `send` frame to `to` whose bodies carry the send time: the single-device form (`"body"`),
 /// or one ciphertext per device (`"messages"`) when `to` lists devices.
 pub fn send_frame(to: &Recipient, seq: u64, base: Instant) -> String {
+    if let Some(g) = &to.group {
+        return group_send_frame(g, seq, base);
+    }
     let user = &to.user_id;
     if to.devices.is_empty() {
         let body = body(seq, 1, base);
@@ -87,6 +116,16 @@ pub fn send_frame(to: &Recipient, seq: u64, base: Instant) -> String {
     format!(
         r#"{{"action":"send","to":"{user}","id":"{seq}","messages":[{}]}}"#,
         messages.join(",")
+    )
+}
+
+/// A group `send` frame: one body for every member device the map names. Written without
+/// spaces: a 1,500-member map is about 95% of the 128,000-byte frame limit.
+pub fn group_send_frame(to: &GroupTarget, seq: u64, base: Instant) -> String {
+    let body = body(seq, 1, base);
+    format!(
+        r#"{{"action":"send","id":"{seq}","group_id":"{}","body":"{body}","devices":{}}}"#,
+        to.group_id, to.devices_json
     )
 }
 
@@ -131,12 +170,18 @@ pub fn overall_delivery(sent: &str) -> &str {
 
 /// Send times carried by the bodies in a frame (a `messages` frame, or an echoed `send`).
 pub fn send_times(text: &str) -> impl Iterator<Item = u64> + '_ {
+    stamps(text).map(|(sent, _)| sent)
+}
+
+/// The send time (ns since `base`) and the sequence number of every body in a frame.
+pub fn stamps(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
     const KEY: &str = r#""body":""#;
     text.match_indices(KEY).filter_map(move |(at, _)| {
         let rest = &text[at + KEY.len()..];
         let b64 = &rest[..rest.find('"')?];
         let bytes = STANDARD.decode(b64).ok()?;
-        Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+        let word = |i: usize| Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?));
+        Some((word(0)?, word(8)?))
     })
 }
 
