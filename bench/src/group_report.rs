@@ -1,7 +1,7 @@
 //! Scenario 8's rows of the table and its targets, and its printout alone (`--only groups`).
 
 use super::groups::{GroupOffline, GroupRuns, Groups};
-use super::report::{cpu, ms, plain, print_rows, print_targets, rate, row, times, Row, Target};
+use super::table::{cpu, ms, plain, print_rows, print_targets, rate, row, times, Row, Target};
 use super::util::Lat;
 
 /// The most a group send to 1,500 offline devices may take (send → `sent`), p95.

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod redis_memory;
 pub mod report;
 pub mod scenarios;
+pub mod table;
 pub mod util;
 pub mod ws;
 

@@ -1,38 +1,13 @@
 // Sender keys (libsignal's group ciphers): one symmetric chain per sending device and
 // distribution id, handed to the other members in a SenderKeyDistributionMessage over the 1:1
 // sessions, so that a group message is encrypted once for every member device. Nothing here
-// talks to the network: signal.mjs keeps the store in the party's state, groups.mjs decides
-// who gets which key when.
+// talks to the network: signal.mjs keeps the store (MemSenderKeyStore) in the party's state,
+// groups.mjs decides who gets which key when.
 import * as S from '@signalapp/libsignal-client';
 import { b64, unb64, frame, unframe, deviceAddress } from './signal.mjs';
 
 /** The wire type byte of a group ciphertext (CiphertextMessageType.SenderKey, 7). */
 export const MSG_SENDER_KEY = S.CiphertextMessageType.SenderKey;
-
-const keyOf = (sender, distributionId) => `${sender.toString()}::${String(distributionId).toLowerCase()}`;
-
-/** The SenderKeyStore of one party, in memory: "name.device::distribution id" → record bytes. */
-export class MemSenderKeyStore extends S.SenderKeyStore {
-  constructor(records = {}) {
-    super();
-    this.records = new Map(Object.entries(records).map(([k, v]) => [k, unb64(v)]));
-  }
-  async saveSenderKey(sender, distributionId, record) {
-    this.records.set(keyOf(sender, distributionId), record.serialize());
-  }
-  async getSenderKey(sender, distributionId) {
-    const bytes = this.records.get(keyOf(sender, distributionId));
-    return bytes ? S.SenderKeyRecord.deserialize(bytes) : null;
-  }
-  /** Every record as base64 (exportState). */
-  toJSON() {
-    return Object.fromEntries([...this.records].map(([k, v]) => [k, b64(v)]));
-  }
-  /** Forgets this party's own chains of a distribution id it no longer sends with. */
-  forget(sender, distributionId) {
-    this.records.delete(keyOf(sender, distributionId));
-  }
-}
 
 /**
  * The SenderKeyDistributionMessage of `party`'s chain for `distributionId` (created on first

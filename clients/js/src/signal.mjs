@@ -4,7 +4,6 @@
 // them into JSON and back (what store.mjs keeps in a MemoryStore or a FileStore).
 import * as S from '@signalapp/libsignal-client';
 import { randomInt } from 'node:crypto';
-import { MemSenderKeyStore } from './senderkeys.mjs';
 
 export { S };
 
@@ -172,6 +171,31 @@ export class MemKyberPreKeyStore extends S.KyberPreKeyStore {
       this.records.delete(id);
       this.usedOneTime.push(id);
     }
+  }
+}
+
+const keyOf = (sender, distributionId) => `${sender.toString()}::${String(distributionId).toLowerCase()}`;
+
+/** The SenderKeyStore of one party, in memory: "name.device::distribution id" → record bytes. */
+export class MemSenderKeyStore extends S.SenderKeyStore {
+  constructor(records = {}) {
+    super();
+    this.records = new Map(Object.entries(records).map(([k, v]) => [k, unb64(v)]));
+  }
+  async saveSenderKey(sender, distributionId, record) {
+    this.records.set(keyOf(sender, distributionId), record.serialize());
+  }
+  async getSenderKey(sender, distributionId) {
+    const bytes = this.records.get(keyOf(sender, distributionId));
+    return bytes ? S.SenderKeyRecord.deserialize(bytes) : null;
+  }
+  /** Every record as base64 (exportState). */
+  toJSON() {
+    return Object.fromEntries([...this.records].map(([k, v]) => [k, b64(v)]));
+  }
+  /** Forgets this party's own chains of a distribution id it no longer sends with. */
+  forget(sender, distributionId) {
+    this.records.delete(keyOf(sender, distributionId));
   }
 }
 
