@@ -269,6 +269,52 @@ async fn device_maps_that_differ_are_answered_in_one_list_with_nothing_stored() 
     assert_eq!(pending(&mut carol_ws).await, 1);
 }
 
+/// A send makes the relay read the whole roster and every joined member's devices whatever its
+/// map names, so it costs at least one `group_deliveries` token per roster entry: a flood of
+/// empty maps (or of sends to a group the sender is not in) is refused once the tokens it paid
+/// for are spent, and one sender's flood costs no other sender anything.
+#[tokio::test]
+async fn an_empty_device_map_pays_for_the_whole_roster() {
+    let stack = Stack::with_env(&[("RATE_LIMIT_GROUP_DELIVERIES", "10/3600")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let carol = User::builder(&stack).create().await;
+    let dave = User::builder(&stack).create().await;
+    // A roster of four: three joined, one invited.
+    let group = group_of(&stack, &[&alice, &bob, &carol], &[&dave]).await;
+    let empty = |id: &str| json!({"action": "send", "id": id, "group_id": group.id, "body": encode(b"x"), "devices": {}});
+
+    let mut ws = alice.connect(&stack).await;
+    for id in ["e1", "e2"] {
+        let reply = send_group(&mut ws, empty(id)).await;
+        assert_eq!(reply["code"], "mismatched_devices", "{reply}");
+    }
+    // 8 of 10 tokens spent: the next needs 4.
+    let reply = send_group(&mut ws, empty("e3")).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert_eq!(reply["id"], "e3");
+    // A right map of two devices still pays for four.
+    let right = [&Device::primary(&bob), &Device::primary(&carol)];
+    let reply = send_group(&mut ws, group_frame(&group, "r", b"x", &right)).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert!(!stack.has_inbox(&bob.user_id).await);
+
+    // An invitee is not a member, and its refused sends are paid for the same way.
+    let mut dave_ws = dave.connect(&stack).await;
+    for id in ["d1", "d2"] {
+        let reply = send_group(&mut dave_ws, empty(id)).await;
+        assert_eq!(reply["code"], "not_a_member", "{reply}");
+    }
+    let reply = send_group(&mut dave_ws, empty("d3")).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+
+    // Bob's budget is his own.
+    let right = [&Device::primary(&alice), &Device::primary(&carol)];
+    let mut bob_ws = bob.connect(&stack).await;
+    let reply = send_group(&mut bob_ws, group_frame(&group, "b", b"x", &right)).await;
+    let (delivered, queued, dropped) = counts(&reply);
+    assert_eq!((delivered + queued, dropped), (2, 0), "{reply}");
+}
+
 #[tokio::test]
 async fn ack_mode_acknowledges_the_shared_id_per_device() {
     let stack = Stack::start().await;

@@ -116,6 +116,8 @@ impl Relay {
             .await?;
         let group_id = Uuid::parse_str(&send.group_id).map_err(|_| Error::NotAMember)?;
         let group = self.groups.get(group_id).await?;
+        let roster = group.as_ref().map_or(0, |g| g.members.len());
+        self.charge_roster(from.user_id, roster, addressed).await?;
         let Some(group) = group.filter(|g| g.is_member(from.user_id)) else {
             return Err(Error::NotAMember);
         };
@@ -297,6 +299,21 @@ impl Relay {
                 (Limit::MessageBytes { sender }, cost(bytes)),
                 (Limit::GroupDeliveries { sender }, cost(devices)),
             ])
+            .await
+    }
+
+    /// A send reads the whole roster and every joined member's device list whatever its map
+    /// says: it costs at least one group delivery per roster entry, so a map that leaves members
+    /// out (or a group the sender is not in) makes the relay do no more work than the tokens pay
+    /// for. Taken after the roster read, as only then is its size known.
+    async fn charge_roster(&self, sender: UserId, roster: usize, addressed: usize) -> Result<()> {
+        let extra = roster.saturating_sub(addressed);
+        if extra == 0 {
+            return Ok(());
+        }
+        let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+        self.limiter
+            .take_n(Limit::GroupDeliveries { sender }, extra)
             .await
     }
 
