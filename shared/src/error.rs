@@ -71,6 +71,27 @@ pub enum Error {
     /// A group send named devices whose registration id changed: nothing was stored.
     #[error("some devices of the message were registered again")]
     GroupStaleDevices(Vec<UserDevices>),
+    /// An uploaded MLS KeyPackage that does not parse, verify, use the relay's cipher suite or
+    /// name the uploading device in its credential.
+    #[error("invalid key package: {0}")]
+    InvalidKeyPackage(String),
+    /// An MLS Commit, Welcome or GroupInfo the relay refuses: it does not parse or verify
+    /// against the group state the relay tracks (members would reject it too).
+    #[error("invalid commit: {0}")]
+    InvalidCommit(String),
+    /// An MLS message for another epoch than the group's: the current one goes back.
+    #[error("the group is at epoch {current}")]
+    StaleEpoch { current: u64 },
+    /// An MLS Commit whose Adds and Removes are not all the devices of the users the request
+    /// adds and removes (or change devices of other users).
+    #[error("the commit does not add or remove exactly the users' devices")]
+    MlsClientMismatch(Vec<UserDevices>),
+    /// An MLS route on a group that does not run MLS, or a Signal-form send to one that does.
+    #[error("the group does not use this protocol")]
+    WrongProtocol,
+    /// No KeyPackage (not even a last-resort one) is left for these devices: nothing was taken.
+    #[error("no key package left on devices {0:?}")]
+    KeyPackagesExhausted(Vec<u32>),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("unknown recipient")]
@@ -133,6 +154,13 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub group: Option<serde_json::Value>,
+    /// `stale_epoch`: the group's current MLS epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// `mls_client_mismatch`: per user, the devices the commit should have added or removed
+    /// (`missing`) and those it should not have (`extra`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserDevices>>,
 }
 
 impl Error {
@@ -150,6 +178,8 @@ impl Error {
             | Self::MalformedJson
             | Self::InvalidSignature
             | Self::InvalidFrame(_)
+            | Self::InvalidKeyPackage(_)
+            | Self::InvalidCommit(_)
             | Self::MessageTooLarge => 400,
             Self::InvalidCredentials | Self::Unauthorized => 401,
             Self::Forbidden | Self::InvalidCode | Self::NotAnAdmin | Self::NotAMember => 403,
@@ -167,9 +197,14 @@ impl Error {
             | Self::GroupMismatchedDevices(_)
             | Self::GroupFull
             | Self::VersionConflict(_)
+            | Self::StaleEpoch { .. }
+            | Self::MlsClientMismatch(_)
+            | Self::WrongProtocol
             | Self::IdReused => 409,
             Self::StaleDevices(_) | Self::GroupStaleDevices(_) => 410,
-            Self::PrekeysExhausted | Self::DevicesExhausted(_) => 412,
+            Self::PrekeysExhausted
+            | Self::DevicesExhausted(_)
+            | Self::KeyPackagesExhausted(_) => 412,
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
             Self::Internal(_) => 500,
@@ -204,6 +239,12 @@ impl Error {
             Self::NotAMember => "not_a_member",
             Self::GroupFull => "group_full",
             Self::VersionConflict(_) => "version_conflict",
+            Self::InvalidKeyPackage(_) => "invalid_key_package",
+            Self::InvalidCommit(_) => "invalid_commit",
+            Self::StaleEpoch { .. } => "stale_epoch",
+            Self::MlsClientMismatch(_) => "mls_client_mismatch",
+            Self::WrongProtocol => "wrong_protocol",
+            Self::KeyPackagesExhausted(_) => "key_packages_exhausted",
             Self::IdReused => "id_reused",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
@@ -250,11 +291,21 @@ impl Error {
                 code: self.code().into(),
                 message: self.public_message(),
                 devices: match self {
-                    Self::DevicesExhausted(devices) => Some(devices.clone()),
+                    Self::DevicesExhausted(devices) | Self::KeyPackagesExhausted(devices) => {
+                        Some(devices.clone())
+                    }
                     _ => None,
                 },
                 group: match self {
                     Self::VersionConflict(group) => Some((**group).clone()),
+                    _ => None,
+                },
+                epoch: match self {
+                    Self::StaleEpoch { current } => Some(*current),
+                    _ => None,
+                },
+                users: match self {
+                    Self::MlsClientMismatch(users) => Some(users.clone()),
                     _ => None,
                 },
             },
