@@ -13,7 +13,7 @@ pub const PRIMARY_DEVICE: DeviceId = 1;
 pub const MAX_DEVICE_ID: DeviceId = 255;
 
 /// One device of one user: what an inbox, a connection and a set of prekeys belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceAddress {
     pub user_id: UserId,
     pub device_id: DeviceId,
