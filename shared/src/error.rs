@@ -202,9 +202,9 @@ impl Error {
             | Self::WrongProtocol
             | Self::IdReused => 409,
             Self::StaleDevices(_) | Self::GroupStaleDevices(_) => 410,
-            Self::PrekeysExhausted
-            | Self::DevicesExhausted(_)
-            | Self::KeyPackagesExhausted(_) => 412,
+            Self::PrekeysExhausted | Self::DevicesExhausted(_) | Self::KeyPackagesExhausted(_) => {
+                412
+            }
             Self::PayloadTooLarge => 413,
             Self::RateLimited { .. } => 429,
             Self::Internal(_) => 500,
