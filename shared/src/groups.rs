@@ -10,9 +10,35 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::ids::{DeviceAddress, DeviceId, UserId};
 
 pub type GroupId = Uuid;
+
+/// How a group's messages are encrypted. Signal groups (every group from before MLS) carry one
+/// ciphertext per device; MLS groups one ciphertext for the whole group, with the relay tracking
+/// the group's epochs as an external observer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Signal,
+    Mls,
+}
+
+/// Where an MLS group's tracked state is: its epoch, and how many chunks the state and the
+/// GroupInfo of that epoch are stored in (beside the group, too large for its item).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlsEpoch {
+    pub epoch: u64,
+    /// A reset (an admin's new init) starts a new generation: its epochs may repeat those of the
+    /// one it replaces, and the chunks of the two never share a key.
+    pub generation: u32,
+    pub state_chunks: u32,
+    pub info_chunks: u32,
+    /// Devices still in the tree whose users are no longer joined: the next commit must remove
+    /// them.
+    pub departed: Vec<DeviceAddress>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +67,10 @@ pub struct Member {
     /// When the user joined (for an invitee: was invited), Unix ms: the longest-standing member
     /// is promoted when the last admin leaves.
     pub since: u64,
+    /// The member's devices in the MLS tree (always empty in a Signal group). Kept out of the
+    /// wire shape: what a roster shows of MLS is for the MLS routes to decide.
+    #[serde(skip)]
+    pub mls_devices: Vec<DeviceId>,
 }
 
 /// A user's entry in the per-user index of groups: what `GET /v1/groups` lists without reading
@@ -65,6 +95,9 @@ pub struct Group {
     pub created_at: u64,
     /// In the order users entered the roster.
     pub members: Vec<Member>,
+    pub protocol: Protocol,
+    /// The tracked MLS state; `None` for a Signal group and for an MLS group not yet initialised.
+    pub mls: Option<MlsEpoch>,
 }
 
 impl Group {
@@ -129,12 +162,14 @@ impl Group {
             role: Role::Admin,
             state: MemberState::Member,
             since: now,
+            mls_devices: vec![],
         }];
         members.extend(invited.iter().map(|&user_id| Member {
             user_id,
             role: Role::Member,
             state: MemberState::Invited,
             since: now,
+            mls_devices: vec![],
         }));
         Ok(Self {
             id,
@@ -142,6 +177,8 @@ impl Group {
             meta,
             created_at: now,
             members,
+            protocol: Protocol::Signal,
+            mls: None,
         })
     }
 
@@ -207,6 +244,7 @@ impl Group {
             role: Role::Member,
             state: MemberState::Invited,
             since: now,
+            mls_devices: vec![],
         }));
         Ok(self.changed(new, vec![]))
     }
@@ -305,6 +343,8 @@ mod tests {
         let u = users(5);
         let g = group(u[0], &u[1..3]);
         assert_eq!(g.version, 1);
+        assert_eq!((g.protocol, &g.mls), (Protocol::Signal, &None));
+        assert!(g.members.iter().all(|m| m.mls_devices.is_empty()));
         assert_eq!(g.user_ids(), u[..3]);
         assert_eq!(state(&g, u[0]), Some((Role::Admin, MemberState::Member)));
         assert_eq!(state(&g, u[1]), Some((Role::Member, MemberState::Invited)));
@@ -479,6 +519,19 @@ mod tests {
             Err(Error::NotAnAdmin)
         ));
         assert!(g.set_role(u[1], u[1], Role::Member).is_err());
+    }
+
+    #[test]
+    fn protocols_have_snake_case_names_and_rosters_keep_their_wire_shape() {
+        assert_eq!(serde_json::to_string(&Protocol::Mls).unwrap(), "\"mls\"");
+        assert_eq!(
+            serde_json::from_str::<Protocol>("\"signal\"").unwrap(),
+            Protocol::default()
+        );
+        let mut m = group(Uuid::new_v4(), &[]).members.remove(0);
+        m.mls_devices = vec![1, 2];
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(json.get("mls_devices").is_none(), "{json}");
     }
 
     #[test]

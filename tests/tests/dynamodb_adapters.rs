@@ -1,6 +1,6 @@
-//! The DynamoDB adapters (users, keys, sessions, groups) against two independent engines: Dynoxide, the
-//! one the relay runs on locally, and moto_server, written by other people. Each case runs on
-//! both (`dynoxide::…` and `moto::…`); concurrency claims use real concurrent requests.
+//! The DynamoDB adapters (users, keys, sessions, groups, MLS state and KeyPackages) against two
+//! independent engines: Dynoxide, the one the relay runs on locally, and moto_server, written by
+//! other people. Each case runs on both (`dynoxide::…` and `moto::…`); concurrency claims use real concurrent requests.
 //!
 //! moto_server is not linearizable: two concurrent `TransactWriteItems` with
 //! `attribute_not_exists` on the same item both succeed there, and so do two concurrent
@@ -15,15 +15,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::clock::unix_secs;
 use shared::config::GroupLimits;
-use shared::groups::{Group, Member, MemberState, Membership, Role};
+use shared::groups::{Group, Member, MemberState, Membership, Protocol, Role};
 use shared::model::{
     DeviceAddress, KeyUpload, NewAccount, NewDevice, OneTimeKey, Profile, RetiredRegistrations,
     SignedKey, PRIMARY_DEVICE, RETIRED_REGISTRATIONS_KEPT,
 };
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
-    GroupStore, GroupWrite, KeyStore, PreviousRefresh, Rotation, SessionRecord, SessionStore,
-    UserStore,
+    GroupStore, GroupWrite, KeyPackageItem, KeyPackageStore, KeyStore, MlsBlobs, PreviousRefresh,
+    Rotation, SessionRecord, SessionStore, UserStore, KEY_PACKAGE_HANDOUT_SECS,
 };
 use shared::Error;
 use uuid::Uuid;
@@ -641,6 +641,7 @@ fn roster_entry(role: Role, state: MemberState, since: u64) -> Member {
         role,
         state,
         since,
+        mls_devices: vec![],
     }
 }
 
@@ -654,6 +655,8 @@ fn new_group(invited: usize) -> Group {
         meta: Some("bWV0YQ==".into()),
         created_at: 1,
         members,
+        protocol: Protocol::Signal,
+        mls: None,
     }
 }
 
@@ -850,6 +853,423 @@ async fn the_largest_roster_fits_one_item(e: Engine) {
     assert_eq!(GroupStore::get(db.as_ref(), g.id).await.unwrap(), Some(g));
 }
 
+/// A new MLS group of two joined members (not initialised yet), at version 1.
+fn new_mls_group() -> Group {
+    let mut g = new_group(0);
+    g.protocol = Protocol::Mls;
+    g.members
+        .push(roster_entry(Role::Member, MemberState::Member, 1));
+    g
+}
+
+/// Blobs whose every byte says which writer and epoch they are of.
+fn blobs(state_len: usize, tag: u8) -> MlsBlobs {
+    MlsBlobs {
+        state: (0..state_len).map(|i| (i % 251) as u8 ^ tag).collect(),
+        group_info: vec![tag; 1_000],
+    }
+}
+
+/// `g` moved to `epoch` of generation 1 with these blobs, its members' devices in the tree.
+fn at_epoch(g: &Group, epoch: u64, blobs: &MlsBlobs) -> Group {
+    let mut next = g.clone();
+    next.version += 1;
+    next.mls = Some(blobs.at(epoch, 1, vec![]));
+    for m in &mut next.members {
+        m.mls_devices = vec![1, 2];
+    }
+    next
+}
+
+/// The sort keys of the items in the group's partition besides the group item.
+async fn chunk_keys(e: &Engine, g: &Group) -> Vec<String> {
+    let out =
+        e.db.client()
+            .query()
+            .table_name(&e.db.tables().groups)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("group#{}", g.id)))
+            .expression_attribute_values(":p", AttributeValue::S("mls#".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+    out.items()
+        .iter()
+        .map(|i| i["sk"].as_s().unwrap().clone())
+        .collect()
+}
+
+/// An MLS change writes the roster, the index and the state's chunks in one transaction, deletes
+/// the chunks of the epoch it replaces, and the group's deletion takes the last ones with it.
+async fn mls_state_is_written_in_chunks_with_the_roster(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db.clone();
+    let g = new_mls_group();
+    db.create(&g).await.unwrap();
+    assert_eq!(
+        GroupStore::get(db.as_ref(), g.id).await.unwrap(),
+        Some(g.clone())
+    );
+
+    // 900,000 bytes: 3 chunks of at most 350,000.
+    let first = blobs(900_000, 1);
+    let mut e1 = at_epoch(&g, 1, &first);
+    let invitee = roster_entry(Role::Member, MemberState::Invited, 2);
+    e1.members.push(invitee.clone());
+    assert_eq!(e1.mls.as_ref().unwrap().state_chunks, 3);
+    assert_eq!(
+        db.replace_mls(&e1, 1, &[invitee.user_id], &[], &first, None)
+            .await
+            .unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(
+        GroupStore::get(db.as_ref(), g.id).await.unwrap(),
+        Some(e1.clone())
+    );
+    assert_eq!(
+        db.of_user(invitee.user_id, None, 10).await.unwrap().len(),
+        1
+    );
+    let epoch1 = e1.mls.clone().unwrap();
+    assert_eq!(
+        db.mls_blobs(g.id, &epoch1).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        chunk_keys(&e, &g).await,
+        ["mls#1#1#i0", "mls#1#1#s0", "mls#1#1#s1", "mls#1#1#s2"]
+    );
+
+    // The next epoch, smaller: the previous epoch's chunks go in the same transaction.
+    let second = blobs(10, 2);
+    let mut e2 = at_epoch(&e1, 2, &second);
+    e2.members.pop();
+    e2.mls.as_mut().unwrap().departed = vec![DeviceAddress::new(invitee.user_id, 1)];
+    assert_eq!(
+        db.replace_mls(&e2, 2, &[], &[invitee.user_id], &second, Some(&epoch1))
+            .await
+            .unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(
+        GroupStore::get(db.as_ref(), g.id).await.unwrap(),
+        Some(e2.clone())
+    );
+    assert!(db
+        .of_user(invitee.user_id, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let epoch2 = e2.mls.clone().unwrap();
+    assert_eq!(db.mls_blobs(g.id, &epoch1).await.unwrap(), None);
+    assert_eq!(
+        db.mls_blobs(g.id, &epoch2).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(chunk_keys(&e, &g).await, ["mls#1#2#i0", "mls#1#2#s0"]);
+
+    // Refused before anything is sent: chunk counts that are not the blobs', no epoch at all,
+    // more writes or bytes than one transaction holds.
+    let mut e3 = at_epoch(&e2, 3, &first);
+    let wrong = e3.clone();
+    assert!(matches!(
+        db.replace_mls(&wrong, 3, &[], &[], &second, Some(&epoch2))
+            .await,
+        Err(Error::Internal(_))
+    ));
+    let mut no_epoch = e3.clone();
+    no_epoch.mls = None;
+    assert!(matches!(
+        db.replace_mls(&no_epoch, 3, &[], &[], &first, Some(&epoch2))
+            .await,
+        Err(Error::Internal(_))
+    ));
+    let crowd: Vec<Member> = (0..94)
+        .map(|_| roster_entry(Role::Member, MemberState::Invited, 3))
+        .collect();
+    e3.members.extend(crowd.iter().cloned());
+    let added: Vec<Uuid> = crowd.iter().map(|m| m.user_id).collect();
+    let err = db
+        .replace_mls(&e3, 3, &added, &[], &first, Some(&epoch2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Internal(m) if m.contains("one transaction")),
+        "{err:?}"
+    );
+    let huge = blobs(3_700_000, 4);
+    let err = db
+        .replace_mls(&at_epoch(&e2, 3, &huge), 3, &[], &[], &huge, Some(&epoch2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Internal(m) if m.contains("one transaction")),
+        "{err:?}"
+    );
+    assert_eq!(
+        GroupStore::get(db.as_ref(), g.id).await.unwrap(),
+        Some(e2.clone())
+    );
+
+    // A reset starts a new generation: its epoch 1 does not meet the old generation's chunks.
+    let reset = blobs(400_000, 3);
+    let mut g2 = e2.clone();
+    g2.version = 4;
+    g2.mls = Some(reset.at(1, 2, vec![]));
+    assert_eq!(
+        db.replace_mls(&g2, 3, &[], &[], &reset, Some(&epoch2))
+            .await
+            .unwrap(),
+        GroupWrite::Written
+    );
+    assert_eq!(
+        chunk_keys(&e, &g).await,
+        ["mls#2#1#i0", "mls#2#1#s0", "mls#2#1#s1"]
+    );
+
+    let everyone: Vec<Uuid> = g2.user_ids();
+    assert_eq!(
+        db.delete(g.id, 4, &everyone).await.unwrap(),
+        GroupWrite::Written
+    );
+    assert!(chunk_keys(&e, &g).await.is_empty());
+    assert_eq!(
+        db.mls_blobs(g.id, g2.mls.as_ref().unwrap()).await.unwrap(),
+        None
+    );
+}
+
+/// Of concurrent MLS changes made from one version, exactly one is written, chunks included.
+async fn concurrent_mls_changes_at_one_version_write_one(e: Engine) {
+    let db: Arc<dyn GroupStore> = e.db.clone();
+    let g = new_mls_group();
+    db.create(&g).await.unwrap();
+    let start = blobs(1_000, 0);
+    let e1 = at_epoch(&g, 1, &start);
+    assert_eq!(
+        db.replace_mls(&e1, 1, &[], &[], &start, None)
+            .await
+            .unwrap(),
+        GroupWrite::Written
+    );
+    let epoch1 = e1.mls.clone().unwrap();
+    // Eight committers of epoch 2, each with its own bytes under the same chunk keys.
+    let writers: Vec<(Group, MlsBlobs)> = (1..=8u8)
+        .map(|tag| {
+            let b = blobs(900_000, tag);
+            (at_epoch(&e1, 2, &b), b)
+        })
+        .collect();
+    let results = e
+        .contend(
+            writers
+                .iter()
+                .map(|(next, b)| db.replace_mls(next, 2, &[], &[], b, Some(&epoch1)))
+                .collect(),
+        )
+        .await;
+    let won: Vec<usize> = (0..results.len())
+        .filter(|i| results[*i].as_ref().unwrap() == &GroupWrite::Written)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let (winner, winner_blobs) = &writers[won[0]];
+    let stored = GroupStore::get(db.as_ref(), g.id).await.unwrap().unwrap();
+    assert_eq!(&stored, winner);
+    for (i, r) in results.iter().enumerate() {
+        if i != won[0] {
+            assert_eq!(
+                r.as_ref().unwrap(),
+                &GroupWrite::Moved(Some(stored.clone()))
+            );
+        }
+    }
+    // The losers' chunks were not written: the winner's bytes read back exactly.
+    assert_eq!(
+        db.mls_blobs(g.id, stored.mls.as_ref().unwrap())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(winner_blobs)
+    );
+    assert_eq!(db.mls_blobs(g.id, &epoch1).await.unwrap(), None);
+}
+
+fn key_package(tag: &str) -> KeyPackageItem {
+    KeyPackageItem {
+        reference: format!("{tag}{:016x}", rand::random::<u64>()),
+        bytes: tag.as_bytes().to_vec(),
+    }
+}
+
+/// KeyPackages are counted without the last-resort one, claimed one per device and recorded
+/// for the Welcome that names them.
+async fn key_packages_are_counted_claimed_and_recorded(e: Engine) {
+    let db = e.db.clone();
+    let user = Uuid::new_v4();
+    let (one, two) = (DeviceAddress::new(user, 1), DeviceAddress::new(user, 2));
+    let by = DeviceAddress::new(Uuid::new_v4(), 3);
+    assert_eq!(db.key_package_count(one).await.unwrap(), (0, false));
+    let packages: Vec<KeyPackageItem> = (0..3).map(|_| key_package("a")).collect();
+    db.put_key_packages(one, &packages, None).await.unwrap();
+    assert_eq!(db.key_package_count(one).await.unwrap(), (3, false));
+    // The same reference again overwrites; a last-resort one is not counted.
+    let last = key_package("last");
+    db.put_key_packages(one, &packages[..1], Some(&last))
+        .await
+        .unwrap();
+    assert_eq!(db.key_package_count(one).await.unwrap(), (3, true));
+    let last_two = key_package("other-last");
+    db.put_key_packages(two, &[], Some(&last_two))
+        .await
+        .unwrap();
+    assert_eq!(db.key_package_count(two).await.unwrap(), (0, true));
+
+    let claimed = db.claim_key_packages(user, &[1, 2], by).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].device_id, 1);
+    assert!(!claimed[0].last_resort);
+    assert!(packages
+        .iter()
+        .any(|p| p.reference == claimed[0].reference && p.bytes == claimed[0].bytes));
+    assert_eq!((claimed[1].device_id, claimed[1].last_resort), (2, true));
+    assert_eq!(claimed[1].reference, last_two.reference);
+    assert_eq!(claimed[1].bytes, last_two.bytes);
+    assert_eq!(db.key_package_count(one).await.unwrap(), (2, true));
+    // The last-resort one stays.
+    assert_eq!(db.key_package_count(two).await.unwrap(), (0, true));
+
+    let unknown = "00ff".to_string();
+    let asked = vec![
+        claimed[1].reference.clone(),
+        unknown.clone(),
+        claimed[0].reference.clone(),
+        claimed[1].reference.clone(),
+    ];
+    assert_eq!(
+        db.handed_out(&asked).await.unwrap(),
+        vec![Some(two), None, Some(one), Some(two)]
+    );
+    // A KeyPackage still stored was never handed out.
+    let stored = packages
+        .iter()
+        .find(|p| p.reference != claimed[0].reference)
+        .unwrap();
+    assert_eq!(
+        db.handed_out(std::slice::from_ref(&stored.reference))
+            .await
+            .unwrap(),
+        vec![None]
+    );
+    // The records expire with the handout period.
+    let clock = shared::clock::ManualClock::new();
+    let later = (*db).clone().with_clock(clock.clone());
+    clock.advance(std::time::Duration::from_secs(
+        KEY_PACKAGE_HANDOUT_SECS - 60,
+    ));
+    assert_eq!(
+        later.handed_out(&asked[..1]).await.unwrap(),
+        vec![Some(two)]
+    );
+    clock.advance(std::time::Duration::from_secs(120));
+    assert_eq!(later.handed_out(&asked[..1]).await.unwrap(), vec![None]);
+}
+
+/// Concurrent claims never get the same KeyPackage: once they are gone, the last-resort one.
+async fn concurrent_key_package_claims_take_each_once(e: Engine) {
+    let db = e.db.clone();
+    let user = Uuid::new_v4();
+    let device = DeviceAddress::new(user, 1);
+    let packages: Vec<KeyPackageItem> = (0..5).map(|_| key_package("c")).collect();
+    let last = key_package("last");
+    db.put_key_packages(device, &packages, Some(&last))
+        .await
+        .unwrap();
+    let by = DeviceAddress::new(Uuid::new_v4(), 1);
+    let results = e
+        .contend(
+            (0..20)
+                .map(|_| db.claim_key_packages(user, &[1], by))
+                .collect(),
+        )
+        .await;
+    let claimed: Vec<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().pop().unwrap())
+        .collect();
+    let taken: HashSet<String> = claimed
+        .iter()
+        .filter(|c| !c.last_resort)
+        .map(|c| c.reference.clone())
+        .collect();
+    assert_eq!(claimed.iter().filter(|c| !c.last_resort).count(), 5);
+    assert_eq!(
+        taken,
+        packages.iter().map(|p| p.reference.clone()).collect()
+    );
+    let again: Vec<_> = claimed.iter().filter(|c| c.last_resort).collect();
+    assert_eq!(again.len(), 15);
+    assert!(again.iter().all(|c| c.reference == last.reference));
+    assert_eq!(db.key_package_count(device).await.unwrap(), (0, true));
+}
+
+/// A device with neither a KeyPackage nor a last-resort one fails the claim, and the other
+/// devices' KeyPackages stay where they were.
+async fn exhausted_key_packages_take_nothing(e: Engine) {
+    let db = e.db.clone();
+    let user = Uuid::new_v4();
+    let has = DeviceAddress::new(user, 1);
+    let packages = [key_package("x")];
+    db.put_key_packages(has, &packages, None).await.unwrap();
+    let by = DeviceAddress::new(Uuid::new_v4(), 1);
+    let err = db
+        .claim_key_packages(user, &[1, 2, 4], by)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::KeyPackagesExhausted(d) if d == &[2, 4]),
+        "{err:?}"
+    );
+    assert_eq!(db.key_package_count(has).await.unwrap(), (1, false));
+    assert_eq!(
+        db.handed_out(std::slice::from_ref(&packages[0].reference))
+            .await
+            .unwrap(),
+        vec![None]
+    );
+    // Device 1 alone still gets it.
+    let claimed = db.claim_key_packages(user, &[1], by).await.unwrap();
+    assert_eq!(claimed[0].reference, packages[0].reference);
+}
+
+/// A removed device's KeyPackages go with its keys, and the account's with the account.
+async fn key_packages_go_with_the_device_and_the_account(e: Engine) {
+    let db = e.db;
+    let a = account(&name(), 1, 0);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    let (linked, _) = db
+        .add_device(a.user_id, &new_device(77, 1), 4)
+        .await
+        .unwrap();
+    let primary = DeviceAddress::primary(a.user_id);
+    let second = DeviceAddress::new(a.user_id, linked);
+    for device in [primary, second] {
+        db.put_key_packages(
+            device,
+            &[key_package("d"), key_package("d")],
+            Some(&key_package("l")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(db.key_package_count(device).await.unwrap(), (2, true));
+    }
+    db.remove_device(a.user_id, linked).await.unwrap();
+    assert_eq!(db.key_package_count(second).await.unwrap(), (0, false));
+    assert_eq!(db.key_package_count(primary).await.unwrap(), (2, true));
+    UserStore::delete(db.as_ref(), a.user_id).await.unwrap();
+    assert_eq!(db.key_package_count(primary).await.unwrap(), (0, false));
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -887,4 +1307,10 @@ on_both_engines!(
     a_users_groups_page_by_id,
     deleting_a_large_group_drops_every_index_entry,
     the_largest_roster_fits_one_item,
+    mls_state_is_written_in_chunks_with_the_roster,
+    concurrent_mls_changes_at_one_version_write_one,
+    key_packages_are_counted_claimed_and_recorded,
+    concurrent_key_package_claims_take_each_once,
+    exhausted_key_packages_take_nothing,
+    key_packages_go_with_the_device_and_the_account,
 );

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::Bucket;
 use crate::error::Result;
-use crate::groups::{Group, GroupId, Membership};
+use crate::groups::{Group, GroupId, Membership, MlsEpoch};
 use crate::model::{
     Bundle, Credentials, DeviceAddress, DeviceId, DeviceList, KeyCounts, KeyUpload, NewAccount,
     NewDevice, Profile, RetiredRegistrations, UserId, UserOut,
@@ -135,6 +135,45 @@ pub enum GroupWrite {
     Moved(Option<Group>),
 }
 
+/// The largest piece of an MLS group's state or GroupInfo one stored item holds: under
+/// DynamoDB's 400 KB item limit with room for the key. A 1,500-member tree takes a few.
+pub const MLS_CHUNK_BYTES: usize = 350_000;
+
+/// An MLS group's tracked state (mls-rs `ExternalSnapshot` bytes) and the GroupInfo of the same
+/// epoch as its committer uploaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlsBlobs {
+    pub state: Vec<u8>,
+    pub group_info: Vec<u8>,
+}
+
+impl MlsBlobs {
+    /// The chunks `state` is stored in.
+    pub fn state_chunks(&self) -> u32 {
+        chunks(&self.state)
+    }
+
+    /// The chunks `group_info` is stored in.
+    pub fn info_chunks(&self) -> u32 {
+        chunks(&self.group_info)
+    }
+
+    /// The group's `mls` once these blobs are its state at `epoch` of `generation`.
+    pub fn at(&self, epoch: u64, generation: u32, departed: Vec<DeviceAddress>) -> MlsEpoch {
+        MlsEpoch {
+            epoch,
+            generation,
+            state_chunks: self.state_chunks(),
+            info_chunks: self.info_chunks(),
+            departed,
+        }
+    }
+}
+
+fn chunks(bytes: &[u8]) -> u32 {
+    bytes.len().div_ceil(MLS_CHUNK_BYTES) as u32
+}
+
 /// Groups and, per user, the groups they are in or invited to. Every change is one conditional
 /// write on the group's version, together with the index entries of the users it touches.
 #[async_trait]
@@ -153,8 +192,24 @@ pub trait GroupStore: Send + Sync {
         upserted: &[crate::model::UserId],
         dropped: &[crate::model::UserId],
     ) -> Result<GroupWrite>;
+    /// As [`GroupStore::replace`], and in the same transaction: the chunks of `blobs` written
+    /// under `group.mls` (whose chunk counts must be those of `blobs`, see [`MlsBlobs::at`]) and
+    /// those of `previous` (the epoch replaced) deleted. Exactly one of concurrent writers at one
+    /// `expected` version wins (the others get `Moved`, and nothing of theirs is written).
+    async fn replace_mls(
+        &self,
+        group: &Group,
+        expected: u64,
+        upserted: &[crate::model::UserId],
+        dropped: &[crate::model::UserId],
+        blobs: &MlsBlobs,
+        previous: Option<&MlsEpoch>,
+    ) -> Result<GroupWrite>;
+    /// The state and GroupInfo stored for `at` (read strongly consistent), joined; `None` when
+    /// they are not there: the group has no MLS state, or has moved past `at` since it was read.
+    async fn mls_blobs(&self, group_id: GroupId, at: &MlsEpoch) -> Result<Option<MlsBlobs>>;
     /// Deletes the group if it is still at `expected`, with the index entries of `dropped` (its
-    /// last users).
+    /// last users) and its MLS state.
     async fn delete(
         &self,
         group_id: GroupId,
@@ -169,6 +224,58 @@ pub trait GroupStore: Send + Sync {
         after: Option<GroupId>,
         limit: u32,
     ) -> Result<Vec<Membership>>;
+}
+
+/// A KeyPackage as a device uploads it: its KeyPackageRef (lowercase hex) and the
+/// MLSMessage(KeyPackage) bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPackageItem {
+    pub reference: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A KeyPackage handed out to a committer that adds the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKeyPackage {
+    pub device_id: DeviceId,
+    pub reference: String,
+    pub bytes: Vec<u8>,
+    /// The device had no other left: this one is handed out again until it is replaced.
+    pub last_resort: bool,
+}
+
+/// How long the relay remembers which device a handed-out KeyPackage belongs to: a Welcome naming
+/// it is routed to that device until then.
+pub const KEY_PACKAGE_HANDOUT_SECS: u64 = 30 * 24 * 3600;
+
+/// MLS KeyPackages per device, handed out once each (the last-resort one again and again).
+#[async_trait]
+pub trait KeyPackageStore: Send + Sync {
+    /// Adds these (a reference already stored is overwritten) and replaces the last-resort one
+    /// when given.
+    async fn put_key_packages(
+        &self,
+        device: DeviceAddress,
+        packages: &[KeyPackageItem],
+        last_resort: Option<&KeyPackageItem>,
+    ) -> Result<()>;
+    /// Stored KeyPackages (the last-resort one not counted) and whether a last-resort one is
+    /// stored.
+    async fn key_package_count(&self, device: DeviceAddress) -> Result<(u32, bool)>;
+    /// One KeyPackage per device, in the order of `devices`, each taken by a conditional delete
+    /// (never handed out twice, concurrent claimers included); a device with none left gets its
+    /// last-resort one (not deleted); when devices have neither, `KeyPackagesExhausted` names
+    /// them and nothing is taken. Every handed-out reference is recorded (→ the device it
+    /// belongs to, for [`KEY_PACKAGE_HANDOUT_SECS`]) for Welcome routing.
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+        devices: &[DeviceId],
+        by: DeviceAddress,
+    ) -> Result<Vec<ClaimedKeyPackage>>;
+    /// The device each reference was handed out for, in order (`None`: never handed out, or
+    /// longer ago than [`KEY_PACKAGE_HANDOUT_SECS`]).
+    async fn handed_out(&self, references: &[String]) -> Result<Vec<Option<DeviceAddress>>>;
 }
 
 /// Sessions whose access tokens must stop working before they expire.

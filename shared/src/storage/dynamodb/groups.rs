@@ -2,7 +2,10 @@
 //! holding the roster, and one index item per user and group (`user#<id>`, `group#<id>`) with the
 //! user's role and state there. Every change is one `TransactWriteItems`: the group item under
 //! the condition `version = expected`, with the index items of the users it touches, so the
-//! index never disagrees with a roster that was written.
+//! index never disagrees with a roster that was written. An MLS group's tracked state and
+//! GroupInfo, too large for the group item, are chunk items beside it in the group's partition
+//! (`mls#<generation>#<epoch>#s<n>` and `…#i<n>`), written and deleted in the transaction of the
+//! change that moves the group to their epoch.
 
 use std::time::Duration;
 
@@ -12,14 +15,19 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
 use super::items::{self, group_pk, group_sk, key, n, user_pk, GROUP_PREFIX, GROUP_SK};
-use super::{sdk_error, Dynamo, Item};
+use super::mls_items::{self, CHUNK_PREFIX};
+use super::{each_page, sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
-use crate::groups::{Group, GroupId, Membership};
+use crate::groups::{Group, GroupId, Membership, MlsEpoch};
 use crate::model::UserId;
-use crate::storage::{GroupStore, GroupWrite};
+use crate::storage::{GroupStore, GroupWrite, MlsBlobs};
 
 /// DynamoDB's limit of items in one transaction.
 const TRANSACTION_ITEMS: usize = 100;
+
+/// The most bytes of MLS state and GroupInfo one change writes: a transaction holds 4 MB of
+/// items, and the group item (the roster) may take up to 400 KB of them.
+const MLS_TRANSACTION_BYTES: usize = 4_000_000 - 400_000;
 
 /// How often a transaction cancelled by another one in flight on the same items (not by its
 /// condition) is sent again before the change reports the store unavailable.
@@ -63,6 +71,48 @@ fn delete(table: &str, key: Item, expected: Option<u64>) -> TransactWriteItem {
 
 fn index_key(user_id: UserId, group_id: GroupId) -> Item {
     key(user_pk(user_id), group_sk(group_id))
+}
+
+/// Refuses a change of `items` writes: DynamoDB would refuse the transaction less clearly.
+fn fits_one_transaction(items: usize, what: &str) -> Result<()> {
+    if items > TRANSACTION_ITEMS {
+        return Err(Error::Internal(format!(
+            "{what} takes {items} writes, more than one transaction holds ({TRANSACTION_ITEMS})"
+        )));
+    }
+    Ok(())
+}
+
+/// The writes of a roster change: the group item on the condition that it is still at
+/// `expected`, the index items of `upserted` and the deletes of those of `dropped`.
+fn replace_items(
+    table: &str,
+    group: &Group,
+    expected: u64,
+    upserted: &[UserId],
+    dropped: &[UserId],
+) -> Result<Vec<TransactWriteItem>> {
+    let mut tx = vec![put(
+        table,
+        items::group_item(group),
+        Some(Condition::At(expected)),
+    )];
+    for user_id in upserted {
+        let entry = group
+            .entry(*user_id)
+            .ok_or_else(|| Error::Internal("an index entry for a user not in the roster".into()))?;
+        tx.push(put(
+            table,
+            items::membership_item(*user_id, group.id, entry),
+            None,
+        ));
+    }
+    tx.extend(
+        dropped
+            .iter()
+            .map(|u| delete(table, index_key(*u, group.id), None)),
+    );
+    Ok(tx)
 }
 
 /// Why a transaction was cancelled, as far as the groups adapter cares.
@@ -171,33 +221,75 @@ impl GroupStore for Dynamo {
         dropped: &[UserId],
     ) -> Result<GroupWrite> {
         let table = &self.tables.groups;
-        if upserted.len() + dropped.len() + 1 > TRANSACTION_ITEMS {
-            return Err(Error::Internal(format!(
-                "a group change touching {} users does not fit one transaction",
-                upserted.len() + dropped.len()
-            )));
-        }
-        let mut tx = vec![put(
-            table,
-            items::group_item(group),
-            Some(Condition::At(expected)),
-        )];
-        for user_id in upserted {
-            let entry = group.entry(*user_id).ok_or_else(|| {
-                Error::Internal("an index entry for a user not in the roster".into())
-            })?;
-            tx.push(put(
-                table,
-                items::membership_item(*user_id, group.id, entry),
-                None,
+        fits_one_transaction(1 + upserted.len() + dropped.len(), "a group change")?;
+        let tx = replace_items(table, group, expected, upserted, dropped)?;
+        self.group_transaction(group.id, tx, "replace group").await
+    }
+
+    async fn replace_mls(
+        &self,
+        group: &Group,
+        expected: u64,
+        upserted: &[UserId],
+        dropped: &[UserId],
+        blobs: &MlsBlobs,
+        previous: Option<&MlsEpoch>,
+    ) -> Result<GroupWrite> {
+        let table = &self.tables.groups;
+        let at = group
+            .mls
+            .as_ref()
+            .ok_or_else(|| Error::Internal("an MLS state for a group without an epoch".into()))?;
+        if (at.state_chunks, at.info_chunks) != (blobs.state_chunks(), blobs.info_chunks()) {
+            return Err(Error::Internal(
+                "the group's chunk counts are not those of its MLS state".into(),
             ));
         }
-        tx.extend(
-            dropped
-                .iter()
-                .map(|u| delete(table, index_key(*u, group.id), None)),
-        );
-        self.group_transaction(group.id, tx, "replace group").await
+        let bytes = blobs.state.len() + blobs.group_info.len();
+        if bytes > MLS_TRANSACTION_BYTES {
+            return Err(Error::Internal(format!(
+                "an MLS state and GroupInfo of {bytes} bytes do not fit one transaction"
+            )));
+        }
+        let pk = group_pk(group.id);
+        let chunks = mls_items::chunk_items(&pk, at, blobs);
+        // A chunk key of the new epoch is overwritten, not deleted: one transaction may not
+        // touch an item twice.
+        let written: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| items::get_s(c, "sk").ok())
+            .collect();
+        let stale: Vec<Item> = previous
+            .map(|p| mls_items::chunk_keys(&pk, p))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !items::get_s(k, "sk").is_ok_and(|sk| written.contains(&sk)))
+            .collect();
+        fits_one_transaction(
+            1 + upserted.len() + dropped.len() + chunks.len() + stale.len(),
+            "an MLS group change",
+        )?;
+        let mut tx = replace_items(table, group, expected, upserted, dropped)?;
+        tx.extend(chunks.into_iter().map(|c| put(table, c, None)));
+        tx.extend(stale.into_iter().map(|k| delete(table, k, None)));
+        self.group_transaction(group.id, tx, "replace MLS group")
+            .await
+    }
+
+    async fn mls_blobs(&self, group_id: GroupId, at: &MlsEpoch) -> Result<Option<MlsBlobs>> {
+        let query = self
+            .query_partition(
+                &self.tables.groups,
+                &group_pk(group_id),
+                Some(&mls_items::epoch_prefix(at)),
+            )
+            .consistent_read(true);
+        let mut chunks = Vec::new();
+        each_page(query, "read MLS state", |page| {
+            chunks.extend(page.items.unwrap_or_default())
+        })
+        .await?;
+        mls_items::join_chunks(&chunks, at)
     }
 
     async fn delete(
@@ -210,7 +302,7 @@ impl GroupStore for Dynamo {
         // The group item and as many index entries as fit go in one transaction; a group left
         // by its last member may still have up to `GROUP_MAX_MEMBERS` invitees, whose remaining
         // entries are deleted after it. Should that fail, the list shows them a group that reads
-        // as `group_not_found`, which is what it is.
+        // as `group_not_found`, which is what it is. The MLS chunks go after it the same way.
         let (now, later) = dropped.split_at(dropped.len().min(TRANSACTION_ITEMS - 1));
         let mut tx = vec![delete(
             table,
@@ -222,12 +314,17 @@ impl GroupStore for Dynamo {
                 .map(|u| delete(table, index_key(*u, group_id), None)),
         );
         let written = self.group_transaction(group_id, tx, "delete group").await?;
-        if written == GroupWrite::Written && !later.is_empty() {
-            self.batch_delete(
-                table,
-                later.iter().map(|u| index_key(*u, group_id)).collect(),
-            )
-            .await?;
+        if written == GroupWrite::Written {
+            // Read once the group item is gone: no change can write chunks after that (each is
+            // conditional on the group's version), so this finds every one there is.
+            let chunks = self
+                .query_keys(table, &group_pk(group_id), Some(CHUNK_PREFIX))
+                .await?;
+            let mut rest: Vec<Item> = later.iter().map(|u| index_key(*u, group_id)).collect();
+            rest.extend(chunks);
+            if !rest.is_empty() {
+                self.batch_delete(table, rest).await?;
+            }
         }
         Ok(written)
     }

@@ -4,9 +4,9 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use uuid::Uuid;
 
-use super::Item;
+use super::{mls_items, Item};
 use crate::error::{Error, Result};
-use crate::groups::{Group, GroupId, Member, MemberState, Membership, Role};
+use crate::groups::{Group, GroupId, Member, MemberState, Membership, Protocol, Role};
 use crate::model::{
     Device, DeviceAddress, DeviceList, OneTimeKey, Profile, RetiredRegistrations, SignedKey,
     PRIMARY_DEVICE,
@@ -57,7 +57,7 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     Item::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
-fn corrupt(what: &str) -> Error {
+pub(super) fn corrupt(what: &str) -> Error {
     Error::Internal(format!("stored item lacks or mangles {what}"))
 }
 
@@ -294,28 +294,51 @@ fn state_from(v: &str) -> Result<MemberState> {
     }
 }
 
-/// One roster entry as `"<user_id> <role> <state> <since>"`: a string is about half the size
-/// of a map with named attributes, and every send reads the whole roster (1,500 entries at
-/// most, ~70 bytes each, ~100 KB: the read units a send pays follow the item size).
+/// One roster entry as `"<user_id> <role> <state> <since>"`, followed in an MLS group by
+/// `" <device>,<device>…"` (its devices in the tree): a string is about half the size of a map
+/// with named attributes, and every send reads the whole roster (1,500 entries at most, ~70 bytes
+/// each, ~100 KB: the read units a send pays follow the item size).
 fn member_attr(m: &Member) -> AttributeValue {
-    s(format!(
+    let mut entry = format!(
         "{} {} {} {}",
         m.user_id,
         role_str(m.role),
         state_str(m.state),
         m.since
-    ))
+    );
+    if !m.mls_devices.is_empty() {
+        let devices: Vec<String> = m.mls_devices.iter().map(u32::to_string).collect();
+        entry.push(' ');
+        entry.push_str(&devices.join(","));
+    }
+    s(entry)
 }
 
+/// Reads the entries written before MLS (four fields) too: they have no devices in a tree.
 fn member_from(v: &AttributeValue) -> Result<Member> {
     let v = v.as_s().map_err(|_| corrupt("members"))?;
     let mut parts = v.split(' ');
     let mut next = || parts.next().ok_or_else(|| corrupt("members"));
+    let user_id = Uuid::parse_str(next()?).map_err(|_| corrupt("members"))?;
+    let role = role_from(next()?)?;
+    let state = state_from(next()?)?;
+    let since = next()?.parse().map_err(|_| corrupt("members"))?;
+    let mls_devices = match parts.next() {
+        None => vec![],
+        Some(list) => list
+            .split(',')
+            .map(|d| d.parse().map_err(|_| corrupt("members")))
+            .collect::<Result<_>>()?,
+    };
+    if parts.next().is_some() {
+        return Err(corrupt("members"));
+    }
     Ok(Member {
-        user_id: Uuid::parse_str(next()?).map_err(|_| corrupt("members"))?,
-        role: role_from(next()?)?,
-        state: state_from(next()?)?,
-        since: next()?.parse().map_err(|_| corrupt("members"))?,
+        user_id,
+        role,
+        state,
+        since,
+        mls_devices,
     })
 }
 
@@ -329,6 +352,13 @@ pub fn group_item(g: &Group) -> Item {
     );
     if let Some(meta) = &g.meta {
         item.insert("meta".into(), s(meta));
+    }
+    // A Signal group's item stays as it was before MLS: no attribute says so.
+    if g.protocol == Protocol::Mls {
+        item.insert("protocol".into(), s(mls_items::MLS_PROTOCOL));
+    }
+    if let Some(at) = &g.mls {
+        item.insert("mls".into(), mls_items::epoch_attr(at));
     }
     item
 }
@@ -355,6 +385,11 @@ pub fn group_from(item: &Item) -> Result<Group> {
             .map(str::to_string),
         created_at: get_n(item, "created_at")?,
         members,
+        protocol: match item.get("protocol") {
+            None => Protocol::Signal,
+            Some(_) => mls_items::protocol_from(get_s(item, "protocol")?)?,
+        },
+        mls: item.get("mls").map(mls_items::epoch_from).transpose()?,
     })
 }
 
@@ -382,14 +417,18 @@ pub fn membership_from(item: &Item) -> Result<Membership> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn groups_and_index_entries_round_trip() {
-        let member = |role, state, since| Member {
+    fn member(role: Role, state: MemberState, since: u64) -> Member {
+        Member {
             user_id: Uuid::new_v4(),
             role,
             state,
             since,
-        };
+            mls_devices: vec![],
+        }
+    }
+
+    #[test]
+    fn groups_and_index_entries_round_trip() {
         let mut g = Group {
             id: Uuid::new_v4(),
             version: 3,
@@ -399,6 +438,8 @@ mod tests {
                 member(Role::Admin, MemberState::Member, 5),
                 member(Role::Member, MemberState::Invited, 6),
             ],
+            protocol: Protocol::Signal,
+            mls: None,
         };
         assert_eq!(group_from(&group_item(&g)).unwrap(), g);
         g.meta = None;
@@ -412,6 +453,77 @@ mod tests {
                 state: MemberState::Invited
             }
         );
+    }
+
+    #[test]
+    fn mls_groups_round_trip_with_their_epoch_and_tree_devices() {
+        let mut g = Group {
+            id: Uuid::new_v4(),
+            version: 9,
+            meta: None,
+            created_at: 1_700_000_000_000,
+            members: vec![
+                member(Role::Admin, MemberState::Member, 5),
+                member(Role::Member, MemberState::Member, 6),
+                member(Role::Member, MemberState::Invited, 7),
+            ],
+            protocol: Protocol::Mls,
+            mls: None,
+        };
+        // Initialised or not.
+        assert_eq!(group_from(&group_item(&g)).unwrap(), g);
+        g.members[0].mls_devices = vec![1, 2, 255];
+        g.members[1].mls_devices = vec![3];
+        g.mls = Some(crate::groups::MlsEpoch {
+            epoch: 12,
+            generation: 1,
+            state_chunks: 3,
+            info_chunks: 1,
+            departed: vec![DeviceAddress::new(Uuid::new_v4(), 4)],
+        });
+        let item = group_item(&g);
+        assert_eq!(group_from(&item).unwrap(), g);
+        let first = item["members"].as_l().unwrap()[0].as_s().unwrap().clone();
+        assert!(first.ends_with(" 5 1,2,255"), "{first}");
+        let mut bad = item.clone();
+        bad.insert("protocol".into(), s("smoke-signals"));
+        assert!(group_from(&bad).is_err());
+    }
+
+    /// A group item as stored before MLS: no `protocol`, no `mls`, four fields per roster entry.
+    #[test]
+    fn groups_stored_before_mls_read_as_signal_groups() {
+        let (admin, invitee) = (Uuid::new_v4(), Uuid::new_v4());
+        let id = Uuid::new_v4();
+        let item = Item::from([
+            ("pk".to_string(), s(format!("group#{id}"))),
+            ("sk".to_string(), s("group")),
+            ("version".to_string(), n(4)),
+            ("created_at".to_string(), n(1_700_000_000_000u64)),
+            (
+                "members".to_string(),
+                AttributeValue::L(vec![
+                    s(format!("{admin} admin member 10")),
+                    s(format!("{invitee} member invited 11")),
+                ]),
+            ),
+        ]);
+        let g = group_from(&item).unwrap();
+        assert_eq!(g.protocol, Protocol::Signal);
+        assert_eq!(g.mls, None);
+        assert_eq!(g.version, 4);
+        assert_eq!(g.user_ids(), vec![admin, invitee]);
+        assert!(g.members.iter().all(|m| m.mls_devices.is_empty()));
+        assert_eq!(g.members[1].state, MemberState::Invited);
+        // Written back unchanged, it is the same item: nothing was added for Signal.
+        assert_eq!(group_item(&g), item);
+        // A roster entry with more than one extra field is not one this code wrote.
+        let mut bad = item;
+        bad.insert(
+            "members".into(),
+            AttributeValue::L(vec![s(format!("{admin} admin member 10 1 2"))]),
+        );
+        assert!(group_from(&bad).is_err());
     }
 
     #[test]

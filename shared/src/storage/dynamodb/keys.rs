@@ -17,7 +17,7 @@ const CANDIDATES: i32 = 8;
 const MAX_ROUNDS: usize = 16;
 
 impl Dynamo {
-    async fn candidates(&self, pk: &str, prefix: &str) -> Result<Vec<String>> {
+    pub(super) async fn candidates(&self, pk: &str, prefix: &str) -> Result<Vec<String>> {
         let out = self
             .query_partition(&self.tables.keys, pk, Some(prefix))
             .projection_expression("sk")
@@ -53,8 +53,14 @@ impl Dynamo {
         }
     }
 
-    /// Takes one key of the kind, trying candidates until one is won; `None` when none is left.
-    async fn claim(&self, pk: &str, prefix: &str, first: Vec<String>) -> Result<Option<Item>> {
+    /// Takes one key of the kind (any item of the partition under `prefix`: KeyPackages too),
+    /// trying candidates until one is won; `None` when none is left.
+    pub(super) async fn claim(
+        &self,
+        pk: &str,
+        prefix: &str,
+        first: Vec<String>,
+    ) -> Result<Option<Item>> {
         let mut candidates = first;
         for _ in 0..MAX_ROUNDS {
             if candidates.is_empty() {
@@ -72,7 +78,7 @@ impl Dynamo {
         ))
     }
 
-    async fn put_back(&self, item: Item) -> Result<()> {
+    pub(super) async fn put_back(&self, item: Item) -> Result<()> {
         let res = self
             .client
             .put_item()
@@ -88,7 +94,7 @@ impl Dynamo {
         }
     }
 
-    async fn count(&self, pk: &str, prefix: &str) -> Result<u64> {
+    pub(super) async fn count(&self, pk: &str, prefix: &str) -> Result<u64> {
         let mut total = 0u64;
         let query = self
             .query_partition(&self.tables.keys, pk, Some(prefix))

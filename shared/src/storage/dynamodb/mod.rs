@@ -2,7 +2,9 @@
 
 mod groups;
 mod items;
+mod key_packages;
 mod keys;
+mod mls_items;
 mod sessions;
 pub mod tables;
 mod users;
