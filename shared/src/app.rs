@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::services::relay::{self, Relay};
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
-    directory::KeyDirectory, groups::Groups, AccountAge, Limiter,
+    directory::KeyDirectory, groups::Groups, mls_groups::MlsGroups, AccountAge, Limiter,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -24,6 +24,9 @@ pub struct App {
     pub keys: KeyDirectory,
     pub devices: Devices,
     pub groups: Groups,
+    /// MLS groups' commits and GroupInfo; commits are delivered only where a WebSocket pusher
+    /// was given (`from_parts`).
+    pub mls: MlsGroups,
     /// None when no bucket is configured (`ATTACHMENTS_BUCKET`).
     pub attachments: Option<Attachments>,
     pub dynamo: Dynamo,
@@ -70,6 +73,7 @@ impl App {
         blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Arc<Self>> {
         // The adapters read the App's clock too: sessions expire, and revocations last, by it.
+        let mls_pusher = sockets.clone();
         let dynamo = dynamo.with_clock(clock.clone());
         let redis = redis.with_clock(clock.clone());
         let tokens = TokenIssuer::new(&config.jwt, clock.clone());
@@ -103,6 +107,7 @@ impl App {
         );
         let keys = KeyDirectory {
             keys: dynamo_arc.clone(),
+            key_packages: dynamo_arc.clone(),
             users: dynamo_arc.clone(),
             limiter: limiter.clone(),
             key_limits: config.keys,
@@ -120,11 +125,16 @@ impl App {
         };
         let devices = Devices {
             accounts: accounts.clone(),
-            keys: dynamo_arc,
+            keys: dynamo_arc.clone(),
             provisioning: redis_arc,
             device_limits: config.devices,
         };
-        Ok(Arc::new(Self {
+        let mls = MlsGroups {
+            groups: groups.clone(),
+            key_packages: dynamo_arc.clone(),
+            relay: None,
+        };
+        let mut app = Self {
             config,
             clock,
             auth,
@@ -132,10 +142,13 @@ impl App {
             keys,
             devices,
             groups,
+            mls,
             attachments,
             dynamo,
             redis,
-        }))
+        };
+        app.mls.relay = mls_pusher.map(|pusher| app.relay(pusher));
+        Ok(Arc::new(app))
     }
 
     /// The attachments service, or `unavailable` where no bucket is configured.

@@ -517,6 +517,11 @@ pub struct Envelope {
     /// every device the send reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<Uuid>,
+    /// An MLS group's Commit was accepted at this epoch: it (and, for a device it adds, the
+    /// Welcome) is fetched with `GET /v1/groups/{group_id}/mls/commits/{mls_epoch}`, as it may
+    /// be larger than a WebSocket message; `body` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mls_epoch: Option<u64>,
     /// The ciphertext as sent, standard base64 with padding.
     pub body: String,
 }
@@ -561,6 +566,7 @@ mod tests {
             source_device: 1,
             sent_at: 1,
             group_id: None,
+                mls_epoch: None,
             body: "A".repeat(size),
         })
         .unwrap()

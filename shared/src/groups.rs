@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::ids::{DeviceAddress, DeviceId, UserId};
+use crate::ids::{DeviceId, UserId};
 
 pub type GroupId = Uuid;
 
@@ -35,9 +35,6 @@ pub struct MlsEpoch {
     pub generation: u32,
     pub state_chunks: u32,
     pub info_chunks: u32,
-    /// Devices still in the tree whose users are no longer joined: the next commit must remove
-    /// them.
-    pub departed: Vec<DeviceAddress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -198,7 +195,7 @@ impl Group {
         m.role == Role::Admin && m.state == MemberState::Member
     }
 
-    fn require_admin(&self, user_id: UserId) -> Result<()> {
+    pub(crate) fn require_admin(&self, user_id: UserId) -> Result<()> {
         if Self::is_admin(self.caller(user_id)?) {
             Ok(())
         } else {

@@ -15,6 +15,11 @@ pub use groups::{
     CreateGroupRequest, GroupOut, GroupsOut, InviteRequest, MetaRequest, RoleRequest,
     VersionedRequest,
 };
+mod mls;
+pub use mls::{
+    ClaimedKeyPackageOut, CommitOut, CommitRequest, GroupInfoOut, KeyPackageCount, KeyPackagesOut,
+    KeyPackagesUpload, MlsGroupOut, MlsInitRequest,
+};
 
 // ---- wire: requests ----
 

@@ -63,10 +63,17 @@ pub enum HttpRoute {
     RemoveMember,
     SetRole,
     SetMeta,
+    UploadKeyPackages,
+    CountKeyPackages,
+    ClaimKeyPackages,
+    InitMls,
+    Commit,
+    GetCommit,
+    GroupInfo,
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 26] = [
+    pub const ALL: [HttpRoute; 33] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
@@ -93,6 +100,13 @@ impl HttpRoute {
         Self::RemoveMember,
         Self::SetRole,
         Self::SetMeta,
+        Self::UploadKeyPackages,
+        Self::CountKeyPackages,
+        Self::ClaimKeyPackages,
+        Self::InitMls,
+        Self::Commit,
+        Self::GetCommit,
+        Self::GroupInfo,
     ];
 
     /// The API Gateway route key (`METHOD /path/{param}`).
@@ -124,6 +138,13 @@ impl HttpRoute {
             Self::RemoveMember => "DELETE /v1/groups/{group_id}/members/{user_id}",
             Self::SetRole => "PATCH /v1/groups/{group_id}/members/{user_id}",
             Self::SetMeta => "PUT /v1/groups/{group_id}/meta",
+            Self::UploadKeyPackages => "PUT /v1/mls/key_packages",
+            Self::CountKeyPackages => "GET /v1/mls/key_packages/count",
+            Self::ClaimKeyPackages => "GET /v1/users/{user_id}/mls/key_packages",
+            Self::InitMls => "POST /v1/groups/{group_id}/mls/init",
+            Self::Commit => "POST /v1/groups/{group_id}/mls/commits",
+            Self::GetCommit => "GET /v1/groups/{group_id}/mls/commits/{epoch}",
+            Self::GroupInfo => "GET /v1/groups/{group_id}/mls/group_info",
         }
     }
 
@@ -141,9 +162,13 @@ impl HttpRoute {
             | Self::LinkDevice
             | Self::ListDevices
             | Self::RemoveDevice => Function::Users,
-            Self::UploadKeys | Self::CountKeys | Self::Bundle | Self::DeviceBundle => {
-                Function::Keys
-            }
+            Self::UploadKeys
+            | Self::CountKeys
+            | Self::Bundle
+            | Self::DeviceBundle
+            | Self::UploadKeyPackages
+            | Self::CountKeyPackages
+            | Self::ClaimKeyPackages => Function::Keys,
             Self::CreateAttachment | Self::GetAttachment => Function::Attachments,
             Self::CreateGroup
             | Self::ListGroups
@@ -152,7 +177,11 @@ impl HttpRoute {
             | Self::JoinGroup
             | Self::RemoveMember
             | Self::SetRole
-            | Self::SetMeta => Function::Groups,
+            | Self::SetMeta
+            | Self::InitMls
+            | Self::Commit
+            | Self::GetCommit
+            | Self::GroupInfo => Function::Groups,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The groups function: group rosters, invitations, roles and `meta`.
+//! The groups function: group rosters, invitations, roles and `meta`, and the Delivery Service
+//! of MLS groups (their commits and GroupInfo).
 
 use std::convert::Infallible;
 
@@ -21,6 +22,10 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
         Some(HttpRoute::RemoveMember) => remove(app, &req).await,
         Some(HttpRoute::SetRole) => set_role(app, &req).await,
         Some(HttpRoute::SetMeta) => set_meta(app, &req).await,
+        Some(HttpRoute::InitMls) => init_mls(app, &req).await,
+        Some(HttpRoute::Commit) => commit(app, &req).await,
+        Some(HttpRoute::GetCommit) => get_commit(app, &req).await,
+        Some(HttpRoute::GroupInfo) => group_info(app, &req).await,
         Some(
             HttpRoute::Register
             | HttpRoute::Login
@@ -39,7 +44,10 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::ListDevices
             | HttpRoute::RemoveDevice
             | HttpRoute::CreateAttachment
-            | HttpRoute::GetAttachment,
+            | HttpRoute::GetAttachment
+            | HttpRoute::UploadKeyPackages
+            | HttpRoute::CountKeyPackages
+            | HttpRoute::ClaimKeyPackages,
         )
         | None => http::error(&Error::RouteNotFound),
     })
@@ -158,6 +166,49 @@ async fn set_meta(app: &App, req: &Request) -> Response<Body> {
         app.groups
             .set_meta(&who, group, http::body(req, app.config.max_request_bytes)?)
             .await
+    };
+    http::respond(run.await)
+}
+
+/// POST /v1/groups/{group_id}/mls/init
+async fn init_mls(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let (who, group) = caller_and_group(app, req).await?;
+        app.mls
+            .init(&who, group, http::body(req, app.config.max_request_bytes)?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// POST /v1/groups/{group_id}/mls/commits
+async fn commit(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let (who, group) = caller_and_group(app, req).await?;
+        app.mls
+            .commit(&who, group, http::body(req, app.config.max_request_bytes)?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/groups/{group_id}/mls/group_info
+async fn group_info(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let (who, group) = caller_and_group(app, req).await?;
+        app.mls.group_info(&who, group).await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/groups/{group_id}/mls/commits/{epoch}
+async fn get_commit(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let (who, group) = caller_and_group(app, req).await?;
+        let epoch = http::path_param(req, "epoch")
+            .and_then(|e| e.parse::<u64>().ok())
+            .ok_or_else(|| Error::invalid("epoch must be a number"))?;
+        app.mls.get_commit(&who, group, epoch).await
     };
     http::respond(run.await)
 }

@@ -1,4 +1,4 @@
-//! The keys function: prekey upload, count and bundle fetch.
+//! The keys function: prekey upload, count and bundle fetch, and the MLS KeyPackage directory.
 
 use std::convert::Infallible;
 
@@ -15,6 +15,9 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
         Some(HttpRoute::CountKeys) => count(app, &req).await,
         Some(HttpRoute::Bundle) => bundle(app, &req).await,
         Some(HttpRoute::DeviceBundle) => device_bundle(app, &req).await,
+        Some(HttpRoute::UploadKeyPackages) => upload_key_packages(app, &req).await,
+        Some(HttpRoute::CountKeyPackages) => count_key_packages(app, &req).await,
+        Some(HttpRoute::ClaimKeyPackages) => claim_key_packages(app, &req).await,
         Some(
             HttpRoute::Register
             | HttpRoute::Login
@@ -37,7 +40,11 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::JoinGroup
             | HttpRoute::RemoveMember
             | HttpRoute::SetRole
-            | HttpRoute::SetMeta,
+            | HttpRoute::SetMeta
+            | HttpRoute::InitMls
+            | HttpRoute::Commit
+            | HttpRoute::GetCommit
+            | HttpRoute::GroupInfo,
         )
         | None => http::error(&Error::RouteNotFound),
     })
@@ -84,6 +91,37 @@ async fn device_bundle(app: &App, req: &Request) -> Response<Body> {
             other => Some(validation::device_id(other.unwrap_or_default())?),
         };
         app.keys.device_bundles(&who, target, device).await
+    };
+    http::respond(run.await)
+}
+
+/// PUT /v1/mls/key_packages
+async fn upload_key_packages(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        app.keys
+            .upload_key_packages(&who, http::body(req, app.config.max_request_bytes)?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/mls/key_packages/count
+async fn count_key_packages(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.keys
+            .count_key_packages(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/users/{user_id}/mls/key_packages
+async fn claim_key_packages(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        let target = validation::user_id(&http::path_param(req, "user_id").unwrap_or_default())?;
+        app.keys.claim_key_packages(&who, target).await
     };
     http::respond(run.await)
 }

@@ -37,7 +37,14 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::JoinGroup
             | HttpRoute::RemoveMember
             | HttpRoute::SetRole
-            | HttpRoute::SetMeta,
+            | HttpRoute::SetMeta
+            | HttpRoute::UploadKeyPackages
+            | HttpRoute::CountKeyPackages
+            | HttpRoute::ClaimKeyPackages
+            | HttpRoute::InitMls
+            | HttpRoute::Commit
+            | HttpRoute::GetCommit
+            | HttpRoute::GroupInfo,
         )
         | None => http::error(&Error::RouteNotFound),
     })

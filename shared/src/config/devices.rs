@@ -11,6 +11,8 @@ use super::ConfigError;
 pub struct KeyLimits {
     /// One-time prekeys stored per user and per kind (EC, Kyber).
     pub max_one_time_prekeys: u64,
+    /// MLS KeyPackages stored per device, the last-resort one not counted.
+    pub max_key_packages: u64,
     /// Accounts younger than this fetch from the `bundle_target_new` budget and upload from
     /// `attachments_new`.
     pub new_account_age: Duration,
@@ -23,6 +25,11 @@ impl KeyLimits {
                 &s::MAX_ONE_TIME_PREKEYS,
                 crate::validation::MAX_BATCH as u64,
                 "at least 100 (a registration may bring 100 of each kind)",
+            )?,
+            max_key_packages: env.number_at_least(
+                &s::MLS_MAX_KEY_PACKAGES,
+                crate::validation::MAX_BATCH as u64,
+                "at least 100 (one upload may bring 100)",
             )?,
             new_account_age: Duration::from_secs(env.number(&s::NEW_ACCOUNT_AGE_SECS)?),
         })

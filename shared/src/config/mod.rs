@@ -356,6 +356,7 @@ mod tests {
             c.keys,
             KeyLimits {
                 max_one_time_prekeys: 1000,
+                max_key_packages: 200,
                 new_account_age: Duration::from_secs(86_400)
             }
         );

@@ -111,6 +111,8 @@ settings! {
         "accounts younger than this fetch bundles from `RATE_LIMIT_BUNDLE_TARGET_NEW`, upload from `RATE_LIMIT_ATTACHMENTS_NEW`, and together hold at most a quarter of any inbox (§6.6); `0`: none";
     MAX_ONE_TIME_PREKEYS = "1000",
         "one-time prekeys stored per device and kind (EC, Kyber), at least 100; an upload beyond it is refused (§7.5)";
+    MLS_MAX_KEY_PACKAGES = "200",
+        "MLS KeyPackages stored per device (the last-resort one not counted), at least 100; an upload beyond it is refused";
     MAX_DEVICES = "6", "devices per account, the primary included, 1–255 (§7.7)";
     PROVISIONING_TTL_SECS = "600",
         "lifetime of linking codes, provisioning addresses and provisioning sockets (a socket's first frame after it is refused and the socket closed)";

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::groups::{Group, Member, Membership, Role};
+use crate::groups::{Group, Member, Membership, Protocol, Role};
 
 /// `POST /v1/groups`: the users to invite (the creator is the group's first admin).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -15,6 +15,10 @@ pub struct CreateGroupRequest {
     /// Opaque standard base64 the clients encrypt (the group's name and settings).
     #[serde(default)]
     pub meta: Option<String>,
+    /// `signal` (sender keys over the group form of `send`, the default) or `mls` (RFC 9420:
+    /// the relay is the group's Delivery Service).
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// `POST /v1/groups/{group_id}/members`.
@@ -66,6 +70,10 @@ pub struct GroupOut {
     pub created_at: u64,
     /// In the order users entered the roster.
     pub members: Vec<Member>,
+    pub protocol: Protocol,
+    /// An MLS group's epoch (absent until its first state is uploaded, and for Signal groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mls_epoch: Option<u64>,
 }
 
 impl From<&Group> for GroupOut {
@@ -76,6 +84,8 @@ impl From<&Group> for GroupOut {
             meta: g.meta.clone(),
             created_at: g.created_at,
             members: g.members.clone(),
+            protocol: g.protocol,
+            mls_epoch: g.mls.as_ref().map(|m| m.epoch),
         }
     }
 }

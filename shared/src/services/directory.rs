@@ -10,11 +10,12 @@ use crate::model::{
     Bundle, BundleOut, DeviceAddress, DeviceBundleOut, DeviceId, DevicesBundleOut, KeyCounts,
     KeyUpload, KeysUploadRequest, SignedPreKeyOut, UserId, PRIMARY_DEVICE,
 };
-use crate::storage::{KeyStore, UserStore};
+use crate::storage::{KeyPackageStore, KeyStore, UserStore};
 
 #[derive(Clone)]
 pub struct KeyDirectory {
     pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) key_packages: Arc<dyn KeyPackageStore>,
     pub(crate) users: Arc<dyn UserStore>,
     pub(crate) limiter: Limiter,
     pub(crate) key_limits: KeyLimits,
@@ -105,7 +106,7 @@ impl KeyDirectory {
     }
 
     /// Charges the requester's buckets (one fetch) and returns the target's budget to charge.
-    async fn charge_requester(&self, who: &Principal, target: UserId) -> Result<Limit<'static>> {
+    pub(super) async fn charge_requester(&self, who: &Principal, target: UserId) -> Result<Limit<'static>> {
         let requester = who.user_id;
         // The pair bucket keeps one requester to a small share of someone else's budget; one's
         // own budget is one's own (a new device fetches its account's other devices).

@@ -63,7 +63,7 @@ impl Groups {
             )));
         }
         let meta = self.meta(req.meta)?;
-        let group = Group::create(
+        let mut group = Group::create(
             uuid::Uuid::new_v4(),
             user,
             &req.members,
@@ -71,6 +71,7 @@ impl Groups {
             self.limits.max_members,
             self.clock.now_ms(),
         )?;
+        group.protocol = req.protocol;
         self.all_exist(&req.members).await?;
         self.groups.create(&group).await?;
         tracing::info!(group_id = %group.id, invited = req.members.len(), "group created");

@@ -7,7 +7,9 @@ pub mod auth;
 pub mod devices;
 pub mod directory;
 pub mod groups;
+mod key_packages;
 mod limiter;
+pub mod mls_groups;
 pub mod relay;
 
 pub use account_age::AccountAge;

@@ -145,6 +145,32 @@ pub const MLS_CHUNK_BYTES: usize = 350_000;
 pub struct MlsBlobs {
     pub state: Vec<u8>,
     pub group_info: Vec<u8>,
+    /// The Commit that made this epoch, kept for the devices it is fetched by (written with the
+    /// state; none for a group's first state).
+    pub log: Option<MlsLogEntry>,
+}
+
+/// An accepted Commit as its devices fetch it: kept `MLS_LOG_SECS` after it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlsLogEntry {
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    /// The tree of the epoch the Commit made, which a device of the Welcome joins with.
+    pub ratchet_tree: Option<Vec<u8>>,
+    /// The devices the Welcome is for.
+    pub welcomed: Vec<DeviceAddress>,
+}
+
+/// How long an accepted Commit stays fetchable: as long as the notice of it may wait in an
+/// inbox (`INBOX_TTL_SECS` by default).
+pub const MLS_LOG_SECS: u64 = 30 * 24 * 3600;
+
+impl MlsLogEntry {
+    pub fn bytes(&self) -> usize {
+        self.commit.len()
+            + self.welcome.as_ref().map_or(0, Vec::len)
+            + self.ratchet_tree.as_ref().map_or(0, Vec::len)
+    }
 }
 
 impl MlsBlobs {
@@ -159,13 +185,12 @@ impl MlsBlobs {
     }
 
     /// The group's `mls` once these blobs are its state at `epoch` of `generation`.
-    pub fn at(&self, epoch: u64, generation: u32, departed: Vec<DeviceAddress>) -> MlsEpoch {
+    pub fn at(&self, epoch: u64, generation: u32) -> MlsEpoch {
         MlsEpoch {
             epoch,
             generation,
             state_chunks: self.state_chunks(),
             info_chunks: self.info_chunks(),
-            departed,
         }
     }
 }
@@ -208,6 +233,13 @@ pub trait GroupStore: Send + Sync {
     /// The state and GroupInfo stored for `at` (read strongly consistent), joined; `None` when
     /// they are not there: the group has no MLS state, or has moved past `at` since it was read.
     async fn mls_blobs(&self, group_id: GroupId, at: &MlsEpoch) -> Result<Option<MlsBlobs>>;
+    /// The Commit accepted at `epoch` of `generation` (it made `epoch + 1`), if still kept.
+    async fn mls_log(
+        &self,
+        group_id: GroupId,
+        generation: u32,
+        epoch: u64,
+    ) -> Result<Option<MlsLogEntry>>;
     /// Deletes the group if it is still at `expected`, with the index entries of `dropped` (its
     /// last users) and its MLS state.
     async fn delete(

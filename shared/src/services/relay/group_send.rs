@@ -18,7 +18,7 @@ use super::delivery::Known;
 use super::Relay;
 use crate::error::{Error, Result, UserDevices};
 use crate::frames::{Delivery, Envelope, GroupDevice};
-use crate::groups::GroupId;
+use crate::groups::{GroupId, Protocol};
 use crate::model::{DeviceAddress, DeviceId, UserId};
 use crate::services::Limit;
 use crate::storage::{Addressed, Delivery as Stored, SharedFanned, SharedFanout, StoredEnvelope};
@@ -50,9 +50,18 @@ pub struct GroupSent {
 }
 
 /// The device map of a send, by member.
-type DeviceMap = BTreeMap<UserId, Vec<GroupDevice>>;
+pub(super) type DeviceMap = BTreeMap<UserId, Vec<GroupDevice>>;
+
+/// Whom a fan-out reaches: member devices (with the registration ids they were checked with).
+pub(super) struct Targets<'a> {
+    pub group_id: GroupId,
+    pub devices: &'a DeviceMap,
+    pub online_only: bool,
+    /// A notice of the MLS Commit accepted at this epoch (the envelope's `mls_epoch`).
+    pub mls_epoch: Option<u64>,
+}
 /// Each member's devices (device id, registration id), sorted.
-type Current = HashMap<UserId, Vec<(DeviceId, u32)>>;
+pub(super) type Current = HashMap<UserId, Vec<(DeviceId, u32)>>;
 
 /// How a device map compares with the members' devices.
 #[derive(Debug, PartialEq, Eq)]
@@ -121,9 +130,43 @@ impl Relay {
         let Some(group) = group.filter(|g| g.is_member(from.user_id)) else {
             return Err(Error::NotAMember);
         };
-        let members: Vec<UserId> = group.joined().collect();
-        self.check_devices(from, &members, &map).await?;
+        let map = match group.protocol {
+            Protocol::Mls => self.mls_targets(from, &group, &bytes, addressed).await?,
+            Protocol::Signal => {
+                let members: Vec<UserId> = group.joined().collect();
+                self.check_devices(from, &members, &map).await?;
+                map
+            }
+        };
+        let targets = Targets {
+            group_id,
+            devices: &map,
+            online_only: send.online_only,
+            mls_epoch: None,
+        };
+        self.fan_out(from, new_account, &bytes, targets, repeatable)
+            .await
+    }
 
+    /// Stores `bytes` once as an envelope of the group and gives each device of `targets` an
+    /// entry pointing at it (one atomic step per member, in the member's slot), then pushes to
+    /// the devices online. The devices were checked by the caller; one removed or registered
+    /// again since gets nothing.
+    pub(super) async fn fan_out(
+        &self,
+        from: DeviceAddress,
+        new_account: bool,
+        bytes: &[u8],
+        targets: Targets<'_>,
+        repeatable: Option<Uuid>,
+    ) -> Result<GroupSent> {
+        let Targets {
+            group_id,
+            devices: map,
+            online_only,
+            mls_epoch,
+        } = targets;
+        let addressed: usize = map.values().map(Vec::len).sum();
         let now = self.clock.now_ms();
         let mut sent = GroupSent {
             group_id,
@@ -142,12 +185,13 @@ impl Relay {
             source_device: from.device_id,
             sent_at: now,
             group_id: Some(group_id),
-            body: validation::encode(&bytes),
+            mls_epoch,
+            body: validation::encode(bytes),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let lease = now + self.timings.fetch_lease.as_millis() as u64;
         // An online-only send is only handed over, within this invocation.
-        let expires = match send.online_only {
+        let expires = match online_only {
             true => lease,
             false => now + self.inbox_limits.ttl.as_millis() as u64,
         };
@@ -163,7 +207,7 @@ impl Relay {
             .map(|(&member, devices)| {
                 let fanout = SharedFanout {
                     to: member,
-                    online_only: send.online_only,
+                    online_only,
                     entries: devices
                         .iter()
                         .map(|d| Addressed {
@@ -210,7 +254,7 @@ impl Relay {
             online,
             &entry,
             &json,
-            send.online_only,
+            online_only,
             lease,
             now,
         )
@@ -358,7 +402,7 @@ impl Relay {
 
     /// Reads these members' devices from the user store into `current`, and refreshes the
     /// relay's copy with them (a member whose account is gone has none).
-    async fn read_devices(&self, users: &[UserId], current: &mut Current) -> Result<()> {
+    pub(super) async fn read_devices(&self, users: &[UserId], current: &mut Current) -> Result<()> {
         let reads: Vec<_> = users
             .iter()
             .map(|&user| async move {

@@ -10,12 +10,14 @@ mod acks;
 mod connections;
 mod delivery;
 mod group_send;
+mod mls_send;
 mod provisioning;
 mod send;
 
 use std::sync::Arc;
 
 pub use group_send::{GroupSend, GroupSent};
+pub use mls_send::EPOCH_GRACE;
 pub use send::{Payload, Sent};
 
 use self::connections::ConnectionCache;

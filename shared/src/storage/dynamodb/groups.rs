@@ -20,7 +20,7 @@ use super::{each_page, sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
 use crate::groups::{Group, GroupId, Membership, MlsEpoch};
 use crate::model::UserId;
-use crate::storage::{GroupStore, GroupWrite, MlsBlobs};
+use crate::storage::{GroupStore, GroupWrite, MlsBlobs, MlsLogEntry, MLS_LOG_SECS};
 
 /// DynamoDB's limit of items in one transaction.
 const TRANSACTION_ITEMS: usize = 100;
@@ -245,14 +245,27 @@ impl GroupStore for Dynamo {
                 "the group's chunk counts are not those of its MLS state".into(),
             ));
         }
-        let bytes = blobs.state.len() + blobs.group_info.len();
+        let bytes = blobs.state.len()
+            + blobs.group_info.len()
+            + blobs.log.as_ref().map_or(0, MlsLogEntry::bytes);
         if bytes > MLS_TRANSACTION_BYTES {
             return Err(Error::Internal(format!(
                 "an MLS state and GroupInfo of {bytes} bytes do not fit one transaction"
             )));
         }
         let pk = group_pk(group.id);
-        let chunks = mls_items::chunk_items(&pk, at, blobs);
+        let mut chunks = mls_items::chunk_items(&pk, at, blobs);
+        // The Commit is kept under the epoch it was made at (the one replaced).
+        if let (Some(entry), Some(made_at)) = (&blobs.log, previous) {
+            let expires = self.clock.now_ms() / 1000 + MLS_LOG_SECS;
+            chunks.extend(mls_items::log_items(
+                &pk,
+                made_at.generation,
+                made_at.epoch,
+                entry,
+                expires,
+            ));
+        }
         // A chunk key of the new epoch is overwritten, not deleted: one transaction may not
         // touch an item twice.
         let written: Vec<&str> = chunks
@@ -290,6 +303,27 @@ impl GroupStore for Dynamo {
         })
         .await?;
         mls_items::join_chunks(&chunks, at)
+    }
+
+    async fn mls_log(
+        &self,
+        group_id: GroupId,
+        generation: u32,
+        epoch: u64,
+    ) -> Result<Option<MlsLogEntry>> {
+        let query = self
+            .query_partition(
+                &self.tables.groups,
+                &group_pk(group_id),
+                Some(&mls_items::log_prefix(generation, epoch)),
+            )
+            .consistent_read(true);
+        let mut items = Vec::new();
+        each_page(query, "read MLS commit", |page| {
+            items.extend(page.items.unwrap_or_default())
+        })
+        .await?;
+        mls_items::join_log(&items, generation, epoch, self.clock.now_ms() / 1000)
     }
 
     async fn delete(

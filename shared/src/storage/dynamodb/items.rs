@@ -479,7 +479,6 @@ mod tests {
             generation: 1,
             state_chunks: 3,
             info_chunks: 1,
-            departed: vec![DeviceAddress::new(Uuid::new_v4(), 4)],
         });
         let item = group_item(&g);
         assert_eq!(group_from(&item).unwrap(), g);

@@ -9,7 +9,7 @@ use super::Item;
 use crate::error::Result;
 use crate::groups::{MlsEpoch, Protocol};
 use crate::model::DeviceAddress;
-use crate::storage::{KeyPackageItem, MlsBlobs, MLS_CHUNK_BYTES};
+use crate::storage::{KeyPackageItem, MlsBlobs, MlsLogEntry, MLS_CHUNK_BYTES};
 
 pub const MLS_PROTOCOL: &str = "mls";
 
@@ -35,39 +35,22 @@ fn device_from(v: &str) -> Option<DeviceAddress> {
 
 /// The group item's `mls` map.
 pub fn epoch_attr(at: &MlsEpoch) -> AttributeValue {
-    let mut map = Item::from([
+    let map = Item::from([
         ("epoch".to_string(), n(at.epoch)),
         ("generation".to_string(), n(at.generation)),
         ("state_chunks".to_string(), n(at.state_chunks)),
         ("info_chunks".to_string(), n(at.info_chunks)),
     ]);
-    if !at.departed.is_empty() {
-        map.insert(
-            "departed".into(),
-            AttributeValue::L(at.departed.iter().map(|d| s(device_str(d))).collect()),
-        );
-    }
     AttributeValue::M(map)
 }
 
 pub fn epoch_from(v: &AttributeValue) -> Result<MlsEpoch> {
     let map = v.as_m().map_err(|_| corrupt("mls"))?;
-    let departed = match map.get("departed") {
-        None => vec![],
-        Some(list) => list
-            .as_l()
-            .map_err(|_| corrupt("mls"))?
-            .iter()
-            .map(|d| d.as_s().ok().and_then(|d| device_from(d)))
-            .collect::<Option<_>>()
-            .ok_or_else(|| corrupt("mls departed"))?,
-    };
     Ok(MlsEpoch {
         epoch: get_n(map, "epoch")?,
         generation: get_n(map, "generation")?,
         state_chunks: get_n(map, "state_chunks")?,
         info_chunks: get_n(map, "info_chunks")?,
-        departed,
     })
 }
 
@@ -137,9 +120,118 @@ pub fn join_chunks(items: &[Item], at: &MlsEpoch) -> Result<Option<MlsBlobs>> {
         Some(slots.into_iter().collect::<Option<Vec<_>>>()?.concat())
     }
     Ok(match (join(state), join(info)) {
-        (Some(state), Some(group_info)) => Some(MlsBlobs { state, group_info }),
+        (Some(state), Some(group_info)) => Some(MlsBlobs {
+            state,
+            group_info,
+            log: None,
+        }),
         _ => None,
     })
+}
+
+/// The chunks of the Commit accepted at `epoch` of `generation`:
+/// `mls#log#<generation>#<epoch>#` then `c<n>` (the Commit), `w<n>` (the Welcome), `t<n>` (the
+/// tree to join with). Under `CHUNK_PREFIX`, so a group's deletion takes them too; each carries
+/// `expires_at`, so the table's TTL drops them once no notice of them can be waiting.
+pub fn log_prefix(generation: u32, epoch: u64) -> String {
+    format!("{CHUNK_PREFIX}log#{generation}#{epoch}#")
+}
+
+/// The items of a log entry. The first carries the chunk counts and the devices the Welcome is
+/// for, so a read can tell a complete entry.
+pub fn log_items(
+    pk: &str,
+    generation: u32,
+    epoch: u64,
+    entry: &MlsLogEntry,
+    expires_at: u64,
+) -> Vec<Item> {
+    let prefix = log_prefix(generation, epoch);
+    let parts: [(char, &[u8]); 3] = [
+        ('c', &entry.commit),
+        ('w', entry.welcome.as_deref().unwrap_or_default()),
+        ('t', entry.ratchet_tree.as_deref().unwrap_or_default()),
+    ];
+    let mut out: Vec<Item> = Vec::new();
+    for (kind, bytes) in parts {
+        for (i, piece) in bytes.chunks(MLS_CHUNK_BYTES).enumerate() {
+            let mut item = key(pk, format!("{prefix}{kind}{i}"));
+            item.insert("b".into(), b(piece));
+            item.insert("expires_at".into(), n(expires_at));
+            out.push(item);
+        }
+    }
+    if let Some(first) = out.first_mut() {
+        for (kind, bytes) in parts {
+            let count = bytes.len().div_ceil(MLS_CHUNK_BYTES) as u64;
+            first.insert(format!("n{kind}"), n(count));
+        }
+        if !entry.welcomed.is_empty() {
+            first.insert(
+                "to".into(),
+                AttributeValue::L(entry.welcomed.iter().map(|d| s(device_str(d))).collect()),
+            );
+        }
+    }
+    out
+}
+
+/// A log entry from its items (in any order); `None` unless every chunk is there and it has not
+/// expired at `now_secs`.
+pub fn join_log(items: &[Item], generation: u32, epoch: u64, now_secs: u64) -> Result<Option<MlsLogEntry>> {
+    let prefix = log_prefix(generation, epoch);
+    let first = items
+        .iter()
+        .find(|i| get_s(i, "sk").is_ok_and(|sk| sk == format!("{prefix}c0")));
+    let Some(first) = first else { return Ok(None) };
+    if get_n::<u64>(first, "expires_at")? <= now_secs {
+        return Ok(None);
+    }
+    let mut parts: Vec<Vec<Option<&[u8]>>> = Vec::new();
+    for kind in ['c', 'w', 't'] {
+        let count: usize = get_n(first, &format!("n{kind}"))?;
+        let mut slots = vec![None; count];
+        for item in items {
+            let sk = get_s(item, "sk")?;
+            let Some(i) = sk
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_prefix(kind))
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(get_b(item, "b")?);
+            }
+        }
+        parts.push(slots);
+    }
+    let mut joined = Vec::new();
+    for slots in parts {
+        match slots.into_iter().collect::<Option<Vec<_>>>() {
+            Some(pieces) => joined.push(pieces.concat()),
+            None => return Ok(None),
+        }
+    }
+    let welcomed = match first.get("to") {
+        None => Vec::new(),
+        Some(list) => list
+            .as_l()
+            .map_err(|_| corrupt("mls log"))?
+            .iter()
+            .map(|d| d.as_s().ok().and_then(|d| device_from(d)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| corrupt("mls log devices"))?,
+    };
+    let tree = joined.pop().unwrap_or_default();
+    let welcome = joined.pop().unwrap_or_default();
+    let commit = joined.pop().unwrap_or_default();
+    Ok(Some(MlsLogEntry {
+        commit,
+        welcome: (!welcome.is_empty()).then_some(welcome),
+        ratchet_tree: (!tree.is_empty()).then_some(tree),
+        welcomed,
+    }))
 }
 
 /// A device's KeyPackages in its keys partition: `mlskp#<reference>`.
@@ -226,15 +318,12 @@ mod tests {
             generation: 2,
             state_chunks,
             info_chunks,
-            departed: vec![DeviceAddress::new(Uuid::new_v4(), 3)],
         }
     }
 
     #[test]
-    fn epochs_round_trip_with_and_without_departed_devices() {
-        let mut at = epoch(3, 1);
-        assert_eq!(epoch_from(&epoch_attr(&at)).unwrap(), at);
-        at.departed.clear();
+    fn epochs_round_trip() {
+        let at = epoch(3, 1);
         assert_eq!(epoch_from(&epoch_attr(&at)).unwrap(), at);
     }
 
@@ -243,8 +332,9 @@ mod tests {
         let blobs = MlsBlobs {
             state: (0..2 * MLS_CHUNK_BYTES + 10).map(|i| i as u8).collect(),
             group_info: vec![9; 100],
+            log: None,
         };
-        let at = blobs.at(7, 2, vec![]);
+        let at = blobs.at(7, 2);
         assert_eq!((at.state_chunks, at.info_chunks), (3, 1));
         let mut items = chunk_items("group#x", &at, &blobs);
         assert_eq!(items.len(), 4);
