@@ -28,6 +28,11 @@ use crate::validation;
 /// means another change was written).
 const ATTEMPTS: u32 = 10;
 
+/// Users one commit may add and remove together: each is an index item in the commit's
+/// transaction, beside the group item and up to a dozen chunks of state, GroupInfo, Commit,
+/// Welcome and tree (DynamoDB holds 100 items in one).
+pub const MAX_COMMIT_USERS: usize = 80;
+
 #[derive(Clone)]
 pub struct MlsGroups {
     pub(crate) groups: Groups,
@@ -133,10 +138,9 @@ impl MlsGroups {
         let group_info = validation::base64("group_info", &req.group_info)?;
         let adds: BTreeSet<UserId> = req.adds.iter().copied().collect();
         let removes: BTreeSet<UserId> = req.removes.iter().copied().collect();
-        if adds.len() + removes.len() > super::groups::MAX_LISTED {
+        if adds.len() + removes.len() > MAX_COMMIT_USERS {
             return Err(Error::invalid(format!(
-                "adds and removes must list at most {} users together",
-                super::groups::MAX_LISTED
+                "adds and removes must list at most {MAX_COMMIT_USERS} users together"
             )));
         }
         if adds.iter().any(|u| removes.contains(u)) {
