@@ -15,7 +15,7 @@ use super::relay::Relay;
 use super::Limit;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result, UserDevices};
-use crate::groups::{Change, Group, GroupId, MemberState, Protocol};
+use crate::groups::{Change, Group, GroupId, MemberState, MlsEpoch, Protocol};
 use crate::mls::{self, Applied};
 use crate::model::{
     CommitOut, CommitRequest, DeviceAddress, DeviceId, GroupInfoOut, GroupOut, MlsGroupOut,
@@ -64,16 +64,15 @@ impl MlsGroups {
             .as_deref()
             .map(|t| validation::base64("ratchet_tree", t))
             .transpose()?;
-        let tracked = blocking(move || mls::observe(group_id, &group_info, tree.as_deref()))
-            .await?;
+        let tracked =
+            blocking(move || mls::observe(group_id, &group_info, tree.as_deref())).await?;
         if tracked.epoch != 0 {
             return Err(Error::InvalidCommit(
                 "a group starts from a GroupInfo of epoch 0".into(),
             ));
         }
         let caller = DeviceAddress::new(by, who.device_id);
-        if !tracked.devices.contains(&caller) || tracked.devices.iter().any(|d| d.user_id != by)
-        {
+        if !tracked.devices.contains(&caller) || tracked.devices.iter().any(|d| d.user_id != by) {
             return Err(Error::InvalidCommit(
                 "the first tree holds the calling device and only its account's devices".into(),
             ));
@@ -160,12 +159,9 @@ impl MlsGroups {
             let at = read.mls.clone().ok_or_else(|| {
                 Error::InvalidCommit("the group has no MLS state yet: init it first".into())
             })?;
-            let blobs = self
-                .groups
-                .groups
-                .mls_blobs(group_id, &at)
-                .await?
-                .ok_or_else(|| Error::Internal("an MLS group without its state".into()))?;
+            let Some(blobs) = self.blobs_at(group_id, &at).await? else {
+                continue;
+            };
             let (commit_bytes, info) = (commit.clone(), group_info.clone());
             let applied = blocking(move || {
                 let applied = mls::apply_commit(&blobs.state, group_id, &commit_bytes)?;
@@ -227,8 +223,8 @@ impl MlsGroups {
                 }
                 GroupWrite::Moved(Some(now)) => {
                     let current = now.mls.as_ref().map_or(0, |m| m.epoch);
-                    if current != at.epoch || now.mls.as_ref().map(|m| m.generation)
-                        != Some(at.generation)
+                    if current != at.epoch
+                        || now.mls.as_ref().map(|m| m.generation) != Some(at.generation)
                     {
                         return Err(Error::StaleEpoch { current });
                     }
@@ -242,23 +238,22 @@ impl MlsGroups {
     /// `GET /v1/groups/{group_id}/mls/group_info`: for joined members.
     pub async fn group_info(&self, who: &Principal, group_id: GroupId) -> Result<GroupInfoOut> {
         let user = who.user_id;
-        self.groups
-            .limiter
-            .take(Limit::GroupReads { user })
-            .await?;
-        let group = self.mls_group(user, group_id).await?;
-        if !group.is_member(user) {
-            return Err(Error::NotAMember);
+        self.groups.limiter.take(Limit::GroupReads { user }).await?;
+        let mut read = None;
+        for _ in 0..ATTEMPTS {
+            let group = self.mls_group(user, group_id).await?;
+            if !group.is_member(user) {
+                return Err(Error::NotAMember);
+            }
+            let at = group.mls.clone().ok_or_else(|| {
+                Error::InvalidCommit("the group has no MLS state yet: init it first".into())
+            })?;
+            if let Some(blobs) = self.blobs_at(group_id, &at).await? {
+                read = Some((at, blobs));
+                break;
+            }
         }
-        let at = group.mls.clone().ok_or_else(|| {
-            Error::InvalidCommit("the group has no MLS state yet: init it first".into())
-        })?;
-        let blobs = self
-            .groups
-            .groups
-            .mls_blobs(group_id, &at)
-            .await?
-            .ok_or_else(|| Error::Internal("an MLS group without its state".into()))?;
+        let (at, blobs) = read.ok_or_else(|| lost_races(group_id))?;
         let tree = blocking(move || mls::export_tree(&blobs.state).map(|t| (t, blobs))).await?;
         let (tree, blobs) = tree;
         Ok(GroupInfoOut {
@@ -278,10 +273,7 @@ impl MlsGroups {
         epoch: u64,
     ) -> Result<CommitOut> {
         let user = who.user_id;
-        self.groups
-            .limiter
-            .take(Limit::GroupReads { user })
-            .await?;
+        self.groups.limiter.take(Limit::GroupReads { user }).await?;
         let group = self.mls_group(user, group_id).await?;
         let generation = group.mls.as_ref().map_or(0, |m| m.generation);
         let entry = self
@@ -304,6 +296,20 @@ impl MlsGroups {
                 .filter(|_| welcomed)
                 .map(|t| validation::encode(&t)),
         })
+    }
+
+    /// The MLS state of epoch `at`; None when a Commit accepted since `at` was read has
+    /// replaced it (the write that moves the epoch deletes the previous epoch's chunks): the
+    /// caller reads the group again rather than failing a request that merely raced a commit.
+    async fn blobs_at(&self, group_id: GroupId, at: &MlsEpoch) -> Result<Option<MlsBlobs>> {
+        if let Some(blobs) = self.groups.groups.mls_blobs(group_id, at).await? {
+            return Ok(Some(blobs));
+        }
+        let now = self.groups.groups.get(group_id).await?;
+        if now.and_then(|g| g.mls).as_ref() == Some(at) {
+            return Err(Error::Internal("an MLS group without its state".into()));
+        }
+        Ok(None)
     }
 
     /// The group if `user` is in its roster and it runs MLS.
@@ -399,7 +405,12 @@ impl MlsGroups {
             .copied()
             .chain(applied.added.iter().map(|d| d.user_id))
             .chain(applied.removed.iter().map(|d| d.user_id))
-            .chain(before.iter().filter(|d| !read.is_member(d.user_id)).map(|d| d.user_id))
+            .chain(
+                before
+                    .iter()
+                    .filter(|d| !read.is_member(d.user_id))
+                    .map(|d| d.user_id),
+            )
             .collect();
         let mut mismatched = Vec::new();
         for user in touched {
@@ -407,10 +418,7 @@ impl MlsGroups {
             let has_after = devices_of(after, user);
             let (missing, extra): (Vec<DeviceId>, Vec<DeviceId>) = if adds.contains(&user) {
                 let current = self.current_devices(user).await?;
-                (
-                    without(&current, &has_after),
-                    without(&has_after, &current),
-                )
+                (without(&current, &has_after), without(&has_after, &current))
             } else if removes.contains(&user) || !read.is_member(user) {
                 (Vec::new(), has_after)
             } else {
@@ -520,4 +528,3 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .await
         .map_err(|e| Error::Internal(format!("mls task: {e}")))?
 }
-
