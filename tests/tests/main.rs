@@ -23,6 +23,7 @@ mod keys;
 mod lambda_watch;
 mod local_up;
 mod logs;
+mod mls;
 mod redis_outage;
 mod relay;
 mod round_trips;
