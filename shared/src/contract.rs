@@ -380,7 +380,11 @@ fn describe(route: HttpRoute) -> RouteDoc {
             body: None,
             params: &[
                 GROUP_ID,
-                ("epoch", "path", "The epoch the Commit was made at (an envelope's `mls_epoch`)"),
+                (
+                    "epoch",
+                    "path",
+                    "The epoch the Commit was made at (an envelope's `mls_epoch`)",
+                ),
             ],
             ok: (200, Some("CommitOut")),
             errors: &[400, 401, 404, 409, 429],

@@ -566,7 +566,7 @@ mod tests {
             source_device: 1,
             sent_at: 1,
             group_id: None,
-                mls_epoch: None,
+            mls_epoch: None,
             body: "A".repeat(size),
         })
         .unwrap()

@@ -106,7 +106,11 @@ impl KeyDirectory {
     }
 
     /// Charges the requester's buckets (one fetch) and returns the target's budget to charge.
-    pub(super) async fn charge_requester(&self, who: &Principal, target: UserId) -> Result<Limit<'static>> {
+    pub(super) async fn charge_requester(
+        &self,
+        who: &Principal,
+        target: UserId,
+    ) -> Result<Limit<'static>> {
         let requester = who.user_id;
         // The pair bucket keeps one requester to a small share of someone else's budget; one's
         // own budget is one's own (a new device fetches its account's other devices).

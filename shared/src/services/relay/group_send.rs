@@ -249,16 +249,8 @@ impl Relay {
                 }
             }
         }
-        self.push_group(
-            &mut sent,
-            online,
-            &entry,
-            &json,
-            online_only,
-            lease,
-            now,
-        )
-        .await;
+        self.push_group(&mut sent, online, &entry, &json, online_only, lease, now)
+            .await;
         sent.delivery = match (sent.dropped, sent.queued) {
             (0, 0) => Delivery::Delivered,
             (0, _) => Delivery::Queued,

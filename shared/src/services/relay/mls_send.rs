@@ -31,12 +31,15 @@ impl Relay {
     ) -> Result<DeviceMap> {
         if addressed > 0 {
             return Err(Error::InvalidFrame(
-                "`devices` must be empty in an MLS group: the relay sends to the group's tree".into(),
+                "`devices` must be empty in an MLS group: the relay sends to the group's tree"
+                    .into(),
             ));
         }
-        let current = group.mls.as_ref().map(|m| m.epoch).ok_or(Error::StaleEpoch {
-            current: 0,
-        })?;
+        let current = group
+            .mls
+            .as_ref()
+            .map(|m| m.epoch)
+            .ok_or(Error::StaleEpoch { current: 0 })?;
         let header = mls::application_header(bytes)?;
         if header.group_id != group.id.as_bytes() {
             return Err(Error::InvalidFrame(
@@ -130,13 +133,12 @@ impl Relay {
                 let found = devices
                     .iter()
                     .filter_map(|d| {
-                        registered
-                            .iter()
-                            .find(|(id, _)| id == d)
-                            .map(|&(device_id, registration_id)| GroupDevice {
+                        registered.iter().find(|(id, _)| id == d).map(
+                            |&(device_id, registration_id)| GroupDevice {
                                 device_id,
                                 registration_id,
-                            })
+                            },
+                        )
                     })
                     .collect::<Vec<_>>();
                 (*user, found)

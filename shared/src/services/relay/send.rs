@@ -181,7 +181,7 @@ impl Relay {
                     source_device: from.device_id,
                     sent_at: now,
                     group_id: None,
-                mls_epoch: None,
+                    mls_epoch: None,
                     body: validation::encode(&part.bytes),
                 })
                 .map_err(|e| Error::Internal(e.to_string()))?;

@@ -178,7 +178,12 @@ pub fn log_items(
 
 /// A log entry from its items (in any order); `None` unless every chunk is there and it has not
 /// expired at `now_secs`.
-pub fn join_log(items: &[Item], generation: u32, epoch: u64, now_secs: u64) -> Result<Option<MlsLogEntry>> {
+pub fn join_log(
+    items: &[Item],
+    generation: u32,
+    epoch: u64,
+    now_secs: u64,
+) -> Result<Option<MlsLogEntry>> {
     let prefix = log_prefix(generation, epoch);
     let first = items
         .iter()
