@@ -430,6 +430,9 @@ pub enum ServerFrame {
         /// A group send's `unavailable` part way: members it was not stored for.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unstored_users: Option<Vec<Uuid>>,
+        /// `stale_epoch` (an MLS group's application message): the group's current epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// The reply to `ack`.
     Acked {
@@ -486,6 +489,10 @@ impl ServerFrame {
             users,
             stored_users,
             unstored_users,
+            epoch: match e {
+                Error::StaleEpoch { current } => Some(*current),
+                _ => None,
+            },
         }
     }
 

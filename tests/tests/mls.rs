@@ -748,6 +748,7 @@ async fn an_application_message_two_epochs_old_is_refused_one_epoch_old_accepted
     let reply = send_mls(&mut alice.ws, group, "old", &old).await;
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["code"], "stale_epoch", "{reply}");
+    assert_eq!(reply["epoch"], 3, "the group's epoch: {reply}");
     assert_eq!(reply["id"], "old");
     nothing_pushed(&mut bob.ws).await;
 
