@@ -727,6 +727,25 @@ async fn key_packages_are_handed_out_once_then_the_last_resort_one() {
     assert_eq!(body["count"], 0);
 }
 
+/// A device adding its account's other devices takes one KeyPackage of each of them and none of
+/// its own: it is in the group already.
+#[tokio::test]
+async fn a_claim_of_ones_own_account_spends_none_of_the_calling_device_s_key_packages() {
+    let stack = Stack::start().await;
+    let user = User::builder(&stack).create().await;
+    let first = Member::new(&stack, Device::primary(&user), 2).await;
+    let second = Member::new(&stack, link(&stack, &user, 4242).await, 2).await;
+    let (status, body) = claim_raw(&stack, &first.device, &user.user_id).await;
+    assert_eq!(status, 200, "{body}");
+    let list = body["key_packages"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{body}");
+    assert_eq!(list[0]["device_id"], second.device.device_id);
+    for (member, left) in [(&first, 2), (&second, 1)] {
+        let (_, body) = get_auth(&stack, "/v1/mls/key_packages/count", &member.device.access).await;
+        assert_eq!(body["count"], left, "device {}", member.device.device_id);
+    }
+}
+
 #[tokio::test]
 async fn an_application_message_two_epochs_old_is_refused_one_epoch_old_accepted() {
     let stack = Stack::start().await;

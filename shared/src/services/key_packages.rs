@@ -90,8 +90,8 @@ impl KeyDirectory {
         Ok(KeyPackageCount { count, last_resort })
     }
 
-    /// `GET /v1/users/{user_id}/mls/key_packages`: one KeyPackage of each of the user's devices,
-    /// all or none, charged as a bundle fetch (the same budgets: one KeyPackage handed out is
+    /// `GET /v1/users/{user_id}/mls/key_packages`: one KeyPackage of each of the user's devices
+    /// (the calling device's own left out), all or none, charged as a bundle fetch (the same budgets: one KeyPackage handed out is
     /// one one-time key gone).
     pub async fn claim_key_packages(
         &self,
@@ -104,8 +104,21 @@ impl KeyDirectory {
             .devices(target)
             .await?
             .ok_or(Error::UserNotFound)?;
-        let devices: Vec<DeviceId> = list.devices.iter().map(|d| d.device_id).collect();
         let by = DeviceAddress::new(who.user_id, who.device_id);
+        // A device adding its account's other devices is in the group already: none of its
+        // own KeyPackages is spent on it.
+        let devices: Vec<DeviceId> = list
+            .devices
+            .iter()
+            .map(|d| d.device_id)
+            .filter(|&d| DeviceAddress::new(target, d) != by)
+            .collect();
+        if devices.is_empty() {
+            return Ok(KeyPackagesOut {
+                user_id: target,
+                key_packages: Vec::new(),
+            });
+        }
         self.limiter.take(budget).await?;
         let claimed = self
             .key_packages
