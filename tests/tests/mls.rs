@@ -746,6 +746,67 @@ async fn a_claim_of_ones_own_account_spends_none_of_the_calling_device_s_key_pac
     }
 }
 
+/// The escape hatch: an admin starts the group over (a new generation at epoch 0) when its
+/// members lost sync. A plain member may not; what was sent in the old state is refused; the
+/// members are added back by a commit and the group works again.
+#[tokio::test]
+async fn an_admin_restarts_a_group_that_lost_sync_and_adds_the_members_back() {
+    let stack = Stack::start().await;
+    let mut all = members(&stack, 2).await;
+    let group = joined_group(&stack, &mut all).await;
+    let [alice, bob] = &mut all[..] else {
+        unreachable!()
+    };
+    let old_message = bob.mls.encrypt(b"from the old state");
+    let old_update = bob.mls.update();
+
+    // Bob is a plain member: he may not restart it.
+    let mut bob_again = TestMember::new(address(&bob.device));
+    let group_info = bob_again.create_group(group);
+    let (status, body) = post_auth_json(
+        &stack,
+        &format!("/v1/groups/{group}/mls/init"),
+        &bob.device.access,
+        &json!({"group_info": encode(&group_info), "ratchet_tree": encode(&bob_again.export_tree())}),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (403, "not_an_admin"), "{body}");
+
+    // Alice starts over with a new MLS group of her own device.
+    alice.mls = TestMember::new(address(&alice.device));
+    init(&stack, alice, group).await;
+    assert_eq!(group_epoch(&stack, &alice.device, group).await, 0);
+
+    // What Bob made in the old state is refused, and reaches no one.
+    let reply = send_mls(&mut bob.ws, group, "old", &old_message).await;
+    assert_eq!(reply["code"], "stale_epoch", "{reply}");
+    assert_eq!(reply["epoch"], 0, "{reply}");
+    let (status, body) = post_commit(&stack, &bob.device, group, &old_update, &[], &[]).await;
+    assert_eq!((status, error_code(&body)), (409, "stale_epoch"), "{body}");
+    assert_eq!(error_epoch(&body), 0);
+    nothing_pushed(&mut alice.ws).await;
+
+    // Bob, a member of the roster without a device in the tree, is added back and reads again.
+    let bob_id = bob.user_id().to_string();
+    let packages = key_packages_of(&stack, alice, &[&bob_id]).await;
+    let committed = alice.mls.add(&packages);
+    assert_eq!(
+        accepted(&stack, &alice.device, group, &committed, &[&bob_id], &[]).await,
+        1
+    );
+    assert!(
+        follow(&stack, bob, group).await,
+        "welcomed into the new state"
+    );
+    let message = alice.mls.encrypt(b"after the restart");
+    let reply = send_mls(&mut alice.ws, group, "new", &message).await;
+    assert_eq!(counts(&reply), (1, 0, 0), "{reply}");
+    assert_eq!(
+        receive(bob, group, &alice.device).await,
+        b"after the restart"
+    );
+}
+
 #[tokio::test]
 async fn an_application_message_two_epochs_old_is_refused_one_epoch_old_accepted() {
     let stack = Stack::start().await;
