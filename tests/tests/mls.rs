@@ -495,7 +495,8 @@ async fn a_commit_adding_one_of_two_devices_is_refused_naming_the_missing_one() 
 }
 
 #[tokio::test]
-async fn a_commit_with_a_flipped_signature_byte_is_refused_and_the_honest_one_accepted() {
+async fn a_commit_with_a_flipped_signature_or_content_byte_is_refused_and_the_honest_one_accepted()
+{
     let stack = Stack::start().await;
     let mut all = members(&stack, 2).await;
     let group = joined_group(&stack, &mut all).await;
@@ -515,6 +516,16 @@ async fn a_commit_with_a_flipped_signature_byte_is_refused_and_the_honest_one_ac
     assert_eq!(error_code(&body), "invalid_commit");
     assert_eq!(group_epoch(&stack, &alice.device, group).await, 1);
     nothing_pushed(&mut alice.ws).await;
+
+    // Content changed after signing (a byte of the update path: what a forged proposal or
+    // path is to the relay) is refused the same way.
+    let mut altered = honest.clone();
+    let middle = altered.commit.len() / 2;
+    altered.commit[middle] ^= 0x01;
+    let (status, body) = post_commit(&stack, &bob.device, group, &altered, &[], &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "invalid_commit");
+    assert_eq!(group_epoch(&stack, &alice.device, group).await, 1);
 
     assert_eq!(
         accepted(&stack, &bob.device, group, &honest, &[], &[]).await,
