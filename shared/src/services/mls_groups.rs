@@ -64,6 +64,9 @@ impl MlsGroups {
             .as_deref()
             .map(|t| validation::base64("ratchet_tree", t))
             .transpose()?;
+        // Who may start it is settled before any MLS work is done.
+        self.mls_group(by, group_id).await?.require_admin(by)?;
+        let info = group_info.clone();
         let tracked =
             blocking(move || mls::observe(group_id, &group_info, tree.as_deref())).await?;
         if tracked.epoch != 0 {
@@ -77,7 +80,6 @@ impl MlsGroups {
                 "the first tree holds the calling device and only its account's devices".into(),
             ));
         }
-        let info = validation::base64("group_info", &req.group_info)?;
         for _ in 0..ATTEMPTS {
             let read = self.mls_group(by, group_id).await?;
             read.require_admin(by)?;
