@@ -32,33 +32,7 @@ pub struct Applied {
 /// path against the public tree, but not the membership tag nor the confirmation tag (members
 /// do; a commit that fails those fails for every member alike).
 pub fn apply_commit(state: &[u8], group_id: GroupId, commit: &[u8]) -> Result<Applied> {
-    let message =
-        MlsMessage::from_bytes(commit).map_err(|e| invalid_commit("commit does not parse", &e))?;
-    let (epoch, sender) = match message.description() {
-        MlsMessageDescription::PublicProtocolMessage {
-            group_id: id,
-            epoch_id,
-            content_type,
-            sender,
-            ..
-        } => {
-            if id != group_id.as_bytes().as_slice() {
-                return Err(Error::InvalidCommit(
-                    "MLS group id is not the group's id".into(),
-                ));
-            }
-            if content_type != ContentType::Commit {
-                return Err(Error::InvalidCommit("not a Commit".into()));
-            }
-            (epoch_id, sender)
-        }
-        MlsMessageDescription::PrivateProtocolMessage { .. } => {
-            return Err(Error::InvalidCommit(
-                "handshake messages must be PublicMessage".into(),
-            ))
-        }
-        _ => return Err(Error::InvalidCommit("not a Commit".into())),
-    };
+    let (message, epoch, sender) = commit_header(group_id, commit)?;
     let mut group = load(state)?;
     let current = group.group_context().epoch;
     if epoch != current {
@@ -94,4 +68,42 @@ pub fn apply_commit(state: &[u8], group_id: GroupId, commit: &[u8]) -> Result<Ap
         added,
         removed,
     })
+}
+
+/// The epoch a Commit was made at, read from its plaintext header without the group's state:
+/// a Commit of this group at another epoch than the one the caller knows can be refused before
+/// the state is read. Not a Commit of this group as a PublicMessage → InvalidCommit.
+pub fn commit_epoch(group_id: GroupId, commit: &[u8]) -> Result<u64> {
+    commit_header(group_id, commit).map(|(_, epoch, _)| epoch)
+}
+
+fn commit_header(group_id: GroupId, commit: &[u8]) -> Result<(MlsMessage, u64, Sender)> {
+    let message =
+        MlsMessage::from_bytes(commit).map_err(|e| invalid_commit("commit does not parse", &e))?;
+    let (epoch, sender) = match message.description() {
+        MlsMessageDescription::PublicProtocolMessage {
+            group_id: id,
+            epoch_id,
+            content_type,
+            sender,
+            ..
+        } => {
+            if id != group_id.as_bytes().as_slice() {
+                return Err(Error::InvalidCommit(
+                    "MLS group id is not the group's id".into(),
+                ));
+            }
+            if content_type != ContentType::Commit {
+                return Err(Error::InvalidCommit("not a Commit".into()));
+            }
+            (epoch_id, sender)
+        }
+        MlsMessageDescription::PrivateProtocolMessage { .. } => {
+            return Err(Error::InvalidCommit(
+                "handshake messages must be PublicMessage".into(),
+            ))
+        }
+        _ => return Err(Error::InvalidCommit("not a Commit".into())),
+    };
+    Ok((message, epoch, sender))
 }

@@ -24,7 +24,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use commits::{apply_commit, Applied};
+pub use commits::{apply_commit, commit_epoch, Applied};
 pub use header::{application_header, AppHeader};
 pub use identity::{device_of, identity};
 pub use key_packages::{check_key_package, CheckedKeyPackage};

@@ -161,6 +161,11 @@ impl MlsGroups {
             let at = read.mls.clone().ok_or_else(|| {
                 Error::InvalidCommit("the group has no MLS state yet: init it first".into())
             })?;
+            // A Commit of another epoch is refused before the state is read.
+            let made_at = mls::commit_epoch(group_id, &commit)?;
+            if made_at != at.epoch {
+                return Err(Error::StaleEpoch { current: at.epoch });
+            }
             let Some(blobs) = self.blobs_at(group_id, &at).await? else {
                 continue;
             };
