@@ -4,9 +4,9 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use uuid::Uuid;
 
-use super::{mls_items, Item};
+use super::Item;
 use crate::error::{Error, Result};
-use crate::groups::{Group, GroupId, Member, MemberState, Membership, Protocol, Role};
+use crate::groups::{Group, GroupId, Member, MemberState, Membership, MlsEpoch, Protocol, Role};
 use crate::model::{
     Device, DeviceAddress, DeviceList, OneTimeKey, Profile, RetiredRegistrations, SignedKey,
     PRIMARY_DEVICE,
@@ -355,10 +355,10 @@ pub fn group_item(g: &Group) -> Item {
     }
     // A Signal group's item stays as it was before MLS: no attribute says so.
     if g.protocol == Protocol::Mls {
-        item.insert("protocol".into(), s(mls_items::MLS_PROTOCOL));
+        item.insert("protocol".into(), s(MLS_PROTOCOL));
     }
     if let Some(at) = &g.mls {
-        item.insert("mls".into(), mls_items::epoch_attr(at));
+        item.insert("mls".into(), epoch_attr(at));
     }
     item
 }
@@ -387,9 +387,9 @@ pub fn group_from(item: &Item) -> Result<Group> {
         members,
         protocol: match item.get("protocol") {
             None => Protocol::Signal,
-            Some(_) => mls_items::protocol_from(get_s(item, "protocol")?)?,
+            Some(_) => protocol_from(get_s(item, "protocol")?)?,
         },
-        mls: item.get("mls").map(mls_items::epoch_from).transpose()?,
+        mls: item.get("mls").map(epoch_from).transpose()?,
     })
 }
 
@@ -410,6 +410,39 @@ pub fn membership_from(item: &Item) -> Result<Membership> {
         group_id,
         role: role_from(get_s(item, "role")?)?,
         state: state_from(get_s(item, "state")?)?,
+    })
+}
+
+// ---- an MLS group's fields of the group item ----
+
+pub const MLS_PROTOCOL: &str = "mls";
+
+pub fn protocol_from(v: &str) -> Result<Protocol> {
+    match v {
+        "signal" => Ok(Protocol::Signal),
+        MLS_PROTOCOL => Ok(Protocol::Mls),
+        _ => Err(corrupt("protocol")),
+    }
+}
+
+/// The group item's `mls` map.
+pub fn epoch_attr(at: &MlsEpoch) -> AttributeValue {
+    let map = Item::from([
+        ("epoch".to_string(), n(at.epoch)),
+        ("generation".to_string(), n(at.generation)),
+        ("state_chunks".to_string(), n(at.state_chunks)),
+        ("info_chunks".to_string(), n(at.info_chunks)),
+    ]);
+    AttributeValue::M(map)
+}
+
+pub fn epoch_from(v: &AttributeValue) -> Result<MlsEpoch> {
+    let map = v.as_m().map_err(|_| corrupt("mls"))?;
+    Ok(MlsEpoch {
+        epoch: get_n(map, "epoch")?,
+        generation: get_n(map, "generation")?,
+        state_chunks: get_n(map, "state_chunks")?,
+        info_chunks: get_n(map, "info_chunks")?,
     })
 }
 

@@ -7,19 +7,9 @@ use uuid::Uuid;
 use super::items::{b, corrupt, get_b, get_n, get_s, key, keys_pk, n, s};
 use super::Item;
 use crate::error::Result;
-use crate::groups::{MlsEpoch, Protocol};
+use crate::groups::MlsEpoch;
 use crate::model::DeviceAddress;
 use crate::storage::{KeyPackageItem, MlsBlobs, MlsLogEntry, MLS_CHUNK_BYTES};
-
-pub const MLS_PROTOCOL: &str = "mls";
-
-pub fn protocol_from(v: &str) -> Result<Protocol> {
-    match v {
-        "signal" => Ok(Protocol::Signal),
-        MLS_PROTOCOL => Ok(Protocol::Mls),
-        _ => Err(corrupt("protocol")),
-    }
-}
 
 fn device_str(d: &DeviceAddress) -> String {
     format!("{}/{}", d.user_id, d.device_id)
@@ -31,27 +21,6 @@ fn device_from(v: &str) -> Option<DeviceAddress> {
         Uuid::parse_str(user).ok()?,
         device.parse().ok()?,
     ))
-}
-
-/// The group item's `mls` map.
-pub fn epoch_attr(at: &MlsEpoch) -> AttributeValue {
-    let map = Item::from([
-        ("epoch".to_string(), n(at.epoch)),
-        ("generation".to_string(), n(at.generation)),
-        ("state_chunks".to_string(), n(at.state_chunks)),
-        ("info_chunks".to_string(), n(at.info_chunks)),
-    ]);
-    AttributeValue::M(map)
-}
-
-pub fn epoch_from(v: &AttributeValue) -> Result<MlsEpoch> {
-    let map = v.as_m().map_err(|_| corrupt("mls"))?;
-    Ok(MlsEpoch {
-        epoch: get_n(map, "epoch")?,
-        generation: get_n(map, "generation")?,
-        state_chunks: get_n(map, "state_chunks")?,
-        info_chunks: get_n(map, "info_chunks")?,
-    })
 }
 
 /// Every chunk of a group's MLS state sorts under this, in the group's partition.
@@ -315,6 +284,7 @@ pub fn handout_from(item: &Item, now: u64) -> Result<Option<(String, DeviceAddre
 
 #[cfg(test)]
 mod tests {
+    use super::super::items::{epoch_attr, epoch_from};
     use super::*;
 
     fn epoch(state_chunks: u32, info_chunks: u32) -> MlsEpoch {
