@@ -51,7 +51,7 @@ pub async fn with_linked_devices(stack: &Stack, users: &[User]) -> Vec<Vec<Devic
 
 /// `request` again while it answers 503 (the service gave up on conflicting writes, or the
 /// engine refused a transaction), backing off as a client does.
-async fn retried<F>(mut request: impl FnMut() -> F) -> (u16, Value)
+pub(crate) async fn retried<F>(mut request: impl FnMut() -> F) -> (u16, Value)
 where
     F: std::future::Future<Output = (u16, Value)>,
 {

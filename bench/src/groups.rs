@@ -195,7 +195,7 @@ pub struct GroupOnline {
 }
 
 /// The counts of a group `sent` reply: (delivered, queued, dropped).
-fn counts(sent: &str) -> (u64, u64, u64) {
+pub(crate) fn counts(sent: &str) -> (u64, u64, u64) {
     let number = |name: &str| {
         let key = format!(r#""{name}":"#);
         sent.find(&key)

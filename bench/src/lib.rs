@@ -9,6 +9,8 @@ pub mod floors;
 pub mod group_report;
 pub mod group_setup;
 pub mod groups;
+pub mod mls;
+pub mod mls_report;
 pub mod redis_memory;
 pub mod report;
 pub mod scenarios;
@@ -27,7 +29,7 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL] [--only acks|ackflood|bundle|groups]
+                   [--dynamodb-url URL] [--only acks|ackflood|bundle|groups|mls]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -41,8 +43,10 @@ scenario 1d alone (ack mode beside fire-and-forget), --only ackflood scenario 7 
 (another user's ping while one account floods useless acks), --only bundle scenario 3's
 concurrency levels (bundle fetches beside their storage floor; with --gateway-dir, the
 gateway as one profile builds it), --only groups scenario 8 (group sends, on the single
-node and on a Redis Cluster, beside scenario 1 and 1b run with it); each prints its figures
-and the floors it was measured beside, writing nothing.";
+node and on a Redis Cluster, beside scenario 1 and 1b run with it), --only mls scenario 9 (a
+1,500-member MLS group: Commits accepted beside the relay's MLS work in-process, Welcome sizes,
+application messages to 300 online members); each prints its figures and the floors it was
+measured beside, writing nothing.";
 
 /// A scenario run alone (`--only`), printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,8 @@ pub enum Only {
     AckFlood,
     /// Scenario 8: group sends, beside scenario 1 (and 1b on the cluster) (`--only groups`).
     Groups,
+    /// Scenario 9: MLS groups, Commits beside the relay's MLS work in-process (`--only mls`).
+    Mls,
 }
 
 #[derive(Debug, Clone)]
@@ -178,9 +184,10 @@ impl Opts {
                     "ackflood" => o.only = Some(Only::AckFlood),
                     "bundle" => o.only = Some(Only::Bundle),
                     "groups" => o.only = Some(Only::Groups),
+                    "mls" => o.only = Some(Only::Mls),
                     other => {
                         return Err(format!(
-                            "--only takes acks, ackflood, bundle or groups, not {other:?}"
+                            "--only takes acks, ackflood, bundle, groups or mls, not {other:?}"
                         ))
                     }
                 },
@@ -319,6 +326,15 @@ pub async fn run(o: Opts) -> Result<(), String> {
         return Ok(());
     }
 
+    let mls_plan = mls::Plan::new(o.quick);
+    if o.only == Some(Only::Mls) {
+        let m = mls::run(&stack, &mls_plan).await;
+        print_floors(&redis_floor, None);
+        mls_report::print(&m);
+        gw.stop().await;
+        return Ok(());
+    }
+
     let servers = scenarios::Servers {
         gateway: gw.pid,
         redis: redis_pid,
@@ -440,6 +456,9 @@ pub async fn run(o: Opts) -> Result<(), String> {
     log("8 · groups on the single node");
     let memory = redis_memory::Memory::Node(redis.clone());
     let groups_single = groups::run(&stack, &memory, &servers, &group_plan, timing, true).await;
+
+    log("9 · MLS groups on the single node");
+    let mls_groups = mls::run(&stack, &mls_plan).await;
 
     let size = if o.quick { 4 << 20 } else { 50 << 20 };
     let rounds = if o.quick { 1 } else { 3 };
@@ -594,6 +613,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         attachments: Some(attachments),
         ack_flood: Some(ack_flood),
         groups: Some(groups),
+        mls: Some(mls_groups),
         online_cluster,
         offline,
         bundle,

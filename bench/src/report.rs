@@ -44,6 +44,10 @@ pub struct Results {
     /// Group sends on the single node and on the cluster (absent from runs before groups).
     #[serde(default)]
     pub groups: Option<crate::groups::Groups>,
+    /// A 1,500-member MLS group: Commits, Welcomes, application messages (absent from runs
+    /// before MLS groups).
+    #[serde(default)]
+    pub mls: Option<crate::mls::MlsGroups>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -419,6 +423,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
     if let Some(g) = &r.groups {
         rows.extend(crate::group_report::rows(g));
     }
+    if let Some(m) = &r.mls {
+        let signal = r.groups.as_ref().and_then(|g| g.single.online.as_ref());
+        rows.extend(crate::mls_report::rows(m, signal));
+    }
     if let Some(a) = &r.attachments {
         let name = format!(
             "6 · attachment of {:.0} MiB ({} rounds)",
@@ -688,6 +696,9 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
     }
     if let Some(g) = &r.groups {
         t.extend(crate::group_report::targets(g));
+    }
+    if let Some(m) = &r.mls {
+        t.extend(crate::mls_report::targets(m));
     }
     if let Some(a) = &r.ack_flood {
         t.push(Target {
