@@ -11,7 +11,7 @@ use relay_tests::devices::{self, Device};
 use relay_tests::{Stack, User};
 use serde_json::{json, Value};
 
-use super::ws::GroupTarget;
+use super::ws::{self, GroupTarget, WsStream};
 
 /// The most users one create or invite request may name: the group item and one index item
 /// per user go in one DynamoDB transaction of at most 100 items.
@@ -160,6 +160,21 @@ pub fn target(group_id: &str, members: &[&[Device]], sender: &Device) -> Arc<Gro
 /// Each user's primary device alone, as a member list for [`target`].
 pub fn primaries(users: &[User]) -> Vec<Vec<Device>> {
     users.iter().map(|u| vec![Device::primary(u)]).collect()
+}
+
+/// Connects each user's device and drains what was sent to it before (16 at a time), so that
+/// what arrives next is what a timed send delivers; a user whose drain failed is left out.
+pub async fn connect_drained(stack: &Stack, users: &[User]) -> Vec<WsStream> {
+    let connected: Vec<Option<WsStream>> = futures::stream::iter(users)
+        .map(|u| async move {
+            let mut ws = ws::connect(&stack.ws_url(&u.access)).await;
+            ws::drain(&mut ws, Duration::from_secs(60)).await.ok()?;
+            Some(ws)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    connected.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use shared::model::DeviceAddress;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::group_setup::{accounts, retried, INVITES_PER_REQUEST};
+use super::group_setup::{self, accounts, retried, INVITES_PER_REQUEST};
 use super::groups::counts;
 use super::util::{log, Lat};
 use super::ws::{self, WsStream, BODY_BYTES};
@@ -531,18 +531,9 @@ async fn online(stack: &Stack, p: &mut Prepared, plan: &Plan) -> MlsOnline {
     let base = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let connected: Vec<Option<WsStream>> = futures::stream::iter(&p.members[1..=n])
-        .map(|u| async move {
-            let mut ws = ws::connect(&stack.ws_url(&u.access)).await;
-            ws::drain(&mut ws, Duration::from_secs(60)).await.ok()?;
-            Some(ws)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
     // A member whose drain failed is left out of the receipts awaited.
     let mut n = 0;
-    for ws in connected.into_iter().flatten() {
+    for ws in group_setup::connect_drained(stack, &p.members[1..=n]).await {
         tokio::spawn(receive(ws, base, tx.clone(), stop_rx.clone()));
         n += 1;
     }
