@@ -327,6 +327,47 @@ impl Error {
     }
 }
 
+/// Every code [`Error::code`] answers (a unit test holds the two together).
+pub const CODES: &[&str] = &[
+    "invalid_request",
+    "malformed_json",
+    "invalid_signature",
+    "username_taken",
+    "invalid_credentials",
+    "unauthorized",
+    "user_not_found",
+    "not_found",
+    "prekeys_exhausted",
+    "forbidden",
+    "device_not_found",
+    "attachment_not_found",
+    "too_many_devices",
+    "registration_id_reused",
+    "invalid_code",
+    "unknown_address",
+    "mismatched_devices",
+    "stale_devices",
+    "group_not_found",
+    "not_an_admin",
+    "not_a_member",
+    "group_full",
+    "version_conflict",
+    "invalid_key_package",
+    "invalid_commit",
+    "stale_epoch",
+    "mls_client_mismatch",
+    "wrong_protocol",
+    "key_packages_exhausted",
+    "id_reused",
+    "payload_too_large",
+    "rate_limited",
+    "unknown_recipient",
+    "too_large",
+    "invalid_frame",
+    "unavailable",
+    "internal",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +381,20 @@ mod tests {
         assert!(body.contains("\"code\":\"unavailable\""));
         let e = Error::Internal("panic at foo.rs".into());
         assert!(!e.to_json().to_string().contains("foo.rs"));
+    }
+
+    #[test]
+    fn every_code_answered_is_listed() {
+        let source = crate::repo_file("shared/src/error.rs");
+        let body = source
+            .split("pub fn code(&self)")
+            .nth(1)
+            .and_then(|rest| rest.split("\n    }\n").next())
+            .expect("Error::code in error.rs");
+        let answered: std::collections::BTreeSet<&str> =
+            body.split('"').skip(1).step_by(2).collect();
+        let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(answered, listed);
     }
 
     #[test]

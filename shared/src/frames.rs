@@ -46,6 +46,24 @@ pub enum ClientFrame {
     Ack(AckFrame),
 }
 
+/// Every client frame's `action`, as [`ClientFrame::action`] names it.
+pub const ACTIONS: [&str; 7] = ["send", "fetch", "list", "ping", "renew", "provision", "ack"];
+
+impl ClientFrame {
+    /// The frame's `action` (a metric label: one of [`ACTIONS`]).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Send(_) => "send",
+            Self::Fetch(_) => "fetch",
+            Self::List(_) => "list",
+            Self::Ping(_) => "ping",
+            Self::Renew(_) => "renew",
+            Self::Provision(_) => "provision",
+            Self::Ack(_) => "ack",
+        }
+    }
+}
+
 /// `ack`: the ids of envelopes the client has processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AckFrame {

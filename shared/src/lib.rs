@@ -10,6 +10,7 @@ pub mod frames;
 pub mod groups;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod mls;
 pub mod model;
 pub mod routes;

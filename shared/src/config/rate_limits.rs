@@ -76,6 +76,14 @@ macro_rules! rate_limits {
                 }
             }
 
+            /// The limit's name: a metric label and a log field that, unlike the key, names
+            /// no user or address.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Self::$variant { .. } => stringify!($field), )*
+                }
+            }
+
             /// The variable that sizes it.
             pub fn setting(&self) -> &'static Setting {
                 match self {

@@ -47,7 +47,11 @@ impl Limiter {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after_ms } => {
                 let retry_after_secs = wait_secs(retry_after_ms);
-                tracing::info!(buckets = ?keys, retry_after_secs, "rate limit hit");
+                // One refusal, named by the step's first limit (a send's `frames`); the keys
+                // name users and addresses, so they stay out of the log.
+                let limit = which.first().map_or("", |(l, _)| l.name());
+                crate::metrics::rate_limited(limit);
+                tracing::info!(limit, retry_after_secs, "rate limit hit");
                 Err(Error::RateLimited { retry_after_secs })
             }
         }
@@ -77,9 +81,10 @@ impl Limiter {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after_ms } => {
                 let retry_after_secs = wait_secs(retry_after_ms);
-                // The bucket's key names the source: the client IP, or the user for per-user
-                // limits.
-                tracing::info!(bucket = %which.key(), retry_after_secs, "rate limit hit");
+                // The bucket's key names the source (a client IP or a user): only the limit's
+                // name is logged.
+                crate::metrics::rate_limited(which.name());
+                tracing::info!(limit = which.name(), retry_after_secs, "rate limit hit");
                 Err(Error::RateLimited { retry_after_secs })
             }
         }
