@@ -153,6 +153,8 @@ settings! {
         "local gateway: a WebSocket without a message either way for this long is closed, as API Gateway closes it after its fixed 10 minutes (change it only to test) (§7.6)";
     RUST_LOG = "info", "log filter";
     RELAY_LOG_FORMAT = "text", "`json` for JSON lines (set on Lambda)";
+    RELAY_METRICS = "on",
+        "`off`: no metric is recorded. On, the local gateway serves Prometheus text at `/metrics` of its management listener and each Lambda function writes CloudWatch Embedded Metric Format lines (docs/operations.md)";
 }
 
 #[cfg(test)]
