@@ -1,11 +1,44 @@
 //! Translation between lambda_http requests/responses and the domain, in one place.
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Instant;
+
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::metrics;
+use crate::routes::HttpRoute;
+
+/// Serves one request through `handle`, given the request's route (`None`: no route of the
+/// table). Every function's handler goes through it, on Lambda and behind the local gateway
+/// alike, so each request is counted and timed once under its route key (never its path), and
+/// every log line of it carries its API Gateway request id and route.
+pub async fn serve<F, Fut>(req: Request, handle: F) -> Response<Body>
+where
+    F: FnOnce(Option<HttpRoute>, Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let started = Instant::now();
+    let route = HttpRoute::from_key(&route_key(&req));
+    let label = route.map_or(metrics::UNMATCHED_ROUTE, HttpRoute::key);
+    let span = tracing::info_span!("request", request_id = request_id(&req), route = label);
+    let resp = handle(route, req).instrument(span).await;
+    metrics::http_request(label, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// API Gateway's id of the request (empty when the event has none).
+pub fn request_id(req: &Request) -> &str {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.as_deref().unwrap_or_default(),
+        _ => "",
+    }
+}
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
     let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
@@ -95,14 +128,13 @@ pub fn source_ip(req: &Request) -> String {
 }
 
 /// API Gateway's route key (`"GET /v1/keys/count"`), or method and path when there is none.
-pub fn route_key(req: &Request) -> String {
+pub fn route_key(req: &Request) -> Cow<'_, str> {
     match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx))
-            if ctx.route_key.as_deref().is_some_and(|k| k != "$default") =>
-        {
-            ctx.route_key.clone().unwrap_or_default()
-        }
-        _ => format!("{} {}", req.method(), req.raw_http_path()),
+        Some(RequestContext::ApiGatewayV2(ctx)) => match ctx.route_key.as_deref() {
+            Some(key) if key != "$default" => Cow::Borrowed(key),
+            _ => Cow::Owned(format!("{} {}", req.method(), req.raw_http_path())),
+        },
+        _ => Cow::Owned(format!("{} {}", req.method(), req.raw_http_path())),
     }
 }
 

@@ -6,17 +6,18 @@ use std::convert::Infallible;
 use lambda_http::{Body, Request, Response};
 use shared::routes::HttpRoute;
 use shared::{http, App, Error};
-use tracing::instrument;
 
 /// Dispatches on the route table (`shared::routes`); a route of another function is not found.
-#[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    let route = HttpRoute::from_key(&http::route_key(&req));
-    Ok(match route {
+    Ok(http::serve(req, |route, req| dispatch(app, route, req)).await)
+}
+
+async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response<Body> {
+    match route {
         Some(HttpRoute::CreateAttachment) => create(app, &req).await,
         Some(HttpRoute::GetAttachment) => get(app, &req).await,
         _ => http::error(&Error::RouteNotFound),
-    })
+    }
 }
 
 /// POST /v1/attachments

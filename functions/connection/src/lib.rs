@@ -2,13 +2,14 @@
 //! It translates between frames (`shared::frames`) and the relay service, nothing more.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use shared::frames::{ClientFrame, ServerFrame};
 use shared::services::relay::{GroupSend, Payload, Relay};
-use shared::Result;
-use tracing::instrument;
+use shared::{metrics, Result};
+use tracing::Instrument;
 
 fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
     let mut r = ApiGatewayProxyResponse::default();
@@ -20,18 +21,41 @@ fn reply(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
 /// `$connect` (token in the query, `ack=1` for ack mode, or `provisioning=1` for an anonymous
 /// provisioning socket),
 /// `$disconnect`, and `$default` (client frames). The returned body of `$default` is the reply
-/// frame, sent back by API Gateway's route response.
-#[instrument(skip_all, fields(route = ev.request_context.route_key.as_deref().unwrap_or("")))]
+/// frame, sent back by API Gateway's route response. Every event is counted and timed by action
+/// and outcome, and every log line of it carries its request id and connection id.
 pub async fn handler(
     relay: &Relay,
     ev: ApiGatewayWebsocketProxyRequest,
 ) -> Result<ApiGatewayProxyResponse, Infallible> {
+    let started = Instant::now();
+    let ctx = &ev.request_context;
+    let span = tracing::info_span!(
+        "event",
+        request_id = ctx.request_id.as_deref().unwrap_or_default(),
+        connection_id = ctx.connection_id.as_deref().unwrap_or_default(),
+        route = ctx.route_key.as_deref().unwrap_or_default(),
+    );
+    let handled = event(relay, &ev).instrument(span).await;
+    metrics::frame(handled.action, handled.outcome, started.elapsed());
+    Ok(handled.response)
+}
+
+/// An event's response, with its action and outcome as the metrics label them.
+struct Handled {
+    /// A client frame's action, `$connect`, `$disconnect`, or `invalid` (the frame did not parse).
+    action: &'static str,
+    /// `ok`, or the code of the error answered.
+    outcome: &'static str,
+    response: ApiGatewayProxyResponse,
+}
+
+async fn event(relay: &Relay, ev: &ApiGatewayWebsocketProxyRequest) -> Handled {
     let connection_id = ev
         .request_context
         .connection_id
         .as_deref()
         .unwrap_or_default();
-    Ok(match ev.request_context.route_key.as_deref() {
+    match ev.request_context.route_key.as_deref() {
         Some("$connect") => {
             let ip = ev
                 .request_context
@@ -54,39 +78,98 @@ pub async fn handler(
                         .map(|_| ())
                 }
             };
-            connected_reply(connected)
+            if connected.is_ok() {
+                metrics::connection_opened();
+            }
+            Handled {
+                action: "$connect",
+                outcome: outcome(&connected),
+                response: connected_reply(connected),
+            }
         }
         Some("$disconnect") => {
-            if let Err(e) = relay.disconnect(connection_id).await {
+            metrics::connection_closed();
+            let disconnected = relay.disconnect(connection_id).await;
+            if let Err(e) = &disconnected {
                 e.log();
             }
-            reply(200, None)
+            Handled {
+                action: "$disconnect",
+                outcome: outcome(&disconnected),
+                response: reply(200, None),
+            }
         }
         _ => {
             let text = ev.body.as_deref().unwrap_or_default();
-            match frame(relay, connection_id, text).await {
+            let (action, answered) = frame(relay, connection_id, text).await;
+            let outcome = match &answered {
+                Ok(_) => "ok",
+                Err(refusal) => refusal.code(),
+            };
+            let response = match answered {
                 // The session is over (logout, deletion, token expiry): the refusal is the
                 // connection's last frame, written before it is closed.
-                Some(refusal @ ServerFrame::Error { .. })
-                    if refusal.code() == Some("unauthorized") =>
-                {
-                    relay.end(connection_id, &refusal.to_json()).await;
+                Err(refusal) if refusal.code() == "unauthorized" => {
+                    relay.end(connection_id, &refusal.frame.to_json()).await;
                     reply(200, None)
                 }
-                answer => reply(200, answer.map(|a| a.to_json())),
+                Err(refusal) => reply(200, Some(refusal.frame.to_json())),
+                Ok(answer) => reply(200, answer.map(|a| a.to_json())),
+            };
+            Handled {
+                action,
+                outcome,
+                response,
             }
         }
-    })
+    }
 }
 
-/// One client frame in, its reply frame out (pushed frames go through the relay's pusher);
-/// none for a quiet `ack` that succeeded.
-async fn frame(relay: &Relay, connection_id: &str, text: &str) -> Option<ServerFrame> {
+fn outcome(result: &Result<()>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+/// A frame refused: the error frame answered and its code.
+struct Refusal {
+    code: &'static str,
+    frame: ServerFrame,
+}
+
+impl Refusal {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+/// One client frame in, with its action: its reply frame out (pushed frames go through the
+/// relay's pusher), none for a quiet `ack` that succeeded, or its refusal.
+async fn frame(
+    relay: &Relay,
+    connection_id: &str,
+    text: &str,
+) -> (
+    &'static str,
+    std::result::Result<Option<ServerFrame>, Refusal>,
+) {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
-        Err((id, e)) => return Some(refused(id, e)),
+        Err((id, e)) => return ("invalid", Err(refused(id, e))),
     };
+    let action = frame.action();
     let id = frame.id().cloned();
+    let answered = answer(relay, connection_id, frame).await;
+    (action, answered.map_err(|e| refused(id, e)))
+}
+
+/// What the relay answers a parsed frame.
+async fn answer(
+    relay: &Relay,
+    connection_id: &str,
+    frame: ClientFrame,
+) -> Result<Option<ServerFrame>> {
     let answer: Result<ServerFrame> = match frame {
         ClientFrame::Send(send) => match (send.group_id, send.to) {
             (Some(group_id), _) => {
@@ -139,7 +222,7 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> Option<ServerF
             }
         },
         ClientFrame::Ack(ack) => match relay.ack(connection_id, &ack.ids).await {
-            Ok(_) if ack.quiet => return None,
+            Ok(_) if ack.quiet => return Ok(None),
             answer => answer.map(|acked| ServerFrame::Acked { id: ack.id, acked }),
         },
         ClientFrame::Provision(_) => {
@@ -165,7 +248,7 @@ async fn frame(relay: &Relay, connection_id: &str, text: &str) -> Option<ServerF
             .await
             .map(|valid_until| ServerFrame::Renewed { valid_until }),
     };
-    Some(answer.unwrap_or_else(|e| refused(id, e)))
+    answer.map(Some)
 }
 
 /// `$connect`'s answer: 200, or the refusal as an HTTP error (the handshake fails).
@@ -183,7 +266,10 @@ fn connected_reply(connected: Result<()>) -> ApiGatewayProxyResponse {
     }
 }
 
-fn refused(id: Option<serde_json::Value>, e: shared::Error) -> ServerFrame {
+fn refused(id: Option<serde_json::Value>, e: shared::Error) -> Refusal {
     e.log();
-    ServerFrame::error(id, &e)
+    Refusal {
+        code: e.code(),
+        frame: ServerFrame::error(id, &e),
+    }
 }

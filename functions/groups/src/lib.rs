@@ -8,12 +8,14 @@ use shared::crypto::tokens::Principal;
 use shared::groups::GroupId;
 use shared::routes::HttpRoute;
 use shared::{http, validation, App, Error};
-use tracing::instrument;
 
 /// Dispatches on the route table (`shared::routes`); a route of another function is not found.
-#[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    Ok(match HttpRoute::from_key(&http::route_key(&req)) {
+    Ok(http::serve(req, |route, req| dispatch(app, route, req)).await)
+}
+
+async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response<Body> {
+    match route {
         Some(HttpRoute::CreateGroup) => create(app, &req).await,
         Some(HttpRoute::ListGroups) => list(app, &req).await,
         Some(HttpRoute::GetGroup) => get(app, &req).await,
@@ -50,7 +52,7 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::ClaimKeyPackages,
         )
         | None => http::error(&Error::RouteNotFound),
-    })
+    }
 }
 
 /// The caller and the `{group_id}` of the path.

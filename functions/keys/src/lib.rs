@@ -5,12 +5,14 @@ use std::convert::Infallible;
 use lambda_http::{Body, Request, Response};
 use shared::routes::HttpRoute;
 use shared::{http, validation, App, Error};
-use tracing::instrument;
 
 /// Dispatches on the route table (`shared::routes`); a route of another function is not found.
-#[instrument(skip_all, fields(route = %http::route_key(&req)))]
 pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallible> {
-    Ok(match HttpRoute::from_key(&http::route_key(&req)) {
+    Ok(http::serve(req, |route, req| dispatch(app, route, req)).await)
+}
+
+async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response<Body> {
+    match route {
         Some(HttpRoute::UploadKeys) => upload(app, &req).await,
         Some(HttpRoute::CountKeys) => count(app, &req).await,
         Some(HttpRoute::Bundle) => bundle(app, &req).await,
@@ -47,7 +49,7 @@ pub async fn handler(app: &App, req: Request) -> Result<Response<Body>, Infallib
             | HttpRoute::GroupInfo,
         )
         | None => http::error(&Error::RouteNotFound),
-    })
+    }
 }
 
 /// PUT /v1/keys
