@@ -13,9 +13,11 @@ usage: local-gateway [--create-tables] [--lambda-endpoint URL]
 
 Serves the relay on RELAY_LISTEN (default 127.0.0.1:8080), and the Management API
 (/@connections/{id}) on RELAY_MANAGEMENT_LISTEN (a loopback address; default 127.0.0.1:0, a free
-port, required with --lambda-endpoint). RELAY_WS_QUEUE_BYTES bounds each connection's outbound
-queue (default 1048576); RELAY_WS_IDLE_TIMEOUT_SECS closes a connection without a message either
-way for that long (default 600, API Gateway's).
+port, required with --lambda-endpoint); that listener also serves /metrics (Prometheus text;
+RELAY_METRICS=off turns metrics off), /healthz (liveness) and /readyz (Redis and DynamoDB
+answer). RELAY_WS_QUEUE_BYTES bounds each connection's outbound queue (default 1048576);
+RELAY_WS_IDLE_TIMEOUT_SECS closes a connection without a message either way for that long
+(default 600, API Gateway's).
   --create-tables        create missing tables (from infra/tables.json) before serving
   --lambda-endpoint URL  send events to functions behind a Lambda invoke API instead of calling
                          the handlers in this process

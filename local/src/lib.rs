@@ -6,6 +6,7 @@ pub mod dynamodb_engine;
 pub mod events;
 pub mod functions;
 pub mod lambda;
+pub mod monitoring;
 pub mod routes;
 pub mod server;
 pub mod socket_writer;
@@ -38,6 +39,7 @@ pub fn in_process_with(app: Arc<App>, sockets: sockets::Sockets, max_body_bytes:
         max_body_bytes,
         queue_bytes: cli::DEFAULT_QUEUE_BYTES,
         idle_timeout: cli::DEFAULT_IDLE_TIMEOUT,
+        metrics: None,
     }
 }
 
@@ -49,14 +51,22 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
         max_body_bytes,
         queue_bytes: cli::DEFAULT_QUEUE_BYTES,
         idle_timeout: cli::DEFAULT_IDLE_TIMEOUT,
+        metrics: None,
     }
 }
 
 /// The gateway process after its options are read (and its embedded engine started): tables,
 /// listener, then serve until Ctrl-C or SIGTERM.
 pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>> {
+    let env = |k: &str| std::env::var(k).ok();
+    // Installed first, so that the start's own calls (tables, connections) are counted.
+    let metrics = if monitoring::enabled(&Env::new(&env))? {
+        Some(monitoring::install()?)
+    } else {
+        None
+    };
     if options.create_tables {
-        let prefix = Env::new(&|k| std::env::var(k).ok()).string(&settings::RELAY_TABLE_PREFIX);
+        let prefix = Env::new(&env).string(&settings::RELAY_TABLE_PREFIX);
         let client = shared::storage::dynamodb::client_from_env().await;
         shared::storage::dynamodb::tables::create_tables(&client, &prefix).await?;
     }
@@ -86,7 +96,8 @@ pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>
         }
         None => in_process(Config::from_env()?).await?,
     }
-    .with_settings(&settings);
+    .with_settings(&settings)
+    .with_metrics(metrics);
     tracing::info!(
         listen = %listener.local_addr()?,
         management = %management_listener.local_addr()?,

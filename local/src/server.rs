@@ -17,6 +17,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use base64::Engine;
 use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use shared::Error;
 use tokio::sync::mpsc;
 use tungstenite::error::ProtocolError;
@@ -24,9 +25,9 @@ use tungstenite::error::ProtocolError;
 use crate::cli::Settings;
 use crate::events::{self, HttpParts};
 use crate::functions::Functions;
-use crate::routes;
 use crate::socket_writer::{Ended, SocketWriter};
 use crate::sockets::{Outgoing, Queue, Sockets};
+use crate::{monitoring, routes};
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -38,6 +39,9 @@ pub struct Gateway {
     /// A connection with no message either way for this long is closed
     /// (`RELAY_WS_IDLE_TIMEOUT_SECS`).
     pub idle_timeout: Duration,
+    /// The process's Prometheus recorder, when the gateway binary installed one
+    /// (`RELAY_METRICS=on`): `/metrics` of the management listener renders it.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl Gateway {
@@ -45,6 +49,12 @@ impl Gateway {
     pub fn with_settings(mut self, settings: &Settings) -> Self {
         self.queue_bytes = settings.queue_bytes;
         self.idle_timeout = settings.idle_timeout;
+        self
+    }
+
+    /// `/metrics` serves what `handle`'s recorder holds.
+    pub fn with_metrics(mut self, handle: Option<PrometheusHandle>) -> Self {
+        self.metrics = handle;
         self
     }
 }
@@ -59,10 +69,14 @@ pub fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
-/// The Management API alone, for the loopback listener.
+/// The loopback listener's routes: the Management API, and the monitoring (`/metrics`,
+/// `/healthz`, `/readyz`), which tells more about the traffic than a client should learn.
 pub fn management_router(gateway: Gateway) -> Router {
     Router::new()
         .route("/@connections/{id}", any(management))
+        .route("/metrics", get(monitoring::metrics))
+        .route("/healthz", get(monitoring::healthz))
+        .route("/readyz", get(monitoring::readyz))
         .with_state(gateway)
 }
 
@@ -131,9 +145,15 @@ async fn http_api(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
+    let started = std::time::Instant::now();
+    // What the gateway answers itself never reaches a function, whose wrapper records the rest.
+    let answered = |route: &'static str, e: Error| {
+        shared::metrics::http_request(route, e.status(), started.elapsed());
+        error_response(&e)
+    };
     let (parts, body) = req.into_parts();
     let Some(route) = routes::matching(parts.method.as_str(), parts.uri.path()) else {
-        return error_response(&Error::RouteNotFound);
+        return answered(shared::metrics::UNMATCHED_ROUTE, Error::RouteNotFound);
     };
     let declared = parts
         .headers
@@ -141,10 +161,10 @@ async fn http_api(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > gw.max_body_bytes) {
-        return error_response(&Error::PayloadTooLarge);
+        return answered(route.key, Error::PayloadTooLarge);
     }
     let Ok(body) = to_bytes(body, gw.max_body_bytes).await else {
-        return error_response(&Error::PayloadTooLarge);
+        return answered(route.key, Error::PayloadTooLarge);
     };
     let event = events::http_event(
         &route,
@@ -320,6 +340,7 @@ async fn connection(
     queue: Queue,
     rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
+    shared::metrics::connections_open(1.0);
     let (sink, mut stream) = socket.split();
     let killed = queue.killed();
     let kill_switch = queue.kill_switch();
@@ -419,6 +440,7 @@ async fn connection(
         }
     }
     gw.sockets.remove(&id);
+    shared::metrics::connections_open(-1.0);
     // The writer ends once the last sender is gone: it writes what is queued (a Close among it)
     // unless the socket is past taking it.
     drop(queue);
