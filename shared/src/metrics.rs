@@ -325,6 +325,25 @@ pub fn table_markdown() -> String {
     out
 }
 
+/// The document that carries the metrics table.
+pub const TABLE_DOCUMENT: &str = "docs/operations.md";
+
+const TABLE_BEGIN: &str = "<!-- metrics table: generated from shared/src/metrics.rs by \
+`cargo run -p local-gateway --bin relay-contract -- --write`; edit that, not this table -->";
+const TABLE_END: &str = "<!-- end of the generated metrics table -->";
+
+/// `text` with its generated metrics table replaced by the code's; `None` without the markers.
+pub fn regenerate_table(text: &str) -> Option<String> {
+    let start = text.find(TABLE_BEGIN)?;
+    let end = start + text[start..].find(TABLE_END)? + TABLE_END.len();
+    Some(format!(
+        "{}{TABLE_BEGIN}\n{}{TABLE_END}{}",
+        &text[..start],
+        table_markdown(),
+        &text[end..]
+    ))
+}
+
 /// The declaration of the series `name` (a histogram's `_bucket`, `_sum` and `_count` series
 /// belong to it), if any.
 pub fn declared(series: &str) -> Option<&'static Metric> {
@@ -376,6 +395,17 @@ mod tests {
         assert_eq!(route_label("GET /v1/nope/x"), UNMATCHED_ROUTE);
         assert_eq!(status_class(204), "2xx");
         assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn the_metrics_table_of_operations_md_matches_the_code() {
+        let text = crate::repo_file(TABLE_DOCUMENT);
+        let generated = regenerate_table(&text).expect("docs/operations.md has the table markers");
+        assert!(
+            generated == text,
+            "docs/operations.md's metrics table is out of date with shared/src/metrics.rs; run \
+             `cargo run -p local-gateway --bin relay-contract -- --write`"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `relay-contract`: the machine-readable contract generated from the code (`shared::contract`).
 //!   relay-contract            prints docs/openapi.json and docs/frames.schema.json to stdout
-//!   relay-contract --write    writes them into docs/, and the configuration tables of README.md
-//!                             and docs/api.md (run after changing a route, field, frame or setting)
+//!   relay-contract --write    writes them into docs/, the configuration tables of README.md
+//!                             and docs/api.md and the metrics table of docs/operations.md (run
+//!                             after changing a route, field, frame, setting or metric)
 //!   relay-contract --check    exits 1, naming each difference, while docs/ differs from the code
 
 use std::path::Path;
@@ -60,6 +61,26 @@ fn main() -> ExitCode {
             }
             _ => {}
         }
+    }
+    let path = shared::metrics::TABLE_DOCUMENT;
+    let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+    let Some(generated) = shared::metrics::regenerate_table(&text) else {
+        eprintln!("relay-contract: {path} has no generated metrics table (its markers)");
+        return ExitCode::FAILURE;
+    };
+    match mode.as_str() {
+        "--write" if generated != text => {
+            if let Err(e) = std::fs::write(root.join(path), generated) {
+                eprintln!("relay-contract: {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+            eprintln!("relay-contract: wrote the metrics table of {path}");
+        }
+        "--check" if generated != text => {
+            eprintln!("relay-contract: {path}: the metrics table differs from the code");
+            stale = true;
+        }
+        _ => {}
     }
     for d in shared::config::reference::rate_limit_differences(&api_doc) {
         eprintln!("relay-contract: {d} (edit docs/api.md §7.1 by hand)");
