@@ -1,8 +1,21 @@
-//! Tracing setup: JSON lines on Lambda (`RELAY_LOG_FORMAT=json`), compact text locally.
+//! Logs and, on Lambda, metrics. Logs: JSON lines on Lambda (`RELAY_LOG_FORMAT=json`), compact
+//! text locally. Metrics on Lambda: CloudWatch Embedded Metric Format (EMF) lines on stdout,
+//! written after each invocation, from which CloudWatch Logs extracts the metrics (no
+//! PutMetricData call, no agent). Only the functions' `main` installs it ([`lambda`]): the local
+//! gateway installs its Prometheus recorder instead, and the recorder is process-global.
 
+use std::future::Future;
+use std::io::Write;
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use metrics_cloudwatch_embedded::Collector;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{settings, Env};
+use crate::config::{invalid, settings, ConfigError, Env};
+use crate::metrics::{self as relay_metrics, Kind, Label, Metric};
+use crate::routes::{Function, HttpRoute};
 
 pub fn init() {
     let env = Env::new(&|k| std::env::var(k).ok());
@@ -17,4 +30,228 @@ pub fn init() {
     } else {
         builder.compact().try_init()
     };
+}
+
+/// `RELAY_METRICS`: `on` (the default) or `off`.
+pub fn metrics_enabled(env: &Env) -> Result<bool, ConfigError> {
+    match env
+        .string(&settings::RELAY_METRICS)
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(invalid(&settings::RELAY_METRICS, "on or off")),
+    }
+}
+
+/// The dimension every EMF metric carries besides its labels: the function that wrote it.
+pub const FUNCTION_DIMENSION: &str = "function";
+/// The EMF property that names the invocation's API Gateway request id, as the `request_id` of
+/// its log lines does, so one Logs Insights filter finds a request's metrics and logs together.
+pub const REQUEST_ID_PROPERTY: &str = "request_id";
+
+/// A Lambda function's telemetry: its logs are set up, and with `RELAY_METRICS` on, every metric
+/// recorded during an invocation is written as EMF when the invocation ends.
+pub struct Lambda {
+    emf: Option<&'static Collector>,
+}
+
+/// Sets up logs and, with `RELAY_METRICS` on, the EMF recorder: namespace
+/// `RELAY_METRICS_NAMESPACE`, dimension `function` = `function`'s name; describes every metric
+/// and counts this cold start. Call once, first thing in `main`.
+pub fn lambda(function: Function) -> Result<Lambda, String> {
+    init();
+    let env = Env::new(&|k| std::env::var(k).ok());
+    if !metrics_enabled(&env).map_err(|e| e.to_string())? {
+        return Ok(Lambda { emf: None });
+    }
+    let emf = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(env.string(&settings::RELAY_METRICS_NAMESPACE))
+        .with_dimension(FUNCTION_DIMENSION, function.name())
+        .init()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    relay_metrics::describe();
+    relay_metrics::cold_start(function.name());
+    Ok(Lambda { emf: Some(emf) })
+}
+
+impl Lambda {
+    /// Serves one HTTP API event through `handler`, then writes its metrics.
+    pub async fn http<F, Fut, T>(&self, req: Request, handler: F) -> T
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let request_id = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+            _ => None,
+        };
+        self.invocation(request_id.as_deref(), handler(req)).await
+    }
+
+    /// Serves one WebSocket API event through `handler`, then writes its metrics.
+    pub async fn websocket<F, Fut, T>(&self, ev: ApiGatewayWebsocketProxyRequest, handler: F) -> T
+    where
+        F: FnOnce(ApiGatewayWebsocketProxyRequest) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let request_id = ev.request_context.request_id.clone();
+        self.invocation(request_id.as_deref(), handler(ev)).await
+    }
+
+    /// Runs one invocation, then writes what it recorded: before the runtime is handed the
+    /// response, since Lambda may freeze the process as soon as it has it.
+    pub async fn invocation<T>(&self, request_id: Option<&str>, run: impl Future<Output = T>) -> T {
+        let out = run.await;
+        self.flush(request_id.unwrap_or_default());
+        out
+    }
+
+    /// Writes the metrics recorded since the last flush to stdout, one EMF line per label set,
+    /// each tagged with `request_id`.
+    pub fn flush(&self, request_id: &str) {
+        let Some(emf) = self.emf else { return };
+        let mut lines = Vec::with_capacity(4096);
+        emf.set_property(REQUEST_ID_PROPERTY, request_id);
+        if let Err(e) = emf.flush(&mut lines) {
+            tracing::warn!(error = %e, "cannot write the metrics");
+            return;
+        }
+        let lines = name_function_once(lines);
+        // One write of whole lines, so no log line lands inside a metrics line.
+        let _ = std::io::stdout().lock().write_all(&lines);
+    }
+}
+
+/// The collector lists its constant `function` dimension and then the metric's labels, so the
+/// cold-start counter, whose one label is that same `function`, would name it twice in its
+/// dimension set; a dimension set names each dimension once.
+fn name_function_once(lines: Vec<u8>) -> Vec<u8> {
+    const TWICE: &[u8] = br#""Dimensions":[["function","function""#;
+    if !lines.windows(TWICE.len()).any(|w| w == TWICE) {
+        return lines;
+    }
+    String::from_utf8(lines)
+        .map(|text| {
+            text.replace(
+                r#""Dimensions":[["function","function""#,
+                r#""Dimensions":[["function""#,
+            )
+            .into_bytes()
+        })
+        .unwrap_or_else(|e| e.into_bytes())
+}
+
+/// The values a label takes, for the checks outside Rust (`infra/check_contract.py`); `None` for
+/// [`Label::Operation`], whose values are the AWS APIs' operation names.
+pub fn label_values(label: Label) -> Option<Vec<String>> {
+    let values: Vec<&str> = match label {
+        Label::Route => std::iter::once(relay_metrics::UNMATCHED_ROUTE)
+            .chain(HttpRoute::ALL.iter().map(|r| r.key()))
+            .collect(),
+        Label::StatusClass => relay_metrics::STATUS_CLASSES.to_vec(),
+        Label::Action => relay_metrics::EVENT_ACTIONS
+            .iter()
+            .chain(crate::frames::ACTIONS.iter())
+            .copied()
+            .collect(),
+        Label::Outcome => std::iter::once("ok")
+            .chain(crate::error::CODES.iter().copied())
+            .collect(),
+        Label::Event => relay_metrics::MESSAGE_EVENTS.to_vec(),
+        Label::Limit => {
+            return Some(
+                crate::config::RateLimits::SETTINGS
+                    .iter()
+                    .filter_map(|s| s.var.strip_prefix("RATE_LIMIT_"))
+                    .map(str::to_ascii_lowercase)
+                    .collect(),
+            )
+        }
+        Label::Dependency => relay_metrics::DEPENDENCIES.to_vec(),
+        Label::Operation => return None,
+        Label::Function => Function::ALL.iter().map(|f| f.name()).collect(),
+    };
+    Some(values.into_iter().map(String::from).collect())
+}
+
+/// How the functions' metrics reach CloudWatch, for the checks outside Rust: the namespace's
+/// setting, the constant dimension, and per metric its EMF dimension set (the constant
+/// dimension, then its labels) and the values of each label.
+pub fn emf_json() -> serde_json::Value {
+    let metric = |m: &Metric| {
+        let mut dimensions = vec![FUNCTION_DIMENSION];
+        dimensions.extend(m.labels.iter().map(|l| l.name()));
+        dimensions.dedup();
+        let unit = if m.name.ends_with("_seconds") {
+            "Seconds"
+        } else {
+            "Count"
+        };
+        serde_json::json!({
+            "name": m.name,
+            "kind": m.kind.name(),
+            "unit": unit,
+            "dimensions": dimensions,
+            "histogram": m.kind == Kind::Histogram,
+        })
+    };
+    let labels: serde_json::Map<String, serde_json::Value> = relay_metrics::ALL
+        .iter()
+        .flat_map(|m| m.labels.iter().copied())
+        .chain([Label::Function])
+        .map(|l| (l.name().to_string(), serde_json::json!(label_values(l))))
+        .collect();
+    serde_json::json!({
+        "namespace_setting": settings::RELAY_METRICS_NAMESPACE.var,
+        "namespace_default": settings::RELAY_METRICS_NAMESPACE.default,
+        "dimension": FUNCTION_DIMENSION,
+        "request_id_property": REQUEST_ID_PROPERTY,
+        "metrics": relay_metrics::ALL.iter().map(metric).collect::<Vec<_>>(),
+        "labels": labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_the_labels_own() {
+        for m in relay_metrics::ALL {
+            for &label in m.labels {
+                for value in label_values(label).unwrap_or_default() {
+                    assert!(label.allows(&value), "{}={value}", label.name());
+                }
+            }
+        }
+        assert_eq!(Label::Function.name(), FUNCTION_DIMENSION);
+        assert!(label_values(Label::Limit)
+            .unwrap()
+            .contains(&"messages".to_string()));
+    }
+
+    #[test]
+    fn emf_lines_name_function_once() {
+        let cold = br#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Relay","Dimensions":[["function","function"]],"Metrics":[{"Name":"relay_cold_starts_total","Unit":"Count"}]}]},"function":"keys","relay_cold_starts_total":1}
+{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Relay","Dimensions":[["function","route"]],"Metrics":[]}]},"function":"keys","route":"GET /v1/keys/count"}
+"#;
+        let fixed = String::from_utf8(name_function_once(cold.to_vec())).unwrap();
+        assert!(fixed.contains(r#""Dimensions":[["function"]]"#));
+        assert!(fixed.contains(r#""Dimensions":[["function","route"]]"#));
+        assert_eq!(fixed.lines().count(), 2);
+    }
+
+    #[test]
+    fn metrics_switch() {
+        let on = |v: Option<&str>| {
+            let v = v.map(str::to_string);
+            metrics_enabled(&Env::new(&move |_| v.clone()))
+        };
+        assert!(on(None).unwrap());
+        assert!(!on(Some("OFF")).unwrap());
+        assert!(on(Some("maybe")).is_err());
+    }
 }

@@ -155,6 +155,8 @@ settings! {
     RELAY_LOG_FORMAT = "text", "`json` for JSON lines (set on Lambda)";
     RELAY_METRICS = "on",
         "`off`: no metric is recorded. On, the local gateway serves Prometheus text at `/metrics` of its management listener and each Lambda function writes CloudWatch Embedded Metric Format lines (docs/operations.md)";
+    RELAY_METRICS_NAMESPACE = "Relay",
+        "the CloudWatch namespace of the functions' metrics (the template: `Relay/<stack>`, so that two stacks in one account keep theirs apart)";
 }
 
 #[cfg(test)]
