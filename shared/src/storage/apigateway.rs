@@ -30,8 +30,12 @@ impl ManagementApiPusher {
     /// A pusher to the Management API at `endpoint`, with the timeouts of every AWS client: a
     /// push to an endpoint that does not answer fails within `aws::OPERATION_TIMEOUT`.
     pub async fn new(endpoint: &str) -> Self {
+        let shared = super::aws::sdk_config(Some(endpoint)).await;
+        let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
+            .interceptor(super::aws::Calls::of("management_api"))
+            .build();
         Self {
-            client: Client::new(&super::aws::sdk_config(Some(endpoint)).await),
+            client: Client::from_conf(config),
         }
     }
 }

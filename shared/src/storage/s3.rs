@@ -26,6 +26,7 @@ pub async fn client_from_env() -> Client {
     let local = Env::new(&env).set(&settings::AWS_ENDPOINT_URL_S3).is_some();
     let config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(local)
+        .interceptor(crate::storage::aws::Calls::of("s3"))
         .build();
     Client::from_conf(config)
 }

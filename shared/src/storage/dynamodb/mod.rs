@@ -62,7 +62,11 @@ pub async fn client_for_endpoint(endpoint: &str) -> Client {
 }
 
 async fn client_with(endpoint: Option<&str>) -> Client {
-    Client::new(&crate::storage::aws::sdk_config(endpoint).await)
+    let shared = crate::storage::aws::sdk_config(endpoint).await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&shared)
+        .interceptor(crate::storage::aws::Calls::of("dynamodb"))
+        .build();
+    Client::from_conf(config)
 }
 
 impl Dynamo {

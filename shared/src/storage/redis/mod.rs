@@ -80,12 +80,15 @@ impl From<ClusterConnection> for RedisConnection {
     }
 }
 
+/// Every request to Redis goes through here, so each is counted and timed once (a script call
+/// is a `command`; a transaction or pipeline one `pipeline`), retries and redirections included.
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let call = match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
-        }
+        };
+        Box::pin(timed("command", call))
     }
 
     fn req_packed_commands<'a>(
@@ -94,10 +97,11 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let call = match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        };
+        Box::pin(timed("pipeline", call))
     }
 
     fn get_db(&self) -> i64 {
@@ -105,6 +109,26 @@ impl ConnectionLike for RedisConnection {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+/// `call`, recorded as one Redis call of `operation` when it ends.
+async fn timed<T>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    crate::metrics::dependency_call("redis", operation, served(&result), started.elapsed());
+    result
+}
+
+/// Whether Redis served the call: a `NOSCRIPT` reply (the script cache emptied by a restart or
+/// failover, which `RedisStore::run` answers by sending the script) is Redis working as meant.
+fn served<T>(result: &redis::RedisResult<T>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(e) => e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
     }
 }
 
