@@ -34,6 +34,35 @@ ensure_redis() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 }
 
+# Debian's Prometheus (prometheus and promtool), for ./local/up --monitor and the monitoring test.
+ensure_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || apt_install prometheus
+}
+
+# Prometheus on 127.0.0.1:PORT scraping the gateway's management listener TARGET (HOST:PORT) every
+# SCRAPE seconds with the rules of infra/prometheus/rules.yml; its database in DIR (kept: a restart
+# keeps the history), its configuration in DIR.yml and its log in DIR.log.
+start_prometheus() { # port dir target [scrape_secs]
+  local port="$1" dir="$2" target="$3" every="${4:-5}s"
+  mkdir -p "$dir"
+  cat >"$dir.yml" <<YAML
+# Written by ./local/up --monitor at each start.
+global:
+  scrape_interval: $every
+  evaluation_interval: $every
+rule_files:
+  - $ROOT/infra/prometheus/rules.yml
+scrape_configs:
+  - job_name: relay-gateway
+    static_configs:
+      - targets: ['$target']
+YAML
+  prometheus --config.file="$dir.yml" --storage.tsdb.path="$dir" \
+    --web.listen-address="127.0.0.1:$port" >"$dir.log" 2>&1 9>&- &
+  PIDS+=($!)
+  wait_port 127.0.0.1 "$port" 30 || { log "Prometheus did not start; see $dir.log"; return 1; }
+}
+
 ensure_cargo() {
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
