@@ -6,6 +6,7 @@ use super::{AccountAge, Limit, Limiter};
 use crate::config::{DeviceLimits, KeyLimits};
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::model::{
     Bundle, BundleOut, DeviceAddress, DeviceBundleOut, DeviceId, DevicesBundleOut, KeyCounts,
     KeyUpload, KeysUploadRequest, SignedPreKeyOut, UserId, PRIMARY_DEVICE,
@@ -48,6 +49,12 @@ impl KeyDirectory {
 
     /// `GET /v1/users/{user_id}/bundle`: device 1's bundle, in the shape from before devices.
     pub async fn bundle(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
+        let fetched = self.bundle_of(who, target).await;
+        metrics::bundle_fetch(outcome(&fetched));
+        fetched
+    }
+
+    async fn bundle_of(&self, who: &Principal, target: UserId) -> Result<BundleOut> {
         let budget = self.charge_requester(who, target).await?;
         let bundles = self
             .take_within(budget, target, &[PRIMARY_DEVICE], false)
@@ -67,6 +74,17 @@ impl KeyDirectory {
     /// `GET /v1/users/{user_id}/devices/{device_id}/bundle`: one device's bundle, or every
     /// device's (`None`), each consuming one of that device's one-time prekeys, all or none.
     pub async fn device_bundles(
+        &self,
+        who: &Principal,
+        target: UserId,
+        device: Option<DeviceId>,
+    ) -> Result<DevicesBundleOut> {
+        let fetched = self.device_bundles_of(who, target, device).await;
+        metrics::bundle_fetch(outcome(&fetched));
+        fetched
+    }
+
+    async fn device_bundles_of(
         &self,
         who: &Principal,
         target: UserId,
@@ -93,7 +111,13 @@ impl KeyDirectory {
                 self.device_limits.bundle_without_one_time,
             )
             .await?;
-        tracing::info!(devices = bundles.len(), "bundles handed out");
+        let without_one_time = bundles.iter().filter(|b| b.one_time.is_none()).count();
+        metrics::one_time_prekeys_exhausted(without_one_time as u64);
+        tracing::info!(
+            devices = bundles.len(),
+            without_one_time,
+            "bundles handed out"
+        );
         let identity_key = bundles
             .first()
             .map(|b| crate::validation::encode(&b.profile.identity_key))
@@ -160,6 +184,14 @@ impl KeyDirectory {
             self.limiter.give_back(budget, 1).await;
         }
         taken
+    }
+}
+
+/// A fetch's outcome label: `ok` or the code answered.
+fn outcome<T>(fetched: &Result<T>) -> &'static str {
+    match fetched {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
     }
 }
 

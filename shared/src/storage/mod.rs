@@ -449,6 +449,21 @@ pub enum Delivery {
     Dropped,
 }
 
+impl Delivery {
+    /// Whether the envelope was written into the device's inbox (queued, or taken into flight
+    /// to be pushed): not when handed over unstored, nor dropped.
+    pub fn stored(&self) -> bool {
+        matches!(
+            self,
+            Self::Queued
+                | Self::Online {
+                    in_flight: true,
+                    ..
+                }
+        )
+    }
+}
+
 /// One device's ciphertext in a send, with the registration id the sender knows for it (`None`:
 /// the form from before devices, unchecked).
 #[derive(Debug, Clone, PartialEq, Eq)]

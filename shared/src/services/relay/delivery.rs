@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::Relay;
 use crate::error::{Error, Result};
 use crate::frames::{pack_messages, Delivery};
+use crate::metrics::{self, MessageEvent};
 use crate::model::DeviceAddress;
 use crate::storage::{Content, Delivery as Stored, PushError, StoredEnvelope, POP_BATCH};
 
@@ -57,6 +58,8 @@ pub(super) struct Deadline {
 pub(super) struct Written {
     /// The unexpired envelopes no connection took, in order.
     pub unsent: Vec<StoredEnvelope>,
+    /// How many envelopes were written.
+    pub sent: usize,
     /// At least one frame was written.
     pub wrote: bool,
     /// The last connection tried stopped taking frames (it is dropped from the registry when
@@ -67,6 +70,22 @@ pub(super) struct Written {
     /// Whether the inbox recorded the outcome (the leased envelopes settled, or the unsent put
     /// back); when it did not, leased envelopes stay in flight until their lease ends.
     pub recorded: Result<()>,
+}
+
+/// Counts what storing a send did in each device's inbox: `stored` for each entry written into
+/// one, `dropped` for each refused by the inbox's caps (an online-only send to a device that is
+/// not connected is refused by no cap: it is not counted).
+pub(super) fn count_stored<'a>(outcomes: impl IntoIterator<Item = &'a Stored>, online_only: bool) {
+    let (mut stored, mut dropped) = (0, 0);
+    for outcome in outcomes {
+        match outcome {
+            Stored::Dropped if !online_only => dropped += 1,
+            outcome if outcome.stored() => stored += 1,
+            _ => {}
+        }
+    }
+    metrics::messages(MessageEvent::Stored, stored);
+    metrics::messages(MessageEvent::Dropped, dropped);
 }
 
 impl Relay {
@@ -106,6 +125,7 @@ impl Relay {
             known,
         };
         let written = self.write(&route, taken, None).await;
+        metrics::messages(MessageEvent::Pushed, written.sent as u64);
         // On failure they stay in flight and a fetch after the lease gets them back.
         if let Err(e) = written.recorded {
             e.log();
@@ -136,9 +156,12 @@ impl Relay {
             .filter(|e| !e.is_expired(now))
             .cloned()
             .collect();
+        let expired = taken.envelopes.len() - live.len();
+        metrics::messages(MessageEvent::Expired, expired as u64);
         let (mut pending, held) = self.resolve(live, taken.known.as_ref()).await;
         let mut awaiting_ack: Vec<StoredEnvelope> = Vec::new();
         let (mut wrote, mut failure, mut late) = (false, None, false);
+        let mut sent = 0;
         for conn in &route.connections {
             if pending.is_empty() || late {
                 break;
@@ -149,6 +172,7 @@ impl Relay {
             });
             let frames = self.write_frames(conn, &pending, stop).await;
             wrote |= frames.sent > 0;
+            sent += frames.sent;
             late = frames.late;
             let written = pending.drain(..frames.sent).map(|(e, _)| e);
             if route.acking.contains(conn) {
@@ -170,6 +194,7 @@ impl Relay {
             .await;
         Written {
             unsent: pending,
+            sent,
             wrote,
             failure,
             late,
@@ -205,6 +230,7 @@ impl Relay {
             }
         };
         let (mut ready, mut held) = (Vec::new(), Vec::new());
+        let mut expired = 0;
         for e in envelopes {
             if !held.is_empty() {
                 held.push(e);
@@ -217,7 +243,10 @@ impl Relay {
                     (_, Some(found)) => match found.get(id) {
                         Some(Some(json)) => json.clone(),
                         // Expired with its entries' inbox TTL: dropped, as they are.
-                        _ => continue,
+                        _ => {
+                            expired += 1;
+                            continue;
+                        }
                     },
                     (_, None) => {
                         held.push(e);
@@ -227,6 +256,7 @@ impl Relay {
             };
             ready.push((e, json));
         }
+        metrics::messages(MessageEvent::Expired, expired);
         (ready, held)
     }
 
@@ -340,6 +370,7 @@ impl Relay {
             let written = self
                 .write(&route, taken, Some(Deadline { at_ms, wrote }))
                 .await;
+            metrics::messages(MessageEvent::Fetched, written.sent as u64);
             wrote |= written.wrote;
             written.recorded?;
             match written.failure {

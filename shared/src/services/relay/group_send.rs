@@ -234,6 +234,7 @@ impl Relay {
             match outcome {
                 Ok(SharedFanned::Already) => sent.queued += fanout.entries.len() as u32,
                 Ok(SharedFanned::Done(outcomes)) => {
+                    super::delivery::count_stored(outcomes.iter().map(|(_, d)| d), online_only);
                     for (device_id, outcome) in outcomes {
                         let device = DeviceAddress::new(fanout.to, device_id);
                         match outcome {

@@ -208,7 +208,13 @@ impl Relay {
         // A legacy send follows the recipient's one device; bounded, as the list may keep moving.
         for _ in 0..4 {
             match self.inbox.deliver(fanout, now, lease).await? {
-                Fanned::Done(outcomes) => return Ok(outcomes),
+                Fanned::Done(outcomes) => {
+                    super::delivery::count_stored(
+                        outcomes.iter().map(|(_, d)| d),
+                        fanout.online_only,
+                    );
+                    return Ok(outcomes);
+                }
                 Fanned::Mismatched { targets, .. }
                     if fanout.legacy
                         && targets.len() == 1

@@ -11,8 +11,8 @@ use super::RedisStore;
 use crate::error::Result;
 use crate::model::{DeviceAddress, DeviceId, DeviceList, UserId};
 use crate::storage::{
-    Charge, Delivery, Fanned, Fanout, Inbox, RateDecision, SharedFanned, SharedFanout,
-    StoredEnvelope, POP_BATCH,
+    Charge, Fanned, Fanout, Inbox, RateDecision, SharedFanned, SharedFanout, StoredEnvelope,
+    POP_BATCH,
 };
 
 /// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
@@ -76,7 +76,7 @@ impl Inbox for RedisStore {
         };
         let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         if let Fanned::Done(outcomes) = &fanned {
-            if outcomes.iter().any(|(_, d)| stored(d)) {
+            if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;
             }
         }
@@ -134,7 +134,7 @@ impl Inbox for RedisStore {
         };
         let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         if let SharedFanned::Done(outcomes) = &fanned {
-            if outcomes.iter().any(|(_, d)| stored(d)) {
+            if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;
             }
         }
@@ -209,16 +209,4 @@ impl Inbox for RedisStore {
         let call = pending::call(&self.keys, device, now_ms);
         pending::decode(self.run(&call).await?)
     }
-}
-
-/// Whether an outcome left the envelope in Redis (queued, or taken into flight).
-fn stored(d: &Delivery) -> bool {
-    matches!(
-        d,
-        Delivery::Queued
-            | Delivery::Online {
-                in_flight: true,
-                ..
-            }
-    )
 }
