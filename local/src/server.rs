@@ -440,7 +440,6 @@ async fn connection(
         }
     }
     gw.sockets.remove(&id);
-    shared::metrics::connections_open(-1.0);
     // The writer ends once the last sender is gone: it writes what is queued (a Close among it)
     // unless the socket is past taking it.
     drop(queue);
@@ -454,6 +453,8 @@ async fn connection(
         .functions
         .websocket(events::websocket_event("$disconnect", &id, &ip, None, None))
         .await;
+    // Open until `$disconnect` is answered: a scrape that sees none open sees it counted.
+    shared::metrics::connections_open(-1.0);
     if linger {
         tokio::spawn(async move {
             tokio::time::sleep(CLOSE_LINGER).await;

@@ -24,6 +24,7 @@ mod lambda_watch;
 mod local_up;
 mod logs;
 mod mls;
+mod monitoring;
 mod redis_outage;
 mod relay;
 mod round_trips;
