@@ -172,6 +172,11 @@ impl Error {
         Self::Unavailable(format!("{what}: {err}"))
     }
 
+    /// `Unavailable`, its detail `err` with its whole chain of causes.
+    pub fn unavailable_by(what: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        Self::unavailable(what, chain(err))
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidRequest(_)
@@ -327,6 +332,21 @@ impl Error {
     }
 }
 
+/// An error and its causes, `: `-separated; a cause whose text the error's already holds is
+/// not repeated.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Every code [`Error::code`] answers (a unit test holds the two together).
 pub const CODES: &[&str] = &[
     "invalid_request",
@@ -395,6 +415,21 @@ mod tests {
             body.split('"').skip(1).step_by(2).collect();
         let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
         assert_eq!(answered, listed);
+    }
+
+    #[test]
+    fn a_cause_chain_is_written_out_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Outer(#[source] std::io::Error);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(chain(&Outer(refused)), "connect failed: refused");
+        let io = std::io::Error::other("refused");
+        assert_eq!(chain(&io), "refused");
+        assert!(matches!(
+            Error::unavailable_by("redis", &Outer(io)),
+            Error::Unavailable(d) if d == "redis: connect failed: refused"
+        ));
     }
 
     #[test]

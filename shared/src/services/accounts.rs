@@ -73,7 +73,7 @@ impl Accounts {
         if let Err(e) = self.inbox.set_devices(account.user_id, &devices).await {
             e.log();
         }
-        tracing::info!(user_id = %account.user_id, "registered");
+        tracing::info!("registered");
         Ok(UserOut {
             user_id: account.user_id,
             username: account.username,
@@ -94,7 +94,7 @@ impl Accounts {
         }
         let creds = match checked {
             Err(Error::InvalidCredentials) => {
-                tracing::info!(source_ip = ip, "login refused: invalid credentials");
+                tracing::info!("login refused: invalid credentials");
                 return Err(Error::InvalidCredentials);
             }
             other => other?,
@@ -111,7 +111,7 @@ impl Accounts {
         match self.start_session(creds.user_id, device_id).await? {
             Some(tokens) => Ok(tokens),
             None => {
-                tracing::info!(source_ip = ip, user_id = %creds.user_id, "login refused: account deleted meanwhile");
+                tracing::info!("login refused: account deleted meanwhile");
                 Err(Error::InvalidCredentials)
             }
         }
@@ -134,7 +134,7 @@ impl Accounts {
                         Limit::LoginFailuresUser { .. } => "username",
                         _ => "ip",
                     };
-                    tracing::info!(source_ip = ip, per, "login refused: too many failures");
+                    tracing::info!(per, "login refused: too many failures");
                 }
                 return Err(e);
             }
@@ -178,7 +178,7 @@ impl Accounts {
         if !self.sessions.create(user_id, session_id, &record).await? {
             return Ok(None);
         }
-        tracing::info!(%user_id, device_id, %session_id, "session started");
+        tracing::info!(device_id, %session_id, "session started");
         Ok(Some(self.tokens_out(user_id, device_id, access, &refresh)))
     }
 
@@ -237,7 +237,7 @@ impl Accounts {
             {
                 Rotation::Rotated => return Ok(self.tokens_out(user_id, device_id, access, &next)),
                 Rotation::UserGone => {
-                    tracing::info!(source_ip = ip, %user_id, "refresh refused: account deleted");
+                    tracing::info!("refresh refused: account deleted");
                     self.end_session(user_id, session_id).await?;
                     return Err(Error::Unauthorized);
                 }
@@ -257,7 +257,7 @@ impl Accounts {
                 }
             }
         }
-        self.refresh_with_previous(&presented, &presented_hash, &record, access, ip)
+        self.refresh_with_previous(&presented, &presented_hash, &record, access)
             .await
     }
 
@@ -269,7 +269,6 @@ impl Accounts {
         presented_hash: &str,
         record: &SessionRecord,
         access: String,
-        ip: &str,
     ) -> Result<TokensOut> {
         let (user_id, session_id) = (presented.user_id, presented.session_id);
         let now = self.tokens.now_secs();
@@ -280,7 +279,7 @@ impl Accounts {
             .and_then(|p| presented.unseal(&p.sealed_next))
             .filter(|next| same(&next.hash(), &record.refresh_hash));
         let Some(next) = successor else {
-            tracing::warn!(source_ip = ip, %user_id, %session_id, "rotated refresh token reused: session revoked");
+            tracing::warn!(%session_id, "rotated refresh token reused: session revoked");
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         };
@@ -294,7 +293,7 @@ impl Accounts {
             self.end_session(user_id, session_id).await?;
             return Err(Error::Unauthorized);
         }
-        tracing::info!(%user_id, %session_id, "refresh repeated within the grace window");
+        tracing::info!(%session_id, "refresh repeated within the grace window");
         Ok(self.tokens_out(user_id, record.device_id, access, &next))
     }
 
@@ -346,7 +345,7 @@ impl Accounts {
             if let Err(e) = self.connections.remove(device, &connection_id).await {
                 e.log();
             }
-            tracing::info!(%user_id, %connection_id, "connection of an ended session closed");
+            tracing::info!(%connection_id, "connection of an ended session closed");
         });
         futures::future::join_all(closing).await;
         for device_id in holding {
@@ -370,7 +369,7 @@ impl Accounts {
     /// `DELETE /v1/sessions/current`
     pub async fn logout(&self, who: &Principal) -> Result<()> {
         self.end_session(who.user_id, who.session_id).await?;
-        tracing::info!(user_id = %who.user_id, session_id = %who.session_id, "logged out");
+        tracing::info!(session_id = %who.session_id, "logged out");
         Ok(())
     }
 
@@ -412,7 +411,7 @@ impl Accounts {
         self.close_connections(who.user_id, |_, _| true).await;
         self.inbox.close(who.user_id, &devices).await?;
         self.groups.leave_all(who.user_id).await?;
-        tracing::info!(user_id = %who.user_id, "account deleted");
+        tracing::info!("account deleted");
         Ok(())
     }
 }

@@ -55,7 +55,7 @@ impl Devices {
         self.provisioning
             .put_code(&code_hash(&code), who.user_id, ttl)
             .await?;
-        tracing::info!(user_id = %who.user_id, "linking code issued");
+        tracing::info!("linking code issued");
         Ok(ProvisioningCodeOut {
             code,
             expires_in: ttl,
@@ -127,7 +127,7 @@ impl Devices {
         if let Err(PushError::Failed(detail)) = sockets.close(&socket).await {
             tracing::warn!(detail = %detail, "provisioning socket not closed");
         }
-        tracing::info!(user_id = %who.user_id, "provisioning message delivered");
+        tracing::info!("provisioning message delivered");
         Ok(())
     }
 
@@ -177,7 +177,7 @@ impl Devices {
         if let Err(e) = accounts.inbox.set_devices(owner, &list).await {
             e.log();
         }
-        tracing::info!(user_id = %owner, device_id, "device linked");
+        tracing::info!(device_id, "device linked");
         accounts
             .start_session(owner, device_id)
             .await?
@@ -215,7 +215,7 @@ impl Devices {
             .close_connections(user_id, |_, d| d == device_id)
             .await;
         accounts.inbox.set_devices(user_id, &list).await?;
-        tracing::info!(%user_id, device_id, "device removed");
+        tracing::info!(device_id, "device removed");
         Ok(())
     }
 }

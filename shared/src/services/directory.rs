@@ -36,7 +36,12 @@ impl KeyDirectory {
         let upload = req.validate(&profile.identity_key)?;
         within_cap(&stored, &upload, self.key_limits.max_one_time_prekeys)?;
         self.keys.store(device, &upload).await?;
-        tracing::info!(user_id = %user, device_id = who.device_id, one_time = upload.one_time.len(), kyber = upload.kyber_one_time.len(), "keys stored");
+        tracing::info!(
+            device_id = who.device_id,
+            one_time = upload.one_time.len(),
+            kyber = upload.kyber_one_time.len(),
+            "keys stored"
+        );
         self.keys.counts(device).await
     }
 

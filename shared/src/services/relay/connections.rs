@@ -86,7 +86,7 @@ impl Relay {
             .await?;
         let device = DeviceAddress::new(who.user_id, who.device_id);
         self.evict_oldest(device, connection_id, now).await?;
-        tracing::info!(user_id = %who.user_id, device_id = who.device_id, connection_id, ack, "connected");
+        tracing::info!(device_id = who.device_id, connection_id, ack, "connected");
         Ok(who.user_id)
     }
 
@@ -112,7 +112,7 @@ impl Relay {
                 current.new_account_until_ms,
             )
             .await?;
-        tracing::info!(user_id = %device.user_id, connection_id, "connection renewed");
+        tracing::info!(connection_id, "connection renewed");
         Ok(registration.valid_until_ms)
     }
 
@@ -150,7 +150,6 @@ impl Relay {
         connection_id: &str,
         now_ms: u64,
     ) -> Result<()> {
-        let user_id = device.user_id;
         let evicted = self
             .registry
             .evict_over(device, connection_id, self.max_connections, now_ms)
@@ -166,7 +165,7 @@ impl Relay {
             }
             self.close(&old, "closing an evicted connection failed")
                 .await;
-            tracing::info!(%user_id, connection_id = %old, "evicted: over the connection cap");
+            tracing::info!(connection_id = %old, "evicted: over the connection cap");
         }
         Ok(())
     }
@@ -175,14 +174,13 @@ impl Relay {
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
         self.known.forget(connection_id);
         let registration = self.registry.unregister(connection_id).await?;
-        let user = registration.map(|r| r.user_id);
         match registration {
             None => self.provisioning.close_socket(connection_id).await?,
             // What it was sent and did not acknowledge is delivered again, at once.
             Some(r) if r.ack => self.inbox.release(r.device()).await?,
             Some(_) => {}
         }
-        tracing::info!(user_id = ?user, connection_id, "disconnected");
+        tracing::info!(connection_id, "disconnected");
         Ok(())
     }
 

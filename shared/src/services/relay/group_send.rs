@@ -264,7 +264,7 @@ impl Relay {
                 unstored_users: unstored,
             });
         }
-        tracing::debug!(from = %from.user_id, group = %group_id, ?sent, "group message relayed");
+        tracing::debug!(group = %group_id, ?sent, "group message relayed");
         Ok(sent)
     }
 

@@ -94,7 +94,7 @@ impl Relay {
                 });
         let devices = futures::future::join_all(pushes).await;
         let delivery = overall(&devices);
-        tracing::debug!(from = %from.user_id, %to, ?delivery, "message relayed");
+        tracing::debug!(?delivery, "message relayed");
         Ok(Sent { delivery, devices })
     }
 

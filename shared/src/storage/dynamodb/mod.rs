@@ -9,7 +9,7 @@ mod sessions;
 pub mod tables;
 mod users;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
@@ -214,20 +214,21 @@ async fn each_page(
     }
 }
 
-/// Maps an SDK failure to `Unavailable` with a detail for the log (never for the client).
-pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    what: &str,
-    e: SdkError<E, R>,
-) -> Error {
+/// Maps an SDK failure to `Unavailable` with a detail for the log (never for the client): the
+/// service's code and message, or the failure with its whole chain of causes (an unreachable
+/// endpoint says which connection error).
+pub(crate) fn sdk_error<E, R>(what: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     let detail = match &e {
         SdkError::ServiceError(s) => format!(
             "{}: {}",
             s.err().code().unwrap_or("service error"),
             s.err().message().unwrap_or("")
         ),
-        SdkError::TimeoutError(_) => "timeout".to_string(),
-        SdkError::DispatchFailure(_) => "dispatch failure (endpoint unreachable)".to_string(),
-        other => format!("{other}"),
+        other => DisplayErrorContext(other).to_string(),
     };
     Error::unavailable(&format!("dynamodb {what}"), detail)
 }

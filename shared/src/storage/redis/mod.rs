@@ -181,7 +181,7 @@ pub async fn connect_from(config: &Config) -> Result<RedisConnection> {
 /// A Redis failure as the domain sees it: the store is unavailable (the detail is logged, never
 /// shown to a client). The only place a Redis error becomes a domain error.
 pub(crate) fn unavailable(e: redis::RedisError) -> Error {
-    Error::unavailable("redis", e)
+    Error::unavailable_by("redis", &e)
 }
 
 #[derive(Clone)]
