@@ -9,8 +9,13 @@ template sets must be one the code declares (the `settings` `relay-routes` print
 shared/src/config), so a misspelt one is not silently ignored. The attachments bucket
 must be private, encrypted, expiring and reachable by browsers, and only the attachments
 function may touch it, with PutObject/GetObject on attachments/* alone (a presigned URL can do
-what its signer may). cfn-lint checks the template's syntax and types, not these facts. Exit
-status 0 when all hold, 1 otherwise.
+what its signer may). The dashboard and the alarms may only read metrics the functions write
+(`metrics` of `relay-routes`, from shared::metrics and shared::telemetry): in the functions'
+namespace (RELAY_METRICS_NAMESPACE), declared names, each with exactly its dimensions (`function`
+and its labels) and values those labels take; the objectives (p95 of log-in and bundle fetches,
+of sends) and the failures (HTTP 5xx, Lambda errors and throttles of every function, DynamoDB
+throttles of every table) must each have an alarm notifying AlarmTopicArn. cfn-lint checks the
+template's syntax and types, not these facts. Exit status 0 when all hold, 1 otherwise.
 
 Usage: check_contract.py [--template PATH] [--routes JSON]   (needs cfn-lint's YAML loader, see infra/lint)
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +62,7 @@ GLOBAL_ENV = {
     "JWT_SECRET_ID",
     "RUST_LOG",
     "RELAY_LOG_FORMAT",
+    "RELAY_METRICS_NAMESPACE",
 }
 
 
@@ -176,6 +183,196 @@ def check_attachments(resources: dict) -> list[str]:
     return errors
 
 
+# ---------------------------------------------------------------- metrics: dashboard and alarms
+
+# The objectives' alarms: (metric, label, value, p95 bound in seconds). Each needs an alarm on the
+# metric's p95 for that label value, breaching above at most the bound.
+OBJECTIVES = [
+    ("relay_http_request_duration_seconds", "route", "POST /v1/sessions", 0.2),
+    ("relay_http_request_duration_seconds", "route", "GET /v1/users/{user_id}/bundle", 0.2),
+    ("relay_http_request_duration_seconds", "route", "GET /v1/users/{user_id}/devices/{device_id}/bundle", 0.2),
+    ("relay_frame_duration_seconds", "action", "send", 0.5),
+]
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def render(node, conditions: bool) -> str:
+    """A string-valued intrinsic (Fn::Sub, Fn::Join, Fn::If, Ref, Fn::GetAtt) as text, every
+    reference written <Name> and every condition taken as `conditions`."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, (int, float)):
+        return str(node)
+    if isinstance(node, dict) and len(node) == 1:
+        (fn, arg), = node.items()
+        if fn == "Ref":
+            return f"<{arg}>"
+        if fn == "Fn::GetAtt":
+            return f"<{'.'.join(arg) if isinstance(arg, list) else arg}>"
+        if fn == "Fn::Join":
+            return render(arg[0], conditions).join(render(p, conditions) for p in arg[1])
+        if fn == "Fn::If":
+            return render(arg[1] if conditions else arg[2], conditions)
+        if fn == "Fn::Sub":
+            text, names = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+            def sub(m):
+                name = m.group(1)
+                if name.startswith("!"):
+                    return "${" + name[1:] + "}"
+                return render(names[name], conditions) if name in names else f"<{name}>"
+
+            return re.sub(r"\$\{([^}]+)\}", sub, text)
+    raise ValueError(f"cannot render {json.dumps(node)[:80]}")
+
+
+class MetricUse:
+    """One metric a dashboard widget or an alarm reads."""
+
+    def __init__(self, where: str, namespace: str, name: str, dimensions: dict, stat: str | None = None):
+        self.where, self.namespace, self.name, self.dimensions, self.stat = where, namespace, name, dimensions, stat
+
+
+def dashboard_uses(where: str, body: dict) -> list[MetricUse]:
+    """The metrics of a dashboard's metric widgets: rows [namespace, name, dim, value, ..., {options}]
+    (a "." repeats the previous row's field) and the SEARCH expressions' schemas and terms
+    (dimension values None when a search spans them)."""
+    uses: list[MetricUse] = []
+    for i, widget in enumerate(body.get("widgets") or []):
+        props = widget.get("properties") or {}
+        title = f"{where} widget {i} ({props.get('title', widget.get('type'))!r})"
+        previous: list = []
+        for row in props.get("metrics") or []:
+            has_options = bool(row) and isinstance(row[-1], dict)
+            options = row[-1] if has_options else {}
+            fields = row[:-1] if has_options else row
+            fields = [previous[j] if f == "." and j < len(previous) else f for j, f in enumerate(fields)]
+            if fields:
+                previous = fields
+                dims = dict(zip(fields[2::2], fields[3::2]))
+                uses.append(MetricUse(title, fields[0], fields[1], dims, options.get("stat", props.get("stat"))))
+            for search in re.findall(r"SEARCH\(\s*'((?:[^'\\]|\\.)*)'\s*,\s*'([^']*)'", options.get("expression", "")):
+                query, stat = search
+                schema = re.match(r"\s*\{([^}]*)\}", query)
+                if not schema:
+                    uses.append(MetricUse(title, "", "", {}, stat))
+                    continue
+                namespace, *keys = [k.strip().strip('"') for k in schema.group(1).split(",")]
+                terms = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', query[schema.end():]))
+                name = terms.pop("MetricName", "")
+                dims = {k: None for k in keys}
+                dims.update(terms)
+                uses.append(MetricUse(title + " SEARCH", namespace, name, dims, stat))
+    return uses
+
+
+def alarm_uses(lid: str, props: dict) -> list[MetricUse]:
+    def one(where, metric, stat):
+        dims = {d.get("Name"): render(d.get("Value"), True) for d in metric.get("Dimensions") or []}
+        return MetricUse(where, render(metric.get("Namespace", ""), True), metric.get("MetricName", ""), dims, stat)
+
+    if "MetricName" in props:
+        return [one(lid, props, props.get("ExtendedStatistic") or props.get("Statistic"))]
+    return [
+        one(f"{lid}.{m.get('Id')}", m["MetricStat"].get("Metric") or {}, m["MetricStat"].get("Stat"))
+        for m in props.get("Metrics") or []
+        if m.get("MetricStat")
+    ]
+
+
+def check_metric_use(use: MetricUse, namespace: str, declared: dict, emf: dict, table: dict) -> list[str]:
+    """A metric the template reads in the functions' namespace: declared, with exactly its
+    dimensions, and values its labels take."""
+    if use.namespace != namespace:
+        if use.namespace.startswith("AWS/"):
+            return []
+        return [f"{use.where}: namespace {use.namespace!r} is not the functions' ({namespace!r}, RELAY_METRICS_NAMESPACE)"]
+    metric = declared.get(use.name)
+    if metric is None:
+        return [f"{use.where}: {use.name!r} is not a metric of shared::metrics::ALL"]
+    errors = []
+    if set(use.dimensions) != set(metric["dimensions"]):
+        errors.append(
+            f"{use.where}: {use.name} is written with the dimensions {sorted(metric['dimensions'])}, "
+            f"read with {sorted(use.dimensions)}"
+        )
+    route_function = {r["route_key"]: r["function"] for r in table["http"]}
+    for key, value in use.dimensions.items():
+        allowed = emf["labels"].get(key, [])
+        if value is None or allowed is None:
+            continue
+        if value not in allowed:
+            errors.append(f"{use.where}: {use.name} {key}={value!r} is not a value of the label {key}")
+    function = use.dimensions.get(emf["dimension"])
+    if function and function not in metric["functions"]:
+        errors.append(f"{use.where}: the {function} function does not write {use.name} (written by {metric['functions']})")
+    route, action = use.dimensions.get("route"), use.dimensions.get("action")
+    if function and route in route_function and route_function[route] != function:
+        errors.append(f"{use.where}: {route} is served by the {route_function[route]} function, not {function}")
+    if function and action and function != table["websocket"]["function"]:
+        errors.append(f"{use.where}: frames are handled by the {table['websocket']['function']} function, not {function}")
+    if use.stat and metric["histogram"] is False and re.fullmatch(r"p\d+(\.\d+)?", use.stat):
+        errors.append(f"{use.where}: {use.name} is a {metric['kind']}, it has no percentile {use.stat}")
+    return errors
+
+
+def check_metrics(resources: dict, globals_env: dict, table: dict) -> list[str]:
+    errors: list[str] = []
+    emf = table["metrics"]
+    declared = {m["name"]: m for m in emf["metrics"]}
+    ns_value = globals_env.get(emf["namespace_setting"])
+    if ns_value is None:
+        return [f"Globals.Function.Environment.Variables lacks {emf['namespace_setting']} (the dashboard and alarms read it)"]
+    namespace = render(ns_value, True)
+    if "<AWS::StackName>" not in namespace:
+        errors.append(f"{emf['namespace_setting']} must name the stack (two stacks in one account keep their metrics apart)")
+    uses: list[MetricUse] = []
+    dashboards = [lid for lid, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    if not dashboards:
+        errors.append("the template needs an AWS::CloudWatch::Dashboard")
+    for lid in dashboards:
+        body_node = (resources[lid].get("Properties") or {}).get("DashboardBody")
+        for conditions in (True, False):
+            try:
+                body = json.loads(render(body_node, conditions))
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                errors.append(f"{lid}: DashboardBody is not JSON with its conditions {conditions}: {e}")
+                continue
+            if conditions:
+                uses += dashboard_uses(lid, body)
+    alarms = {lid: r.get("Properties") or {} for lid, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    alarm_metrics = {lid: alarm_uses(lid, props) for lid, props in alarms.items()}
+    for lid, props in alarms.items():
+        uses += alarm_metrics[lid]
+        if props.get("AlarmActions") != ALARM_ACTIONS:
+            errors.append(f"{lid}: AlarmActions must be !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]")
+    for use in uses:
+        errors += check_metric_use(use, namespace, declared, emf, table)
+
+    def alarmed(predicate) -> list[tuple[str, MetricUse]]:
+        return [(lid, u) for lid, us in alarm_metrics.items() for u in us if predicate(u)]
+
+    for name, label, value, bound in OBJECTIVES:
+        found = alarmed(lambda u: u.namespace == namespace and u.name == name and u.dimensions.get(label) == value and u.stat == "p95")
+        if not any(
+            alarms[lid].get("ComparisonOperator") == "GreaterThanThreshold" and float(alarms[lid].get("Threshold", 1e9)) <= bound
+            for lid, _ in found
+        ):
+            errors.append(f"no alarm on the p95 of {name} {label}={value!r} above at most {bound} s (an objective)")
+    for lid, res in resources.items():
+        if res.get("Type") == "AWS::Serverless::Function":
+            for metric in ("Errors", "Throttles"):
+                if not alarmed(lambda u: u.namespace == "AWS/Lambda" and u.name == metric and u.dimensions.get("FunctionName") == f"<{lid}>"):
+                    errors.append(f"no alarm on AWS/Lambda {metric} of {lid}")
+        if res.get("Type") == "AWS::DynamoDB::Table":
+            for metric in ("ReadThrottleEvents", "WriteThrottleEvents"):
+                if not alarmed(lambda u: u.namespace == "AWS/DynamoDB" and u.name == metric and u.dimensions.get("TableName") == f"<{lid}>"):
+                    errors.append(f"no alarm on AWS/DynamoDB {metric} of {lid}")
+    if not alarmed(lambda u: u.namespace == "AWS/ApiGateway" and u.name == "5xx" and u.dimensions.get("ApiId") == "<HttpApi>"):
+        errors.append("no alarm on the HTTP API's 5xx (AWS/ApiGateway 5xx, ApiId HttpApi)")
+    return errors
+
+
 def check(template: dict, table: dict) -> list[str]:
     errors: list[str] = []
     HTTP_ROUTES: dict[str, set[str]] = {}
@@ -249,6 +446,10 @@ def check(template: dict, table: dict) -> list[str]:
             errors.append(f"{function} lacks {name}")
     if ATTACHMENTS_FUNCTION in BINARIES:
         errors += check_attachments(resources)
+    if "metrics" in table:
+        errors += check_metrics(resources, env, table)
+    else:
+        errors.append("the route table JSON has no `metrics` (relay-routes prints them)")
 
     # HTTP API routes: exactly the route table's, each on the right function, all on one HttpApi.
     seen: dict[str, str] = {}
@@ -323,7 +524,8 @@ def main(argv=None) -> int:
         return 1
     print(
         f"check_contract: {len(table['http'])} HTTP routes, {len(table['websocket']['routes'])} WebSocket routes, "
-        f"{len(table['functions'])} functions as the route table says"
+        f"{len(table['functions'])} functions as the route table says; the dashboard and alarms read "
+        f"only declared metrics ({len(table['metrics']['metrics'])}), every objective has its alarm"
     )
     return 0
 

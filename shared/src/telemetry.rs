@@ -177,6 +177,16 @@ pub fn label_values(label: Label) -> Option<Vec<String>> {
     Some(values.into_iter().map(String::from).collect())
 }
 
+/// The functions that write `metric` (its `recorded_by`: "every function", or their names).
+pub fn writers(metric: &Metric) -> Vec<&'static str> {
+    let every = metric.recorded_by.starts_with("every function");
+    Function::ALL
+        .iter()
+        .map(|f| f.name())
+        .filter(|name| every || metric.recorded_by.split(", ").any(|w| w == *name))
+        .collect()
+}
+
 /// How the functions' metrics reach CloudWatch, for the checks outside Rust: the namespace's
 /// setting, the constant dimension, and per metric its EMF dimension set (the constant
 /// dimension, then its labels) and the values of each label.
@@ -192,6 +202,7 @@ pub fn emf_json() -> serde_json::Value {
         };
         serde_json::json!({
             "name": m.name,
+            "functions": writers(m),
             "kind": m.kind.name(),
             "unit": unit,
             "dimensions": dimensions,
@@ -231,6 +242,16 @@ mod tests {
         assert!(label_values(Label::Limit)
             .unwrap()
             .contains(&"messages".to_string()));
+    }
+
+    #[test]
+    fn every_metric_but_the_gateways_has_its_writers() {
+        for m in relay_metrics::ALL {
+            let gateway_only = m.recorded_by == relay_metrics::GATEWAY;
+            assert_eq!(writers(m).is_empty(), gateway_only, "{}", m.name);
+        }
+        assert_eq!(writers(&relay_metrics::FRAMES), ["connection"]);
+        assert_eq!(writers(&relay_metrics::COLD_STARTS).len(), Function::ALL.len());
     }
 
     #[test]
