@@ -251,7 +251,10 @@ mod tests {
             assert_eq!(writers(m).is_empty(), gateway_only, "{}", m.name);
         }
         assert_eq!(writers(&relay_metrics::FRAMES), ["connection"]);
-        assert_eq!(writers(&relay_metrics::COLD_STARTS).len(), Function::ALL.len());
+        assert_eq!(
+            writers(&relay_metrics::COLD_STARTS).len(),
+            Function::ALL.len()
+        );
     }
 
     #[test]
