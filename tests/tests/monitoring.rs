@@ -148,6 +148,10 @@ impl Expected {
             .or_default() += 1.0;
     }
 
+    fn messages(&mut self, event: &str, n: usize) {
+        *self.messages.entry(event.into()).or_default() += n as f64;
+    }
+
     fn frame(&mut self, action: &str, outcome: &str) {
         *self
             .frames
@@ -175,11 +179,12 @@ impl Expected {
 
 const REGISTRATIONS: usize = 3;
 const SENDS: usize = 4;
+const PUSHES: usize = 2;
 const BAD_LOGINS: usize = 2;
 
 /// The known workload: a readiness check, REGISTRATIONS registrations and logins, a bundle
 /// fetch, SENDS one-to-one sends over WebSocket to an offline recipient who then connects and
-/// fetches them, BAD_LOGINS logins with a wrong password (401), and two requests for routes
+/// fetches them, PUSHES more sends pushed to him online, BAD_LOGINS logins with a wrong password (401), and two requests for routes
 /// that do not exist (one of them `/metrics` on the public listener). It ends once both sockets'
 /// `$disconnect` is handled (the gateway's open-connection gauge is back to 0).
 async fn workload(gw: &Gateway) -> Expected {
@@ -205,31 +210,43 @@ async fn workload(gw: &Gateway) -> Expected {
     assert_eq!(alice.bundle_of(stack, &bob.user_id).await.0, 200);
     expected.request("GET /v1/users/{user_id}/bundle", 200);
 
-    let mut ws = alice.connect(stack).await;
+    let mut a = alice.connect(stack).await;
     expected.frame("$connect", "ok");
-    for i in 0..SENDS {
+    let send = async |a: &mut relay_tests::Ws, i: usize, expected: &mut Expected| {
         let id = format!("monitoring-message-{i}");
         let body = format!("monitoring body {i} {}", rand::random::<u64>());
-        let reply = ws.send_message(&bob.user_id, &id, body.as_bytes()).await;
+        let reply = a.send_message(&bob.user_id, &id, body.as_bytes()).await;
         assert_eq!(reply["type"], "sent", "{reply}");
         expected.frame("send", "ok");
-        expected
-            .secrets
-            .push(shared::validation::encode(body.as_bytes()));
-        expected.secrets.push(body);
-        expected.secrets.push(id);
+        let encoded = shared::validation::encode(body.as_bytes());
+        expected.secrets.extend([encoded, body, id]);
+    };
+    // To bob offline: stored in his inbox, then fetched.
+    for i in 0..SENDS {
+        send(&mut a, i, &mut expected).await;
     }
-    *expected.messages.entry("stored".into()).or_default() += SENDS as f64;
-    ws.close().await;
-    expected.frame("$disconnect", "ok");
-
-    let mut ws = bob.connect(stack).await;
+    expected.messages("stored", SENDS);
+    let mut b = bob.connect(stack).await;
     expected.frame("$connect", "ok");
-    assert_eq!(ws.fetch_all().await.len(), SENDS);
+    assert_eq!(b.fetch_all().await.len(), SENDS);
     expected.frame("fetch", "ok");
-    *expected.messages.entry("fetched".into()).or_default() += SENDS as f64;
-    ws.close().await;
-    expected.frame("$disconnect", "ok");
+    expected.messages("fetched", SENDS);
+    // To bob online, his inbox empty: handed to his socket without being stored.
+    for i in SENDS..SENDS + PUSHES {
+        send(&mut a, i, &mut expected).await;
+    }
+    expected.messages("pushed", PUSHES);
+    let mut pushed = Vec::new();
+    while pushed.len() < PUSHES {
+        let frame = b.recv().await;
+        assert_eq!(frame["type"], "messages", "{frame}");
+        pushed.extend(frame["messages"].as_array().expect("messages").clone());
+    }
+    assert_eq!(pushed.len(), PUSHES);
+    for ws in [a, b] {
+        ws.close().await;
+        expected.frame("$disconnect", "ok");
+    }
 
     for _ in 0..BAD_LOGINS {
         let (status, body) = login(stack, &alice.username, "not the password").await;
@@ -615,12 +632,47 @@ async fn prometheus_scrapes_exactly_the_workload() {
         keyed1(&expected.per_action()),
         "frame histogram counts by action"
     );
-    let messages = by_labels(&http, prometheus, "relay_messages_total", &["event"]).await;
-    for (event, n) in &expected.messages {
+    assert_eq!(
+        by_labels(&http, prometheus, "relay_messages_total", &["event"]).await,
+        keyed1(&expected.messages),
+        "messages by event"
+    );
+    assert_eq!(
+        by_labels(
+            &http,
+            prometheus,
+            "relay_bundle_fetches_total",
+            &["outcome"]
+        )
+        .await,
+        keyed1(&BTreeMap::from([("ok".to_string(), 1.0)])),
+        "bundle fetches"
+    );
+    // Every request above reached Redis and DynamoDB: their calls are counted and timed.
+    let calls = by_labels(
+        &http,
+        prometheus,
+        "sum by (dependency) (relay_dependency_calls_total)",
+        &["dependency"],
+    )
+    .await;
+    let timed = by_labels(
+        &http,
+        prometheus,
+        "sum by (dependency) (relay_dependency_duration_seconds_count)",
+        &["dependency"],
+    )
+    .await;
+    for dependency in ["redis", "dynamodb"] {
+        let key = vec![dependency.to_string()];
+        assert!(
+            calls.get(&key).is_some_and(|n| *n > 0.0),
+            "{dependency}: {calls:?}"
+        );
         assert_eq!(
-            messages.get(&vec![event.clone()]),
-            Some(n),
-            "messages {event}: {messages:?}"
+            calls.get(&key),
+            timed.get(&key),
+            "{dependency}: one duration per call"
         );
     }
     let connections = |q: &'static str| {
@@ -704,4 +756,27 @@ async fn monitoring_is_on_the_management_listener_only() {
     // In-process gateways (this test binary's) install no recorder: it is the process's.
     let (status, body) = get("/metrics").await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn readiness_follows_the_stores_and_liveness_does_not() {
+    let (port, mut redis) = relay_tests::servers::start_redis();
+    let url = format!("redis://127.0.0.1:{port}");
+    let stack = Stack::with_env(&[("REDIS_URL", url.as_str())]).await;
+    let management = stack.management.expect("a management listener");
+    let get = |path: &str| {
+        let http = stack.http.clone();
+        let url = format!("http://{management}{path}");
+        async move { status_json(http.get(url).send().await.unwrap()).await }
+    };
+    assert_eq!(get("/readyz").await.0, 200);
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let (status, body) = get("/readyz").await;
+    assert_eq!((status, error_code(&body)), (503, "unavailable"), "{body}");
+    assert!(
+        !body.to_string().contains(&port.to_string()),
+        "internal detail leaked: {body}"
+    );
+    assert_eq!(get("/healthz").await.0, 200, "liveness asks no store");
 }
