@@ -149,3 +149,73 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
         .and_then(|p| p.first(name))
         .map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::recorded::Recorded;
+    use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+    use lambda_http::request::LambdaRequest;
+
+    fn request(route_key: &str, path: &str) -> Request {
+        let mut ev = ApiGatewayV2httpRequest::default();
+        ev.route_key = Some(route_key.into());
+        ev.raw_path = Some(path.into());
+        ev.request_context.route_key = Some(route_key.into());
+        ev.request_context.request_id = Some("req-1".into());
+        ev.request_context.http.method = http::Method::GET;
+        ev.request_context.http.path = Some(path.into());
+        LambdaRequest::ApiGatewayV2(ev).into()
+    }
+
+    #[tokio::test]
+    async fn a_request_is_counted_under_its_route_key_never_its_path() {
+        let recorded = Recorded::default();
+        let _local = ::metrics::set_default_local_recorder(&recorded);
+        let req = request(
+            "GET /v1/users/{user_id}/bundle",
+            "/v1/users/5b0c7a2e-0000-4000-8000-000000000000/bundle",
+        );
+        assert_eq!(request_id(&req), "req-1");
+        let seen = serve(req, |route, _| async move {
+            json(
+                200,
+                &serde_json::json!({"route": route.map(HttpRoute::key)}),
+            )
+        })
+        .await;
+        assert_eq!(seen.status(), 200);
+        // No route key (`$default`): the path decides, and an unknown one is `unmatched`.
+        let unknown = request("$default", "/v1/nope/5b0c7a2e");
+        let refused = serve(unknown, |route, _| async move {
+            assert!(route.is_none());
+            error(&Error::RouteNotFound)
+        })
+        .await;
+        assert_eq!(refused.status(), 404);
+        assert_eq!(
+            recorded.series(),
+            [
+                (
+                    "relay_http_request_duration_seconds{route=GET /v1/users/{user_id}/bundle}"
+                        .to_string(),
+                    1
+                ),
+                (
+                    "relay_http_request_duration_seconds{route=unmatched}".to_string(),
+                    1
+                ),
+                (
+                    "relay_http_requests_total{route=GET /v1/users/{user_id}/bundle,status_class=2xx}"
+                        .to_string(),
+                    1
+                ),
+                (
+                    "relay_http_requests_total{route=unmatched,status_class=4xx}".to_string(),
+                    1
+                ),
+            ]
+            .into()
+        );
+    }
+}

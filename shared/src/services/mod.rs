@@ -10,6 +10,8 @@ pub mod groups;
 mod key_packages;
 mod limiter;
 pub mod mls_groups;
+#[cfg(test)]
+pub(crate) mod recorded;
 pub mod relay;
 
 pub use account_age::AccountAge;

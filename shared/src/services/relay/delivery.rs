@@ -393,3 +393,43 @@ struct Frames {
     failure: Option<PushError>,
     late: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::recorded::Recorded;
+
+    fn online(in_flight: bool) -> Stored {
+        Stored::Online {
+            connections: vec!["c".into()],
+            ack_connections: vec![],
+            envelopes: vec![],
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn stored_counts_entries_written_and_dropped_counts_refusals_by_a_cap() {
+        let recorded = Recorded::default();
+        ::metrics::with_local_recorder(&recorded, || {
+            let outcomes = [
+                Stored::Queued,
+                online(true),
+                online(false),
+                Stored::Dropped,
+                Stored::Queued,
+            ];
+            count_stored(&outcomes, false);
+            // Online only: nothing is stored, and a device offline is no refusal by a cap.
+            count_stored(&[online(false), Stored::Dropped], true);
+        });
+        assert_eq!(
+            recorded.series(),
+            [
+                ("relay_messages_total{event=dropped}".to_string(), 1),
+                ("relay_messages_total{event=stored}".to_string(), 3),
+            ]
+            .into()
+        );
+    }
+}

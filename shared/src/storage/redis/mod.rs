@@ -373,3 +373,19 @@ impl crate::storage::Health for RedisStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_script_is_redis_serving_the_call() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let ok: redis::RedisResult<()> = Ok(());
+        assert!(served(&ok));
+        let no_script = RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "no"));
+        assert!(served::<()>(&Err(no_script)));
+        let io = RedisError::from(std::io::Error::other("connection refused"));
+        assert!(!served::<()>(&Err(io)));
+    }
+}
