@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_http::request::RequestContext;
@@ -56,16 +57,20 @@ pub const REQUEST_ID_PROPERTY: &str = "request_id";
 /// recorded during an invocation is written as EMF when the invocation ends.
 pub struct Lambda {
     emf: Option<&'static Collector>,
+    /// Whether the cold start is still to be written (with the first invocation's metrics).
+    cold: AtomicBool,
 }
 
 /// Sets up logs and, with `RELAY_METRICS` on, the EMF recorder: namespace
-/// `RELAY_METRICS_NAMESPACE`, dimension `function` = `function`'s name; describes every metric
-/// and counts this cold start. Call once, first thing in `main`.
+/// `RELAY_METRICS_NAMESPACE`, dimension `function` = `function`'s name; describes every metric.
+/// The cold start is written with the first invocation's metrics. Call once, first thing in
+/// `main`.
 pub fn lambda(function: Function) -> Result<Lambda, String> {
     init();
     let env = Env::new(&|k| std::env::var(k).ok());
+    let cold = AtomicBool::new(true);
     if !metrics_enabled(&env).map_err(|e| e.to_string())? {
-        return Ok(Lambda { emf: None });
+        return Ok(Lambda { emf: None, cold });
     }
     let emf = metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(env.string(&settings::RELAY_METRICS_NAMESPACE))
@@ -73,8 +78,10 @@ pub fn lambda(function: Function) -> Result<Lambda, String> {
         .init()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     relay_metrics::describe();
-    relay_metrics::cold_start(function.name());
-    Ok(Lambda { emf: Some(emf) })
+    Ok(Lambda {
+        emf: Some(emf),
+        cold,
+    })
 }
 
 impl Lambda {
@@ -115,33 +122,26 @@ impl Lambda {
         let Some(emf) = self.emf else { return };
         let mut lines = Vec::with_capacity(4096);
         emf.set_property(REQUEST_ID_PROPERTY, request_id);
-        if let Err(e) = emf.flush(&mut lines) {
+        let written = if self.cold.swap(false, Ordering::Relaxed) {
+            // Not through `metrics::cold_start`: its `function` label is the collector's own
+            // dimension, which a label may not repeat (the collector would name it twice, then
+            // drop it from the lines after). Written alone, the line has exactly that dimension.
+            emf.write_single(
+                relay_metrics::COLD_STARTS.name,
+                Some(metrics::Unit::Count),
+                1,
+                &mut lines,
+            )
+        } else {
+            Ok(())
+        };
+        if let Err(e) = written.and_then(|()| emf.flush(&mut lines)) {
             tracing::warn!(error = %e, "cannot write the metrics");
             return;
         }
-        let lines = name_function_once(lines);
         // One write of whole lines, so no log line lands inside a metrics line.
         let _ = std::io::stdout().lock().write_all(&lines);
     }
-}
-
-/// The collector lists its constant `function` dimension and then the metric's labels, so the
-/// cold-start counter, whose one label is that same `function`, would name it twice in its
-/// dimension set; a dimension set names each dimension once.
-fn name_function_once(lines: Vec<u8>) -> Vec<u8> {
-    const TWICE: &[u8] = br#""Dimensions":[["function","function""#;
-    if !lines.windows(TWICE.len()).any(|w| w == TWICE) {
-        return lines;
-    }
-    String::from_utf8(lines)
-        .map(|text| {
-            text.replace(
-                r#""Dimensions":[["function","function""#,
-                r#""Dimensions":[["function""#,
-            )
-            .into_bytes()
-        })
-        .unwrap_or_else(|e| e.into_bytes())
 }
 
 /// The values a label takes, for the checks outside Rust (`infra/check_contract.py`); `None` for
@@ -255,17 +255,6 @@ mod tests {
             writers(&relay_metrics::COLD_STARTS).len(),
             Function::ALL.len()
         );
-    }
-
-    #[test]
-    fn emf_lines_name_function_once() {
-        let cold = br#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Relay","Dimensions":[["function","function"]],"Metrics":[{"Name":"relay_cold_starts_total","Unit":"Count"}]}]},"function":"keys","relay_cold_starts_total":1}
-{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Relay","Dimensions":[["function","route"]],"Metrics":[]}]},"function":"keys","route":"GET /v1/keys/count"}
-"#;
-        let fixed = String::from_utf8(name_function_once(cold.to_vec())).unwrap();
-        assert!(fixed.contains(r#""Dimensions":[["function"]]"#));
-        assert!(fixed.contains(r#""Dimensions":[["function","route"]]"#));
-        assert_eq!(fixed.lines().count(), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The full cycle with every function running as its own Lambda binary under
 //! `cargo lambda watch`, behind the gateway in Lambda mode: the code path AWS runs, including
-//! pushes through the Management API.
+//! pushes through the Management API, and the CloudWatch Embedded Metric Format lines the
+//! functions write on stdout beside their JSON logs, as on Lambda.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -80,6 +81,10 @@ async fn full_cycle_under_cargo_lambda_watch() {
         "WS_MANAGEMENT_ENDPOINT".into(),
         format!("http://{management_addr}"),
     );
+    // As the template sets them: JSON log lines, and the metrics in a namespace of their own.
+    let namespace = format!("Relay/{prefix}");
+    env.insert("RELAY_LOG_FORMAT".into(), "json".into());
+    env.insert("RELAY_METRICS_NAMESPACE".into(), namespace.clone());
     let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(&env_file, lines).unwrap();
     let path = format!(
@@ -87,8 +92,9 @@ async fn full_cycle_under_cargo_lambda_watch() {
         cargo_lambda_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-watch.log"))).unwrap();
+    // The functions' stdout and stderr (logs and metrics) and cargo lambda's own output.
+    let log_path = std::env::temp_dir().join(format!("{prefix}-watch.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
     let _watch = Watch(
         Command::new("cargo")
             .args([
@@ -212,4 +218,349 @@ async fn full_cycle_under_cargo_lambda_watch() {
         200
     );
     let _ = std::fs::remove_file(env_file);
+
+    // The metrics of that workload, as EMF lines on the functions' stdout: one line per label set
+    // and invocation, so each request and frame is a line of its own, tagged with its request id.
+    // Never a user id, username, token or connection id.
+    let secrets = [
+        alice_id.clone(),
+        bob_id.clone(),
+        alice_token.clone(),
+        bob_token.clone(),
+        format!("alice_{prefix}"),
+        format!("bob_{prefix}"),
+    ];
+    let expected = |emf: &Emf| -> Result<(), String> {
+        for function in ["users", "keys", "connection"] {
+            emf.at_least("relay_cold_starts_total", &[("function", function)], 1)?;
+        }
+        emf.exactly(
+            "relay_http_requests_total",
+            &[("route", "POST /v1/users"), ("status_class", "2xx")],
+            2,
+        )?;
+        emf.exactly(
+            "relay_http_requests_total",
+            &[("route", "POST /v1/sessions"), ("status_class", "2xx")],
+            2,
+        )?;
+        emf.exactly(
+            "relay_http_requests_total",
+            &[
+                ("route", "GET /v1/users/{user_id}/bundle"),
+                ("status_class", "2xx"),
+            ],
+            1,
+        )?;
+        emf.at_least(
+            "relay_http_requests_total",
+            &[("route", "GET /healthz"), ("status_class", "2xx")],
+            1,
+        )?;
+        emf.exactly(
+            "relay_http_request_duration_seconds",
+            &[("route", "POST /v1/sessions")],
+            2,
+        )?;
+        emf.exactly("relay_bundle_fetches_total", &[("outcome", "ok")], 1)?;
+        emf.exactly(
+            "relay_frames_total",
+            &[("action", "send"), ("outcome", "ok")],
+            2,
+        )?;
+        emf.exactly("relay_frame_duration_seconds", &[("action", "send")], 2)?;
+        emf.exactly(
+            "relay_frames_total",
+            &[("action", "$connect"), ("outcome", "ok")],
+            2,
+        )?;
+        emf.exactly("relay_connections_opened_total", &[], 2)?;
+        for event in ["stored", "fetched", "pushed"] {
+            emf.at_least("relay_messages_total", &[("event", event)], 1)?;
+        }
+        for dependency in ["redis", "dynamodb", "management_api"] {
+            emf.at_least(
+                "relay_dependency_calls_total",
+                &[("dependency", dependency)],
+                1,
+            )?;
+        }
+        // Flushed after each invocation: a request is one line, the only request of its id.
+        emf.one_per_invocation("relay_http_requests_total")?;
+        emf.one_per_invocation("relay_frames_total")
+    };
+    // The lines reach the file through cargo lambda: wait for them, briefly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let emf = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let emf = Emf::parse(&text, &namespace, &secrets)
+            .unwrap_or_else(|e| panic!("{e}\n(the functions' output is in {log_path:?})"));
+        match expected(&emf) {
+            Ok(()) => break emf,
+            Err(e) if std::time::Instant::now() > deadline => panic!(
+                "{e}; the functions wrote {} EMF lines (in {log_path:?})",
+                emf.docs.len()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(emf.docs.len() >= 10, "{} EMF lines", emf.docs.len());
+}
+
+/// The EMF documents of the functions' output, each checked against the specification
+/// (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html)
+/// and against `shared::metrics`.
+struct Emf {
+    docs: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Units CloudWatch accepts (MetricDatum's `Unit`).
+const UNITS: [&str; 27] = [
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
+];
+
+impl Emf {
+    /// Every line of `output` that is a JSON object must parse on its own (logs and metrics do
+    /// not interleave); those with `_aws` are EMF documents and must be valid ones, in
+    /// `namespace`, and carry none of `secrets`.
+    fn parse(output: &str, namespace: &str, secrets: &[String]) -> Result<Emf, String> {
+        let mut docs = Vec::new();
+        // The last line may still be being written.
+        let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
+        for line in complete.lines() {
+            let line = line.trim_end();
+            if line.contains("\"_aws\"") && !line.starts_with('{') {
+                return Err(format!("an EMF document not alone on its line: {line}"));
+            }
+            if !line.starts_with('{') {
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("a line that is not one JSON object ({e}): {line}"))?;
+            let serde_json::Value::Object(doc) = value else {
+                return Err(format!("not an object: {line}"));
+            };
+            if !doc.contains_key("_aws") {
+                continue;
+            }
+            if let Some(secret) = secrets.iter().find(|s| line.contains(s.as_str())) {
+                return Err(format!("an EMF line carries {secret:?}: {line}"));
+            }
+            check_document(&doc, namespace).map_err(|e| format!("{e}: {line}"))?;
+            docs.push(doc);
+        }
+        Ok(Emf { docs })
+    }
+
+    /// The documents with metric `name` whose dimensions include `dims`.
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        dims: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a serde_json::Map<String, serde_json::Value>> + 'a {
+        self.docs.iter().filter(move |d| {
+            d.contains_key(name)
+                && dims
+                    .iter()
+                    .all(|(k, v)| d.get(*k).and_then(|x| x.as_str()) == Some(v))
+        })
+    }
+
+    /// The sum of a counter's values, or the number of a histogram's samples.
+    fn total(&self, name: &str, dims: &[(&str, &str)]) -> f64 {
+        self.matching(name, dims)
+            .map(|d| match &d[name] {
+                serde_json::Value::Array(samples) => samples.len() as f64,
+                v => v.as_f64().unwrap_or_default(),
+            })
+            .sum()
+    }
+
+    fn exactly(&self, name: &str, dims: &[(&str, &str)], n: u32) -> Result<(), String> {
+        let got = self.total(name, dims);
+        (got == f64::from(n))
+            .then_some(())
+            .ok_or_else(|| format!("{name} {dims:?}: {got}, expected {n}"))
+    }
+
+    fn at_least(&self, name: &str, dims: &[(&str, &str)], n: u32) -> Result<(), String> {
+        let got = self.total(name, dims);
+        (got >= f64::from(n))
+            .then_some(())
+            .ok_or_else(|| format!("{name} {dims:?}: {got}, expected at least {n}"))
+    }
+
+    /// Each document of counter `name` counts 1 under a request id of its own.
+    fn one_per_invocation(&self, name: &str) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for d in self.matching(name, &[]) {
+            let id = d[shared::telemetry::REQUEST_ID_PROPERTY]
+                .as_str()
+                .unwrap_or_default();
+            if d[name] != 1 || id.is_empty() || !ids.insert(id) {
+                return Err(format!(
+                    "{name}: a line counting {} under the request id {id:?}, once per \
+                     invocation expected",
+                    d[name]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One EMF document: the specification's structure, and what `shared::metrics` declares.
+fn check_document(
+    doc: &serde_json::Map<String, serde_json::Value>,
+    namespace: &str,
+) -> Result<(), String> {
+    let aws = doc["_aws"].as_object().ok_or("_aws is not an object")?;
+    let timestamp = aws
+        .get("Timestamp")
+        .and_then(|t| t.as_u64())
+        .ok_or("_aws.Timestamp is not a whole number")?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    if timestamp.abs_diff(now_ms) > 3_600_000 {
+        return Err(format!(
+            "_aws.Timestamp {timestamp} is not milliseconds of now"
+        ));
+    }
+    let directives = aws
+        .get("CloudWatchMetrics")
+        .and_then(|d| d.as_array())
+        .filter(|d| !d.is_empty())
+        .ok_or("_aws.CloudWatchMetrics is not a non-empty array")?;
+    // Members a document may have: its dimensions, its metrics, the request id. Nothing else,
+    // so no connection id or user id rides along.
+    let mut known =
+        std::collections::HashSet::from(["_aws", shared::telemetry::REQUEST_ID_PROPERTY]);
+    for directive in directives {
+        if directive["Namespace"] != namespace {
+            return Err(format!(
+                "Namespace {}, expected {namespace}",
+                directive["Namespace"]
+            ));
+        }
+        let sets = directive["Dimensions"]
+            .as_array()
+            .ok_or("Dimensions is not an array")?;
+        let metrics = directive["Metrics"]
+            .as_array()
+            .filter(|m| !m.is_empty() && m.len() <= 100)
+            .ok_or("Metrics is not an array of 1 to 100 metric definitions")?;
+        for set in sets {
+            let keys: Vec<&str> = set
+                .as_array()
+                .ok_or("a dimension set is not an array")?
+                .iter()
+                .map(|k| k.as_str().ok_or("a dimension key is not a string"))
+                .collect::<Result<_, _>>()?;
+            if keys.len() > 30
+                || keys.iter().collect::<std::collections::HashSet<_>>().len() != keys.len()
+            {
+                return Err(format!(
+                    "dimension set {keys:?}: more than 30 keys, or one twice"
+                ));
+            }
+            for key in &keys {
+                known.insert(key);
+                if !doc.get(*key).is_some_and(|v| v.is_string()) {
+                    return Err(format!("dimension {key} is not a string member"));
+                }
+            }
+            for definition in metrics {
+                let name = definition["Name"]
+                    .as_str()
+                    .ok_or("a metric Name is not a string")?;
+                let unit = definition.get("Unit").map(|u| u.as_str().unwrap_or("?"));
+                if unit.is_some_and(|u| !UNITS.contains(&u)) {
+                    return Err(format!("{name}: unit {unit:?}"));
+                }
+                let metric = shared::metrics::ALL
+                    .iter()
+                    .find(|m| m.name == name)
+                    .ok_or_else(|| format!("{name} is not declared in shared::metrics"))?;
+                // Its dimensions: the function, then its labels, each a value the label takes.
+                let mut declared = vec![shared::telemetry::FUNCTION_DIMENSION];
+                declared.extend(metric.labels.iter().map(|l| l.name()));
+                declared.dedup();
+                let mut sorted = keys.clone();
+                sorted.sort_unstable();
+                declared.sort_unstable();
+                if sorted != declared {
+                    return Err(format!(
+                        "{name} with dimensions {keys:?}, declared {declared:?}"
+                    ));
+                }
+                for key in &keys {
+                    let label = metric
+                        .labels
+                        .iter()
+                        .chain([&shared::metrics::Label::Function])
+                        .find(|l| l.name() == *key)
+                        .unwrap();
+                    let value = doc[*key].as_str().unwrap();
+                    if !label.allows(value) {
+                        return Err(format!(
+                            "{name}: {key}={value:?} is not a value of the label"
+                        ));
+                    }
+                }
+            }
+        }
+        for definition in metrics {
+            let name = definition["Name"].as_str().unwrap_or_default();
+            known.insert(name);
+            let numbers = match doc.get(name) {
+                Some(serde_json::Value::Number(_)) => true,
+                Some(serde_json::Value::Array(values)) => {
+                    values.len() <= 100 && values.iter().all(|v| v.is_number())
+                }
+                _ => false,
+            };
+            if !numbers {
+                return Err(format!(
+                    "{name} is not a number or an array of at most 100 numbers"
+                ));
+            }
+        }
+    }
+    if !doc[shared::telemetry::REQUEST_ID_PROPERTY].is_string() {
+        return Err("no request id".into());
+    }
+    if let Some(other) = doc.keys().find(|k| !known.contains(k.as_str())) {
+        return Err(format!(
+            "member {other:?} is neither a dimension, a metric nor the request id"
+        ));
+    }
+    Ok(())
 }
