@@ -440,7 +440,10 @@ fn check_document(
     doc: &serde_json::Map<String, serde_json::Value>,
     namespace: &str,
 ) -> Result<(), String> {
-    let aws = doc["_aws"].as_object().ok_or("_aws is not an object")?;
+    let aws = doc
+        .get("_aws")
+        .and_then(|a| a.as_object())
+        .ok_or("_aws is not an object")?;
     let timestamp = aws
         .get("Timestamp")
         .and_then(|t| t.as_u64())
@@ -554,7 +557,10 @@ fn check_document(
             }
         }
     }
-    if !doc[shared::telemetry::REQUEST_ID_PROPERTY].is_string() {
+    if !doc
+        .get(shared::telemetry::REQUEST_ID_PROPERTY)
+        .is_some_and(|id| id.is_string())
+    {
         return Err("no request id".into());
     }
     if let Some(other) = doc.keys().find(|k| !known.contains(k.as_str())) {
@@ -563,4 +569,96 @@ fn check_document(
         ));
     }
     Ok(())
+}
+
+/// The EMF check refuses what the specification or `shared::metrics` refuses, so the test above
+/// cannot pass on lines CloudWatch would drop or that carry an identity.
+#[test]
+fn emf_check_refuses_invalid_documents() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let valid = json!({
+        "_aws": {"Timestamp": now, "CloudWatchMetrics": [{
+            "Namespace": "Relay/t",
+            "Dimensions": [["function", "route"]],
+            "Metrics": [{"Name": "relay_http_request_duration_seconds", "Unit": "Seconds"}],
+        }]},
+        "function": "keys",
+        "route": "GET /v1/users/{user_id}/bundle",
+        "request_id": "r1",
+        "relay_http_request_duration_seconds": [0.01, 0.02],
+    });
+    let check = |doc: &serde_json::Value| check_document(doc.as_object().unwrap(), "Relay/t");
+    assert_eq!(check(&valid), Ok(()));
+    let changed = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut doc = valid.clone();
+        f(&mut doc);
+        doc
+    };
+    for (why, doc) in [
+        (
+            "a connection id",
+            changed(&|d| d["connection_id"] = json!("abc=")),
+        ),
+        (
+            "a path as route",
+            changed(&|d| d["route"] = json!("GET /v1/users/5b0c7a2e/bundle")),
+        ),
+        (
+            "an undeclared metric",
+            changed(&|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] = json!("relay_latency")
+            }),
+        ),
+        (
+            "a dimension twice",
+            changed(&|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] =
+                    json!([["function", "route", "route"]])
+            }),
+        ),
+        (
+            "a dimension not declared",
+            changed(&|d| d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([["function"]])),
+        ),
+        (
+            "a dimension without its member",
+            changed(&|d| {
+                d.as_object_mut().unwrap().remove("function");
+            }),
+        ),
+        (
+            "a timestamp in seconds",
+            changed(&|d| d["_aws"]["Timestamp"] = json!(now / 1000)),
+        ),
+        (
+            "101 values",
+            changed(&|d| d["relay_http_request_duration_seconds"] = json!(vec![0.1; 101])),
+        ),
+        (
+            "another namespace",
+            changed(&|d| d["_aws"]["CloudWatchMetrics"][0]["Namespace"] = json!("Relay")),
+        ),
+        (
+            "no request id",
+            changed(&|d| {
+                d.as_object_mut().unwrap().remove("request_id");
+            }),
+        ),
+    ] {
+        assert!(check(&doc).is_err(), "accepted {why}");
+    }
+    let line = valid.to_string();
+    assert_eq!(
+        Emf::parse(&format!("{line}\n"), "Relay/t", &[])
+            .unwrap()
+            .docs
+            .len(),
+        1
+    );
+    assert!(Emf::parse(&format!("{line}\n"), "Relay/t", &["r1".into()]).is_err());
+    assert!(Emf::parse(&format!("INFO {line}\n"), "Relay/t", &[]).is_err());
+    assert!(Emf::parse(&format!("{}\n", &line[..40]), "Relay/t", &[]).is_err());
 }
