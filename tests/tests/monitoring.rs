@@ -428,6 +428,24 @@ fn prometheus_bin() -> Option<PathBuf> {
     })
 }
 
+/// The prometheus binary; `None` (the test then skips, saying so) only when there is none and
+/// `RELAY_REQUIRE_PROMETHEUS` is unset.
+fn prometheus_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = prometheus_bin();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("RELAY_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus not found (RELAY_REQUIRE_PROMETHEUS is set): install Debian's \
+             `prometheus` (ensure_prometheus of local/lib.sh), or set RELAY_PROMETHEUS"
+        );
+        eprintln!(
+            "SKIPPED {test}: no prometheus binary (install Debian's `prometheus`, or run \
+             ./local/test, which does)"
+        );
+    }
+    bin
+}
+
 /// A Prometheus scraping `target` every second with the relay's rules; its data in `dir`.
 fn start_prometheus(bin: &Path, dir: &Path, target: SocketAddr) -> (SocketAddr, Killed) {
     let rules = workspace_root().join("infra/prometheus/rules.yml");
@@ -526,16 +544,7 @@ fn unix_secs() -> f64 {
 
 #[tokio::test]
 async fn prometheus_scrapes_exactly_the_workload() {
-    let Some(bin) = prometheus_bin() else {
-        assert!(
-            std::env::var_os("RELAY_REQUIRE_PROMETHEUS").is_none(),
-            "prometheus not found (RELAY_REQUIRE_PROMETHEUS is set): install Debian's \
-             `prometheus` (ensure_prometheus of local/lib.sh), or set RELAY_PROMETHEUS"
-        );
-        eprintln!(
-            "SKIPPED prometheus_scrapes_exactly_the_workload: no prometheus binary (install \
-             Debian's `prometheus`, or run ./local/test, which does)"
-        );
+    let Some(bin) = prometheus_or_skip("prometheus_scrapes_exactly_the_workload") else {
         return;
     };
     let dir = scratch_dir("prometheus");
@@ -779,4 +788,175 @@ async fn readiness_follows_the_stores_and_liveness_does_not() {
         "internal detail leaked: {body}"
     );
     assert_eq!(get("/healthz").await.0, 200, "liveness asks no store");
+}
+
+/// `./local/up --monitor` in a process group of its own, SIGKILLed whole if the test fails.
+struct UpMonitor {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for UpMonitor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: a signal to the process group we created.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl UpMonitor {
+    fn start(data: &Path, ports: &[u16; 6]) -> Self {
+        use std::os::unix::process::CommandExt;
+        let [gateway, management, redis, dynamodb, s3, prometheus] = ports;
+        let log = data.join(format!("up-{:x}.log", rand::random::<u32>()));
+        let file = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(workspace_root().join("local/up"))
+            .arg("--monitor")
+            .env("RELAY_DATA_DIR", data)
+            .env("RELAY_LISTEN", format!("127.0.0.1:{gateway}"))
+            .env("RELAY_MANAGEMENT_LISTEN", format!("127.0.0.1:{management}"))
+            .env("RELAY_REDIS_PORT", redis.to_string())
+            .env("RELAY_DYNAMODB_PORT", dynamodb.to_string())
+            .env("RELAY_S3_PORT", s3.to_string())
+            .env("RELAY_PROMETHEUS_PORT", prometheus.to_string())
+            .env("RELAY_GATEWAY_BIN", gateway_bin())
+            .env("ARGON2_M_KIB", "4096")
+            .env("ARGON2_T", "1")
+            .envs(relay_tests::stack::limits_off())
+            .env_remove("REDIS_URL")
+            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("RELAY_TABLE_PREFIX")
+            .env_remove("RELAY_REDIS_PREFIX")
+            .env_remove("RELAY_METRICS")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .expect("spawn ./local/up --monitor");
+        Self { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the script still runs (an exited child stays a zombie until reaped).
+    fn running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name's closing parenthesis.
+                let after = &stat[stat.rfind(')')? + 1..];
+                after.split_whitespace().next().map(|state| state != "Z")
+            })
+            .unwrap_or(false)
+    }
+
+    /// SIGTERM to the script, as Ctrl-C would: it stops everything it started, Prometheus too.
+    fn terminate(mut self) {
+        let group = self.child.id() as i32;
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + SLOW;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "./local/up did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: signal 0 only asks whether the group has a process left.
+        while unsafe { libc::kill(-group, 0) } == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes of ./local/up --monitor still run:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_up_monitor_scrapes_the_gateway_keeps_the_history_and_stops_with_the_stack() {
+    if prometheus_or_skip(
+        "local_up_monitor_scrapes_the_gateway_keeps_the_history_and_stops_with_the_stack",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let data = scratch_dir("up");
+    let ports = [(); 6].map(|()| free_port());
+    let prometheus: SocketAddr = ([127, 0, 0, 1], ports[5]).into();
+    let http = reqwest::Client::new();
+    let scraped = async |up: &UpMonitor| {
+        eventually_within(
+            Duration::from_secs(120),
+            "Prometheus scraping the gateway",
+            async || {
+                assert!(
+                    up.running(),
+                    "./local/up --monitor exited:\n{}",
+                    up.output()
+                );
+                let ready = http
+                    .get(format!("http://{prometheus}/-/ready"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ready
+                    && query(
+                        &http,
+                        prometheus,
+                        "relay_cold_starts_total{function=\"gateway\"}",
+                    )
+                    .await
+                    .first()
+                    .is_some_and(|(_, v)| *v == 1.0)
+            },
+        )
+        .await;
+    };
+
+    let up = UpMonitor::start(&data, &ports);
+    scraped(&up).await;
+    let first_run = unix_secs();
+    assert!(
+        up.output()
+            .contains(&format!("Prometheus UI on http://{prometheus}")),
+        "the UI's URL is printed:\n{}",
+        up.output()
+    );
+    up.terminate();
+    assert!(
+        data.join("prometheus/wal").is_dir(),
+        "the history is kept in the data directory"
+    );
+
+    // Started again on the same data: the first run's samples are still there.
+    let up = UpMonitor::start(&data, &ports);
+    scraped(&up).await;
+    let r: Value = http
+        .get(format!("http://{prometheus}/api/v1/query"))
+        .query(&[
+            ("query", "up{job=\"relay-gateway\"}".to_string()),
+            ("time", format!("{first_run:.3}")),
+        ])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        r["data"]["result"][0]["value"][1], "1",
+        "the first run's scrapes survive the restart: {r}"
+    );
+    up.terminate();
+    let _ = std::fs::remove_dir_all(&data);
 }
