@@ -15,12 +15,19 @@ use super::util::{cpu_secs_by_thread, log, Lat};
 /// The embedded engine's thread name (`local_gateway::dynamodb_engine`).
 const ENGINE_THREADS: &str = "dynoxide";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
 pub struct CpuPerFetch {
     /// The gateway's own threads (HTTP, handlers, SDK and Redis clients), µs per fetch.
     pub gateway_us: f64,
     /// The embedded DynamoDB engine's threads, µs per fetch (0 when the engine runs elsewhere).
     pub engine_us: f64,
+}
+
+impl CpuPerFetch {
+    /// The whole gateway process, engine included, µs per fetch.
+    pub fn total_us(&self) -> f64 {
+        self.gateway_us + self.engine_us
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,31 +85,57 @@ pub async fn levels(
         )
         .await;
         floor_offset += floor_n;
-        let mut b = Bundle::new(users.len(), keys_per_user, concurrency);
-        let (gw0, en0) = cpu_secs_by_thread(gateway_pid, ENGINE_THREADS);
-        bundle_round(stack, users, offset, fetches, &mut b).await;
-        let (gw1, en1) = cpu_secs_by_thread(gateway_pid, ENGINE_THREADS);
+        let round = Round {
+            keys_per_user,
+            offset,
+            fetches,
+            concurrency,
+            gateway_pid,
+        };
+        let (b, cpu) = measured_round(stack, users, round).await;
         offset += fetches;
-        b.finish();
-        if let Some(e) = &b.first_error {
-            log(format!(
-                "bundle c={concurrency}: {} errors, first: {e}",
-                b.errors
-            ));
-        }
-        let per = |d: f64| d * 1e6 / b.ok.max(1) as f64;
         out.push(BundleLevel {
             concurrency,
             floor_per_s: times.len() as f64 / secs.max(1e-9),
             floor: Lat::from_durations(&times),
-            cpu: CpuPerFetch {
-                gateway_us: per(gw1 - gw0),
-                engine_us: per(en1 - en0),
-            },
+            cpu,
             scenario: b,
         });
     }
     out
+}
+
+/// One measured round of bundle fetches: how many, at what concurrency, from which fetch on
+/// (fetch k: user k fetches user k+1's bundle), and the gateway process whose CPU is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub keys_per_user: u32,
+    pub offset: usize,
+    pub fetches: usize,
+    pub concurrency: usize,
+    pub gateway_pid: u32,
+}
+
+/// `round`'s fetches over `users`, and the gateway's CPU time per fetch during them (its own
+/// threads and the embedded engine's apart).
+pub async fn measured_round(stack: &Stack, users: &[User], round: Round) -> (Bundle, CpuPerFetch) {
+    let mut b = Bundle::new(users.len(), round.keys_per_user, round.concurrency);
+    let (gw0, en0) = cpu_secs_by_thread(round.gateway_pid, ENGINE_THREADS);
+    bundle_round(stack, users, round.offset, round.fetches, &mut b).await;
+    let (gw1, en1) = cpu_secs_by_thread(round.gateway_pid, ENGINE_THREADS);
+    b.finish();
+    if let Some(e) = &b.first_error {
+        log(format!(
+            "bundle c={}: {} errors, first: {e}",
+            round.concurrency, b.errors
+        ));
+    }
+    let per = |d: f64| d * 1e6 / b.ok.max(1) as f64;
+    let cpu = CpuPerFetch {
+        gateway_us: per(gw1 - gw0),
+        engine_us: per(en1 - en0),
+    };
+    (b, cpu)
 }
 
 /// Stores `extra` more one-time keys for `user` directly through the adapter (the HTTP API takes

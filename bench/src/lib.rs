@@ -3,12 +3,14 @@
 
 pub mod ackflood;
 pub mod attachments;
+pub mod auth;
 pub mod bundle;
 pub mod coldstart;
 pub mod floors;
 pub mod group_report;
 pub mod group_setup;
 pub mod groups;
+pub mod metrics_cost;
 pub mod mls;
 pub mod mls_report;
 pub mod redis_memory;
@@ -29,7 +31,8 @@ use util::{command, log, Server};
 pub const USAGE: &str = "\
 usage: relay-bench [--quick] [--out DIR] [--bin-dir DIR] [--gateway-dir DIR] [--profile NAME]
                    [--pairs N] [--duration SECS] [--pipeline N] [--connections N]
-                   [--dynamodb-url URL] [--only acks|ackflood|bundle|groups|mls]
+                   [--dynamodb-url URL]
+                   [--only acks|ackflood|bundle|groups|mls|metrics|auth]
        relay-bench --render DIR
 
 Runs the relay benchmark against its own local stack and writes benchmarks.json,
@@ -45,8 +48,11 @@ concurrency levels (bundle fetches beside their storage floor; with --gateway-di
 gateway as one profile builds it), --only groups scenario 8 (group sends, on the single
 node and on a Redis Cluster, beside scenario 1 and 1b run with it), --only mls scenario 9 (a
 1,500-member MLS group: Commits accepted beside the relay's MLS work in-process, Welcome sizes,
-application messages to 300 online members); each prints its figures and the floors it was
-measured beside, writing nothing.";
+application messages to 300 online members), --only metrics scenario 10 (server CPU per send and
+per bundle fetch on a gateway recording metrics, scraped every 5 s, beside one that records none,
+taking turns), --only auth scenario 11 (logins 8 at once at a deployment's Argon2id cost beside
+the Argon2id verification alone); each prints its figures and the floors it was measured beside,
+writing nothing.";
 
 /// A scenario run alone (`--only`), printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +67,10 @@ pub enum Only {
     Groups,
     /// Scenario 9: MLS groups, Commits beside the relay's MLS work in-process (`--only mls`).
     Mls,
+    /// Scenario 10: server CPU with metrics on beside off (`--only metrics`).
+    Metrics,
+    /// Scenario 11: logins beside Argon2id alone (`--only auth`).
+    Auth,
 }
 
 #[derive(Debug, Clone)]
@@ -185,9 +195,11 @@ impl Opts {
                     "bundle" => o.only = Some(Only::Bundle),
                     "groups" => o.only = Some(Only::Groups),
                     "mls" => o.only = Some(Only::Mls),
+                    "metrics" => o.only = Some(Only::Metrics),
+                    "auth" => o.only = Some(Only::Auth),
                     other => {
                         return Err(format!(
-                            "--only takes acks, ackflood, bundle, groups or mls, not {other:?}"
+                            "--only takes acks, ackflood, bundle, groups, mls, metrics or auth, not {other:?}"
                         ))
                     }
                 },
@@ -302,15 +314,15 @@ pub async fn run(o: Opts) -> Result<(), String> {
     log("floor: Redis round trips");
     let redis_floor = floors::redis_floor(&mut redis, o.quick).await;
     let redis_pid = util::local_redis_pid(&mut redis).await;
-    let flood = || AckFloodRun {
+    let own = OwnGateways {
         gateway_dir: &gateway_dir,
         env: &env,
         logs: &logs,
         dynamodb_url: &dynamodb_url,
         redis: &redis,
         redis_pid,
-        plan: ackflood::Plan::new(o.quick),
     };
+    let flood_plan = ackflood::Plan::new(o.quick);
     if o.only == Some(Only::Bundle) {
         let (levels, _) = bundle_levels(&o, &stack, &redis, gw.pid).await;
         print_floors(&redis_floor, None);
@@ -319,9 +331,24 @@ pub async fn run(o: Opts) -> Result<(), String> {
         return Ok(());
     }
     if o.only == Some(Only::AckFlood) {
-        let a = run_ack_flood(flood()).await?;
+        let a = run_ack_flood(&own, flood_plan).await?;
         print_floors(&redis_floor, None);
         ackflood::print(&a);
+        gw.stop().await;
+        return Ok(());
+    }
+
+    if o.only == Some(Only::Metrics) {
+        let m = run_metrics_cost(&own, &o).await?;
+        print_floors(&redis_floor, None);
+        metrics_cost::print(&m);
+        gw.stop().await;
+        return Ok(());
+    }
+    if o.only == Some(Only::Auth) {
+        let a = run_auth(&own, &o).await?;
+        print_floors(&redis_floor, None);
+        auth::print(&a);
         gw.stop().await;
         return Ok(());
     }
@@ -445,7 +472,7 @@ pub async fn run(o: Opts) -> Result<(), String> {
         }
     }
 
-    let ack_flood = run_ack_flood(flood()).await?;
+    let ack_flood = run_ack_flood(&own, flood_plan).await?;
     if let Some(e) = &ack_flood.first_error {
         log(format!(
             "ack flood: {} errors, first: {e}",
@@ -459,6 +486,9 @@ pub async fn run(o: Opts) -> Result<(), String> {
 
     log("9 · MLS groups on the single node");
     let mls_groups = mls::run(&stack, &mls_plan).await;
+
+    let metrics_cost = run_metrics_cost(&own, &o).await?;
+    let auth = run_auth(&own, &o).await?;
 
     let size = if o.quick { 4 << 20 } else { 50 << 20 };
     let rounds = if o.quick { 1 } else { 3 };
@@ -614,6 +644,8 @@ pub async fn run(o: Opts) -> Result<(), String> {
         ack_flood: Some(ack_flood),
         groups: Some(groups),
         mls: Some(mls_groups),
+        metrics_cost: Some(metrics_cost),
+        auth: Some(auth),
         online_cluster,
         offline,
         bundle,
@@ -735,22 +767,109 @@ async fn run_on_cluster(
     Ok((online_cluster, groups))
 }
 
-/// What scenario 7 needs of the run: where the gateway is, the run's environment, and its Redis.
-struct AckFloodRun<'a> {
+/// What a scenario on gateways of its own needs of the run: where the gateway is, the run's
+/// environment and logs, the DynamoDB URL and the Redis of the run.
+struct OwnGateways<'a> {
     gateway_dir: &'a Path,
     env: &'a HashMap<String, String>,
     logs: &'a Path,
     dynamodb_url: &'a str,
     redis: &'a redis::aio::ConnectionManager,
     redis_pid: Option<u32>,
-    plan: ackflood::Plan,
+}
+
+impl OwnGateways<'_> {
+    /// A gateway with `env` and its own engine in memory (the first gateway holds the database
+    /// file), the same redis-server; its stack, and what reads its servers' costs.
+    async fn start(
+        &self,
+        env: &HashMap<String, String>,
+        log_file: &str,
+    ) -> Result<(Server, Stack, scenarios::Servers, shared::Config), String> {
+        let config =
+            shared::Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| e.to_string())?;
+        let gw = start_gateway(
+            self.gateway_dir,
+            env,
+            &["--dynamodb-memory".to_string()],
+            true,
+            &self.logs.join(log_file),
+        )
+        .await;
+        let stack = Stack::attach(
+            ([127, 0, 0, 1], gw.port).into(),
+            config.clone(),
+            self.dynamodb_url,
+        )
+        .await;
+        let servers = scenarios::Servers {
+            gateway: gw.pid,
+            redis: self.redis_pid,
+            redis_stats: Some(self.redis.clone()),
+            redis_prefix: config.redis_prefix.clone(),
+        };
+        Ok((gw, stack, servers, config))
+    }
+}
+
+/// Scenario 10: a gateway recording metrics (`RELAY_METRICS=on`, its management listener on a
+/// known port for `/metrics`) beside one recording none (`off`), both alive, taking turns.
+async fn run_metrics_cost(
+    own: &OwnGateways<'_>,
+    o: &Opts,
+) -> Result<metrics_cost::MetricsCost, String> {
+    use shared::config::settings::{RELAY_MANAGEMENT_LISTEN, RELAY_METRICS};
+    let management = util::free_port();
+    let mut on_env = own.env.clone();
+    on_env.insert(RELAY_METRICS.var.into(), "on".into());
+    on_env.insert(
+        RELAY_MANAGEMENT_LISTEN.var.into(),
+        format!("127.0.0.1:{management}"),
+    );
+    let mut off_env = own.env.clone();
+    off_env.insert(RELAY_METRICS.var.into(), "off".into());
+    log("10 · metrics on vs off: two gateways of their own");
+    let (gw_on, stack_on, servers_on, _) = own.start(&on_env, "gateway-metrics-on.log").await?;
+    let (gw_off, stack_off, servers_off, _) =
+        own.start(&off_env, "gateway-metrics-off.log").await?;
+    let on = metrics_cost::Side {
+        stack: &stack_on,
+        servers: servers_on,
+        metrics_url: Some(format!("http://127.0.0.1:{management}/metrics")),
+    };
+    let off = metrics_cost::Side {
+        stack: &stack_off,
+        servers: servers_off,
+        metrics_url: None,
+    };
+    let timing = (o.pairs, o.warmup, o.duration, o.pipeline);
+    let m = metrics_cost::run(on, off, metrics_cost::Plan::new(o.quick, timing)).await;
+    gw_on.stop().await;
+    gw_off.stop().await;
+    Ok(m)
+}
+
+/// Scenario 11 on a gateway of its own hashing passwords at the settings' default Argon2id cost
+/// (what a deployment runs), not the run's cheap one.
+async fn run_auth(own: &OwnGateways<'_>, o: &Opts) -> Result<auth::Auth, String> {
+    use shared::config::settings::{ARGON2_M_KIB, ARGON2_P, ARGON2_T};
+    let mut env = own.env.clone();
+    for s in [ARGON2_M_KIB, ARGON2_T, ARGON2_P] {
+        env.remove(s.var);
+    }
+    let (gw, stack, _, config) = own.start(&env, "gateway-auth.log").await?;
+    let a = auth::run(&stack, config.argon2, gw.pid, auth::Plan::new(o.quick)).await;
+    gw.stop().await;
+    Ok(a)
 }
 
 /// Scenario 7 on a gateway of its own, with the default frame limit (`RATE_LIMIT_FRAMES` as a
-/// deployment has it; the run's other limits stay out of the way) and its own engine in memory
-/// (the first gateway holds the database file); the same redis-server.
-async fn run_ack_flood(r: AckFloodRun<'_>) -> Result<ackflood::AckFlood, String> {
-    let mut env = r.env.clone();
+/// deployment has it; the run's other limits stay out of the way).
+async fn run_ack_flood(
+    own: &OwnGateways<'_>,
+    plan: ackflood::Plan,
+) -> Result<ackflood::AckFlood, String> {
+    let mut env = own.env.clone();
     env.remove("RATE_LIMIT_FRAMES");
     let config = shared::Config::from_lookup(|k| env.get(k).cloned()).map_err(|e| e.to_string())?;
     let frames = config.rate_limits.frames;
@@ -758,27 +877,8 @@ async fn run_ack_flood(r: AckFloodRun<'_>) -> Result<ackflood::AckFlood, String>
     log(format!(
         "7 · ack flood: a gateway of its own, RATE_LIMIT_FRAMES {frames_limit}"
     ));
-    let gw = start_gateway(
-        r.gateway_dir,
-        &env,
-        &["--dynamodb-memory".to_string()],
-        true,
-        &r.logs.join("gateway-ackflood.log"),
-    )
-    .await;
-    let stack = Stack::attach(
-        ([127, 0, 0, 1], gw.port).into(),
-        config.clone(),
-        r.dynamodb_url,
-    )
-    .await;
-    let servers = scenarios::Servers {
-        gateway: gw.pid,
-        redis: r.redis_pid,
-        redis_stats: Some(r.redis.clone()),
-        redis_prefix: config.redis_prefix.clone(),
-    };
-    let a = ackflood::ack_flood(&stack, &servers, &frames_limit, r.plan).await;
+    let (gw, stack, servers, _) = own.start(&env, "gateway-ackflood.log").await?;
+    let a = ackflood::ack_flood(&stack, &servers, &frames_limit, plan).await;
     gw.stop().await;
     Ok(a)
 }

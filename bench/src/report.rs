@@ -48,6 +48,13 @@ pub struct Results {
     /// before MLS groups).
     #[serde(default)]
     pub mls: Option<crate::mls::MlsGroups>,
+    /// Server CPU per send and per bundle fetch with metrics on beside off (absent from runs
+    /// before metrics).
+    #[serde(default)]
+    pub metrics_cost: Option<crate::metrics_cost::MetricsCost>,
+    /// Logins 8 at once beside Argon2id alone (absent from runs before it was measured).
+    #[serde(default)]
+    pub auth: Option<crate::auth::Auth>,
     /// The online scenario again, on a local Redis Cluster (3 primaries, 3 replicas).
     pub online_cluster: Online,
     pub offline: Offline,
@@ -427,6 +434,12 @@ pub fn rows(r: &Results) -> Vec<Row> {
         let signal = r.groups.as_ref().and_then(|g| g.single.online.as_ref());
         rows.extend(crate::mls_report::rows(m, signal));
     }
+    if let Some(m) = &r.metrics_cost {
+        rows.extend(crate::metrics_cost::rows(m));
+    }
+    if let Some(a) = &r.auth {
+        rows.extend(crate::auth::rows(a));
+    }
     if let Some(a) = &r.attachments {
         let name = format!(
             "6 · attachment of {:.0} MiB ({} rounds)",
@@ -699,6 +712,12 @@ pub fn targets(r: &Results, full_connections: usize) -> Vec<Target> {
     }
     if let Some(m) = &r.mls {
         t.extend(crate::mls_report::targets(m));
+    }
+    if let Some(m) = &r.metrics_cost {
+        t.extend(crate::metrics_cost::targets(m));
+    }
+    if let Some(a) = &r.auth {
+        t.extend(crate::auth::targets(a));
     }
     if let Some(a) = &r.ack_flood {
         t.push(Target {

@@ -363,16 +363,38 @@ pub async fn online(
     window: usize,
     servers: &Servers,
 ) -> Online {
-    let users = create_users(stack, 2 * pairs, 1).await;
-    let (senders, recipients) = users.split_at(pairs);
-    let inbound: Vec<Inbound> = recipients.iter().map(Inbound::single).collect();
+    let p = OneToOne::create(stack, pairs).await;
     let run = Run {
         warmup,
         duration,
         window,
         mode: AckMode::default(),
     };
-    online_run(stack, senders, &inbound, run, servers).await
+    p.run(stack, run, servers).await
+}
+
+/// The users of scenario 1: `pairs` senders, each sending to its own recipient in the
+/// single-device form of `send`; kept to run the same load again (scenario 10).
+pub(crate) struct OneToOne {
+    senders: Vec<User>,
+    recipients: Vec<Inbound>,
+}
+
+impl OneToOne {
+    /// Registers `2 × pairs` users.
+    pub(crate) async fn create(stack: &Stack, pairs: usize) -> Self {
+        let mut senders = create_users(stack, 2 * pairs, 1).await;
+        let recipients = senders.split_off(pairs);
+        Self {
+            senders,
+            recipients: recipients.iter().map(Inbound::single).collect(),
+        }
+    }
+
+    /// One online run of these pairs.
+    pub(crate) async fn run(&self, stack: &Stack, run: Run, servers: &Servers) -> Online {
+        online_run(stack, &self.senders, &self.recipients, run, servers).await
+    }
 }
 
 /// The registration id of the recipients' linked devices in scenario 1c.
