@@ -74,7 +74,9 @@ pub(super) struct Written {
 
 /// Counts what storing a send did in each device's inbox: `stored` for each entry written into
 /// one, `dropped` for each refused by the inbox's caps (an online-only send to a device that is
-/// not connected is refused by no cap: it is not counted).
+/// not connected is refused by no cap: it is not counted). The older envelopes the same step
+/// evicted to make room, and the expired ones it dropped, the inbox adapter counts as it reads
+/// them from the step's reply.
 pub(super) fn count_stored<'a>(outcomes: impl IntoIterator<Item = &'a Stored>, online_only: bool) {
     let (mut stored, mut dropped) = (0, 0);
     for outcome in outcomes {

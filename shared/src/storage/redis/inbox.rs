@@ -74,7 +74,8 @@ impl Inbox for RedisStore {
             pop_batch: POP_BATCH,
             most_evictions: MOST_EVICTIONS_PER_ENVELOPE,
         };
-        let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
+        let (fanned, removed) = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
+        removed.record();
         if let Fanned::Done(outcomes) = &fanned {
             if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;
@@ -132,7 +133,8 @@ impl Inbox for RedisStore {
             most_evictions: MOST_EVICTIONS_PER_ENVELOPE,
             most_marks: MOST_GROUP_MARKS,
         };
-        let fanned = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
+        let (fanned, removed) = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
+        removed.record();
         if let SharedFanned::Done(outcomes) = &fanned {
             if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;

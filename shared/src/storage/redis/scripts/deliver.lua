@@ -8,8 +8,10 @@
 --   {'mismatched', missing, extra, targets}  the send's devices are not the recipient's
 --                                            targets (sorted ids); nothing stored
 --   {'stale', devices}                       these registration ids differ; nothing stored
---   {'done', outcome…}                       one outcome per target, in the send's order
---                                            (`deliver_one`'s, prelude_deliver.lua)
+--   {'done', outcome…, evicted, expired}     one outcome per target, in the send's order
+--                                            (`deliver_one`'s, prelude_deliver.lua), then
+--                                            how many envelopes it evicted from the inboxes
+--                                            and dropped from them as expired
 -- One hash slot: {user}.
 
 local devices_key = KEYS[1]            -- hash: `v` version, device id → `<registration id>:…`
@@ -90,4 +92,6 @@ local results = {'done'}
 for _, a in ipairs(addressed) do
   table.insert(results, deliver_one(c, a.store, a.conns_key, a.ack_conns_key, a.entry))
 end
+table.insert(results, removed.evicted)
+table.insert(results, removed.expired)
 return results

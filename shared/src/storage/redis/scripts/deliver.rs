@@ -58,9 +58,10 @@ impl Deliver<'_> {
     }
 
     /// The reply, with each outcome given the device of its target (they come in the send's
-    /// order).
-    pub(crate) fn decode(&self, reply: Value) -> Result<Fanned> {
+    /// order), and what the step removed from the inboxes.
+    pub(crate) fn decode(&self, reply: Value) -> Result<(Fanned, Removed)> {
         let mut reply = Reply::new(&DELIVER, reply)?;
+        let mut removed = Removed::default();
         let fanned = match reply.tag() {
             "unknown_recipient" => Fanned::UnknownInbox,
             "mismatched" => Fanned::Mismatched {
@@ -78,8 +79,36 @@ impl Deliver<'_> {
             ),
             _ => return Err(reply.unknown()),
         };
+        if let Fanned::Done(_) = fanned {
+            removed = Removed::read(&mut reply)?;
+        }
         reply.end()?;
-        Ok(fanned)
+        Ok((fanned, removed))
+    }
+}
+
+/// Envelopes a delivery step removed from the inboxes it stored into: `evicted` to make room
+/// within the caps, `expired` dropped from a head as it stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Removed {
+    pub evicted: u64,
+    pub expired: u64,
+}
+
+impl Removed {
+    /// The last two fields of a `done` reply.
+    pub(super) fn read(reply: &mut Reply) -> Result<Self> {
+        Ok(Self {
+            evicted: reply.field("evicted")?,
+            expired: reply.field("expired")?,
+        })
+    }
+
+    /// Counted as messages dropped by an inbox cap, and found expired.
+    pub(crate) fn record(self) {
+        use crate::metrics::{messages, MessageEvent};
+        messages(MessageEvent::Dropped, self.evicted);
+        messages(MessageEvent::Expired, self.expired);
     }
 }
 
@@ -185,10 +214,19 @@ mod tests {
                 a(vec![s("c1")]),
             ]),
             a(vec![s("dropped")]),
+            Value::Int(2),
+            Value::Int(1),
         ]);
-        let Fanned::Done(outcomes) = deliver(&four).decode(done.clone()).unwrap() else {
+        let (Fanned::Done(outcomes), removed) = deliver(&four).decode(done.clone()).unwrap() else {
             panic!("done")
         };
+        assert_eq!(
+            removed,
+            Removed {
+                evicted: 2,
+                expired: 1
+            }
+        );
         assert_eq!(outcomes.len(), 4);
         assert_eq!(outcomes[0], (1, Delivery::Queued));
         assert!(matches!(
@@ -205,12 +243,17 @@ mod tests {
         assert!(d.decode(done).is_err(), "more outcomes than targets");
         assert_eq!(
             d.decode(a(vec![s("stale"), a(vec![Value::Int(2)])]))
-                .unwrap(),
+                .unwrap()
+                .0,
             Fanned::Stale(vec![2])
         );
         assert_eq!(
-            d.decode(a(vec![s("unknown_recipient")])).unwrap(),
+            d.decode(a(vec![s("unknown_recipient")])).unwrap().0,
             Fanned::UnknownInbox
+        );
+        assert!(
+            d.decode(a(vec![s("done"), a(vec![s("queued")])])).is_err(),
+            "a done reply without what it removed"
         );
         assert!(d.decode(a(vec![s("mismatched"), a(vec![])])).is_err());
         assert!(d.decode(a(vec![s("done"), a(vec![s("lost")])])).is_err());

@@ -10,8 +10,11 @@
 -- sorted-set insert and a trim of the marks (at most `most_marks`, the oldest dropped first).
 -- Replies:
 --   {'already'}          the member was given this envelope before; nothing stored
---   {'done', outcome…}   one outcome per target, in the send's order: `deliver_one`'s, or
---                        {'gone'} (the device left the list or was registered again)
+--   {'done', outcome…, evicted, expired}
+--                        one outcome per target, in the send's order: `deliver_one`'s, or
+--                        {'gone'} (the device left the list or was registered again); then
+--                        how many envelopes it evicted from the inboxes and dropped from them
+--                        as expired
 -- One hash slot: {user}.
 
 local devices_key = KEYS[1]            -- hash: `v` version, device id → `<registration id>:…`
@@ -78,4 +81,6 @@ if mark ~= '' then
   if over > 0 then redis.call('ZREMRANGEBYRANK', marks_key, 0, over - 1) end
   redis.call('PEXPIRE', marks_key, mark_ms)
 end
+table.insert(results, removed.evicted)
+table.insert(results, removed.expired)
 return results

@@ -2,7 +2,7 @@
 
 use redis::Value;
 
-use super::deliver::outcome;
+use super::deliver::{outcome, Removed};
 use super::{Call, InboxCaps, Reply, DELIVER_SHARED};
 use crate::error::Result;
 use crate::model::DeviceAddress;
@@ -70,8 +70,9 @@ impl DeliverShared<'_> {
 
     /// The reply, with each outcome given the device of its target (they come in the send's
     /// order).
-    pub(crate) fn decode(&self, reply: Value) -> Result<SharedFanned> {
+    pub(crate) fn decode(&self, reply: Value) -> Result<(SharedFanned, Removed)> {
         let mut reply = Reply::new(&DELIVER_SHARED, reply)?;
+        let mut removed = Removed::default();
         let fanned = match reply.tag() {
             "already" => SharedFanned::Already,
             "done" => SharedFanned::Done(
@@ -93,8 +94,11 @@ impl DeliverShared<'_> {
             ),
             _ => return Err(reply.unknown()),
         };
+        if let SharedFanned::Done(_) = fanned {
+            removed = Removed::read(&mut reply)?;
+        }
         reply.end()?;
-        Ok(fanned)
+        Ok((fanned, removed))
     }
 }
 
@@ -166,15 +170,30 @@ mod tests {
         let a = Value::Array;
         let two = send(2, false);
         let d = deliver(&two);
-        let done = a(vec![s("done"), a(vec![s("gone")]), a(vec![s("queued")])]);
+        let done = a(vec![
+            s("done"),
+            a(vec![s("gone")]),
+            a(vec![s("queued")]),
+            Value::Int(0),
+            Value::Int(3),
+        ]);
         assert_eq!(
             d.decode(done).unwrap(),
-            SharedFanned::Done(vec![(1, Delivery::Dropped), (2, Delivery::Queued)])
+            (
+                SharedFanned::Done(vec![(1, Delivery::Dropped), (2, Delivery::Queued)]),
+                Removed {
+                    evicted: 0,
+                    expired: 3
+                }
+            )
         );
         assert_eq!(
-            d.decode(a(vec![s("already")])).unwrap(),
+            d.decode(a(vec![s("already")])).unwrap().0,
             SharedFanned::Already
         );
+        assert!(d
+            .decode(a(vec![s("done"), a(vec![s("gone")]), a(vec![s("queued")])]))
+            .is_err());
         assert!(d.decode(a(vec![s("done"), a(vec![s("gone")])])).is_err());
         assert!(d.decode(a(vec![s("stale")])).is_err());
     }

@@ -8,7 +8,8 @@
 //!
 //! Lua in Redis has no includes: what several scripts share is a prelude, sent before the
 //! script's own text. Which preludes each script takes is declared here, in the table below, and
-//! nowhere else; a prelude only defines functions, so a script pays for the preludes it names.
+//! nowhere else; a prelude only defines functions (and `prelude_deliver.lua` the tally its
+//! function keeps), so a script pays for the preludes it names.
 
 use std::sync::OnceLock;
 

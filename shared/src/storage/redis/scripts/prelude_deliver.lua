@@ -72,6 +72,10 @@ local function make_room(c, s, env)
   return false
 end
 
+-- What the `deliver_one` calls of this step removed from inboxes, for the caller's reply:
+-- envelopes evicted to make room (an inbox cap), and expired ones dropped from a head.
+local removed = {evicted = 0, expired = 0}
+
 local function deliver_one(c, s, conns_key, acks_key, env)
   redis.call('ZREMRANGEBYSCORE', conns_key, '-inf', c.now)
   local conns = redis.call('ZREVRANGE', conns_key, 0, -1)
@@ -110,8 +114,14 @@ local function deliver_one(c, s, conns_key, acks_key, env)
   end
   settle(s)
   if #env > c.max_bytes then return {'dropped'} end
+  local waiting = redis.call('LLEN', s.inbox)
   drop_expired(s, c.now)
-  if not make_room(c, s, env) then
+  local live = redis.call('LLEN', s.inbox)
+  removed.expired = removed.expired + waiting - live
+  local room = make_room(c, s, env)
+  -- Evictions only remove from the inbox, even when they leave too little room.
+  removed.evicted = removed.evicted + live - redis.call('LLEN', s.inbox)
+  if not room then
     settle(s)
     return {'dropped'}
   end
