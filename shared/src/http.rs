@@ -26,7 +26,8 @@ where
     let started = Instant::now();
     let route = HttpRoute::from_key(&route_key(&req));
     let label = route.map_or(metrics::UNMATCHED_ROUTE, HttpRoute::key);
-    let span = tracing::info_span!("request", request_id = request_id(&req), route = label);
+    // At the error level: enabled whenever any line of the request is, whatever the filter.
+    let span = tracing::error_span!("request", request_id = request_id(&req), route = label);
     let resp = handle(route, req).instrument(span).await;
     metrics::http_request(label, resp.status().as_u16(), started.elapsed());
     resp

@@ -29,7 +29,8 @@ pub async fn handler(
 ) -> Result<ApiGatewayProxyResponse, Infallible> {
     let started = Instant::now();
     let ctx = &ev.request_context;
-    let span = tracing::info_span!(
+    // At the error level: enabled whenever any line of the event is, whatever the filter.
+    let span = tracing::error_span!(
         "event",
         request_id = ctx.request_id.as_deref().unwrap_or_default(),
         connection_id = ctx.connection_id.as_deref().unwrap_or_default(),
