@@ -60,7 +60,7 @@ pub fn lambda_mode(endpoint: &str, max_body_bytes: usize) -> Gateway {
 pub async fn run(options: cli::Options) -> Result<(), Box<dyn std::error::Error>> {
     let env = |k: &str| std::env::var(k).ok();
     // Installed first, so that the start's own calls (tables, connections) are counted.
-    let metrics = if monitoring::enabled(&Env::new(&env))? {
+    let metrics = if shared::telemetry::metrics_enabled(&Env::new(&env))? {
         Some(monitoring::install()?)
     } else {
         None

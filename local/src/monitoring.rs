@@ -12,25 +12,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use shared::config::{invalid, settings, Env};
 
 use crate::events::{self, HttpParts};
 use crate::routes;
 use crate::server::Gateway;
-
-/// `RELAY_METRICS`: `on` (the default) or `off`.
-pub fn enabled(env: &Env) -> Result<bool, String> {
-    match env
-        .string(&settings::RELAY_METRICS)
-        .trim()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(invalid(&settings::RELAY_METRICS, "on or off").to_string()),
-    }
-}
 
 /// How often histogram samples are folded into their buckets when nothing scrapes: without it
 /// an unscraped gateway would keep every sample.
@@ -120,22 +105,4 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
         shared::Error::Unavailable(format!("health check answered {}", resp.status_code)).to_json()
     };
     json(StatusCode::SERVICE_UNAVAILABLE, body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relay_metrics_is_on_or_off() {
-        let read = |v: Option<&str>| {
-            let v = v.map(str::to_string);
-            let get = move |_: &str| v.clone();
-            enabled(&Env::new(&get))
-        };
-        assert_eq!(read(None), Ok(true));
-        assert_eq!(read(Some("off")), Ok(false));
-        assert_eq!(read(Some(" ON ")), Ok(true));
-        assert!(read(Some("maybe")).unwrap_err().contains("RELAY_METRICS"));
-    }
 }

@@ -70,7 +70,8 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(dir: &Path) -> Self {
+    /// `metrics`: the gateway's `RELAY_METRICS`.
+    async fn start(dir: &Path, metrics: &str) -> Self {
         let env = test_env();
         let (config, _) = config_with_tables(&env).await;
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -84,7 +85,7 @@ impl Gateway {
                 .envs(&env)
                 .env("RELAY_LISTEN", public.to_string())
                 .env("RELAY_MANAGEMENT_LISTEN", management.to_string())
-                .env("RELAY_METRICS", "on")
+                .env("RELAY_METRICS", metrics)
                 .env("AWS_ENDPOINT_URL_DYNAMODB", &s.dynamodb_url)
                 .env("AWS_ENDPOINT_URL_S3", &s.s3_url)
                 .env_remove("REDIS_CLUSTER"),
@@ -394,7 +395,7 @@ fn assert_label_rule(text: &str) {
 #[tokio::test]
 async fn every_series_is_declared_with_bounded_labels_and_nothing_of_the_users() {
     let dir = scratch_dir("labels");
-    let gw = Gateway::start(&dir).await;
+    let gw = Gateway::start(&dir, "on").await;
     let expected = workload(&gw).await;
     let text = gw.exposition().await;
     assert_label_rule(&text);
@@ -548,7 +549,7 @@ async fn prometheus_scrapes_exactly_the_workload() {
         return;
     };
     let dir = scratch_dir("prometheus");
-    let gw = Gateway::start(&dir).await;
+    let gw = Gateway::start(&dir, "on").await;
     let (prometheus, _prometheus_process) = start_prometheus(&bin, &dir, gw.management);
     let http = gw.stack.http.clone();
     let log = dir.join("prometheus.log");
@@ -741,6 +742,35 @@ async fn prometheus_scrapes_exactly_the_workload() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(_prometheus_process);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn with_relay_metrics_off_the_gateway_exports_nothing() {
+    let dir = scratch_dir("off");
+    let gw = Gateway::start(&dir, "off").await;
+    let r = gw
+        .stack
+        .http
+        .get(gw.management_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (404, "not_found"),
+        "{}",
+        gw.output()
+    );
+    let r = gw
+        .stack
+        .http
+        .get(gw.management_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "readiness does not depend on metrics");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
