@@ -5,11 +5,14 @@
 //! passes `promtool check metrics`. The label rule: every exported series is declared in
 //! `shared::metrics`, carries only its declared labels with values of their bounded sets, and
 //! nothing the workload's clients sent or were given (usernames, ids, tokens, bodies) appears.
-//! `/metrics`, `/healthz` and `/readyz` are on the loopback management listener, never public.
+//! `/metrics`, `/healthz` and `/readyz` are on the loopback management listener, never public;
+//! readiness follows the stores, liveness does not; `RELAY_METRICS=off` exports nothing.
+//! `./local/up --monitor` runs Prometheus on the gateway, keeps its history across a restart and
+//! stops it with the stack.
 //!
 //! The gateway binary is the one `cargo build -p local-gateway` makes (./local/test builds it
 //! first). Prometheus is Debian's package (`ensure_prometheus` of local/lib.sh); without it the
-//! Prometheus test is skipped with a message, unless `RELAY_REQUIRE_PROMETHEUS` is set (as
+//! Prometheus tests are skipped with a message, unless `RELAY_REQUIRE_PROMETHEUS` is set (as
 //! ./local/test sets it).
 
 use std::collections::BTreeMap;
