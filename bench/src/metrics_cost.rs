@@ -500,3 +500,38 @@ pub fn print(m: &MetricsCost) {
     print_rows(&rows(m));
     print_targets(&targets(m));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(metrics: bool, send_us: f64) -> Turn {
+        Turn {
+            metrics,
+            send_cpu: CpuPerSend {
+                sends: 1,
+                gateway_us: send_us,
+                redis_us: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_the_means_and_each_round_pairs_its_own_two_turns() {
+        // Round 1: on then off; round 2: off then on.
+        let m = MetricsCost {
+            turns: vec![
+                turn(true, 110.0),
+                turn(false, 100.0),
+                turn(false, 100.0),
+                turn(true, 90.0),
+            ],
+            ..Default::default()
+        };
+        let c = m.send();
+        assert_eq!((c.on, c.off), (100.0, 100.0));
+        assert_eq!(c.ratio, 1.0);
+        assert!((c.min - 0.9).abs() < 1e-12 && (c.max - 1.1).abs() < 1e-12);
+    }
+}
