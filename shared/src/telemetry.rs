@@ -18,10 +18,20 @@ use crate::config::{invalid, settings, ConfigError, Env};
 use crate::metrics::{self as relay_metrics, Kind, Label, Metric};
 use crate::routes::{Function, HttpRoute};
 
+/// Sets up the logs (`RUST_LOG`, `RELAY_LOG_FORMAT`).
 pub fn init() {
+    init_logs(&[]);
+}
+
+fn init_logs(directives: &[&str]) {
     let env = Env::new(&|k| std::env::var(k).ok());
-    let filter = EnvFilter::try_new(env.string(&settings::RUST_LOG))
+    let mut filter = EnvFilter::try_new(env.string(&settings::RUST_LOG))
         .unwrap_or_else(|_| EnvFilter::new(settings::RUST_LOG.default));
+    for directive in directives {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let json = env.string(&settings::RELAY_LOG_FORMAT) == "json";
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -66,7 +76,12 @@ pub struct Lambda {
 /// The cold start is written with the first invocation's metrics. Call once, first thing in
 /// `main`.
 pub fn lambda(function: Function) -> Result<Lambda, String> {
-    init();
+    // The collector keeps at most 100 samples per histogram series between flushes (an EMF
+    // value array's maximum) and logs an error for each sample beyond: an invocation that calls
+    // a dependency more than 100 times (a push to a large group's connections) would write a
+    // log line per call. Those samples are dropped either way (the counters stay exact), and the
+    // collector's other errors cannot happen with the declared metrics.
+    init_logs(&["metrics_cloudwatch_embedded=off"]);
     let env = Env::new(&|k| std::env::var(k).ok());
     let cold = AtomicBool::new(true);
     if !metrics_enabled(&env).map_err(|e| e.to_string())? {
