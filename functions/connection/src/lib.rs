@@ -105,12 +105,12 @@ async fn event(relay: &Relay, ev: &ApiGatewayWebsocketProxyRequest) -> Handled {
             let (action, answered) = frame(relay, connection_id, text).await;
             let outcome = match &answered {
                 Ok(_) => "ok",
-                Err(refusal) => refusal.code(),
+                Err(refusal) => refusal.code,
             };
             let response = match answered {
                 // The session is over (logout, deletion, token expiry): the refusal is the
                 // connection's last frame, written before it is closed.
-                Err(refusal) if refusal.code() == "unauthorized" => {
+                Err(refusal) if refusal.code == "unauthorized" => {
                     relay.end(connection_id, &refusal.frame.to_json()).await;
                     reply(200, None)
                 }
@@ -139,22 +139,12 @@ struct Refusal {
     frame: ServerFrame,
 }
 
-impl Refusal {
-    fn code(&self) -> &'static str {
-        self.code
-    }
-}
+/// A frame's answer: its reply frame (none for a quiet `ack` that succeeded), or its refusal.
+type Answered = std::result::Result<Option<ServerFrame>, Refusal>;
 
-/// One client frame in, with its action: its reply frame out (pushed frames go through the
-/// relay's pusher), none for a quiet `ack` that succeeded, or its refusal.
-async fn frame(
-    relay: &Relay,
-    connection_id: &str,
-    text: &str,
-) -> (
-    &'static str,
-    std::result::Result<Option<ServerFrame>, Refusal>,
-) {
+/// One client frame in, with its action: its answer out (pushed frames go through the relay's
+/// pusher).
+async fn frame(relay: &Relay, connection_id: &str, text: &str) -> (&'static str, Answered) {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err((id, e)) => return ("invalid", Err(refused(id, e))),
@@ -272,5 +262,22 @@ fn refused(id: Option<serde_json::Value>, e: shared::Error) -> Refusal {
     Refusal {
         code: e.code(),
         frame: ServerFrame::error(id, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_labelled_by_the_code_it_answers() {
+        assert_eq!(outcome(&Ok(())), "ok");
+        let limited = Err(shared::Error::RateLimited {
+            retry_after_secs: 1,
+        });
+        assert_eq!(outcome(&limited), "rate_limited");
+        let refusal = refused(None, shared::Error::InvalidFrame("x".into()));
+        assert_eq!(refusal.code, "invalid_frame");
+        assert_eq!(refusal.frame.code(), Some("invalid_frame"));
     }
 }
