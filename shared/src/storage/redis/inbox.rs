@@ -209,6 +209,8 @@ impl Inbox for RedisStore {
 
     async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64> {
         let call = pending::call(&self.keys, device, now_ms);
-        pending::decode(self.run(&call).await?)
+        let (count, expired) = pending::decode(self.run(&call).await?)?;
+        crate::metrics::messages(crate::metrics::MessageEvent::Expired, expired);
+        Ok(count)
     }
 }

@@ -11,15 +11,15 @@ pub(crate) fn call(keys: &RedisKeys, device: DeviceAddress, now_ms: u64) -> Call
     PENDING.call().keys(keys.device_store(device)).arg(now_ms)
 }
 
-/// How many envelopes wait.
-pub(crate) fn decode(reply: Value) -> Result<u64> {
+/// How many envelopes wait, and how many expired ones the call dropped.
+pub(crate) fn decode(reply: Value) -> Result<(u64, u64)> {
     let mut reply = Reply::new(&PENDING, reply)?;
-    let count = match reply.tag() {
-        "pending" => reply.field("count")?,
+    let counts = match reply.tag() {
+        "pending" => (reply.field("count")?, reply.field("expired")?),
         _ => return Err(reply.unknown()),
     };
     reply.end()?;
-    Ok(count)
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -36,9 +36,15 @@ mod tests {
         );
         let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
         assert_eq!(
-            decode(Value::Array(vec![s("pending"), Value::Int(3)])).unwrap(),
-            3
+            decode(Value::Array(vec![
+                s("pending"),
+                Value::Int(3),
+                Value::Int(2)
+            ]))
+            .unwrap(),
+            (3, 2)
         );
+        assert!(decode(Value::Array(vec![s("pending"), Value::Int(3)])).is_err());
         assert!(decode(Value::Array(vec![s("queued")])).is_err());
     }
 }
