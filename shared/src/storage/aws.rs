@@ -100,7 +100,7 @@ impl Intercept for Calls {
             };
             crate::metrics::dependency_call(
                 self.dependency,
-                operation.name(),
+                operation.name().to_string(),
                 ok,
                 started.0.elapsed(),
             );
