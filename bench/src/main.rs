@@ -6,6 +6,12 @@
 
 use relay_bench as bench;
 
+/// The gateway's allocator (local/src/main.rs), so that a floor run in this process (scenario 11's
+/// Argon2id, whose 19 MiB blocks glibc's malloc maps and unmaps at every hash; the echo server)
+/// allocates as the server it stands beside.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

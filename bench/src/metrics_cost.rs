@@ -109,12 +109,16 @@ pub struct MetricsCost {
     pub exposition: Exposition,
 }
 
-/// Mean, and the least and greatest of each round's on ÷ off.
+/// The means with metrics on and off and their ratio; and each round's own on ÷ off: their
+/// median, least and greatest.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Compared {
     pub on: f64,
     pub off: f64,
     pub ratio: f64,
+    /// The median of the rounds' ratios: what the target is held to, as one turn that the
+    /// machine's other work slowed moves it least.
+    pub median: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -122,12 +126,19 @@ pub struct Compared {
 impl Compared {
     fn of(on: &[f64], off: &[f64]) -> Self {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let pairs: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b.max(1e-9)).collect();
+        let mut pairs: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b.max(1e-9)).collect();
+        pairs.sort_by(f64::total_cmp);
+        let median = match pairs.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => pairs[n / 2],
+            n => (pairs[n / 2 - 1] + pairs[n / 2]) / 2.0,
+        };
         let (on, off) = (mean(on), mean(off));
         Self {
             on,
             off,
             ratio: on / off.max(1e-9),
+            median,
             min: pairs.iter().copied().fold(f64::INFINITY, f64::min),
             max: pairs.iter().copied().fold(0.0, f64::max),
         }
@@ -355,8 +366,8 @@ fn on_off(name: &str, metric: &str, value: String, c: &Compared, target: bool) -
         value,
         format!("off {}", us(c.off)),
         format!(
-            "{:.3}× off (rounds {:.3}–{:.3}×{target})",
-            c.ratio, c.min, c.max
+            "{:.3}× off; rounds' median {:.3}× (range {:.3}–{:.3}×{target})",
+            c.ratio, c.median, c.min, c.max
         ),
     )
 }
@@ -456,24 +467,26 @@ pub fn targets(m: &MetricsCost) -> Vec<Target> {
     vec![Target {
         name: "metrics overhead".into(),
         goal: format!(
-            "server CPU per send and per bundle fetch with metrics on ≤ {COST_RATIO_TARGET}× off"
+            "server CPU per send and per bundle fetch with metrics on ≤ {COST_RATIO_TARGET}× off (rounds' median)"
         ),
         measured: format!(
-            "send {:.1} vs {:.1} µs ({:.3}×, rounds {:.3}–{:.3}), fetch {:.0} vs {:.0} µs ({:.3}×, rounds {:.3}–{:.3}), {} scrapes, {errors} errors",
+            "send {:.1} vs {:.1} µs (means {:.3}×; rounds' median {:.3}×, range {:.3}–{:.3}), fetch {:.0} vs {:.0} µs (means {:.3}×; median {:.3}×, range {:.3}–{:.3}), {} scrapes, {errors} errors",
             send.on,
             send.off,
             send.ratio,
+            send.median,
             send.min,
             send.max,
             fetch.on,
             fetch.off,
             fetch.ratio,
+            fetch.median,
             fetch.min,
             fetch.max,
             m.exposition.scrapes
         ),
-        met: send.ratio <= COST_RATIO_TARGET
-            && fetch.ratio <= COST_RATIO_TARGET
+        met: send.median <= COST_RATIO_TARGET
+            && fetch.median <= COST_RATIO_TARGET
             && m.exposition.scrapes > 0
             && m.exposition.failed == 0
             && errors == 0
@@ -533,5 +546,6 @@ mod tests {
         assert_eq!((c.on, c.off), (100.0, 100.0));
         assert_eq!(c.ratio, 1.0);
         assert!((c.min - 0.9).abs() < 1e-12 && (c.max - 1.1).abs() < 1e-12);
+        assert!((c.median - 1.0).abs() < 1e-12);
     }
 }
