@@ -819,7 +819,12 @@ async fn run_metrics_cost(
     o: &Opts,
 ) -> Result<metrics_cost::MetricsCost, String> {
     use shared::config::settings::{RELAY_MANAGEMENT_LISTEN, RELAY_METRICS};
-    let management = util::free_port();
+    // A fixed port lets a Prometheus started beside the bench scrape the loaded gateway (the
+    // README's picture of the bench's traffic).
+    let management = std::env::var("RELAY_BENCH_MANAGEMENT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(util::free_port);
     let mut on_env = own.env.clone();
     on_env.insert(RELAY_METRICS.var.into(), "on".into());
     on_env.insert(
