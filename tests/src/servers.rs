@@ -32,6 +32,32 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The debug build of `local-gateway` that tests start as a process of its own (./local/test
+/// builds it before the suites).
+pub fn gateway_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug/local-gateway");
+    assert!(
+        bin.is_file(),
+        "{bin:?} is missing: run `cargo build -p local-gateway` first (./local/test does)"
+    );
+    bin
+}
+
+/// A new directory under the system's temporary one, named by `prefix` and `tag` and unique to
+/// this call.
+pub fn scratch_dir(prefix: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{tag}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
 /// A port nothing listens on, never the same twice in this process: the port is free again
 /// once this returns, and the kernel may hand it to the next caller before the server it was
 /// asked for binds it (a cluster picks a dozen ports at once, one of its nodes once failed to

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use relay_tests::attachments::{download_url, get, random_bytes, Upload};
 use relay_tests::client::{login, refresh, User};
-use relay_tests::servers::{free_port, workspace_root};
+use relay_tests::servers::{free_port, gateway_bin, scratch_dir, workspace_root};
 use relay_tests::{eventually, Stack};
 
 const SECRET: &str = "local-up-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
@@ -39,25 +39,7 @@ impl Ports {
 }
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "relay-up-{tag}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    dir
-}
-
-fn gateway_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/local-gateway");
-    assert!(
-        bin.is_file(),
-        "{bin:?} is missing: run `cargo build -p local-gateway` first (./local/test does)"
-    );
-    bin
+    scratch_dir("relay-up", tag)
 }
 
 /// `./local/up` with the given data directory and ports, in a process group of its own.

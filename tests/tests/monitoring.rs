@@ -22,7 +22,7 @@ use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relay_tests::client::{error_code, login, status_json};
-use relay_tests::servers::{free_port, servers, workspace_root};
+use relay_tests::servers::{free_port, gateway_bin, servers, workspace_root};
 use relay_tests::stack::{config_with_tables, test_env};
 use relay_tests::{eventually_within, process, Stack, User};
 use serde_json::Value;
@@ -30,18 +30,6 @@ use shared::metrics::{self, Kind, Label};
 
 /// How long a process start or a Prometheus scrape may take on a loaded machine.
 const SLOW: Duration = Duration::from_secs(60);
-
-fn gateway_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/local-gateway");
-    assert!(
-        bin.is_file(),
-        "{bin:?} is missing: run `cargo build -p local-gateway` first (./local/test does)"
-    );
-    bin
-}
 
 /// A child process killed (and reaped) when the test ends, passed or not.
 struct Killed(Child);
@@ -54,13 +42,7 @@ impl Drop for Killed {
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "relay-monitoring-{tag}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    relay_tests::servers::scratch_dir("relay-monitoring", tag)
 }
 
 /// A `local-gateway` process on the harness's servers (tables and Redis prefix of its own), with

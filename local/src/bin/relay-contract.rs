@@ -41,10 +41,23 @@ fn main() -> ExitCode {
         }
     }
     let api_doc = std::fs::read_to_string(root.join("docs/api.md")).unwrap_or_default();
+    let mut tables: Vec<(&str, &str, Option<String>, String)> = Vec::new();
     for path in shared::config::reference::DOCUMENTS {
         let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
-        let Some(generated) = shared::config::reference::regenerate(path, &text, &api_doc) else {
-            eprintln!("relay-contract: {path} has no generated configuration table (its markers)");
+        let generated = shared::config::reference::regenerate(path, &text, &api_doc);
+        tables.push((path, "configuration table", generated, text));
+    }
+    let path = shared::metrics::TABLE_DOCUMENT;
+    let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+    tables.push((
+        path,
+        "metrics table",
+        shared::metrics::regenerate_table(&text),
+        text,
+    ));
+    for (path, what, generated, text) in tables {
+        let Some(generated) = generated else {
+            eprintln!("relay-contract: {path} has no generated {what} (its markers)");
             return ExitCode::FAILURE;
         };
         match mode.as_str() {
@@ -53,34 +66,14 @@ fn main() -> ExitCode {
                     eprintln!("relay-contract: {path}: {e}");
                     return ExitCode::FAILURE;
                 }
-                eprintln!("relay-contract: wrote the configuration table of {path}");
+                eprintln!("relay-contract: wrote the {what} of {path}");
             }
             "--check" if generated != text => {
-                eprintln!("relay-contract: {path}: the configuration table differs from the code");
+                eprintln!("relay-contract: {path}: the {what} differs from the code");
                 stale = true;
             }
             _ => {}
         }
-    }
-    let path = shared::metrics::TABLE_DOCUMENT;
-    let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
-    let Some(generated) = shared::metrics::regenerate_table(&text) else {
-        eprintln!("relay-contract: {path} has no generated metrics table (its markers)");
-        return ExitCode::FAILURE;
-    };
-    match mode.as_str() {
-        "--write" if generated != text => {
-            if let Err(e) = std::fs::write(root.join(path), generated) {
-                eprintln!("relay-contract: {path}: {e}");
-                return ExitCode::FAILURE;
-            }
-            eprintln!("relay-contract: wrote the metrics table of {path}");
-        }
-        "--check" if generated != text => {
-            eprintln!("relay-contract: {path}: the metrics table differs from the code");
-            stale = true;
-        }
-        _ => {}
     }
     for d in shared::config::reference::rate_limit_differences(&api_doc) {
         eprintln!("relay-contract: {d} (edit docs/api.md §7.1 by hand)");
