@@ -6,16 +6,36 @@
 //! The `metrics` recorder is process-global: only the gateway binary installs it ([`install`],
 //! from `run`), never `in_process`, which the integration tests call for many gateways at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::events::{self, HttpParts};
+use crate::functions::Functions;
 use crate::routes;
-use crate::server::Gateway;
+
+/// What the monitoring routes read: the functions (readiness asks the users function) and the
+/// recorder's handle (none when metrics are off).
+#[derive(Clone)]
+pub struct Monitoring {
+    pub functions: Arc<dyn Functions>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// `/metrics`, `/healthz` and `/readyz`, for the management listener only.
+pub fn router(state: Monitoring) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
 
 /// How often histogram samples are folded into their buckets when nothing scrapes: without it
 /// an unscraped gateway would keep every sample.
@@ -52,7 +72,7 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus text exposition; 404 when metrics are off.
-pub async fn metrics(State(gw): State<Gateway>) -> Response {
+pub async fn metrics(State(gw): State<Monitoring>) -> Response {
     match &gw.metrics {
         Some(handle) => (
             StatusCode::OK,
@@ -74,7 +94,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: the users function's `GET /healthz` (it pings DynamoDB and Redis) answered
 /// 200; else 503 with its error.
-pub async fn readyz(State(gw): State<Gateway>) -> Response {
+pub async fn readyz(State(gw): State<Monitoring>) -> Response {
     let health = shared::routes::HttpRoute::Health.key();
     let (method, path) = health.split_once(' ').expect("a route key");
     let route = routes::matching(method, path).expect("the health route is in the table");

@@ -72,12 +72,14 @@ pub fn router(gateway: Gateway) -> Router {
 /// The loopback listener's routes: the Management API, and the monitoring (`/metrics`,
 /// `/healthz`, `/readyz`), which tells more about the traffic than a client should learn.
 pub fn management_router(gateway: Gateway) -> Router {
+    let monitoring = monitoring::router(monitoring::Monitoring {
+        functions: gateway.functions.clone(),
+        metrics: gateway.metrics.clone(),
+    });
     Router::new()
         .route("/@connections/{id}", any(management))
-        .route("/metrics", get(monitoring::metrics))
-        .route("/healthz", get(monitoring::healthz))
-        .route("/readyz", get(monitoring::readyz))
         .with_state(gateway)
+        .merge(monitoring)
 }
 
 /// Serves the public routes until `shutdown` resolves.
