@@ -64,6 +64,80 @@ export interface OpenOptions {
   savePassword?: boolean;
   /** How long send() waits for the connection to come back (default 30000 ms). */
   sendTimeoutMs?: number;
+  /** End-to-end receipts sent (default DEFAULT_RECEIPTS); false sends none. */
+  receipts?: ReceiptOptions | false;
+  /**
+   * The history on the device. A FileStore keeps it in <dir>/history.enc, AES-256-GCM with a key
+   * from scrypt(password) (the `password` given to open, or `history.password`) or from a key file
+   * (`history.keyFile`, made when missing); without either, and for a MemoryStore or `false`, it
+   * is kept in memory only.
+   */
+  history?: HistoryOptions | false;
+}
+
+export interface ReceiptOptions {
+  /** Send `delivered` for every ordinary message received (default true). */
+  delivered?: boolean;
+  /** Send `read` for what markRead() marks (default true). */
+  read?: boolean;
+  /** Receipts to one account wait this long to be sent together (default 250 ms)… */
+  delayMs?: number;
+  /** …or until this many ids wait (default 100; also the most ids of one receipt message). */
+  maxIds?: number;
+}
+export const DEFAULT_RECEIPTS: Readonly<Required<ReceiptOptions>>;
+
+export interface HistoryOptions {
+  password?: string;
+  /** 64 hex digits (32 bytes), made with mode 0600 when missing. */
+  keyFile?: string;
+  /** Default <store dir>/history.enc. */
+  file?: string;
+}
+
+/** A conversation: a username or user id (one-to-one), { groupId }, or 'group:ID'. */
+export type Conversation = string | { groupId: string };
+
+export type MessageStatus = 'sent' | 'delivered' | 'read' | 'received';
+
+/** A message kept in the history. */
+export interface HistoryEntry {
+  /** The message id (the sender's: SendResult.id, Message.messageId). */
+  id: string;
+  /** The other account's user id, or 'group:ID'. */
+  conversation: string;
+  groupId?: string;
+  /** One-to-one: the other account's username, when known. */
+  with?: string;
+  from: { userId: string; deviceId?: number; username?: string };
+  /** Sent by this account (from this device or another of its devices). */
+  outgoing: boolean;
+  text: string | null;
+  /** A message of bytes: its content, base64. */
+  b64?: string;
+  sentAt: Date;
+  /** Outgoing: 'sent' | 'delivered' | 'read'; incoming: 'received' | 'read' (markRead). */
+  status: MessageStatus;
+  /** Outgoing: the user ids whose receipts said delivered / read (several in a group). */
+  deliveredTo?: string[];
+  readBy?: string[];
+}
+
+export interface ReceiptEvent {
+  from: Peer;
+  type: 'delivered' | 'read';
+  /** Message ids (the sender's). */
+  ids: string[];
+  sentAt: Date;
+}
+
+export interface StatusEvent {
+  id: string;
+  conversation: string;
+  /** The new status of a message this account sent. */
+  status: 'delivered' | 'read';
+  by: Peer;
+  message: HistoryEntry;
 }
 
 export interface Peer {
@@ -76,6 +150,10 @@ export interface Peer {
 export interface Message {
   /** The envelope id (the relay's; the same on a redelivery). */
   id: string;
+  /** The sender's id of the message, from inside the ciphertext (what receipts and the history use; the envelope id when the sender put none). */
+  messageId: string;
+  /** The other account's user id (the recipient's for a sync copy), or 'group:ID'. */
+  conversation: string;
   from: Peer;
   /** The text; null for a message of bytes. */
   text: string | null;
@@ -179,7 +257,7 @@ export interface Linking {
 
 export class RelayClient extends EventEmitter {
   static open(opts: OpenOptions): Promise<RelayClient>;
-  static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; rotate?: RotateOptions; sendTimeoutMs?: number }): Promise<Linking>;
+  static startLinking(opts: { url?: string; store: Store; ack?: boolean; refill?: RefillOptions; rotate?: RotateOptions; sendTimeoutMs?: number; receipts?: ReceiptOptions | false; history?: HistoryOptions | false }): Promise<Linking>;
   /** Use RelayClient.open() or RelayClient.startLinking(). */
   private constructor();
   readonly url: string;
@@ -194,6 +272,10 @@ export class RelayClient extends EventEmitter {
   on(event: 'invite', listener: (i: Invite) => void): this;
   /** A group key message arrived (a per-group key, a sender key, or both). */
   on(event: 'groupKey', listener: (k: GroupKeyEvent) => void): this;
+  /** A receipt arrived (end-to-end encrypted like a message; never reported as a message). */
+  on(event: 'receipt', listener: (r: ReceiptEvent) => void): this;
+  /** A message this account sent got a higher status (✓✓ delivered, read) from a receipt. */
+  on(event: 'status', listener: (s: StatusEvent) => void): this;
   /**
    * Connects and fetches what waits; keeps the connection afterwards. Rejects when the first
    * attempt fails; the client keeps retrying in the background unless it is an AuthError.
@@ -233,6 +315,25 @@ export class RelayClient extends EventEmitter {
    * after a PreKey message and at every ping). Null when not due.
    */
   rotateIfDue(): Promise<{ signedPreKeyId: number; kyberLastResortId: number } | null>;
+  /**
+   * Marks received messages of a conversation read (all when `ids` is not given) and sends `read`
+   * receipts to their senders (gathered). Resolves the ids newly marked.
+   */
+  markRead(conversation: Conversation, ids?: string | string[]): Promise<string[]>;
+  /** Sends the receipts gathered so far now. */
+  flushReceipts(): Promise<void>;
+  /** A page of a conversation, oldest first: the `limit` (50) newest before `before` (a Date, ms or a message id). */
+  history(conversation: Conversation, opts?: { before?: Date | number | string; limit?: number }): Promise<HistoryEntry[]>;
+  /** Messages whose text holds every word of `query` (case-insensitive), oldest first; searched on the device. */
+  search(query: string, opts?: { conversation?: Conversation; limit?: number }): Promise<HistoryEntry[]>;
+  conversations(): { conversation: string; count: number; last: HistoryEntry }[];
+  message(id: string): HistoryEntry | undefined;
+  /** True when the history is kept on disk (encrypted), false when in memory only. */
+  readonly historyPersistent: boolean;
+  /** Opens the encrypted history after an open without its key; adds what was kept in memory since. */
+  openHistory(opts: HistoryOptions): Promise<void>;
+  /** Deletes the history file and what is in memory. */
+  deleteHistory(): Promise<void>;
   close(): Promise<void>;
   logout(): Promise<void>;
 }

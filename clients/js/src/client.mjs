@@ -13,7 +13,10 @@
 //   linking.mjs     device linking, on the new device and on the primary
 //   groups.mjs      groups: the routes, the sealed meta, the keys this device keeps per group
 //   groupsend.mjs   a group send: sender key handed out, one frame, device lists repaired
+//   receipts.mjs    end-to-end receipts going out, gathered per sender account
+//   history.mjs     the conversations kept on the device, encrypted at rest
 import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
 import { Lock } from './lock.mjs';
 import { Session, relayBaseUrl, storedDevice, registerDevice } from './session.mjs';
 import { Connection } from './connection.mjs';
@@ -24,9 +27,31 @@ import { Directory } from './directory.mjs';
 import { startLinking, linkDevice } from './linking.mjs';
 import { Groups } from './groups.mjs';
 import { GroupSender } from './groupsend.mjs';
+import { ReceiptSender, receiptOptions } from './receipts.mjs';
+import { History, groupConversation } from './history.mjs';
 import { RelayError, UnknownUserError, ServerUnavailableError } from './errors.mjs';
 
 export { DEFAULT_REFILL, DEFAULT_ROTATE } from './keys.mjs';
+export { DEFAULT_RECEIPTS } from './receipts.mjs';
+
+const HISTORY_FILE = 'history.enc';
+const RECEIPT_CLOSE_WAIT_MS = 3000; // close() waits this long at most for gathered receipts to leave
+const EARLY_RECEIPTS = 1000; // receipts for ids not (yet) kept, held for a send still finishing
+
+/**
+ * The history of a store: encrypted in <dir>/history.enc for a FileStore when a key is known (the
+ * password, or `opts.keyFile`), else in memory only. `opts` false: in memory only.
+ */
+async function openHistory(store, opts, password) {
+  if (opts === false || !store?.dir) return History.memory();
+  const o = opts ?? {};
+  const file = o.file ?? join(store.dir, HISTORY_FILE);
+  if (o.keyFile) return History.open({ file, keyFile: o.keyFile });
+  const pw = o.password ?? password;
+  if (pw == null) return History.memory();
+  return History.open({ file, password: pw });
+}
+
 export { parseLinkString } from './linking.mjs';
 
 // Only open() and startLinking() construct a client.
@@ -43,6 +68,9 @@ export class RelayClient extends EventEmitter {
   #outbound;
   #groups;
   #groupSender;
+  #history;
+  #receipts;
+  #early = new Map(); // message id → [{ type, by }]: receipts that came before the send finished
 
   /**
    * Opens the account kept in `store` (logs in with its refresh token, or the password), or
@@ -59,6 +87,8 @@ export class RelayClient extends EventEmitter {
     rotate = {},
     savePassword = false,
     sendTimeoutMs = 30_000,
+    receipts = {},
+    history,
   } = {}) {
     if (!store || typeof store.load !== 'function') throw new TypeError('RelayClient.open needs a store (FileStore or MemoryStore)');
     await store.acquire?.();
@@ -66,15 +96,17 @@ export class RelayClient extends EventEmitter {
       const base = relayBaseUrl(url);
       const refillOpts = refillOptions(refill);
       const doc = await store.load();
-      const opts = { url: base, store, ack, refill: refillOpts, rotate: rotateOptions(rotate), savePassword, sendTimeoutMs };
+      const opts = { url: base, store, ack, refill: refillOpts, rotate: rotateOptions(rotate), savePassword, sendTimeoutMs, receipts: receiptOptions(receipts) };
       if (doc?.account) {
         const device = storedDevice(doc, { url: base, store, username });
+        opts.history = await openHistory(store, history, password ?? doc.password ?? null);
         const client = new RelayClient(CONSTRUCT, { ...opts, device, password: password ?? doc.password ?? null, doc });
         await client.#session.refreshTokens();
         return client;
       }
       if (!register) throw new UnknownUserError(`${store} holds no account (and register is false)`, { code: 'no_account' });
       if (!username || !password) throw new RelayError('registering needs a username and a password', { code: 'invalid_request', status: 400 });
+      opts.history = await openHistory(store, history, password);
       const device = await registerDevice({ url: base, username, password, refill: refillOpts });
       const client = new RelayClient(CONSTRUCT, { ...opts, device, password, doc: null });
       await client.#session.persist();
@@ -91,7 +123,7 @@ export class RelayClient extends EventEmitter {
    * { linkString, address, done, cancel }. `linkString` goes to the primary (`linkDevice`); `done`
    * resolves to the RelayClient of the new device (not connected yet) once the primary has linked it.
    */
-  static async startLinking({ url, store, ack = true, refill = {}, rotate = {}, sendTimeoutMs = 30_000 } = {}) {
+  static async startLinking({ url, store, ack = true, refill = {}, rotate = {}, sendTimeoutMs = 30_000, receipts = {}, history } = {}) {
     if (!store || typeof store.load !== 'function') throw new TypeError('RelayClient.startLinking needs a store');
     const base = relayBaseUrl(url);
     const refillOpts = refillOptions(refill);
@@ -101,7 +133,8 @@ export class RelayClient extends EventEmitter {
       store,
       refill: refillOpts,
       finish: async (device, tokens) => {
-        const opts = { url: base, store, ack, refill: refillOpts, rotate: rotateOpts, sendTimeoutMs };
+        const opts = { url: base, store, ack, refill: refillOpts, rotate: rotateOpts, sendTimeoutMs, receipts: receiptOptions(receipts) };
+        opts.history = await openHistory(store, history, null);
         const client = new RelayClient(CONSTRUCT, { ...opts, device, password: null, doc: null });
         await client.#session.applyTokens(tokens);
         return client;
@@ -110,13 +143,14 @@ export class RelayClient extends EventEmitter {
   }
 
   /** Use RelayClient.open() or RelayClient.startLinking(). */
-  constructor(construct, { url, store, ack, refill, rotate, savePassword, sendTimeoutMs, device, password, doc } = {}) {
+  constructor(construct, { url, store, ack, refill, rotate, savePassword, sendTimeoutMs, receipts, history, device, password, doc } = {}) {
     if (construct !== CONSTRUCT) throw new TypeError('use RelayClient.open() or RelayClient.startLinking()');
     super();
     const onError = (e) => this.#reportError(e);
     const onBackgroundError = (e) => this.#reportBackground(e);
     const signal = this.#signal;
     this.#store = store;
+    this.#history = history ?? History.memory();
     const session = (this.#session = new Session({
       url,
       store,
@@ -138,7 +172,9 @@ export class RelayClient extends EventEmitter {
       groups,
       ack,
       processed: doc?.processed,
-      onMessage: (m) => this.#emitSafe('message', m),
+      onMessage: (m) => this.#onMessage(m),
+      onReceipt: (r) => this.#onReceipt(r),
+      beforeAck: () => this.#history.flushed(),
       onGroupKey: (k) => this.#onGroupKey(k).catch(onError),
       onError,
       onPreKeyMessage: () => this.#keys.check().catch(onBackgroundError),
@@ -153,9 +189,22 @@ export class RelayClient extends EventEmitter {
       onError,
       onBackgroundError,
     });
-    const outbound = (this.#outbound = new Outbound({ session, signal, directory, connection: this.#connection, sendTimeoutMs, onError }));
+    const outbound = (this.#outbound = new Outbound({
+      session, signal, directory, connection: this.#connection, sendTimeoutMs, onError,
+      onSent: ({ id, peer, content, sentAt }) => this.#keepSent({ id, conversation: peer.userId, with: peer.username, content, sentAt }),
+    }));
     groups.sendKey = (userId, payload) => outbound.sendPayload(userId, payload);
-    this.#groupSender = new GroupSender({ session, signal, directory, outbound, groups, sendTimeoutMs });
+    this.#groupSender = new GroupSender({
+      session, signal, directory, outbound, groups, sendTimeoutMs,
+      onSent: ({ id, groupId, content, sentAt }) => this.#keepSent({ id, conversation: groupConversation(groupId), groupId, content, sentAt }),
+    });
+    this.#receipts = new ReceiptSender({
+      options: receipts ?? receiptOptions(),
+      send: (userId, payload) => outbound.sendPayload(userId, payload),
+      onError: (e) => {
+        if (e?.code !== 'closed') onBackgroundError(e); // the client closed with a receipt under way
+      },
+    });
   }
 
   get url() {
@@ -295,9 +344,167 @@ export class RelayClient extends EventEmitter {
     return this.#keys.rotateIfDue();
   }
 
+  // ------------------------------------------------------------ receipts and history
+
+  /** An ordinary message arrived: kept in the history, reported, a `delivered` receipt queued. */
+  #onMessage(m) {
+    const e = {
+      id: m.messageId,
+      conversation: m.conversation,
+      from: { userId: m.from.userId, deviceId: m.from.deviceId },
+      outgoing: m.sync,
+      text: m.text,
+      sentAt: m.sentAt,
+      status: m.sync ? 'sent' : 'received',
+    };
+    if (m.from.username) e.from.username = m.from.username;
+    if (m.groupId) e.groupId = m.groupId;
+    else if (m.sync && m.to?.username) e.with = m.to.username;
+    else if (!m.sync && m.from.username) e.with = m.from.username;
+    if (m.text === null) e.b64 = Buffer.from(m.bytes).toString('base64');
+    if (m.receiptable) e.receipts = true;
+    this.#history.add(e);
+    if (m.sync) this.#applyEarly(e.id);
+    this.#emitSafe('message', m);
+    if (m.receiptable) this.#receipts.queue(m.from.userId, 'delivered', [m.messageId]);
+  }
+
+  /** A send went out: kept in the history as `sent`. */
+  #keepSent({ id, conversation, groupId, with: peerName, content, sentAt }) {
+    const { userId, username } = this.#session.device;
+    const e = { id, conversation, from: { userId, deviceId: this.deviceId, username }, outgoing: true, sentAt, status: 'sent' };
+    if (groupId) e.groupId = groupId;
+    if (peerName) e.with = peerName;
+    if (typeof content === 'string') e.text = content;
+    else e.b64 = Buffer.from(content).toString('base64');
+    this.#history.add(e);
+    this.#applyEarly(id);
+  }
+
+  #applyEarly(id) {
+    const early = this.#early.get(id);
+    if (!early) return;
+    this.#early.delete(id);
+    for (const r of early) this.#applyReceipt(id, r.type, r.from);
+  }
+
+  /** A receipt arrived: the messages it names raised to its status ('status' events), then 'receipt'. */
+  #onReceipt({ from, type, ids, sentAt }) {
+    const who = { ...from };
+    const name = this.#directory.nameOf(from.userId);
+    if (name) who.username = name;
+    for (const id of ids) {
+      if (this.#history.get(id)) this.#applyReceipt(id, type, who);
+      else {
+        if (this.#early.size >= EARLY_RECEIPTS) this.#early.delete(this.#early.keys().next().value);
+        this.#early.set(id, [...(this.#early.get(id) ?? []), { type, from: who }]);
+      }
+    }
+    this.#emitSafe('receipt', { from: who, type, ids, sentAt });
+  }
+
+  #applyReceipt(id, type, from) {
+    const e = this.#history.get(id);
+    // Only for what this account sent, and in a 1:1 conversation only from its other party.
+    if (!e || !e.outgoing || (!e.groupId && e.conversation !== from.userId)) return;
+    const changed = this.#history.setStatus(id, type, from.userId);
+    if (changed) this.#emitSafe('status', { id, conversation: e.conversation, status: changed.status, by: from, message: changed });
+  }
+
+  /** A conversation: `{ groupId }`, 'group:ID', a user id or a username (looked up). */
+  async #conversation(c) {
+    if (c && typeof c === 'object' && c.groupId) return groupConversation(c.groupId);
+    const s = String(c ?? '');
+    if (s.startsWith('group:')) return s.toLowerCase();
+    if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)) return s.toLowerCase();
+    return (await this.#directory.resolve(s)).userId;
+  }
+
+  /**
+   * Marks received messages of a conversation read (all of them when `ids` is not given) and
+   * queues `read` receipts to their senders. Resolves the ids newly marked.
+   */
+  async markRead(conversation, ids) {
+    const conv = await this.#conversation(conversation);
+    const entries = ids ? [].concat(ids).map((id) => this.#history.get(id)).filter((e) => e?.conversation === conv) : this.#history.page(conv, { limit: 1000 });
+    const marked = [];
+    const bySender = new Map();
+    for (const e of entries) {
+      if (e.outgoing || e.status === 'read') continue;
+      this.#history.setStatus(e.id, 'read');
+      marked.push(e.id);
+      if (!e.receipts) continue;
+      if (!bySender.has(e.from.userId)) bySender.set(e.from.userId, []);
+      bySender.get(e.from.userId).push(e.id);
+    }
+    for (const [userId, list] of bySender) this.#receipts.queue(userId, 'read', list);
+    return marked;
+  }
+
+  /**
+   * A page of a conversation's history, oldest first: the `limit` (50) newest messages before
+   * `before` (a Date, a time in ms or a message id; default: the newest).
+   */
+  async history(conversation, opts) {
+    return this.#history.page(await this.#conversation(conversation), opts);
+  }
+
+  /** The messages of the history whose text holds every word of `query` (case-insensitive), oldest first. */
+  async search(query, { conversation, limit } = {}) {
+    const conv = conversation === undefined ? undefined : await this.#conversation(conversation);
+    return this.#history.search(query, { conversation: conv, limit });
+  }
+
+  /** The conversations kept: [{ conversation, count, last }], the most recent first. */
+  conversations() {
+    return this.#history.conversations();
+  }
+
+  /** The history message with this id (undefined when not kept). */
+  message(id) {
+    return this.#history.get(id);
+  }
+
+  /** True when the history is kept on disk (encrypted), false when in memory only. */
+  get historyPersistent() {
+    return this.#history.persistent;
+  }
+
+  /**
+   * Opens the encrypted history of a FileStore after the client was opened without a key (the
+   * account reopened with its refresh token): `{ password }` or `{ keyFile }`. What the client
+   * kept in memory since is added to it. RelayError `history_key` when the key does not open it.
+   */
+  async openHistory({ password, keyFile, file } = {}) {
+    if (this.#history.persistent) return;
+    if (!this.#store?.dir) throw new RelayError(`${this.#store} keeps no files: the history stays in memory`, { code: 'history_memory' });
+    if (password == null && !keyFile) throw new RelayError('openHistory needs a password or a key file', { code: 'history_locked' });
+    const h = await openHistory(this.#store, { password, keyFile, file }, null);
+    h.merge(this.#history);
+    this.#history = h;
+  }
+
+  /** Deletes the history: the file on disk and what is in memory. */
+  deleteHistory() {
+    return this.#history.delete();
+  }
+
+  /** Sends the receipts gathered so far now (they leave by themselves after a short delay). */
+  flushReceipts() {
+    return this.#receipts.flush();
+  }
+
   /** Closes the socket and stops every timer (no more reconnects). Waits for what is being saved. */
   async close() {
     if (this.#connection.closed) return;
+    // Gathered receipts leave first, while the socket is up (not waiting long for an unreachable relay).
+    await this.#inbound.drained();
+    if (this.#connection.state === 'online') {
+      let timer;
+      await Promise.race([this.#receipts.flush(), new Promise((r) => (timer = setTimeout(r, RECEIPT_CLOSE_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    this.#receipts.clear();
     const sock = this.#connection.stop();
     await this.#inbound.drained(); // what was received is processed, saved and acknowledged
     this.#inbound.flushAcks();
@@ -305,6 +512,7 @@ export class RelayClient extends EventEmitter {
     await this.#inbound.drained(); // fire-and-forget: what arrived before the close too
     await this.#keys.settled(); // a rotation uploaded is made current and saved first
     await this.#signal.run(() => {});
+    await this.#history.close().catch((e) => this.#reportError(e));
     await this.#store.release?.().catch(() => {});
     this.#connection.setState('offline');
   }

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { distributionMessage, groupEncrypt } from './senderkeys.mjs';
 import { Lock } from './lock.mjs';
+import { encodeContent } from './content.mjs';
 import { GROUP_KEY, notAMember } from './groups.mjs';
 import { MismatchedDevicesError, errorFromFrame } from './errors.mjs';
 
@@ -18,9 +19,11 @@ export class GroupSender {
   #outbound;
   #groups;
   #sendTimeoutMs;
+  #onSent;
   #order = new Lock(); // one group send at a time: the chain and its holders change as it goes
 
-  constructor({ session, signal, directory, outbound, groups, sendTimeoutMs }) {
+  constructor({ session, signal, directory, outbound, groups, sendTimeoutMs, onSent = () => {} }) {
+    this.#onSent = onSent;
     this.#session = session;
     this.#signal = signal;
     this.#directory = directory;
@@ -41,11 +44,12 @@ export class GroupSender {
     this.#outbound.assertOpen();
     const deadline = Date.now() + timeoutMs;
     const { userId, username } = this.#session.device;
-    const payload = typeof content === 'string'
-      ? { v: 1, text: content, name: username }
-      : { v: 1, b64: Buffer.from(content).toString('base64'), name: username };
-    const plaintext = Buffer.from(JSON.stringify(payload), 'utf8');
     const id = randomUUID();
+    // `mid`: the message's own id, inside the ciphertext (receipts name it).
+    const payload = typeof content === 'string'
+      ? { v: 1, text: content, name: username, mid: id }
+      : { v: 1, b64: Buffer.from(content).toString('base64'), name: username, mid: id };
+    const plaintext = encodeContent(payload);
     let last;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       // The roster as the relay has it now: whoever left since the chain was made must not
@@ -65,6 +69,7 @@ export class GroupSender {
       if (onlineOnly) frame.online_only = true;
       const reply = await this.#outbound.deliver(frame, deadline);
       if (reply.type === 'sent') {
+        this.#onSent({ id, groupId, content, sentAt: new Date() });
         return { id, groupId, delivery: reply.delivery, delivered: reply.delivered ?? 0, queued: reply.queued ?? 0, dropped: reply.dropped ?? 0 };
       }
       last = reply;

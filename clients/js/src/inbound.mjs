@@ -7,6 +7,8 @@ import { deviceAddress, MSG_PREKEY } from './signal.mjs';
 import { groupDecrypt } from './senderkeys.mjs';
 import { Groups } from './groups.mjs';
 import { RelayError } from './errors.mjs';
+import { isReceipt, RECEIPT } from './content.mjs';
+import { groupConversation } from './history.mjs';
 
 const PROCESSED_KEEP = 2000; // envelope ids remembered for deduplication (ack-mode redeliveries)
 // Acknowledgements are gathered (docs/api.md §6.9): one quiet ack once the oldest has waited
@@ -16,12 +18,12 @@ const ACK_MAX_IDS = 100;
 
 const utf8 = new TextDecoder();
 
-/** The content of a group key message, or null for anything else. */
-function groupKeyContent(bytes) {
+/** Our JSON content, or null (raw bytes). */
+function jsonContent(bytes) {
   if (bytes.length === 0 || bytes[0] !== 0x7b) return null; // not a JSON object
   try {
     const c = JSON.parse(utf8.decode(bytes));
-    return Groups.isKeyMessage(c) ? c : null;
+    return c && typeof c === 'object' && c.v === 1 ? c : null;
   } catch {
     return null;
   }
@@ -30,8 +32,9 @@ function groupKeyContent(bytes) {
 /**
  * The receiving side of `session`'s device. Decryption runs under `signal` (a Lock); names are
  * checked with `directory`; group key messages go to `groups`. Reports through
- * `onMessage(message)`, `onGroupKey({ groupId, from, invite, distributionId })`, `onError(e)`
- * and `onPreKeyMessage()` (a session was started with one of this device's prekeys).
+ * `onMessage(message)` (awaited: the message is kept before it is acknowledged),
+ * `onReceipt({ from, type, ids, sentAt })`, `onGroupKey({ groupId, from, invite, distributionId })`,
+ * `onError(e)` and `onPreKeyMessage()` (a session was started with one of this device's prekeys).
  */
 export class Inbound {
   #session;
@@ -44,14 +47,14 @@ export class Inbound {
   #rx = Promise.resolve(); // envelopes are processed one batch at a time, in arrival order
   #acks = null; // { sock, ids, timer }: acknowledgements being gathered
 
-  constructor({ session, signal, directory, groups, ack, processed = [], onMessage, onGroupKey, onError, onPreKeyMessage }) {
+  constructor({ session, signal, directory, groups, ack, processed = [], onMessage, onReceipt = () => {}, beforeAck = async () => {}, onGroupKey, onError, onPreKeyMessage }) {
     this.#session = session;
     this.#signal = signal;
     this.#directory = directory;
     this.#groups = groups;
     this.#ack = Boolean(ack);
     this.#processed = new Set(processed);
-    this.#on = { message: onMessage, groupKey: onGroupKey, error: onError, preKeyMessage: onPreKeyMessage };
+    this.#on = { beforeAck, message: onMessage, receipt: onReceipt, groupKey: onGroupKey, error: onError, preKeyMessage: onPreKeyMessage };
   }
 
   /** The envelope ids to keep in the store (the newest PROCESSED_KEEP). */
@@ -74,6 +77,7 @@ export class Inbound {
     const ackIds = [];
     const out = [];
     const keys = [];
+    const receipts = [];
     let preKeyMessage = false;
     await this.#signal.run(async () => {
       for (const env of envs) {
@@ -88,10 +92,12 @@ export class Inbound {
           } else {
             const d = await device.decryptFrom(deviceAddress(from.userId, from.deviceId), env.body);
             if (d.type === MSG_PREKEY) preKeyMessage = true;
-            const key = groupKeyContent(d.bytes);
+            const c = jsonContent(d.bytes);
             // Processed here, in arrival order: a group message right behind it decrypts.
-            if (key && this.#groups) keys.push({ ...(await this.#groups.receiveKey(from.userId, from.deviceId, key)), from });
-            else out.push({ env, bytes: d.bytes });
+            if (c && Groups.isKeyMessage(c) && this.#groups) keys.push({ ...(await this.#groups.receiveKey(from.userId, from.deviceId, c)), from });
+            else if (c?.type === RECEIPT) {
+              if (isReceipt(c)) receipts.push({ from, type: c.receipt, ids: [...new Set(c.ids)], sentAt: new Date(env.sent_at) });
+            } else out.push({ env, bytes: d.bytes });
           }
         } catch (e) {
           this.#on.error(new RelayError(
@@ -106,7 +112,19 @@ export class Inbound {
       await this.#session.persist(); // sessions and processed ids saved before anything is acknowledged
     });
     for (const k of keys) this.#on.groupKey?.(k);
-    for (const { env, bytes } of out) this.#on.message(await this.#toMessage(env, bytes));
+    for (const { env, bytes } of out) {
+      try {
+        await this.#on.message(await this.#toMessage(env, bytes));
+      } catch (e) {
+        this.#on.error(e);
+      }
+    }
+    for (const r of receipts) this.#on.receipt(r);
+    try {
+      await this.#on.beforeAck(); // what the application keeps of them (the history) is on disk first
+    } catch (e) {
+      this.#on.error(e);
+    }
     if (this.#ack) this.#queueAcks(ackIds, sock);
     if (preKeyMessage) this.#on.preKeyMessage();
   }
@@ -149,13 +167,8 @@ export class Inbound {
   /** The `message` event of a decrypted envelope: our JSON content, or raw bytes. */
   async #toMessage(env, bytes) {
     const { userId, username } = this.#session.device;
-    let content = null;
-    try {
-      const c = JSON.parse(utf8.decode(bytes));
-      if (c && c.v === 1 && (typeof c.text === 'string' || typeof c.b64 === 'string')) content = c;
-    } catch {
-      /* not ours: raw bytes */
-    }
+    let content = jsonContent(bytes);
+    if (content && typeof content.text !== 'string' && typeof content.b64 !== 'string') content = null; // not ours: raw bytes
     const m = {
       id: env.id,
       from: { userId: env.from, deviceId: env.source_device ?? 1 },
@@ -165,6 +178,10 @@ export class Inbound {
       sync: env.from === userId,
     };
     if (env.group_id) m.groupId = env.group_id;
+    // The sender's own id of the message (what receipts name); the envelope id for content without one.
+    const mid = typeof content?.mid === 'string' && content.mid.length <= 100 ? content.mid : null;
+    m.messageId = mid ?? env.id;
+    Object.defineProperty(m, 'receiptable', { value: mid !== null && !m.sync, enumerable: false });
     if (content && typeof content.text === 'string') {
       m.text = content.text;
       m.bytes = new Uint8Array(Buffer.from(content.text, 'utf8'));
@@ -186,6 +203,8 @@ export class Inbound {
     } else if (this.#directory.nameOf(env.from) !== undefined) {
       m.from.username = this.#directory.nameOf(env.from);
     }
+    // The conversation it belongs to: the group, or the other account (the recipient of a sync copy).
+    m.conversation = m.groupId ? groupConversation(m.groupId) : m.sync ? (m.to?.userId ?? userId) : env.from;
     return m;
   }
 }

@@ -3,7 +3,7 @@
 //   Low level: HTTP (request, call), RelaySocket / ProvisioningSocket, SignalParty and its stores,
 //   RelayUser / RelayDevice, provisioning seal/open, attachments, sender keys and the sealed
 //   group meta.
-export { RelayClient, parseLinkString, DEFAULT_REFILL, DEFAULT_ROTATE } from './client.mjs';
+export { RelayClient, parseLinkString, DEFAULT_REFILL, DEFAULT_ROTATE, DEFAULT_RECEIPTS } from './client.mjs';
 export { MemoryStore, FileStore } from './store.mjs';
 export * from './errors.mjs';
 export * from './http.mjs';

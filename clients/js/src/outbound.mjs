@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WS_TIMEOUT_MS } from './http.mjs';
 import { SocketClosedError } from './socket.mjs';
 import { RelayDevice } from './devices.mjs';
+import { encodeContent } from './content.mjs';
 import { RelayError, ServerUnavailableError, MismatchedDevicesError, errorFromFrame } from './errors.mjs';
 
 const MAX_ATTEMPTS = 5; // sends refused for the recipient's device list, repaired and tried again
@@ -23,14 +24,16 @@ export class Outbound {
   #connection;
   #sendTimeoutMs;
   #onError;
+  #onSent;
 
-  constructor({ session, signal, directory, connection, sendTimeoutMs, onError }) {
+  constructor({ session, signal, directory, connection, sendTimeoutMs, onError, onSent = () => {} }) {
     this.#session = session;
     this.#signal = signal;
     this.#directory = directory;
     this.#connection = connection;
     this.#sendTimeoutMs = sendTimeoutMs;
     this.#onError = onError;
+    this.#onSent = onSent;
   }
 
   /**
@@ -44,6 +47,7 @@ export class Outbound {
     const peer = await this.untilDeadline(() => this.#directory.resolve(to), deadline);
     const body = typeof content === 'string' ? { v: 1, text: content } : { v: 1, b64: Buffer.from(content).toString('base64') };
     const id = randomUUID();
+    body.mid = id; // the message's own id, inside the ciphertext: receipts name it
     const self = peer.userId === userId;
     const reply = await this.#sendTo(peer.userId, { ...body, name: username }, id, deadline, { self });
     if (!reply) throw new RelayError('this account has no other device to send to', { code: 'no_devices' });
@@ -54,6 +58,7 @@ export class Outbound {
         this.#onError(new RelayError(`the copy to this account's other devices failed: ${e.message}`, { code: e.code, cause: e }));
       }
     }
+    this.#onSent({ id, peer, content, sentAt: new Date() });
     return {
       id,
       delivery: reply.delivery,
@@ -114,7 +119,7 @@ export class Outbound {
   async #sendTo(peerId, payload, id, deadline, { self = false } = {}) {
     const session = this.#session;
     const device = session.device;
-    const plaintext = Buffer.from(JSON.stringify(payload), 'utf8');
+    const plaintext = encodeContent(payload);
     let last;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const messages = await this.untilDeadline(() => this.#signal.run(async () => {
