@@ -19,9 +19,10 @@ export function groupCommands(client, ui, select) {
   const label = (g) => `#${clean(g.name)}`;
   const short = (id) => String(id).slice(0, 8);
 
+  /** Selects a group; `opened` (by /g or /join): its last lines are shown from the history. */
   function setCurrent(g) {
-    current = g;
-    select(g);
+    current = g && { groupId: g.groupId, name: g.name, state: g.state };
+    return select(g);
   }
 
   /** The name of a group (its meta opened), cached; `#1a2b3c4d` (the id's start) when unknown. */
@@ -68,8 +69,8 @@ export function groupCommands(client, ui, select) {
       const g = await find(name);
       if (!g) return fail(`no group named ${clean(name)} (/invites lists your invitations)`);
       if (g.state === 'invited') return fail(`you are invited to ${label(g)}: /join ${clean(g.name)} first`);
-      setCurrent(g);
       note(`talking in ${label(g)}`);
+      await setCurrent({ ...g, opened: true });
     } catch (e) {
       fail(describe(e));
     }
@@ -94,8 +95,8 @@ export function groupCommands(client, ui, select) {
       const g = await find(name, 'invited');
       if (!g) return fail(`no invitation to a group named ${clean(name)} (/invites lists them)`);
       await client.join(g.groupId);
-      setCurrent(g);
       note(`joined ${label(g)}; talking in it`);
+      await setCurrent({ ...g, opened: true });
     } catch (e) {
       fail(describe(e));
     }
@@ -144,7 +145,7 @@ export function groupCommands(client, ui, select) {
     const g = current;
     try {
       const r = await client.sendGroup(g.groupId, text);
-      out(`  → ${label(g)}: ${summary(r)}`);
+      out(`  → ${label(g)}: ${summary(r)} ✓`);
     } catch (e) {
       // Removed (the relay no longer shows the group to this account) or never joined.
       if (e?.code === 'not_a_member' || e?.code === 'group_not_found') {
@@ -192,7 +193,12 @@ export function groupCommands(client, ui, select) {
     printing = printing.then(fn).catch(() => {});
   }
 
-  return { command, send, show, invited, inOrder, get current() { return current; }, clear: () => setCurrent(null) };
+  /** `#name` of a group whose name is known here, else `#` and the start of its id. */
+  function labelOf(groupId) {
+    return `#${clean(names.get(groupId) ?? short(groupId))}`;
+  }
+
+  return { command, send, show, invited, inOrder, label: labelOf, get current() { return current; }, clear: () => setCurrent(null) };
 }
 
 function summary(r) {

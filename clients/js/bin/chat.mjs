@@ -8,6 +8,8 @@
 // <repo>/.local/chat/NAME). The first run registers NAME (password from RELAY_CHAT_PASSWORD or
 // asked without echo); later runs reopen the stored account. With --link, NAME names the local
 // profile of a new device of an existing account (the account's username comes with the link).
+// The conversations are kept there too (history.enc), encrypted with a key derived from the
+// password: a later run asks for it (or takes RELAY_CHAT_PASSWORD) to open them.
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
@@ -20,6 +22,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..', '..', '..');
 const DEBUG = !!process.env.RELAY_CHAT_DEBUG;
 const NAME_RE = /^[a-z0-9_.-]{3,32}$/;
+const LAST_LINES = 10; // lines of history shown when a conversation is opened
 
 const USAGE = `usage: ./local/chat NAME [--url URL] [--link]
 
@@ -28,8 +31,9 @@ const USAGE = `usage: ./local/chat NAME [--url URL] [--link]
                                  to type as /link STRING in a running chat of that account
   --url URL                      the relay (default $RELAY_URL, else http://127.0.0.1:8080)
 
-State: $RELAY_CHAT_DIR/NAME (default .local/chat/NAME). RELAY_CHAT_PASSWORD: the password of
-a first run (else it is asked for).`;
+State: $RELAY_CHAT_DIR/NAME (default .local/chat/NAME), the history encrypted with the password.
+RELAY_CHAT_PASSWORD: the password (else it is asked for: on the first run, and to open the
+history on later runs).`;
 
 const HELP = `commands:
   /to NAME        talk to NAME (every line you type is sent to them, encrypted)
@@ -44,12 +48,14 @@ const HELP = `commands:
   /leave          leave the group you talk in
   /devices        the devices of your account
   /link STRING    link the new device that \`./local/chat OTHER --link\` started
+  /search WORD…   the messages of your history holding every WORD (searched on this device)
   /me             who and where you are
   /logout         end this device's session on the relay and leave (the keys stay; the next
                   run asks for the password)
   /help           this help
   /quit           leave (Ctrl-D and Ctrl-C too)
-a line that does not start with / is a message (start it with // to send a leading /)`;
+a line that does not start with / is a message (start it with // to send a leading /)
+marks of your messages: ✓ sent, ✓✓ delivered, ✓✓ read (receipts from the other side)`;
 
 // ---------------------------------------------------------------------------------------------
 // Output: one line at a time, above the prompt the person is typing at.
@@ -79,6 +85,21 @@ function clean(s) {
     .replace(/\r\n?/g, '\n')
     .replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '\ufffd')
     .replace(/\n/g, '\n        ');
+}
+
+function dayTime(d) {
+  const t = d instanceof Date && !Number.isNaN(d.getTime()) ? d : new Date();
+  const p = (n) => String(n).padStart(2, '0');
+  return `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())} ${p(t.getHours())}:${p(t.getMinutes())}`;
+}
+
+/** The mark of a message sent: ✓ sent, ✓✓ delivered, ✓✓ read. */
+const MARK = { sent: '✓', delivered: '✓✓', read: '✓✓ read' };
+
+/** The start of a message's text, for a status line. */
+function snippet(text, n = 40) {
+  const s = clean(text ?? '<bytes>').replace(/\n\s*/g, ' ');
+  return [...s].length > n ? [...s].slice(0, n - 1).join('') + '…' : s;
 }
 
 function hhmm(d) {
@@ -223,6 +244,7 @@ async function openAccount(o, store, dir) {
     try {
       return await RelayClient.open({ ...base, password, register: false });
     } catch (e) {
+      if (e?.code === 'history_key') throw new Exit(`RELAY_CHAT_PASSWORD does not open the history in ${dir} (a wrong password)`);
       if (!is(e, 'AuthError')) throw e;
       // The relay refused the stored session, and the password too (or none was given): the
       // account is gone (./local/up --reset, deleted). Asking for a password would not help.
@@ -235,6 +257,7 @@ async function openAccount(o, store, dir) {
       try {
         return await RelayClient.open({ ...base, password: p, register: false });
       } catch (e2) {
+        if (e2?.code === 'history_key') throw new Exit(wrongPassword(dir));
         if (is(e2, 'AuthError') && e2.code === 'account_unknown') throw new Exit(unknownAccount(e2, dir, o));
         if (is(e2, 'AuthError')) throw new Exit(wrongPassword(dir));
         throw e2;
@@ -295,6 +318,35 @@ async function linkAccount(o, store, dir) {
   return client;
 }
 
+/**
+ * The history of a reopened account: encrypted with a key derived from the password, which a run
+ * reopening with the stored session was not given. Asked for on a terminal (Enter: none this run).
+ */
+async function unlockHistory(client, o, dir) {
+  if (client.historyPersistent) return;
+  const env = process.env.RELAY_CHAT_PASSWORD;
+  if (env) {
+    try {
+      return await client.openHistory({ password: env });
+    } catch (e) {
+      if (e?.code === 'history_key') throw new Exit(`RELAY_CHAT_PASSWORD does not open the history in ${dir} (a wrong password)`);
+      throw e;
+    }
+  }
+  if (!process.stdin.isTTY) return note('the history stays closed this run (no RELAY_CHAT_PASSWORD, no terminal to ask on)');
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const p = await askHidden(`password of ${o.name} (opens the history kept on this device; Enter: not now): `);
+    if (!p) return note('the history stays closed this run: nothing of it is shown, nothing of this run is kept');
+    try {
+      return await client.openHistory({ password: p });
+    } catch (e) {
+      if (e?.code !== 'history_key') throw e;
+      process.stdout.write('that password does not open it\n');
+    }
+  }
+  note('the history stays closed this run');
+}
+
 // ---------------------------------------------------------------------------------------------
 // The chat.
 
@@ -307,16 +359,36 @@ async function chat(o, client) {
 
   const who = (u) => clean(u?.username ?? u?.userId ?? '?');
   // Lines go to the group selected with /g (or made, or joined) when there is one, else to peer.
-  const groups = groupCommands(client, { out, note, fail, clean, hhmm, describe }, () => setPrompt());
+  const groups = groupCommands(client, { out, note, fail, clean, hhmm, describe }, (g) => {
+    setPrompt();
+    if (g?.opened) return showLast({ groupId: g.groupId }, `#${clean(g.name)}`);
+  });
   const setPrompt = () => {
     const g = groups.current;
     rl?.setPrompt(g ? `(${me}) #${clean(g.name)}> ` : peer ? `(${me}) ${peer.name}> ` : `(${me})> `);
   };
 
+  // A message printed in the conversation on screen is read (read receipts go for it); one of
+  // another conversation is read once that conversation is opened (/to, /g: its last lines).
+  const isCurrent = (conversation) => {
+    const g = groups.current;
+    return g ? conversation === `group:${g.groupId}` : peer !== null && conversation === peer.userId;
+  };
+  const seen = (m) => {
+    if (!m.sync && isCurrent(m.conversation)) client.markRead(m.conversation, [m.messageId]).catch(() => {});
+  };
   client.on('invite', (ev) => groups.invited(ev, who));
+  client.on('status', (st) => {
+    const e = st.message;
+    const to = e.groupId ? `${who(st.by)} in ${groups.label(e.groupId)}` : who(st.by);
+    groups.inOrder(() => out(`  ${MARK.delivered} ${st.status === 'read' ? 'read by' : 'delivered to'} ${to}: ${snippet(e.text)}`));
+  });
   client.on('message', (m) => {
     const body = m.text != null ? clean(m.text) : `<${m.bytes?.length ?? 0} bytes>`;
-    if (m.groupId) return groups.show(m, body, who);
+    if (m.groupId) {
+      groups.show(m, body, who);
+      return groups.inOrder(() => seen(m));
+    }
     // After any group line before it (those may wait for the group's name).
     groups.inOrder(() => {
       if (m.sync) {
@@ -329,6 +401,7 @@ async function chat(o, client) {
         setPrompt();
         note(`talking to ${peer.name} (/to NAME to change)`);
       }
+      seen(m);
     });
   });
   client.on('state', (s) => {
@@ -410,6 +483,7 @@ async function chat(o, client) {
       if (GROUP_COMMANDS.has(cmd.toLowerCase())) return groups.command(cmd.toLowerCase(), rest);
       switch (cmd.toLowerCase()) {
         case '/to': return to(arg);
+        case '/search': return search(arg);
         case '/devices': return devices();
         case '/link': return link(arg);
         case '/me': case '/whoami':
@@ -426,7 +500,7 @@ async function chat(o, client) {
     if (lastState === 'offline') note('offline: the message goes out when the relay is back (if within 30 s)');
     try {
       const r = await client.send(peer.name, text);
-      out(`  → ${peer.name}: ${deliveries(r)}`);
+      out(`  → ${peer.name}: ${deliveries(r)} ${MARK.sent}`);
     } catch (e) {
       fail(`not sent: ${describe(e, { peer: peer.name })}`);
     }
@@ -455,8 +529,46 @@ async function chat(o, client) {
       groups.clear();
       setPrompt();
       note(`talking to ${name}${name === me ? ' (yourself: your other devices get it)' : ''}`);
+      await showLast(userId, name);
     } catch (e) {
       fail(describe(e, { peer: name }));
+    }
+  }
+
+  /** The last lines of a conversation from the history, as it is opened; they are read now. */
+  async function showLast(conversation, label) {
+    let lines;
+    try {
+      lines = await client.history(conversation, { limit: LAST_LINES });
+    } catch (e) {
+      return fail(describe(e));
+    }
+    if (!lines.length) return;
+    out(`-- the last ${lines.length === 1 ? 'line' : `${lines.length} lines`} with ${label}:`);
+    for (const e of lines) out(historyLine(e));
+    await client.markRead(conversation).catch(() => {});
+  }
+
+  function historyLine(e, where = '') {
+    const body = e.text != null ? clean(e.text) : '<bytes>';
+    const mark = e.outgoing ? `  ${MARK[e.status] ?? MARK.sent}` : '';
+    return `[${e.sentAt && where ? dayTime(e.sentAt) : hhmm(e.sentAt)}]${where} ${e.outgoing ? 'you' : who(e.from)}: ${body}${mark}`;
+  }
+
+  async function search(arg) {
+    if (!arg.trim()) return fail('usage: /search WORD… (the messages kept on this device holding every WORD)');
+    let hits;
+    try {
+      hits = await client.search(arg);
+    } catch (e) {
+      return fail(describe(e));
+    }
+    if (!client.historyPersistent && !hits.length) return note(`nothing found for ${clean(arg)} (the history is closed this run: only this run's messages are searched)`);
+    if (!hits.length) return note(`nothing found for ${clean(arg)}`);
+    note(`${hits.length} message${hits.length === 1 ? '' : 's'} with ${clean(arg)}:`);
+    for (const e of hits) {
+      const where = e.groupId ? groups.label(e.groupId) : `@${clean(e.with ?? e.conversation.slice(0, 8))}`;
+      out('  ' + historyLine(e, ` ${where}`));
     }
   }
 
@@ -507,7 +619,12 @@ async function main() {
   const store = new FileStore(dir);
   let client;
   try {
+    // The lock first: a chat that has the account open already is said before any question.
+    if (!o.link) await store.acquire();
     client = o.link ? await linkAccount(o, store, dir) : await openAccount(o, store, dir);
+    if (o.link) {
+      if (process.env.RELAY_CHAT_PASSWORD) await client.openHistory({ password: process.env.RELAY_CHAT_PASSWORD }).catch(() => {});
+    } else await unlockHistory(client, o, dir);
   } catch (e) {
     if (e?.code === 'store_in_use' && !(e instanceof Exit)) {
       throw new Exit(`${o.name} is open in another chat (${e.lock ?? join(dir, 'lock')}); quit that one first`);
