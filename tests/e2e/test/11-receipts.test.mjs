@@ -79,30 +79,35 @@ test('delivered and read receipts end to end, one receipt message per batch, ind
   await until(() => bob.messages.length === 3, 'bob decrypts the three lines');
   assert.deepEqual(bob.messages.map((m) => m.messageId), ids, 'each carries its sender-side id');
   await until(() => ids.every((id) => alice.message(id)?.status === 'delivered'), 'the delivered receipt');
-  assert.equal(sent.get(bob.userId).length, 1, 'one receipt message for three lines');
-  assert.deepEqual(alice.receipts.map((r) => [r.type, r.from.userId, [...r.ids].sort()]), [['delivered', bob.userId, [...ids].sort()]]);
+  // Gathered: one receipt message (two at most, should the lines come in batches further apart
+  // than the gathering delay on a loaded machine).
+  const delivered = sent.get(bob.userId).length;
+  assert.ok(delivered >= 1 && delivered < 3, `${delivered} receipt messages for three lines`);
+  assert.deepEqual(alice.receipts.map((r) => [r.type, r.from.userId]), Array(delivered).fill(['delivered', bob.userId]));
+  assert.deepEqual(alice.receipts.flatMap((r) => r.ids).sort(), [...ids].sort());
 
   // 2. Read, then nothing answered.
   assert.deepEqual((await bob.markRead(alice.username)).sort(), [...ids].sort());
   await until(() => ids.every((id) => alice.message(id)?.status === 'read'), 'the read receipt');
-  assert.equal(sent.get(bob.userId).length, 2);
+  assert.equal(sent.get(bob.userId).length, delivered + 1, 'one read receipt for the three');
   await alice.flushReceipts();
   assert.equal(sent.get(alice.userId).length, 3, 'alice sent her lines and no receipt');
   assert.equal(alice.messages.length, 0, 'receipts are not messages');
 
   // 3. An ordinary message of Bob's beside his receipts, as the relay sees them.
-  const before = (received.get(alice.userId) ?? []).length;
   await bob.send(alice.username, 'an ordinary line, as long as a receipt naming three messages: '.padEnd(150, '.'));
   await until(() => alice.messages.length === 1, 'alice gets the line');
-  const [receiptFrame, , messageFrame] = sent.get(bob.userId);
+  const receiptFrame = sent.get(bob.userId)[delivered]; // the read receipt, naming the three
+  const messageFrame = sent.get(bob.userId).at(-1);
   const frameShape = (f) => ({
     keys: Object.keys(f).sort(),
     messages: f.messages.map((m) => ({ keys: Object.keys(m).sort(), type: m.type, size: Buffer.from(m.body, 'base64').length })),
   });
   assert.deepEqual(frameShape(receiptFrame), frameShape(messageFrame));
-  const envs = received.get(alice.userId);
-  const receiptEnv = envs.find((e) => e.from === bob.userId);
-  const messageEnv = envs.slice(before).find((e) => e.from === bob.userId);
+  const fromBob = received.get(alice.userId).filter((e) => e.from === bob.userId);
+  assert.equal(fromBob.length, delivered + 2);
+  const receiptEnv = fromBob[delivered];
+  const messageEnv = fromBob.at(-1);
   const envShape = (e) => ({ keys: Object.keys(e).sort(), size: Buffer.from(e.body, 'base64').length });
   assert.deepEqual(envShape(receiptEnv), envShape(messageEnv));
 });
