@@ -1383,8 +1383,13 @@ struct Race {
 
 const SENDERS: usize = 6;
 const AFTER: usize = 3;
-/// A bound per sender, should the change never come.
-const MAX_SENDS: usize = 400;
+/// A bound per sender, should the change never come: with `PACE` it covers a change that takes
+/// 15 s on a loaded machine, and all senders together stay under the test's `INBOX_MAX` (5000).
+const MAX_SENDS: usize = 800;
+/// The first sends go back to back, so the change lands among running sends; then each sender
+/// waits this long between sends.
+const BURST: usize = 20;
+const PACE: Duration = Duration::from_millis(20);
 
 /// A send of the race: its id (also its body), whether it started after the change, its reply.
 type Outcome = (String, bool, Value);
@@ -1424,8 +1429,17 @@ fn race_senders(
                         race.accepted.fetch_add(1, Ordering::SeqCst);
                     }
                     out.push((id, started_after, reply));
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let pause = if i < BURST {
+                        Duration::from_millis(2)
+                    } else {
+                        PACE
+                    };
+                    tokio::time::sleep(pause).await;
                 }
+                assert!(
+                    after > 0,
+                    "sender {s}: {MAX_SENDS} sends and the change had not come"
+                );
                 out
             })
         })
