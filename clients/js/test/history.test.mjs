@@ -3,7 +3,7 @@
 // paging, keyword search (nothing goes to the relay), the key-file variant, and deletion.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, existsSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RelayClient, FileStore, MemoryStore, RelayError } from '../src/index.mjs';
 import { name, password, record, stackSuite, tempDir, waitFor, watchRelay } from './util.mjs';
@@ -76,6 +76,31 @@ test('kept across a restart, encrypted at rest, a wrong password does not open i
   // A receipt that comes after the restart still updates it.
   await bob.c.markRead(alice.c.userId);
   await waitFor(() => alice.c.message(s.id).status === 'read', 'the read receipt after the restart');
+});
+
+test('a torn last record (a crash mid-write) is dropped; a damaged record before it is refused', async () => {
+  const dir = join(tempDir(), 'alice');
+  const aliceName = name('alice');
+  const pw = password();
+  let alice = await open(new FileStore(dir), aliceName, pw);
+  const bob = await open(new MemoryStore(), name('bob'), password());
+  for (const t of ['first', 'second', 'third']) await alice.c.send(bob.c.username, t);
+  await alice.c.close();
+  const file = join(dir, 'history.enc');
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+  writeFileSync(file, lines.join('\n') + '\n' + lines.at(-1).slice(0, 20)); // half a record at the end
+  alice = await open(new FileStore(dir), aliceName, pw);
+  assert.deepEqual((await alice.c.history(bob.c.userId)).map((e) => e.text), ['first', 'second', 'third']);
+  await alice.c.close();
+  const flipped = [...lines];
+  const b = Buffer.from(flipped[2], 'base64');
+  b[b.length - 1] ^= 1;
+  flipped[2] = b.toString('base64');
+  writeFileSync(file, flipped.join('\n') + '\n');
+  await assert.rejects(
+    RelayClient.open({ url: stack().url, store: new FileStore(dir), password: pw }),
+    (e) => e instanceof RelayError && e.code === 'history_corrupt',
+  );
 });
 
 test('paging: the newest page first, then the ones before it', async () => {
