@@ -26,6 +26,9 @@ const FORMAT = 'relay-client-history';
 const SCRYPT = { N: 32768, r: 8, p: 1 }; // 32 MiB and about 0.1 s per open
 const CHECK = 'relay-client history key check';
 const STATUS_RANK = { sent: 0, delivered: 1, read: 2 };
+// A history in memory only (no file, no key) keeps this many messages, the newest: a long-running
+// process of a MemoryStore does not grow without end.
+export const MEMORY_KEEP = 10_000;
 
 /** The conversation key of a group. */
 export const groupConversation = (groupId) => `group:${String(groupId).toLowerCase()}`;
@@ -103,9 +106,13 @@ export class History {
   #records = 0;
   #closed = false;
   #fresh = null; // the header of a file not written yet (it is, with the first change)
+  #max = Infinity;
 
-  static memory() {
-    return new History();
+  /** A history in this process only, of at most `max` messages (the oldest added go first). */
+  static memory({ max = MEMORY_KEEP } = {}) {
+    const h = new History();
+    h.#max = max;
+    return h;
   }
 
   /**
@@ -187,7 +194,16 @@ export class History {
     let i = list.length;
     while (i > 0 && list[i - 1].sentAt > e.sentAt) i--;
     list.splice(i, 0, e);
+    if (this.#byId.size > this.#max) this.#forget(this.#byId.keys().next().value);
     return true;
+  }
+
+  #forget(id) {
+    const e = this.#byId.get(id);
+    this.#byId.delete(id);
+    const list = this.#byConv.get(e.conversation);
+    list.splice(list.indexOf(e), 1);
+    if (!list.length) this.#byConv.delete(e.conversation);
   }
 
   #status(id, status, by) {
