@@ -10,7 +10,8 @@ use crate::error::Result;
 use crate::services::relay::{self, Relay};
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
-    directory::KeyDirectory, groups::Groups, mls_groups::MlsGroups, AccountAge, Limiter,
+    directory::KeyDirectory, groups::Groups, mls_groups::MlsGroups, presence::Presence, AccountAge,
+    Limiter,
 };
 use crate::storage::dynamodb::{self, Dynamo, Tables};
 use crate::storage::redis::{self as redis_store, RedisStore};
@@ -24,6 +25,8 @@ pub struct App {
     pub keys: KeyDirectory,
     pub devices: Devices,
     pub groups: Groups,
+    /// Presence share lists and reads; the relay announces transitions through it.
+    pub presence: Presence,
     /// MLS groups' commits and GroupInfo; commits are delivered only where a WebSocket pusher
     /// was given (`from_parts`).
     pub mls: MlsGroups,
@@ -88,7 +91,14 @@ impl App {
             limits: config.groups,
             clock: clock.clone(),
         };
+        let presence = Presence {
+            store: redis_arc.clone(),
+            registry: redis_arc.clone(),
+            limiter: limiter.clone(),
+            clock: clock.clone(),
+        };
         let accounts = Accounts {
+            presence: presence.clone(),
             users: dynamo_arc.clone(),
             sessions: dynamo_arc.clone(),
             revocations: redis_arc.clone(),
@@ -142,6 +152,7 @@ impl App {
             keys,
             devices,
             groups,
+            presence,
             mls,
             attachments,
             dynamo,
@@ -171,6 +182,7 @@ impl App {
             groups: Arc::new(self.dynamo.clone()),
             provisioning: redis.clone(),
             sent_log: redis,
+            presence: self.presence.clone(),
             pusher,
             clock: self.clock.clone(),
         };

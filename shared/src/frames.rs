@@ -135,6 +135,28 @@ pub struct SendFrame {
     /// `true`: deliver only to a connected recipient and never store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_only: Option<bool>,
+    /// A disappearing message: seconds, from `MIN_EXPIRES_IN_SECS` (5) to `INBOX_TTL_SECS`,
+    /// after which the envelope is never delivered and the relay holds no copy of it (docs/api.md
+    /// §6.6, disappearing messages). Each envelope then carries `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5)]
+    pub expires_in: Option<u64>,
+}
+
+/// The shortest `expires_in` of a `send`: shorter would expire before a slow push lands.
+pub const MIN_EXPIRES_IN_SECS: u64 = 5;
+
+/// `expires_in` of a `send`: a whole number of seconds (its range is checked by the relay,
+/// which knows `INBOX_TTL_SECS`).
+fn expires_in(value: Option<Value>) -> Result<Option<u64>, Error> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Error::InvalidFrame(
+                "`expires_in` is a whole number of seconds (from 5 to the inbox TTL)".into(),
+            )
+        }),
+    }
 }
 
 /// The ciphertext for one device of the recipient.
@@ -249,6 +271,8 @@ impl ClientFrame {
             #[serde(default)]
             online_only: Option<bool>,
             #[serde(default)]
+            expires_in: Option<Value>,
+            #[serde(default)]
             token: Option<String>,
             #[serde(default)]
             ids: Option<Value>,
@@ -291,6 +315,7 @@ impl ClientFrame {
                     return Err((id, Error::InvalidFrame("send needs `body`".into())));
                 };
                 let devices = group_devices(frame.devices).map_err(|e| (id.clone(), e))?;
+                let expires_in = expires_in(frame.expires_in).map_err(|e| (id.clone(), e))?;
                 Ok(Self::Send(SendFrame {
                     id,
                     to: None,
@@ -299,6 +324,7 @@ impl ClientFrame {
                     body: Some(body),
                     messages: None,
                     online_only: frame.online_only,
+                    expires_in,
                 }))
             }
             "send" => {
@@ -312,6 +338,7 @@ impl ClientFrame {
                 if frame.body.is_none() && messages.is_none() {
                     return Err((id, Error::InvalidFrame("send needs `body`".into())));
                 }
+                let expires_in = expires_in(frame.expires_in).map_err(|e| (id.clone(), e))?;
                 if frame.body.is_some() && messages.is_some() {
                     return Err((
                         id,
@@ -326,6 +353,7 @@ impl ClientFrame {
                     body: frame.body,
                     messages,
                     online_only: frame.online_only,
+                    expires_in,
                 }))
             }
             "provision" => Ok(Self::Provision(correlation(id))),
@@ -473,6 +501,16 @@ pub enum ServerFrame {
         /// Standard base64, as the primary sent it.
         body: String,
     },
+    /// Pushed to every connected device of a user who shares presence with `user_id` both ways
+    /// (docs/api.md §6.10): `user_id`'s first connection opened, or its last one ended.
+    Presence {
+        #[schema(value_type = String, format = Uuid)]
+        user_id: Uuid,
+        online: bool,
+        /// Going offline, when `user_id` shows it: now, Unix ms rounded down to the minute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen: Option<u64>,
+    },
 }
 
 impl ServerFrame {
@@ -547,6 +585,10 @@ pub struct Envelope {
     /// be larger than a WebSocket message; `body` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mls_epoch: Option<u64>,
+    /// A disappearing message (`send`'s `expires_in`): Unix milliseconds after which the relay
+    /// never delivers it and holds no copy; the client deletes its own by then too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
     /// The ciphertext as sent, standard base64 with padding.
     pub body: String,
 }
@@ -592,6 +634,7 @@ mod tests {
             sent_at: 1,
             group_id: None,
             mls_epoch: None,
+            expires_at: None,
             body: "A".repeat(size),
         })
         .unwrap()
@@ -632,6 +675,7 @@ mod tests {
                 body: Some(String::new()),
                 messages: None,
                 online_only: None,
+                expires_in: None,
             })
         );
         let group = ClientFrame::parse(
@@ -758,5 +802,32 @@ mod tests {
         let frame = ServerFrame::error(None, &Error::Unavailable("10.0.0.1 refused".into()));
         assert!(!frame.to_json().contains("10.0.0.1"));
         assert!(frame.to_json().contains(r#""id":null"#));
+    }
+
+    #[test]
+    fn expires_in_is_a_whole_number_of_seconds_echoing_the_id_when_refused() {
+        let parsed = |text: &str| match ClientFrame::parse(text) {
+            Ok(ClientFrame::Send(send)) => Ok(send.expires_in),
+            Ok(other) => panic!("{other:?}"),
+            Err((id, e)) => Err((id, e.code())),
+        };
+        assert_eq!(
+            parsed(r#"{"action":"send","to":"x","body":"","expires_in":30}"#),
+            Ok(Some(30))
+        );
+        assert_eq!(
+            parsed(r#"{"action":"send","group_id":"g","body":"","devices":{},"expires_in":5}"#),
+            Ok(Some(5))
+        );
+        assert_eq!(parsed(r#"{"action":"send","to":"x","body":""}"#), Ok(None));
+        for bad in ["-1", "1.5", "\"30\"", "true"] {
+            let text =
+                format!(r#"{{"action":"send","id":"i","to":"x","body":"","expires_in":{bad}}}"#);
+            assert_eq!(
+                parsed(&text),
+                Err((Some(json!("i")), "invalid_frame")),
+                "{bad}"
+            );
+        }
     }
 }

@@ -15,6 +15,11 @@ pub use groups::{
     CreateGroupRequest, GroupOut, GroupsOut, InviteRequest, MetaRequest, RoleRequest,
     VersionedRequest,
 };
+mod presence;
+pub use presence::{
+    minute_of, PresenceOut, PresenceSharesOut, PresenceSharesRequest, UserPresence,
+    MAX_PRESENCE_READ, MAX_PRESENCE_SHARES,
+};
 mod mls;
 pub use mls::{
     ClaimedKeyPackageOut, CommitOut, CommitRequest, GroupInfoOut, KeyPackageCount, KeyPackagesOut,

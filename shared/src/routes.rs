@@ -52,6 +52,9 @@ pub enum HttpRoute {
     LinkDevice,
     ListDevices,
     RemoveDevice,
+    PutPresenceShares,
+    GetPresenceShares,
+    GetPresence,
     DeviceBundle,
     CreateAttachment,
     GetAttachment,
@@ -73,7 +76,7 @@ pub enum HttpRoute {
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 33] = [
+    pub const ALL: [HttpRoute; 36] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
@@ -89,6 +92,9 @@ impl HttpRoute {
         Self::LinkDevice,
         Self::ListDevices,
         Self::RemoveDevice,
+        Self::PutPresenceShares,
+        Self::GetPresenceShares,
+        Self::GetPresence,
         Self::DeviceBundle,
         Self::CreateAttachment,
         Self::GetAttachment,
@@ -127,6 +133,9 @@ impl HttpRoute {
             Self::LinkDevice => "POST /v1/devices",
             Self::ListDevices => "GET /v1/devices",
             Self::RemoveDevice => "DELETE /v1/devices/{device_id}",
+            Self::PutPresenceShares => "PUT /v1/presence/shares",
+            Self::GetPresenceShares => "GET /v1/presence/shares",
+            Self::GetPresence => "GET /v1/presence",
             Self::DeviceBundle => "GET /v1/users/{user_id}/devices/{device_id}/bundle",
             Self::CreateAttachment => "POST /v1/attachments",
             Self::GetAttachment => "GET /v1/attachments/{attachment_id}",
@@ -161,7 +170,10 @@ impl HttpRoute {
             | Self::SendProvisioning
             | Self::LinkDevice
             | Self::ListDevices
-            | Self::RemoveDevice => Function::Users,
+            | Self::RemoveDevice
+            | Self::PutPresenceShares
+            | Self::GetPresenceShares
+            | Self::GetPresence => Function::Users,
             Self::UploadKeys
             | Self::CountKeys
             | Self::Bundle

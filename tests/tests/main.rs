@@ -25,6 +25,7 @@ mod local_up;
 mod logs;
 mod mls;
 mod monitoring;
+mod presence;
 mod redis_outage;
 mod relay;
 mod round_trips;

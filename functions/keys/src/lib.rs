@@ -33,6 +33,9 @@ async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response
             | HttpRoute::LinkDevice
             | HttpRoute::ListDevices
             | HttpRoute::RemoveDevice
+            | HttpRoute::PutPresenceShares
+            | HttpRoute::GetPresenceShares
+            | HttpRoute::GetPresence
             | HttpRoute::CreateAttachment
             | HttpRoute::GetAttachment
             | HttpRoute::CreateGroup

@@ -25,6 +25,9 @@ async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response
         Some(HttpRoute::LinkDevice) => link_device(app, &req).await,
         Some(HttpRoute::ListDevices) => list_devices(app, &req).await,
         Some(HttpRoute::RemoveDevice) => remove_device(app, &req).await,
+        Some(HttpRoute::PutPresenceShares) => put_presence_shares(app, &req).await,
+        Some(HttpRoute::GetPresenceShares) => get_presence_shares(app, &req).await,
+        Some(HttpRoute::GetPresence) => get_presence(app, &req).await,
         Some(
             HttpRoute::UploadKeys
             | HttpRoute::CountKeys
@@ -195,4 +198,36 @@ async fn remove_device(app: &App, req: &Request) -> Response<Body> {
         app.devices.remove(&who, device).await
     };
     no_content(run.await)
+}
+
+/// PUT /v1/presence/shares
+async fn put_presence_shares(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        app.presence
+            .set_shares(&who, http::body(req, app.config.max_request_bytes)?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/presence/shares
+async fn get_presence_shares(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.presence
+            .shares(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/presence?user_ids=a,b,…
+async fn get_presence(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        let ids = http::query_param(req, "user_ids")
+            .ok_or_else(|| Error::invalid("user_ids query parameter is required"))?;
+        app.presence.read(&who, &ids).await
+    };
+    http::respond(run.await)
 }

@@ -247,6 +247,15 @@ rate_limits! {
     /// one URL every 6 s.
     AttachmentDownloads { user: UserId } => attachment_downloads, key "attachment-downloads:{user}",
         RATE_LIMIT_ATTACHMENT_DOWNLOADS = "120/720", "download URLs per user";
+    /// Share-list replacements per user: setting presence up and adjusting it a few times
+    /// fits (10 at once, then one every 2 minutes); each stores up to 1,000 ids.
+    PresenceShares { user: UserId } => presence_shares, key "presence-shares:{user}",
+        RATE_LIMIT_PRESENCE_SHARES = "10/1200", "`PUT /v1/presence/shares` per user";
+    /// Presence reads per user (each asks about up to 100 users): a client refreshing its
+    /// contact list when it starts and now and then fits; the frames make polling needless.
+    PresenceReads { user: UserId } => presence_reads, key "presence-reads:{user}",
+        RATE_LIMIT_PRESENCE_READS = "60/60",
+        "`GET /v1/presence` and `GET /v1/presence/shares` per user";
 }
 
 #[cfg(test)]
@@ -310,6 +319,8 @@ mod tests {
             Limit::GroupChanges { user: a },
             Limit::GroupReads { user: a },
             Limit::GroupDeliveries { sender: a },
+            Limit::PresenceShares { user: a },
+            Limit::PresenceReads { user: a },
         ];
         let keys: std::collections::HashSet<String> = all.iter().map(Limit::key).collect();
         assert_eq!(keys.len(), all.len(), "{keys:?}");
@@ -339,6 +350,8 @@ mod tests {
             group_changes: Bucket::new(15, 1),
             group_reads: Bucket::new(16, 1),
             group_deliveries: Bucket::new(17, 1),
+            presence_shares: Bucket::new(18, 1),
+            presence_reads: Bucket::new(19, 1),
         };
         let sizes: Vec<_> = all.iter().map(|l| l.bucket(&limits)).collect();
         assert_eq!(
@@ -369,6 +382,8 @@ mod tests {
                 limits.group_changes,
                 limits.group_reads,
                 limits.group_deliveries,
+                limits.presence_shares,
+                limits.presence_reads,
             ]
         );
     }

@@ -36,6 +36,9 @@ pub struct Accounts {
     pub(crate) sockets: Option<Arc<dyn Pusher>>,
     /// The deleted account leaves its groups.
     pub(crate) groups: super::groups::Groups,
+    /// Connections closed here are counted out of their user's presence (announced offline
+    /// with the last one); deletion erases the account's presence.
+    pub(crate) presence: super::presence::Presence,
     pub(crate) limiter: Limiter,
     pub(crate) hashing: PasswordHashing,
     pub(crate) tokens: TokenIssuer,
@@ -345,6 +348,9 @@ impl Accounts {
             if let Err(e) = self.connections.remove(device, &connection_id).await {
                 e.log();
             }
+            self.presence
+                .disconnected(sockets.as_ref(), user_id, &connection_id)
+                .await;
             tracing::info!(%connection_id, "connection of an ended session closed");
         });
         futures::future::join_all(closing).await;
@@ -410,6 +416,7 @@ impl Accounts {
         }
         self.close_connections(who.user_id, |_, _| true).await;
         self.inbox.close(who.user_id, &devices).await?;
+        self.presence.forget(who.user_id).await?;
         self.groups.leave_all(who.user_id).await?;
         tracing::info!("account deleted");
         Ok(())

@@ -10,6 +10,7 @@ pub mod groups;
 mod key_packages;
 mod limiter;
 pub mod mls_groups;
+pub mod presence;
 #[cfg(test)]
 pub(crate) mod recorded;
 pub mod relay;

@@ -659,6 +659,59 @@ pub trait ConnectionRegistry: Send + Sync {
     async fn connections(&self, user_id: UserId) -> Result<Vec<(String, Connected)>>;
 }
 
+/// What recording a connection's arrival or departure did to its user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The user's first live connection: the user came online.
+    Online,
+    /// The user's last live connection left: the user went offline.
+    Offline,
+    /// Other connections of the user remain, or the connection was not counted (twice, or not
+    /// at all).
+    Unchanged,
+}
+
+/// One user's presence as the store keeps it, read for a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The user's share list names the viewer.
+    pub shares_with_viewer: bool,
+    pub online: bool,
+    /// When the user last went offline (ms), kept only while the user allows `last_seen`.
+    pub offline_at_ms: Option<u64>,
+}
+
+/// Presence: each user's share list and `last_seen` choice, and the set of the user's live
+/// connections that tells when the user comes online or goes offline.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// Replaces the user's share list and `last_seen` choice in one atomic step (turning
+    /// `last_seen` off forgets when the user was last seen).
+    async fn set_shares(&self, user: UserId, shares: &[UserId], last_seen: bool) -> Result<()>;
+    /// The user's share list (sorted) and whether it shows `last_seen`.
+    async fn shares(&self, user: UserId) -> Result<(Vec<UserId>, bool)>;
+    /// Each of `users`' presence as `viewer` would see it, in order.
+    async fn seen(&self, viewer: UserId, users: &[UserId], now_ms: u64) -> Result<Vec<Seen>>;
+    /// Of `candidates`, those whose share list names `user`, each with its registered
+    /// connections (connection id and device): where a change of `user`'s presence is pushed.
+    async fn audience(
+        &self,
+        user: UserId,
+        candidates: &[UserId],
+    ) -> Result<Vec<(UserId, Vec<(String, DeviceId)>)>>;
+    /// Counts a new live connection of the user, for as long as a connection can live at most
+    /// (one whose removal was lost stops counting then); `Online` for exactly one of concurrent
+    /// first connections.
+    async fn connected(&self, user: UserId, connection_id: &str, now_ms: u64)
+        -> Result<Transition>;
+    /// Stops counting the connection; `Offline` for exactly one of concurrent last departures
+    /// (and records when, if the user shows `last_seen`).
+    async fn disconnected(&self, user: UserId, connection_id: &str, now_ms: u64)
+        -> Result<Transition>;
+    /// Erases the user's presence keys (account deletion).
+    async fn forget(&self, user: UserId) -> Result<()>;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushError {
     /// The connection no longer exists.

@@ -84,6 +84,11 @@ impl Relay {
         let (_, now) = self
             .register(connection_id, &who, ack, new_account_until_ms)
             .await?;
+        // Counted before any eviction, so replacing the device's oldest connection is no
+        // transition.
+        self.presence
+            .connected(self.pusher.as_ref(), who.user_id, connection_id)
+            .await;
         let device = DeviceAddress::new(who.user_id, who.device_id);
         self.evict_oldest(device, connection_id, now).await?;
         tracing::info!(device_id = who.device_id, connection_id, ack, "connected");
@@ -158,6 +163,9 @@ impl Relay {
         for (old, ack) in evicted {
             self.known.forget(&old);
             self.registry.remove(device, &old).await?;
+            self.presence
+                .disconnected(self.pusher.as_ref(), device.user_id, &old)
+                .await;
             // Its `$disconnect` will find no registration: what it held goes back now.
             if ack && !released {
                 self.inbox.release(device).await?;
@@ -174,6 +182,11 @@ impl Relay {
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
         self.known.forget(connection_id);
         let registration = self.registry.unregister(connection_id).await?;
+        if let Some(r) = &registration {
+            self.presence
+                .disconnected(self.pusher.as_ref(), r.user_id, connection_id)
+                .await;
+        }
         match registration {
             None => self.provisioning.close_socket(connection_id).await?,
             // What it was sent and did not acknowledge is delivered again, at once.
@@ -192,7 +205,13 @@ impl Relay {
         }
         self.close(connection_id, "connection not closed").await;
         self.known.forget(connection_id);
-        match self.registry.unregister(connection_id).await {
+        let registration = self.registry.unregister(connection_id).await;
+        if let Ok(Some(r)) = &registration {
+            self.presence
+                .disconnected(self.pusher.as_ref(), r.user_id, connection_id)
+                .await;
+        }
+        match registration {
             Ok(Some(r)) if r.ack => {
                 if let Err(e) = self.inbox.release(r.device()).await {
                     e.log();

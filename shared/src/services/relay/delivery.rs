@@ -183,8 +183,13 @@ impl Relay {
                 drop(written);
             }
             if let Some(PushError::Gone) = frames.failure {
-                if let Err(e) = self.registry.remove(route.device, conn).await {
-                    e.log();
+                match self.registry.remove(route.device, conn).await {
+                    Ok(()) => {
+                        self.presence
+                            .disconnected(self.pusher.as_ref(), route.device.user_id, conn)
+                            .await
+                    }
+                    Err(e) => e.log(),
                 }
             }
             failure = frames.failure;

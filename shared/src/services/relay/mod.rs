@@ -22,6 +22,7 @@ pub use send::{Payload, Sent};
 
 use self::connections::ConnectionCache;
 use super::auth::Authenticator;
+use super::presence::Presence;
 use super::{AccountAge, Limit, Limiter};
 use crate::clock::SharedClock;
 use crate::config::{Config, DeviceLimits, GroupLimits, InboxLimits, RelayTimings};
@@ -41,6 +42,8 @@ pub struct Relay {
     provisioning: Arc<dyn Provisioning>,
     sent_log: Arc<dyn SendLog>,
     pusher: Arc<dyn Pusher>,
+    /// Counts connections in and out of their user's presence, announcing transitions.
+    presence: Presence,
     known: ConnectionCache,
     /// How a group send pushes to the member devices online.
     group_push: GroupLimits,
@@ -67,6 +70,7 @@ pub struct Parts {
     pub groups: Arc<dyn GroupStore>,
     pub provisioning: Arc<dyn Provisioning>,
     pub sent_log: Arc<dyn SendLog>,
+    pub presence: Presence,
     pub pusher: Arc<dyn Pusher>,
     pub clock: SharedClock,
 }
@@ -89,6 +93,7 @@ impl Relay {
             groups: parts.groups,
             provisioning: parts.provisioning,
             sent_log: parts.sent_log,
+            presence: parts.presence,
             pusher: parts.pusher,
             clock: parts.clock,
         }

@@ -133,6 +133,25 @@ impl RedisKeys {
         format!("{}:group-marks", self.user_base(user_id))
     }
 
+    /// Whom the user lets see their presence (set of user ids), slot `{user}`; no expiry: it
+    /// lasts until replaced or the account is deleted.
+    pub fn presence_shares(&self, user_id: Uuid) -> String {
+        format!("{}:presence-shares", self.user_base(user_id))
+    }
+
+    /// The user's presence choices and state (hash: `last_seen` `1` when the share list shows
+    /// it, `offline_at` ms the user last went offline, kept only then), slot `{user}`.
+    pub fn presence(&self, user_id: Uuid) -> String {
+        format!("{}:presence", self.user_base(user_id))
+    }
+
+    /// The user's live connections, all devices together (sorted set: connection → when its
+    /// lifetime ends, ms), slot `{user}`: its emptying and filling are the user's presence
+    /// transitions.
+    pub fn presence_conns(&self, user_id: Uuid) -> String {
+        format!("{}:presence-conns", self.user_base(user_id))
+    }
+
     /// A group send's envelope (its client JSON), stored once for the entries of every device
     /// of the send that point at it, slot `{<envelope id>}`.
     pub fn shared(&self, envelope_id: Uuid) -> String {

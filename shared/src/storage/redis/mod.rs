@@ -16,6 +16,8 @@
 //! | `<prefix>{<user>}[:d<n>]:conns` | `{user}` | deliver script, register script, remove (MULTI) |
 //! | `<prefix>{<user>}:conn_sessions` (connection → session and device) | `{user}` | register script, remove (MULTI), `connections` |
 //! | `<prefix>{<user>}[:d<n>]:conn-order` (arrival of each connection) | `{user}` | evict script |
+//! | `<prefix>{<user>}:presence-shares`, `:presence` (share list; `last_seen` choice and time) | `{user}` | `presence.rs` (MULTI for a new list), presence script, `forget` |
+//! | `<prefix>{<user>}:presence-conns` (the user's live connections) | `{user}` | presence script, `seen`, `forget` |
 //! | `<prefix>conn:{<connection>}` | `{connection}` | register / remove / `registration`, alone |
 //! | `<prefix>link:<sha256 of code>` (linking code → account) | its own | `provisioning.rs`, alone |
 //! | `<prefix>prov:<address>`, `<prefix>prov-conn:{<connection>}` | their own | `provisioning.rs`, alone |
@@ -36,6 +38,7 @@ mod in_flight;
 mod inbox;
 mod keys;
 mod limits;
+mod presence;
 mod provisioning;
 mod registry;
 mod scripts;

@@ -51,7 +51,7 @@ fn decode(raw: &str) -> Option<Registration> {
 
 /// A `conn_sessions` value: `<session>|<device>|<ack 0/1>`; from before devices a bare
 /// session (device 1), from before ack mode `<session>|<device>`.
-fn session_and_device(raw: &str) -> Option<Connected> {
+pub(super) fn session_and_device(raw: &str) -> Option<Connected> {
     let mut parts = raw.splitn(3, '|');
     let session_id = Uuid::parse_str(parts.next()?).ok()?;
     let device_id = match parts.next() {

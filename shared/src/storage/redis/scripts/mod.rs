@@ -24,6 +24,7 @@ pub(crate) mod devices;
 pub(crate) mod evict;
 pub(crate) mod in_flight;
 pub(crate) mod pending;
+pub(crate) mod presence;
 pub(crate) mod register;
 pub(crate) mod requeue;
 pub(crate) mod sent;
@@ -83,6 +84,8 @@ pub(crate) static ACK: Script = Script::new("ack.lua", &[BUCKET], include_str!("
 pub(crate) static DEVICES: Script = Script::new("devices.lua", &[], include_str!("devices.lua"));
 pub(crate) static REGISTER: Script = Script::new("register.lua", &[], include_str!("register.lua"));
 pub(crate) static EVICT: Script = Script::new("evict.lua", &[], include_str!("evict.lua"));
+pub(crate) static PRESENCE: Script =
+    Script::new("presence.lua", &[], include_str!("presence.lua"));
 pub(crate) static SENT: Script = Script::new("sent.lua", &[], include_str!("sent.lua"));
 pub(crate) static TOKEN_BUCKET: Script = Script::new(
     "token_bucket.lua",
@@ -93,7 +96,7 @@ pub(crate) static TOKEN_BUCKETS: Script =
     Script::new("token_buckets.lua", &[], include_str!("token_buckets.lua"));
 
 #[cfg(test)]
-static ALL: [&Script; 12] = [
+static ALL: [&Script; 13] = [
     &DELIVER,
     &DELIVER_SHARED,
     &IN_FLIGHT,
@@ -103,6 +106,7 @@ static ALL: [&Script; 12] = [
     &DEVICES,
     &REGISTER,
     &EVICT,
+    &PRESENCE,
     &SENT,
     &TOKEN_BUCKET,
     &TOKEN_BUCKETS,
