@@ -13,6 +13,7 @@ mod cold_start_secrets;
 mod contract;
 mod devices;
 mod dynamodb_adapters;
+mod disappearing;
 mod frame_fuzz;
 mod frame_limits;
 mod group_sends;

@@ -560,6 +560,7 @@ async fn a_backlog_taken_by_a_send_whose_push_dies_arrives_on_the_next_fetch() {
         sent_at: now,
         group_id: None,
         mls_epoch: None,
+        expires_at: None,
         body: shared::validation::encode(format!("m{WAITING}").as_bytes()),
     })
     .unwrap();

@@ -169,6 +169,7 @@ async fn answer(
                     body: send.body.unwrap_or_default(),
                     devices: send.devices.unwrap_or_default(),
                     online_only: send.online_only.unwrap_or(false),
+                    expires_in: send.expires_in,
                 };
                 relay
                     .send_group(
@@ -198,6 +199,7 @@ async fn answer(
                         &to.unwrap_or_default(),
                         payload,
                         send.online_only.unwrap_or(false),
+                        send.expires_in,
                         send.id.as_ref().and_then(|id| id.as_str()),
                     )
                     .await

@@ -363,8 +363,14 @@ pub enum Content {
     Json(String),
     /// An entry of a group send: the envelope is stored once for every device of the send
     /// ([`Inbox::put_shared`]) and found by its id; `from` is who the entry counts against in
-    /// the inbox's accounting.
-    Shared { id: Uuid, from: UserId },
+    /// the inbox's accounting. A disappearing message's entry points the same way at its
+    /// envelope, stored for this device alone so that it expires on its own: `body_bytes` is
+    /// then that envelope's length, which the inbox's accounting counts as this entry's.
+    Shared {
+        id: Uuid,
+        from: UserId,
+        body_bytes: Option<u64>,
+    },
 }
 
 impl StoredEnvelope {
@@ -380,7 +386,25 @@ impl StoredEnvelope {
     pub fn shared(expires_at_ms: u64, id: Uuid, from: UserId) -> Self {
         Self {
             expires_at_ms,
-            content: Content::Shared { id, from },
+            content: Content::Shared {
+                id,
+                from,
+                body_bytes: None,
+            },
+            new_account: false,
+        }
+    }
+
+    /// A disappearing message's entry for one device, pointing at its envelope (`body_bytes`
+    /// long) stored under its own key until `expires_at_ms`.
+    pub fn own(expires_at_ms: u64, id: Uuid, from: UserId, body_bytes: u64) -> Self {
+        Self {
+            expires_at_ms,
+            content: Content::Shared {
+                id,
+                from,
+                body_bytes: Some(body_bytes),
+            },
             new_account: false,
         }
     }

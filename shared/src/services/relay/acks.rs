@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::send::Options;
 use super::{Payload, Relay, Sent};
 use crate::error::{Error, Result};
 use crate::frames::Delivery;
@@ -27,10 +28,14 @@ const REPEAT_WAIT: Duration = Duration::from_secs(5);
 const REPEAT_POLL: Duration = Duration::from_millis(100);
 
 /// What identifies a send's content: a repeat must be the same send, byte for byte.
-fn content_hash(to: &str, payload: &Payload, online_only: bool) -> String {
+fn content_hash(to: &str, payload: &Payload, send: Options) -> String {
     let mut h = Sha256::new();
     h.update(to.as_bytes());
-    h.update([0, u8::from(online_only)]);
+    h.update([0, u8::from(send.online_only)]);
+    // Only when given: the hash of a send without it is the same as before it existed.
+    if let Some(secs) = send.expires_in {
+        h.update(format!("\0expires_in\0{secs}\0").as_bytes());
+    }
     match payload {
         Payload::Body(body) => {
             h.update(b"body\0");
@@ -80,16 +85,13 @@ impl Relay {
         id: &str,
         to: &str,
         payload: Payload,
-        online_only: bool,
+        send: Options,
     ) -> Result<Sent> {
-        let hash = content_hash(to, &payload, online_only);
+        let hash = content_hash(to, &payload, send);
         if let Some(answer) = self.claim(from, id, &hash).await? {
             return remembered(&answer);
         }
-        match self
-            .send_from(from, new_account, to, payload, online_only)
-            .await
-        {
+        match self.send_from(from, new_account, to, payload, send).await {
             // Nothing was stored anywhere: a repeat may try again.
             Ok(sent) if sent.devices.iter().all(|d| d.delivery == Delivery::Dropped) => {
                 self.forget_send(from, id).await;
@@ -183,6 +185,13 @@ mod tests {
     use super::*;
     use crate::frames::DeviceMessage;
 
+    fn plain(online_only: bool) -> Options {
+        Options {
+            online_only,
+            expires_in: None,
+        }
+    }
+
     #[test]
     fn the_content_hash_tells_sends_apart_but_not_the_order_of_devices() {
         let m = |device_id, body: &str| DeviceMessage {
@@ -192,14 +201,34 @@ mod tests {
         };
         let a = Payload::Devices(vec![m(1, "QQ=="), m(2, "Qg==")]);
         let b = Payload::Devices(vec![m(2, "Qg=="), m(1, "QQ==")]);
-        assert_eq!(content_hash("u", &a, false), content_hash("u", &b, false));
-        assert_ne!(content_hash("u", &a, false), content_hash("u", &a, true));
-        assert_ne!(content_hash("u", &a, false), content_hash("v", &a, false));
-        let c = Payload::Devices(vec![m(1, "QQ=="), m(2, "Qw==")]);
-        assert_ne!(content_hash("u", &a, false), content_hash("u", &c, false));
+        assert_eq!(
+            content_hash("u", &a, plain(false)),
+            content_hash("u", &b, plain(false))
+        );
         assert_ne!(
-            content_hash("u", &Payload::Body("QQ==".into()), false),
-            content_hash("u", &Payload::Body("Qg==".into()), false)
+            content_hash("u", &a, plain(false)),
+            content_hash("u", &a, plain(true))
+        );
+        assert_ne!(
+            content_hash("u", &a, plain(false)),
+            content_hash("v", &a, plain(false))
+        );
+        let c = Payload::Devices(vec![m(1, "QQ=="), m(2, "Qw==")]);
+        assert_ne!(
+            content_hash("u", &a, plain(false)),
+            content_hash("u", &c, plain(false))
+        );
+        assert_ne!(
+            content_hash("u", &Payload::Body("QQ==".into()), plain(false)),
+            content_hash("u", &Payload::Body("Qg==".into()), plain(false))
+        );
+        let expiring = Options {
+            online_only: false,
+            expires_in: Some(60),
+        };
+        assert_ne!(
+            content_hash("u", &a, plain(false)),
+            content_hash("u", &a, expiring)
         );
     }
 }

@@ -36,6 +36,8 @@ pub struct GroupSend {
     /// left out).
     pub devices: BTreeMap<String, Vec<GroupDevice>>,
     pub online_only: bool,
+    /// A disappearing message: seconds (checked by `send_group`).
+    pub expires_in: Option<u64>,
 }
 
 /// The outcome of a group send, counted over member devices.
@@ -59,6 +61,9 @@ pub(super) struct Targets<'a> {
     pub online_only: bool,
     /// A notice of the MLS Commit accepted at this epoch (the envelope's `mls_epoch`).
     pub mls_epoch: Option<u64>,
+    /// A disappearing message: seconds after which it is never delivered, and its envelope
+    /// (stored once, with Redis deleting it then) is gone.
+    pub expires_in: Option<u64>,
 }
 /// Each member's devices (device id, registration id), sorted.
 pub(super) type Current = HashMap<UserId, Vec<(DeviceId, u32)>>;
@@ -83,6 +88,7 @@ impl Relay {
         send: GroupSend,
         id: Option<&str>,
     ) -> Result<GroupSent> {
+        self.check_expires_in(send.expires_in)?;
         let from = self.sender(connection_id).await?;
         let new_account = self.clock.now_ms() < from.new_account_until_ms;
         let sender = from.device();
@@ -143,6 +149,7 @@ impl Relay {
             devices: &map,
             online_only: send.online_only,
             mls_epoch: None,
+            expires_in: send.expires_in,
         };
         self.fan_out(from, new_account, &bytes, targets, repeatable)
             .await
@@ -165,6 +172,7 @@ impl Relay {
             devices: map,
             online_only,
             mls_epoch,
+            expires_in,
         } = targets;
         let addressed: usize = map.values().map(Vec::len).sum();
         let now = self.clock.now_ms();
@@ -179,6 +187,7 @@ impl Relay {
             return Ok(sent);
         }
         let id = repeatable.unwrap_or_else(Uuid::new_v4);
+        let expires_at = expires_in.map(|secs| now + secs * 1000);
         let json = serde_json::to_string(&Envelope {
             id,
             from: from.user_id,
@@ -186,15 +195,18 @@ impl Relay {
             sent_at: now,
             group_id: Some(group_id),
             mls_epoch,
+            expires_at,
             body: validation::encode(bytes),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let lease = now + self.timings.fetch_lease.as_millis() as u64;
-        // An online-only send is only handed over, within this invocation.
+        // An online-only send is only handed over, within this invocation. A disappearing
+        // message's envelope and entries expire with it (Redis deletes the envelope then).
         let expires = match online_only {
             true => lease,
             false => now + self.inbox_limits.ttl.as_millis() as u64,
         };
+        let expires = expires_at.map_or(expires, |at| expires.min(at));
         self.inbox.put_shared(id, &json, expires).await?;
         let entry =
             StoredEnvelope::shared(expires, id, from.user_id).sent_by_new_account(new_account);
@@ -533,6 +545,10 @@ fn content_hash(send: &GroupSend) -> String {
     h.update(b"group\0");
     h.update(send.group_id.as_bytes());
     h.update([0, u8::from(send.online_only)]);
+    // Only when given: the hash of a send without it is the same as before it existed.
+    if let Some(secs) = send.expires_in {
+        h.update(format!("\0expires_in\0{secs}\0").as_bytes());
+    }
     for (user, devices) in &send.devices {
         let mut devices = devices.clone();
         devices.sort_by_key(|d| d.device_id);
@@ -648,6 +664,7 @@ mod tests {
             .into_iter()
             .collect(),
             online_only: false,
+            expires_in: None,
         };
         assert_eq!(
             content_hash(&send("QQ==", true)),
@@ -657,5 +674,10 @@ mod tests {
             content_hash(&send("QQ==", true)),
             content_hash(&send("Qg==", true))
         );
+        let expiring = GroupSend {
+            expires_in: Some(60),
+            ..send("QQ==", true)
+        };
+        assert_ne!(content_hash(&send("QQ==", true)), content_hash(&expiring));
     }
 }

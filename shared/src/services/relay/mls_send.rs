@@ -107,6 +107,7 @@ impl Relay {
             devices: &map,
             online_only: false,
             mls_epoch: Some(epoch),
+            expires_in: None,
         };
         self.fan_out(from, false, &[], targets, None).await
     }

@@ -3,9 +3,10 @@
 
 use uuid::Uuid;
 
+use super::delivery::Known;
 use super::Relay;
 use crate::error::{Error, Result};
-use crate::frames::{Delivery, DeviceDelivery, DeviceMessage, Envelope};
+use crate::frames::{Delivery, DeviceDelivery, DeviceMessage, Envelope, MIN_EXPIRES_IN_SECS};
 use crate::model::{DeviceAddress, DeviceId, UserId, PRIMARY_DEVICE};
 use crate::services::Limit;
 use crate::storage::{Addressed, Delivery as Stored, Fanned, Fanout, StoredEnvelope};
@@ -34,27 +35,48 @@ struct Part {
 
 impl Relay {
     /// `send`: relays one ciphertext per device of `to` from the connection's device, checked
-    /// against `to`'s devices and stored for all of them or none.
+    /// against `to`'s devices and stored for all of them or none. With `expires_in` (seconds) a
+    /// disappearing message: never delivered after it, and the relay's copy gone by then.
     pub async fn send(
         &self,
         connection_id: &str,
         to: &str,
         payload: Payload,
         online_only: bool,
+        expires_in: Option<u64>,
         id: Option<&str>,
     ) -> Result<Sent> {
+        self.check_expires_in(expires_in)?;
         let from = self.sender(connection_id).await?;
         let new_account = self.clock.now_ms() < from.new_account_until_ms;
+        let send = Options {
+            online_only,
+            expires_in,
+        };
         match id {
             // An ack-mode connection's sends with an id are remembered: a repeat stores nothing.
             Some(id) if from.ack => {
-                self.send_once(from.device(), new_account, id, to, payload, online_only)
+                self.send_once(from.device(), new_account, id, to, payload, send)
                     .await
             }
             _ => {
-                self.send_from(from.device(), new_account, to, payload, online_only)
+                self.send_from(from.device(), new_account, to, payload, send)
                     .await
             }
+        }
+    }
+
+    /// `expires_in` of a `send`, from `MIN_EXPIRES_IN_SECS` to the inbox TTL (an envelope lives
+    /// no longer than that anyway).
+    pub(super) fn check_expires_in(&self, expires_in: Option<u64>) -> Result<()> {
+        let most = self.inbox_limits.ttl.as_secs();
+        match expires_in {
+            Some(secs) if !(MIN_EXPIRES_IN_SECS..=most).contains(&secs) => {
+                Err(Error::InvalidFrame(format!(
+                    "`expires_in` must be from {MIN_EXPIRES_IN_SECS} to {most} seconds"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -66,32 +88,42 @@ impl Relay {
         new_account: bool,
         to: &str,
         payload: Payload,
-        online_only: bool,
+        send: Options,
     ) -> Result<Sent> {
+        let Options {
+            online_only,
+            expires_in,
+        } = send;
         let to = Uuid::parse_str(to).map_err(|_| Error::UnknownRecipient)?;
         let legacy = matches!(payload, Payload::Body(_));
         let parts = self.parts(payload)?;
         self.charge_send(from.user_id, to, &parts).await?;
         let now = self.clock.now_ms();
+        let (envelopes, known) = match expires_in {
+            None => (self.envelopes(from, new_account, parts, now)?, Vec::new()),
+            Some(secs) => {
+                self.disappearing(from, new_account, parts, now, secs, online_only)
+                    .await?
+            }
+        };
         let mut fanout = Fanout {
             to,
             sender_device: (to == from.user_id).then_some(from.device_id),
             legacy,
             online_only,
-            envelopes: self.envelopes(from, new_account, parts, now)?,
+            envelopes,
         };
         // What a delivery takes out of an inbox to push waits in flight until written, so a
         // function that dies while pushing loses nothing (a fetch after the lease gets it).
         let lease = now + self.timings.fetch_lease.as_millis() as u64;
         let outcomes = self.store(&mut fanout, now, lease).await?;
-        let pushes =
-            outcomes
-                .into_iter()
-                .zip(&fanout.envelopes)
-                .map(|((device_id, outcome), sent)| {
-                    let device = DeviceAddress::new(to, device_id);
-                    self.push_device(device, outcome, &sent.envelope, online_only, lease)
-                });
+        let pushes = outcomes.into_iter().zip(&fanout.envelopes).enumerate().map(
+            |(i, ((device_id, outcome), sent))| {
+                let device = DeviceAddress::new(to, device_id);
+                let known = known.get(i).cloned();
+                self.push_device(device, outcome, &sent.envelope, online_only, lease, known)
+            },
+        );
         let devices = futures::future::join_all(pushes).await;
         let delivery = overall(&devices);
         tracing::debug!(?delivery, "message relayed");
@@ -106,9 +138,10 @@ impl Relay {
         sent: &StoredEnvelope,
         online_only: bool,
         lease: u64,
+        known: Option<Known>,
     ) -> DeviceDelivery {
         let delivery = self
-            .push_stored(device, outcome, sent, online_only, lease, None)
+            .push_stored(device, outcome, sent, online_only, lease, known)
             .await;
         DeviceDelivery {
             device_id: device.device_id,
@@ -175,16 +208,7 @@ impl Relay {
         parts
             .into_iter()
             .map(|part| {
-                let json = serde_json::to_string(&Envelope {
-                    id: Uuid::new_v4(),
-                    from: from.user_id,
-                    source_device: from.device_id,
-                    sent_at: now,
-                    group_id: None,
-                    mls_epoch: None,
-                    body: validation::encode(&part.bytes),
-                })
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                let json = client_json(Uuid::new_v4(), from, now, None, &part.bytes)?;
                 Ok(Addressed {
                     device_id: part.device_id,
                     registration_id: part.registration_id,
@@ -192,6 +216,54 @@ impl Relay {
                 })
             })
             .collect()
+    }
+
+    /// Each part of a disappearing message (`secs`): its envelope, with `expires_at`, stored
+    /// under its own key that Redis deletes at the expiry, and the inbox entry a pointer to it
+    /// (envelope.rs), so that no copy outlives the expiry wherever the entry is (inbox, in
+    /// flight, put back). Also each envelope's JSON, for the push to skip reading it back. An
+    /// online-only send is never stored: its envelopes stay inline.
+    async fn disappearing(
+        &self,
+        from: DeviceAddress,
+        new_account: bool,
+        parts: Vec<Part>,
+        now: u64,
+        secs: u64,
+        online_only: bool,
+    ) -> Result<(Vec<Addressed>, Vec<Known>)> {
+        let expires = now + secs * 1000;
+        let mut envelopes = Vec::with_capacity(parts.len());
+        let mut known = Vec::with_capacity(parts.len());
+        for part in parts {
+            let id = Uuid::new_v4();
+            let json = client_json(id, from, now, Some(expires), &part.bytes)?;
+            let envelope = match online_only {
+                true => StoredEnvelope::new(expires, &json),
+                false => StoredEnvelope::own(expires, id, from.user_id, json.len() as u64),
+            };
+            envelopes.push(Addressed {
+                device_id: part.device_id,
+                registration_id: part.registration_id,
+                envelope: envelope.sent_by_new_account(new_account),
+            });
+            known.push(Known {
+                id,
+                json: json.into(),
+            });
+        }
+        if !online_only {
+            // Before any entry points at them. A send refused after this (a device mismatch)
+            // leaves them to expire with it: paid for, and gone by `expires`.
+            // Collected in a loop: futures made by a closure borrowing `self` would make the
+            // caller's future not `Send` (the closure's higher-ranked lifetimes).
+            let mut puts = Vec::with_capacity(known.len());
+            for k in &known {
+                puts.push(self.inbox.put_shared(k.id, &k.json, expires));
+            }
+            futures::future::try_join_all(puts).await?;
+        }
+        Ok((envelopes, known))
     }
 
     /// Stores the send, checked against the recipient's devices. The relay's copy of the device
@@ -256,6 +328,34 @@ impl Relay {
             "the recipient's device list kept changing",
         ))
     }
+}
+
+/// How a `send` is delivered: its `online_only` and `expires_in` (seconds, checked).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Options {
+    pub online_only: bool,
+    pub expires_in: Option<u64>,
+}
+
+/// A one-to-one envelope as the recipient receives it.
+fn client_json(
+    id: Uuid,
+    from: DeviceAddress,
+    now: u64,
+    expires_at: Option<u64>,
+    body: &[u8],
+) -> Result<String> {
+    serde_json::to_string(&Envelope {
+        id,
+        from: from.user_id,
+        source_device: from.device_id,
+        sent_at: now,
+        group_id: None,
+        mls_epoch: None,
+        expires_at,
+        body: validation::encode(body),
+    })
+    .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// `dropped` if any device's is, else `queued` if any device's is, else `delivered`.

@@ -2,7 +2,11 @@
 //! JSON over without re-serializing:
 //! - `[~]<expires_at_ms>|<client JSON>`: an envelope of a one-to-one send;
 //! - `[~]<expires_at_ms>|@<envelope id>|<sender>`: a group send's entry (88 bytes), pointing at
-//!   the envelope stored once for every device of the send (`RedisKeys::shared`).
+//!   the envelope stored once for every device of the send (`RedisKeys::shared`);
+//! - `[~]<expires_at_ms>|@<envelope id>|<sender>|<bytes>`: a disappearing message's entry,
+//!   pointing at its envelope (`bytes` long) stored for this device alone under the same kind
+//!   of key, with Redis expiring it at `expires_at_ms`; the inbox's accounting counts `bytes`
+//!   with the entry (`weight`, prelude_store.lua).
 //!
 //! `~` marks one sent by a new account (`scripts/prelude_store.lua` counts those together). The
 //! Lua scripts read the prefix, the sender and the envelope id of both forms
@@ -17,7 +21,16 @@ pub fn encode(e: &StoredEnvelope) -> String {
     let mark = if e.from_new_account() { "~" } else { "" };
     match e.content() {
         Content::Json(json) => format!("{mark}{}|{json}", e.expires_at_ms()),
-        Content::Shared { id, from } => format!("{mark}{}|@{id}|{from}", e.expires_at_ms()),
+        Content::Shared {
+            id,
+            from,
+            body_bytes: None,
+        } => format!("{mark}{}|@{id}|{from}", e.expires_at_ms()),
+        Content::Shared {
+            id,
+            from,
+            body_bytes: Some(bytes),
+        } => format!("{mark}{}|@{id}|{from}|{bytes}", e.expires_at_ms()),
     }
 }
 
@@ -33,13 +46,18 @@ pub fn decode(stored: &str) -> StoredEnvelope {
     };
     let expires = exp.parse().unwrap_or(0);
     let envelope = match content.strip_prefix('@') {
-        Some(pointer) => match pointer
-            .split_once('|')
-            .and_then(|(id, from)| Some((Uuid::parse_str(id).ok()?, Uuid::parse_str(from).ok()?)))
-        {
-            Some((id, from)) => StoredEnvelope::shared(expires, id, from),
-            None => StoredEnvelope::new(0, ""),
-        },
+        Some(pointer) => {
+            let mut fields = pointer.splitn(3, '|');
+            let id = fields.next().and_then(|id| Uuid::parse_str(id).ok());
+            let from = fields.next().and_then(|from| Uuid::parse_str(from).ok());
+            match (id, from, fields.next().map(str::parse)) {
+                (Some(id), Some(from), None) => StoredEnvelope::shared(expires, id, from),
+                (Some(id), Some(from), Some(Ok(bytes))) => {
+                    StoredEnvelope::own(expires, id, from, bytes)
+                }
+                _ => StoredEnvelope::new(0, ""),
+            }
+        }
         None => StoredEnvelope::new(expires, content),
     };
     envelope.sent_by_new_account(marked)
@@ -76,6 +94,17 @@ mod tests {
         assert!(stored.len() <= 100, "{}", stored.len());
         assert_eq!(decode(&stored), e);
         assert_eq!(decode(&stored).shared_id(), Some(id));
+    }
+
+    #[test]
+    fn a_disappearing_message_s_entry_names_its_body_s_bytes_and_round_trips() {
+        let (id, from) = (Uuid::new_v4(), Uuid::new_v4());
+        let e = StoredEnvelope::own(1_800_000_000_000, id, from, 65_536);
+        let stored = encode(&e);
+        assert_eq!(stored, format!("1800000000000|@{id}|{from}|65536"));
+        assert_eq!(decode(&stored), e);
+        assert_eq!(decode(&stored).shared_id(), Some(id));
+        assert!(decode(&format!("5|@{id}|{from}|x")).is_expired(1));
     }
 
     #[test]

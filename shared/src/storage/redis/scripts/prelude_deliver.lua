@@ -31,16 +31,16 @@
 
 -- Makes room for `env` in the device's inbox; false when it cannot be stored.
 local function make_room(c, s, env)
-  local me = holder_of(env)
+  local me, size = holder_of(env), weight(env)
   local new_sender = is_new(me)
   -- Envelopes in flight (awaiting an acknowledgement, or being written) count toward the caps.
   local function full()
     return redis.call('LLEN', s.inbox) + redis.call('ZCARD', s.flight) >= c.max
-      or stat(s, 'b') + parked_bytes(s) + #env > c.max_bytes
+      or stat(s, 'b') + parked_bytes(s) + size > c.max_bytes
   end
   local function over_part()
     return new_sender
-      and (stat(s, 'n:~') + 1 > c.new_part_max or stat(s, 'b:~') + #env > c.new_part_bytes)
+      and (stat(s, 'n:~') + 1 > c.new_part_max or stat(s, 'b:~') + size > c.new_part_bytes)
   end
   if not full() and not over_part() then return true end
   local shares = (not new_sender) and read_shares(s)
@@ -106,14 +106,14 @@ local function deliver_one(c, s, conns_key, acks_key, env)
   -- ordinary way). What was in flight keeps its expiry: every ack renews it (ack.lua).
   if idle then
     local in_flight = redis.call('ZCARD', s.flight)
-    if in_flight < c.max and parked_bytes(s) + #env <= c.max_bytes then
+    if in_flight < c.max and parked_bytes(s) + weight(env) <= c.max_bytes then
       park(s, c.lease, env)
       if in_flight == 0 then settle_flight(s, c.ttl) end
       return {'in_flight', conns, {env}, acking}
     end
   end
   settle(s)
-  if #env > c.max_bytes then return {'dropped'} end
+  if weight(env) > c.max_bytes then return {'dropped'} end
   local waiting = redis.call('LLEN', s.inbox)
   drop_expired(s, c.now)
   local live = redis.call('LLEN', s.inbox)

@@ -4,12 +4,28 @@
 -- outlives goes back to the head of the inbox.
 --   flight   sorted set: envelope id → lease end (ms)
 --   parked   hash: envelope id → `<seq>|<entry>`; `#seq` orders them, `#b` counts their bytes
+--            (the values', plus each disappearing message's body: `weight`, prelude_store.lua)
 -- Every step is O(1) per envelope it parks, unparks or moves back.
 
 -- `[~]<expires_at_ms>|{"id":"<uuid>",…}`: the envelope's id, its first field; for a group
 -- send's entry `[~]<expires_at_ms>|@<envelope id>|<sender>`, the id it points at.
 local function id_of(e)
   return string.match(e, '^~?%d+|{"id":"([^"]*)"') or string.match(e, '^~?%d+|@([^|]*)|') or e
+end
+
+-- What a parked value `<seq>|<entry>` counts for in `#b`.
+local function parked_weight(value)
+  return #value + (tonumber(string.match(value, '^%d+|~?%d+|@[^|]*|[^|]*|(%d+)$')) or 0)
+end
+
+-- What `#b` counts for a parked value `length` bytes long. Only a short value can point at a
+-- body (a pointer is at most some 120 bytes): only such a value is read, so no envelope with a
+-- body of any size is copied into the script. ack.lua does the same.
+local function parked_size(parked, id, length)
+  if length > 0 and length < 192 then
+    return parked_weight(redis.call('HGET', parked, id) or '')
+  end
+  return length
 end
 
 local function parked_bytes(s)
@@ -21,14 +37,14 @@ local function park(s, lease, e)
   local value = seq .. '|' .. e
   local id = id_of(e)
   redis.call('HSET', s.parked, id, value)
-  redis.call('HINCRBY', s.parked, '#b', #value)
+  redis.call('HINCRBY', s.parked, '#b', parked_weight(value))
   redis.call('ZADD', s.flight, lease, id)
 end
 
 -- Removes one envelope from flight by id; false when it was not there.
 local function unpark(s, id)
   if redis.call('ZREM', s.flight, id) == 0 then return false end
-  local bytes = redis.call('HSTRLEN', s.parked, id)
+  local bytes = parked_size(s.parked, id, redis.call('HSTRLEN', s.parked, id))
   redis.call('HDEL', s.parked, id)
   redis.call('HINCRBY', s.parked, '#b', -bytes)
   return true

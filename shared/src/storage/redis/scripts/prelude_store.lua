@@ -2,14 +2,16 @@
 -- writes them (scripts/mod.rs names the scripts it goes before; Lua in Redis has no includes).
 -- A device store is five keys of one hash slot ({user}), passed by every script that takes it
 -- in this order (`device_store`; RedisKeys::device_store builds them):
---   inbox    list of entries `[~]<expires_at_ms>|<client JSON>`, or a group send's pointer
---            `[~]<expires_at_ms>|@<envelope id>|<sender>`, oldest first (envelope.rs); `~` marks
---            an envelope sent by an account younger than NEW_ACCOUNT_AGE_SECS
+--   inbox    list of entries `[~]<expires_at_ms>|<client JSON>`, a group send's pointer
+--            `[~]<expires_at_ms>|@<envelope id>|<sender>`, or a disappearing message's
+--            `[~]<expires_at_ms>|@<envelope id>|<sender>|<body bytes>`, oldest first
+--            (envelope.rs); `~` marks an envelope sent by an account younger than
+--            NEW_ACCOUNT_AGE_SECS
 --   holders  list beside `inbox`, entry for entry: who holds each envelope (`<sender>`, or
 --            `~<sender>` for a new account), so the oldest envelope of a holder is found without
 --            copying envelopes into the script
---   stats    hash: `b` the inbox's bytes; per holder `n:<holder>` and `b:<holder>`; `n:~` and
---            `b:~` the new accounts' envelopes together
+--   stats    hash: `b` the inbox's bytes (`weight`); per holder `n:<holder>` and
+--            `b:<holder>`; `n:~` and `b:~` the new accounts' envelopes together
 --   flight   sorted set: envelope id → lease end (ms) of the envelopes in flight
 --            (prelude_in_flight.lua)
 --   parked   hash: envelope id → `<seq>|<entry>` of the envelopes in flight
@@ -24,10 +26,18 @@ local function device_store(keys, at)
 end
 
 -- The sender of an entry: the envelope's `from` (the body is base64 and the id a UUID, so the
--- first `"from":"` is the real one), or the sender a group send's entry names
--- (`[~]<expires>|@<envelope id>|<sender>`, envelope.rs).
+-- first `"from":"` is the real one), or the sender a pointer names
+-- (`[~]<expires>|@<envelope id>|<sender>[|<body bytes>]`, envelope.rs).
 local function sender_of(e)
-  return string.match(e, '^~?%d+|@[^|]*|(.*)$') or string.match(e, '"from":"([^"]*)"') or '?'
+  return string.match(e, '^~?%d+|@[^|]*|([^|]*)') or string.match(e, '"from":"([^"]*)"') or '?'
+end
+
+-- The bytes an entry holds in the inbox's accounting: its own, plus, for a disappearing
+-- message, the body it points at (stored for this device alone, under its own key, so that Redis
+-- deletes it at the expiry). A group send's envelope, stored once for all, is not counted per
+-- device. For any other entry the anchored match fails within its first few characters.
+local function weight(e)
+  return #e + (tonumber(string.match(e, '^~?%d+|@[^|]*|[^|]*|(%d+)$')) or 0)
 end
 
 -- Who an entry counts against: its sender, `~`-prefixed when the sender was a new account.
@@ -52,7 +62,7 @@ local function count(stats, holder, sign, bytes)
 end
 
 local function account(s, e, sign)
-  local holder, bytes = holder_of(e), #e * sign
+  local holder, bytes = holder_of(e), weight(e) * sign
   redis.call('HINCRBY', s.stats, 'b', bytes)
   count(s.stats, holder, sign, bytes)
   if is_new(holder) then count(s.stats, '~', sign, bytes) end
@@ -124,7 +134,7 @@ local function remove_oldest_of(s, who, from)
         redis.call('LSET', s.holders, at, '#')
         redis.call('LREM', s.holders, 1, '#')
         account(s, e, -1)
-        return at, #e
+        return at, weight(e)
       end
     end
     i = i + 128
