@@ -48,6 +48,7 @@ const HELP = `commands:
   /leave          leave the group you talk in
   /devices        the devices of your account
   /link STRING    link the new device that \`./local/chat OTHER --link\` started
+  /more           earlier lines of the conversation you talk in (from the history)
   /search WORD…   the messages of your history holding every WORD (searched on this device)
   /me             who and where you are
   /logout         end this device's session on the relay and leave (the keys stay; the next
@@ -484,6 +485,7 @@ async function chat(o, client) {
       switch (cmd.toLowerCase()) {
         case '/to': return to(arg);
         case '/search': return search(arg);
+        case '/more': return more();
         case '/devices': return devices();
         case '/link': return link(arg);
         case '/me': case '/whoami':
@@ -535,6 +537,8 @@ async function chat(o, client) {
     }
   }
 
+  let shown = null; // { conversation, label, oldest }: the history shown of the conversation opened
+
   /** The last lines of a conversation from the history, as it is opened; they are read now. */
   async function showLast(conversation, label) {
     let lines;
@@ -543,10 +547,34 @@ async function chat(o, client) {
     } catch (e) {
       return fail(describe(e));
     }
+    shown = { conversation, label, oldest: lines[0]?.id ?? null };
     if (!lines.length) return;
     out(`-- the last ${lines.length === 1 ? 'line' : `${lines.length} lines`} with ${label}:`);
     for (const e of lines) out(historyLine(e));
     await client.markRead(conversation).catch(() => {});
+  }
+
+  /** The page of history before what was shown of the conversation talked in. */
+  async function more() {
+    const g = groups.current;
+    const conversation = g ? `group:${g.groupId}` : peer?.userId;
+    if (!conversation) return fail('no conversation open: /to NAME or /g NAME first');
+    if (shown?.conversation !== conversation) {
+      // Opened by a message that arrived, not by /to or /g: its last lines first.
+      await showLast(conversation, g ? `#${clean(g.name)}` : peer.name);
+      return shown?.oldest ? undefined : note(`nothing in the history with ${shown?.label ?? 'them'}`);
+    }
+    if (!shown.oldest) return note(`nothing earlier with ${shown.label}`);
+    let lines;
+    try {
+      lines = await client.history(conversation, { before: shown.oldest, limit: LAST_LINES });
+    } catch (e) {
+      return fail(describe(e));
+    }
+    if (!lines.length) return note(`nothing earlier with ${shown.label}`);
+    shown.oldest = lines[0].id;
+    out(`-- ${lines.length === 1 ? 'the line' : `${lines.length} lines`} before, with ${shown.label}:`);
+    for (const e of lines) out(historyLine(e));
   }
 
   function historyLine(e, where = '') {

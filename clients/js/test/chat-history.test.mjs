@@ -140,3 +140,28 @@ test('groups: ✓✓ per member and read marks, the group\'s last lines when ope
   assertNoTrace('alice');
   assertNoTrace('bob');
 });
+
+test('/more pages back through the history of the conversation', async () => {
+  let since = mark('alice');
+  type('alice', '/to bob');
+  await waitFor('alice', /-- talking to bob/, { since });
+  for (let i = 0; i < 12; i++) type('alice', `page line ${i}`);
+  await waitFor('alice', /→ bob: delivered ✓$/m, { since, count: 12 });
+  await waitFor('bob', /alice: page line 11$/m);
+  type('bob', '/to carol');
+  await waitFor('bob', /-- talking to carol/, { count: 2 });
+  since = mark('bob');
+  type('bob', '/to alice');
+  // The last ten lines with alice: page lines 2 to 11.
+  let s = await waitFor('bob', /-- the last 10 lines with alice:\n(\[\d\d:\d\d\] alice: page line \d+\n){10}/, { since });
+  assert.match(s, /alice: page line 2\n/);
+  assert.doesNotMatch(s, /alice: page line 1\n/);
+  since = mark('bob');
+  type('bob', '/more');
+  s = await waitFor('bob', /-- 5 lines before, with alice:\n/, { since });
+  s = await waitFor('bob', /\[\d\d:\d\d\] alice: page line 1$/m, { since });
+  assert.match(s, /alice: hello bob, are receipts working\?\n(.*\n){2}.*alice: page line 0\n.*alice: page line 1$/m);
+  type('bob', '/more');
+  await waitFor('bob', /-- nothing earlier with alice/, { since });
+  assertNoTrace('bob');
+});
