@@ -42,7 +42,9 @@ local function target(t)
     ack_conns_key = KEYS[k + 6],       -- set: its connections in ack mode
     device_id = ARGV[a],
     registration_id = ARGV[a + 1],     -- '' = unchecked
-    entry = ARGV[a + 2],               -- `[~]<expires_at_ms>|<json>` (envelope.rs)
+    entry = ARGV[a + 2],               -- `[~]<expires_at_ms>|<json>`, or a disappearing
+                                       -- message's `[~]<expires_at_ms>|@<id>|<sender>|<bytes>`
+                                       -- (its envelope stored beforehand; envelope.rs)
   }
 end
 local addressed = {}

@@ -27,7 +27,8 @@
 -- Work per call: O(connections) to read them (at most MAX_CONNECTIONS_PER_USER), a reclaim of
 -- lapsed leases (each envelope once per lease), the accounting hash read once (a field pair
 -- per holder, at most INBOX_MAX), and at most `most_evictions` evictions, each a scan of
--- holders (short strings) from where the last one of that holder stopped.
+-- holders (short strings) from where the last one of that holder stopped. An entry's bytes
+-- (`weight`, prelude_store.lua) cost one anchored match of its first characters.
 
 -- Makes room for `env` in the device's inbox; false when it cannot be stored.
 local function make_room(c, s, env)
