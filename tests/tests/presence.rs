@@ -544,3 +544,75 @@ async fn transitions_reach_a_watcher_within_a_second() {
     );
     assert!(p95 <= 1000.0, "p95 {p95:.1} ms exceeds 1 s");
 }
+
+/// Two users who share both ways connect at the same moment: each handshake pushes to the other
+/// connection while that one's own handshake is still under way. Neither waits on the other
+/// (locally a push waits for the socket to take the frame, which a socket still in its
+/// handshake cannot), and each sees the other online.
+#[tokio::test]
+async fn mutual_sharers_connecting_at_once_do_not_wait_on_each_other() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    mutual(&stack, &alice, &bob).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (mut a, mut b) = tokio::join!(alice.connect(&stack), bob.connect(&stack));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "handshakes took {took:?}");
+        // Whichever registered second announced itself to the first; the first may or may not
+        // have found the second registered already.
+        let (to_a, to_b) = (presence_frames(&mut a).await, presence_frames(&mut b).await);
+        assert!(
+            to_a.iter().any(|f| is_transition(f, &bob, true))
+                || to_b.iter().any(|f| is_transition(f, &alice, true)),
+            "{to_a:?} {to_b:?}"
+        );
+        a.close().await;
+        b.close().await;
+        until_offline(&stack, &alice.user_id).await;
+        until_offline(&stack, &bob.user_id).await;
+    }
+}
+
+/// A push that finds a connection gone removes it, and when it was its user's last, that user
+/// is announced offline: Bob's only registration is of a socket that no longer exists (its
+/// `$disconnect` was lost), and Alice's arrival finds it.
+#[tokio::test]
+async fn a_push_that_finds_the_last_connection_gone_announces_its_user_offline() {
+    use shared::storage::{ConnectionRegistry, PresenceStore, Registration};
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    mutual(&stack, &alice, &bob).await;
+    let carol = User::builder(&stack).create().await;
+    // Carol watches Bob (and Bob her), so she hears of the cleanup.
+    assert_eq!(share(&stack, &bob, &[&alice, &carol], false).await.0, 200);
+    assert_eq!(share(&stack, &carol, &[&bob], false).await.0, 200);
+    let mut carol_ws = carol.connect(&stack).await;
+
+    let store = stack.redis_store().await;
+    let bob_id = Uuid::parse_str(&bob.user_id).unwrap();
+    let now = now_ms();
+    let lost = Registration {
+        user_id: bob_id,
+        device_id: 1,
+        session_id: Uuid::new_v4(),
+        valid_until_ms: now + 3_600_000,
+        ack: false,
+        new_account_until_ms: 0,
+    };
+    store.register("no-such-socket", &lost, now).await.unwrap();
+    store
+        .connected(bob_id, "no-such-socket", now)
+        .await
+        .unwrap();
+    assert_eq!(live_connections(&stack, &bob.user_id).await, 1);
+
+    let _alice_ws = alice.connect(&stack).await;
+    let frame = next_presence(&mut carol_ws)
+        .await
+        .expect("Bob's offline frame");
+    assert!(is_transition(&frame, &bob, false), "{frame}");
+    assert_eq!(live_connections(&stack, &bob.user_id).await, 0);
+    let open = store.connections(bob_id).await.unwrap();
+    assert!(open.is_empty(), "{open:?}");
+}

@@ -23,6 +23,13 @@ use crate::storage::{ConnectionRegistry, PresenceStore, PushError, Pusher, Trans
 /// Presence frames one announcement writes at once: a user shared with 1,000 others, each with
 /// a few devices online, is announced in a few dozen rounds of pushes, not thousands at once.
 pub const PUSH_CONCURRENCY: usize = 32;
+/// How long one presence push is waited for. A connection still in its own `$connect` takes no
+/// frame until that returns (locally a push waits for the socket to take it), and that
+/// `$connect` may itself be announcing to the pusher's connection: two mutual sharers
+/// connecting at once would wait on each other. Past this wait the push is given up and the
+/// announcement goes on (locally the frame stays queued and arrives when the socket opens; on
+/// AWS a `PostToConnection` answers well within it).
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 /// Announcements one call makes at most: pushing finds connections gone, whose removal may be
 /// their users' own last departure, announced in turn; past this many the rest are left to
 /// those connections' own `$disconnect` (their entries have been removed already).
@@ -205,11 +212,15 @@ impl Presence {
                     .map(move |(connection_id, device_id)| (viewer, connection_id, device_id))
             })
             .map(|(viewer, connection_id, device_id)| async move {
-                match pusher.push(&connection_id, frame).await {
-                    Ok(()) => None,
-                    Err(PushError::Gone) => Some((viewer, connection_id, device_id)),
-                    Err(PushError::Failed(detail)) => {
+                match tokio::time::timeout(PUSH_WAIT, pusher.push(&connection_id, frame)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(PushError::Gone)) => Some((viewer, connection_id, device_id)),
+                    Ok(Err(PushError::Failed(detail))) => {
                         tracing::warn!(%connection_id, detail = %detail, "presence not written");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::info!(%connection_id, "presence push given up after its wait");
                         None
                     }
                 }
