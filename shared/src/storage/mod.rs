@@ -730,8 +730,12 @@ pub trait PresenceStore: Send + Sync {
         -> Result<Transition>;
     /// Stops counting the connection; `Offline` for exactly one of concurrent last departures
     /// (and records when, if the user shows `last_seen`).
-    async fn disconnected(&self, user: UserId, connection_id: &str, now_ms: u64)
-        -> Result<Transition>;
+    async fn disconnected(
+        &self,
+        user: UserId,
+        connection_id: &str,
+        now_ms: u64,
+    ) -> Result<Transition>;
     /// Erases the user's presence keys (account deletion).
     async fn forget(&self, user: UserId) -> Result<()>;
 }

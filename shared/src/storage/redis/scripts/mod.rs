@@ -84,8 +84,7 @@ pub(crate) static ACK: Script = Script::new("ack.lua", &[BUCKET], include_str!("
 pub(crate) static DEVICES: Script = Script::new("devices.lua", &[], include_str!("devices.lua"));
 pub(crate) static REGISTER: Script = Script::new("register.lua", &[], include_str!("register.lua"));
 pub(crate) static EVICT: Script = Script::new("evict.lua", &[], include_str!("evict.lua"));
-pub(crate) static PRESENCE: Script =
-    Script::new("presence.lua", &[], include_str!("presence.lua"));
+pub(crate) static PRESENCE: Script = Script::new("presence.lua", &[], include_str!("presence.lua"));
 pub(crate) static SENT: Script = Script::new("sent.lua", &[], include_str!("sent.lua"));
 pub(crate) static TOKEN_BUCKET: Script = Script::new(
     "token_bucket.lua",
