@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::crypto::password::PasswordHashing;
 use crate::crypto::tokens::TokenIssuer;
 use crate::error::Result;
+use crate::services::account_data::AccountData;
 use crate::services::relay::{self, Relay};
 use crate::services::{
     accounts::Accounts, attachments::Attachments, auth::Authenticator, devices::Devices,
@@ -25,6 +26,8 @@ pub struct App {
     pub keys: KeyDirectory,
     pub devices: Devices,
     pub groups: Groups,
+    /// The account's export and username change.
+    pub account_data: AccountData,
     /// Presence share lists and reads; the relay announces transitions through it.
     pub presence: Presence,
     /// MLS groups' commits and GroupInfo; commits are delivered only where a WebSocket pusher
@@ -133,6 +136,17 @@ impl App {
             }),
             _ => None,
         };
+        let account_data = AccountData {
+            users: dynamo_arc.clone(),
+            sessions: dynamo_arc.clone(),
+            keys: dynamo_arc.clone(),
+            key_packages: dynamo_arc.clone(),
+            inbox: redis_arc.clone(),
+            groups: dynamo_arc.clone(),
+            presence: Some(redis_arc.clone()),
+            limiter: limiter.clone(),
+            clock: clock.clone(),
+        };
         let devices = Devices {
             accounts: accounts.clone(),
             keys: dynamo_arc.clone(),
@@ -152,6 +166,7 @@ impl App {
             keys,
             devices,
             groups,
+            account_data,
             presence,
             mls,
             attachments,

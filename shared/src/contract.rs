@@ -53,6 +53,17 @@ use crate::routes::HttpRoute;
     crate::model::PresenceSharesOut,
     crate::model::PresenceOut,
     crate::model::UserPresence,
+    crate::model::RenameRequest,
+    crate::model::AccountExport,
+    crate::model::ExportAccount,
+    crate::model::ExportRetired,
+    crate::model::ExportSession,
+    crate::model::ExportKeyIds,
+    crate::model::ExportKeys,
+    crate::model::ExportInbox,
+    crate::model::ExportAttachments,
+    crate::model::ExportGroup,
+    crate::model::ExportPresence,
     crate::groups::Protocol,
     crate::groups::Member,
     crate::groups::Membership,
@@ -161,6 +172,22 @@ fn describe(route: HttpRoute) -> RouteDoc {
             params: &[],
             ok: (204, None),
             errors: &[401, 403],
+        },
+        RenameMe => RouteDoc {
+            summary: "Change the username (primary device only): the old name is free at once",
+            bearer: true,
+            body: Some("RenameRequest"),
+            params: &[],
+            ok: (200, Some("UserOut")),
+            errors: &[400, 401, 403, 404, 409, 429],
+        },
+        ExportAccount => RouteDoc {
+            summary: "Export everything the relay stores about the account (no secrets, no bodies)",
+            bearer: true,
+            body: None,
+            params: &[],
+            ok: (200, Some("AccountExport")),
+            errors: &[401, 404, 429],
         },
         Health => RouteDoc {
             summary: "Health check: every backing store answers",
@@ -459,7 +486,7 @@ fn reason(status: u16) -> &'static str {
 /// A 409 means something else on each route that gives one (docs/api.md §4.2).
 fn conflict(route: HttpRoute) -> &'static str {
     match route {
-        HttpRoute::Register => "Username taken",
+        HttpRoute::Register | HttpRoute::RenameMe => "Username taken",
         HttpRoute::LinkDevice => {
             "Too many devices, or a registration id a device removed from the new device's id \
              had (registration_id_reused: generate another, the code stays usable)"

@@ -10,6 +10,11 @@ use crate::validation as v;
 
 pub use crate::ids::{DeviceAddress, DeviceId, UserId, MAX_DEVICE_ID, PRIMARY_DEVICE};
 
+mod export;
+pub use export::{
+    AccountExport, ExportAccount, ExportAttachments, ExportGroup, ExportInbox, ExportKeyIds,
+    ExportKeys, ExportPresence, ExportRetired, ExportSession, RenameRequest,
+};
 mod groups;
 pub use groups::{
     CreateGroupRequest, GroupOut, GroupsOut, InviteRequest, MetaRequest, RoleRequest,

@@ -43,6 +43,8 @@ pub enum HttpRoute {
     Logout,
     LookUp,
     DeleteMe,
+    RenameMe,
+    ExportAccount,
     Health,
     UploadKeys,
     CountKeys,
@@ -76,13 +78,15 @@ pub enum HttpRoute {
 }
 
 impl HttpRoute {
-    pub const ALL: [HttpRoute; 36] = [
+    pub const ALL: [HttpRoute; 38] = [
         Self::Register,
         Self::Login,
         Self::Refresh,
         Self::Logout,
         Self::LookUp,
         Self::DeleteMe,
+        Self::RenameMe,
+        Self::ExportAccount,
         Self::Health,
         Self::UploadKeys,
         Self::CountKeys,
@@ -124,6 +128,8 @@ impl HttpRoute {
             Self::Logout => "DELETE /v1/sessions/current",
             Self::LookUp => "GET /v1/users",
             Self::DeleteMe => "DELETE /v1/users/me",
+            Self::RenameMe => "PATCH /v1/users/me",
+            Self::ExportAccount => "GET /v1/account/export",
             Self::Health => "GET /healthz",
             Self::UploadKeys => "PUT /v1/keys",
             Self::CountKeys => "GET /v1/keys/count",
@@ -165,6 +171,8 @@ impl HttpRoute {
             | Self::Logout
             | Self::LookUp
             | Self::DeleteMe
+            | Self::RenameMe
+            | Self::ExportAccount
             | Self::Health
             | Self::ProvisioningCode
             | Self::SendProvisioning

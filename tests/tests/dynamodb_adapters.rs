@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
+use futures::FutureExt;
 use shared::clock::unix_secs;
 use shared::config::GroupLimits;
 use shared::groups::{Group, Member, MemberState, Membership, Protocol, Role};
@@ -1270,6 +1271,187 @@ async fn key_packages_go_with_the_device_and_the_account(e: Engine) {
     assert_eq!(db.key_package_count(primary).await.unwrap(), (0, false));
 }
 
+/// Six accounts renamed to one free name at once: exactly one gets it (with its credentials,
+/// so it logs in by it), the others get `UsernameTaken` and keep their names; the winner's old
+/// name is free for anyone at once.
+async fn renames_claim_a_name_once(e: Engine) {
+    let db = e.db.clone();
+    let accounts: Vec<NewAccount> = (0..6).map(|_| account(&name(), 1, 0)).collect();
+    for a in &accounts {
+        UserStore::create(db.as_ref(), a).await.unwrap();
+    }
+    let wanted = name();
+    let results = e
+        .contend(
+            accounts
+                .iter()
+                .map(|a| {
+                    let (db, wanted) = (db.clone(), wanted.clone());
+                    async move { UserStore::rename(db.as_ref(), a.user_id, &wanted).await }
+                })
+                .collect(),
+        )
+        .await;
+    let winners: Vec<&NewAccount> = accounts
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let w = winners[0];
+    for (a, r) in accounts.iter().zip(&results) {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::UsernameTaken), "{e:?}");
+            let kept = db.credentials(&a.username).await.unwrap().expect("kept");
+            assert_eq!(kept.user_id, a.user_id);
+            let (username, _) = db.account(a.user_id).await.unwrap().unwrap();
+            assert_eq!(username, a.username);
+        }
+    }
+    let creds = db
+        .credentials(&wanted)
+        .await
+        .unwrap()
+        .expect("the new claim");
+    assert_eq!(
+        (creds.user_id, &creds.password_hash),
+        (w.user_id, &w.password_hash)
+    );
+    assert_eq!(creds.username, wanted);
+    assert!(db.credentials(&w.username).await.unwrap().is_none());
+    let (username, created_at) = db.account(w.user_id).await.unwrap().unwrap();
+    assert_eq!(username, wanted);
+    assert!(created_at > 0);
+    let found = db
+        .find_by_name(&wanted)
+        .await
+        .unwrap()
+        .expect("found by the new name");
+    assert_eq!(found.user_id, w.user_id);
+    // The old name is free: another account registers it.
+    UserStore::create(db.as_ref(), &account(&w.username, 1, 0))
+        .await
+        .unwrap();
+    // A taken name, the same name, a missing account.
+    let other = &accounts.iter().find(|a| a.user_id != w.user_id).unwrap();
+    assert!(matches!(
+        UserStore::rename(db.as_ref(), other.user_id, &wanted).await,
+        Err(Error::UsernameTaken)
+    ));
+    UserStore::rename(db.as_ref(), w.user_id, &wanted)
+        .await
+        .unwrap();
+    assert!(matches!(
+        UserStore::rename(db.as_ref(), Uuid::new_v4(), &name()).await,
+        Err(Error::UserNotFound)
+    ));
+    // Deleting the renamed account frees the new name.
+    UserStore::delete(db.as_ref(), w.user_id).await.unwrap();
+    assert!(db.credentials(&wanted).await.unwrap().is_none());
+}
+
+/// A rename racing the account's deletion leaves no claim behind: whichever commits first,
+/// neither the old nor the new name is held once both are done.
+async fn a_rename_racing_a_deletion_leaves_no_claim(e: Engine) {
+    let db = e.db.clone();
+    for _ in 0..4 {
+        let a = account(&name(), 1, 0);
+        UserStore::create(db.as_ref(), &a).await.unwrap();
+        let wanted = name();
+        let rename = {
+            let (db, wanted) = (db.clone(), wanted.clone());
+            let user = a.user_id;
+            async move {
+                // Either order is fine; a rename after the deletion finds no account.
+                match UserStore::rename(db.as_ref(), user, &wanted).await {
+                    Ok(()) | Err(Error::UserNotFound) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let delete = {
+            let db = db.clone();
+            let user = a.user_id;
+            async move { UserStore::delete(db.as_ref(), user).await }
+        };
+        let results = e.contend(vec![rename.boxed(), delete.boxed()]).await;
+        for r in results {
+            r.unwrap();
+        }
+        assert!(!db.exists(a.user_id).await.unwrap());
+        assert!(db.credentials(&a.username).await.unwrap().is_none());
+        assert!(db.credentials(&wanted).await.unwrap().is_none());
+    }
+}
+
+/// The sessions of a user as an export lists them: unexpired ones only, with when they started
+/// and were last rotated, at most `max`.
+async fn sessions_are_listed_without_secrets(e: Engine) {
+    let db = e.db;
+    let user = registered(&db).await;
+    let now = unix_secs();
+    let record = |hash: &str, expires_at| SessionRecord {
+        device_id: 1,
+        refresh_hash: hash.into(),
+        expires_at,
+        previous: None,
+    };
+    let (a, b, gone) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for (id, r) in [
+        (a, record("a", now + 3600)),
+        (b, record("b", now + 3600)),
+        (gone, record("c", now - 1)),
+    ] {
+        assert!(SessionStore::create(db.as_ref(), user, id, &r)
+            .await
+            .unwrap());
+    }
+    assert_eq!(
+        db.rotate(user, b, "b", &record("b2", now + 7200))
+            .await
+            .unwrap(),
+        Rotation::Rotated
+    );
+    let (listed, more) = SessionStore::list(db.as_ref(), user, 10).await.unwrap();
+    assert!(!more);
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(
+        listed.iter().map(|s| s.session_id).collect::<Vec<_>>(),
+        expected
+    );
+    for s in &listed {
+        assert_eq!(s.device_id, 1);
+        let created = s.created_at.expect("created_at");
+        assert!((now - 5..=now + 5).contains(&created), "{created} vs {now}");
+        if s.session_id == b {
+            assert!(s.refreshed_at.is_some());
+            assert_eq!(s.expires_at, now + 7200);
+        } else {
+            assert_eq!(s.refreshed_at, None);
+            assert_eq!(s.expires_at, now + 3600);
+        }
+    }
+    let (one, more) = SessionStore::list(db.as_ref(), user, 1).await.unwrap();
+    assert_eq!((one.len(), more), (1, true));
+}
+
+/// A device's one-time prekey ids, read from the sort keys, in numeric order.
+async fn one_time_ids_are_listed_in_order(e: Engine) {
+    let db = e.db;
+    let a = account(&name(), 12, 3);
+    UserStore::create(db.as_ref(), &a).await.unwrap();
+    let (ec, kyber) = db.one_time_ids(a.user_id.into()).await.unwrap();
+    assert_eq!(ec, (1..=12).collect::<Vec<u32>>());
+    assert_eq!(kyber, vec![100, 101, 102]);
+    let (ec, kyber) = db
+        .one_time_ids(DeviceAddress::new(a.user_id, 2))
+        .await
+        .unwrap();
+    assert!(ec.is_empty() && kyber.is_empty());
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -1313,4 +1495,8 @@ on_both_engines!(
     concurrent_key_package_claims_take_each_once,
     exhausted_key_packages_take_nothing,
     key_packages_go_with_the_device_and_the_account,
+    renames_claim_a_name_once,
+    a_rename_racing_a_deletion_leaves_no_claim,
+    sessions_are_listed_without_secrets,
+    one_time_ids_are_listed_in_order,
 );

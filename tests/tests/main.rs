@@ -5,6 +5,7 @@
 //!
 //! `cargo test -p relay-tests --test integration -- MODULE::` runs one topic.
 
+mod account_export;
 mod accounts_and_sessions;
 mod acks;
 mod attachments;

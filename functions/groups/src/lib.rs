@@ -35,6 +35,8 @@ async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response
             | HttpRoute::Logout
             | HttpRoute::LookUp
             | HttpRoute::DeleteMe
+            | HttpRoute::RenameMe
+            | HttpRoute::ExportAccount
             | HttpRoute::Health
             | HttpRoute::UploadKeys
             | HttpRoute::CountKeys

@@ -27,6 +27,8 @@ async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response
             | HttpRoute::Logout
             | HttpRoute::LookUp
             | HttpRoute::DeleteMe
+            | HttpRoute::RenameMe
+            | HttpRoute::ExportAccount
             | HttpRoute::Health
             | HttpRoute::ProvisioningCode
             | HttpRoute::SendProvisioning

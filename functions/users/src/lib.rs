@@ -19,6 +19,8 @@ async fn dispatch(app: &App, route: Option<HttpRoute>, req: Request) -> Response
         Some(HttpRoute::Logout) => logout(app, &req).await,
         Some(HttpRoute::LookUp) => lookup(app, &req).await,
         Some(HttpRoute::DeleteMe) => delete_me(app, &req).await,
+        Some(HttpRoute::RenameMe) => rename_me(app, &req).await,
+        Some(HttpRoute::ExportAccount) => export_account(app, &req).await,
         Some(HttpRoute::Health) => health(app).await,
         Some(HttpRoute::ProvisioningCode) => provisioning_code(app, &req).await,
         Some(HttpRoute::SendProvisioning) => send_provisioning(app, &req).await,
@@ -133,6 +135,27 @@ async fn delete_me(app: &App, req: &Request) -> Response<Body> {
             .await
     };
     no_content(run.await)
+}
+
+/// PATCH /v1/users/me
+async fn rename_me(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        let who = app.auth.authenticate(http::bearer(req)).await?;
+        app.account_data
+            .rename(&who, http::body(req, app.config.max_request_bytes)?)
+            .await
+    };
+    http::respond(run.await)
+}
+
+/// GET /v1/account/export
+async fn export_account(app: &App, req: &Request) -> Response<Body> {
+    let run = async {
+        app.account_data
+            .export(&app.auth.authenticate(http::bearer(req)).await?)
+            .await
+    };
+    http::respond(run.await)
 }
 
 /// GET /healthz

@@ -247,6 +247,15 @@ rate_limits! {
     /// one URL every 6 s.
     AttachmentDownloads { user: UserId } => attachment_downloads, key "attachment-downloads:{user}",
         RATE_LIMIT_ATTACHMENT_DOWNLOADS = "120/720", "download URLs per user";
+    /// Account exports per user: each reads every store the account has data in (a few
+    /// hundred requests at worst), so a person downloading their data now and then fits and a
+    /// loop gets one every 10 minutes.
+    Export { user: UserId } => export, key "export:{user}",
+        RATE_LIMIT_EXPORT = "6/3600", "`GET /v1/account/export` per user";
+    /// Username changes per user: correcting a name a few times fits; cycling through names
+    /// (squatting, or dodging the per-username login limit) gets one a day.
+    Rename { user: UserId } => rename, key "rename:{user}",
+        RATE_LIMIT_RENAME = "3/86400", "`PATCH /v1/users/me` per user";
     /// Share-list replacements per user: setting presence up and adjusting it a few times
     /// fits (10 at once, then one every 2 minutes); each stores up to 1,000 ids.
     PresenceShares { user: UserId } => presence_shares, key "presence-shares:{user}",
@@ -316,6 +325,8 @@ mod tests {
             Limit::AttachmentsNew { user: a },
             Limit::AttachmentsIp { ip: "203.0.113.7" },
             Limit::AttachmentDownloads { user: a },
+            Limit::Export { user: a },
+            Limit::Rename { user: a },
             Limit::GroupChanges { user: a },
             Limit::GroupReads { user: a },
             Limit::GroupDeliveries { sender: a },
@@ -347,6 +358,8 @@ mod tests {
             attachments_new: Bucket::new(131, 1),
             attachments_ip: Bucket::new(132, 1),
             attachment_downloads: Bucket::new(14, 1),
+            export: Bucket::new(141, 1),
+            rename: Bucket::new(142, 1),
             group_changes: Bucket::new(15, 1),
             group_reads: Bucket::new(16, 1),
             group_deliveries: Bucket::new(17, 1),
@@ -379,6 +392,8 @@ mod tests {
                 limits.attachments_new,
                 limits.attachments_ip,
                 limits.attachment_downloads,
+                limits.export,
+                limits.rename,
                 limits.group_changes,
                 limits.group_reads,
                 limits.group_deliveries,

@@ -1,6 +1,7 @@
 //! Use cases, written against the storage traits only.
 
 mod account_age;
+pub mod account_data;
 pub mod accounts;
 pub mod attachments;
 pub mod auth;

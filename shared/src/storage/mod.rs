@@ -27,6 +27,15 @@ pub trait UserStore: Send + Sync {
     async fn exists(&self, user_id: UserId) -> Result<bool>;
     /// When the account was created (Unix seconds); `None` when it does not exist.
     async fn created_at(&self, user_id: UserId) -> Result<Option<u64>>;
+    /// The account's username and creation time (Unix seconds), read strongly consistent;
+    /// `None` when it does not exist.
+    async fn account(&self, user_id: UserId) -> Result<Option<(String, u64)>>;
+    /// Renames the account to `new` (already validated) in one transaction: the new name's
+    /// claim (carrying the credentials) written only if nobody holds it (`UsernameTaken`), the
+    /// old claim deleted, and the user item changed only while it still has the old name. Once
+    /// it commits the old name is free and logins go by the new one. `UserNotFound` when the
+    /// account is gone; renaming to the current name changes nothing.
+    async fn rename(&self, user_id: UserId, new: &str) -> Result<()>;
     /// Removes the account, the keys of every device and its sessions.
     async fn delete(&self, user_id: UserId) -> Result<()>;
     /// The account's devices; `None` when the account does not exist.
@@ -58,6 +67,9 @@ pub trait KeyStore: Send + Sync {
     async fn profile(&self, device: DeviceAddress) -> Result<Option<Profile>>;
     async fn store(&self, device: DeviceAddress, upload: &KeyUpload) -> Result<()>;
     async fn counts(&self, device: DeviceAddress) -> Result<KeyCounts>;
+    /// The key ids of the device's one-time prekeys, EC and Kyber, each in ascending order
+    /// (at most `MAX_ONE_TIME_PREKEYS` of each kind are ever stored).
+    async fn one_time_ids(&self, device: DeviceAddress) -> Result<(Vec<u32>, Vec<u32>)>;
     /// Takes one EC one-time prekey (and a Kyber one-time prekey when one is left) of each
     /// device, all or nothing: two concurrent calls never get the same key, and when a device
     /// has no EC one-time prekey left nothing is taken and the answer is `DevicesExhausted`
@@ -124,6 +136,21 @@ pub trait SessionStore: Send + Sync {
     async fn delete_all(&self, user_id: UserId) -> Result<Vec<Uuid>>;
     /// Deletes the sessions of one device and returns their ids.
     async fn delete_device(&self, user_id: UserId, device_id: DeviceId) -> Result<Vec<Uuid>>;
+    /// The user's unexpired sessions, without their secrets, ordered by session id: at most
+    /// `max`, and whether there were more.
+    async fn list(&self, user_id: UserId, max: usize) -> Result<(Vec<SessionInfo>, bool)>;
+}
+
+/// What an account export shows of a session: never its refresh hash or sealed successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub session_id: Uuid,
+    pub device_id: DeviceId,
+    /// Unix s; `None` for a session started before the time was kept.
+    pub created_at: Option<u64>,
+    /// When its refresh token was last rotated (Unix s); `None` if never.
+    pub refreshed_at: Option<u64>,
+    pub expires_at: u64,
 }
 
 /// What a conditional group write found.
@@ -620,6 +647,32 @@ pub trait Inbox: Send + Sync {
     async fn release(&self, device: DeviceAddress) -> Result<()>;
     /// Waiting envelopes that have not expired.
     async fn pending(&self, device: DeviceAddress, now_ms: u64) -> Result<u64>;
+    /// What the device's inbox holds, in counts and times only (never a body or a sender),
+    /// read in O(1): its accounting and its two ends.
+    async fn summary(&self, device: DeviceAddress) -> Result<InboxSummary>;
+}
+
+/// A device's inbox as an account export shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxSummary {
+    /// Envelopes waiting (expired ones not yet dropped included).
+    pub queued: u64,
+    /// Their bytes as stored.
+    pub bytes: u64,
+    /// Envelopes taken for writing or written to an ack-mode connection, not yet settled.
+    pub in_flight: u64,
+    pub in_flight_bytes: u64,
+    /// The oldest waiting envelope (the head) and the newest (the tail).
+    pub oldest: Option<EntryTimes>,
+    pub newest: Option<EntryTimes>,
+}
+
+/// When an inbox entry was accepted and when it expires (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryTimes {
+    /// `None` for an entry that does not carry it (a pointer to an envelope stored apart).
+    pub sent_at_ms: Option<u64>,
+    pub expires_at_ms: u64,
 }
 
 /// Who is behind a connection: the user, device and session of the token it connected with,

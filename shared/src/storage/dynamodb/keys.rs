@@ -217,6 +217,30 @@ impl KeyStore for Dynamo {
         })
     }
 
+    async fn one_time_ids(&self, device: DeviceAddress) -> Result<(Vec<u32>, Vec<u32>)> {
+        let pk = keys_pk(device);
+        // Keys only (the sort key holds the id): no public key is read.
+        let ids = |prefix: &'static str| {
+            let pk = pk.clone();
+            async move {
+                let items = self
+                    .query_keys(&self.tables.keys, &pk, Some(prefix))
+                    .await?;
+                items
+                    .iter()
+                    .map(|i| {
+                        get_s(i, "sk")?
+                            .strip_prefix(prefix)
+                            .and_then(|id| id.parse::<u32>().ok())
+                            .ok_or_else(|| items::corrupt("sk"))
+                    })
+                    .collect::<Result<Vec<u32>>>()
+            }
+        };
+        // Sort keys are zero-padded, so the query's order is numeric order.
+        futures::try_join!(ids(EC_PREFIX), ids(KYBER_PREFIX))
+    }
+
     async fn take_bundles(
         &self,
         user_id: UserId,

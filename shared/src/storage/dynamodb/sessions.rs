@@ -13,7 +13,7 @@ use super::items::{get_n, get_s, key, n, s, user_pk};
 use super::{sdk_error, Dynamo, Item};
 use crate::error::Result;
 use crate::model::{DeviceId, UserId};
-use crate::storage::{PreviousRefresh, Rotation, SessionRecord, SessionStore};
+use crate::storage::{PreviousRefresh, Rotation, SessionInfo, SessionRecord, SessionStore};
 
 /// Why a transaction of a user check (item 0) and a session write (item 1) did not commit.
 enum Cancelled {
@@ -100,6 +100,7 @@ impl SessionStore for Dynamo {
         item.insert("refresh_hash".into(), s(&record.refresh_hash));
         item.insert("expires_at".into(), n(record.expires_at));
         item.insert("device_id".into(), n(record.device_id));
+        item.insert("created_at".into(), n(self.clock.now_secs()));
         let put = Put::builder()
             .table_name(&self.tables.sessions)
             .set_item(Some(item))
@@ -170,18 +171,19 @@ impl SessionStore for Dynamo {
             .expression_attribute_values(":new", s(&next.refresh_hash))
             .expression_attribute_values(":exp", n(next.expires_at))
             .expression_attribute_values(":old", s(old_hash))
-            .expression_attribute_values(":now", n(self.clock.now_secs()));
+            .expression_attribute_values(":now", n(self.clock.now_secs()))
+            .expression_attribute_values(":at", n(self.clock.now_secs()));
         update = match &next.previous {
             Some(p) => update
                 .update_expression(
-                    "SET refresh_hash = :new, expires_at = :exp, prev_hash = :ph, \
-                     prev_until = :pu, next_sealed = :ns",
+                    "SET refresh_hash = :new, expires_at = :exp, refreshed_at = :at, \
+                     prev_hash = :ph, prev_until = :pu, next_sealed = :ns",
                 )
                 .expression_attribute_values(":ph", s(&p.hash))
                 .expression_attribute_values(":pu", n(p.until))
                 .expression_attribute_values(":ns", s(&p.sealed_next)),
             None => update.update_expression(
-                "SET refresh_hash = :new, expires_at = :exp \
+                "SET refresh_hash = :new, expires_at = :exp, refreshed_at = :at \
                  REMOVE prev_hash, prev_until, next_sealed",
             ),
         };
@@ -248,5 +250,49 @@ impl SessionStore for Dynamo {
             .collect();
         self.batch_delete(&self.tables.sessions, keys).await?;
         Ok(ids)
+    }
+
+    async fn list(&self, user_id: UserId, max: usize) -> Result<(Vec<SessionInfo>, bool)> {
+        let now = self.clock.now_secs();
+        let mut found = Vec::new();
+        // Only these attributes are read: the refresh hash and sealed successor never leave
+        // the table. Pages stop once one past `max` is seen, so an account with very many
+        // sessions costs a bounded read.
+        let query = self
+            .query_partition(&self.tables.sessions, &user_id.to_string(), None)
+            .projection_expression("sk, device_id, created_at, refreshed_at, expires_at")
+            .consistent_read(true);
+        let mut start: Option<Item> = None;
+        loop {
+            let mut page = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("list sessions", e))?;
+            for item in page.items.take().unwrap_or_default() {
+                let expires_at: u64 = get_n(&item, "expires_at")?;
+                // TTL deletion is lazy: an expired item may still be there.
+                if expires_at <= now {
+                    continue;
+                }
+                if found.len() == max {
+                    return Ok((found, true));
+                }
+                found.push(SessionInfo {
+                    session_id: Uuid::parse_str(get_s(&item, "sk")?)
+                        .map_err(|_| super::items::corrupt("sk"))?,
+                    // Sessions from before devices were device 1's.
+                    device_id: get_n(&item, "device_id").unwrap_or(crate::model::PRIMARY_DEVICE),
+                    created_at: get_n(&item, "created_at").ok(),
+                    refreshed_at: get_n(&item, "refreshed_at").ok(),
+                    expires_at,
+                });
+            }
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => return Ok((found, false)),
+            }
+        }
     }
 }

@@ -148,6 +148,96 @@ impl Dynamo {
     }
 }
 
+/// What one rename transaction came to.
+enum Renamed {
+    Done,
+    /// The new name's claim exists (someone else's): nothing was written.
+    Taken,
+    /// The user item no longer has the name read, or its claim changed; nothing was written.
+    Moved,
+}
+
+/// How often a rename re-reads and tries again when the account changed under it.
+const RENAME_ATTEMPTS: u32 = 4;
+
+impl Dynamo {
+    /// One rename transaction from the name the user item has now:
+    /// 0. put the new claim (user id, name, password hash) if no item has its key;
+    /// 1. delete the old claim if it still belongs to the user with the same hash;
+    /// 2. set the user item's name if it still is the old one.
+    ///
+    /// A cancellation on item 0 is a taken name; on 1 or 2, a change to this account (retried).
+    async fn rename_once(&self, user_id: UserId, new: &str) -> Result<Renamed> {
+        let user = self.user_item(user_id).await?.ok_or(Error::UserNotFound)?;
+        let old = get_s(&user, "username")?.to_string();
+        if old == new {
+            return Ok(Renamed::Done);
+        }
+        let creds = self
+            .credentials(&old)
+            .await?
+            .filter(|c| c.user_id == user_id)
+            .ok_or(Error::UserNotFound)?;
+        let claim = Item::from([
+            ("pk".to_string(), s(name_pk(new))),
+            ("user_id".to_string(), s(user_id.to_string())),
+            ("username".to_string(), s(new)),
+            ("password_hash".to_string(), s(&creds.password_hash)),
+        ]);
+        let release = Delete::builder()
+            .table_name(&self.tables.users)
+            .set_key(Some(pk_only(name_pk(&old))))
+            .condition_expression("user_id = :me AND password_hash = :hash")
+            .expression_attribute_values(":me", s(user_id.to_string()))
+            .expression_attribute_values(":hash", s(&creds.password_hash))
+            .build()
+            .expect("table, key and condition set");
+        let update = Update::builder()
+            .table_name(&self.tables.users)
+            .key("pk", s(user_pk(user_id)))
+            .update_expression("SET username = :new")
+            .condition_expression("username = :old")
+            .expression_attribute_values(":new", s(new))
+            .expression_attribute_values(":old", s(&old))
+            .build()
+            .expect("table, key and expression set");
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.tables.users, claim, true))
+            .transact_items(TransactWriteItem::builder().delete(release).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(Renamed::Done),
+            Err(e) => e,
+        };
+        let reasons: Vec<Option<String>> = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_string))
+                .collect(),
+            _ => return Err(sdk_error("rename", e)),
+        };
+        let failed =
+            |i: usize| reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed");
+        if failed(0) {
+            Ok(Renamed::Taken)
+        } else if failed(1)
+            || failed(2)
+            || reasons
+                .iter()
+                .any(|r| r.as_deref() == Some("TransactionConflict"))
+        {
+            Ok(Renamed::Moved)
+        } else {
+            Err(sdk_error("rename", e))
+        }
+    }
+}
+
 fn is_cancelled_by_condition<R>(
     e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
 ) -> bool {
@@ -293,6 +383,35 @@ impl UserStore for Dynamo {
         out.item.map(|i| items::get_n(&i, "created_at")).transpose()
     }
 
+    async fn account(&self, user_id: UserId) -> Result<Option<(String, u64)>> {
+        let Some(item) = self.user_item(user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            get_s(&item, "username")?.to_string(),
+            items::get_n(&item, "created_at")?,
+        )))
+    }
+
+    async fn rename(&self, user_id: UserId, new: &str) -> Result<()> {
+        for attempt in 1..=RENAME_ATTEMPTS {
+            match self.rename_once(user_id, new).await? {
+                Renamed::Done => return Ok(()),
+                Renamed::Taken => return Err(Error::UsernameTaken),
+                // The user item or the old claim changed under this attempt (a concurrent rename
+                // of the same account): read again and retry.
+                Renamed::Moved if attempt < RENAME_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+                }
+                Renamed::Moved => break,
+            }
+        }
+        Err(Error::unavailable(
+            "dynamodb rename",
+            "concurrent renames kept conflicting",
+        ))
+    }
+
     async fn delete(&self, user_id: UserId) -> Result<()> {
         let user = self.user_item(user_id).await?;
         let devices = match &user {
@@ -301,30 +420,42 @@ impl UserStore for Dynamo {
                 .unwrap_or_else(|| vec![PRIMARY_DEVICE]),
             None => vec![PRIMARY_DEVICE],
         };
-        if let Some(user) = user {
-            let username = get_s(&user, "username")?;
+        let mut user = user;
+        let mut attempt = 0;
+        while let Some(item) = user {
+            attempt += 1;
+            let username = get_s(&item, "username")?;
             // The user, the name claim and the profile go together: after this, bundles are 404.
-            let tx = self
+            // The user item goes only while it has the name read, so a rename committed in
+            // between cannot leave its new claim behind.
+            let user_gone = Delete::builder()
+                .table_name(&self.tables.users)
+                .set_key(Some(pk_only(user_pk(user_id))))
+                .condition_expression("attribute_not_exists(pk) OR username = :name")
+                .expression_attribute_values(":name", s(username))
+                .build()
+                .expect("table, key and condition set");
+            let sent = self
                 .client
                 .transact_write_items()
                 .transact_items(delete(&self.tables.users, pk_only(name_pk(username))))
-                .transact_items(delete(&self.tables.users, pk_only(user_pk(user_id))))
+                .transact_items(TransactWriteItem::builder().delete(user_gone).build())
                 .transact_items(delete(
                     &self.tables.keys,
                     key(keys_pk(DeviceAddress::primary(user_id)), PROFILE_SK),
-                ));
+                ))
+                .send()
+                .await;
             // A login or refresh checking the user item at this moment conflicts with this
-            // transaction; theirs are short, so trying again soon succeeds.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match tx.clone().send().await {
-                    Ok(_) => break,
-                    Err(e) if attempt < 4 && is_conflict(&e) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-                    }
-                    Err(e) => return Err(sdk_error("delete user", e)),
+            // transaction (theirs are short), and a rename changes the name: trying again from
+            // a fresh read soon succeeds.
+            match sent {
+                Ok(_) => break,
+                Err(e) if attempt < 4 && (is_conflict(&e) || is_cancelled_by_condition(&e)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                    user = self.user_item(user_id).await?;
                 }
+                Err(e) => return Err(sdk_error("delete user", e)),
             }
         }
         for device_id in devices {

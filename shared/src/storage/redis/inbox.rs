@@ -6,13 +6,15 @@ use futures::{StreamExt, TryStreamExt};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::scripts::{deliver::Deliver, deliver_shared::DeliverShared, devices, pending, requeue};
+use super::scripts::{
+    deliver::Deliver, deliver_shared::DeliverShared, devices, inbox_summary, pending, requeue,
+};
 use super::RedisStore;
 use crate::error::Result;
 use crate::model::{DeviceAddress, DeviceId, DeviceList, UserId};
 use crate::storage::{
-    Charge, Fanned, Fanout, Inbox, RateDecision, SharedFanned, SharedFanout, StoredEnvelope,
-    POP_BATCH,
+    Charge, Fanned, Fanout, Inbox, InboxSummary, RateDecision, SharedFanned, SharedFanout,
+    StoredEnvelope, POP_BATCH,
 };
 
 /// Most envelopes one stored envelope may evict to make room in a full inbox: bounds the work of
@@ -212,5 +214,10 @@ impl Inbox for RedisStore {
         let (count, expired) = pending::decode(self.run(&call).await?)?;
         crate::metrics::messages(crate::metrics::MessageEvent::Expired, expired);
         Ok(count)
+    }
+
+    async fn summary(&self, device: DeviceAddress) -> Result<InboxSummary> {
+        let call = inbox_summary::call(&self.keys, device);
+        inbox_summary::decode(self.run(&call).await?)
     }
 }

@@ -23,6 +23,7 @@ pub(crate) mod deliver_shared;
 pub(crate) mod devices;
 pub(crate) mod evict;
 pub(crate) mod in_flight;
+pub(crate) mod inbox_summary;
 pub(crate) mod pending;
 pub(crate) mod presence;
 pub(crate) mod register;
@@ -78,6 +79,8 @@ pub(crate) static IN_FLIGHT: Script = Script::new(
 );
 pub(crate) static PENDING: Script =
     Script::new("pending.lua", &[STORE], include_str!("pending.lua"));
+pub(crate) static INBOX_SUMMARY: Script =
+    Script::new("inbox_summary.lua", &[], include_str!("inbox_summary.lua"));
 pub(crate) static REQUEUE: Script =
     Script::new("requeue.lua", &[STORE], include_str!("requeue.lua"));
 pub(crate) static ACK: Script = Script::new("ack.lua", &[BUCKET], include_str!("ack.lua"));
@@ -95,7 +98,8 @@ pub(crate) static TOKEN_BUCKETS: Script =
     Script::new("token_buckets.lua", &[], include_str!("token_buckets.lua"));
 
 #[cfg(test)]
-static ALL: [&Script; 13] = [
+static ALL: [&Script; 14] = [
+    &INBOX_SUMMARY,
     &DELIVER,
     &DELIVER_SHARED,
     &IN_FLIGHT,
