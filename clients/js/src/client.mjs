@@ -15,6 +15,7 @@
 //   groupsend.mjs   a group send: sender key handed out, one frame, device lists repaired
 //   receipts.mjs    end-to-end receipts going out, gathered per sender account
 //   history.mjs     the conversations kept on the device, encrypted at rest
+//   presence.mjs    presence: the share list, presence read, the `presence` frames
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { Lock } from './lock.mjs';
@@ -29,6 +30,7 @@ import { Groups } from './groups.mjs';
 import { GroupSender } from './groupsend.mjs';
 import { ReceiptSender, receiptOptions } from './receipts.mjs';
 import { History, groupConversation } from './history.mjs';
+import { Presence } from './presence.mjs';
 import { RelayError, UnknownUserError, ServerUnavailableError } from './errors.mjs';
 
 export { DEFAULT_REFILL, DEFAULT_ROTATE } from './keys.mjs';
@@ -70,6 +72,7 @@ export class RelayClient extends EventEmitter {
   #groupSender;
   #history;
   #receipts;
+  #presence;
   #early = new Map(); // message id → [{ type, by }]: receipts that came before the send finished
 
   /**
@@ -150,7 +153,7 @@ export class RelayClient extends EventEmitter {
     const onBackgroundError = (e) => this.#reportBackground(e);
     const signal = this.#signal;
     this.#store = store;
-    this.#history = history ?? History.memory();
+    this.#useHistory(history ?? History.memory());
     const session = (this.#session = new Session({
       url,
       store,
@@ -164,6 +167,7 @@ export class RelayClient extends EventEmitter {
     }));
     const directory = (this.#directory = new Directory(session));
     const groups = (this.#groups = new Groups({ session, directory, state: doc?.groups, onError }));
+    this.#presence = new Presence({ session, directory });
     this.#keys = new KeyUpkeep({ session, signal, refill, rotate, isClosed: () => this.#connection.closed });
     this.#inbound = new Inbound({
       session,
@@ -184,6 +188,10 @@ export class RelayClient extends EventEmitter {
       ack,
       onState: (s) => this.#emitSafe('state', s),
       onEnvelopes: (envs, sock) => this.#inbound.enqueue(envs, sock),
+      onPresence: (f) => {
+        const ev = this.#presence.fromFrame(f);
+        if (ev) this.#emitSafe('presence', ev);
+      },
       onOnline: () => this.#keys.check().catch(onBackgroundError),
       onPing: () => this.#keys.rotateIfDue().catch(onBackgroundError), // a local check until it is due
       onError,
@@ -191,12 +199,12 @@ export class RelayClient extends EventEmitter {
     });
     const outbound = (this.#outbound = new Outbound({
       session, signal, directory, connection: this.#connection, sendTimeoutMs, onError,
-      onSent: ({ id, peer, content, sentAt }) => this.#keepSent({ id, conversation: peer.userId, with: peer.username, content, sentAt }),
+      onSent: ({ id, peer, content, sentAt, expiresAt }) => this.#keepSent({ id, conversation: peer.userId, with: peer.username, content, sentAt, expiresAt }),
     }));
     groups.sendKey = (userId, payload) => outbound.sendPayload(userId, payload);
     this.#groupSender = new GroupSender({
       session, signal, directory, outbound, groups, sendTimeoutMs,
-      onSent: ({ id, groupId, content, sentAt }) => this.#keepSent({ id, conversation: groupConversation(groupId), groupId, content, sentAt }),
+      onSent: ({ id, groupId, content, sentAt, expiresAt }) => this.#keepSent({ id, conversation: groupConversation(groupId), groupId, content, sentAt, expiresAt }),
     });
     this.#receipts = new ReceiptSender({
       options: receipts ?? receiptOptions(),
@@ -237,6 +245,8 @@ export class RelayClient extends EventEmitter {
   /**
    * Sends text (a string) or bytes (Uint8Array) to a person (username or user id): every device of
    * theirs, then a copy to this account's other devices. Resolves { id, delivery, deliveries }.
+   * `opts.expiresIn` (seconds, 5 to the relay's inbox TTL): a disappearing message, never
+   * delivered after it and dropped from every history then (the result has `expiresAt`).
    */
   send(to, content, opts) {
     return this.#outbound.send(to, content, opts);
@@ -300,7 +310,8 @@ export class RelayClient extends EventEmitter {
   /**
    * Sends text or bytes to every member device of a group, this account's other devices
    * included: one ciphertext under this device's sender key. Resolves
-   * { id, groupId, delivery, delivered, queued, dropped }.
+   * { id, groupId, delivery, delivered, queued, dropped }. `opts`: `onlineOnly`, `expiresIn`
+   * (seconds: a disappearing message, as for send()).
    */
   sendGroup(groupId, content, opts) {
     return this.#groupSender.send(groupId, content, opts);
@@ -318,6 +329,50 @@ export class RelayClient extends EventEmitter {
   /** username → user id (UnknownUserError when there is none). Cached. */
   lookup(username) {
     return this.#directory.lookup(username);
+  }
+
+  // ------------------------------------------------------------ presence
+
+  /**
+   * Replaces this account's presence share list: the users (usernames or user ids) who may see
+   * when it is online, if they share theirs with it too. `lastSeen`: they also see when it was
+   * last online. [] shows it to nobody. Resolves the list as stored: { userIds, lastSeen }.
+   */
+  setPresenceShares(users, opts) {
+    return this.#presence.setShares(users, opts);
+  }
+
+  /** This account's presence share list: { userIds, lastSeen }. */
+  presenceShares() {
+    return this.#presence.shares();
+  }
+
+  /**
+   * The presence of `users` (usernames or user ids) who share theirs with this account and with
+   * whom it shares: [{ userId, username?, online, lastSeen? }] (the others are left out).
+   */
+  presence(users) {
+    return this.#presence.read(users);
+  }
+
+  // ------------------------------------------------------------ the account
+
+  /** Everything the relay stores about this account (GET /v1/account/export), as it answers. */
+  exportAccount() {
+    return this.#session.call('GET', '/v1/account/export');
+  }
+
+  /**
+   * Renames the account (the primary device only; UsernameTakenError when the name is taken).
+   * Resolves { userId, username }; this client sends under the new name from then on.
+   */
+  async changeUsername(name) {
+    const res = await this.#session.call('PATCH', '/v1/users/me', { username: String(name) });
+    const old = this.#session.device.username;
+    this.#session.device.username = res.username;
+    this.#directory.renamed(old, res.username, res.user_id);
+    await this.#signal.run(() => this.#session.persist());
+    return { userId: res.user_id, username: res.username };
   }
 
   /** [{ id, registrationId, createdAt: Date, current }] of this account. */
@@ -363,6 +418,7 @@ export class RelayClient extends EventEmitter {
     else if (!m.sync && m.from.username) e.with = m.from.username;
     if (m.text === null) e.b64 = Buffer.from(m.bytes).toString('base64');
     if (m.receiptable) e.receipts = true;
+    if (m.expiresAt) e.expiresAt = m.expiresAt;
     this.#history.add(e);
     if (m.sync) this.#applyEarly(e.id);
     this.#emitSafe('message', m);
@@ -370,13 +426,14 @@ export class RelayClient extends EventEmitter {
   }
 
   /** A send went out: kept in the history as `sent`. */
-  #keepSent({ id, conversation, groupId, with: peerName, content, sentAt }) {
+  #keepSent({ id, conversation, groupId, with: peerName, content, sentAt, expiresAt }) {
     const { userId, username } = this.#session.device;
     const e = { id, conversation, from: { userId, deviceId: this.deviceId, username }, outgoing: true, sentAt, status: 'sent' };
     if (groupId) e.groupId = groupId;
     if (peerName) e.with = peerName;
     if (typeof content === 'string') e.text = content;
     else e.b64 = Buffer.from(content).toString('base64');
+    if (expiresAt) e.expiresAt = expiresAt;
     this.#history.add(e);
     this.#applyEarly(id);
   }
@@ -480,7 +537,16 @@ export class RelayClient extends EventEmitter {
     if (!this.#store?.dir) throw new RelayError(`${this.#store} keeps no files: the history stays in memory`, { code: 'history_memory' });
     if (password == null && !keyFile) throw new RelayError('openHistory needs a password or a key file', { code: 'history_locked' });
     const h = await openHistory(this.#store, { password, keyFile, file }, null);
-    h.merge(this.#history);
+    const old = this.#history;
+    h.merge(old);
+    old.onExpire = null;
+    await old.close();
+    this.#useHistory(h);
+  }
+
+  /** `h` is the history from now on; what expires in it is an 'expired' event. */
+  #useHistory(h) {
+    h.onExpire = (messages) => this.#emitSafe('expired', messages);
     this.#history = h;
   }
 

@@ -34,7 +34,7 @@ export function handshakeError(e, url) {
 
 /**
  * The connection of `session`'s device. What it reports goes to the callbacks: `onState(state)`,
- * `onEnvelopes(envelopes, socket)`, `onOnline()` (connected and what waited fetched), `onPing()`,
+ * `onEnvelopes(envelopes, socket)`, `onPresence(frame)`, `onOnline()` (connected and what waited fetched), `onPing()`,
  * `onError(e)`, `onBackgroundError(e)`.
  */
 export class Connection {
@@ -50,10 +50,10 @@ export class Connection {
   #timers = { reconnect: null, refresh: null, ping: null };
   #stateWaiters = new Set();
 
-  constructor({ session, ack, onState, onEnvelopes, onOnline, onPing, onError, onBackgroundError }) {
+  constructor({ session, ack, onState, onEnvelopes, onPresence = () => {}, onOnline, onPing, onError, onBackgroundError }) {
     this.#session = session;
     this.#ack = Boolean(ack);
-    this.#on = { state: onState, envelopes: onEnvelopes, online: onOnline, ping: onPing, error: onError, background: onBackgroundError };
+    this.#on = { state: onState, envelopes: onEnvelopes, presence: onPresence, online: onOnline, ping: onPing, error: onError, background: onBackgroundError };
   }
 
   get state() {
@@ -121,6 +121,7 @@ export class Connection {
       throw closedError();
     }
     sock.onEnvelopes = (envs) => this.#on.envelopes(envs, sock);
+    sock.onPresence = (f) => this.#on.presence(f);
     sock.onClose = () => this.#onSocketClosed(sock);
     this.#socket = sock;
     this.#reconnectAttempt = 0;
@@ -326,6 +327,7 @@ export class Connection {
     const sock = this.#socket;
     this.#socket = null;
     if (sock && this.#ack) sock.onEnvelopes = () => {};
+    if (sock) sock.onPresence = () => {};
     return sock;
   }
 }

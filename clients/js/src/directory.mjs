@@ -46,6 +46,12 @@ export class Directory {
     return { userId, username: s.toLowerCase() };
   }
 
+  /** The account `userId` was renamed from `oldName` to `newName`. */
+  renamed(oldName, newName, userId) {
+    if (this.#nameToId.get(oldName) === userId) this.#nameToId.delete(oldName);
+    this.#remember(newName, userId);
+  }
+
   /** The username known for `userId`, if any. */
   nameOf(userId) {
     return this.#idToName.get(userId);

@@ -9,6 +9,7 @@ import { Lock } from './lock.mjs';
 import { encodeContent } from './content.mjs';
 import { GROUP_KEY, notAMember } from './groups.mjs';
 import { MismatchedDevicesError, errorFromFrame } from './errors.mjs';
+import { expiresInOption } from './outbound.mjs';
 
 const MAX_ATTEMPTS = 5;
 
@@ -36,13 +37,15 @@ export class GroupSender {
    * Sends text or bytes to every member device of `groupId` (this account's other devices
    * included). Resolves { id, groupId, delivery, delivered, queued, dropped }.
    */
-  send(groupId, content, { timeoutMs = this.#sendTimeoutMs, onlineOnly = false } = {}) {
-    return this.#order.run(() => this.#send(String(groupId).toLowerCase(), content, { timeoutMs, onlineOnly }));
+  send(groupId, content, { timeoutMs = this.#sendTimeoutMs, onlineOnly = false, expiresIn } = {}) {
+    expiresIn = expiresInOption(expiresIn);
+    return this.#order.run(() => this.#send(String(groupId).toLowerCase(), content, { timeoutMs, onlineOnly, expiresIn }));
   }
 
-  async #send(groupId, content, { timeoutMs, onlineOnly }) {
+  async #send(groupId, content, { timeoutMs, onlineOnly, expiresIn }) {
     this.#outbound.assertOpen();
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     const { userId, username } = this.#session.device;
     const id = randomUUID();
     // `mid`: the message's own id, inside the ciphertext (receipts name it).
@@ -67,10 +70,15 @@ export class GroupSender {
       });
       const frame = { action: 'send', id, group_id: groupId, body, devices: await this.#deviceMap(joined, deadline) };
       if (onlineOnly) frame.online_only = true;
+      if (expiresIn) frame.expires_in = expiresIn;
       const reply = await this.#outbound.deliver(frame, deadline);
       if (reply.type === 'sent') {
-        this.#onSent({ id, groupId, content, sentAt: new Date() });
-        return { id, groupId, delivery: reply.delivery, delivered: reply.delivered ?? 0, queued: reply.queued ?? 0, dropped: reply.dropped ?? 0 };
+        // Counted from before the frame left: the copy kept here goes no later than the relay's.
+        const expiresAt = expiresIn ? new Date(started + expiresIn * 1000) : undefined;
+        this.#onSent({ id, groupId, content, sentAt: new Date(), expiresAt });
+        const result = { id, groupId, delivery: reply.delivery, delivered: reply.delivered ?? 0, queued: reply.queued ?? 0, dropped: reply.dropped ?? 0 };
+        if (expiresAt) result.expiresAt = expiresAt;
+        return result;
       }
       last = reply;
       if (reply.code === 'mismatched_devices') await this.#mismatched(groupId, reply.users ?? []);

@@ -15,6 +15,11 @@
 // history file different, so one precomputation cannot serve every file. Records are appended
 // (one per change: a message, a status); on open the file is read whole, decrypted, replayed into
 // memory (where paging and search run), and rewritten as one snapshot when most of it is stale.
+//
+// A disappearing message (`expiresAt`, from the relay's `expires_at` or the sender's `expiresIn`)
+// is dropped when it expires: from memory at once (a timer, and every read checks first, so it is
+// never handed out after), and from the file by rewriting it as one snapshot without it (not by
+// appending a deletion: the record holding its text must go), at most one rewrite under way.
 import { promises as fsp, constants as fsc } from 'node:fs';
 import { dirname } from 'node:path';
 import { randomBytes, scrypt as scryptCb, hkdfSync, createCipheriv, createDecipheriv } from 'node:crypto';
@@ -26,6 +31,8 @@ const FORMAT = 'relay-client-history';
 const SCRYPT = { N: 32768, r: 8, p: 1 }; // 32 MiB and about 0.1 s per open
 const CHECK = 'relay-client history key check';
 const STATUS_RANK = { sent: 0, delivered: 1, read: 2 };
+// The expiry timer sleeps at most this long at once (setTimeout takes at most 2^31-1 ms).
+const MAX_TIMER_MS = 6 * 3600 * 1000;
 // A history in memory only (no file, no key) keeps this many messages, the newest: a long-running
 // process of a MemoryStore does not grow without end.
 export const MEMORY_KEEP = 10_000;
@@ -83,6 +90,7 @@ async function ensureKeyFile(path) {
 /** The entry the API hands out: a copy, times as Dates. */
 function view(e) {
   const out = { ...e, sentAt: new Date(e.sentAt), from: { ...e.from } };
+  if (e.expiresAt != null) out.expiresAt = new Date(e.expiresAt);
   if (e.readBy) out.readBy = [...e.readBy];
   if (e.deliveredTo) out.deliveredTo = [...e.deliveredTo];
   return out;
@@ -92,7 +100,8 @@ function view(e) {
  * The history of one device. `History.open({ file, password | keyFile })` reads (or starts) an
  * encrypted file; `History.memory()` keeps it in this process only. Entries:
  *   { id, conversation, groupId?, with?, from: { userId, username? }, outgoing, text, b64?,
- *     sentAt, status }
+ *     sentAt, status, expiresAt? }
+ * An entry with `expiresAt` (ms) is dropped then; `onExpire([{ id, conversation }])` hears of it.
  * `status`: outgoing 'sent' | 'delivered' | 'read'; incoming 'received' | 'read'.
  */
 export class History {
@@ -107,6 +116,13 @@ export class History {
   #closed = false;
   #fresh = null; // the header of a file not written yet (it is, with the first change)
   #max = Infinity;
+  #expiring = new Map(); // id → expiresAt (ms) of the disappearing messages kept
+  #nextExpiry = Infinity;
+  #expiryTimer = null;
+  #compacting = false; // a rewrite without the expired messages is queued
+  #droppedExpired = false; // open() skipped expired messages: the file is rewritten without them
+  /** Told of the messages dropped on expiry: [{ id, conversation }]. */
+  onExpire = null;
 
   /** A history in this process only, of at most `max` messages (the oldest added go first). */
   static memory({ max = MEMORY_KEEP } = {}) {
@@ -166,7 +182,9 @@ export class History {
       h.#apply(op);
     }
     h.#records = records.length - 1;
-    if (h.#records > 2 * h.#byId.size + 64) await h.#rewrite(header, [...h.#byId.values()]);
+    if (h.#droppedExpired || h.#records > 2 * h.#byId.size + 64) await h.#rewrite(header, [...h.#byId.values()]);
+    h.#droppedExpired = false;
+    h.#armExpiry();
     return h;
   }
 
@@ -187,7 +205,15 @@ export class History {
 
   #add(e) {
     if (this.#byId.has(e.id)) return false;
+    if (e.expiresAt != null && e.expiresAt <= Date.now()) {
+      this.#droppedExpired = true;
+      return false;
+    }
     this.#byId.set(e.id, e);
+    if (e.expiresAt != null) {
+      this.#expiring.set(e.id, e.expiresAt);
+      if (e.expiresAt < this.#nextExpiry) this.#nextExpiry = e.expiresAt;
+    }
     let list = this.#byConv.get(e.conversation);
     if (!list) this.#byConv.set(e.conversation, (list = []));
     // Kept in time order (arrival order among equal times): appended, or inserted when late.
@@ -201,6 +227,7 @@ export class History {
   #forget(id) {
     const e = this.#byId.get(id);
     this.#byId.delete(id);
+    this.#expiring.delete(id);
     const list = this.#byConv.get(e.conversation);
     list.splice(list.indexOf(e), 1);
     if (!list.length) this.#byConv.delete(e.conversation);
@@ -248,6 +275,60 @@ export class History {
     this.#queue = this.#queue.then(run, run);
   }
 
+  /**
+   * Drops the messages whose time is up (from memory now, from the file by a rewrite queued
+   * behind the writes under way) and sets the timer for the next one.
+   */
+  #sweep() {
+    const now = Date.now();
+    if (this.#nextExpiry > now) return;
+    const gone = [];
+    let next = Infinity;
+    for (const [id, at] of this.#expiring) {
+      if (at <= now) {
+        gone.push({ id, conversation: this.#byId.get(id).conversation });
+        this.#forget(id);
+      } else if (at < next) next = at;
+    }
+    this.#nextExpiry = next;
+    if (gone.length) {
+      this.#compact();
+      try {
+        this.onExpire?.(gone);
+      } catch {
+        /* the listener's own failure */
+      }
+    }
+    this.#armExpiry();
+  }
+
+  #armExpiry() {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = null;
+    if (this.#closed || this.#nextExpiry === Infinity) return;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, this.#nextExpiry - Date.now()));
+    this.#expiryTimer = setTimeout(() => this.#sweep(), delay);
+    this.#expiryTimer.unref?.();
+  }
+
+  /**
+   * The file rewritten as one snapshot of what memory holds (expired messages gone), behind the
+   * appends queued before it; the appends it covers are not written again.
+   */
+  #compact() {
+    if (!this.#file || this.#compacting) return;
+    this.#compacting = true;
+    const run = async () => {
+      this.#compacting = false;
+      if (this.#closed) return;
+      this.#pending.length = 0; // in memory already, so in the snapshot
+      const header = this.#fresh ?? JSON.parse(this.#aad.toString('utf8'));
+      await this.#rewrite(header, [...this.#byId.values()]);
+      this.#fresh = null;
+    };
+    this.#queue = this.#queue.then(run, run);
+  }
+
   /** Replaces the file by the header, the check record and one snapshot (atomically). */
   async #rewrite(header, entries) {
     const headerLine = JSON.stringify(header);
@@ -275,8 +356,12 @@ export class History {
   add(entry) {
     const e = { ...entry, sentAt: +new Date(entry.sentAt ?? Date.now()) };
     if (e.text === undefined) e.text = null;
+    if (entry.expiresAt != null) e.expiresAt = +new Date(entry.expiresAt);
+    else delete e.expiresAt;
+    this.#droppedExpired = false;
     if (!this.#add(e)) return false;
     this.#log({ op: 'add', e });
+    if (e.expiresAt != null) this.#armExpiry();
     return true;
   }
 
@@ -293,6 +378,7 @@ export class History {
 
   /** The entry with this id, or undefined. */
   get(id) {
+    this.#sweep();
     const e = this.#byId.get(id);
     return e ? view(e) : undefined;
   }
@@ -302,6 +388,7 @@ export class History {
    * received → read. `by`: the user whose receipt it is. Returns the entry when it changed.
    */
   setStatus(id, status, by) {
+    this.#sweep();
     const e = this.#byId.get(id);
     if (!e) return undefined;
     const before = JSON.stringify([e.status, e.readBy, e.deliveredTo]);
@@ -312,6 +399,7 @@ export class History {
 
   /** The conversations kept: [{ conversation, last: entry, count }], the most recent first. */
   conversations() {
+    this.#sweep();
     return [...this.#byConv.entries()]
       .filter(([, l]) => l.length)
       .map(([conversation, l]) => ({ conversation, count: l.length, last: view(l[l.length - 1]) }))
@@ -323,6 +411,7 @@ export class History {
    * a Date, or an entry's id; default: the end).
    */
   page(conversation, { before, limit = 50 } = {}) {
+    this.#sweep();
     const list = this.#byConv.get(conversation) ?? [];
     let end = list.length;
     if (before !== undefined && before !== null) {
@@ -343,6 +432,7 @@ export class History {
    * `limit`, in `conversation` only when given.
    */
   search(query, { conversation, limit = 100 } = {}) {
+    this.#sweep();
     const words = String(query).toLowerCase().split(/\s+/).filter(Boolean);
     if (!words.length) return [];
     const lists = conversation ? [this.#byConv.get(conversation) ?? []] : [...this.#byConv.values()];
@@ -360,8 +450,10 @@ export class History {
 
   /** Waits for what is being written; nothing is written after. */
   async close() {
+    this.#sweep();
     await this.#queue;
     this.#closed = true;
+    clearTimeout(this.#expiryTimer);
   }
 
   /** Forgets everything and deletes the file. */
@@ -370,6 +462,9 @@ export class History {
     this.#pending = [];
     this.#byId.clear();
     this.#byConv.clear();
+    this.#expiring.clear();
+    this.#nextExpiry = Infinity;
+    this.#armExpiry();
     if (this.#file) await fsp.rm(this.#file, { force: true });
     // Still open: the file starts over with the next change (same header and key: a new salt
     // would need the password again).

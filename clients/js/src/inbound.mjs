@@ -178,6 +178,8 @@ export class Inbound {
       sync: env.from === userId,
     };
     if (env.group_id) m.groupId = env.group_id;
+    // A disappearing message: the relay's expiry (the history drops it then).
+    if (Number.isFinite(env.expires_at)) m.expiresAt = new Date(env.expires_at);
     // The sender's own id of the message (what receipts name); the envelope id for content without one.
     const mid = typeof content?.mid === 'string' && content.mid.length <= 100 ? content.mid : null;
     m.messageId = mid ?? env.id;

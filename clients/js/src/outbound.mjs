@@ -14,6 +14,16 @@ const MAX_ATTEMPTS = 5; // sends refused for the recipient's device list, repair
 const UNREACHABLE_RETRY_MS = 1000;
 
 /**
+ * A send's `expiresIn` (seconds, a disappearing message): undefined when not asked for, else a
+ * whole number of seconds (the relay checks its bounds, 5 s to its inbox TTL: `invalid_frame`).
+ */
+export function expiresInOption(expiresIn) {
+  if (expiresIn === undefined || expiresIn === null || expiresIn === 0 || expiresIn === false) return undefined;
+  if (!Number.isInteger(expiresIn) || expiresIn < 0) throw new TypeError(`expiresIn must be a whole number of seconds (got ${expiresIn})`);
+  return expiresIn;
+}
+
+/**
  * The sending side of `session`'s device: sessions and encryption under `signal` (a Lock), frames
  * on `connection`'s socket. `onError(e)` hears of a sync copy that failed.
  */
@@ -40,30 +50,37 @@ export class Outbound {
    * Sends text (a string) or bytes (Uint8Array) to a person (username or user id): every device of
    * theirs, then a copy to this account's other devices. Resolves { id, delivery, deliveries }.
    */
-  async send(to, content, { timeoutMs = this.#sendTimeoutMs } = {}) {
+  async send(to, content, { timeoutMs = this.#sendTimeoutMs, expiresIn } = {}) {
     this.assertOpen();
+    expiresIn = expiresInOption(expiresIn);
     const { userId, username } = this.#session.device;
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     const peer = await this.untilDeadline(() => this.#directory.resolve(to), deadline);
     const body = typeof content === 'string' ? { v: 1, text: content } : { v: 1, b64: Buffer.from(content).toString('base64') };
     const id = randomUUID();
     body.mid = id; // the message's own id, inside the ciphertext: receipts name it
     const self = peer.userId === userId;
-    const reply = await this.#sendTo(peer.userId, { ...body, name: username }, id, deadline, { self });
+    const reply = await this.#sendTo(peer.userId, { ...body, name: username }, id, deadline, { self, expiresIn });
     if (!reply) throw new RelayError('this account has no other device to send to', { code: 'no_devices' });
     if (!self) {
       try {
-        await this.#sendTo(userId, { ...body, name: username, to: peer.userId, to_name: peer.username }, `${id}:sync`, deadline, { self: true });
+        await this.#sendTo(userId, { ...body, name: username, to: peer.userId, to_name: peer.username }, `${id}:sync`, deadline, { self: true, expiresIn });
       } catch (e) {
         this.#onError(new RelayError(`the copy to this account's other devices failed: ${e.message}`, { code: e.code, cause: e }));
       }
     }
-    this.#onSent({ id, peer, content, sentAt: new Date() });
-    return {
+    // The relay's expiry counts from when it took the frame, later than `started`: the copy kept
+    // here goes a little before the relay's, never after.
+    const expiresAt = expiresIn ? new Date(started + expiresIn * 1000) : undefined;
+    this.#onSent({ id, peer, content, sentAt: new Date(), expiresAt });
+    const result = {
       id,
       delivery: reply.delivery,
       deliveries: [...(reply.devices ?? [])].sort((a, b) => a.device_id - b.device_id).map((d) => ({ deviceId: d.device_id, delivery: d.delivery })),
     };
+    if (expiresAt) result.expiresAt = expiresAt;
+    return result;
   }
 
   /** RelayError `closed` once the client is closed. */
@@ -116,7 +133,7 @@ export class Outbound {
    * per device; mismatched/stale devices fixed and sent again under the same id. Returns the
    * `sent` frame, or null for a copy to one's own devices when there is none.
    */
-  async #sendTo(peerId, payload, id, deadline, { self = false } = {}) {
+  async #sendTo(peerId, payload, id, deadline, { self = false, expiresIn } = {}) {
     const session = this.#session;
     const device = session.device;
     const plaintext = encodeContent(payload);
@@ -134,6 +151,7 @@ export class Outbound {
         throw new RelayError(`no device of ${peerId} to send to`, { code: 'no_devices' });
       }
       const frame = { action: 'send', to: peerId, id, messages: RelayDevice.wireMessages(messages) };
+      if (expiresIn) frame.expires_in = expiresIn;
       const reply = await this.deliver(frame, deadline);
       if (reply.type === 'sent') return reply;
       last = reply;

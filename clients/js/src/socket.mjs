@@ -87,6 +87,9 @@ export class RelaySocket {
     // frame's envelopes instead of the inbox; onClose(closeInfo) runs once the socket is closed.
     this.onEnvelopes = null;
     this.onClose = null;
+    // onPresence(frame) takes the `presence` frames the relay pushes (docs/api.md §6.10); without
+    // it they are kept with the unmatched frames.
+    this.onPresence = null;
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('close', (code, reason) => {
       this.closed = true;
@@ -118,6 +121,10 @@ export class RelaySocket {
       }
       for (const env of f.messages || []) this.inbox.push(env);
       this.checkInboxWaiters();
+      return;
+    }
+    if (f.type === 'presence' && this.onPresence) {
+      this.onPresence(f);
       return;
     }
     const i = this.waiters.findIndex((w) => w.match(f));
