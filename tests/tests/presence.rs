@@ -616,3 +616,35 @@ async fn a_push_that_finds_the_last_connection_gone_announces_its_user_offline()
     let open = store.connections(bob_id).await.unwrap();
     assert!(open.is_empty(), "{open:?}");
 }
+
+/// A connection whose removal was lost (a function that crashed between registering it and
+/// its `$disconnect`) stops counting once a connection could no longer be open (2 h), so its
+/// user is not shown online forever.
+#[tokio::test]
+async fn a_connection_whose_removal_was_lost_stops_counting_after_the_longest_lifetime() {
+    use shared::storage::PresenceStore;
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    mutual(&stack, &alice, &bob).await;
+    let store = stack.redis_store().await;
+    let alice_id = Uuid::parse_str(&alice.user_id).unwrap();
+    store
+        .connected(alice_id, "crashed-function's", now_ms())
+        .await
+        .unwrap();
+    let (_, body) = presence_of(&stack, &bob, &[&alice.user_id]).await;
+    assert_eq!(body["presence"][0]["online"], true, "{body}");
+
+    stack.advance(Duration::from_millis(
+        shared::storage::redis::CONNECTION_TTL_MS + 60_000,
+    ));
+    // Bob's token has expired meanwhile: a fresh login reads it.
+    let (access, _) = bob.log_in(&stack).await;
+    let path = format!("/v1/presence?user_ids={}", alice.user_id);
+    let (status, body) = get_auth(&stack, &path, &access).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"presence": [{"user_id": alice.user_id, "online": false}]})
+    );
+}
