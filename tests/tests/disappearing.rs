@@ -280,8 +280,19 @@ async fn before_its_expiry_an_envelope_is_delivered_with_it_and_its_body_is_held
     assert!(!waiting[0].contains(&encode(&body)), "{}", waiting[0]);
     let holding = keys_holding(&stack, &body).await;
     assert_eq!(holding.len(), 1, "{holding:?}");
-    let pttl: i64 = stack.redis().await.pttl(&holding[0]).await.unwrap();
+    let mut redis = stack.redis().await;
+    let pttl: i64 = redis.pttl(&holding[0]).await.unwrap();
     assert!((1..=60_000).contains(&pttl), "PTTL {pttl}");
+    // The inbox's accounting counts the pointer and the envelope it points at.
+    let envelope: String = redis.get(&holding[0]).await.unwrap();
+    let stats: std::collections::HashMap<String, usize> = redis
+        .hgetall(stack.redis_keys().inbox_accounting(address(&b1)))
+        .await
+        .unwrap();
+    let bytes = waiting[0].len() + envelope.len();
+    assert_eq!(stats["b"], bytes, "{stats:?}");
+    assert_eq!(stats[&format!("b:{}", alice.user_id)], bytes, "{stats:?}");
+    assert_eq!(stats[&format!("n:{}", alice.user_id)], 1, "{stats:?}");
 
     // Fetched: with its expiry, the send's time plus 60 s.
     let mut bob_ws = bob.connect(&stack).await;
@@ -298,6 +309,8 @@ async fn before_its_expiry_an_envelope_is_delivered_with_it_and_its_body_is_held
     );
     assert!(holding[0].contains(got[0]["id"].as_str().unwrap()));
     assert!(bob_ws.fetch_all().await.is_empty(), "delivered twice");
+    // Delivered for good: the relay's copy is deleted then, before its expiry.
+    assert!(keys_holding(&stack, &body).await.is_empty());
 
     // Online: pushed with its expiry too. A send without one carries none.
     let pushed_body = marker("pushed");
@@ -311,6 +324,8 @@ async fn before_its_expiry_an_envelope_is_delivered_with_it_and_its_body_is_held
     assert_eq!(body_of(&pushed[0]), pushed_body);
     let sent_at = pushed[0]["sent_at"].as_u64().unwrap();
     assert_eq!(pushed[0]["expires_at"].as_u64(), Some(sent_at + 30_000));
+    // The push is answered after the relay settled it: nothing of it is left.
+    assert!(keys_holding(&stack, &pushed_body).await.is_empty());
     let reply = ws.send_message(&bob.user_id, "plain", b"plain").await;
     assert_eq!(reply["delivery"], "delivered", "{reply}");
     let pushed = receive_pushed(&mut bob_ws, 1).await;
@@ -391,6 +406,27 @@ async fn an_ack_mode_connection_holding_it_past_its_expiry_never_gets_it_again()
     .await;
     assert_eq!(reply["acked"], 1, "{reply}");
     assert!(seen.is_empty(), "{seen:?}");
+
+    // One acknowledged before its expiry: held until the ack, deleted by it.
+    let body = marker("acked");
+    let reply = send(&mut ws, expiring(&bob.user_id, "a", &body, json!(60))).await;
+    assert_eq!(reply["delivery"], "delivered", "{reply}");
+    let pushed = receive_pushed(&mut bob_ws, 1).await;
+    let holding = keys_holding(&stack, &body).await;
+    assert_eq!(holding.len(), 1, "gone before its ack");
+    let ids = [pushed[0]["id"].as_str().unwrap().to_string()];
+    // In flight, it counts the pointer and the envelope it points at, as in the inbox.
+    let mut redis = stack.redis().await;
+    let parked = stack
+        .redis_keys()
+        .in_flight_parked(address(&Device::primary(&bob)));
+    let value: String = redis.hget(&parked, &ids[0]).await.unwrap();
+    let counted: usize = redis.hget(&parked, "#b").await.unwrap();
+    let envelope: String = redis.get(&holding[0]).await.unwrap();
+    assert_eq!(counted, value.len() + envelope.len());
+    let reply = reply_alone(&mut bob_ws, ack_frame(Some("b"), &ids)).await;
+    assert_eq!(reply["acked"], 1, "{reply}");
+    assert!(keys_holding(&stack, &body).await.is_empty());
 
     // Another envelope held unacknowledged past its expiry, then the connection closes: on
     // reconnecting it is not delivered again.

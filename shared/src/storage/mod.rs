@@ -461,6 +461,19 @@ impl StoredEnvelope {
         }
     }
 
+    /// The id of a disappearing message's envelope stored for this entry alone
+    /// ([`StoredEnvelope::own`]).
+    pub fn own_id(&self) -> Option<Uuid> {
+        match self.content {
+            Content::Shared {
+                id,
+                body_bytes: Some(_),
+                ..
+            } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The id of the shared envelope the entry points at.
     pub fn shared_id(&self) -> Option<Uuid> {
         match self.content {
@@ -596,6 +609,9 @@ pub trait Inbox: Send + Sync {
     async fn put_shared(&self, id: Uuid, json: &str, expires_at_ms: u64) -> Result<()>;
     /// The shared envelopes with these ids, in order (`None`: expired).
     async fn shared(&self, ids: &[Uuid]) -> Result<Vec<Option<String>>>;
+    /// Deletes disappearing messages' envelopes stored for one device alone (`own_id`), once
+    /// delivered for good; a key left behind expires with its message.
+    async fn delete_own(&self, ids: &[Uuid]) -> Result<()>;
     /// For one member of a group send, in one atomic step: for each device still registered
     /// with the registration id it was checked with, stores its entry (unless `online_only`)
     /// and, when the device is connected, takes its waiting envelopes for immediate push, as

@@ -162,6 +162,8 @@ impl Relay {
         metrics::messages(MessageEvent::Expired, expired as u64);
         let (mut pending, held) = self.resolve(live, taken.known.as_ref()).await;
         let mut awaiting_ack: Vec<StoredEnvelope> = Vec::new();
+        // Disappearing messages written for good: their own envelopes go now.
+        let mut delivered_own: Vec<Uuid> = Vec::new();
         let (mut wrote, mut failure, mut late) = (false, None, false);
         let mut sent = 0;
         for conn in &route.connections {
@@ -180,7 +182,7 @@ impl Relay {
             if route.acking.contains(conn) {
                 awaiting_ack.extend(written);
             } else {
-                drop(written);
+                delivered_own.extend(written.filter_map(|e| e.own_id()));
             }
             if let Some(PushError::Gone) = frames.failure {
                 match self.registry.remove(route.device, conn).await {
@@ -199,6 +201,11 @@ impl Relay {
         let recorded = self
             .settle(route.device, taken, &awaiting_ack, &pending)
             .await;
+        if !delivered_own.is_empty() {
+            if let Err(e) = self.inbox.delete_own(&delivered_own).await {
+                e.log();
+            }
+        }
         Written {
             unsent: pending,
             sent,

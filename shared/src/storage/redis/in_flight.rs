@@ -9,7 +9,7 @@ use super::scripts::{
 use super::RedisStore;
 use crate::error::{Error, Result};
 use crate::model::DeviceAddress;
-use crate::storage::{Charge, RateDecision, StoredEnvelope};
+use crate::storage::{Charge, Inbox, RateDecision, StoredEnvelope};
 
 impl RedisStore {
     async fn in_flight(
@@ -70,7 +70,18 @@ impl RedisStore {
         charge: Charge<'_>,
     ) -> Result<(RateDecision, u64)> {
         let call = ack::call(&self.keys, device, self.caps.ttl_secs, charge, ids);
-        ack::decode(self.run(&call).await?)
+        let (decision, acked, own) = ack::decode(self.run(&call).await?)?;
+        if !own.is_empty() {
+            // Acknowledged: the relay keeps no copy. Best effort, as the key expires anyway.
+            let own: Vec<uuid::Uuid> = own
+                .iter()
+                .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+                .collect();
+            if let Err(e) = self.delete_own(&own).await {
+                e.log();
+            }
+        }
+        Ok((decision, acked))
     }
 
     pub(super) async fn in_flight_release(&self, device: DeviceAddress) -> Result<()> {

@@ -120,6 +120,26 @@ impl Inbox for RedisStore {
             .await
     }
 
+    async fn delete_own(&self, ids: &[Uuid]) -> Result<()> {
+        // One key per slot: a DEL each, concurrently.
+        let dels: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let mut conn = self.connection();
+                let key = self.keys.shared(id);
+                async move {
+                    let _: () = conn.del(key).await.map_err(super::unavailable)?;
+                    Ok::<_, crate::error::Error>(())
+                }
+            })
+            .collect();
+        futures::stream::iter(dels)
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     async fn deliver_shared(
         &self,
         send: &SharedFanout,

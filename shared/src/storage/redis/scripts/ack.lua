@@ -8,7 +8,9 @@
 -- Worst case: one bucket read and write, one O(1) lookup per id (at most MAX_ACK_IDS), and
 -- four more commands per envelope deleted; no envelope is copied into the script (only an entry
 -- under 192 bytes, which may be a disappearing message's pointer, is read).
--- Replies: {'limited', retry after ms} (nothing deleted), {'acked', how many were deleted}.
+-- Replies: {'limited', retry after ms} (nothing deleted), {'acked', how many were deleted,
+-- the ids of those that were disappearing messages' pointers (their envelopes, stored for this
+-- device alone, the caller deletes)}.
 -- One hash slot: {user}.
 
 local flight = KEYS[1]                 -- sorted set: envelope id → lease end
@@ -25,7 +27,7 @@ if tokens[1] < math.max(cost, 1) then
   return {'limited', math.ceil((math.max(cost, 1) - tokens[1]) / rate)}
 end
 
-local deleted, bytes = 0, 0
+local deleted, bytes, own = 0, 0, {}
 for i = IDS_AT, #ARGV do
   -- Looked up in the hash first: its values are envelopes, never small, so it is a real hash
   -- table (O(1) per id), where the sorted set may be a small list read end to end.
@@ -35,7 +37,9 @@ for i = IDS_AT, #ARGV do
   -- (`parked_size`, prelude_in_flight.lua); only such a value is read.
   if size > 0 and size < 192 then
     local value = redis.call('HGET', parked, id)
-    size = #value + (tonumber(string.match(value, '^%d+|~?%d+|@[^|]*|[^|]*|(%d+)$')) or 0)
+    local body = tonumber(string.match(value, '^%d+|~?%d+|@[^|]*|[^|]*|(%d+)$'))
+    size = #value + (body or 0)
+    if body then own[#own + 1] = id end
   end
   if size > 0 then
     redis.call('HDEL', parked, id)
@@ -46,7 +50,7 @@ for i = IDS_AT, #ARGV do
 end
 if deleted == 0 then
   write_bucket(bucket, cap, rate, tokens[1] - cost, tokens[2])
-  return {'acked', 0}
+  return {'acked', 0, {}}
 end
 
 if redis.call('ZCARD', flight) == 0 then
@@ -57,4 +61,4 @@ else
   redis.call('EXPIRE', flight, ttl)
   redis.call('EXPIRE', parked, ttl)
 end
-return {'acked', deleted}
+return {'acked', deleted, own}

@@ -27,12 +27,17 @@ pub(crate) fn call(
     ids.iter().fold(call, |call, id| call.arg(id))
 }
 
-/// The charge's decision and how many envelopes were deleted (none when limited).
-pub(crate) fn decode(reply: Value) -> Result<(RateDecision, u64)> {
+/// The charge's decision, how many envelopes were deleted (none when limited) and the ids of
+/// those that pointed at a disappearing message's envelope of their own.
+pub(crate) fn decode(reply: Value) -> Result<(RateDecision, u64, Vec<String>)> {
     let mut reply = Reply::new(&ACK, reply)?;
     let decided = match reply.tag() {
-        "acked" => (RateDecision::Allowed, reply.field("count")?),
-        "limited" => (super::token_bucket::limited(&mut reply)?, 0),
+        "acked" => (
+            RateDecision::Allowed,
+            reply.field("count")?,
+            reply.field("own ids")?,
+        ),
+        "limited" => (super::token_bucket::limited(&mut reply)?, 0, Vec::new()),
         _ => return Err(reply.unknown()),
     };
     reply.end()?;
@@ -62,12 +67,17 @@ mod tests {
         );
         let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
         assert_eq!(
-            decode(Value::Array(vec![s("acked"), Value::Int(2)])).unwrap(),
-            (RateDecision::Allowed, 2)
+            decode(Value::Array(vec![
+                s("acked"),
+                Value::Int(2),
+                Value::Array(vec![s("x")])
+            ]))
+            .unwrap(),
+            (RateDecision::Allowed, 2, vec!["x".to_string()])
         );
         assert_eq!(
             decode(Value::Array(vec![s("limited"), Value::Int(0)])).unwrap(),
-            (RateDecision::Limited { retry_after_ms: 1 }, 0)
+            (RateDecision::Limited { retry_after_ms: 1 }, 0, vec![])
         );
         assert!(decode(Value::Array(vec![Value::Int(1), Value::Int(0)])).is_err());
     }
