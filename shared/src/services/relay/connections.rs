@@ -90,7 +90,13 @@ impl Relay {
             .connected(self.pusher.as_ref(), who.user_id, connection_id)
             .await;
         let device = DeviceAddress::new(who.user_id, who.device_id);
-        self.evict_oldest(device, connection_id, now).await?;
+        if let Err(e) = self.evict_oldest(device, connection_id, now).await {
+            // The handshake is refused, so no `$disconnect` will count the connection out.
+            self.presence
+                .disconnected(self.pusher.as_ref(), who.user_id, connection_id)
+                .await;
+            return Err(e);
+        }
         tracing::info!(device_id = who.device_id, connection_id, ack, "connected");
         Ok(who.user_id)
     }
