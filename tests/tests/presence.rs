@@ -648,3 +648,32 @@ async fn a_connection_whose_removal_was_lost_stops_counting_after_the_longest_li
         json!({"presence": [{"user_id": alice.user_id, "online": false}]})
     );
 }
+
+/// Past `MAX_CONNECTIONS_PER_USER` a device's oldest connection is evicted: the new one was
+/// counted first, so the user stays online and nothing is announced; the user goes offline
+/// once, when the last of the others closes.
+#[tokio::test]
+async fn evicting_a_devices_oldest_connection_announces_nothing() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    mutual(&stack, &alice, &bob).await;
+    let mut bob_ws = bob.connect(&stack).await;
+    let cap = stack.config.max_connections_per_user as usize;
+    let mut sockets = Vec::new();
+    for _ in 0..=cap {
+        sockets.push(alice.connect(&stack).await);
+    }
+    let frames = presence_frames(&mut bob_ws).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(is_transition(&frames[0], &alice, true));
+    assert_eq!(live_connections(&stack, &alice.user_id).await, cap as u64);
+
+    let mut sockets = sockets.into_iter();
+    let evicted = sockets.next().unwrap();
+    drop(evicted);
+    futures::future::join_all(sockets.map(Ws::close)).await;
+    let frame = next_presence(&mut bob_ws).await.expect("offline frame");
+    assert!(is_transition(&frame, &alice, false), "{frame}");
+    until_offline(&stack, &alice.user_id).await;
+    assert!(presence_frames(&mut bob_ws).await.is_empty());
+}
