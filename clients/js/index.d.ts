@@ -121,6 +121,29 @@ export interface HistoryEntry {
   /** Outgoing: the user ids whose receipts said delivered / read (several in a group). */
   deliveredTo?: string[];
   readBy?: string[];
+  /** A disappearing message: dropped from the history then (an 'expired' event). */
+  expiresAt?: Date;
+}
+
+/** A user who shares presence both ways with this account. */
+export interface PresenceEntry {
+  userId: string;
+  /** When this client knows the name (looked up, or a checked claim). */
+  username?: string;
+  online: boolean;
+  /** Offline, when that user shows it: when their last connection ended, to the minute. */
+  lastSeen?: Date;
+}
+
+export interface PresenceShares {
+  /** Sorted user ids. */
+  userIds: string[];
+  lastSeen: boolean;
+}
+
+export interface ExpiredEntry {
+  id: string;
+  conversation: string;
 }
 
 export interface ReceiptEvent {
@@ -166,6 +189,8 @@ export interface Message {
   to?: { userId: string; username?: string };
   /** A group message: the group's id. */
   groupId?: string;
+  /** A disappearing message: the relay's expiry (the envelope's `expires_at`). */
+  expiresAt?: Date;
 }
 
 export type State = 'connecting' | 'online' | 'offline';
@@ -181,6 +206,14 @@ export interface SendResult {
   /** Overall: 'dropped' if any device's is, else 'queued' if any is, else 'delivered'. */
   delivery: 'delivered' | 'queued' | 'dropped';
   deliveries: Delivery[];
+  /** With `expiresIn`: when the message disappears (counted from before the frame left). */
+  expiresAt?: Date;
+}
+
+export interface SendOptions {
+  timeoutMs?: number;
+  /** A disappearing message: whole seconds, 5 to the relay's INBOX_TTL_SECS (sent as `expires_in`). */
+  expiresIn?: number;
 }
 
 export interface GroupSendResult {
@@ -191,6 +224,8 @@ export interface GroupSendResult {
   delivered: number;
   queued: number;
   dropped: number;
+  /** With `expiresIn`: when the message disappears. */
+  expiresAt?: Date;
 }
 
 export type GroupRole = 'admin' | 'member';
@@ -276,12 +311,18 @@ export class RelayClient extends EventEmitter {
   on(event: 'receipt', listener: (r: ReceiptEvent) => void): this;
   /** A message this account sent got a higher status (✓✓ delivered, read) from a receipt. */
   on(event: 'status', listener: (s: StatusEvent) => void): this;
+  /** A user who shares presence both ways came online (first connection) or went offline (last one ended). */
+  on(event: 'presence', listener: (p: PresenceEntry) => void): this;
+  /** Disappearing messages dropped from the history as they expired. */
+  on(event: 'expired', listener: (messages: ExpiredEntry[]) => void): this;
+  /** Another device of this account renamed it: this client uses the new name from now on. */
+  on(event: 'renamed', listener: (r: { username: string }) => void): this;
   /**
    * Connects and fetches what waits; keeps the connection afterwards. Rejects when the first
    * attempt fails; the client keeps retrying in the background unless it is an AuthError.
    */
   connect(): Promise<void>;
-  send(to: string, content: string | Uint8Array, opts?: { timeoutMs?: number }): Promise<SendResult>;
+  send(to: string, content: string | Uint8Array, opts?: SendOptions): Promise<SendResult>;
   lookup(username: string): Promise<string>;
   devices(): Promise<DeviceInfo[]>;
   /**
@@ -303,7 +344,19 @@ export class RelayClient extends EventEmitter {
   groups(): Promise<GroupListEntry[]>;
   group(groupId: string): Promise<Group>;
   /** One ciphertext under this device's sender key to every member device (own others included). */
-  sendGroup(groupId: string, content: string | Uint8Array, opts?: { timeoutMs?: number; onlineOnly?: boolean }): Promise<GroupSendResult>;
+  sendGroup(groupId: string, content: string | Uint8Array, opts?: SendOptions & { onlineOnly?: boolean }): Promise<GroupSendResult>;
+  /**
+   * Replaces the presence share list (usernames or user ids, at most 1,000; [] clears it): who may
+   * see when this account is online, if they share theirs with it too. Resolves it as stored.
+   */
+  setPresenceShares(users: string[], opts?: { lastSeen?: boolean }): Promise<PresenceShares>;
+  presenceShares(): Promise<PresenceShares>;
+  /** The presence of those of `users` who share both ways with this account (the others left out). */
+  presence(users: string[]): Promise<PresenceEntry[]>;
+  /** Everything the relay stores about this account: GET /v1/account/export's JSON as it comes (docs/api.md §5.35). */
+  exportAccount(): Promise<any>;
+  /** Renames the account (primary device only); the account's other devices are told. UsernameTakenError when taken. */
+  changeUsername(username: string): Promise<{ userId: string; username: string }>;
   /**
    * On the primary: links the device that printed `linkString`. Resolves to the id the relay gave
    * the new device (seen in GET /v1/devices once it has linked itself), or null when it did not

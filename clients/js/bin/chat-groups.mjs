@@ -11,7 +11,7 @@ export const GROUP_COMMANDS = new Set(['/group', '/g', '/invites', '/join', '/me
  * describe) and `select(group)` makes { groupId, name } (or null) the group lines go to.
  */
 export function groupCommands(client, ui, select) {
-  const { out, note, fail, clean, hhmm, describe } = ui;
+  const { out, note, fail, clean, hhmm, describe, disappears = () => '' } = ui;
   const names = new Map(); // group id → the name its meta holds (null: none this device can open)
   let printing = Promise.resolve(); // lines that wait for a name stay in arrival order
   let current = null;
@@ -140,12 +140,12 @@ export function groupCommands(client, ui, select) {
     }
   }
 
-  /** A line typed while talking in a group. */
-  async function send(text) {
+  /** A line typed while talking in a group (`opts`: sendGroup's; `suffix` ends the line shown). */
+  async function send(text, opts = {}, suffix = '') {
     const g = current;
     try {
-      const r = await client.sendGroup(g.groupId, text);
-      out(`  → ${label(g)}: ${summary(r)} ✓`);
+      const r = await client.sendGroup(g.groupId, text, opts);
+      out(`  → ${label(g)}: ${summary(r)} ✓${suffix}`);
     } catch (e) {
       // Removed (the relay no longer shows the group to this account) or never joined.
       if (e?.code === 'not_a_member' || e?.code === 'group_not_found') {
@@ -160,7 +160,7 @@ export function groupCommands(client, ui, select) {
   function show(m, body, who) {
     inOrder(async () => {
       const n = await nameOf(m.groupId);
-      out(`[${hhmm(m.sentAt)}] #${clean(n)} ${m.sync ? 'you' : who(m.from)}: ${body}`);
+      out(`[${hhmm(m.sentAt)}] #${clean(n)} ${m.sync ? 'you' : who(m.from)}: ${body}${disappears(m)}`);
     });
   }
 

@@ -11,6 +11,7 @@
 // The conversations are kept there too (history.enc), encrypted with a key derived from the
 // password: a later run asks for it (or takes RELAY_CHAT_PASSWORD) to open them.
 import { dirname, join, resolve } from 'node:path';
+import { readFile, writeFile, rename as renameFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 import * as lib from '../src/index.mjs';
@@ -50,13 +51,23 @@ const HELP = `commands:
   /link STRING    link the new device that \`./local/chat OTHER --link\` started
   /more           earlier lines of the conversation you talk in (from the history)
   /search WORD…   the messages of your history holding every WORD (searched on this device)
+  /share NAME…    let NAMEs see when you are online; you see theirs once they /share you too
+                  (/share alone: whom you share with; /unshare NAME… stops)
+  /expire SECONDS|off
+                  the messages you send in this conversation from now on disappear SECONDS
+                  (at least 5; or 10m, 2h, 1d) after they are sent: the relay never delivers
+                  them later, and every history drops them then
+  /export FILE    write everything the relay keeps about your account to FILE (JSON)
+  /rename NEW     change your username to NEW (the primary device only)
   /me             who and where you are
   /logout         end this device's session on the relay and leave (the keys stay; the next
                   run asks for the password)
   /help           this help
   /quit           leave (Ctrl-D and Ctrl-C too)
 a line that does not start with / is a message (start it with // to send a leading /)
-marks of your messages: ✓ sent, ✓✓ delivered, ✓✓ read (receipts from the other side)`;
+marks of your messages: ✓ sent, ✓✓ delivered, ✓✓ read (receipts from the other side)
+the prompt shows whether the person you talk to is online (when you share presence both ways)
+and the conversation's /expire timer`;
 
 // ---------------------------------------------------------------------------------------------
 // Output: one line at a time, above the prompt the person is typing at.
@@ -101,6 +112,30 @@ const MARK = { sent: '✓', delivered: '✓✓', read: '✓✓ read' };
 function snippet(text, n = 40) {
   const s = clean(text ?? '<bytes>').replace(/\n\s*/g, ' ');
   return [...s].length > n ? [...s].slice(0, n - 1).join('') + '…' : s;
+}
+
+function hhmmss(d) {
+  const t = d instanceof Date && !Number.isNaN(d.getTime()) ? d : new Date();
+  return [t.getHours(), t.getMinutes(), t.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+/** `  (disappears at 12:00:35)` for a disappearing message, else ''. */
+const disappears = (m) => (m?.expiresAt ? `  (disappears at ${hhmmss(m.expiresAt)})` : '');
+
+/** 45 → '45 s', 600 → '10 min', 7200 → '2 h', 86400 → '1 day'. */
+function duration(sec) {
+  if (sec % 86400 === 0) return `${sec / 86400} day${sec === 86400 ? '' : 's'}`;
+  if (sec % 3600 === 0) return `${sec / 3600} h`;
+  if (sec % 60 === 0 && sec >= 60) return `${sec / 60} min`;
+  return `${sec} s`;
+}
+
+/** '30', '30s', '10m', '2h', '1d' → seconds; null when not one of those. */
+function parseDuration(s) {
+  const m = /^(\d{1,9})\s*(s|m|min|h|d)?$/i.exec(s.trim());
+  if (!m) return null;
+  const unit = { s: 1, m: 60, min: 60, h: 3600, d: 86400 }[(m[2] ?? 's').toLowerCase()];
+  return Number(m[1]) * unit;
 }
 
 function hhmm(d) {
@@ -351,8 +386,8 @@ async function unlockHistory(client, o, dir) {
 // ---------------------------------------------------------------------------------------------
 // The chat.
 
-async function chat(o, client) {
-  const me = client.username ?? o.name;
+async function chat(o, client, dir) {
+  let me = client.username ?? o.name;
   let peer = null; // { name, userId }
   let lastState = null;
   let closing = false;
@@ -360,14 +395,67 @@ async function chat(o, client) {
 
   const who = (u) => clean(u?.username ?? u?.userId ?? '?');
   // Lines go to the group selected with /g (or made, or joined) when there is one, else to peer.
-  const groups = groupCommands(client, { out, note, fail, clean, hhmm, describe }, (g) => {
+  const groups = groupCommands(client, { out, note, fail, clean, hhmm, describe, disappears }, (g) => {
     setPrompt();
     if (g?.opened) return showLast({ groupId: g.groupId }, `#${clean(g.name)}`);
   });
   const setPrompt = () => {
     const g = groups.current;
-    rl?.setPrompt(g ? `(${me}) #${clean(g.name)}> ` : peer ? `(${me}) ${peer.name}> ` : `(${me})> `);
+    const timer = expireOf(current()) ? ` [expire ${duration(expireOf(current()))}]` : '';
+    const state = !g && peer && presence.has(peer.userId) ? ` (${presence.get(peer.userId).online ? 'online' : 'offline'})` : '';
+    rl?.setPrompt(g ? `(${me}) #${clean(g.name)}${timer}> ` : peer ? `(${me}) ${peer.name}${state}${timer}> ` : `(${me})> `);
   };
+
+  // ---- presence: the users this account shares with, and what is known of theirs
+  const presence = new Map(); // user id → { online, lastSeen? } of users who share both ways
+  const names = new Map(); // user id → username, of the users named in /share, /to and messages
+  let shares = null; // { userIds: Set, lastSeen } once read from the relay
+  // The relay's share list holds user ids only: the names of those shared with are kept in the
+  // profile (0600), so that a later run can say who came online.
+  const NAMES_FILE = join(dir, 'presence-names.json');
+  const sharedNames = await readFile(NAMES_FILE, 'utf8').then((t) => JSON.parse(t), () => ({}));
+  for (const [id, n] of Object.entries(sharedNames)) if (typeof n === 'string') names.set(id, n);
+  async function keepSharedNames() {
+    const doc = {};
+    for (const id of shares?.userIds ?? []) if (names.has(id)) doc[id] = names.get(id);
+    const tmp = `${NAMES_FILE}.tmp-${process.pid}`;
+    await writeFile(tmp, JSON.stringify(doc) + '\n', { mode: 0o600 });
+    await renameFile(tmp, NAMES_FILE);
+  }
+  const nameOf = (userId) => clean(names.get(userId) ?? client.conversations().find((c) => c.conversation === userId)?.last?.with ?? `user ${userId.slice(0, 8)}`);
+  const stateLine = (p) => (p.online ? 'online' : `offline${p.lastSeen ? ` (last seen ${dayTime(p.lastSeen)})` : ''}`);
+
+  /** A user's presence as now known: a line when it changed (or was not known). */
+  function showPresence(p) {
+    if (p.username) names.set(p.userId, p.username);
+    const before = presence.get(p.userId);
+    presence.set(p.userId, { online: p.online, lastSeen: p.lastSeen });
+    if (before?.online === p.online) return;
+    note(`${nameOf(p.userId)} is ${stateLine(p)}`);
+    setPrompt();
+  }
+
+  async function loadShares() {
+    const s = await client.presenceShares();
+    shares = { userIds: new Set(s.userIds), lastSeen: s.lastSeen };
+    return shares;
+  }
+
+  /** The presence of everyone shared with, read again (the frames only say what changes). */
+  async function refreshPresence() {
+    const s = shares ?? (await loadShares());
+    if (!s.userIds.size) return;
+    const seen = await client.presence([...s.userIds]);
+    for (const p of seen) showPresence(p);
+    // No longer answered: they stopped sharing back.
+    for (const id of [...presence.keys()]) if (!seen.some((p) => p.userId === id)) presence.delete(id);
+    setPrompt();
+  }
+
+  // ---- /expire: the disappearing timer of each conversation (this run only)
+  const expiry = new Map(); // conversation → seconds
+  const current = () => (groups.current ? `group:${groups.current.groupId}` : peer?.userId ?? null);
+  const expireOf = (conversation) => (conversation ? expiry.get(conversation) : undefined);
 
   // A message printed in the conversation on screen is read (read receipts go for it); one of
   // another conversation is read once that conversation is opened (/to, /g: its last lines).
@@ -393,10 +481,11 @@ async function chat(o, client) {
     // After any group line before it (those may wait for the group's name).
     groups.inOrder(() => {
       if (m.sync) {
-        out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}`);
+        out(`[${hhmm(m.sentAt)}] you → ${who(m.to)}: ${body}${disappears(m)}`);
         return;
       }
-      out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}`);
+      if (m.from?.username) names.set(m.from.userId, m.from.username);
+      out(`[${hhmm(m.sentAt)}] ${who(m.from)}: ${body}${disappears(m)}`);
       if (!peer && !groups.current && m.from?.username) {
         peer = { name: m.from.username, userId: m.from.userId };
         setPrompt();
@@ -405,8 +494,22 @@ async function chat(o, client) {
       seen(m);
     });
   });
+  client.on('presence', (p) => groups.inOrder(() => showPresence(p)));
+  client.on('expired', (list) => {
+    // The history dropped them; what the terminal printed stays on the screen.
+    const per = new Map();
+    for (const e of list) per.set(e.conversation, (per.get(e.conversation) ?? 0) + 1);
+    groups.inOrder(() => {
+      for (const [conv, n] of per) {
+        const label = conv.startsWith('group:') ? groups.label(conv.slice(6)) : nameOf(conv);
+        note(`gone: ${n} disappearing message${n === 1 ? '' : 's'} with ${label} (from the history on this device)`);
+      }
+    });
+  });
   client.on('state', (s) => {
     if (closing || s === lastState) return;
+    // Connected (again): the presence of those shared with, read afresh.
+    if (s === 'online') refreshPresence().catch((e) => DEBUG && fail(describe(e)));
     if (s === 'online') note(lastState === 'offline' ? 'online again' : 'online');
     else if (s === 'offline') {
       note(sessionEnded ? 'offline: the session has ended (/quit, then run the chat again)' : `offline: cannot reach the relay at ${URL_}; reconnecting…`);
@@ -485,6 +588,11 @@ async function chat(o, client) {
       switch (cmd.toLowerCase()) {
         case '/to': return to(arg);
         case '/search': return search(arg);
+        case '/share': return share(rest);
+        case '/unshare': return unshare(rest);
+        case '/expire': return expire(arg);
+        case '/export': return exportData(arg);
+        case '/rename': return rename(arg);
         case '/more': return more();
         case '/devices': return devices();
         case '/link': return link(arg);
@@ -497,12 +605,14 @@ async function chat(o, client) {
       }
     }
     const text = line.startsWith('//') ? line.slice(1) : line;
-    if (groups.current) return groups.send(text);
+    const expiresIn = expireOf(current());
+    const timed = expiresIn ? `  (disappears in ${duration(expiresIn)})` : '';
+    if (groups.current) return groups.send(text, expiresIn ? { expiresIn } : {}, timed);
     if (!peer) return fail('nobody to send to yet: /to NAME first (or /g NAME for a group)');
     if (lastState === 'offline') note('offline: the message goes out when the relay is back (if within 30 s)');
     try {
-      const r = await client.send(peer.name, text);
-      out(`  → ${peer.name}: ${deliveries(r)} ${MARK.sent}`);
+      const r = await client.send(peer.name, text, expiresIn ? { expiresIn } : {});
+      out(`  → ${peer.name}: ${deliveries(r)} ${MARK.sent}${timed}`);
     } catch (e) {
       fail(`not sent: ${describe(e, { peer: peer.name })}`);
     }
@@ -528,9 +638,15 @@ async function chat(o, client) {
     try {
       const userId = await client.lookup(name);
       peer = { name, userId };
+      names.set(userId, name);
       groups.clear();
+      if (!presence.has(userId) && shares?.userIds.has(userId)) {
+        for (const p of await client.presence([userId]).catch(() => [])) presence.set(p.userId, { online: p.online, lastSeen: p.lastSeen });
+      }
       setPrompt();
-      note(`talking to ${name}${name === me ? ' (yourself: your other devices get it)' : ''}`);
+      const state = presence.has(userId) ? ` (${stateLine(presence.get(userId))})` : '';
+      const timer = expireOf(userId) ? `; your messages disappear ${duration(expireOf(userId))} after they are sent` : '';
+      note(`talking to ${name}${state}${name === me ? ' (yourself: your other devices get it)' : ''}${timer}`);
       await showLast(userId, name);
     } catch (e) {
       fail(describe(e, { peer: name }));
@@ -580,7 +696,129 @@ async function chat(o, client) {
   function historyLine(e, where = '') {
     const body = e.text != null ? clean(e.text) : '<bytes>';
     const mark = e.outgoing ? `  ${MARK[e.status] ?? MARK.sent}` : '';
-    return `[${e.sentAt && where ? dayTime(e.sentAt) : hhmm(e.sentAt)}]${where} ${e.outgoing ? 'you' : who(e.from)}: ${body}${mark}`;
+    return `[${e.sentAt && where ? dayTime(e.sentAt) : hhmm(e.sentAt)}]${where} ${e.outgoing ? 'you' : who(e.from)}: ${body}${mark}${disappears(e)}`;
+  }
+
+  /** Usernames typed → [{ name, userId }] (a line for each unknown one). */
+  async function usersNamed(list) {
+    const found = [];
+    for (const raw of list) {
+      const n = raw.toLowerCase();
+      if (!NAME_RE.test(n)) {
+        fail(`no user named ${clean(n)} (usernames are 3 to 32 characters of a-z 0-9 _ . -)`);
+        continue;
+      }
+      try {
+        const userId = await client.lookup(n);
+        names.set(userId, n);
+        found.push({ name: n, userId });
+      } catch (e) {
+        fail(describe(e, { peer: n }));
+      }
+    }
+    return found;
+  }
+
+  async function share(list) {
+    try {
+      const s = shares ?? (await loadShares());
+      if (!list.length) {
+        if (!s.userIds.size) return note('you share your presence with nobody (/share NAME… to let them see when you are online)');
+        const ids = [...s.userIds];
+        const seen = new Map((await client.presence(ids)).map((p) => [p.userId, p]));
+        const each = ids.map((id) => `${nameOf(id)} (${seen.has(id) ? stateLine(seen.get(id)) : 'not sharing back'})`);
+        return note(`you share your presence with: ${each.join(', ')}`);
+      }
+      const users = (await usersNamed(list)).filter((u) => u.userId !== client.userId);
+      if (!users.length) return;
+      const stored = await client.setPresenceShares([...new Set([...s.userIds, ...users.map((u) => u.userId)])], { lastSeen: s.lastSeen });
+      shares = { userIds: new Set(stored.userIds), lastSeen: stored.lastSeen };
+      await keepSharedNames().catch(() => {});
+      note(`sharing your presence with ${users.map((u) => u.name).join(', ')} (they see it once they share theirs with you: /share ${me})`);
+      const seen = new Map((await client.presence(users.map((u) => u.userId))).map((p) => [p.userId, p]));
+      for (const u of users) {
+        if (seen.has(u.userId)) showPresence(seen.get(u.userId));
+        else note(`${u.name} does not share theirs with you (yet): no presence until they /share ${me}`);
+      }
+    } catch (e) {
+      fail(`presence: ${describe(e)}`);
+    }
+  }
+
+  async function unshare(list) {
+    if (!list.length) return fail('usage: /unshare NAME… (they no longer see when you are online, nor you theirs)');
+    try {
+      const s = shares ?? (await loadShares());
+      const users = await usersNamed(list);
+      const drop = new Set(users.map((u) => u.userId));
+      const stored = await client.setPresenceShares([...s.userIds].filter((id) => !drop.has(id)), { lastSeen: s.lastSeen });
+      shares = { userIds: new Set(stored.userIds), lastSeen: stored.lastSeen };
+      await keepSharedNames().catch(() => {});
+      for (const id of drop) presence.delete(id);
+      setPrompt();
+      if (users.length) note(`no longer sharing your presence with ${users.map((u) => u.name).join(', ')}`);
+    } catch (e) {
+      fail(`presence: ${describe(e)}`);
+    }
+  }
+
+  function expire(arg) {
+    const conversation = current();
+    const label = groups.current ? `#${clean(groups.current.name)}` : peer?.name;
+    if (!conversation) return fail('no conversation open: /to NAME or /g NAME first');
+    const a = arg.trim().toLowerCase();
+    if (!a) {
+      const t = expireOf(conversation);
+      return note(t ? `your messages to ${label} disappear ${duration(t)} after they are sent (/expire off to stop)` : `your messages to ${label} do not disappear (/expire SECONDS to make them)`);
+    }
+    if (a === 'off' || a === '0') {
+      expiry.delete(conversation);
+      setPrompt();
+      return note(`messages to ${label} no longer disappear`);
+    }
+    const sec = parseDuration(a);
+    if (sec === null) return fail('usage: /expire SECONDS|off (or 10m, 2h, 1d)');
+    if (sec < 5) return fail('/expire: at least 5 seconds');
+    expiry.set(conversation, sec);
+    setPrompt();
+    note(`the messages you send to ${label} from now on disappear ${duration(sec)} after they are sent (/expire off to stop)`);
+  }
+
+  async function exportData(arg) {
+    const file = arg.trim();
+    if (!file) return fail('usage: /export FILE (everything the relay keeps about your account, as JSON)');
+    const path = resolve(file);
+    let data;
+    try {
+      data = await client.exportAccount();
+    } catch (e) {
+      return fail(`export: ${describe(e)}`);
+    }
+    const text = JSON.stringify(data, null, 2) + '\n';
+    try {
+      // Personal data: readable by this user only, and never over an existing file.
+      await writeFile(path, text, { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      return fail(e?.code === 'EEXIST' ? `${clean(path)} exists: pick another FILE` : `cannot write ${clean(path)}: ${firstLine(e?.message)}`);
+    }
+    const n = (k) => (Array.isArray(data?.[k]) ? data[k].length : 0);
+    note(`wrote ${clean(path)} (${Buffer.byteLength(text)} bytes): ${n('devices')} device(s), ${n('sessions')} session(s), ${n('groups')} group(s), the keys' ids and your inboxes' sizes`);
+  }
+
+  async function rename(arg) {
+    const name = arg.trim().toLowerCase();
+    if (!name) return fail('usage: /rename NEW (your new username)');
+    if (!NAME_RE.test(name)) return fail(`${clean(name)} is not a username (3 to 32 characters of a-z 0-9 _ . -)`);
+    try {
+      const old = me;
+      const r = await client.changeUsername(name);
+      me = r.username;
+      setPrompt();
+      note(`you are ${me} now (was ${old}); log in as ${me} from now on. This profile stays where it is: ./local/chat ${o.name} opens it`);
+    } catch (e) {
+      if (e?.status === 403) return fail('only the primary device (device 1) can rename the account');
+      fail(`not renamed: ${describe(e, { username: name })}`);
+    }
   }
 
   async function search(arg) {
@@ -659,7 +897,7 @@ async function main() {
     }
     throw e;
   }
-  await chat(o, client);
+  await chat(o, client, dir);
 }
 
 let started = false;

@@ -32,6 +32,7 @@ import { ReceiptSender, receiptOptions } from './receipts.mjs';
 import { History, groupConversation } from './history.mjs';
 import { Presence } from './presence.mjs';
 import { RelayError, UnknownUserError, ServerUnavailableError } from './errors.mjs';
+import { ACCOUNT } from './content.mjs';
 
 export { DEFAULT_REFILL, DEFAULT_ROTATE } from './keys.mjs';
 export { DEFAULT_RECEIPTS } from './receipts.mjs';
@@ -178,6 +179,7 @@ export class RelayClient extends EventEmitter {
       processed: doc?.processed,
       onMessage: (m) => this.#onMessage(m),
       onReceipt: (r) => this.#onReceipt(r),
+      onAccount: (a) => this.#onAccount(a),
       beforeAck: () => this.#history.flushed(),
       onGroupKey: (k) => this.#onGroupKey(k).catch(onError),
       onError,
@@ -368,11 +370,35 @@ export class RelayClient extends EventEmitter {
    */
   async changeUsername(name) {
     const res = await this.#session.call('PATCH', '/v1/users/me', { username: String(name) });
-    const old = this.#session.device.username;
-    this.#session.device.username = res.username;
-    this.#directory.renamed(old, res.username, res.user_id);
-    await this.#signal.run(() => this.#session.persist());
+    await this.#renamed(res.username);
+    // The account's other devices log in by name: they are told (end to end, as a sync message).
+    try {
+      await this.#outbound.sendPayload(this.userId, { type: ACCOUNT, username: res.username });
+    } catch (e) {
+      this.#reportError(new RelayError(`the new name did not reach this account's other devices: ${e.message}`, { code: e.code, cause: e }));
+    }
     return { userId: res.user_id, username: res.username };
+  }
+
+  async #renamed(username) {
+    const old = this.#session.device.username;
+    if (old === username) return false;
+    this.#session.device.username = username;
+    this.#directory.renamed(old, username, this.userId);
+    await this.#signal.run(() => this.#session.persist());
+    return true;
+  }
+
+  /**
+   * Another device of this account renamed it: stored and used from now on, once the relay
+   * confirms the name is the account's (a `renamed` event).
+   */
+  async #onAccount({ username }) {
+    const name = username.toLowerCase();
+    if (name === this.username) return;
+    const id = await this.#directory.lookup(name).catch(() => null);
+    if (id !== this.userId) return; // renamed again since, or not this account's
+    if (await this.#renamed(name)) this.#emitSafe('renamed', { username: name });
   }
 
   /** [{ id, registrationId, createdAt: Date, current }] of this account. */

@@ -4,6 +4,8 @@
 export const PAD_BLOCK = 160;
 export const RECEIPT = 'receipt';
 export const RECEIPT_TYPES = new Set(['delivered', 'read']);
+// Between the devices of one account: the account's new username after a rename.
+export const ACCOUNT = 'account';
 
 /** The bytes of `payload` (an object), padded. */
 export function encodeContent(payload) {

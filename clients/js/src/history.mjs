@@ -358,7 +358,6 @@ export class History {
     if (e.text === undefined) e.text = null;
     if (entry.expiresAt != null) e.expiresAt = +new Date(entry.expiresAt);
     else delete e.expiresAt;
-    this.#droppedExpired = false;
     if (!this.#add(e)) return false;
     this.#log({ op: 'add', e });
     if (e.expiresAt != null) this.#armExpiry();

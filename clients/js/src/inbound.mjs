@@ -7,7 +7,7 @@ import { deviceAddress, MSG_PREKEY } from './signal.mjs';
 import { groupDecrypt } from './senderkeys.mjs';
 import { Groups } from './groups.mjs';
 import { RelayError } from './errors.mjs';
-import { isReceipt, RECEIPT } from './content.mjs';
+import { isReceipt, RECEIPT, ACCOUNT } from './content.mjs';
 import { groupConversation } from './history.mjs';
 
 const PROCESSED_KEEP = 2000; // envelope ids remembered for deduplication (ack-mode redeliveries)
@@ -47,14 +47,14 @@ export class Inbound {
   #rx = Promise.resolve(); // envelopes are processed one batch at a time, in arrival order
   #acks = null; // { sock, ids, timer }: acknowledgements being gathered
 
-  constructor({ session, signal, directory, groups, ack, processed = [], onMessage, onReceipt = () => {}, beforeAck = async () => {}, onGroupKey, onError, onPreKeyMessage }) {
+  constructor({ session, signal, directory, groups, ack, processed = [], onMessage, onReceipt = () => {}, onAccount = () => {}, beforeAck = async () => {}, onGroupKey, onError, onPreKeyMessage }) {
     this.#session = session;
     this.#signal = signal;
     this.#directory = directory;
     this.#groups = groups;
     this.#ack = Boolean(ack);
     this.#processed = new Set(processed);
-    this.#on = { beforeAck, message: onMessage, receipt: onReceipt, groupKey: onGroupKey, error: onError, preKeyMessage: onPreKeyMessage };
+    this.#on = { beforeAck, message: onMessage, receipt: onReceipt, account: onAccount, groupKey: onGroupKey, error: onError, preKeyMessage: onPreKeyMessage };
   }
 
   /** The envelope ids to keep in the store (the newest PROCESSED_KEEP). */
@@ -78,6 +78,7 @@ export class Inbound {
     const out = [];
     const keys = [];
     const receipts = [];
+    const accounts = [];
     let preKeyMessage = false;
     await this.#signal.run(async () => {
       for (const env of envs) {
@@ -97,6 +98,9 @@ export class Inbound {
             if (c && Groups.isKeyMessage(c) && this.#groups) keys.push({ ...(await this.#groups.receiveKey(from.userId, from.deviceId, c)), from });
             else if (c?.type === RECEIPT) {
               if (isReceipt(c)) receipts.push({ from, type: c.receipt, ids: [...new Set(c.ids)], sentAt: new Date(env.sent_at) });
+            } else if (c?.type === ACCOUNT) {
+              // Only another device of this account speaks for it.
+              if (from.userId === device.userId && typeof c.username === 'string') accounts.push({ username: c.username });
             } else out.push({ env, bytes: d.bytes });
           }
         } catch (e) {
@@ -120,6 +124,13 @@ export class Inbound {
       }
     }
     for (const r of receipts) this.#on.receipt(r);
+    for (const a of accounts) {
+      try {
+        await this.#on.account(a);
+      } catch (e) {
+        this.#on.error(e);
+      }
+    }
     try {
       await this.#on.beforeAck(); // what the application keeps of them (the history) is on disk first
     } catch (e) {
