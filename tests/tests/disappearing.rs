@@ -558,3 +558,38 @@ async fn after_a_redis_restart_past_its_expiry_it_is_gone() {
     redis.wait().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_disappearing_message_takes_as_much_of_an_inbox_as_an_ordinary_one() {
+    // Room for two envelopes of 60 KiB, not three, however they are stored.
+    let cap: usize = 200_000;
+    let stack = Stack::with_env(&[("INBOX_MAX_BYTES", &cap.to_string())]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let b1 = Device::primary(&bob);
+    let mut ws = alice.connect(&stack).await;
+    let bodies: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 60 * 1024]).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let reply = send(
+            &mut ws,
+            expiring(&bob.user_id, &format!("m{i}"), body, json!(60)),
+        )
+        .await;
+        assert_eq!(reply["delivery"], "queued", "{reply}");
+    }
+    // The pointers alone would be some 500 bytes: the envelopes they point at count too.
+    assert_eq!(entries(&stack, &b1).await.len(), 2);
+    let stats: std::collections::HashMap<String, usize> = stack
+        .redis()
+        .await
+        .hgetall(stack.redis_keys().inbox_accounting(address(&b1)))
+        .await
+        .unwrap();
+    assert!(stats["b"] <= cap, "{stats:?}");
+    let mut bob_ws = bob.connect(&stack).await;
+    let got: Vec<Vec<u8>> = bob_ws.fetch_all().await.iter().map(body_of).collect();
+    assert_eq!(
+        got,
+        bodies[2..].to_vec(),
+        "the newest two, first in first out"
+    );
+}
