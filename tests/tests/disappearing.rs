@@ -593,3 +593,24 @@ async fn a_disappearing_message_takes_as_much_of_an_inbox_as_an_ordinary_one() {
         "the newest two, first in first out"
     );
 }
+
+#[tokio::test]
+async fn a_refused_send_leaves_no_envelope_behind() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let body = marker("mismatched");
+    let mut ws = alice.connect(&stack).await;
+    // Device 1 and a device 7 bob does not have: refused after the envelopes were written.
+    let messages: Vec<Value> = [1, 7]
+        .iter()
+        .map(|d| json!({"device_id": d, "registration_id": 1, "body": encode(&body)}))
+        .collect();
+    let frame = json!({"action": "send", "to": bob.user_id, "id": "m", "messages": messages,
+                       "expires_in": stack.config.inbox.ttl.as_secs()});
+    let reply = send(&mut ws, frame).await;
+    assert_eq!(reply["code"], "mismatched_devices", "{reply}");
+    assert!(
+        keys_holding(&stack, &body).await.is_empty(),
+        "a refused send's envelope stays in Redis"
+    );
+}

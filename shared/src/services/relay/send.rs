@@ -116,7 +116,15 @@ impl Relay {
         // What a delivery takes out of an inbox to push waits in flight until written, so a
         // function that dies while pushing loses nothing (a fetch after the lease gets it).
         let lease = now + self.timings.fetch_lease.as_millis() as u64;
-        let outcomes = self.store(&mut fanout, now, lease).await?;
+        let outcomes = match self.store(&mut fanout, now, lease).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                if !online_only {
+                    self.forget_refused(&known).await;
+                }
+                return Err(e);
+            }
+        };
         let pushes = outcomes.into_iter().zip(&fanout.envelopes).enumerate().map(
             |(i, ((device_id, outcome), sent))| {
                 let device = DeviceAddress::new(to, device_id);
@@ -254,7 +262,8 @@ impl Relay {
         }
         if !online_only {
             // Before any entry points at them. A send refused after this (a device mismatch)
-            // leaves them to expire with it: paid for, and gone by `expires`.
+            // deletes them again (`forget_refused`); one that fails to is paid for and gone
+            // by `expires`.
             // Collected in a loop: futures made by a closure borrowing `self` would make the
             // caller's future not `Send` (the closure's higher-ranked lifetimes).
             let mut puts = Vec::with_capacity(known.len());
@@ -264,6 +273,19 @@ impl Relay {
             futures::future::try_join_all(puts).await?;
         }
         Ok((envelopes, known))
+    }
+
+    /// A disappearing send refused after its envelopes were written (a device mismatch, an
+    /// unknown recipient, Redis failing part way): no entry points at them, so they go now
+    /// rather than hold Redis memory until their expiry. Best effort: one missed still expires.
+    async fn forget_refused(&self, known: &[Known]) {
+        if known.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = known.iter().map(|k| k.id).collect();
+        if let Err(e) = self.inbox.delete_own(&ids).await {
+            e.log();
+        }
     }
 
     /// Stores the send, checked against the recipient's devices. The relay's copy of the device
