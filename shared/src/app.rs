@@ -109,6 +109,8 @@ impl App {
             connections: redis_arc.clone(),
             sockets,
             groups: groups.clone(),
+            uploads: dynamo_arc.clone(),
+            blobs: blobs.clone(),
             limiter: limiter.clone(),
             hashing: PasswordHashing::new(config.argon2)?,
             tokens,
@@ -130,6 +132,8 @@ impl App {
         let attachments = match (blobs, &config.attachments) {
             (Some(blobs), Some(settings)) => Some(Attachments {
                 blobs,
+                index: dynamo_arc.clone(),
+                clock: clock.clone(),
                 age,
                 limiter: limiter.clone(),
                 config: settings.clone(),
@@ -143,6 +147,7 @@ impl App {
             key_packages: dynamo_arc.clone(),
             inbox: redis_arc.clone(),
             groups: dynamo_arc.clone(),
+            uploads: dynamo_arc.clone(),
             presence: Some(redis_arc.clone()),
             limiter: limiter.clone(),
             clock: clock.clone(),

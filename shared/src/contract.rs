@@ -61,7 +61,7 @@ use crate::routes::HttpRoute;
     crate::model::ExportKeyIds,
     crate::model::ExportKeys,
     crate::model::ExportInbox,
-    crate::model::ExportAttachments,
+    crate::model::ExportAttachment,
     crate::model::ExportGroup,
     crate::model::ExportPresence,
     crate::groups::Protocol,

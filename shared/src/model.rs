@@ -12,7 +12,7 @@ pub use crate::ids::{DeviceAddress, DeviceId, UserId, MAX_DEVICE_ID, PRIMARY_DEV
 
 mod export;
 pub use export::{
-    AccountExport, ExportAccount, ExportAttachments, ExportGroup, ExportInbox, ExportKeyIds,
+    AccountExport, ExportAccount, ExportAttachment, ExportGroup, ExportInbox, ExportKeyIds,
     ExportKeys, ExportPresence, ExportRetired, ExportSession, RenameRequest,
 };
 mod groups;

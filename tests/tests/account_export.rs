@@ -104,7 +104,10 @@ async fn the_export_shows_what_the_account_holds_and_no_secret() {
     }
     ws.close().await;
 
+    // Two upload URLs, one used: both are listed (the relay cannot tell which was used).
     let upload = Upload::grant(&stack, &alice.access, 1000).await;
+    assert_eq!(upload.put(&[7u8; 1000]).await.0, 200);
+    let unused = Upload::grant(&stack, &alice.access, 2048).await;
     let (s, group) = post_auth_json(
         &stack,
         "/v1/groups",
@@ -253,10 +256,30 @@ async fn the_export_shows_what_the_account_holds_and_no_secret() {
     );
     assert_eq!(bobs["presence"], json!({"shares": [], "last_seen": false}));
 
-    // Attachments are not linked to accounts: the upload's id is nowhere.
-    assert_eq!(doc["attachments"], json!({"linked_to_account": false}));
+    // Attachments: exactly the two uploads, their sizes, and times of this test; each
+    // expires with its object, 30 days after it was signed. Bob's export has none.
+    let listed = doc["attachments"].as_array().expect("attachments");
+    let mut got: Vec<(String, u64)> = listed
+        .iter()
+        .map(|a| {
+            let created = a["created_at"].as_u64().unwrap();
+            assert!((before..=after).contains(&created), "{a}");
+            assert_eq!(a["expires_at"].as_u64().unwrap(), created + 30 * 24 * 3600);
+            (
+                a["attachment_id"].as_str().unwrap().to_string(),
+                a["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![(upload.id.clone(), 1000), (unused.id.clone(), 2048)];
+    want.sort();
+    assert_eq!(got, want);
+    let created: Vec<u64> = listed.iter().map(|a| a["created_at"].as_u64().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    assert_eq!(doc["attachments_truncated"], false);
+    assert_eq!(bobs["attachments"], json!([]));
     let text = doc.to_string();
-    assert!(!text.contains(&upload.id));
 
     // No secret and no message: tokens, refresh tokens, the password and its hash, the stored
     // refresh hashes, bodies and senders.

@@ -10,7 +10,7 @@ use relay_tests::attachments::{
     create, create_response, download, download_url, get, put, random_bytes, raw_request, s3_code,
     target, unissued_id, with_changed_signature, without_param, Upload,
 };
-use relay_tests::client::{assert_rate_limited, error_code};
+use relay_tests::client::{assert_rate_limited, delete_auth, error_code};
 use relay_tests::{eventually, Stack, User};
 use serde_json::json;
 
@@ -586,4 +586,54 @@ async fn new_accounts_and_one_address_have_upload_budgets_of_their_own() {
         "{granted} granted past the address's budget ({refilled} refilled)"
     );
     assert_rate_limited(refused, 15).await;
+}
+
+#[tokio::test]
+async fn deleting_the_account_deletes_its_uploaded_objects_and_their_index() {
+    let stack = Stack::start().await;
+    let (alice, bob) = User::pair(&stack).await;
+    let bytes = random_bytes(4096);
+    let mut uploads = Vec::new();
+    for _ in 0..3 {
+        let upload = Upload::grant(&stack, &alice.access, bytes.len() as u64).await;
+        assert_eq!(upload.put(&bytes).await.0, 200);
+        uploads.push(upload);
+    }
+    // Bob's upload stays: only the deleted account's uploads go.
+    let kept = Upload::grant(&stack, &bob.access, bytes.len() as u64).await;
+    assert_eq!(kept.put(&bytes).await.0, 200);
+    let indexed = |user: &str| {
+        let pk = format!("user#{user}");
+        let stack = &stack;
+        async move {
+            stack
+                .items("groups")
+                .await
+                .into_iter()
+                .filter(|i| {
+                    i["pk"].as_s().unwrap() == &pk && i["sk"].as_s().unwrap().starts_with("att")
+                })
+                .count()
+        }
+    };
+    // Three uploads and one day's count.
+    assert_eq!(indexed(&alice.user_id).await, 4);
+    for upload in &uploads {
+        let url = download_url(&stack, &bob.access, &upload.id).await;
+        assert_eq!(get(&url).await.0, 200);
+    }
+
+    assert_eq!(delete_auth(&stack, "/v1/users/me", &alice.access).await, 204);
+
+    for upload in &uploads {
+        let url = download_url(&stack, &bob.access, &upload.id).await;
+        let (status, got) = get(&url).await;
+        assert_eq!((status, s3_code(&got).as_str()), (404, "NoSuchKey"));
+    }
+    assert_eq!(indexed(&alice.user_id).await, 0);
+    let url = download_url(&stack, &bob.access, &kept.id).await;
+    let (status, got) = get(&url).await;
+    assert_eq!(status, 200);
+    assert!(got == bytes);
+    assert_eq!(indexed(&bob.user_id).await, 2);
 }

@@ -23,8 +23,8 @@ use shared::model::{
 };
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
-    GroupStore, GroupWrite, KeyPackageItem, KeyPackageStore, KeyStore, MlsBlobs, PreviousRefresh,
-    Rotation, SessionRecord, SessionStore, UserStore, KEY_PACKAGE_HANDOUT_SECS,
+    AttachmentIndex, GroupStore, GroupWrite, KeyPackageItem, KeyPackageStore, KeyStore, MlsBlobs, PreviousRefresh,
+    Rotation, SessionRecord, SessionStore, UploadRecord, UserStore, KEY_PACKAGE_HANDOUT_SECS,
 };
 use shared::Error;
 use uuid::Uuid;
@@ -1452,6 +1452,94 @@ async fn one_time_ids_are_listed_in_order(e: Engine) {
     assert!(ec.is_empty() && kyber.is_empty());
 }
 
+const DAY: u64 = 86_400;
+const LIFETIME: u64 = 30 * DAY;
+
+fn upload(created_at: u64, size: u64) -> UploadRecord {
+    UploadRecord {
+        id: relay_tests::attachments::unissued_id(),
+        size,
+        created_at,
+        expires_at: created_at + LIFETIME,
+    }
+}
+
+/// A user's uploads: recorded only while the user exists, listed oldest first without the
+/// expired ones and at most `max`, counted per UTC day up to the cap, and all forgotten.
+async fn uploads_are_indexed_in_order_capped_per_day_and_forgotten(e: Engine) {
+    let db = e.db;
+    let user = registered(&db).await;
+    let now = unix_secs();
+    let today = now / DAY * DAY;
+    // Today's: four, at the cap of four a day.
+    let todays: Vec<UploadRecord> = (0..4).map(|i| upload(today + i, 100 + i)).collect();
+    // In reverse, so the order listed is the sort key's, not the writes'.
+    for u in todays.iter().rev() {
+        db.record(user, u, 4).await.unwrap();
+    }
+    match db.record(user, &upload(today + 5, 1), 4).await {
+        Err(Error::RateLimited { retry_after_secs }) => {
+            assert_eq!(retry_after_secs, DAY - 5)
+        }
+        other => panic!("a fifth upload of the day: {other:?}"),
+    }
+    // Yesterday's has a count of its own; one of 31 days ago expired (still stored: TTL
+    // deletion is lazy).
+    let yesterdays = upload(today - DAY + 7, 5);
+    db.record(user, &yesterdays, 4).await.unwrap();
+    let expired = upload(today - 31 * DAY, 6);
+    db.record(user, &expired, 4).await.unwrap();
+
+    let (listed, more) = db.uploads(user, 10).await.unwrap();
+    assert!(!more);
+    let mut want = vec![yesterdays.clone()];
+    want.extend(todays.iter().cloned());
+    assert_eq!(listed, want);
+    let (first, more) = db.uploads(user, 2).await.unwrap();
+    assert!(more);
+    assert_eq!(first, want[..2].to_vec());
+    let (exact, more) = db.uploads(user, 5).await.unwrap();
+    assert_eq!((exact.len(), more), (5, false));
+    let mut ids = db.all_ids(user).await.unwrap();
+    ids.sort();
+    let mut want_ids: Vec<String> = want.iter().chain([&expired]).map(|u| u.id.clone()).collect();
+    want_ids.sort();
+    assert_eq!(ids, want_ids);
+    // The user's groups are not confused with its uploads.
+    assert!(db.of_user(user, None, 10).await.unwrap().is_empty());
+
+    db.forget(user).await.unwrap();
+    assert_eq!(db.uploads(user, 10).await.unwrap(), (vec![], false));
+    assert!(db.all_ids(user).await.unwrap().is_empty());
+    // The day's count went too.
+    db.record(user, &upload(today + 9, 1), 1).await.unwrap();
+
+    // Nothing is recorded for a user that does not exist (deleted).
+    let gone = Uuid::new_v4();
+    assert!(matches!(
+        db.record(gone, &upload(now, 1), 4).await,
+        Err(Error::UserNotFound)
+    ));
+    assert!(db.all_ids(gone).await.unwrap().is_empty());
+}
+
+/// Concurrent uploads of one user on one day: exactly the cap is recorded.
+async fn concurrent_uploads_stop_at_the_days_cap(e: Engine) {
+    let db = e.db.clone();
+    let user = registered(&db).await;
+    let today = unix_secs() / DAY * DAY;
+    let uploads: Vec<UploadRecord> = (0..8).map(|i| upload(today + i, 1)).collect();
+    let results = e
+        .contend(uploads.iter().map(|u| db.record(user, u, 3)).collect())
+        .await;
+    let recorded = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(recorded, 3, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(()) | Err(Error::RateLimited { .. }))));
+    assert_eq!(db.uploads(user, 100).await.unwrap().0.len(), 3);
+}
+
 macro_rules! on_engine {
     ($engine:ident, $url:expr, $linearizable:expr, $($case:ident),* $(,)?) => {
         mod $engine {
@@ -1499,4 +1587,6 @@ on_both_engines!(
     a_rename_racing_a_deletion_leaves_no_claim,
     sessions_are_listed_without_secrets,
     one_time_ids_are_listed_in_order,
+    uploads_are_indexed_in_order_capped_per_day_and_forgotten,
+    concurrent_uploads_stop_at_the_days_cap,
 );

@@ -34,7 +34,11 @@ pub struct AccountExport {
     pub keys: Vec<ExportKeys>,
     /// Each device's stored envelopes, in counts and times only.
     pub inbox: Vec<ExportInbox>,
-    pub attachments: ExportAttachments,
+    /// The uploads the caller was given URLs for whose objects may still live, oldest first;
+    /// at most `MAX_LIVE_UPLOADS` (the most a user can have).
+    pub attachments: Vec<ExportAttachment>,
+    /// More uploads exist than the export lists.
+    pub attachments_truncated: bool,
     /// The groups the user is in or invited to, ordered by group id; at most
     /// `EXPORT_MAX_GROUPS`. A group's name and settings are the clients' ciphertext: not shown.
     pub groups: Vec<ExportGroup>,
@@ -114,12 +118,16 @@ pub struct ExportInbox {
     pub newest_expires_at: Option<u64>,
 }
 
-/// Attachments are not linked to accounts: the relay keeps no record of who uploaded what
-/// (docs/api.md §5.17), so an export can list none.
+/// An upload URL handed out to the account (docs/api.md §5.17), whether or not anything was
+/// uploaded with it. Times are Unix seconds.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ExportAttachments {
-    /// Always false.
-    pub linked_to_account: bool,
+pub struct ExportAttachment {
+    pub attachment_id: String,
+    /// The size the upload was signed for, in bytes.
+    pub size: u64,
+    pub created_at: u64,
+    /// When object storage deletes the object (and the relay forgets the upload).
+    pub expires_at: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

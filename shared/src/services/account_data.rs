@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::attachments::MAX_LIVE_UPLOADS;
 use super::{Limit, Limiter};
 use crate::clock::SharedClock;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
 use crate::groups::GroupId;
 use crate::model::{
-    AccountExport, DeviceAddress, DeviceId, DeviceOut, ExportAccount, ExportAttachments,
+    AccountExport, DeviceAddress, DeviceId, DeviceOut, ExportAccount, ExportAttachment,
     ExportGroup, ExportInbox, ExportKeyIds, ExportKeys, ExportPresence, ExportRetired,
     ExportSession, RenameRequest, UserId, UserOut, PRIMARY_DEVICE,
 };
 use crate::storage::{
-    GroupStore, Inbox, KeyPackageStore, KeyStore, PresenceStore, SessionStore, UserStore,
+    AttachmentIndex, GroupStore, Inbox, KeyPackageStore, KeyStore, PresenceStore, SessionStore,
+    UserStore,
 };
 use crate::validation;
 
@@ -40,6 +42,8 @@ pub struct AccountData {
     pub(crate) key_packages: Arc<dyn KeyPackageStore>,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) groups: Arc<dyn GroupStore>,
+    /// The caller's uploads.
+    pub(crate) uploads: Arc<dyn AttachmentIndex>,
     /// The caller's share list, where presence is served.
     pub(crate) presence: Option<Arc<dyn PresenceStore>>,
     pub(crate) limiter: Limiter,
@@ -70,7 +74,8 @@ impl AccountData {
     /// `GET /v1/account/export`. Work: two reads of the user item; one bounded sessions query
     /// (`EXPORT_MAX_SESSIONS`); per device (at most `MAX_DEVICES`) a profile read, two key-id
     /// queries (at most `MAX_ONE_TIME_PREKEYS` ids each), a KeyPackage count and a Redis script
-    /// of O(1); group index pages up to `EXPORT_MAX_GROUPS`; one presence read.
+    /// of O(1); group index pages up to `EXPORT_MAX_GROUPS`; one presence read; upload index
+    /// pages up to `MAX_LIVE_UPLOADS` entries (about 1 MB).
     pub async fn export(&self, who: &Principal) -> Result<AccountExport> {
         let user = who.user_id;
         self.limiter.take(Limit::Export { user }).await?;
@@ -85,11 +90,18 @@ impl AccountData {
         let per_device = futures::stream::iter(reads)
             .buffered(DEVICES_AT_ONCE)
             .try_collect::<Vec<_>>();
-        let (per_device, (sessions, sessions_truncated), (groups, groups_truncated), presence) = futures::try_join!(
+        let (
+            per_device,
+            (sessions, sessions_truncated),
+            (groups, groups_truncated),
+            presence,
+            (uploads, attachments_truncated),
+        ) = futures::try_join!(
             per_device,
             self.sessions.list(user, EXPORT_MAX_SESSIONS),
             self.groups_of(user),
             self.presence_of(user),
+            self.uploads.uploads(user, MAX_LIVE_UPLOADS),
         )?;
         let (keys, inbox) = per_device.into_iter().unzip();
         tracing::info!(devices = ids.len(), "account exported");
@@ -122,9 +134,16 @@ impl AccountData {
             sessions_truncated,
             keys,
             inbox,
-            attachments: ExportAttachments {
-                linked_to_account: false,
-            },
+            attachments: uploads
+                .into_iter()
+                .map(|u| ExportAttachment {
+                    attachment_id: u.id,
+                    size: u.size,
+                    created_at: u.created_at,
+                    expires_at: u.expires_at,
+                })
+                .collect(),
+            attachments_truncated,
             groups,
             groups_truncated,
             presence,

@@ -14,8 +14,8 @@ use crate::model::{
     RefreshRequest, RegisterRequest, TokensOut, UserId, UserOut, MAX_DEVICE_ID, PRIMARY_DEVICE,
 };
 use crate::storage::{
-    ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher, Revocations, Rotation,
-    SessionRecord, SessionStore, UserStore,
+    AttachmentIndex, BlobStore, ConnectionRegistry, Inbox, PreviousRefresh, PushError, Pusher,
+    Revocations, Rotation, SessionRecord, SessionStore, UserStore,
 };
 use crate::validation;
 
@@ -39,6 +39,10 @@ pub struct Accounts {
     /// Connections closed here are counted out of their user's presence (announced offline
     /// with the last one); deletion erases the account's presence.
     pub(crate) presence: super::presence::Presence,
+    /// Deletion erases the account's uploads (their objects in `blobs`) and their index.
+    pub(crate) uploads: Arc<dyn AttachmentIndex>,
+    /// Where the uploads are; none where no bucket is configured.
+    pub(crate) blobs: Option<Arc<dyn BlobStore>>,
     pub(crate) limiter: Limiter,
     pub(crate) hashing: PasswordHashing,
     pub(crate) tokens: TokenIssuer,
@@ -407,6 +411,10 @@ impl Accounts {
         // client can delete again (after logging in); once the user is gone no invitation can
         // name it, and the last step catches one that was being written meanwhile.
         self.groups.leave_all(who.user_id).await?;
+        // The uploads go while the account can still retry a failed deletion; an upload
+        // recorded meanwhile (by another device's token) is caught by the last step, since
+        // none is recorded once the user is gone.
+        self.erase_uploads(who.user_id).await?;
         // The user goes before the sessions: they are only created or rotated while the user
         // item exists (conditional writes), so once it is gone the sessions listed next are all
         // there will ever be, and revoking them ends every token, including a racing login's.
@@ -418,7 +426,18 @@ impl Accounts {
         self.inbox.close(who.user_id, &devices).await?;
         self.presence.forget(who.user_id).await?;
         self.groups.leave_all(who.user_id).await?;
+        self.erase_uploads(who.user_id).await?;
         tracing::info!("account deleted");
+        Ok(())
+    }
+
+    async fn erase_uploads(&self, user: UserId) -> Result<()> {
+        let erased =
+            super::attachments::erase_uploads(self.uploads.as_ref(), self.blobs.as_deref(), user)
+                .await?;
+        if erased > 0 {
+            tracing::info!(uploads = erased, "uploads erased");
+        }
         Ok(())
     }
 }

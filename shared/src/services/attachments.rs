@@ -1,23 +1,69 @@
 //! Attachments: the client encrypts a file, uploads the ciphertext to object storage through a
 //! presigned URL, and sends the pointer (id, key, digest) inside a Signal message. The relay only
-//! signs URLs: it never sees a key or a byte of the file, and an attachment id is not linked to
-//! any user (so account deletion need not, and cannot, find a user's uploads).
+//! signs URLs: it never sees a key or a byte of the file. It does keep which uploads are whose
+//! (id, size, times) for as long as the objects live, so an account's export can list them and
+//! its deletion can erase them.
 
 use std::sync::Arc;
 
 use rand::RngCore;
 
 use super::{AccountAge, Limit, Limiter};
+use crate::clock::SharedClock;
 use crate::config::AttachmentsConfig;
 use crate::crypto::tokens::Principal;
 use crate::error::{Error, Result};
-use crate::model::{AttachmentDownloadOut, AttachmentRequest, AttachmentUploadOut};
-use crate::storage::BlobStore;
+use crate::model::{AttachmentDownloadOut, AttachmentRequest, AttachmentUploadOut, UserId};
+use crate::storage::{AttachmentIndex, BlobStore, UploadRecord};
 use crate::validation;
+
+/// How long an uploaded object lives: the bucket's lifecycle rule (infra/template.yaml), as long
+/// as an inbox keeps an envelope. The index entry expires with it.
+pub const ATTACHMENT_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
+/// Most uploads indexed per user on one UTC day. An upload lives 30 days, so the entries live
+/// at once span at most 31 days: at most 31 × 322 = 9,982 per user (`MAX_LIVE_UPLOADS`), what
+/// an export lists in full. `RATE_LIMIT_ATTACHMENTS` (30/1800: 30 at once, then one a minute)
+/// alone would allow 1,470 a day, 43,230 in 30 days.
+pub const UPLOADS_PER_DAY: u32 = 322;
+
+/// Most uploads of a user live at once (see `UPLOADS_PER_DAY`), and so the most an export lists.
+pub const MAX_LIVE_UPLOADS: usize = 10_000;
+
+/// Deletes the account's uploads from object storage, then their index entries: every
+/// upload still indexed (at most `MAX_LIVE_UPLOADS`, and entries expired but not yet dropped
+/// by the table's TTL), in DeleteObjects requests of 1,000 keys.
+pub(crate) async fn erase_uploads(
+    index: &dyn AttachmentIndex,
+    blobs: Option<&dyn BlobStore>,
+    user: UserId,
+) -> Result<usize> {
+    let ids = index.all_ids(user).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    match blobs {
+        Some(blobs) => {
+            let keys: Vec<String> = ids.iter().map(|id| object_key(id)).collect();
+            blobs.delete(&keys).await?;
+        }
+        // Without object storage the index is all there is to erase; the objects go with the
+        // bucket's lifecycle.
+        None => tracing::warn!(
+            uploads = ids.len(),
+            "uploads left to the lifecycle: no attachments bucket configured"
+        ),
+    }
+    index.forget(user).await?;
+    Ok(ids.len())
+}
 
 #[derive(Clone)]
 pub struct Attachments {
     pub(crate) blobs: Arc<dyn BlobStore>,
+    /// Which uploads are whose, recorded before an upload URL is handed out.
+    pub(crate) index: Arc<dyn AttachmentIndex>,
+    pub(crate) clock: SharedClock,
     pub(crate) age: AccountAge,
     pub(crate) limiter: Limiter,
     pub(crate) config: AttachmentsConfig,
@@ -56,11 +102,23 @@ impl Attachments {
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let id = validation::encode_url(&raw);
         let ttl = self.config.url_ttl;
+        // Recorded before the URL exists: every object that can be uploaded is indexed, so
+        // deletion finds it.
+        let created_at = self.clock.now_secs();
+        let record = UploadRecord {
+            id: id.clone(),
+            size: req.size,
+            created_at,
+            expires_at: created_at + ATTACHMENT_LIFETIME_SECS,
+        };
+        self.index
+            .record(who.user_id, &record, UPLOADS_PER_DAY)
+            .await?;
         let signed = self
             .blobs
             .presign_upload(&object_key(&id), req.size, ttl)
             .await?;
-        // Neither the uploader nor the id is logged beside the other: ids are not linked to users.
+        // Neither the uploader nor the id is logged (the index is the only link between them).
         tracing::info!(size = req.size, "attachment upload signed");
         Ok(AttachmentUploadOut {
             id,

@@ -924,6 +924,36 @@ pub trait BlobStore: Send + Sync {
     ) -> Result<Presigned>;
     /// A `GET` of `key`, valid for `ttl`.
     async fn presign_download(&self, key: &str, ttl: std::time::Duration) -> Result<Presigned>;
+    /// Deletes the objects at `keys` (absent ones are no error), up to 1,000 per request.
+    async fn delete(&self, keys: &[String]) -> Result<()>;
+}
+
+/// An upload signed for a user, as the user's index of uploads keeps it (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub size: u64,
+    pub created_at: u64,
+    /// When object storage's lifecycle deletes the object, and the index its entry.
+    pub expires_at: u64,
+}
+
+/// Which uploads are whose, for as long as their objects live: what an account export lists
+/// and what account deletion erases from object storage.
+#[async_trait]
+pub trait AttachmentIndex: Send + Sync {
+    /// Records an upload of `user`, only while the user exists (`UserNotFound`) and fewer than
+    /// `max_per_day` were recorded on its UTC day (`RateLimited` until the next day), in one
+    /// atomic step; with every upload living at most 30 days (31 day buckets), that keeps at
+    /// most `31 * max_per_day` entries live.
+    async fn record(&self, user: UserId, upload: &UploadRecord, max_per_day: u32) -> Result<()>;
+    /// The user's unexpired uploads, oldest first: at most `max`, and whether there were more.
+    async fn uploads(&self, user: UserId, max: usize) -> Result<(Vec<UploadRecord>, bool)>;
+    /// The ids of every upload still indexed for the user, expired ones not yet dropped
+    /// included (their objects may not be gone yet either).
+    async fn all_ids(&self, user: UserId) -> Result<Vec<String>>;
+    /// Deletes the user's index: every entry and day count.
+    async fn forget(&self, user: UserId) -> Result<()>;
 }
 
 /// Answers whether the backing stores are reachable.

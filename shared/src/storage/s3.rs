@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 
 use crate::config::{settings, Env};
@@ -54,6 +55,9 @@ impl S3 {
 /// would otherwise come back as a page on storage's origin).
 pub const DOWNLOAD_CONTENT_TYPE: &str = "application/octet-stream";
 pub const DOWNLOAD_CONTENT_DISPOSITION: &str = "attachment";
+
+/// Most keys one DeleteObjects request takes.
+const DELETE_BATCH: usize = 1000;
 
 fn presigning(ttl: Duration) -> Result<PresigningConfig> {
     PresigningConfig::expires_in(ttl).map_err(|e| Error::Internal(format!("presigning: {e}")))
@@ -104,6 +108,49 @@ impl BlobStore for S3 {
             .await
             .map_err(|e| Error::Internal(format!("presign download: {e}")))?;
         Ok(presigned(req))
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<()> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(format!("delete objects: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                // Only failures come back: the answer stays small.
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::Internal(format!("delete objects: {e}")))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::unavailable(
+                        "s3 delete objects",
+                        aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                    )
+                })?;
+            // A key that does not exist is deleted as far as S3 is concerned: any error listed
+            // is a real failure (access, throttling), and the caller tries again.
+            if let Some(first) = out.errors().first() {
+                return Err(Error::unavailable(
+                    "s3 delete objects",
+                    format!(
+                        "{} of {} failed, first: {}",
+                        out.errors().len(),
+                        batch.len(),
+                        first.code().unwrap_or("error")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! DynamoDB adapters: users, keys, sessions and groups, one struct over one client.
 
+mod attachments;
 mod groups;
 mod items;
 mod key_packages;
