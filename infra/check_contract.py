@@ -70,15 +70,28 @@ GLOBAL_ENV = {
 FUNCTION_ENV = {
     # The connection function pushes and closes; the users function closes ended sessions' sockets.
     "ConnectionFunction": {"WS_MANAGEMENT_ENDPOINT"},
-    "UsersFunction": {"WS_MANAGEMENT_ENDPOINT"},
+    # Account deletion deletes the account's uploads from the attachments bucket.
+    "UsersFunction": {"WS_MANAGEMENT_ENDPOINT", "ATTACHMENTS_BUCKET"},
     # Without it the attachment routes answer 503 (shared::config::AttachmentsConfig).
     "AttachmentsFunction": {"ATTACHMENTS_BUCKET"},
 }
 
 # The only S3 permissions in the template: what the attachments function presigns
-# (shared/src/storage/s3.rs), on the objects the code names (attachments/<id>).
+# (shared/src/storage/s3.rs), and the DeleteObjects of account deletion (users function), on the
+# objects the code names (attachments/<id>).
 ATTACHMENTS_FUNCTION = "AttachmentsFunction"
 ATTACHMENTS_S3_ACTIONS = {"s3:PutObject", "s3:GetObject"}
+S3_ROLES = {
+    "AttachmentsFunctionRole": ATTACHMENTS_S3_ACTIONS,
+    # DeleteObjects is authorized as s3:DeleteObject per key.
+    "UsersFunctionRole": {"s3:DeleteObject"},
+}
+# The attachments function reads the uploader's account age (users table) and records the
+# upload in the uploader's index (groups table) in one transaction checking the user exists.
+ATTACHMENTS_DYNAMODB = {
+    "UsersTable": {"dynamodb:GetItem", "dynamodb:ConditionCheckItem", "dynamodb:TransactWriteItems"},
+    "GroupsTable": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:TransactWriteItems"},
+}
 ATTACHMENTS_PREFIX = "attachments/"
 ATTACHMENTS_EXPIRY_DAYS = 30
 
@@ -143,10 +156,10 @@ def check_attachments(resources: dict) -> list[str]:
     if not any({"PUT", "GET"} <= set(r.get("AllowedMethods") or []) for r in cors):
         errors.append(f"{bucket_id}: CORS must allow PUT and GET (web clients upload and download directly)")
 
-    # S3 permissions: only the attachments function's role, only its two actions, only the prefix.
+    # S3 permissions: only the roles of S3_ROLES, only their actions, only the prefix.
     role_id = (fn.get("Role") or {}).get("Fn::GetAtt", [None])[0] if isinstance(fn.get("Role"), dict) else None
     want_resource = {"Fn::Sub": f"${{{bucket_id}.Arn}}/{ATTACHMENTS_PREFIX}*"}
-    granted: set[str] = set()
+    granted_by: dict[str, set[str]] = {}
     for lid, res in resources.items():
         if res.get("Type") != "AWS::IAM::Role":
             continue
@@ -155,31 +168,37 @@ def check_attachments(resources: dict) -> list[str]:
             s3 = {a for a in actions if a.lower().startswith("s3:") or a == "*"}
             if not s3:
                 continue
-            if lid != role_id:
-                errors.append(f"{lid}: only {ATTACHMENTS_FUNCTION}'s role may have S3 permissions, found {sorted(s3)}")
+            allowed = S3_ROLES.get(lid)
+            if allowed is None:
+                errors.append(f"{lid}: only {sorted(S3_ROLES)} may have S3 permissions, found {sorted(s3)}")
                 continue
-            if st.get("Effect") != "Allow" or s3 != actions or not s3 <= ATTACHMENTS_S3_ACTIONS:
-                errors.append(
-                    f"{lid}: S3 statements must allow only {sorted(ATTACHMENTS_S3_ACTIONS)}, found {sorted(actions)}"
-                )
+            if st.get("Effect") != "Allow" or s3 != actions or not s3 <= allowed:
+                errors.append(f"{lid}: S3 statements must allow only {sorted(allowed)}, found {sorted(actions)}")
             if as_list(st.get("Resource")) != [want_resource]:
                 errors.append(
                     f"{lid}: S3 permissions must be on {want_resource['Fn::Sub']} only, found {st.get('Resource')}"
                 )
-            granted |= s3
-    if role_id and granted != ATTACHMENTS_S3_ACTIONS:
-        errors.append(f"{role_id}: must allow {sorted(ATTACHMENTS_S3_ACTIONS)} (it presigns both), found {sorted(granted)}")
-    # Its code reads one item: the uploader's account age, from the users table.
+            granted_by.setdefault(lid, set()).update(s3)
+    if role_id and role_id not in S3_ROLES:
+        errors.append(f"{role_id}: the attachments function's role must be one of {sorted(S3_ROLES)}")
+    for lid, allowed in S3_ROLES.items():
+        if granted_by.get(lid, set()) != allowed:
+            errors.append(f"{lid}: must allow {sorted(allowed)} on attachments, found {sorted(granted_by.get(lid, set()))}")
+    # Its DynamoDB permissions: exactly ATTACHMENTS_DYNAMODB's, table by table.
     role = (resources.get(role_id) or {}).get("Properties") or {}
+    found: dict[str, set[str]] = {}
     for st in statements(role.get("Policies")):
         actions = {str(a) for a in as_list(st.get("Action") or [])}
         if not any(a.lower().startswith("dynamodb:") for a in actions):
             continue
-        if actions != {"dynamodb:GetItem"} or as_list(st.get("Resource")) != [{"Fn::GetAtt": ["UsersTable", "Arn"]}]:
-            errors.append(
-                f"{role_id}: the attachments function only reads the users table; its DynamoDB "
-                f"permissions must be dynamodb:GetItem on UsersTable, found {sorted(actions)} on {st.get('Resource')}"
-            )
+        for r in as_list(st.get("Resource")):
+            table = r.get("Fn::GetAtt", [None])[0] if isinstance(r, dict) else None
+            found.setdefault(str(table), set()).update(actions)
+    if found != ATTACHMENTS_DYNAMODB:
+        errors.append(
+            f"{role_id}: the attachments function's DynamoDB permissions must be "
+            f"{ {t: sorted(a) for t, a in ATTACHMENTS_DYNAMODB.items()} }, found { {t: sorted(a) for t, a in found.items()} }"
+        )
     return errors
 
 
