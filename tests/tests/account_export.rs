@@ -257,14 +257,16 @@ async fn the_export_shows_what_the_account_holds_and_no_secret() {
     assert_eq!(bobs["presence"], json!({"shares": [], "last_seen": false}));
 
     // Attachments: exactly the two uploads, their sizes, and times of this test; each
-    // expires with its object, 30 days after it was signed. Bob's export has none.
+    // expires with its object. Bob's export has none.
     let listed = doc["attachments"].as_array().expect("attachments");
     let mut got: Vec<(String, u64)> = listed
         .iter()
         .map(|a| {
             let created = a["created_at"].as_u64().unwrap();
             assert!((before..=after).contains(&created), "{a}");
-            assert_eq!(a["expires_at"].as_u64().unwrap(), created + 30 * 24 * 3600);
+            // The bucket's lifecycle: 30 days, rounded up to the next midnight UTC.
+            let expiry = (created + 30 * 86_400).div_ceil(86_400) * 86_400;
+            assert_eq!(a["expires_at"].as_u64().unwrap(), expiry);
             (
                 a["attachment_id"].as_str().unwrap().to_string(),
                 a["size"].as_u64().unwrap(),
@@ -275,7 +277,10 @@ async fn the_export_shows_what_the_account_holds_and_no_secret() {
     let mut want = vec![(upload.id.clone(), 1000), (unused.id.clone(), 2048)];
     want.sort();
     assert_eq!(got, want);
-    let created: Vec<u64> = listed.iter().map(|a| a["created_at"].as_u64().unwrap()).collect();
+    let created: Vec<u64> = listed
+        .iter()
+        .map(|a| a["created_at"].as_u64().unwrap())
+        .collect();
     assert!(created.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     assert_eq!(doc["attachments_truncated"], false);
     assert_eq!(bobs["attachments"], json!([]));

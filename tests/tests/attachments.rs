@@ -623,7 +623,10 @@ async fn deleting_the_account_deletes_its_uploaded_objects_and_their_index() {
         assert_eq!(get(&url).await.0, 200);
     }
 
-    assert_eq!(delete_auth(&stack, "/v1/users/me", &alice.access).await, 204);
+    assert_eq!(
+        delete_auth(&stack, "/v1/users/me", &alice.access).await,
+        204
+    );
 
     for upload in &uploads {
         let url = download_url(&stack, &bob.access, &upload.id).await;

@@ -23,8 +23,9 @@ use shared::model::{
 };
 use shared::storage::dynamodb::{tables, Dynamo, Tables};
 use shared::storage::{
-    AttachmentIndex, GroupStore, GroupWrite, KeyPackageItem, KeyPackageStore, KeyStore, MlsBlobs, PreviousRefresh,
-    Rotation, SessionRecord, SessionStore, UploadRecord, UserStore, KEY_PACKAGE_HANDOUT_SECS,
+    AttachmentIndex, GroupStore, GroupWrite, KeyPackageItem, KeyPackageStore, KeyStore, MlsBlobs,
+    PreviousRefresh, Rotation, SessionRecord, SessionStore, UploadRecord, UserStore,
+    KEY_PACKAGE_HANDOUT_SECS,
 };
 use shared::Error;
 use uuid::Uuid;
@@ -1502,7 +1503,11 @@ async fn uploads_are_indexed_in_order_capped_per_day_and_forgotten(e: Engine) {
     assert_eq!((exact.len(), more), (5, false));
     let mut ids = db.all_ids(user).await.unwrap();
     ids.sort();
-    let mut want_ids: Vec<String> = want.iter().chain([&expired]).map(|u| u.id.clone()).collect();
+    let mut want_ids: Vec<String> = want
+        .iter()
+        .chain([&expired])
+        .map(|u| u.id.clone())
+        .collect();
     want_ids.sort();
     assert_eq!(ids, want_ids);
     // The user's groups are not confused with its uploads.

@@ -18,8 +18,15 @@ use crate::storage::{AttachmentIndex, BlobStore, UploadRecord};
 use crate::validation;
 
 /// How long an uploaded object lives: the bucket's lifecycle rule (infra/template.yaml), as long
-/// as an inbox keeps an envelope. The index entry expires with it.
+/// as an inbox keeps an envelope.
 pub const ATTACHMENT_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
+/// When the lifecycle rule expires an object uploaded at `created_at` (Unix s): S3 adds the
+/// days and rounds up to the next midnight UTC. The index entry expires then, not before, so
+/// account deletion still finds every object the bucket may hold.
+pub fn object_expiry(created_at: u64) -> u64 {
+    (created_at + ATTACHMENT_LIFETIME_SECS).div_ceil(86_400) * 86_400
+}
 
 /// Most uploads indexed per user on one UTC day. An upload lives 30 days, so the entries live
 /// at once span at most 31 days: at most 31 × 322 = 9,982 per user (`MAX_LIVE_UPLOADS`), what
@@ -109,7 +116,7 @@ impl Attachments {
             id: id.clone(),
             size: req.size,
             created_at,
-            expires_at: created_at + ATTACHMENT_LIFETIME_SECS,
+            expires_at: object_expiry(created_at),
         };
         self.index
             .record(who.user_id, &record, UPLOADS_PER_DAY)
@@ -175,6 +182,14 @@ impl Attachments {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_expire_at_the_midnight_after_30_days() {
+        let day = 86_400;
+        assert_eq!(object_expiry(100 * day), 130 * day);
+        assert_eq!(object_expiry(100 * day + 1), 131 * day);
+        assert_eq!(object_expiry(101 * day - 1), 131 * day);
+    }
 
     #[test]
     fn ids_are_22_characters_of_base64url() {
