@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use relay_tests::attachments::{
     create, create_response, download, download_url, get, put, random_bytes, raw_request, s3_code,
     target, unissued_id, with_changed_signature, without_param, Upload,
@@ -63,7 +65,7 @@ async fn a_mebibyte_goes_up_and_comes_back_the_same_through_the_presigned_urls()
     assert_eq!(status, 200, "download: {}", String::from_utf8_lossy(&got));
     assert!(got == bytes, "the same bytes come back");
 
-    // Neither URL names a user: ids are not linked to users.
+    // Neither URL names a user (only the uploader's index, server-side, links the id to alice).
     for url in [upload.url.as_str(), url] {
         for user in [&alice, &bob] {
             assert!(!url.contains(&user.user_id), "{url}");
@@ -639,4 +641,33 @@ async fn deleting_the_account_deletes_its_uploaded_objects_and_their_index() {
     assert_eq!(status, 200);
     assert!(got == bytes);
     assert_eq!(indexed(&bob.user_id).await, 2);
+}
+
+#[tokio::test]
+async fn a_users_uploads_are_indexed_at_most_322_a_day() {
+    // Budgets wide enough that only the index's bound refuses.
+    let stack = Stack::with_env(&[
+        ("RATE_LIMIT_ATTACHMENTS", "400/60"),
+        ("RATE_LIMIT_ATTACHMENTS_IP", "400/60"),
+        ("NEW_ACCOUNT_AGE_SECS", "0"),
+    ])
+    .await;
+    // The gateway's clock just after a UTC midnight, so the whole test falls in one day.
+    let now = shared::clock::unix_secs();
+    let day = 86_400;
+    stack.advance(Duration::from_secs(now.div_ceil(day) * day + 10 - now));
+    let (alice, bob) = User::pair(&stack).await;
+    let granted = futures::stream::iter(0..322)
+        .map(|_| create(&stack, &alice.access, 10))
+        .buffer_unordered(8)
+        .filter(|(status, _)| futures::future::ready(*status == 200))
+        .count()
+        .await;
+    assert_eq!(granted, 322);
+    // Refused until the next day; another user is not affected.
+    assert_rate_limited(create_response(&stack, Some(&alice.access), 10).await, day).await;
+    Upload::grant(&stack, &bob.access, 10).await;
+    stack.advance(Duration::from_secs(day));
+    let (access, _) = alice.log_in(&stack).await;
+    Upload::grant(&stack, &access, 10).await;
 }
