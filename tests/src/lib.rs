@@ -7,6 +7,7 @@ pub mod attachments;
 pub mod client;
 pub mod cluster;
 pub mod devices;
+pub mod groups;
 pub mod inbox;
 pub mod outage;
 pub mod process;

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 use relay_tests::acks::{ack_frame, connect_ack, receive_pushed, reply_alone, reply_to};
-use relay_tests::client::post_auth_json;
 use relay_tests::devices::{body_of, link, Device};
+use relay_tests::groups::group_over_http;
 use relay_tests::servers::{free_port, scratch_dir};
 use relay_tests::{eventually_within, Stack, User, Ws};
 use serde_json::{json, Value};
@@ -58,22 +58,7 @@ fn group_expiring(
 
 /// A group created by `members[0]` and joined by the others, over HTTP.
 async fn group_of(stack: &Stack, members: &[&User]) -> Uuid {
-    let listed: Vec<&str> = members[1..].iter().map(|u| u.user_id.as_str()).collect();
-    let (status, body) = post_auth_json(
-        stack,
-        "/v1/groups",
-        &members[0].access,
-        &json!({ "members": listed }),
-    )
-    .await;
-    assert_eq!(status, 201, "create: {body}");
-    let id = Uuid::parse_str(body["group_id"].as_str().unwrap()).unwrap();
-    for member in &members[1..] {
-        let path = format!("/v1/groups/{id}/join");
-        let (status, body) = post_auth_json(stack, &path, &member.access, &json!({})).await;
-        assert_eq!(status, 200, "join: {body}");
-    }
-    id
+    group_over_http(stack, members, &[]).await
 }
 
 /// The URL of every primary of the stack's Redis (one node, or each primary of a cluster).

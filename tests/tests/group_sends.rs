@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use redis::AsyncCommands;
 use relay_tests::acks::{ack_frame, connect_ack, reply_alone};
-use relay_tests::client::{delete_auth, post_auth_json};
+use relay_tests::client::delete_auth;
 use relay_tests::devices::{body_of, link, pending, Device};
+use relay_tests::groups::group_over_http;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::groups::Group;
@@ -30,25 +31,7 @@ fn store(stack: &Stack) -> Dynamo {
 /// A new group over HTTP: the first of `members` creates it, the others join, `invited` stay
 /// invited; the group as stored.
 async fn group_of(stack: &Stack, members: &[&User], invited: &[&User]) -> Group {
-    let listed: Vec<&str> = members[1..]
-        .iter()
-        .chain(invited)
-        .map(|u| u.user_id.as_str())
-        .collect();
-    let (status, body) = post_auth_json(
-        stack,
-        "/v1/groups",
-        &members[0].access,
-        &json!({ "members": listed }),
-    )
-    .await;
-    assert_eq!(status, 201, "create: {body}");
-    let id = Uuid::parse_str(body["group_id"].as_str().unwrap()).unwrap();
-    for member in &members[1..] {
-        let path = format!("/v1/groups/{id}/join");
-        let (status, body) = post_auth_json(stack, &path, &member.access, &json!({})).await;
-        assert_eq!(status, 200, "join: {body}");
-    }
+    let id = group_over_http(stack, members, invited).await;
     store(stack).get(id).await.unwrap().expect("the group")
 }
 
