@@ -599,3 +599,36 @@ async fn a_refused_send_leaves_no_envelope_behind() {
         "a refused send's envelope stays in Redis"
     );
 }
+
+#[tokio::test]
+async fn an_evicted_message_leaves_no_body_behind() {
+    let stack = Stack::with_env(&[("INBOX_MAX", "3")]).await;
+    let (alice, bob) = User::pair(&stack).await;
+    let b1 = Device::primary(&bob);
+    let ttl = stack.config.inbox.ttl.as_secs();
+    let bodies: Vec<Vec<u8>> = (0..5).map(|i| marker(&format!("evicted-{i}"))).collect();
+    let mut ws = alice.connect(&stack).await;
+    for (i, body) in bodies.iter().enumerate() {
+        let reply = send(
+            &mut ws,
+            expiring(&bob.user_id, &i.to_string(), body, json!(ttl)),
+        )
+        .await;
+        assert_eq!(reply["delivery"], "queued", "{reply}");
+    }
+
+    // One sender over the cap makes room from its own oldest: the first two went, bodies too.
+    assert_eq!(entries(&stack, &b1).await.len(), 3);
+    for body in &bodies[..2] {
+        assert!(
+            keys_holding(&stack, body).await.is_empty(),
+            "an evicted message's body stays in Redis"
+        );
+    }
+    for body in &bodies[2..] {
+        assert_eq!(keys_holding(&stack, body).await.len(), 1, "a kept body");
+    }
+    let mut bob_ws = bob.connect(&stack).await;
+    let got: Vec<Vec<u8>> = bob_ws.fetch_all().await.iter().map(body_of).collect();
+    assert_eq!(got, bodies[2..].to_vec());
+}

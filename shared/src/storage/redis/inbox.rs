@@ -78,6 +78,7 @@ impl Inbox for RedisStore {
         };
         let (fanned, removed) = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         removed.record();
+        self.forget_evicted(&removed.bodies).await;
         if let Fanned::Done(outcomes) = &fanned {
             if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;
@@ -157,6 +158,7 @@ impl Inbox for RedisStore {
         };
         let (fanned, removed) = deliver.decode(self.run(&deliver.call(&self.keys)).await?)?;
         removed.record();
+        self.forget_evicted(&removed.bodies).await;
         if let SharedFanned::Done(outcomes) = &fanned {
             if outcomes.iter().any(|(_, d)| d.stored()) {
                 self.wait_for_replicas().await;
@@ -239,5 +241,20 @@ impl Inbox for RedisStore {
     async fn summary(&self, device: DeviceAddress) -> Result<InboxSummary> {
         let call = inbox_summary::call(&self.keys, device);
         inbox_summary::decode(self.run(&call).await?)
+    }
+}
+
+impl RedisStore {
+    /// Deletes the bodies of disappearing messages a delivery step evicted (their keys are in
+    /// other slots than the inbox, so the script could not): a sender overflowing an inbox
+    /// does not leave bodies holding memory until their expiry. Best effort: one missed still
+    /// expires then.
+    async fn forget_evicted(&self, bodies: &[Uuid]) {
+        if bodies.is_empty() {
+            return;
+        }
+        if let Err(e) = self.delete_own(bodies).await {
+            e.log();
+        }
     }
 }

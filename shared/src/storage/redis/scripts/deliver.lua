@@ -8,10 +8,13 @@
 --   {'mismatched', missing, extra, targets}  the send's devices are not the recipient's
 --                                            targets (sorted ids); nothing stored
 --   {'stale', devices}                       these registration ids differ; nothing stored
---   {'done', outcome…, evicted, expired}     one outcome per target, in the send's order
+--   {'done', outcome…, evicted, expired, bodies}
+--                                            one outcome per target, in the send's order
 --                                            (`deliver_one`'s, prelude_deliver.lua), then
 --                                            how many envelopes it evicted from the inboxes
---                                            and dropped from them as expired
+--                                            and dropped from them as expired, and the
+--                                            evicted disappearing messages' envelope ids
+--                                            (their bodies' keys, for the caller to delete)
 -- One hash slot: {user}.
 
 local devices_key = KEYS[1]            -- hash: `v` version, device id → `<registration id>:…`
@@ -96,4 +99,5 @@ for _, a in ipairs(addressed) do
 end
 table.insert(results, removed.evicted)
 table.insert(results, removed.expired)
+table.insert(results, removed.bodies)
 return results

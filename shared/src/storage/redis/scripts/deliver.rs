@@ -1,6 +1,7 @@
 //! `deliver.lua`: a send to every device of one recipient, checked and stored in one step.
 
 use redis::Value;
+use uuid::Uuid;
 
 use super::{Call, InboxCaps, Reply, DELIVER};
 use crate::error::Result;
@@ -88,24 +89,34 @@ impl Deliver<'_> {
 }
 
 /// Envelopes a delivery step removed from the inboxes it stored into: `evicted` to make room
-/// within the caps, `expired` dropped from a head as it stored.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// within the caps, `expired` dropped from a head as it stored; `bodies`, the envelope ids of
+/// the evicted disappearing messages, whose bodies (keys in other slots) the caller deletes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Removed {
     pub evicted: u64,
     pub expired: u64,
+    pub bodies: Vec<Uuid>,
 }
 
 impl Removed {
-    /// The last two fields of a `done` reply.
+    /// The last three fields of a `done` reply.
     pub(super) fn read(reply: &mut Reply) -> Result<Self> {
+        let evicted = reply.field("evicted")?;
+        let expired = reply.field("expired")?;
+        let bodies: Vec<String> = reply.field("evicted bodies")?;
         Ok(Self {
-            evicted: reply.field("evicted")?,
-            expired: reply.field("expired")?,
+            evicted,
+            expired,
+            // Only ids this relay wrote are ever pointed at; anything else names no body.
+            bodies: bodies
+                .iter()
+                .filter_map(|b| Uuid::parse_str(b).ok())
+                .collect(),
         })
     }
 
     /// Counted as messages dropped by an inbox cap, and found expired.
-    pub(crate) fn record(self) {
+    pub(crate) fn record(&self) {
         use crate::metrics::{messages, MessageEvent};
         messages(MessageEvent::Dropped, self.evicted);
         messages(MessageEvent::Expired, self.expired);
@@ -203,6 +214,7 @@ mod tests {
         let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
         let a = Value::Array;
         let four = send(4);
+        let evicted_body = Uuid::new_v4();
         let done = a(vec![
             s("done"),
             a(vec![s("queued")]),
@@ -216,6 +228,7 @@ mod tests {
             a(vec![s("dropped")]),
             Value::Int(2),
             Value::Int(1),
+            a(vec![s(&evicted_body.to_string())]),
         ]);
         let (Fanned::Done(outcomes), removed) = deliver(&four).decode(done.clone()).unwrap() else {
             panic!("done")
@@ -224,7 +237,8 @@ mod tests {
             removed,
             Removed {
                 evicted: 2,
-                expired: 1
+                expired: 1,
+                bodies: vec![evicted_body],
             }
         );
         assert_eq!(outcomes.len(), 4);

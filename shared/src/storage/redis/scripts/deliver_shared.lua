@@ -10,11 +10,12 @@
 -- sorted-set insert and a trim of the marks (at most `most_marks`, the oldest dropped first).
 -- Replies:
 --   {'already'}          the member was given this envelope before; nothing stored
---   {'done', outcome…, evicted, expired}
+--   {'done', outcome…, evicted, expired, bodies}
 --                        one outcome per target, in the send's order: `deliver_one`'s, or
 --                        {'gone'} (the device left the list or was registered again); then
 --                        how many envelopes it evicted from the inboxes and dropped from them
---                        as expired
+--                        as expired, and the evicted disappearing messages' envelope ids (their
+--                        bodies' keys, for the caller to delete)
 -- One hash slot: {user}.
 
 local devices_key = KEYS[1]            -- hash: `v` version, device id → `<registration id>:…`
@@ -83,4 +84,5 @@ if mark ~= '' then
 end
 table.insert(results, removed.evicted)
 table.insert(results, removed.expired)
+table.insert(results, removed.bodies)
 return results

@@ -176,6 +176,7 @@ mod tests {
             a(vec![s("queued")]),
             Value::Int(0),
             Value::Int(3),
+            a(vec![]),
         ]);
         assert_eq!(
             d.decode(done).unwrap(),
@@ -183,7 +184,8 @@ mod tests {
                 SharedFanned::Done(vec![(1, Delivery::Dropped), (2, Delivery::Queued)]),
                 Removed {
                     evicted: 0,
-                    expired: 3
+                    expired: 3,
+                    bodies: vec![],
                 }
             )
         );

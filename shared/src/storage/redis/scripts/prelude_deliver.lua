@@ -30,6 +30,12 @@
 -- holders (short strings) from where the last one of that holder stopped. An entry's bytes
 -- (`weight`, prelude_store.lua) cost one anchored match of its first characters.
 
+-- What the `deliver_one` calls of this step removed from inboxes, for the caller's reply:
+-- envelopes evicted to make room (an inbox cap), expired ones dropped from a head, and the
+-- envelope ids of the evicted disappearing messages (their bodies' keys, in other slots, which
+-- the caller deletes: an evicted message's body is not left to hold memory until its expiry).
+local removed = {evicted = 0, expired = 0, bodies = {}}
+
 -- Makes room for `env` in the device's inbox; false when it cannot be stored.
 local function make_room(c, s, env)
   local me, size = holder_of(env), weight(env)
@@ -50,8 +56,11 @@ local function make_room(c, s, env)
     local victim = me
     if shares then victim = largest(shares, c.max, c.max_bytes, me) end
     if not victim then return false end
-    local at, bytes = remove_oldest_of(s, victim, hints[victim])
+    local at, bytes, entry = remove_oldest_of(s, victim, hints[victim])
     if at then
+      -- An evicted disappearing message's body is in another slot: the caller deletes it.
+      local body = own_body_of(entry)
+      if body then table.insert(removed.bodies, body) end
       -- Later entries moved up one: so did every search's starting point past `at`.
       for who, from in pairs(hints) do
         if from > at then hints[who] = from - 1 end
@@ -73,9 +82,6 @@ local function make_room(c, s, env)
   return false
 end
 
--- What the `deliver_one` calls of this step removed from inboxes, for the caller's reply:
--- envelopes evicted to make room (an inbox cap), and expired ones dropped from a head.
-local removed = {evicted = 0, expired = 0}
 
 local function deliver_one(c, s, conns_key, acks_key, env)
   redis.call('ZREMRANGEBYSCORE', conns_key, '-inf', c.now)

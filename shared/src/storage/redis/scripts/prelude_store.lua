@@ -40,6 +40,12 @@ local function weight(e)
   return #e + (tonumber(string.match(e, '^~?%d+|@[^|]*|[^|]*|(%d+)$')) or 0)
 end
 
+-- The envelope id a disappearing message's pointer names (the key of its body, kept for this
+-- device alone), or nil for any other entry.
+local function own_body_of(e)
+  return string.match(e, '^~?%d+|@([^|]*)|[^|]*|%d+$')
+end
+
 -- Who an entry counts against: its sender, `~`-prefixed when the sender was a new account.
 local function holder_of(e)
   if string.byte(e, 1) == 126 then return '~' .. sender_of(e) end
@@ -119,7 +125,8 @@ end
 
 -- Removes the oldest envelope of `who` (a holder, or `~` for any new account), scanning
 -- `holders` from `from` (0-based; what lies before it holds none of `who`'s). Returns the
--- index it was found at (the next search for `who` may start there) and its bytes, or nil.
+-- index it was found at (the next search for `who` may start there), its bytes and the entry,
+-- or nil.
 local function remove_oldest_of(s, who, from)
   local len = align_holders(s)
   local i = from or 0
@@ -134,7 +141,7 @@ local function remove_oldest_of(s, who, from)
         redis.call('LSET', s.holders, at, '#')
         redis.call('LREM', s.holders, 1, '#')
         account(s, e, -1)
-        return at, weight(e)
+        return at, weight(e), e
       end
     end
     i = i + 128
