@@ -389,3 +389,23 @@ pub async fn wait_provisioning_socket_gone(stack: &Stack, address: &str) {
     })
     .await
 }
+
+/// The device's address, as the relay's storage names it.
+pub fn address(d: &Device) -> shared::model::DeviceAddress {
+    shared::model::DeviceAddress::new(
+        uuid::Uuid::parse_str(&d.user_id).expect("a user id"),
+        d.device_id as u32,
+    )
+}
+
+/// The raw entries of a device's inbox, read from Redis.
+pub async fn entries(stack: &Stack, d: &Device) -> Vec<String> {
+    use redis::AsyncCommands;
+    let key = stack.redis_keys().inbox(address(d));
+    stack
+        .redis()
+        .await
+        .lrange(key, 0, -1)
+        .await
+        .expect("LRANGE")
+}

@@ -7,12 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 use relay_tests::acks::{ack_frame, connect_ack, receive_pushed, reply_alone, reply_to};
-use relay_tests::devices::{body_of, link, Device};
+use relay_tests::devices::{address, body_of, entries, link, Device};
 use relay_tests::groups::group_over_http;
 use relay_tests::servers::{free_port, scratch_dir};
 use relay_tests::{eventually_within, Stack, User, Ws};
 use serde_json::{json, Value};
-use shared::model::DeviceAddress;
 use shared::validation::encode;
 use uuid::Uuid;
 
@@ -176,21 +175,6 @@ async fn until_gone(stack: &Stack, body: &[u8]) {
         keys_holding(stack, body).await.is_empty()
     })
     .await;
-}
-
-fn address(d: &Device) -> DeviceAddress {
-    DeviceAddress::new(Uuid::parse_str(&d.user_id).unwrap(), d.device_id as u32)
-}
-
-/// The raw entries of a device's inbox.
-async fn entries(stack: &Stack, d: &Device) -> Vec<String> {
-    let key = stack.redis_keys().inbox(address(d));
-    stack
-        .redis()
-        .await
-        .lrange(key, 0, -1)
-        .await
-        .expect("LRANGE")
 }
 
 /// Sends `frame` from `ws` and returns its reply (nothing pushed to the sender meanwhile).

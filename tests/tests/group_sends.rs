@@ -9,12 +9,11 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 use relay_tests::acks::{ack_frame, connect_ack, reply_alone};
 use relay_tests::client::delete_auth;
-use relay_tests::devices::{body_of, link, pending, Device};
+use relay_tests::devices::{address, body_of, entries, link, pending, Device};
 use relay_tests::groups::group_over_http;
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::groups::Group;
-use shared::model::DeviceAddress;
 use shared::storage::dynamodb::{Dynamo, Tables};
 use shared::storage::GroupStore;
 use shared::validation::encode;
@@ -63,21 +62,6 @@ fn counts(reply: &Value) -> (u64, u64, u64) {
     assert_eq!(reply["type"], "sent", "{reply}");
     let n = |k: &str| reply[k].as_u64().unwrap_or_else(|| panic!("{k}: {reply}"));
     (n("delivered"), n("queued"), n("dropped"))
-}
-
-fn address(d: &Device) -> DeviceAddress {
-    DeviceAddress::new(Uuid::parse_str(&d.user_id).unwrap(), d.device_id as u32)
-}
-
-/// The raw entries of a device's inbox.
-async fn entries(stack: &Stack, d: &Device) -> Vec<String> {
-    let key = stack.redis_keys().inbox(address(d));
-    stack
-        .redis()
-        .await
-        .lrange(key, 0, -1)
-        .await
-        .expect("LRANGE")
 }
 
 /// The ids of the users named in an error frame's `users`, with their lists.

@@ -14,7 +14,7 @@ use relay_tests::acks::{receive_pushed, reply_alone};
 use relay_tests::client::{
     delete_auth, error_code, get_auth, post_auth_json, put_auth, status_json,
 };
-use relay_tests::devices::{body_of, link, Device};
+use relay_tests::devices::{address, body_of, link, Device};
 use relay_tests::{Stack, User, Ws};
 use serde_json::{json, Value};
 use shared::mls::testing::{Committed, TestMember};
@@ -51,10 +51,6 @@ impl Member {
     fn user_id(&self) -> &str {
         &self.device.user_id
     }
-}
-
-fn address(d: &Device) -> DeviceAddress {
-    DeviceAddress::new(Uuid::parse_str(&d.user_id).unwrap(), d.device_id as u32)
 }
 
 async fn upload(stack: &Stack, device: &Device, body: &Value) -> (u16, Value) {
