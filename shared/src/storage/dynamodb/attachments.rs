@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 
 use super::items::{get_n, get_s, key, n, s, user_pk};
-use super::{sdk_error, Dynamo, Item};
+use super::{first_kept, sdk_error, Dynamo, Item};
 use crate::error::{Error, Result};
 use crate::model::UserId;
 use crate::storage::{AttachmentIndex, UploadRecord};
@@ -125,37 +125,16 @@ impl AttachmentIndex for Dynamo {
 
     async fn uploads(&self, user: UserId, max: usize) -> Result<(Vec<UploadRecord>, bool)> {
         let now = self.clock.now_secs();
-        let mut found = Vec::new();
         let query = self
             .query_partition(&self.tables.groups, &user_pk(user), Some(UPLOAD_PREFIX))
             .projection_expression("sk, #size, created_at, expires_at")
             .expression_attribute_names("#size", "size")
             .consistent_read(true);
-        // Pages stop once one past `max` is seen: the read is bounded whatever is stored.
-        let mut start: Option<Item> = None;
-        loop {
-            let mut page = query
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("list uploads", e))?;
-            for item in page.items.take().unwrap_or_default() {
-                let upload = upload_from(&item)?;
-                // TTL deletion is lazy: an expired entry may still be there.
-                if upload.expires_at <= now {
-                    continue;
-                }
-                if found.len() == max {
-                    return Ok((found, true));
-                }
-                found.push(upload);
-            }
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => return Ok((found, false)),
-            }
-        }
+        first_kept(query, "list uploads", max, |item| {
+            let upload = upload_from(item)?;
+            Ok((upload.expires_at > now).then_some(upload))
+        })
+        .await
     }
 
     async fn all_ids(&self, user: UserId) -> Result<Vec<String>> {

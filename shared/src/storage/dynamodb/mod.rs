@@ -215,6 +215,38 @@ async fn each_page(
     }
 }
 
+/// The first `max` items of `query` that `read` keeps (`None`: skipped, e.g. an item past its
+/// expiry that TTL deletion, which is lazy, has not removed yet), and whether there were more:
+/// pages stop once one past `max` is kept, so the read is bounded whatever the partition holds.
+pub(crate) async fn first_kept<T>(
+    query: QueryFluentBuilder,
+    what: &str,
+    max: usize,
+    mut read: impl FnMut(&Item) -> Result<Option<T>>,
+) -> Result<(Vec<T>, bool)> {
+    let mut found = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let mut page = query
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(what, e))?;
+        for item in page.items.take().unwrap_or_default() {
+            let Some(kept) = read(&item)? else { continue };
+            if found.len() == max {
+                return Ok((found, true));
+            }
+            found.push(kept);
+        }
+        match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(k) => start = Some(k),
+            None => return Ok((found, false)),
+        }
+    }
+}
+
 /// Maps an SDK failure to `Unavailable` with a detail for the log (never for the client): the
 /// service's code and message, or the failure with its whole chain of causes (an unreachable
 /// endpoint says which connection error).

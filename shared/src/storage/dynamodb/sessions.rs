@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 use uuid::Uuid;
 
 use super::items::{get_n, get_s, key, n, s, user_pk};
-use super::{sdk_error, Dynamo, Item};
+use super::{first_kept, sdk_error, Dynamo, Item};
 use crate::error::Result;
 use crate::model::{DeviceId, UserId};
 use crate::storage::{PreviousRefresh, Rotation, SessionInfo, SessionRecord, SessionStore};
@@ -254,45 +254,27 @@ impl SessionStore for Dynamo {
 
     async fn list(&self, user_id: UserId, max: usize) -> Result<(Vec<SessionInfo>, bool)> {
         let now = self.clock.now_secs();
-        let mut found = Vec::new();
         // Only these attributes are read: the refresh hash and sealed successor never leave
-        // the table. Pages stop once one past `max` is seen, so an account with very many
-        // sessions costs a bounded read.
+        // the table.
         let query = self
             .query_partition(&self.tables.sessions, &user_id.to_string(), None)
             .projection_expression("sk, device_id, created_at, refreshed_at, expires_at")
             .consistent_read(true);
-        let mut start: Option<Item> = None;
-        loop {
-            let mut page = query
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("list sessions", e))?;
-            for item in page.items.take().unwrap_or_default() {
-                let expires_at: u64 = get_n(&item, "expires_at")?;
-                // TTL deletion is lazy: an expired item may still be there.
-                if expires_at <= now {
-                    continue;
-                }
-                if found.len() == max {
-                    return Ok((found, true));
-                }
-                found.push(SessionInfo {
-                    session_id: Uuid::parse_str(get_s(&item, "sk")?)
-                        .map_err(|_| super::items::corrupt("sk"))?,
-                    // Sessions from before devices were device 1's.
-                    device_id: get_n(&item, "device_id").unwrap_or(crate::model::PRIMARY_DEVICE),
-                    created_at: get_n(&item, "created_at").ok(),
-                    refreshed_at: get_n(&item, "refreshed_at").ok(),
-                    expires_at,
-                });
+        first_kept(query, "list sessions", max, |item| {
+            let expires_at: u64 = get_n(item, "expires_at")?;
+            if expires_at <= now {
+                return Ok(None);
             }
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => return Ok((found, false)),
-            }
-        }
+            Ok(Some(SessionInfo {
+                session_id: Uuid::parse_str(get_s(item, "sk")?)
+                    .map_err(|_| super::items::corrupt("sk"))?,
+                // Sessions from before devices were device 1's.
+                device_id: get_n(item, "device_id").unwrap_or(crate::model::PRIMARY_DEVICE),
+                created_at: get_n(item, "created_at").ok(),
+                refreshed_at: get_n(item, "refreshed_at").ok(),
+                expires_at,
+            }))
+        })
+        .await
     }
 }
